@@ -1,0 +1,50 @@
+"""Storage backends behind one interface: see ``base.py``.
+
+``open_writer(path, backend, **options)`` and ``open_store(path)`` are what the rest of imgtui
+(bench, CLI, app) uses; the backend of an existing store is detected from its files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import ImgtuiError, StoreNotFoundError
+from .base import Backend, StoreReader, StoreWriter, VerifyResult, path_size  # noqa: F401
+
+BACKEND_NAMES = ("disk", "lmdb", "hdf5")
+
+
+def get_backend(name: str) -> type[Backend]:
+    name = name.lower().strip()
+    if name == "disk":
+        from .disk import DiskBackend as B
+    elif name == "lmdb":
+        from .lmdb_store import LmdbBackend as B
+    elif name in ("hdf5", "h5"):
+        from .hdf5_store import Hdf5Backend as B
+    else:
+        raise ImgtuiError(f"unknown backend {name!r} (choose from {', '.join(BACKEND_NAMES)})")
+    return B
+
+
+def open_writer(path: str | os.PathLike, backend: str, **options: Any) -> StoreWriter:
+    """A writer for a new store. Options: ``overwrite``, ``batch_size``, backend options."""
+    return get_backend(backend).writer(path, **options)
+
+
+def detect_backend(path: str | os.PathLike) -> str:
+    p = Path(path)
+    if not p.exists():
+        raise StoreNotFoundError(f"{p}: no such file or folder")
+    for name in BACKEND_NAMES:
+        if get_backend(name).detect(p):
+            return name
+    raise ImgtuiError(f"{p} is not an imgtui store (no disk, LMDB or HDF5 store found there)")
+
+
+def open_store(path: str | os.PathLike, backend: str | None = None) -> StoreReader:
+    """Open an existing store for reading; raises a one-line ImgtuiError if it cannot."""
+    name = backend or detect_backend(path)
+    return get_backend(name).open(path)

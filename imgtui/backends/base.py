@@ -1,0 +1,508 @@
+"""The one small interface every storage backend implements.
+
+Writers
+-------
+``with Backend.writer(path, overwrite=False, **options) as w: w.write(record)`` (or
+``w.write_many(records)``). Records are validated one by one; at most one batch is held in memory.
+The store is finalised on a clean exit of the ``with`` block: the manifest (or its equivalent)
+is written last, so a store without it is *incomplete*.
+
+Where the writer puts its bytes while it works (``self.build_path``):
+- ``path`` did not exist: directly at ``path``. If the process is killed the store is left
+  without manifest and every reader reports it as incomplete. On an exception (Ctrl-C included)
+  the partial store is removed again (rolled back).
+- ``path`` exists and ``overwrite=True``: next to it, at ``<path>.imgtui-tmp-<pid>``. Only after the
+  new store is finalised is the old one moved aside and removed, so an existing store is never
+  half-deleted.
+- ``path`` exists and ``overwrite=False``: StoreExistsError before anything is touched.
+
+Readers
+-------
+``len(r)``, ``r[i]`` -> Record, ``r.get_many(indices)`` -> list of Records,
+``r.get_images(indices)`` -> one array (when shapes agree) or a list, iteration, ``r.labels()``
+(without loading images), ``r.info()``, ``r.verify()``. Readers are context managers.
+Subclasses implement ``_read(i)``, ``_labels()``, ``_stored_checksum(i)`` and may override the
+batch methods for speed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from abc import ABC, abstractmethod
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .. import __version__
+from ..errors import (
+    CorruptStoreError,
+    ImgtuiError,
+    InvalidRecordError,
+    StoreExistsError,
+    StoreFullError,
+)
+from ..records import Label, Record, checksum, validate_record
+
+#: version of the on-disk layout written by this imgtui; readers refuse newer versions
+FORMAT_VERSION = 1
+#: distinct shapes / labels remembered in the manifest statistics
+_MAX_DISTINCT = 1000
+
+ProgressFn = Callable[[int, int], None]
+
+
+def path_size(path: str | os.PathLike) -> int:
+    """Bytes allocated on disk by a file or a directory tree (st_blocks, so sparse maps count right)."""
+    p = Path(path)
+    if p.is_file():
+        st = p.stat()
+        return min(st.st_size, st.st_blocks * 512) if st.st_blocks else st.st_size
+    total = 0
+    for root, _dirs, files in os.walk(p):
+        for name in files:
+            try:
+                st = os.stat(os.path.join(root, name))
+            except OSError:
+                continue
+            total += min(st.st_size, st.st_blocks * 512) if st.st_blocks else st.st_size
+    return total
+
+
+def remove_path(path: str | os.PathLike) -> None:
+    p = Path(path)
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    elif p.exists() or p.is_symlink():
+        try:
+            p.unlink()
+        except OSError:
+            pass
+
+
+@dataclass
+class WriteStats:
+    """Running statistics a writer keeps so that ``info()`` never has to scan the store."""
+
+    count: int = 0
+    raw_bytes: int = 0
+    shapes: Counter = field(default_factory=Counter)
+    dtypes: Counter = field(default_factory=Counter)
+    labels: Counter = field(default_factory=Counter)
+    label_kinds: set = field(default_factory=set)
+    shapes_truncated: bool = False
+    labels_truncated: bool = False
+
+    def add(self, record: Record) -> None:
+        self.count += 1
+        self.raw_bytes += record.image.nbytes
+        key = "x".join(str(s) for s in record.image.shape)
+        if key in self.shapes or len(self.shapes) < _MAX_DISTINCT:
+            self.shapes[key] += 1
+        else:
+            self.shapes_truncated = True
+        self.dtypes[str(record.image.dtype)] += 1
+        lk = str(record.label)
+        if lk in self.labels or len(self.labels) < _MAX_DISTINCT:
+            self.labels[lk] += 1
+        else:
+            self.labels_truncated = True
+        self.label_kinds.add("int" if isinstance(record.label, int) else "str")
+
+    def to_dict(self) -> dict:
+        return {
+            "count": self.count,
+            "raw_bytes": self.raw_bytes,
+            "shapes": dict(self.shapes.most_common()),
+            "shapes_truncated": self.shapes_truncated,
+            "dtypes": dict(self.dtypes),
+            "labels": dict(self.labels.most_common()),
+            "labels_truncated": self.labels_truncated,
+            "label_kinds": sorted(self.label_kinds),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WriteStats":
+        s = cls(
+            count=int(d.get("count", 0)),
+            raw_bytes=int(d.get("raw_bytes", 0)),
+            shapes=Counter(d.get("shapes", {})),
+            dtypes=Counter(d.get("dtypes", {})),
+            labels=Counter(d.get("labels", {})),
+            label_kinds=set(d.get("label_kinds", [])),
+            shapes_truncated=bool(d.get("shapes_truncated", False)),
+            labels_truncated=bool(d.get("labels_truncated", False)),
+        )
+        return s
+
+
+def make_manifest(backend: str, stats: WriteStats, options: dict, **extra: Any) -> dict:
+    """The common manifest every backend stores (as JSON file, LMDB key or HDF5 attribute)."""
+    m = {
+        "format": "imgtui",
+        "backend": backend,
+        "format_version": FORMAT_VERSION,
+        "imgtui_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "options": options,
+        **stats.to_dict(),
+    }
+    m.update(extra)
+    return m
+
+
+class StoreWriter(ABC):
+    """Base writer: validation, statistics, batching and the atomic commit protocol."""
+
+    backend: ClassVar[str] = ""
+    #: records buffered before ``_write_batch`` is called
+    default_batch_size: ClassVar[int] = 256
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        overwrite: bool = False,
+        batch_size: int | None = None,
+        expected_count: int | None = None,
+        **options: Any,
+    ) -> None:
+        self.path = Path(path)
+        self.overwrite = overwrite
+        self.batch_size = int(batch_size or self.default_batch_size)
+        self.expected_count = expected_count
+        self.options = self.check_options(options)
+        self.stats = WriteStats()
+        self._batch: list[Record] = []
+        self._checksums_batch: list[int] = []
+        self._open = False
+        self._finished = False
+        if self.path.exists() or self.path.is_symlink():
+            if not overwrite:
+                raise StoreExistsError(
+                    f"{self.path} already exists; choose another destination or pass --overwrite"
+                )
+            self.build_path = self.path.with_name(f"{self.path.name}.imgtui-tmp-{os.getpid()}")
+            remove_path(self.build_path)
+        else:
+            if not self.path.parent.exists():
+                raise ImgtuiError(f"cannot write {self.path}: folder {self.path.parent} does not exist")
+            self.build_path = self.path
+
+    # -- options ---------------------------------------------------------------------------
+    @classmethod
+    def check_options(cls, options: dict) -> dict:
+        """Validate backend options; return the full option dict (defaults filled in)."""
+        if options:
+            raise ImgtuiError(f"{cls.backend}: unknown option(s) {', '.join(sorted(options))}")
+        return {}
+
+    # -- subclass hooks --------------------------------------------------------------------
+    @abstractmethod
+    def _open_store(self) -> None:
+        """Create the empty store at ``self.build_path``."""
+
+    @abstractmethod
+    def _write_batch(self, records: list[Record], checksums: list[int], start: int) -> None:
+        """Write records ``start .. start+len(records)-1``."""
+
+    @abstractmethod
+    def _finalize(self, manifest: dict) -> None:
+        """Flush everything, write ``manifest`` last (that marks the store complete), close."""
+
+    @abstractmethod
+    def _close_on_error(self) -> None:
+        """Close open handles after an error; must not raise."""
+
+    # -- public API ------------------------------------------------------------------------
+    def __enter__(self) -> "StoreWriter":
+        self._ensure_open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+    def _ensure_open(self) -> None:
+        if self._finished:
+            raise ImgtuiError(f"writer for {self.path} is already closed")
+        if not self._open:
+            try:
+                self._open_store()
+            except BaseException:
+                self.abort()
+                raise
+            self._open = True
+
+    @property
+    def count(self) -> int:
+        """Records accepted so far."""
+        return self.stats.count
+
+    def write(self, record: Record | tuple) -> None:
+        self._ensure_open()
+        rec = validate_record(record, self.stats.count)
+        self._check_record(rec, self.stats.count)
+        self.stats.add(rec)
+        self._batch.append(rec)
+        self._checksums_batch.append(checksum(rec.image))
+        if len(self._batch) >= self.batch_size:
+            self.flush()
+
+    def write_many(self, records: Iterable[Record | tuple]) -> None:
+        for r in records:
+            self.write(r)
+
+    def _check_record(self, record: Record, index: int) -> None:
+        """Backend-specific limits; raise InvalidRecordError."""
+
+    def flush(self) -> None:
+        if not self._batch:
+            return
+        start = self.stats.count - len(self._batch)
+        batch, sums = self._batch, self._checksums_batch
+        self._batch, self._checksums_batch = [], []
+        try:
+            self._write_batch(batch, sums, start)
+        except OSError as exc:
+            if exc.errno == 28:  # ENOSPC
+                raise StoreFullError(f"disk full while writing {self.path}: {exc.strerror}") from None
+            raise
+
+    def manifest(self, **extra: Any) -> dict:
+        return make_manifest(self.backend, self.stats, self.options, **extra)
+
+    def close(self) -> None:
+        """Finalise the store (manifest last) and move it into place."""
+        if self._finished:
+            return
+        self._ensure_open()
+        try:
+            self.flush()
+            self._finalize(self.manifest())
+        except BaseException:
+            self.abort()
+            raise
+        self._finished = True
+        if self.build_path != self.path:
+            old = self.path.with_name(f"{self.path.name}.imgtui-old-{os.getpid()}")
+            os.rename(self.path, old)
+            os.rename(self.build_path, self.path)
+            remove_path(old)
+
+    def abort(self) -> None:
+        """Roll back: close handles and remove what this writer created. Never raises."""
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            self._close_on_error()
+        except Exception:
+            pass
+        remove_path(self.build_path)
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    checked: int
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"OK: {self.checked:,} records verified"
+        more = f" (+{len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+        return f"FAILED: {len(self.errors):,} problem(s) in {self.checked:,} records: {self.errors[0]}{more}"
+
+
+class StoreReader(ABC):
+    backend: ClassVar[str] = ""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.manifest: dict = {}
+
+    # -- subclass hooks --------------------------------------------------------------------
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def _read(self, index: int) -> Record:
+        """Record ``index`` (already bounds-checked, non-negative)."""
+
+    @abstractmethod
+    def _labels(self) -> list[Label]: ...
+
+    @abstractmethod
+    def _stored_checksum(self, index: int) -> int | None: ...
+
+    def close(self) -> None:
+        pass
+
+    # -- shared API ------------------------------------------------------------------------
+    def __enter__(self) -> "StoreReader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _index(self, i: int) -> int:
+        n = len(self)
+        i = int(i)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"record index {i} out of range for a store of {n:,} records")
+        return i
+
+    def __getitem__(self, i: int) -> Record:
+        return self._read(self._index(i))
+
+    def get_many(self, indices: Sequence[int]) -> list[Record]:
+        return [self._read(self._index(i)) for i in indices]
+
+    def get_images(self, indices: Sequence[int]) -> np.ndarray | list[np.ndarray]:
+        imgs = [r.image for r in self.get_many(indices)]
+        if imgs and all(im.shape == imgs[0].shape and im.dtype == imgs[0].dtype for im in imgs):
+            return np.stack(imgs)
+        return imgs
+
+    def iter_batches(self, batch_size: int = 256) -> Iterator[list[Record]]:
+        n = len(self)
+        for start in range(0, n, batch_size):
+            yield self.get_many(range(start, min(n, start + batch_size)))
+
+    def __iter__(self) -> Iterator[Record]:
+        for batch in self.iter_batches():
+            yield from batch
+
+    def labels(self) -> list[Label]:
+        return self._labels()
+
+    def info(self) -> dict:
+        m = self.manifest
+        return {
+            "path": str(self.path),
+            "backend": self.backend,
+            "format_version": m.get("format_version"),
+            "imgtui_version": m.get("imgtui_version"),
+            "created": m.get("created"),
+            "complete": True,
+            "count": len(self),
+            "raw_bytes": m.get("raw_bytes"),
+            "bytes_on_disk": path_size(self.path),
+            "shapes": m.get("shapes", {}),
+            "dtypes": m.get("dtypes", {}),
+            "labels": m.get("labels", {}),
+            "label_kinds": m.get("label_kinds", []),
+            "options": m.get("options", {}),
+        }
+
+    def verify(
+        self,
+        progress: ProgressFn | None = None,
+        cancel: Callable[[], bool] | None = None,
+        max_errors: int = 100,
+    ) -> VerifyResult:
+        """Re-read every record and compare its pixels with the stored checksum."""
+        n = len(self)
+        errors: list[str] = []
+        checked = 0
+        for start in range(0, n, 256):
+            if cancel is not None and cancel():
+                break
+            idx = range(start, min(n, start + 256))
+            try:
+                recs = self.get_many(idx)
+            except Exception as exc:  # a corrupt batch: check its records one by one
+                recs = []
+                for i in idx:
+                    try:
+                        recs.append(self._read(i))
+                    except Exception as exc2:
+                        errors.append(f"record {i}: cannot be read ({_one_line(exc2) or _one_line(exc)})")
+                        recs.append(None)
+            for i, rec in zip(idx, recs):
+                checked += 1
+                if rec is None:
+                    continue
+                want = self._stored_checksum(i)
+                if want is None:
+                    errors.append(f"record {i}: no checksum stored")
+                elif checksum(rec.image) != want:
+                    errors.append(f"record {i}: pixel checksum mismatch (stored {want:08x}, got {checksum(rec.image):08x})")
+                if len(errors) >= max_errors:
+                    break
+            if len(errors) >= max_errors:
+                break
+            if progress is not None:
+                progress(checked, n)
+        errors.extend(self._verify_extra())
+        return VerifyResult(ok=not errors and checked == n, checked=checked, errors=errors)
+
+    def _verify_extra(self) -> list[str]:
+        """Backend-specific structural checks (e.g. stray files); list of problems."""
+        return []
+
+
+def _one_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def check_manifest(manifest: dict, backend: str, path: Path) -> dict:
+    """Common checks on a loaded manifest: backend, newer format version."""
+    from ..errors import FormatVersionError, WrongBackendError
+
+    if manifest.get("format") != "imgtui":
+        raise CorruptStoreError(f"{path}: manifest is not an imgtui manifest")
+    if manifest.get("backend") != backend:
+        raise WrongBackendError(
+            f"{path} is a {manifest.get('backend')} store, not {backend}"
+        )
+    v = manifest.get("format_version")
+    if not isinstance(v, int) or v > FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{path} uses imgtui format version {v}; this imgtui reads up to {FORMAT_VERSION} (upgrade imgtui)"
+        )
+    return manifest
+
+
+class Backend(ABC):
+    """A backend ties a writer and a reader class to a name and a path detector."""
+
+    name: ClassVar[str] = ""
+    writer_cls: ClassVar[type[StoreWriter]]
+    reader_cls: ClassVar[type[StoreReader]]
+    #: the file suffix suggested for new stores ('' for folders)
+    suffix: ClassVar[str] = ""
+
+    @classmethod
+    def writer(cls, path: str | os.PathLike, **kwargs: Any) -> StoreWriter:
+        return cls.writer_cls(path, **kwargs)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> StoreReader:
+        return cls.reader_cls(path)
+
+    @classmethod
+    @abstractmethod
+    def detect(cls, path: Path) -> bool:
+        """True if ``path`` looks like a store of this backend (complete or not)."""
+
+    @classmethod
+    def recipe(cls) -> str:
+        """One line telling how to read a store of this backend without imgtui."""
+        return ""

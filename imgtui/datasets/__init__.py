@@ -1,0 +1,94 @@
+"""Dataset sources and ``open_dataset(spec)``, which turns a user's string into one.
+
+Specs:
+- ``synthetic`` or ``synthetic:count=1000,size=32,variable=16-64,channels=3,bits=16,seed=0,labels=10``
+- a folder of images (class sub-folders, or flat plus labels.csv)
+- CIFAR-10/100 python batch files (a batch file, or the folder holding them)
+- ``.npz`` / ``.npy`` arrays (``name.npz``, optionally ``name.npz:train``)
+- an existing imgtui store (disk, LMDB or HDF5)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import DatasetError
+from .base import Dataset
+from .synthetic import SyntheticDataset
+
+__all__ = ["Dataset", "SyntheticDataset", "open_dataset", "parse_synthetic_spec"]
+
+_SYNTH_KEYS = {"count", "size", "variable", "channels", "bits", "seed", "labels"}
+
+
+def parse_synthetic_spec(spec: str) -> dict[str, Any]:
+    """``synthetic:count=10,size=64x48,variable=16-64`` -> SyntheticDataset keyword arguments."""
+    _, _, rest = spec.partition(":")
+    kwargs: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = part.partition("=")
+        key = key.strip().lower()
+        if not eq or key not in _SYNTH_KEYS:
+            raise DatasetError(
+                f"bad synthetic option {part!r} (use {', '.join(sorted(_SYNTH_KEYS))}, e.g. count=1000)"
+            )
+        try:
+            if key == "size":
+                h, _, w = value.lower().partition("x")
+                kwargs["size"] = (int(h), int(w or h))
+            elif key == "variable":
+                lo, _, hi = value.partition("-")
+                kwargs["variable"] = (int(lo), int(hi or lo))
+            elif key == "labels":
+                kwargs["num_labels"] = int(value)
+            else:
+                kwargs[key] = int(value.replace("_", ""))
+        except ValueError:
+            raise DatasetError(f"bad value in synthetic option {part!r}") from None
+    return kwargs
+
+
+def open_dataset(spec: str | Path | None = None, **options: Any) -> Dataset:
+    """Turn a dataset spec (see module doc) into a Dataset; one-line DatasetError when it cannot."""
+    if spec is None or str(spec).strip() == "" or str(spec).startswith("synthetic"):
+        kwargs = parse_synthetic_spec(str(spec or "synthetic"))
+        kwargs.update(options)
+        return SyntheticDataset(**kwargs)
+    text = str(spec)
+    key = None
+    if ":" in text and not Path(text).exists():
+        text, _, key = text.rpartition(":")
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file or folder")
+    suffix = path.suffix.lower()
+    if suffix in (".npz", ".npy"):
+        from .npz import NpzDataset
+
+        return NpzDataset(path, key=key, **options)
+    from .cifar import is_cifar_batch, is_cifar_dir
+
+    if (path.is_file() and is_cifar_batch(path)) or (path.is_dir() and is_cifar_dir(path)):
+        from .cifar import CifarDataset
+
+        return CifarDataset(path, **options)
+    from ..backends import detect_backend
+    from ..errors import ImgtuiError
+
+    try:
+        detect_backend(path)
+        is_store = True
+    except ImgtuiError:
+        is_store = False
+    if is_store:
+        from .store import StoreDataset
+
+        return StoreDataset(path)
+    if path.is_dir():
+        from .folder import FolderDataset
+
+        return FolderDataset(path, **options)
+    raise DatasetError(
+        f"{path}: not a dataset imgtui can read (expected an image folder, CIFAR batches, .npz/.npy or a store)"
+    )

@@ -1,0 +1,51 @@
+"""Errors imgtui raises. Each carries a one-line message meant for the user as is."""
+
+from __future__ import annotations
+
+
+class ImgtuiError(Exception):
+    """Base class: ``str(err)`` is a complete one-line explanation for the user."""
+
+
+class InvalidRecordError(ImgtuiError, ValueError):
+    """A record (image, label or metadata) that imgtui cannot store."""
+
+
+class DatasetError(ImgtuiError):
+    """A dataset source that cannot be read (missing path, no images, bad labels.csv, ...)."""
+
+
+class StoreError(ImgtuiError):
+    """Base for problems with a store on disk."""
+
+
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    pass
+
+
+class StoreExistsError(StoreError, FileExistsError):
+    pass
+
+
+class IncompleteStoreError(StoreError):
+    """The store was not finalised (its writer was interrupted or killed)."""
+
+
+class WrongBackendError(StoreError):
+    pass
+
+
+class FormatVersionError(StoreError):
+    """The store was written by a newer imgtui format than this version reads."""
+
+
+class CorruptStoreError(StoreError):
+    """The store's bytes do not match what its manifest or checksums say."""
+
+
+class StoreFullError(StoreError):
+    """The disk (or a fixed-size map) is full; the write was rolled back."""
+
+
+class CancelledError(ImgtuiError):
+    """An operation was cancelled by the user."""

@@ -1,0 +1,120 @@
+"""The record model: an image array, a label and a metadata dict, plus validation and checksums."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import numpy as np
+
+from .errors import InvalidRecordError
+
+Label = Union[int, str]
+
+#: dtypes a record image may have
+SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+#: channel counts allowed for HxWxC images
+SUPPORTED_CHANNELS = (1, 3, 4)
+#: the largest single image imgtui accepts (bytes of pixels); PNG and LMDB values stay below 2 GiB
+MAX_IMAGE_BYTES = (1 << 31) - 1
+
+
+@dataclass
+class Record:
+    image: np.ndarray
+    label: Label = 0
+    metadata: dict = field(default_factory=dict)
+
+    def __eq__(self, other: object) -> bool:  # bit-exact equality, used by tests and verify
+        if not isinstance(other, Record):
+            return NotImplemented
+        return (
+            self.label == other.label
+            and type(self.label) is type(other.label)
+            and self.metadata == other.metadata
+            and self.image.dtype == other.image.dtype
+            and self.image.shape == other.image.shape
+            and np.array_equal(self.image, other.image)
+        )
+
+
+def validate_image(image: Any, where: str = "image") -> np.ndarray:
+    """Return ``image`` as a C-contiguous native-endian array, or raise InvalidRecordError."""
+    if not isinstance(image, np.ndarray):
+        raise InvalidRecordError(f"{where}: expected a numpy array, got {type(image).__name__}")
+    dt = image.dtype
+    if dt.kind == "u" and dt.itemsize in (1, 2) and not dt.isnative:
+        image = image.astype(dt.newbyteorder("="))
+        dt = image.dtype
+    if dt not in SUPPORTED_DTYPES:
+        raise InvalidRecordError(f"{where}: unsupported dtype {dt} (imgtui stores uint8 and uint16)")
+    if image.ndim == 3:
+        if image.shape[2] not in SUPPORTED_CHANNELS:
+            raise InvalidRecordError(
+                f"{where}: unsupported channel count {image.shape[2]} (use 1, 3 or 4)"
+            )
+    elif image.ndim != 2:
+        raise InvalidRecordError(
+            f"{where}: expected HxW or HxWxC, got {image.ndim} dimensions {tuple(image.shape)}"
+        )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InvalidRecordError(f"{where}: image has 0 pixels (shape {tuple(image.shape)})")
+    if image.nbytes > MAX_IMAGE_BYTES:
+        raise InvalidRecordError(
+            f"{where}: image of {image.nbytes:,} bytes is too large (limit {MAX_IMAGE_BYTES:,})"
+        )
+    return np.ascontiguousarray(image)
+
+
+def validate_label(label: Any, where: str = "label") -> Label:
+    if isinstance(label, (bool, np.bool_)):
+        raise InvalidRecordError(f"{where}: a label must be an int or a str, got bool")
+    if isinstance(label, (int, np.integer)):
+        value = int(label)
+        if not -(1 << 63) <= value < (1 << 63):
+            raise InvalidRecordError(f"{where}: integer label {value} does not fit in 64 bits")
+        return value
+    if isinstance(label, (str, np.str_)):
+        return str(label)
+    raise InvalidRecordError(f"{where}: a label must be an int or a str, got {type(label).__name__}")
+
+
+def validate_metadata(metadata: Any, where: str = "metadata") -> dict:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise InvalidRecordError(f"{where}: metadata must be a dict, got {type(metadata).__name__}")
+    try:
+        json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRecordError(f"{where}: metadata is not JSON-serialisable ({exc})") from None
+    return metadata
+
+
+def validate_record(record: Any, index: int | None = None) -> Record:
+    """Check a record (or an (image, label[, metadata]) tuple) and return a clean Record."""
+    where = "record" if index is None else f"record {index}"
+    if isinstance(record, tuple):
+        record = Record(*record)
+    if not isinstance(record, Record):
+        raise InvalidRecordError(f"{where}: expected a Record, got {type(record).__name__}")
+    return Record(
+        validate_image(record.image, f"{where} image"),
+        validate_label(record.label, f"{where} label"),
+        validate_metadata(record.metadata, f"{where} metadata"),
+    )
+
+
+def checksum(image: np.ndarray) -> int:
+    """crc32 of the pixel bytes (C order, native byte order)."""
+    return zlib.crc32(memoryview(np.ascontiguousarray(image)).cast("B")) & 0xFFFFFFFF
+
+
+def dumps_metadata(metadata: dict) -> str:
+    return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def loads_metadata(text: str | bytes) -> dict:
+    return json.loads(text) if text else {}

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+from imgtui.datasets import SyntheticDataset, open_dataset
+from imgtui.errors import DatasetError, InvalidRecordError
+from imgtui.records import Record, checksum, validate_record
+
+
+def test_synthetic_default_is_cifar_like_and_deterministic():
+    ds = open_dataset("synthetic:count=5")
+    recs = list(ds)
+    assert len(ds) == 5 and len(recs) == 5
+    assert recs[0].image.shape == (32, 32, 3) and recs[0].image.dtype == np.uint8
+    again = list(SyntheticDataset(count=5))
+    assert all(a == b for a, b in zip(recs, again))
+    assert all(0 <= r.label < 10 for r in recs)
+
+
+def test_synthetic_variable_16bit_gray():
+    ds = open_dataset("synthetic:count=20,variable=8-40,channels=1,bits=16,seed=3")
+    shapes = {r.image.shape for r in ds}
+    assert len(shapes) > 1
+    assert all(len(s) == 2 and 8 <= s[0] <= 40 and 8 <= s[1] <= 40 for s in shapes)
+    assert all(r.image.dtype == np.uint16 for r in ds)
+    assert max(int(r.image.max()) for r in ds) > 255
+
+
+@pytest.mark.parametrize("spec,msg", [
+    ("synthetic:count=ten", "bad value"),
+    ("synthetic:colour=3", "bad synthetic option"),
+    ("synthetic:channels=2", "channels must be 1, 3 or 4"),
+])
+def test_synthetic_bad_spec(spec, msg):
+    with pytest.raises(DatasetError, match=msg):
+        open_dataset(spec)
+
+
+def test_missing_dataset_path(tmp_path):
+    with pytest.raises(DatasetError, match="no such file"):
+        open_dataset(str(tmp_path / "nope"))
+
+
+@pytest.mark.parametrize("image,msg", [
+    (np.zeros((4, 4), np.float32), "unsupported dtype float32"),
+    (np.zeros((4, 4, 2), np.uint8), "unsupported channel count 2"),
+    (np.zeros((0, 4), np.uint8), "0 pixels"),
+    (np.zeros((2, 2, 2, 3), np.uint8), "4 dimensions"),
+    ([[1, 2]], "expected a numpy array"),
+])
+def test_bad_images(image, msg):
+    with pytest.raises(InvalidRecordError, match=msg):
+        validate_record(Record(image, 0, {}), 7)
+
+
+def test_bad_label_and_metadata():
+    img = np.zeros((2, 2), np.uint8)
+    with pytest.raises(InvalidRecordError, match="label must be an int or a str"):
+        validate_record(Record(img, 1.5, {}))
+    with pytest.raises(InvalidRecordError, match="not JSON-serialisable"):
+        validate_record(Record(img, 1, {"x": object()}))
+
+
+def test_checksum_sees_every_pixel_and_byte_order_is_normalised():
+    a = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    b = a.copy()
+    b[2, 3] += 1
+    assert checksum(a) != checksum(b)
+    big = a.astype(">u2")
+    rec = validate_record(Record(big, 0))
+    assert rec.image.dtype == np.dtype("=u2") and np.array_equal(rec.image, a)
