@@ -1,0 +1,184 @@
+"""The benchmark plan, the events a run yields, and the typed results table (JSON/CSV round trip).
+
+This module is the contract between the engine (``imgtui.bench.engine``), the CLI and the app.
+No UI code here and no I/O besides export/import of results.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Union
+
+#: every experiment the engine knows, in the order they run
+EXPERIMENTS = (
+    "store_one",       # store one image (per-record latency)
+    "read_one",        # read one image
+    "store_many",      # store N records
+    "read_many",       # read all N records sequentially
+    "random_batches",  # batches of 64 random indices (data-loader pattern), records/s
+    "disk_usage",      # bytes on disk vs raw pixel bytes
+    "concurrent_readers",  # K reader processes on one store, aggregate records/s
+)
+DEFAULT_EXPERIMENTS = ("store_one", "read_one", "store_many", "read_many", "random_batches", "disk_usage")
+METHODS = ("article", "imgtui", "floor")
+BACKENDS = ("disk", "lmdb", "hdf5")
+DEFAULT_COUNTS = (10, 100, 1000)
+
+
+@dataclass
+class BenchPlan:
+    dataset: str = "synthetic"  # a dataset spec for imgtui.datasets.open_dataset
+    backends: list[str] = field(default_factory=lambda: list(BACKENDS))
+    #: per-backend imgtui options, e.g. {"hdf5": {"layout": "chunked", "compression": "gzip"}}
+    backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    experiments: list[str] = field(default_factory=lambda: list(DEFAULT_EXPERIMENTS))
+    counts: list[int] = field(default_factory=lambda: list(DEFAULT_COUNTS))
+    #: None: 3 repeats for counts < 100,000, 1 at 100,000 and above
+    repeats: int | None = None
+    #: parent folder for the temporary stores (None: the system temp folder)
+    workdir: str | None = None
+    #: reader processes for "concurrent_readers"
+    readers: list[int] = field(default_factory=lambda: [1, 2, 4])
+    #: try cold-cache reads (drop caches / fadvise) in addition to warm ones
+    cold: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BenchPlan":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class ResultRow:
+    experiment: str
+    backend: str            # disk | lmdb | hdf5 | numpy (floor)
+    method: str             # article | imgtui | floor
+    count: int
+    repeats: int = 0
+    median_s: float | None = None
+    min_s: float | None = None
+    records_per_s: float | None = None
+    ratio_to_floor: float | None = None   # median_s / floor median_s of the same experiment+count
+    bytes_on_disk: int | None = None
+    raw_bytes: int | None = None
+    peak_rss_bytes: int | None = None
+    cache: str = "warm"     # warm | cold | "" (writes)
+    options: str = ""       # the backend options used, e.g. "layout=contiguous,compression=none"
+    readers: int | None = None  # concurrent_readers: K
+    error: str | None = None    # set when this backend/method failed; the other rows still come
+
+    @property
+    def overhead(self) -> float | None:
+        if self.bytes_on_disk is None or not self.raw_bytes:
+            return None
+        return self.bytes_on_disk / self.raw_bytes
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ResultRow":
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in d:
+                continue
+            v = d[f.name]
+            if v == "" and f.name not in ("cache", "options"):
+                v = None
+            if v is not None:
+                if f.name in ("count", "repeats", "bytes_on_disk", "raw_bytes", "peak_rss_bytes", "readers"):
+                    v = int(float(v))
+                elif f.name in ("median_s", "min_s", "records_per_s", "ratio_to_floor"):
+                    v = float(v)
+            kwargs[f.name] = v
+        return cls(**kwargs)
+
+
+@dataclass
+class ResultTable:
+    rows: list[ResultRow] = field(default_factory=list)
+    machine: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, Any] = field(default_factory=dict)
+    dataset: str = ""
+
+    def add(self, row: ResultRow) -> None:
+        self.rows.append(row)
+
+    def to_json(self, path: str | Path) -> None:
+        data = {
+            "imgtui_results": 1,
+            "dataset": self.dataset,
+            "machine": self.machine,
+            "plan": self.plan,
+            "rows": [asdict(r) for r in self.rows],
+        }
+        Path(path).write_text(json.dumps(data, indent=1))
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "ResultTable":
+        data = json.loads(Path(path).read_text())
+        return cls(
+            rows=[ResultRow.from_dict(r) for r in data.get("rows", [])],
+            machine=data.get("machine", {}),
+            plan=data.get("plan", {}),
+            dataset=data.get("dataset", ""),
+        )
+
+    def to_csv(self, path: str | Path) -> None:
+        names = [f.name for f in fields(ResultRow)]
+        with open(path, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=names)
+            w.writeheader()
+            for r in self.rows:
+                w.writerow({k: ("" if v is None else v) for k, v in asdict(r).items()})
+
+    @classmethod
+    def from_csv(cls, path: str | Path) -> "ResultTable":
+        with open(path, newline="") as fh:
+            return cls(rows=[ResultRow.from_dict(r) for r in csv.DictReader(fh)])
+
+
+# -- events yielded by engine.run_plan(plan, cancel) --------------------------------------
+@dataclass
+class Started:
+    experiment: str
+    backend: str
+    method: str
+    count: int
+    step: int = 0        # index of this step in the plan
+    steps: int = 0       # total steps in the plan
+
+
+@dataclass
+class Progress:
+    done: int            # records done in the current step
+    total: int           # records in the current step
+    step: int = 0
+    steps: int = 0
+
+
+@dataclass
+class Result:
+    row: ResultRow
+
+
+@dataclass
+class Error:
+    experiment: str
+    backend: str
+    method: str
+    count: int
+    message: str         # one line
+
+
+@dataclass
+class Finished:
+    results: ResultTable
+    cancelled: bool = False
+
+
+Event = Union[Started, Progress, Result, Error, Finished]
