@@ -11,7 +11,7 @@ Specs:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import DatasetError
 from .base import Dataset
@@ -49,8 +49,17 @@ def parse_synthetic_spec(spec: str) -> dict[str, Any]:
     return kwargs
 
 
-def open_dataset(spec: str | Path | None = None, **options: Any) -> Dataset:
-    """Turn a dataset spec (see module doc) into a Dataset; one-line DatasetError when it cannot."""
+def open_dataset(
+    spec: str | Path | None = None,
+    *,
+    on_error: str = "stop",
+    warn: Callable[[str], None] | None = None,
+    **options: Any,
+) -> Dataset:
+    """Turn a dataset spec (see module doc) into a Dataset; one-line DatasetError when it cannot.
+
+    ``on_error`` ("stop" or "skip") and ``warn`` apply to image folders (corrupt files).
+    """
     if spec is None or str(spec).strip() == "" or str(spec).startswith("synthetic"):
         kwargs = parse_synthetic_spec(str(spec or "synthetic"))
         kwargs.update(options)
@@ -88,7 +97,7 @@ def open_dataset(spec: str | Path | None = None, **options: Any) -> Dataset:
     if path.is_dir():
         from .folder import FolderDataset
 
-        return FolderDataset(path, **options)
+        return FolderDataset(path, on_error=on_error, warn=warn, **options)
     raise DatasetError(
         f"{path}: not a dataset imgtui can read (expected an image folder, CIFAR batches, .npz/.npy or a store)"
     )
