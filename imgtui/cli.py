@@ -1,24 +1,267 @@
-"""Headless commands: ``imgtui convert|info|verify|export|bench``; bare ``imgtui`` starts the app."""
+"""Headless commands: ``imgtui convert|info|verify|export|bench``; bare ``imgtui`` starts the app.
+
+Every user error ends in one line on stderr (``imgtui: error: ...``) and a non-zero exit code;
+set IMGTUI_DEBUG=1 to see tracebacks of unexpected errors.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from typing import Any
+
+from . import __version__
+
+#: backend options the CLI knows: flag -> (backend, option name, type)
+BACKEND_FLAGS: dict[str, tuple[str, str, Any]] = {
+    "png_level": ("disk", "png_level", int),
+    "lmdb_encoding": ("lmdb", "encoding", str),
+    "hdf5_layout": ("hdf5", "layout", str),
+    "hdf5_compression": ("hdf5", "compression", str),
+    "hdf5_level": ("hdf5", "level", int),
+}
+
+
+class UsageError(Exception):
+    """Bad command-line usage: exit code 2."""
+
+
+def _err(msg: str) -> None:
+    print(f"imgtui: error: {msg}", file=sys.stderr)
+
+
+def add_backend_option_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("backend options")
+    g.add_argument("--png-level", type=int, metavar="0-9", help="PNG compression level (disk; also lmdb --lmdb-encoding png)")
+    g.add_argument("--lmdb-encoding", choices=["raw", "png"], help="LMDB values: raw pixels (default) or PNG")
+    g.add_argument("--hdf5-layout", choices=["contiguous", "chunked"], help="HDF5 dataset layout")
+    g.add_argument("--hdf5-compression", choices=["none", "gzip", "lzf"], help="HDF5 compression")
+    g.add_argument("--hdf5-level", type=int, metavar="0-9", help="gzip level for HDF5")
+
+
+def backend_options_from_args(args: argparse.Namespace, backend: str | None = None) -> dict[str, dict[str, Any]]:
+    """Options per backend from the flags. With ``backend`` given, a flag of another backend is an error."""
+    out: dict[str, dict[str, Any]] = {}
+    for flag, (b, name, _typ) in BACKEND_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if flag == "png_level" and backend == "lmdb":
+            b = "lmdb"
+        if backend is not None and b != backend:
+            raise UsageError(f"--{flag.replace('_', '-')} applies to the {b} backend, not {backend}")
+        out.setdefault(b, {})[name] = value
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="imgtui", description="Store image datasets on disk, in LMDB and HDF5, and compare them.")
-    p.add_subparsers(dest="command")
+    p = argparse.ArgumentParser(
+        prog="imgtui",
+        description="Store image datasets on disk (PNG), in LMDB and in HDF5, and measure which suits your images. "
+        "Without a command, starts the terminal app.",
+    )
+    p.add_argument("--version", action="version", version=f"imgtui {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser("convert", help="write a dataset (folder, CIFAR batches, .npz, synthetic, store) into a store")
+    c.add_argument("source", help="dataset: a folder, CIFAR batch file(s), .npz/.npy, a store, or synthetic[:count=N,...]")
+    c.add_argument("dest", help="the new store (a folder for disk/lmdb, a file for hdf5)")
+    c.add_argument("--backend", "-b", required=True, choices=["disk", "lmdb", "hdf5"])
+    c.add_argument("--overwrite", action="store_true", help="replace DEST if it exists (the old store stays until the new one is complete)")
+    c.add_argument("--on-error", choices=["stop", "skip"], default="stop", help="corrupt image files: stop (default) or skip with a warning")
+    c.add_argument("--limit", type=int, help="convert only the first N records")
+    c.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_backend_option_flags(c)
+
+    i = sub.add_parser("info", help="count, shapes, dtypes, labels, size on disk and options of a store")
+    i.add_argument("store")
+    i.add_argument("--json", action="store_true", help="print JSON")
+
+    v = sub.add_parser("verify", help="re-read every record and check its checksum (exit 0 ok, 1 not)")
+    v.add_argument("store")
+    v.add_argument("--quiet", "-q", action="store_true")
+
+    e = sub.add_parser("export", help="write a store back out as PNG files + labels.csv")
+    e.add_argument("store")
+    e.add_argument("dest")
+    e.add_argument("--overwrite", action="store_true", help="write into DEST if it exists and is empty")
+    e.add_argument("--quiet", "-q", action="store_true")
+
+    try:
+        from .bench import cli_bench
+    except ImportError:
+        cli_bench = None
+    if cli_bench is not None and hasattr(cli_bench, "add_parser"):
+        cli_bench.add_parser(sub)
     return p
 
 
+def _progress(quiet: bool, description: str):
+    """A rich progress bar on stderr, or a no-op context."""
+    from contextlib import nullcontext
+
+    if quiet:
+        return nullcontext(None)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .backends.convert import convert
+    from .datasets import open_dataset
+
+    options = backend_options_from_args(args, args.backend).get(args.backend, {})
+    skipped: list[str] = []
+
+    def warn(msg: str) -> None:
+        skipped.append(msg)
+        print(f"imgtui: warning: {msg}", file=sys.stderr)
+
+    dataset = open_dataset(args.source, on_error=args.on_error, warn=warn)
+    with _progress(args.quiet, f"convert -> {args.backend}") as prog:
+        task = prog.add_task("convert", total=dataset.length) if prog else None
+
+        def progress(done: int, total: int | None) -> None:
+            if prog is not None:
+                prog.update(task, completed=done, total=total)
+
+        result = convert(
+            dataset, args.dest, args.backend, overwrite=args.overwrite, options=options,
+            progress=progress, limit=args.limit,
+        )
+    mb = result["bytes_on_disk"] / 1e6
+    rate = result["count"] / result["seconds"] if result["seconds"] > 0 else float("inf")
+    print(
+        f"wrote {result['count']:,} records to {args.dest} ({args.backend}) in {result['seconds']:.2f} s "
+        f"({rate:,.0f} records/s), {mb:,.1f} MB on disk"
+        + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else "")
+    )
+    return 0
+
+
+def format_info(info: dict) -> str:
+    lines = [f"{info['path']}: {info['backend']} store, {info['count']:,} records"]
+    raw, disk = info.get("raw_bytes"), info.get("bytes_on_disk")
+    if disk is not None:
+        ratio = f" ({disk / raw:.2f}x the {raw:,} raw pixel bytes)" if raw else ""
+        lines.append(f"  size on disk: {disk:,} bytes{ratio}")
+    shapes = info.get("shapes") or {}
+    if shapes:
+        top = ", ".join(f"{k} ({v:,})" for k, v in list(shapes.items())[:5])
+        more = f" and {len(shapes) - 5} more" if len(shapes) > 5 else ""
+        lines.append(f"  shapes: {top}{more}")
+    if info.get("dtypes"):
+        lines.append("  dtypes: " + ", ".join(f"{k} ({v:,})" for k, v in info["dtypes"].items()))
+    labels = info.get("labels") or {}
+    if labels:
+        top = ", ".join(f"{k}: {v:,}" for k, v in list(labels.items())[:20])
+        more = f" and {len(labels) - 20} more" if len(labels) > 20 else ""
+        lines.append(f"  labels ({len(labels)}): {top}{more}")
+    opts = info.get("options") or {}
+    lines.append("  options: " + (", ".join(f"{k}={v}" for k, v in opts.items()) or "defaults"))
+    lines.append(f"  format version {info.get('format_version')}, written by imgtui {info.get('imgtui_version')} at {info.get('created')}")
+    if info.get("recipe"):
+        lines.append(f"  read without imgtui: {info['recipe']}")
+    return "\n".join(lines)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .backends import get_backend, open_store
+
+    with open_store(args.store) as reader:
+        info = reader.info()
+        info.setdefault("recipe", get_backend(reader.backend).recipe())
+    if args.json:
+        print(json.dumps(info, indent=1, default=str))
+    else:
+        print(format_info(info))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .backends import open_store
+
+    with open_store(args.store) as reader:
+        n = len(reader)
+        with _progress(args.quiet, "verify") as prog:
+            task = prog.add_task("verify", total=n) if prog else None
+            result = reader.verify(progress=(lambda d, t: prog.update(task, completed=d)) if prog else None)
+    for problem in result.errors[:50]:
+        print(f"  {problem}", file=sys.stderr)
+    if len(result.errors) > 50:
+        print(f"  ... and {len(result.errors) - 50} more problems", file=sys.stderr)
+    print(f"{args.store}: {result.summary()}")
+    return 0 if result.ok else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .backends.convert import export_png
+
+    with _progress(args.quiet, "export") as prog:
+        task = prog.add_task("export", total=None) if prog else None
+        result = export_png(
+            args.store, args.dest, overwrite=args.overwrite,
+            progress=(lambda d, t: prog.update(task, completed=d, total=t)) if prog else None,
+        )
+    print(f"exported {result['count']:,} records to {args.dest} (PNG files + labels.csv) in {result['seconds']:.2f} s")
+    return 0
+
+
+COMMANDS = {"convert": cmd_convert, "info": cmd_info, "verify": cmd_verify, "export": cmd_export}
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .backends.convert import one_line
+    from .errors import ImgtuiError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
+        try:
+            from .tui.app import run_app
+        except ImportError as exc:
+            _err(f"the terminal app is not available ({one_line(exc)})")
+            return 1
+        return run_app([]) or 0
+    handler = COMMANDS.get(args.command)
+    if handler is None and args.command == "bench":
+        from .bench import cli_bench
+
+        handler = cli_bench.run
+    if handler is None:
         parser.print_help()
-        return 0
-    return 0
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except UsageError as exc:
+        _err(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted; nothing half-written was left behind")
+        return 130
+    except ImgtuiError as exc:
+        _err(one_line(exc))
+        return 1
+    except OSError as exc:
+        _err(one_line(exc))
+        return 1
+    except Exception as exc:  # an unexpected error: still one line unless debugging
+        if os.environ.get("IMGTUI_DEBUG"):
+            raise
+        _err(f"unexpected {one_line(exc)} (set IMGTUI_DEBUG=1 for details)")
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,123 @@
+"""Dataset -> store conversion and store -> PNG folder export: the cores of ``imgtui convert`` and
+``imgtui export``, with progress and cancellation hooks and no UI code."""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ..datasets.base import Dataset
+from ..errors import CancelledError, ImgtuiError, StoreExistsError
+from ..records import dumps_metadata
+from . import open_store, open_writer
+from .base import path_size, remove_path
+
+ProgressFn = Callable[[int, "int | None"], None]
+CancelFn = Callable[[], bool]
+
+#: how often (records) progress is reported and cancellation checked
+CHECK_EVERY = 256
+
+
+def convert(
+    dataset: Dataset,
+    dest: str | os.PathLike,
+    backend: str,
+    *,
+    overwrite: bool = False,
+    options: dict[str, Any] | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Write every record of ``dataset`` into a new ``backend`` store at ``dest``.
+
+    On any exception (including KeyboardInterrupt and cancellation) the new store is rolled back
+    and an existing store at ``dest`` is left as it was.
+    """
+    total = dataset.length
+    if limit is not None:
+        total = limit if total is None else min(total, limit)
+    t0 = time.perf_counter()
+    with open_writer(dest, backend, overwrite=overwrite, expected_count=total, **(options or {})) as w:
+        n = 0
+        for rec in dataset:
+            if limit is not None and n >= limit:
+                break
+            w.write(rec)
+            n += 1
+            if n % CHECK_EVERY == 0:
+                if cancel is not None and cancel():
+                    raise CancelledError(f"conversion to {dest} cancelled; nothing was written")
+                if progress is not None:
+                    progress(n, total)
+        if progress is not None:
+            progress(n, total)
+    seconds = time.perf_counter() - t0
+    return {"count": n, "seconds": seconds, "bytes_on_disk": path_size(dest), "backend": backend, "path": str(dest)}
+
+
+def export_png(
+    store: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> dict[str, Any]:
+    """Write every record of ``store`` as PNG files plus ``labels.csv`` (file,label,metadata).
+
+    The folder reads back with ``imgtui convert DEST ...`` (flat folder + labels.csv), bit-exact.
+    Files go into sub-folders of 1,000 so no folder holds 100,000 files.
+    """
+    from .disk import save_png
+
+    dest = Path(dest)
+    if dest.exists():
+        if not overwrite:
+            raise StoreExistsError(f"{dest} already exists; choose another folder or pass --overwrite")
+        if any(dest.iterdir()):
+            raise StoreExistsError(f"{dest} is not empty; export refuses to mix files into it")
+    tmp = dest.with_name(f"{dest.name}.imgtui-tmp-{os.getpid()}")
+    remove_path(tmp)
+    tmp.mkdir(parents=False)
+    t0 = time.perf_counter()
+    n = 0
+    try:
+        with open_store(store) as reader, open(tmp / "labels.csv", "w", newline="", encoding="utf-8") as fh:
+            total = len(reader)
+            w = csv.writer(fh)
+            w.writerow(["file", "label", "metadata"])
+            for batch in reader.iter_batches(256):
+                for rec in batch:
+                    rel = f"{n // 1000:03d}/{n:06d}.png"
+                    (tmp / rel).parent.mkdir(exist_ok=True)
+                    save_png(rec.image, tmp / rel)
+                    w.writerow([rel, rec.label, dumps_metadata(rec.metadata)])
+                    n += 1
+                if cancel is not None and cancel():
+                    raise CancelledError(f"export to {dest} cancelled; nothing was written")
+                if progress is not None:
+                    progress(n, total)
+        if dest.exists():
+            dest.rmdir()
+        os.rename(tmp, dest)
+    except BaseException:
+        remove_path(tmp)
+        raise
+    return {"count": n, "seconds": time.perf_counter() - t0, "path": str(dest)}
+
+
+def one_line(exc: BaseException) -> str:
+    """A user-facing single line for any exception (ImgtuiError messages are already that)."""
+    if isinstance(exc, ImgtuiError):
+        text = str(exc)
+    elif isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        text = f"{where}{exc.strerror}"
+    else:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return " ".join(text.split()) or type(exc).__name__
