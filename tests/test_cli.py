@@ -1,0 +1,195 @@
+"""The headless commands end to end: convert, info, verify, export, and their errors."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import imgtui
+from imgtui.backends import open_store
+from imgtui.cli import main
+from imgtui.datasets import SyntheticDataset
+from imgtui.errors import ImgtuiError
+
+BACKENDS = ["disk", "lmdb", "hdf5"]
+SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10-test"
+
+
+def dest_for(tmp_path, backend, name="store"):
+    return tmp_path / (f"{name}.h5" if backend == "hdf5" else f"{name}.{backend}")
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "imgtui", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_convert_info_verify_export_round_trip(tmp_path, backend, capsys):
+    dest = dest_for(tmp_path, backend)
+    spec = "synthetic:count=40,variable=8-24,channels=3,seed=5"
+    assert main(["convert", spec, str(dest), "--backend", backend, "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 40 records" in out
+
+    assert main(["info", str(dest)]) == 0
+    info_out = capsys.readouterr().out
+    assert f"{backend} store, 40 records" in info_out
+    assert "size on disk" in info_out
+
+    assert main(["verify", str(dest), "-q"]) == 0
+    assert "OK: 40 records verified" in capsys.readouterr().out
+
+    expected = list(SyntheticDataset(count=40, variable=(8, 24), channels=3, seed=5))
+    with imgtui.open(dest) as r:
+        assert len(r) == 40
+        assert all(a == b for a, b in zip(r, expected))
+
+    out_dir = tmp_path / "exported"
+    assert main(["export", str(dest), str(out_dir), "-q"]) == 0
+    rows = list(csv.DictReader(open(out_dir / "labels.csv", encoding="utf-8")))
+    assert len(rows) == 40
+    from PIL import Image
+
+    first = np.asarray(Image.open(out_dir / rows[0]["file"]))
+    assert np.array_equal(first, expected[0].image)
+    assert rows[0]["label"] == str(expected[0].label)
+
+
+def test_convert_refuses_existing_dest_and_keeps_it(tmp_path, capsys):
+    dest = dest_for(tmp_path, "hdf5")
+    assert main(["convert", "synthetic:count=5", str(dest), "-b", "hdf5", "-q"]) == 0
+    before = dest.read_bytes()
+    assert main(["convert", "synthetic:count=9", str(dest), "-b", "hdf5", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err
+    assert err.count("\n") == 1  # one line
+    assert dest.read_bytes() == before
+    assert main(["convert", "synthetic:count=9", str(dest), "-b", "hdf5", "-q", "--overwrite"]) == 0
+    with imgtui.open(dest) as r:
+        assert len(r) == 9
+
+
+@pytest.mark.parametrize("args,message", [
+    (["info", "/nonexistent/store"], "no such file or folder"),
+    (["verify", "/nonexistent/store"], "no such file or folder"),
+    (["convert", "/nonexistent/folder", "X", "-b", "disk"], "no such file or folder"),
+    (["convert", "synthetic:count=x", "X", "-b", "disk"], "bad value"),
+])
+def test_bad_paths_give_one_line_errors(tmp_path, capsys, args, message):
+    args = [a if a != "X" else str(tmp_path / "out") for a in args]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert message in err and err.startswith("imgtui: error: ") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_not_a_store(tmp_path, capsys):
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("hello")
+    assert main(["info", str(tmp_path / "plain")]) == 1
+    assert "is not an imgtui store" in capsys.readouterr().err
+
+
+def test_option_of_another_backend_is_refused(tmp_path, capsys):
+    code = main(["convert", "synthetic:count=3", str(tmp_path / "x"), "-b", "disk", "--hdf5-layout", "chunked"])
+    assert code == 2
+    assert "--hdf5-layout applies to the hdf5 backend, not disk" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_unknown_option_exits_2(tmp_path):
+    res = run_cli("convert", "synthetic", tmp_path / "x", "-b", "disk", "--frobnicate")
+    assert res.returncode == 2
+    assert "unrecognized arguments: --frobnicate" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_verify_fails_on_corrupted_store(tmp_path, capsys):
+    import h5py
+
+    dest = dest_for(tmp_path, "hdf5")
+    assert main(["convert", "synthetic:count=20", str(dest), "-b", "hdf5", "-q"]) == 0
+    with h5py.File(dest, "r+") as f:
+        ds = f["images"]
+        img = ds[7]
+        img.flat[0] ^= 0xFF
+        ds[7] = img
+    assert main(["verify", str(dest), "-q"]) == 1
+    out = capsys.readouterr()
+    assert "FAILED" in out.out and "record 7" in out.err
+
+
+def _wait_for(pred, timeout=60.0):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_killed_convert_is_incomplete_never_wrong(tmp_path, backend):
+    """SIGKILL in the middle of a write: the store opens as incomplete (or complete and valid)."""
+    dest = dest_for(tmp_path, backend)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgtui", "convert", "synthetic:count=400000", str(dest), "-b", backend, "-q"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert _wait_for(lambda: dest.exists() and imgtui.backends.path_size(dest) > 300_000), "convert never started writing"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    try:
+        reader = open_store(dest)
+    except ImgtuiError as exc:
+        assert "incomplete" in str(exc)
+        return
+    with reader:  # complete: then every record must be right
+        assert reader.verify().ok
+        ds = SyntheticDataset(count=400000)
+        for i in (0, len(reader) - 1):
+            assert reader[i] == ds.record(i)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ctrl_c_rolls_back_and_keeps_old_store(tmp_path, backend):
+    dest = dest_for(tmp_path, backend)
+    assert main(["convert", "synthetic:count=10,seed=1", str(dest), "-b", backend, "-q"]) == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgtui", "convert", "synthetic:count=400000", str(dest), "-b", backend, "-q", "--overwrite"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    tmp_build = lambda: [p for p in tmp_path.iterdir() if ".imgtui-tmp-" in p.name]  # noqa: E731
+    try:
+        assert _wait_for(lambda: any(imgtui.backends.path_size(p) > 300_000 for p in tmp_build())), "no progress"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err
+    assert tmp_build() == []
+    with imgtui.open(dest) as r:
+        assert len(r) == 10 and r.verify().ok
+        assert r[3] == SyntheticDataset(count=10, seed=1).record(3)
+
+
+@pytest.mark.skipif(not SHARED_CIFAR.is_dir(), reason="shared CIFAR-10 test images not present")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cifar_folder_500_images_convert_and_verify(tmp_path, backend, capsys):
+    dest = dest_for(tmp_path, backend)
+    assert main(["convert", str(SHARED_CIFAR), str(dest), "-b", backend, "--limit", "500", "-q"]) == 0
+    assert main(["verify", str(dest), "-q"]) == 0
+    with imgtui.open(dest) as r:
+        assert len(r) == 500
+        assert r[0].image.shape == (32, 32, 3) and r[0].image.dtype == np.uint8
