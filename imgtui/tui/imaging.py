@@ -1,0 +1,132 @@
+"""Pure image helpers for the TUI: window 16-bit to 8-bit, fit and resize, draw with half blocks.
+
+No Textual here: these run in worker threads and in tests. A terminal cell is about twice as tall
+as it is wide, so one cell shows two stacked pixels with "▀" (foreground = top pixel, background =
+bottom pixel) and the pixels come out roughly square.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from rich.color import Color
+from rich.style import Style
+from rich.text import Text
+
+UPPER_HALF = "\u2580"  # ▀
+
+
+def window_to_uint8(
+    image: np.ndarray, mode: str = "minmax", percentiles: tuple[float, float] = (0.5, 99.5)
+) -> np.ndarray:
+    """Map an image to uint8 for display.
+
+    uint8 images are returned unchanged. Other dtypes are windowed: ``mode="minmax"`` maps the
+    image minimum to 0 and its maximum to 255; ``mode="percentile"`` uses the given percentiles
+    (robust against a few hot pixels). A constant image maps to 0.
+    """
+    if image.dtype == np.uint8:
+        return image
+    data = image.astype(np.float32, copy=False)
+    if mode == "percentile":
+        lo, hi = (float(v) for v in np.percentile(data, percentiles))
+    elif mode == "minmax":
+        lo, hi = float(data.min()), float(data.max())
+    else:
+        raise ValueError(f"unknown window mode {mode!r} (use 'minmax' or 'percentile')")
+    if hi <= lo:
+        return np.zeros(image.shape, dtype=np.uint8)
+    scaled = (data - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """HxW, HxWx1, HxWx3 or HxWx4 uint8 -> HxWx3 uint8 (alpha is composited over black)."""
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    c = image.shape[2]
+    if c == 1:
+        return np.repeat(image, 3, axis=2)
+    if c == 3:
+        return image
+    if c == 4:
+        alpha = image[:, :, 3:4].astype(np.uint16)
+        return ((image[:, :, :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
+    raise ValueError(f"cannot display an image with {c} channels")
+
+
+def fit_size(height: int, width: int, max_width: int, max_height: int, upscale: bool = True) -> tuple[int, int]:
+    """(new_height, new_width) that fits in max_width x max_height and keeps the aspect ratio.
+
+    Sizes are in pixels; each side is at least 1. Without ``upscale`` small images keep their size.
+    """
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image has no pixels ({height}x{width})")
+    max_width, max_height = max(1, int(max_width)), max(1, int(max_height))
+    scale = min(max_width / width, max_height / height)
+    if not upscale:
+        scale = min(scale, 1.0)
+    new_w = max(1, min(max_width, int(round(width * scale))))
+    new_h = max(1, min(max_height, int(round(height * scale))))
+    return new_h, new_w
+
+
+def downscale(image: np.ndarray, max_width: int, max_height: int, upscale: bool = True) -> np.ndarray:
+    """Resize an (already uint8) image to fit max_width x max_height pixels, keeping its aspect.
+
+    Shrinking uses a box filter (area average), enlarging uses nearest neighbour so small images
+    stay crisp. Returns HxWx3 uint8.
+    """
+    rgb = to_rgb(image)
+    h, w = rgb.shape[:2]
+    new_h, new_w = fit_size(h, w, max_width, max_height, upscale=upscale)
+    if (new_h, new_w) == (h, w):
+        return rgb
+    resample = Image.Resampling.BOX if new_w < w or new_h < h else Image.Resampling.NEAREST
+    return np.asarray(Image.fromarray(rgb).resize((new_w, new_h), resample=resample))
+
+
+def half_block_text(rgb: np.ndarray) -> Text:
+    """HxWx3 uint8 -> rich Text of ceil(H/2) lines x W cells of "▀" (fg = top, bg = bottom).
+
+    With an odd height the last line has only a foreground colour (the bottom half stays blank).
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 array, got shape {tuple(rgb.shape)}")
+    h, w = rgb.shape[:2]
+    text = Text(no_wrap=True, overflow="crop", end="")
+    styles: dict[tuple, Style] = {}
+    for y in range(0, h, 2):
+        top = rgb[y]
+        bottom = rgb[y + 1] if y + 1 < h else None
+        if y:
+            text.append("\n")
+        # merge runs of identical cells into one span: much smaller Text for flat images
+        run_key = None
+        run_len = 0
+        for x in range(w):
+            t = tuple(int(v) for v in top[x])
+            b = tuple(int(v) for v in bottom[x]) if bottom is not None else None
+            key = (t, b)
+            if key == run_key:
+                run_len += 1
+                continue
+            if run_len:
+                text.append(UPPER_HALF * run_len, styles[run_key])
+            run_key, run_len = key, 1
+            if key not in styles:
+                styles[key] = Style(
+                    color=Color.from_rgb(*t), bgcolor=Color.from_rgb(*b) if b is not None else None
+                )
+        if run_len:
+            text.append(UPPER_HALF * run_len, styles[run_key])
+    return text
+
+
+def thumbnail(
+    image: np.ndarray, columns: int, rows: int, window: str = "minmax", upscale: bool = True
+) -> Text:
+    """The whole pipeline: window to 8-bit, fit into ``columns`` x ``rows`` cells, half blocks."""
+    img8 = window_to_uint8(image, window)
+    small = downscale(img8, max(1, columns), max(1, rows) * 2, upscale=upscale)
+    return half_block_text(small)

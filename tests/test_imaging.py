@@ -1,0 +1,114 @@
+"""Pure image helpers behind the TUI image view."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from rich.color import Color
+
+from imgtui.tui import imaging
+
+
+def test_imaging_does_not_import_textual():
+    code = "import imgtui.tui.imaging, sys; assert 'textual' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "shape, box, want",
+    [
+        ((100, 200), (50, 50), (25, 50)),  # wide image: width limits
+        ((200, 100), (50, 50), (50, 25)),  # tall image: height limits
+        ((32, 32), (80, 40), (40, 40)),  # small image is enlarged to the box
+        ((1, 1000), (10, 10), (1, 10)),  # never 0 pixels
+    ],
+)
+def test_fit_size_keeps_aspect(shape, box, want):
+    assert imaging.fit_size(shape[0], shape[1], *box) == want
+
+
+def test_fit_size_without_upscale_keeps_small_images():
+    assert imaging.fit_size(32, 16, 80, 80, upscale=False) == (32, 16)
+
+
+def test_downscale_keeps_aspect_and_returns_rgb():
+    img = np.zeros((120, 240), np.uint8)
+    out = imaging.downscale(img, 60, 60)
+    assert out.shape == (30, 60, 3) and out.dtype == np.uint8
+    rgba = np.full((10, 20, 4), 255, np.uint8)
+    out = imaging.downscale(rgba, 10, 10)
+    assert out.shape == (5, 10, 3)
+
+
+def test_downscale_averages_blocks():
+    img = np.array([[0, 255], [255, 0]], np.uint8)
+    big = np.kron(img, np.ones((4, 4), np.uint8))  # 8x8 checkerboard of 4x4 blocks
+    out = imaging.downscale(big, 2, 2)
+    assert out.shape == (2, 2, 3)
+    np.testing.assert_array_equal(out[..., 0], img)
+
+
+def test_window_16bit_maps_min_to_0_and_max_to_255():
+    img = np.array([[1000, 2000], [3000, 5000]], np.uint16)
+    out = imaging.window_to_uint8(img)
+    assert out.dtype == np.uint8
+    assert out.min() == 0 and out.max() == 255
+    assert out[0, 0] == 0 and out[1, 1] == 255
+    assert out[0, 1] == round((2000 - 1000) * 255 / 4000)
+
+
+def test_window_percentile_ignores_hot_pixel():
+    img = np.full((100, 100), 1000, np.uint16)
+    img[:50] = 2000
+    img[0, 0] = 65535  # one hot pixel
+    out = imaging.window_to_uint8(img, "percentile", (1, 99))
+    assert out[99, 99] == 0 and out[10, 10] == 255
+
+
+def test_window_constant_and_uint8():
+    assert not imaging.window_to_uint8(np.full((3, 3), 7, np.uint16)).any()
+    img8 = np.arange(9, dtype=np.uint8).reshape(3, 3)
+    assert imaging.window_to_uint8(img8) is img8
+    with pytest.raises(ValueError):
+        imaging.window_to_uint8(np.zeros((2, 2), np.uint16), "nope")
+
+
+def _style_at(text, offset):
+    """The Style of the span covering ``offset`` (each cell is covered by exactly one span)."""
+    (span,) = [s for s in text.spans if s.start <= offset < s.end]
+    return span.style
+
+
+def test_half_block_text_for_2x2_image():
+    rgb = np.array(
+        [[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [255, 255, 255]]], np.uint8
+    )
+    text = imaging.half_block_text(rgb)
+    lines = text.split("\n")
+    assert len(lines) == 1
+    assert text.plain == "\u2580\u2580"
+    styles = [_style_at(text, i) for i in range(2)]
+    assert styles[0].color == Color.from_rgb(255, 0, 0)
+    assert styles[0].bgcolor == Color.from_rgb(0, 0, 255)
+    assert styles[1].color == Color.from_rgb(0, 255, 0)
+    assert styles[1].bgcolor == Color.from_rgb(255, 255, 255)
+
+
+def test_half_block_text_odd_height_and_size():
+    rgb = np.zeros((5, 7, 3), np.uint8)
+    text = imaging.half_block_text(rgb)
+    lines = text.plain.split("\n")
+    assert len(lines) == 3 and all(len(line) == 7 for line in lines)
+    last = _style_at(text, len(text.plain) - 1)
+    assert last.bgcolor is None and last.color == Color.from_rgb(0, 0, 0)
+
+
+def test_thumbnail_fits_cells():
+    img = (np.arange(64 * 128, dtype=np.uint16).reshape(64, 128) * 7).astype(np.uint16)
+    text = imaging.thumbnail(img, columns=40, rows=20)
+    lines = text.plain.split("\n")
+    # 128x64 pixels into 40 columns x 40 pixel rows: width limits -> 40x20 pixels -> 10 lines
+    assert len(lines) == 10 and all(len(line) == 40 for line in lines)
