@@ -1,0 +1,379 @@
+"""A folder of image files (PNG, JPEG, TIFF, BMP) as a dataset.
+
+Two layouts:
+
+- **class sub-folders**: ``root/<label>/<file>`` (files may sit deeper inside a class folder).
+  The label is the class folder's name as a ``str``.
+- **flat folder plus labels.csv**: ``root/labels.csv`` with a header row ``file,label[,more...]``.
+  ``file`` is the image's path relative to ``root`` (``/`` separators). Labels are ``int`` when
+  *every* label in the column is an integer string (``"3"``, ``"-1"``), otherwise all are ``str``.
+  Extra columns become metadata (``str`` values). Every image under ``root`` needs exactly one row
+  and every row must name an existing image, otherwise ``DatasetError``.
+
+A folder of images with no class sub-folders and no labels.csv is refused unless
+``labels_csv=False`` ("unlabelled"): then every image under ``root`` gets label ``0``.
+
+Pixels are returned as stored (EXIF orientation is not applied). Modes: ``L`` -> HxW uint8,
+``1`` -> HxW uint8 (0/255), ``RGB`` -> HxWx3, ``RGBA``/``LA``/``PA``/``P`` with transparency ->
+HxWx4, ``P``/``CMYK``/``YCbCr``/... -> HxWx3, ``I;16*`` and ``I`` (16-bit grayscale PNG/TIFF) ->
+HxW uint16 (lossless; ``I`` values outside 0..65535 are an error), uncompressed 16-bit RGB(A) TIFF
+-> HxWx3/4 uint16 (read directly, since Pillow would reduce it to 8 bits). Float images are refused.
+
+Files whose extension is not an image extension are ignored and counted (``ignored``, shown by
+``describe()``); hidden files and folders (``.name``) are skipped silently. Order is deterministic:
+sorted paths for class folders, row order for labels.csv.
+
+Bad images (corrupt, truncated, unreadable): ``on_error="stop"`` raises ``DatasetError`` naming the
+file; ``on_error="skip"`` calls ``warn(message)`` (``warnings.warn`` when ``warn`` is None), skips
+the file and counts it in ``skipped``. ``length`` is the number of image files found (at most
+``limit``); a skipped file makes iteration yield one record fewer.
+
+Decoding runs in a small thread pool (Pillow releases the GIL while decoding), a batch ahead of
+the consumer; ``workers=0`` decodes in the calling thread.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from ..errors import DatasetError
+from ..records import Record
+from .base import Dataset, WarnFn
+
+#: extensions read as images (lower case)
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".bmp"})
+
+_INT_RE = re.compile(r"[+-]?\d+")
+_FILE_COLUMNS = ("file", "filename", "path", "image")
+_LABEL_COLUMNS = ("label",)
+_BATCH = 64
+
+
+def is_image_file(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _raw_tiff16(im: Image.Image, path: Path) -> np.ndarray | None:
+    """Uncompressed 16-bit-per-sample RGB(A) TIFF pixels, read from the strips Pillow located."""
+    bps = im.tag_v2.get(258)  # BitsPerSample
+    if not bps or not isinstance(bps, tuple) or max(bps) <= 8:
+        return None
+    channels = len(bps)
+    if set(bps) != {16} or channels not in (3, 4):
+        raise DatasetError(f"{path}: unsupported TIFF sample layout (bits per sample {bps})")
+    w, h = im.size
+    out = np.empty((h, w, channels), dtype=np.uint16)
+    with open(path, "rb") as fh:
+        for tile in im.tile:
+            codec, extents, offset, args = tile[0], tile[1], tile[2], tile[3]
+            rawmode = args[0] if isinstance(args, tuple) else args
+            if codec != "raw" or not str(rawmode).endswith(("16L", "16B")):
+                raise DatasetError(
+                    f"{path}: compressed 16-bit RGB TIFF ({codec}) cannot be read losslessly; "
+                    "save it uncompressed or as 16-bit PNG"
+                )
+            x0, y0, x1, y1 = extents
+            n = (x1 - x0) * (y1 - y0) * channels
+            fh.seek(offset)
+            buf = fh.read(n * 2)
+            if len(buf) != n * 2:
+                raise DatasetError(f"{path}: image file is truncated")
+            dt = "<u2" if str(rawmode).endswith("L") else ">u2"
+            out[y0:y1, x0:x1] = np.frombuffer(buf, dt).reshape(y1 - y0, x1 - x0, channels)
+    return out
+
+
+def decode_image(path: str | Path) -> np.ndarray:
+    """Decode one image file to an HxW or HxWxC uint8/uint16 array; DatasetError if it cannot."""
+    path = Path(path)
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with Image.open(path) as im:
+            if im.format == "TIFF":
+                raw = _raw_tiff16(im, path)
+                if raw is not None:
+                    return raw
+            im.load()
+            return _to_array(im, path)
+    except DatasetError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise DatasetError(f"{path}: image too large to decode safely ({exc})") from None
+    except PermissionError:
+        raise DatasetError(f"{path}: permission denied") from None
+    except Image.UnidentifiedImageError:
+        raise DatasetError(f"{path}: not a readable image (unknown or corrupt format)") from None
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, ...
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DatasetError(f"{path}: corrupt or truncated image ({reason})") from None
+
+
+def _to_array(im: Image.Image, path: Path) -> np.ndarray:
+    mode = im.mode
+    if mode in ("L", "RGB", "RGBA"):
+        pass
+    elif mode == "1":
+        im = im.convert("L")
+    elif mode.startswith("I;16"):
+        arr = np.asarray(im)
+        return np.ascontiguousarray(arr.astype(np.uint16, copy=False))
+    elif mode == "I":
+        arr = np.asarray(im)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise DatasetError(
+                f"{path}: 32-bit integer image has values outside 0..65535 (imgtui stores up to 16 bits)"
+            )
+        return arr.astype(np.uint16)
+    elif mode == "F":
+        raise DatasetError(f"{path}: floating-point images are not supported (imgtui stores uint8/uint16)")
+    elif mode in ("LA", "La", "PA", "RGBa") or (mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+    else:  # P, CMYK, YCbCr, LAB, HSV, RGBX, ...
+        im = im.convert("RGB")
+    arr = np.asarray(im)
+    if arr.dtype != np.uint8:  # pragma: no cover - defensive
+        raise DatasetError(f"{path}: unexpected pixel type {arr.dtype} for mode {mode}")
+    return np.ascontiguousarray(arr)
+
+
+class FolderDataset(Dataset):
+    __doc__ = __doc__
+    kind = "folder"
+
+    def __init__(
+        self,
+        root: str | Path,
+        on_error: str = "stop",
+        warn: WarnFn | None = None,
+        labels_csv: str | Path | bool | None = None,
+        limit: int | None = None,
+        workers: int | None = None,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        if on_error not in ("stop", "skip"):
+            raise DatasetError(f"on_error must be 'stop' or 'skip', got {on_error!r}")
+        if limit is not None and limit < 0:
+            raise DatasetError(f"limit must be >= 0, got {limit}")
+        self.on_error = on_error
+        self.warn = warn
+        self.workers = min(4, os.cpu_count() or 1) if workers is None else max(0, int(workers))
+        self.ignored: list[str] = []  # relative paths of non-image files
+        self.skipped: list[str] = []  # relative paths of images skipped on error (last iteration)
+        if not self.root.exists():
+            raise DatasetError(f"{self.root}: no such folder")
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root}: not a folder")
+        if not os.access(self.root, os.R_OK | os.X_OK):
+            raise DatasetError(f"{self.root}: permission denied (cannot list the folder)")
+
+        csv_path: Path | None = None
+        if labels_csv is None:
+            if (self.root / "labels.csv").is_file():
+                csv_path = self.root / "labels.csv"
+        elif labels_csv is not False and labels_csv is not True:
+            csv_path = Path(labels_csv).expanduser()
+            if not csv_path.is_absolute() and not csv_path.exists():
+                csv_path = self.root / csv_path
+            if not csv_path.is_file():
+                raise DatasetError(f"{csv_path}: labels file not found")
+        self.labels_csv = csv_path
+
+        images = self._scan(skip=csv_path)
+        if not images:
+            extra = f" ({len(self.ignored)} other files ignored)" if self.ignored else ""
+            raise DatasetError(
+                f"{self.root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}){extra}"
+            )
+        entries: list[tuple[str, object, dict]]
+        if csv_path is not None:
+            self.layout = "csv"
+            entries = self._read_csv(csv_path, set(images))
+        elif labels_csv is False:
+            self.layout = "unlabelled"
+            entries = [(rel, 0, {}) for rel in images]
+        else:
+            top = [rel for rel in images if "/" not in rel]
+            if len(top) == len(images):
+                raise DatasetError(
+                    f"{self.root}: {len(images):,} images but no class sub-folders and no labels.csv "
+                    "(add labels.csv with header file,label, move images into <label>/ folders, "
+                    "or pass labels_csv=False for unlabelled images)"
+                )
+            if top:
+                raise DatasetError(
+                    f"{self.root}: {len(top):,} images (e.g. {top[0]}) sit next to the class sub-folders; "
+                    "move them into a class folder or describe all images in labels.csv"
+                )
+            self.layout = "classes"
+            entries = [(rel, rel.split("/", 1)[0], {}) for rel in images]
+        self.total = len(entries)
+        if limit is not None:
+            entries = entries[:limit]
+        self._entries = entries
+
+    # -- scanning -------------------------------------------------------------------------------
+    def _scan(self, skip: Path | None) -> list[str]:
+        images: list[str] = []
+        skip_resolved = skip.resolve() if skip is not None else None
+
+        def onerror(exc: OSError) -> None:
+            raise DatasetError(f"{exc.filename}: cannot list folder ({exc.strerror or exc})")
+
+        for dirpath, dirnames, filenames in os.walk(self.root, onerror=onerror):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            rel_dir = os.path.relpath(dirpath, self.root)
+            prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                rel = prefix + name
+                if is_image_file(name):
+                    images.append(rel)
+                elif not (skip_resolved is not None and Path(dirpath, name).resolve() == skip_resolved):
+                    self.ignored.append(rel)
+        images.sort()
+        return images
+
+    def _read_csv(self, csv_path: Path, found: set[str]) -> list[tuple[str, object, dict]]:
+        try:
+            with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+                rows = list(csv.reader(fh))
+        except UnicodeDecodeError:
+            raise DatasetError(f"{csv_path}: not a UTF-8 text file") from None
+        except OSError as exc:
+            raise DatasetError(f"{csv_path}: cannot read ({exc.strerror or exc})") from None
+        except csv.Error as exc:
+            raise DatasetError(f"{csv_path}: malformed CSV ({exc})") from None
+        if not rows:
+            raise DatasetError(f"{csv_path}: empty file (expected a header row file,label)")
+        header = [h.strip() for h in rows[0]]
+        lower = [h.lower() for h in header]
+        file_col = next((lower.index(c) for c in _FILE_COLUMNS if c in lower), None)
+        label_col = next((lower.index(c) for c in _LABEL_COLUMNS if c in lower), None)
+        if file_col is None or label_col is None:
+            raise DatasetError(
+                f"{csv_path}: bad header {','.join(header)!r} (expected columns file,label[,more...])"
+            )
+        if len(set(lower)) != len(lower):
+            raise DatasetError(f"{csv_path}: duplicate column names in header {','.join(header)!r}")
+        extra_cols = [(i, header[i]) for i in range(len(header)) if i not in (file_col, label_col)]
+        seen: dict[str, int] = {}
+        parsed: list[tuple[str, str, dict]] = []
+        for lineno, row in enumerate(rows[1:], start=2):
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise DatasetError(
+                    f"{csv_path} line {lineno}: {len(row)} fields, expected {len(header)} like the header"
+                )
+            rel = row[file_col].strip().replace("\\", "/")
+            while rel.startswith("./"):
+                rel = rel[2:]
+            if not rel:
+                raise DatasetError(f"{csv_path} line {lineno}: empty file name")
+            if rel in seen:
+                raise DatasetError(
+                    f"{csv_path} line {lineno}: duplicate row for {rel} (first on line {seen[rel]})"
+                )
+            seen[rel] = lineno
+            if rel not in found:
+                if (self.root / rel).is_file():
+                    why = "which is not an image file" if not is_image_file(rel) else "which is skipped"
+                else:
+                    why = "which does not exist"
+                raise DatasetError(f"{csv_path} line {lineno}: row names {rel}, {why} in {self.root}")
+            label = row[label_col].strip()
+            if not label:
+                raise DatasetError(f"{csv_path} line {lineno}: empty label for {rel}")
+            parsed.append((rel, label, {name: row[i].strip() for i, name in extra_cols}))
+        missing = sorted(found - seen.keys())
+        if missing:
+            more = f" and {len(missing) - 1:,} more" if len(missing) > 1 else ""
+            raise DatasetError(f"{csv_path}: no row for image {missing[0]}{more}")
+        as_int = all(_INT_RE.fullmatch(label) for _, label, _ in parsed)
+        self.label_type = "int" if as_int else "str"
+        return [(rel, int(label) if as_int else label, extras) for rel, label, extras in parsed]
+
+    # -- Dataset API ----------------------------------------------------------------------------
+    @property
+    def length(self) -> int:
+        return len(self._entries)
+
+    def describe(self) -> str:
+        n = len(self._entries)
+        if self.layout == "classes":
+            what = f"{len({e[1] for e in self._entries}):,} classes"
+        elif self.layout == "csv":
+            what = f"labels from {self.labels_csv.name}"
+        else:
+            what = "unlabelled"
+        text = f"folder {self.root}: {n:,} images, {what}"
+        if n < self.total:
+            text += f" (first {n:,} of {self.total:,})"
+        if self.ignored:
+            text += f"; {len(self.ignored):,} non-image files ignored"
+        return text
+
+    @property
+    def files(self) -> list[str]:
+        return [e[0] for e in self._entries]
+
+    def _decode(self, rel: str) -> np.ndarray | DatasetError:
+        try:
+            return decode_image(self.root / rel)
+        except DatasetError as exc:
+            return exc
+
+    def _record(self, entry: tuple[str, object, dict], image: np.ndarray) -> Record:
+        rel, label, extras = entry
+        return Record(image, label, {"file": rel, **extras})
+
+    def _handle(self, rel: str, err: DatasetError) -> None:
+        if self.on_error == "stop":
+            raise err
+        self.skipped.append(rel)
+        message = f"skipped {err}"
+        if self.warn is not None:
+            self.warn(message)
+        else:
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    def __iter__(self) -> Iterator[Record]:
+        self.skipped = []
+        entries = self._entries
+        if self.workers <= 1 or len(entries) <= _BATCH:
+            for entry in entries:
+                out = self._decode(entry[0])
+                if isinstance(out, DatasetError):
+                    self._handle(entry[0], out)
+                    continue
+                yield self._record(entry, out)
+            return
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="imgtui-decode") as pool:
+            pending: deque = deque()
+            nxt = 0
+            try:
+                while nxt < len(entries) or pending:
+                    # keep two batches in flight ahead of the consumer
+                    while nxt < len(entries) and len(pending) < 2 * _BATCH:
+                        batch = entries[nxt : nxt + _BATCH]
+                        pending.extend((e, pool.submit(self._decode, e[0])) for e in batch)
+                        nxt += len(batch)
+                    entry, future = pending.popleft()
+                    out = future.result()
+                    if isinstance(out, DatasetError):
+                        self._handle(entry[0], out)
+                        continue
+                    yield self._record(entry, out)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
