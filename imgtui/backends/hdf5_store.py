@@ -1,0 +1,885 @@
+"""HDF5 backend: one ``.h5`` file written with h5py.
+
+Layout of a store (everything at the root group)
+-----------------------------------------------
+Fixed shapes (every record has the shape and dtype of the first one):
+  ``images``       N x H x W [x C] uint8/uint16. HxW and HxWx1 stay distinct (3-D vs 4-D dataset).
+Variable shapes (a record's shape or dtype differed from the first one):
+  ``images_flat``  N vlen uint8 (``h5py.vlen_dtype(np.uint8)``): each image's raw C-order bytes,
+                   uint16 little-endian
+  ``shapes``       N x 3 int64 (H, W, C); C = 0 for a 2-D HxW image
+  ``dtypes``       N uint8 code: 0 = uint8, 1 = uint16
+Always:
+  ``labels``       N int64 when every label is an int, else vlen UTF-8 str
+  ``label_is_int`` N uint8, only in stores mixing int and str labels (then ``labels`` is str and
+                   a 1 here means "parse it back as an int")
+  ``metadata``     N vlen UTF-8 str: the record's metadata as JSON ("" for an empty dict)
+  ``checksums``    N uint32: crc32 of the pixel bytes (``imgtui.records.checksum``)
+Root attributes: ``format`` ("imgtui"), ``format_version``, ``backend`` ("hdf5"),
+``imgtui_version``, ``options`` (JSON), and, written last by a finished writer, ``manifest``
+(the JSON manifest from ``base.make_manifest``) followed by ``complete`` (1).
+
+Writer options
+--------------
+``layout``: ``contiguous`` | ``chunked`` | ``auto`` (default). ``auto`` is contiguous when the caller
+    passes ``expected_count`` (a contiguous dataset needs N up front), chunked otherwise.
+    - ``contiguous`` without ``expected_count``: written chunked-resizable while streaming, then
+      rewritten into a contiguous dataset when the writer closes (one extra copy, bounded memory).
+    - contiguous and more records than ``expected_count`` arrive: the store is rewritten to chunked
+      and a note says so; fewer: rewritten to the exact size when the writer closes.
+    - compression needs chunked storage: ``layout=contiguous`` with compression switches to
+      chunked, and the switch is recorded in the manifest's ``hdf5.notes``.
+``compression``: ``none`` (default) | ``gzip`` | ``lzf``; ``level``: gzip level 0-9 (default 4).
+``chunk_records``: records per chunk (default: as many as fit in ~1 MiB, at least 1).
+
+Migrations (fixed -> variable shapes, contiguous <-> chunked) write a fresh file next to the store
+(``<store>.imgtui-rewrite-<pid>``) batch by batch and replace the old one, so the space of the old
+layout is not left behind in the file and memory stays bounded.
+
+Variable-shape stores keep pixel bytes in HDF5's global heap, which filters do not compress: the
+compression option then only applies to the fixed-size datasets (a note says so).
+
+Incomplete stores: files are created with ``libver=("v110", "v110")`` so HDF5 marks a file that is
+open for writing in its superblock; a killed writer leaves that mark and readers report the store
+as incomplete, as they do for a file without the ``complete`` attribute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import h5py
+import numpy as np
+
+from ..errors import (
+    CorruptStoreError,
+    ImgtuiError,
+    IncompleteStoreError,
+    InvalidRecordError,
+    StoreNotFoundError,
+)
+from ..records import Label, Record, dumps_metadata, loads_metadata
+from .base import (
+    FORMAT_VERSION,
+    Backend,
+    StoreReader,
+    StoreWriter,
+    _one_line,
+    check_manifest,
+    remove_path,
+)
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: file format bounds: HDF5 >= 1.10 reads these files; v110 superblocks record "open for write"
+LIBVER = ("v110", "v110")
+LAYOUTS = ("auto", "contiguous", "chunked")
+COMPRESSIONS = ("none", "gzip", "lzf")
+DEFAULT_GZIP_LEVEL = 4
+#: target bytes of one chunk of images when chunk_records is not given
+CHUNK_TARGET_BYTES = 1 << 20
+#: chunk cache: at least this much, and at least CACHE_CHUNKS chunks up to CACHE_MAX_BYTES
+CACHE_MIN_BYTES = 32 << 20
+CACHE_CHUNKS = 4
+CACHE_MAX_BYTES = 256 << 20
+CACHE_SLOTS = 10007  # a prime, ~100x the chunks a 32 MiB cache of ~1 MiB chunks holds... and more
+#: rows per chunk of the small per-record datasets
+AUX_CHUNK = 4096
+STR_CHUNK = 1024
+#: the writer flushes its batch early once it holds this many pixel bytes
+MAX_BATCH_BYTES = 64 << 20
+#: bytes copied per step while migrating a store to another layout
+COPY_BYTES = 64 << 20
+
+DTYPE_CODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1}
+CODE_DTYPES = {0: np.dtype("<u1"), 1: np.dtype("<u2")}
+
+_STR = h5py.string_dtype("utf-8")
+_VLEN_U8 = h5py.vlen_dtype(np.uint8)
+
+
+def incomplete_message(path: Path) -> str:
+    return (
+        f"{path} is incomplete: its writer did not finish (interrupted or killed); "
+        "re-create it with --overwrite"
+    )
+
+
+def _cache_bytes(chunk_bytes: int) -> int:
+    return max(CACHE_MIN_BYTES, min(CACHE_CHUNKS * chunk_bytes, CACHE_MAX_BYTES))
+
+
+def _has_signature(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8) == HDF5_SIGNATURE
+    except OSError:
+        return False
+
+
+def _open_for_write_error(exc: OSError) -> bool:
+    text = str(exc)
+    return "already open for write" in text or "consistency flags" in text
+
+
+def _lock_error(exc: OSError) -> bool:
+    return "unable to lock file" in str(exc)
+
+
+def _imgtui_marker_in_head(path: Path) -> bool:
+    """A writer flushes its root attributes first, so they sit in the first KiBs of the file."""
+    try:
+        with open(path, "rb") as fh:
+            return b"imgtui" in fh.read(64 << 10)
+    except OSError:
+        return False
+
+
+def _attr_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (bytes, np.bytes_)):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+# ----------------------------------------------------------------------------------------------
+# writer
+# ----------------------------------------------------------------------------------------------
+
+
+class Hdf5Writer(StoreWriter):
+    backend = "hdf5"
+
+    @classmethod
+    def check_options(cls, options: dict) -> dict:
+        opts = dict(options)
+        layout = opts.pop("layout", None)
+        compression = opts.pop("compression", None)
+        level = opts.pop("level", None)
+        chunk_records = opts.pop("chunk_records", None)
+        if opts:
+            raise ImgtuiError(
+                f"hdf5: unknown option(s) {', '.join(sorted(opts))} "
+                "(known: layout, compression, level, chunk_records)"
+            )
+        layout = str(layout or "auto").strip().lower()
+        if layout not in LAYOUTS:
+            raise ImgtuiError(f"hdf5: layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        compression = "none" if compression in (None, False, "") else str(compression).strip().lower()
+        if compression not in COMPRESSIONS:
+            raise ImgtuiError(
+                f"hdf5: compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}"
+            )
+        if level is not None:
+            if compression != "gzip":
+                raise ImgtuiError(f"hdf5: option level applies only to compression=gzip (got compression={compression})")
+            level = _as_int(level, "level")
+            if not 0 <= level <= 9:
+                raise ImgtuiError(f"hdf5: gzip level must be 0-9, got {level}")
+        elif compression == "gzip":
+            level = DEFAULT_GZIP_LEVEL
+        if chunk_records is not None:
+            chunk_records = _as_int(chunk_records, "chunk_records")
+            if chunk_records < 1:
+                raise ImgtuiError(f"hdf5: chunk_records must be at least 1, got {chunk_records}")
+        return {"layout": layout, "compression": compression, "level": level, "chunk_records": chunk_records}
+
+    def __init__(self, path: str | os.PathLike, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        if self.expected_count is not None:
+            self.expected_count = int(self.expected_count)
+            if self.expected_count < 0:
+                raise ImgtuiError(f"hdf5: expected_count must be >= 0, got {self.expected_count}")
+        self.requested_options = dict(self.options)
+        self.notes: list[str] = []
+        self._f: h5py.File | None = None
+        self._rewrite_file: h5py.File | None = None
+        self._rewrite_path = self.build_path.with_name(f"{self.path.name}.imgtui-rewrite-{os.getpid()}")
+        self._kind: str | None = None  # None (no record yet) | "fixed" | "variable"
+        self._shape: tuple[int, ...] = ()
+        self._dtype: np.dtype | None = None
+        self._layout = "chunked"  # of the fixed "images" dataset
+        self._alloc = 0  # rows of a contiguous "images" dataset
+        self._want_contiguous = False  # rewrite to contiguous when closing
+        self._chunk_records: int | None = None
+        self._label_mode: str | None = None  # None | "int" | "str" | "mixed"
+        self._metadata_records = 0  # records with non-empty metadata
+        self._pending_bytes = 0
+        if self.options["layout"] == "contiguous" and self.options["compression"] != "none":
+            self.notes.append(
+                f"compression={self.options['compression']} needs chunked storage: "
+                "layout switched from contiguous to chunked"
+            )
+            self.options["layout"] = "chunked"
+
+    # -- hooks -----------------------------------------------------------------------------
+    def _open_store(self) -> None:
+        self._f = self._create_file(self.build_path)
+        self._f.flush()  # the imgtui attributes land at the start of the file
+
+    def _create_file(self, path: Path) -> h5py.File:
+        try:
+            f = h5py.File(path, "w", libver=LIBVER)
+        except OSError as exc:
+            raise ImgtuiError(f"cannot create {path}: {_one_line(exc)}") from None
+        f.attrs["format"] = "imgtui"
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["backend"] = self.backend
+        from .. import __version__
+
+        f.attrs["imgtui_version"] = __version__
+        f.attrs["options"] = json.dumps(self.requested_options)
+        return f
+
+    def write(self, record: Record | tuple) -> None:
+        super().write(record)
+        if not self._batch:
+            self._pending_bytes = 0
+            return
+        self._pending_bytes += self._batch[-1].image.nbytes
+        if self._pending_bytes >= MAX_BATCH_BYTES:
+            self.flush()
+            self._pending_bytes = 0
+
+    def _check_record(self, record: Record, index: int) -> None:
+        label = record.label
+        if isinstance(label, str):
+            if "\x00" in label:
+                raise InvalidRecordError(f"record {index} label: HDF5 strings cannot contain NUL characters")
+            try:
+                label.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidRecordError(f"record {index} label: not encodable as UTF-8") from None
+        if record.metadata:
+            try:
+                dumps_metadata(record.metadata).encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidRecordError(f"record {index} metadata: not encodable as UTF-8") from None
+
+    def _write_batch(self, records: list[Record], checksums: list[int], start: int) -> None:
+        f = self._f
+        assert f is not None
+        n = len(records)
+        if self._kind is None:
+            self._init_images(records[0], f)
+        if self._kind == "fixed":
+            if any(r.image.shape != self._shape or r.image.dtype != self._dtype for r in records):
+                k, odd = next(
+                    (k, r) for k, r in enumerate(records) if r.image.shape != self._shape or r.image.dtype != self._dtype
+                )
+                self.notes.append(
+                    f"record {start + k} has shape {odd.image.shape} {odd.image.dtype} "
+                    f"(first: {self._shape} {self._dtype}): switched to the variable-shape layout"
+                )
+                if self.options["compression"] != "none":
+                    self.notes.append(
+                        "variable shapes keep pixel bytes in HDF5's global heap, which filters do not "
+                        f"compress: compression={self.options['compression']} applies to the small datasets only"
+                    )
+                self._rewrite(start, kind="variable")
+            elif self._layout == "contiguous" and start + n > self._alloc:
+                self.notes.append(
+                    f"more records than expected_count={self.expected_count}: contiguous layout "
+                    "rewritten as chunked"
+                )
+                self._want_contiguous = False
+                self._rewrite(start, kind="fixed", layout="chunked")
+        f = self._f
+        self._write_labels(f, records, start)
+        if self._kind == "fixed":
+            ds = f["images"]
+            if self._layout == "chunked":
+                ds.resize(start + n, axis=0)
+            block = np.stack([r.image for r in records])
+            ds.write_direct(block, dest_sel=np.s_[start : start + n])
+        else:
+            self._write_variable(f, [r.image for r in records], start)
+        metas = []
+        for r in records:
+            if r.metadata:
+                self._metadata_records += 1
+                metas.append(dumps_metadata(r.metadata))
+            else:
+                metas.append("")
+        _append(f["metadata"], start, np.array(metas, dtype=object))
+        _append(f["checksums"], start, np.asarray(checksums, dtype=np.uint32))
+
+    def _finalize(self, manifest: dict) -> None:
+        f = self._f
+        assert f is not None
+        n = self.stats.count
+        if self._kind is None:
+            self._create_aux(f, "int")
+        elif self._kind == "fixed":
+            if self._layout == "contiguous" and self._alloc != n:
+                self.notes.append(f"{n} records instead of expected_count={self.expected_count}: contiguous dataset resized")
+                self._rewrite(n, kind="fixed", layout="contiguous", alloc=n)
+            elif self._want_contiguous:
+                self._rewrite(n, kind="fixed", layout="contiguous", alloc=n)
+        f = self._f
+        self.options["layout"] = self._final_layout()
+        fixed_chunked = self._kind == "fixed" and self.options["layout"] == "chunked"
+        self.options["chunk_records"] = self._chunk_records if fixed_chunked else None
+        extra = {
+            "images_layout": self._kind or "empty",
+            "label_mode": self._label_mode or "int",
+            "metadata_records": self._metadata_records,
+            "requested_options": self.requested_options,
+            "notes": self.notes,
+        }
+        if self._kind == "fixed":
+            extra["image_shape"] = list(self._shape)
+            extra["image_dtype"] = str(self._dtype)
+        manifest["options"] = dict(self.options)
+        manifest["hdf5"] = extra
+        f.attrs["options"] = json.dumps(manifest["options"])
+        f.attrs["manifest"] = json.dumps(manifest)
+        f.flush()
+        f.attrs["complete"] = np.uint8(1)  # last: marks the store complete
+        f.flush()
+        f.close()
+        self._f = None
+
+    def _close_on_error(self) -> None:
+        for attr in ("_rewrite_file", "_f"):
+            fh = getattr(self, attr, None)
+            if fh is not None:
+                try:
+                    fh.close()
+                except Exception:
+                    pass
+                setattr(self, attr, None)
+        remove_path(self._rewrite_path)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _final_layout(self) -> str:
+        if self._kind == "fixed":
+            return "contiguous" if (self._layout == "contiguous" or self._want_contiguous) else "chunked"
+        if self._kind == "variable":
+            return "chunked"
+        return self.options["layout"] if self.options["layout"] != "auto" else "chunked"
+
+    def _init_images(self, first: Record, f: h5py.File) -> None:
+        self._kind = "fixed"
+        self._shape = first.image.shape
+        self._dtype = first.image.dtype
+        rec_bytes = first.image.nbytes
+        self._chunk_records = self.options["chunk_records"] or max(1, CHUNK_TARGET_BYTES // rec_bytes)
+        if self.expected_count:  # no chunk larger than the whole dataset
+            self._chunk_records = max(1, min(self._chunk_records, self.expected_count))
+        layout = self.options["layout"]
+        if layout == "auto":
+            layout = "contiguous" if self.expected_count else "chunked"
+            if self.options["compression"] != "none":
+                layout = "chunked"
+        if layout == "contiguous" and not self.expected_count:
+            self.notes.append(
+                "layout=contiguous without expected_count: written chunked while streaming, "
+                "rewritten contiguous when the writer closed"
+            )
+            self._want_contiguous = True
+            layout = "chunked"
+        self._layout = layout
+        self._create_images(f, layout, 0 if layout == "chunked" else int(self.expected_count or 0))
+
+    def _compression_kwargs(self) -> dict:
+        c = self.options["compression"]
+        if c == "gzip":
+            return {"compression": "gzip", "compression_opts": self.options["level"]}
+        if c == "lzf":
+            return {"compression": "lzf"}
+        return {}
+
+    def _create_images(self, f: h5py.File, layout: str, rows: int) -> None:
+        shape = tuple(self._shape)
+        if layout == "contiguous":
+            f.create_dataset("images", shape=(rows, *shape), dtype=self._dtype)
+            self._alloc = rows
+        else:
+            chunk = (self._chunk_records, *shape)
+            chunk_bytes = int(np.prod(chunk)) * self._dtype.itemsize
+            f.create_dataset(
+                "images",
+                shape=(rows, *shape),
+                maxshape=(None, *shape),
+                chunks=chunk,
+                dtype=self._dtype,
+                rdcc_nbytes=_cache_bytes(chunk_bytes),
+                rdcc_nslots=CACHE_SLOTS,
+                **self._compression_kwargs(),
+            )
+
+    def _create_variable(self, f: h5py.File, rows: int) -> None:
+        comp = self._compression_kwargs()
+        f.create_dataset("images_flat", shape=(rows,), maxshape=(None,), chunks=(STR_CHUNK,), dtype=_VLEN_U8)
+        f.create_dataset("shapes", shape=(rows, 3), maxshape=(None, 3), chunks=(AUX_CHUNK, 3), dtype=np.int64, **comp)
+        f.create_dataset("dtypes", shape=(rows,), maxshape=(None,), chunks=(AUX_CHUNK,), dtype=np.uint8, **comp)
+
+    def _create_aux(self, f: h5py.File, label_mode: str, rows: int = 0) -> None:
+        self._create_labels(f, "str" if label_mode == "mixed" else label_mode, rows)
+        if label_mode == "mixed":
+            _new1d(f, "label_is_int", np.uint8, rows)
+        _new1d(f, "metadata", _STR, rows)
+        _new1d(f, "checksums", np.uint32, rows)
+
+    def _create_labels(self, f: h5py.File, mode: str, rows: int, name: str = "labels") -> None:
+        _new1d(f, name, np.int64 if mode == "int" else _STR, rows)
+
+    def _write_labels(self, f: h5py.File, records: list[Record], start: int) -> None:
+        labels = [r.label for r in records]
+        has_int = any(isinstance(x, int) for x in labels)
+        has_str = any(isinstance(x, str) for x in labels)
+        mode = self._label_mode
+        if mode is None:
+            mode = "mixed" if (has_int and has_str) else ("int" if has_int else "str")
+            self._create_aux(f, mode)
+        elif mode == "int" and has_str:
+            # ints so far: re-store them as decimal strings with label_is_int = 1
+            old = f["labels"]
+            self._create_labels(f, "str", start, name="labels_new")
+            new = f["labels_new"]
+            _new1d(f, "label_is_int", np.uint8, start)
+            flags = f["label_is_int"]
+            for a in range(0, start, 1 << 16):
+                b = min(start, a + (1 << 16))
+                new[a:b] = np.array([str(int(v)) for v in old[a:b]], dtype=object)
+                flags[a:b] = 1
+            del f["labels"]
+            f.move("labels_new", "labels")
+            mode = "mixed"
+        elif mode == "str" and has_int:
+            _new1d(f, "label_is_int", np.uint8, start)  # zeros: every earlier label was a str
+            mode = "mixed"
+        self._label_mode = mode
+        if mode == "int":
+            _append(f["labels"], start, np.array(labels, dtype=np.int64))
+        elif mode == "str":
+            _append(f["labels"], start, np.array(labels, dtype=object))
+        else:
+            _append(f["labels"], start, np.array([str(x) for x in labels], dtype=object))
+            _append(f["label_is_int"], start, np.array([isinstance(x, int) for x in labels], dtype=np.uint8))
+
+    def _write_variable(self, f: h5py.File, images: list[np.ndarray], start: int) -> None:
+        n = len(images)
+        flat = np.empty(n, dtype=_VLEN_U8)
+        shapes = np.zeros((n, 3), dtype=np.int64)
+        codes = np.empty(n, dtype=np.uint8)
+        for k, im in enumerate(images):
+            flat[k] = _raw_bytes(im)
+            shapes[k, : im.ndim] = im.shape
+            codes[k] = DTYPE_CODES[im.dtype]
+        _append_vlen(f["images_flat"], start, flat)
+        _append(f["shapes"], start, shapes)
+        _append(f["dtypes"], start, codes)
+
+    def _rewrite(self, n: int, kind: str, layout: str = "chunked", alloc: int | None = None) -> None:
+        """Copy the first ``n`` records into a fresh file with another image layout and swap it in."""
+        old = self._f
+        assert old is not None
+        remove_path(self._rewrite_path)
+        new = self._rewrite_file = self._create_file(self._rewrite_path)
+        src = old["images"]
+        step = max(1, COPY_BYTES // max(1, int(np.prod(self._shape)) * self._dtype.itemsize))
+        if kind == "variable":
+            self._create_variable(new, n)
+            for a in range(0, n, step):
+                b = min(n, a + step)
+                self._write_variable_at(new, src[a:b], a)
+        else:
+            rows = n if layout == "chunked" else int(alloc if alloc is not None else n)
+            self._create_images(new, layout, rows)
+            dst = new["images"]
+            for a in range(0, n, step):
+                b = min(n, a + step)
+                dst.write_direct(src[a:b], dest_sel=np.s_[a:b])
+        for name in ("labels", "label_is_int", "metadata", "checksums"):
+            if name in old:
+                new.copy(old[name], name)
+        new.flush()
+        old.close()
+        self._f = None
+        os.replace(self._rewrite_path, self.build_path)
+        self._f, self._rewrite_file = new, None
+        self._kind = kind
+        if kind == "fixed":
+            self._layout = layout
+            if layout == "contiguous":
+                self._want_contiguous = False
+
+    def _write_variable_at(self, f: h5py.File, block: np.ndarray, start: int) -> None:
+        ds_flat, ds_shapes, ds_codes = f["images_flat"], f["shapes"], f["dtypes"]
+        n = len(block)
+        flat = np.empty(n, dtype=_VLEN_U8)
+        for k in range(n):
+            flat[k] = _raw_bytes(block[k])
+        shapes = np.zeros((n, 3), dtype=np.int64)
+        shapes[:, : block.ndim - 1] = block.shape[1:]
+        _append_vlen(ds_flat, start, flat)
+        ds_shapes[start : start + n] = shapes
+        ds_codes[start : start + n] = DTYPE_CODES[block.dtype]
+
+
+def _as_int(value: Any, name: str) -> int:
+    if isinstance(value, bool):
+        raise ImgtuiError(f"hdf5: {name} must be an integer, got {value!r}")
+    try:
+        return int(str(value).strip()) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        raise ImgtuiError(f"hdf5: {name} must be an integer, got {value!r}") from None
+
+
+def _new1d(f: h5py.File, name: str, dtype: Any, rows: int) -> None:
+    chunk = STR_CHUNK if h5py.check_vlen_dtype(np.dtype(dtype)) is not None else AUX_CHUNK
+    f.create_dataset(name, shape=(rows,), maxshape=(None,), chunks=(chunk,), dtype=dtype)
+
+
+def _append(ds: h5py.Dataset, start: int, values: np.ndarray) -> None:
+    end = start + len(values)
+    if ds.shape[0] < end:
+        ds.resize(end, axis=0)
+    ds[start:end] = values
+
+
+def _append_vlen(ds: h5py.Dataset, start: int, values: np.ndarray) -> None:
+    # write_direct: h5py's __setitem__ would turn equal-length arrays into one 2-D array
+    end = start + len(values)
+    if ds.shape[0] < end:
+        ds.resize(end, axis=0)
+    if len(values):
+        ds.write_direct(values, dest_sel=np.s_[start:end])
+
+
+def _raw_bytes(image: np.ndarray) -> np.ndarray:
+    """The image's pixel bytes as a flat uint8 array (uint16 little-endian)."""
+    if image.dtype.itemsize > 1 and image.dtype.byteorder not in ("<", "|") and not (
+        image.dtype.byteorder == "=" and np.little_endian
+    ):
+        image = image.astype(image.dtype.newbyteorder("<"))
+    return np.ascontiguousarray(image).reshape(-1).view(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------
+# reader
+# ----------------------------------------------------------------------------------------------
+
+
+class Hdf5Reader(StoreReader):
+    backend = "hdf5"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__(path)
+        self._f: h5py.File | None = None
+        self._mm: np.memmap | None = None
+        self._cache: dict[str, np.ndarray] = {}
+        p = self.path
+        if not p.exists():
+            raise StoreNotFoundError(f"{p}: no such file or folder")
+        if p.is_dir():
+            raise CorruptStoreError(f"{p} is a folder, not an HDF5 file")
+        if not _has_signature(p):
+            raise CorruptStoreError(f"{p} is not an HDF5 file (it does not start with the HDF5 signature)")
+        try:
+            self._f = h5py.File(p, "r", rdcc_nbytes=CACHE_MIN_BYTES, rdcc_nslots=CACHE_SLOTS)
+        except OSError as exc:
+            raise _open_error(p, exc) from None
+        try:
+            self._load()
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self) -> None:
+        f, p = self._f, self.path
+        assert f is not None
+        if _attr_str(f.attrs.get("format")) != "imgtui":
+            raise CorruptStoreError(f"{p} is an HDF5 file but not an imgtui store (no imgtui attributes)")
+        if "manifest" not in f.attrs or "complete" not in f.attrs:
+            raise IncompleteStoreError(incomplete_message(p))
+        try:
+            manifest = json.loads(_attr_str(f.attrs["manifest"]) or "")
+        except ValueError:
+            raise CorruptStoreError(f"{p}: its manifest attribute is not valid JSON") from None
+        if not isinstance(manifest, dict):
+            raise CorruptStoreError(f"{p}: its manifest attribute is not a JSON object")
+        self.manifest = check_manifest(manifest, self.backend, p)
+        self._n = int(manifest.get("count", 0))
+        h = manifest.get("hdf5", {})
+        self._meta_empty = h.get("metadata_records", 1) == 0
+        if "images" in f:
+            self._kind = "fixed"
+        elif "images_flat" in f:
+            self._kind = "variable"
+        else:
+            self._kind = None
+        need = ["labels", "metadata", "checksums"]
+        need += {"fixed": ["images"], "variable": ["images_flat", "shapes", "dtypes"], None: []}[self._kind]
+        self._mixed = "label_is_int" in f
+        if self._mixed:
+            need.append("label_is_int")
+        for name in need:
+            if name not in f:
+                raise CorruptStoreError(f"{p}: dataset {name!r} is missing")
+            if f[name].shape[0] != self._n:
+                raise CorruptStoreError(
+                    f"{p}: dataset {name!r} has {f[name].shape[0]:,} rows but the manifest says {self._n:,} records"
+                )
+        if self._kind is None and self._n:
+            raise CorruptStoreError(f"{p}: no images dataset but the manifest says {self._n:,} records")
+        self._labels_ds = f["labels"]
+        self._str_labels = self._labels_ds.dtype.kind != "i"
+        self._meta_ds = f["metadata"]
+        if self._kind == "fixed":
+            ds = f["images"]
+            if ds.chunks is not None:
+                chunk_bytes = int(np.prod(ds.chunks)) * ds.dtype.itemsize
+                if _cache_bytes(chunk_bytes) > CACHE_MIN_BYTES:
+                    dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+                    dapl.set_chunk_cache(CACHE_SLOTS, _cache_bytes(chunk_bytes), 0.75)
+                    ds = h5py.Dataset(h5py.h5d.open(f.id, b"images", dapl=dapl))
+            self._images = ds
+            self._mm = _try_memmap(p, ds)
+        elif self._kind == "variable":
+            self._flat = f["images_flat"]
+
+    def close(self) -> None:
+        self._mm = None
+        f, self._f = getattr(self, "_f", None), None
+        if f is not None:
+            try:
+                f.close()
+            except Exception:
+                pass
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _check_open(self) -> h5py.File:
+        if self._f is None:
+            raise ImgtuiError(f"{self.path}: the store reader is closed")
+        return self._f
+
+    # -- cached per-record arrays (a few bytes per record) -----------------------------------
+    def _small(self, name: str) -> np.ndarray:
+        arr = self._cache.get(name)
+        if arr is None:
+            arr = self._cache[name] = self._check_open()[name][()]
+        return arr
+
+    # -- reading ---------------------------------------------------------------------------
+    def _read(self, index: int) -> Record:
+        return self._records(np.array([index], dtype=np.int64), None)[0]
+
+    def get_many(self, indices: Sequence[int]) -> list[Record]:
+        sel = self._selection(indices)
+        if sel is None:
+            return []
+        return self._records(*sel)
+
+    def get_images(self, indices: Sequence[int]) -> np.ndarray | list[np.ndarray]:
+        sel = self._selection(indices)
+        if sel is None:
+            return []
+        imgs = self._read_images(*sel)
+        if isinstance(imgs, np.ndarray):
+            return imgs
+        if imgs and all(im.shape == imgs[0].shape and im.dtype == imgs[0].dtype for im in imgs):
+            return np.stack(imgs)
+        return imgs
+
+    def iter_batches(self, batch_size: int = 256) -> Iterator[list[Record]]:
+        n = len(self)
+        batch_size = max(1, int(batch_size))
+        for start in range(0, n, batch_size):
+            yield self.get_many(range(start, min(n, start + batch_size)))
+
+    def labels(self) -> list[Label]:
+        return self._labels()
+
+    def _labels(self) -> list[Label]:
+        self._check_open()
+        if self._n == 0:
+            return []
+        return self._label_values(slice(0, self._n), None)
+
+    def _stored_checksum(self, index: int) -> int | None:
+        return int(self._small("checksums")[index])
+
+    # -- internals -------------------------------------------------------------------------
+    def _selection(self, indices: Sequence[int]) -> tuple[Any, np.ndarray | None] | None:
+        """(key, inverse): key is a slice or sorted unique int array; inverse reorders to request."""
+        if isinstance(indices, range) and indices.step == 1 and len(indices):
+            a, b = self._index(indices.start), self._index(indices.stop - 1)
+            return slice(a, b + 1), None
+        idx = np.fromiter((self._index(i) for i in indices), dtype=np.int64)
+        if idx.size == 0:
+            return None
+        if idx.size == 1 or (idx[-1] - idx[0] == idx.size - 1 and np.all(np.diff(idx) == 1)):
+            return slice(int(idx[0]), int(idx[-1]) + 1), None
+        uniq, inv = np.unique(idx, return_inverse=True)
+        if uniq.size == idx.size and np.array_equal(uniq, idx):
+            inv = None
+        return uniq, inv
+
+    def _records(self, key: Any, inv: np.ndarray | None) -> list[Record]:
+        imgs = self._read_images(key, inv)
+        labels = self._label_values(key, inv)
+        metas = self._metadata(key, inv, len(labels))
+        return [Record(im, lab, meta) for im, lab, meta in zip(imgs, labels, metas)]
+
+    def _guard(self, what: str, fn: Any) -> Any:
+        self._check_open()
+        try:
+            return fn()
+        except OSError as exc:
+            raise CorruptStoreError(f"{self.path}: cannot read {what} ({_one_line(exc)})") from None
+
+    def _read_images(self, key: Any, inv: np.ndarray | None) -> np.ndarray | list[np.ndarray]:
+        if self._kind == "fixed":
+            block = self._guard("images", lambda: self._fixed_block(key))
+            return block if inv is None else block[inv]
+        flats = self._guard("images", lambda: self._flat[key] if isinstance(key, slice) else _read_rows(self._flat, key))
+        shapes = self._small("shapes")[key]
+        codes = self._small("dtypes")[key]
+        out = []
+        for raw, shp, code in zip(flats, shapes, codes):
+            dt = CODE_DTYPES.get(int(code))
+            if dt is None:
+                raise CorruptStoreError(f"{self.path}: unknown dtype code {int(code)} in 'dtypes'")
+            shape = (int(shp[0]), int(shp[1]), int(shp[2])) if shp[2] else (int(shp[0]), int(shp[1]))
+            im = np.frombuffer(raw, dtype=dt)
+            if im.size != int(np.prod(shape)):
+                raise CorruptStoreError(f"{self.path}: an image's byte count does not match its stored shape {shape}")
+            out.append(im.astype(dt.newbyteorder("="), copy=False).reshape(shape))
+        if inv is not None:
+            out = [out[k] for k in inv]
+        return out
+
+    def _fixed_block(self, key: Any) -> np.ndarray:
+        if self._mm is not None:
+            return np.array(self._mm[key])
+        ds = self._images
+        if isinstance(key, slice):
+            out = np.empty((key.stop - key.start, *ds.shape[1:]), dtype=ds.dtype)
+            if out.shape[0]:
+                ds.read_direct(out, source_sel=key)
+            return out
+        return _read_rows(ds, key)
+
+    def _label_values(self, key: Any, inv: np.ndarray | None) -> list[Label]:
+        if not self._str_labels:
+            vals = self._small("labels")[key]
+            out: list[Label] = vals.tolist()
+        else:
+            ds = self._labels_ds.asstr()
+            raw = self._guard("labels", lambda: ds[key] if isinstance(key, slice) else _read_rows(ds, key))
+            out = list(raw)
+            if self._mixed:
+                flags = self._small("label_is_int")[key]
+                out = [int(v) if fl else v for v, fl in zip(out, flags)]
+        if inv is not None:
+            out = [out[k] for k in inv]
+        return out
+
+    def _metadata(self, key: Any, inv: np.ndarray | None, n: int) -> list[dict]:
+        if self._meta_empty:
+            return [{} for _ in range(n)]
+        ds = self._meta_ds
+        raw = self._guard("metadata", lambda: ds[key] if isinstance(key, slice) else _read_rows(ds, key))
+        try:
+            out = [loads_metadata(t) for t in raw]
+        except ValueError:
+            raise CorruptStoreError(f"{self.path}: a record's metadata is not valid JSON") from None
+        if inv is not None:
+            out = [out[k] for k in inv]
+        return out
+
+    # -- info / verify -----------------------------------------------------------------------
+    def info(self) -> dict:
+        d = super().info()
+        h = self.manifest.get("hdf5", {})
+        extra = {"images_layout": h.get("images_layout"), "notes": h.get("notes", [])}
+        if self._kind == "fixed" and self._f is not None:
+            ds = self._images
+            extra.update(
+                dataset_shape=list(ds.shape),
+                dataset_dtype=str(ds.dtype),
+                chunks=list(ds.chunks) if ds.chunks else None,
+                compression=ds.compression,
+            )
+        d["hdf5"] = extra
+        return d
+
+
+def _read_rows(ds: Any, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` (sorted, unique) of a dataset: runs of consecutive rows are read as slices."""
+    if rows.size == 0:
+        return ds[0:0]
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.concatenate(([0], breaks))
+    ends = np.concatenate((breaks, [rows.size]))
+    if starts.size == 1:
+        return ds[int(rows[0]) : int(rows[-1]) + 1]
+    parts = [ds[int(rows[s]) : int(rows[e - 1]) + 1] for s, e in zip(starts, ends)]
+    return np.concatenate(parts)
+
+
+def _try_memmap(path: Path, ds: h5py.Dataset) -> np.memmap | None:
+    """Contiguous, unfiltered, allocated datasets are plain bytes in the file: map them."""
+    try:
+        if ds.chunks is not None or ds.compression is not None or ds.shape[0] == 0:
+            return None
+        offset = ds.id.get_offset()
+        if offset is None:
+            return None
+        if offset + ds.id.get_storage_size() > path.stat().st_size:
+            return None  # truncated: let h5py report it
+        return np.memmap(path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape)
+    except Exception:
+        return None
+
+
+def _open_error(path: Path, exc: OSError) -> ImgtuiError:
+    if _open_for_write_error(exc):
+        return IncompleteStoreError(incomplete_message(path))
+    if _lock_error(exc):
+        return IncompleteStoreError(
+            f"{path} is locked: another process is still writing it (wait for it to finish, "
+            "or re-create it with --overwrite if that writer is gone)"
+        )
+    return CorruptStoreError(f"{path} cannot be opened as HDF5; it is damaged or truncated ({_one_line(exc)})")
+
+
+# ----------------------------------------------------------------------------------------------
+# backend
+# ----------------------------------------------------------------------------------------------
+
+
+class Hdf5Backend(Backend):
+    name = "hdf5"
+    writer_cls = Hdf5Writer
+    reader_cls = Hdf5Reader
+    suffix = ".h5"
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        p = Path(path)
+        if not p.is_file() or not _has_signature(p):
+            return False
+        try:
+            with h5py.File(p, "r") as f:
+                return _attr_str(f.attrs.get("format")) == "imgtui"
+        except OSError as exc:
+            # an imgtui file whose writer was killed (or is still running): HDF5 refuses to open it
+            return (_open_for_write_error(exc) or _lock_error(exc)) and _imgtui_marker_in_head(p)
+
+    @classmethod
+    def recipe(cls) -> str:
+        return (
+            "h5py.File(path)['images'][i] is record i (N x H x W [x C]); labels in 'labels' "
+            "(a str label is an int where 'label_is_int' is 1), metadata JSON in 'metadata'; "
+            "variable shapes: np.frombuffer(f['images_flat'][i], ['<u1','<u2'][f['dtypes'][i]])"
+            ".reshape(f['shapes'][i] without a trailing 0)"
+        )
