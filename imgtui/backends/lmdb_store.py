@@ -1,0 +1,708 @@
+"""LMDB backend: records packed in blocks of consecutive records, one LMDB value per block.
+
+Layout of a store (a folder, ``lmdb.open(path, subdir=True, max_dbs=4)``):
+
+- sub-database ``blocks``: key = index of the block's first record as 8-byte big-endian (keys sort
+  in record order); value = a block:
+
+  * 16-byte header ``struct '<4sIQ'``: magic ``b"IMB1"``, record count, first record index;
+  * ``count`` entries of the 32-byte little-endian table :data:`ENTRY` (byte offset of the payload
+    in the value, payload bytes, crc32 of the pixels, h, w, c, dtype code 1=uint8 2=uint16, ndim,
+    encoding 0=raw 1=png);
+  * the payloads: raw C-order pixel bytes (little-endian) or one lossless PNG per record.
+
+  A writer picks the records per block ``B`` from the first record's size so that a block is
+  about ``block_bytes`` (256 KiB); B=1 for images of 256 KiB or more. A block is closed early
+  when the next record would push it over ``block_bytes`` (variable shapes).
+- sub-database ``labels``: same keys; value = JSON list of ``[label, metadata]`` per record of the
+  block, so ``labels()`` never touches pixels.
+- sub-database ``meta``: key ``manifest`` = the JSON manifest, written in the writer's last
+  transaction. No manifest means the writer did not finish.
+
+Why blocks: one 3,072-byte CIFAR image per key costs a whole 4 KiB overflow page (1.34x the
+pixels) and one Python-level get per record; a 256 KiB block wastes < 2 % and is one get.
+
+Readers open the environment read-only without locks (a complete store has no writer), keep one
+read transaction for their lifetime and copy every array they return out of the map.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import lmdb
+import numpy as np
+
+from ..errors import (
+    CorruptStoreError,
+    ImgtuiError,
+    IncompleteStoreError,
+    InvalidRecordError,
+    StoreFullError,
+    StoreNotFoundError,
+    WrongBackendError,
+)
+from ..records import Label, Record
+from .base import Backend, StoreReader, StoreWriter, check_manifest
+
+#: the block header: magic, record count, index of the first record
+HEADER = struct.Struct("<4sIQ")
+MAGIC = b"IMB1"
+#: one entry of a block's record table
+ENTRY = np.dtype(
+    [
+        ("offset", "<u4"),
+        ("nbytes", "<u4"),
+        ("crc", "<u4"),
+        ("h", "<u4"),
+        ("w", "<u4"),
+        ("c", "<u2"),
+        ("dtype", "u1"),
+        ("ndim", "u1"),
+        ("enc", "u1"),
+        ("pad", "V7"),
+    ]
+)
+assert ENTRY.itemsize == 32
+DTYPES = {1: np.dtype("<u1"), 2: np.dtype("<u2")}
+DTYPE_CODES = {np.dtype(np.uint8): 1, np.dtype(np.uint16): 2}
+ENC_RAW, ENC_PNG = 0, 1
+LAYOUT = "imgtui-lmdb-blocks-1"
+MAX_DBS = 4
+DB_BLOCKS, DB_LABELS, DB_META = b"blocks", b"labels", b"meta"
+MANIFEST_KEY = b"manifest"
+#: the largest LMDB value this backend writes (header + table + pixels)
+MAX_VALUE_BYTES = (1 << 31) - 1
+DEFAULT_BLOCK_BYTES = 256 * 1024
+DEFAULT_MAP_SIZE = 64 * 1024 * 1024
+MIN_MAP_SIZE = 64 * 1024
+
+_OPTION_DEFAULTS = {"encoding": "raw", "png_level": 1, "block_bytes": DEFAULT_BLOCK_BYTES, "map_size": DEFAULT_MAP_SIZE}
+
+
+def _key(i: int) -> bytes:
+    return int(i).to_bytes(8, "big")
+
+
+def _png_encode(image: np.ndarray, level: int) -> bytes | None:
+    """Lossless PNG of ``image`` via Pillow, or None when Pillow cannot hold it exactly."""
+    from PIL import Image
+
+    a = image
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.dtype == np.uint16 and a.ndim == 3:
+        return None  # Pillow has no 16-bit RGB/RGBA mode: such records are stored raw
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG", compress_level=level)
+    return buf.getvalue()
+
+
+def _png_decode(data: bytes, dtype: np.dtype, shape: tuple) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        arr = np.asarray(im)
+    if arr.dtype != dtype:
+        arr = arr.astype(dtype)
+    return np.ascontiguousarray(arr).reshape(shape)
+
+
+def _shape_of(e: np.void | np.ndarray) -> tuple:
+    if int(e["ndim"]) == 2:
+        return (int(e["h"]), int(e["w"]))
+    return (int(e["h"]), int(e["w"]), int(e["c"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# writer
+# ---------------------------------------------------------------------------------------------
+
+
+class LmdbWriter(StoreWriter):
+    backend = "lmdb"
+    default_batch_size = 512
+
+    @classmethod
+    def check_options(cls, options: dict) -> dict:
+        unknown = sorted(set(options) - set(_OPTION_DEFAULTS))
+        if unknown:
+            raise ImgtuiError(
+                f"lmdb: unknown option(s) {', '.join(unknown)} (known: {', '.join(sorted(_OPTION_DEFAULTS))})"
+            )
+        opts = {**_OPTION_DEFAULTS, **options}
+        enc = opts["encoding"]
+        if not isinstance(enc, str) or enc.lower() not in ("raw", "png"):
+            raise ImgtuiError(f"lmdb: option encoding must be 'raw' or 'png', got {enc!r}")
+        opts["encoding"] = enc.lower()
+        for name, lo, hi in (("png_level", 0, 9), ("block_bytes", 4096, 1 << 30), ("map_size", MIN_MAP_SIZE, 1 << 50)):
+            v = opts[name]
+            if isinstance(v, str) and v.strip().lstrip("-").isdigit():
+                v = int(v)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+                raise ImgtuiError(f"lmdb: option {name} must be an integer from {lo:,} to {hi:,}, got {opts[name]!r}")
+            opts[name] = int(v)
+        return opts
+
+    def _open_store(self) -> None:
+        self._env = None
+        self._pending: list[tuple[Record, int]] = []
+        self._pending_bytes = 0
+        self._next_index = 0  # first record of the pending block
+        self._rpb = 0  # records per block, chosen from the first record
+        self._uniform = True
+        self._nblocks = 0
+        self._map_size = self.options["map_size"]
+        self._env = lmdb.open(
+            str(self.build_path),
+            subdir=True,
+            map_size=self._map_size,
+            max_dbs=MAX_DBS,
+            sync=False,
+            metasync=False,
+            readahead=False,
+            meminit=False,
+        )
+        self._db_blocks = self._env.open_db(DB_BLOCKS)
+        self._db_labels = self._env.open_db(DB_LABELS)
+        self._db_meta = self._env.open_db(DB_META)
+
+    def _check_record(self, record: Record, index: int) -> None:
+        need = record.image.nbytes + HEADER.size + ENTRY.itemsize
+        if need > MAX_VALUE_BYTES:
+            raise InvalidRecordError(
+                f"record {index}: image of {record.image.nbytes:,} bytes is too large for one LMDB value "
+                f"(limit {MAX_VALUE_BYTES - HEADER.size - ENTRY.itemsize:,} bytes); use the disk or hdf5 backend"
+            )
+        if self._rpb == 0:
+            self._rpb = max(1, self.options["block_bytes"] // max(1, record.image.nbytes))
+
+    # -- blocks ----------------------------------------------------------------------------
+    def _make_block(self) -> tuple[bytes, bytes, bytes]:
+        pend = self._pending
+        cnt = len(pend)
+        first = self._next_index
+        png = self.options["encoding"] == "png"
+        level = self.options["png_level"]
+        payloads: list[Any] = []
+        encs = []
+        for rec, _ in pend:
+            img = rec.image
+            if img.dtype.byteorder == ">":
+                img = img.astype(img.dtype.newbyteorder("<"))
+            data = None
+            if png:
+                data = _png_encode(img, level)
+                if data is not None and len(data) >= img.nbytes:
+                    data = None  # PNG would not save space: keep the raw pixels
+            if data is None:
+                payloads.append(img)
+                encs.append(ENC_RAW)
+            else:
+                payloads.append(data)
+                encs.append(ENC_PNG)
+        ent = np.zeros(cnt, ENTRY)
+        nbytes = np.fromiter(
+            (p.nbytes if isinstance(p, np.ndarray) else len(p) for p in payloads), np.int64, cnt
+        )
+        start = HEADER.size + cnt * ENTRY.itemsize
+        offs = np.empty(cnt, np.int64)
+        offs[0] = start
+        np.cumsum(nbytes[:-1], out=offs[1:])
+        offs[1:] += start
+        if int(offs[-1] + nbytes[-1]) > MAX_VALUE_BYTES:
+            raise InvalidRecordError(
+                f"records {first}-{first + cnt - 1}: block of {int(offs[-1] + nbytes[-1]):,} bytes is too large for one LMDB value"
+            )
+        ent["offset"] = offs
+        ent["nbytes"] = nbytes
+        ent["crc"] = [c for _, c in pend]
+        shapes = [rec.image.shape for rec, _ in pend]
+        ent["h"] = [s[0] for s in shapes]
+        ent["w"] = [s[1] for s in shapes]
+        ent["c"] = [s[2] if len(s) == 3 else 0 for s in shapes]
+        ent["ndim"] = [len(s) for s in shapes]
+        ent["dtype"] = [DTYPE_CODES[rec.image.dtype] for rec, _ in pend]
+        ent["enc"] = encs
+        value = b"".join([HEADER.pack(MAGIC, cnt, first), ent.tobytes(), *payloads])
+        labels = json.dumps(
+            [[rec.label, rec.metadata] for rec, _ in pend], separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+        key = _key(first)
+        self._next_index = first + cnt
+        self._pending = []
+        self._pending_bytes = 0
+        self._nblocks += 1
+        return key, value, labels.encode("utf-8")
+
+    def _write_batch(self, records: list[Record], checksums: list[int], start: int) -> None:
+        blocks = []
+        limit = self.options["block_bytes"]
+        for rec, crc in zip(records, checksums):
+            nb = rec.image.nbytes
+            if self._pending and self._pending_bytes + nb > limit:
+                self._uniform = False  # closed before B records: readers must look the block up
+                blocks.append(self._make_block())
+            self._pending.append((rec, crc))
+            self._pending_bytes += nb
+            if len(self._pending) >= self._rpb:
+                blocks.append(self._make_block())
+        if blocks:
+            self._put_blocks(blocks)
+
+    def _retry_grow(self, fn) -> None:
+        """Run the write transaction ``fn``; on MapFullError double the map and run it again."""
+        while True:
+            try:
+                fn()
+                return
+            except lmdb.MapFullError:
+                pass  # the with-block aborted the transaction: no transaction is open now
+            new = self._map_size * 2
+            if new > (1 << 50):
+                raise StoreFullError(f"{self.path}: LMDB map cannot grow past {self._map_size:,} bytes")
+            try:
+                self._env.set_mapsize(new)
+            except lmdb.Error as exc:
+                raise StoreFullError(f"{self.path}: cannot grow the LMDB map to {new:,} bytes ({exc})") from None
+            self._map_size = new
+
+    def _put_blocks(self, blocks: list[tuple[bytes, bytes, bytes]]) -> None:
+        def txn_fn() -> None:
+            with self._env.begin(write=True) as txn:
+                cur = txn.cursor(db=self._db_blocks)
+                _, added = cur.putmulti([(k, v) for k, v, _ in blocks], append=True)
+                lcur = txn.cursor(db=self._db_labels)
+                _, added2 = lcur.putmulti([(k, lab) for k, _, lab in blocks], append=True)
+                if added != len(blocks) or added2 != len(blocks):
+                    raise ImgtuiError(f"{self.path}: LMDB refused some blocks (keys out of order)")
+
+        self._retry_grow(txn_fn)
+
+    def _finalize(self, manifest: dict) -> None:
+        if self._pending:
+            self._put_blocks([self._make_block()])
+        manifest.update(
+            layout=LAYOUT,
+            records_per_block=self._rpb,
+            uniform_blocks=self._uniform,
+            blocks=self._nblocks,
+        )
+        data = json.dumps(manifest, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        self._env.sync(True)  # every block on disk before the manifest says "complete"
+
+        def txn_fn() -> None:
+            with self._env.begin(write=True) as txn:
+                txn.put(MANIFEST_KEY, data, db=self._db_meta)
+
+        self._retry_grow(txn_fn)
+        self._env.sync(True)
+        self._env.close()
+        self._env = None
+
+    def _close_on_error(self) -> None:
+        env, self._env = getattr(self, "_env", None), None
+        if env is not None:
+            env.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# reader
+# ---------------------------------------------------------------------------------------------
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class LmdbReader(StoreReader):
+    backend = "lmdb"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__(path)
+        self._env = None
+        self._txn = None
+        self._region = None
+        self._indexed = False
+        self._label_cache: tuple[list, list] | None = None
+        p = self.path
+        if not p.exists():
+            raise StoreNotFoundError(f"{p}: no such file or folder")
+        data = p / "data.mdb"
+        if not p.is_dir() or not data.is_file():
+            raise WrongBackendError(f"{p} is not an LMDB store (no data.mdb in it)")
+        try:
+            env = lmdb.open(
+                str(p), readonly=True, lock=False, readahead=False, subdir=True, max_dbs=MAX_DBS, create=False
+            )
+        except lmdb.Error as exc:
+            raise CorruptStoreError(f"{data} cannot be opened as an LMDB database ({_one_line(exc)}); the store is damaged") from None
+        self._env = env
+        try:
+            self._open_checked(data)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_checked(self, data: Path) -> None:
+        env = self._env
+        p = self.path
+        psize = env.stat()["psize"]
+        need = (env.info()["last_pgno"] + 1) * psize
+        size = data.stat().st_size
+        if size < need:
+            raise CorruptStoreError(
+                f"{data} is truncated ({size:,} of {need:,} bytes); the store is damaged, re-create it"
+            )
+        try:
+            with env.begin() as txn:
+                names = [bytes(k) for k in txn.cursor().iternext(values=False)]
+        except lmdb.Error as exc:
+            raise CorruptStoreError(f"{data}: cannot read the LMDB main database ({_one_line(exc)})") from None
+        if DB_META not in names:
+            if any(n not in (DB_BLOCKS, DB_LABELS, DB_META) for n in names):
+                from .article import detect_article
+
+                kind = detect_article(p)
+                hint = (
+                    "it was written the Real Python article's way (one pickled CIFAR_Image per key); read it as article-lmdb"
+                    if kind == "article-lmdb"
+                    else "it holds keys imgtui does not know"
+                )
+                raise WrongBackendError(f"{p} is an LMDB database but not an imgtui store: {hint}")
+            raise self._incomplete()
+        try:
+            self._db_blocks = env.open_db(DB_BLOCKS, create=False)
+            self._db_labels = env.open_db(DB_LABELS, create=False)
+            self._db_meta = env.open_db(DB_META, create=False)
+        except lmdb.NotFoundError:
+            raise self._incomplete() from None
+        except lmdb.Error as exc:
+            raise CorruptStoreError(f"{p}: cannot open its LMDB sub-databases ({_one_line(exc)})") from None
+        self._txn = env.begin(buffers=True)
+        raw = self._txn.get(MANIFEST_KEY, db=self._db_meta)
+        if raw is None:
+            raise self._incomplete()
+        try:
+            manifest = json.loads(bytes(raw))
+            if not isinstance(manifest, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            raise CorruptStoreError(f"{p}: the manifest is not valid JSON ({_one_line(exc)})") from None
+        self.manifest = check_manifest(manifest, self.backend, p)
+        try:
+            self._n = int(manifest["count"])
+            self._rpb = int(manifest.get("records_per_block", 0))
+            self._uniform = bool(manifest.get("uniform_blocks", False))
+        except (KeyError, TypeError, ValueError):
+            raise CorruptStoreError(f"{p}: the manifest lacks a valid record count") from None
+
+    def _incomplete(self) -> IncompleteStoreError:
+        return IncompleteStoreError(
+            f"{self.path} is incomplete: its writer did not finish (interrupted or killed); re-create it with --overwrite"
+        )
+
+    def close(self) -> None:
+        # drop every view into the map before the map goes away
+        self._region = None
+        self._strided = None
+        self._views = []
+        txn, self._txn = getattr(self, "_txn", None), None
+        if txn is not None:
+            try:
+                txn.abort()
+            except Exception:
+                pass
+        env, self._env = getattr(self, "_env", None), None
+        if env is not None:
+            env.close()
+
+    def _live(self) -> None:
+        if self._txn is None:
+            raise ImgtuiError(f"{self.path}: the store is closed")
+
+    def __len__(self) -> int:
+        return self._n
+
+    # -- the record index (built once, on first access) ------------------------------------
+    def _ensure_index(self) -> None:
+        if self._indexed:
+            return
+        self._live()
+        n = self._n
+        ent = np.zeros(n, ENTRY)
+        blk = np.full(n, -1, np.int64)
+        addr = np.zeros(n, np.int64)
+        views: list[np.ndarray] = []
+        problems: list[str] = []
+        spans = []
+        expect = 0
+        damaged = False
+        try:
+            for k, v in self._txn.cursor(db=self._db_blocks):
+                first = int.from_bytes(bytes(k), "big")
+                if first != expect:
+                    if damaged and first > expect:
+                        pass  # the rest of a damaged block, already reported
+                    elif first > expect:
+                        problems.append(f"records {expect}-{min(first, n) - 1}: block missing")
+                    else:
+                        problems.append(f"block at record {first}: overlaps the previous block")
+                try:
+                    table, base = self._parse_block(first, v, n)
+                except CorruptStoreError as exc:
+                    problems.append(str(exc))
+                    expect = max(expect, first + 1)
+                    damaged = True
+                    continue
+                damaged = False
+                cnt = len(table)
+                b = len(views)
+                arr = np.frombuffer(v, np.uint8)
+                views.append(arr)
+                spans.append((base, base + len(arr)))
+                ent[first : first + cnt] = table
+                blk[first : first + cnt] = b
+                addr[first : first + cnt] = base + table["offset"].astype(np.int64)
+                expect = first + cnt
+        except lmdb.Error as exc:
+            problems.append(f"the blocks database cannot be read ({_one_line(exc)})")
+        if expect < n and not damaged:
+            problems.append(f"records {expect}-{n - 1}: block missing")
+        self._ent, self._blk, self._views, self._problems = ent, blk, views, problems
+        self._all_ok = bool(n == 0 or (blk >= 0).all())
+        # one array over the part of the map that holds the blocks, for vectorised gathers
+        self._region = self._strided = None
+        self._roff = None
+        self._fixed = None
+        if spans:
+            lo = min(s[0] for s in spans)
+            hi = max(s[1] for s in spans)
+            try:
+                fsize = (self.path / "data.mdb").stat().st_size
+            except OSError:
+                fsize = 0
+            if 0 < hi - lo <= fsize:
+                region = np.frombuffer((ctypes.c_ubyte * (hi - lo)).from_address(lo), np.uint8)
+                region.flags.writeable = False
+                # sanity: the region must see the same bytes as LMDB's own buffers
+                step = max(1, len(spans) // 8)
+                if all(
+                    region[spans[i][0] - lo : spans[i][0] - lo + HEADER.size].tobytes()
+                    == views[i][: HEADER.size].tobytes()
+                    for i in range(0, len(spans), step)
+                ):
+                    self._region = region
+                    self._roff = addr - lo
+        if n and self._all_ok and (ent["enc"] == ENC_RAW).all():
+            e0 = ent[0]
+            same = all((ent[f] == e0[f]).all() for f in ("h", "w", "c", "ndim", "dtype"))
+            if same:
+                shape = _shape_of(e0)
+                dt = DTYPES.get(int(e0["dtype"]))
+                if dt is not None:
+                    nb = int(np.prod(shape)) * dt.itemsize
+                    if (ent["nbytes"] == nb).all():
+                        self._fixed = (shape, dt, nb)
+                        if self._region is not None:
+                            self._strided = np.lib.stride_tricks.as_strided(
+                                self._region, shape=(len(self._region) - nb + 1, nb), strides=(1, 1), writeable=False
+                            )
+        self._indexed = True
+
+    def _parse_block(self, first: int, v, n: int) -> tuple[np.ndarray, int]:
+        size = len(v)
+        if size < HEADER.size:
+            raise CorruptStoreError(f"block at record {first}: too short ({size} bytes)")
+        magic, cnt, hfirst = HEADER.unpack_from(v, 0)
+        if magic != MAGIC or hfirst != first or cnt == 0 or first + cnt > n:
+            raise CorruptStoreError(f"block at record {first}: damaged header")
+        if HEADER.size + cnt * ENTRY.itemsize > size:
+            raise CorruptStoreError(f"block at record {first}: record table runs past the value")
+        table = np.frombuffer(v, ENTRY, count=cnt, offset=HEADER.size).copy()
+        end = table["offset"].astype(np.int64) + table["nbytes"]
+        if (end > size).any() or (table["offset"] < HEADER.size + cnt * ENTRY.itemsize).any():
+            raise CorruptStoreError(f"block at record {first}: record table points outside the value")
+        base = np.frombuffer(v, np.uint8).__array_interface__["data"][0]
+        return table, int(base)
+
+    # -- labels ----------------------------------------------------------------------------
+    def _ensure_labels(self) -> tuple[list, list]:
+        if self._label_cache is not None:
+            return self._label_cache
+        self._live()
+        n = self._n
+        labels: list = [None] * n
+        metas: list = [None] * n
+        self._label_problems = []
+        try:
+            for k, v in self._txn.cursor(db=self._db_labels):
+                first = int.from_bytes(bytes(k), "big")
+                try:
+                    items = json.loads(bytes(v))
+                    if not isinstance(items, list) or first + len(items) > n:
+                        raise ValueError("wrong length")
+                    for j, (lab, meta) in enumerate(items):
+                        if isinstance(lab, bool) or not isinstance(lab, (int, str)) or not isinstance(meta, dict):
+                            raise ValueError("bad item")
+                        labels[first + j] = lab
+                        metas[first + j] = meta
+                except (ValueError, TypeError):
+                    self._label_problems.append(f"labels of the block at record {first} are damaged")
+        except lmdb.Error as exc:
+            self._label_problems.append(f"the labels database cannot be read ({_one_line(exc)})")
+        missing = [i for i in range(n) if metas[i] is None] if None in metas else []
+        if missing:
+            self._label_problems.append(
+                f"{len(missing):,} record(s) have no label (first: record {missing[0]})"
+            )
+        self._label_cache = (labels, metas)
+        return self._label_cache
+
+    def _label_of(self, i: int) -> tuple[Label, dict]:
+        labels, metas = self._ensure_labels()
+        meta = metas[i]
+        if meta is None:
+            raise CorruptStoreError(f"{self.path}: record {i} has no label (its labels block is missing or damaged)")
+        return labels[i], dict(meta)
+
+    def _labels(self) -> list[Label]:
+        labels, metas = self._ensure_labels()
+        if self._label_problems:
+            raise CorruptStoreError(f"{self.path}: {self._label_problems[0]}")
+        return list(labels)
+
+    # -- records ---------------------------------------------------------------------------
+    def _image(self, i: int) -> np.ndarray:
+        self._ensure_index()
+        b = int(self._blk[i])
+        if b < 0:
+            raise CorruptStoreError(f"{self.path}: record {i} cannot be read: its block is missing or damaged")
+        e = self._ent[i]
+        dt = DTYPES.get(int(e["dtype"]))
+        ndim = int(e["ndim"])
+        if dt is None or ndim not in (2, 3):
+            raise CorruptStoreError(f"{self.path}: record {i} has a damaged entry (dtype or shape)")
+        shape = _shape_of(e)
+        view = self._views[b]
+        off, nb = int(e["offset"]), int(e["nbytes"])
+        data = view[off : off + nb]
+        if int(e["enc"]) == ENC_RAW:
+            if nb != int(np.prod(shape)) * dt.itemsize:
+                raise CorruptStoreError(f"{self.path}: record {i} has {nb:,} bytes, not the {shape} {dt} its entry says")
+            return data.view(dt).reshape(shape).copy()
+        if int(e["enc"]) == ENC_PNG:
+            try:
+                return _png_decode(data.tobytes(), dt, shape)
+            except Exception as exc:
+                raise CorruptStoreError(f"{self.path}: record {i}: its PNG cannot be decoded ({_one_line(exc)})") from None
+        raise CorruptStoreError(f"{self.path}: record {i} has an unknown encoding {int(e['enc'])}")
+
+    def _read(self, index: int) -> Record:
+        img = self._image(index)
+        label, meta = self._label_of(index)
+        return Record(img, label, meta)
+
+    def _stored_checksum(self, index: int) -> int | None:
+        self._ensure_index()
+        if self._blk[index] < 0:
+            return None
+        return int(self._ent[index]["crc"])
+
+    def _indices(self, indices: Sequence[int]) -> np.ndarray:
+        n = self._n
+        if isinstance(indices, range):
+            idx = np.arange(indices.start, indices.stop, indices.step, dtype=np.int64)
+        else:
+            idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size:
+            neg = idx < 0
+            if neg.any():
+                idx = np.where(neg, idx + n, idx)
+            bad = (idx < 0) | (idx >= n)
+            if bad.any():
+                raise IndexError(f"record index {int(idx[bad][0])} out of range for a store of {n:,} records")
+        return idx
+
+    def get_images(self, indices: Sequence[int]) -> np.ndarray | list[np.ndarray]:
+        self._ensure_index()
+        idx = self._indices(indices)
+        fixed = self._fixed
+        if fixed is not None:
+            shape, dt, nb = fixed
+            if self._strided is not None:
+                out = self._strided[self._roff[idx]]
+            else:
+                out = np.empty((len(idx), nb), np.uint8)
+                views, blk, ent = self._views, self._blk, self._ent["offset"]
+                for k, i in enumerate(idx.tolist()):
+                    off = int(ent[i])
+                    out[k] = views[blk[i]][off : off + nb]
+            return out.view(dt).reshape((len(idx),) + shape)
+        imgs = [self._image(int(i)) for i in idx]
+        if imgs and all(im.shape == imgs[0].shape and im.dtype == imgs[0].dtype for im in imgs):
+            return np.stack(imgs)
+        return imgs
+
+    def get_many(self, indices: Sequence[int]) -> list[Record]:
+        self._ensure_index()
+        idx = self._indices(indices)
+        if self._fixed is None:
+            return [self._read(int(i)) for i in idx]
+        images = self.get_images(idx)
+        labels, metas = self._ensure_labels()
+        out = []
+        for k, i in enumerate(idx.tolist()):
+            meta = metas[i]
+            if meta is None:
+                raise CorruptStoreError(f"{self.path}: record {i} has no label (its labels block is missing or damaged)")
+            out.append(Record(images[k], labels[i], dict(meta) if meta else {}))
+        return out
+
+    def iter_batches(self, batch_size: int = 256) -> Iterator[list[Record]]:
+        n = len(self)
+        for start in range(0, n, batch_size):
+            yield self.get_many(range(start, min(n, start + batch_size)))
+
+    def info(self) -> dict:
+        d = super().info()
+        d["records_per_block"] = self.manifest.get("records_per_block")
+        d["blocks"] = self.manifest.get("blocks")
+        return d
+
+    def _verify_extra(self) -> list[str]:
+        self._ensure_index()
+        self._ensure_labels()
+        out = list(self._problems) + list(self._label_problems)
+        nblocks = self.manifest.get("blocks")
+        if isinstance(nblocks, int) and nblocks != len(self._views) and not self._problems:
+            out.append(f"the manifest lists {nblocks:,} blocks, the store holds {len(self._views):,}")
+        return [f"{self.path}: {p}" for p in out]
+
+
+class LmdbBackend(Backend):
+    name = "lmdb"
+    writer_cls = LmdbWriter
+    reader_cls = LmdbReader
+    suffix = ".lmdb"
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        p = Path(path)
+        return p.is_dir() and (p / "data.mdb").is_file()
+
+    @classmethod
+    def recipe(cls) -> str:
+        return (
+            "lmdb.open(path, readonly=True, lock=False, max_dbs=4); db 'blocks': key = first record index "
+            "(8-byte big-endian), value = '<4sIQ' header (b'IMB1', count, first) + count 32-byte entries "
+            "'<u4 offset,nbytes,crc,h,w; <u2 c; u1 dtype(1=u8,2=u16),ndim,enc(0=raw,1=png); 7 pad' + payloads; "
+            "db 'labels': same keys, JSON [[label, metadata], ...]; db 'meta': key 'manifest' (JSON)"
+        )
