@@ -1,0 +1,869 @@
+"""The benchmark engine: ``run_plan(plan, cancel)`` yields Started/Progress/Result/Error events and
+always ends with ``Finished(results, cancelled)``.
+
+Measurement discipline
+- every method gets the same records: the first N records of the dataset, materialised once
+  (fixed shapes are stacked into one array and the records' images are views of it);
+- per count, the floor (``numpy``) is measured first, so every row gets ``ratio_to_floor``
+  (median / floor median of the same experiment, count, cache and readers; for ``disk_usage``
+  the ratio of bytes on disk);
+- ``repeats`` timed trials (default 3 below 100,000 records, 1 from there), median and min,
+  one untimed warm-up for small operations; each write trial gets a fresh temporary folder that
+  is removed afterwards; the store of the last ``store_many`` trial is kept for the read
+  experiments of the same backend/method/count and removed after them;
+- reads are "warm" (page cache as the write left it); with ``plan.cold`` they are repeated
+  "cold" after ``fsync`` + ``posix_fadvise(DONTNEED)`` on every file of the store;
+- peak RSS is sampled every 20 ms during each timed call (children's RSS for concurrent readers).
+
+The timed work runs in one worker thread; the generator drains its progress so a UI sees a
+Progress event at least every batch of 256 records. Cancellation is checked between batches:
+the worker stops, every temporary store is removed and ``Finished(cancelled=True)`` comes last.
+One failing backend/method yields an Error event and an error row; the others continue.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import queue
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from ..errors import CancelledError, ImgtuiError
+from ..records import Record
+from .methods import BATCH, Ctx, Data, Handle, Method, flatten_images, make_method
+from .model import (
+    BACKENDS,
+    EXPERIMENTS,
+    METHODS,
+    BenchPlan,
+    Error,
+    Event,
+    Finished,
+    Progress,
+    Result,
+    ResultRow,
+    ResultTable,
+    Started,
+)
+
+#: random access: records per batch (the data-loader pattern)
+RANDOM_BATCH = 64
+#: random access: at most this many batches per trial
+MAX_RANDOM_BATCHES = 160
+#: execution order inside one backend/method/count group: writes first, then reads
+_ORDER = ("store_one", "store_many", "read_one", "read_many", "random_batches", "disk_usage", "concurrent_readers")
+_READS = ("read_one", "read_many", "random_batches", "concurrent_readers")
+_NEEDS_STORE = ("read_one", "read_many", "random_batches", "disk_usage", "concurrent_readers")
+
+
+class PlanError(ImgtuiError):
+    """A benchmark plan that cannot run (bad backend, count, experiment, option...)."""
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(exc, ImgtuiError):
+        return first or type(exc).__name__
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def default_repeats(count: int) -> int:
+    return 3 if count < 100_000 else 1
+
+
+def validate_plan(plan: BenchPlan) -> None:
+    """Raise PlanError (one line) when the plan cannot run."""
+
+    def bad(items, known, what):
+        wrong = [x for x in items if x not in known]
+        if wrong:
+            raise PlanError(f"unknown {what} {', '.join(map(repr, wrong))} (choose from {', '.join(known)})")
+
+    if not plan.backends and any(m != "floor" for m in plan.methods):
+        raise PlanError("no backend chosen (choose from disk, lmdb, hdf5)")
+    bad(plan.backends, BACKENDS, "backend")
+    bad(plan.methods, METHODS, "method")
+    bad(plan.experiments, EXPERIMENTS, "experiment")
+    if not plan.methods:
+        raise PlanError("no method chosen (choose from article, imgtui, floor)")
+    if not plan.experiments:
+        raise PlanError("no experiment chosen")
+    if not plan.counts:
+        raise PlanError("no record count chosen")
+    for c in plan.counts:
+        if not isinstance(c, (int, np.integer)) or isinstance(c, bool) or c < 1:
+            raise PlanError(f"record counts must be whole numbers >= 1, got {c!r}")
+    if plan.repeats is not None and (not isinstance(plan.repeats, int) or plan.repeats < 1):
+        raise PlanError(f"repeats must be a whole number >= 1, got {plan.repeats!r}")
+    if "concurrent_readers" in plan.experiments:
+        if not plan.readers or any(not isinstance(k, int) or k < 1 for k in plan.readers):
+            raise PlanError(f"reader counts must be whole numbers >= 1, got {plan.readers!r}")
+    if plan.workdir is not None and not Path(plan.workdir).is_dir():
+        raise PlanError(f"workdir {plan.workdir} is not an existing folder")
+    for b, opts in (plan.backend_options or {}).items():
+        if b not in BACKENDS:
+            raise PlanError(f"backend options given for unknown backend {b!r}")
+        if "imgtui" in plan.methods and b in plan.backends:
+            from ..backends import get_backend
+
+            try:
+                get_backend(b).writer_cls.check_options(dict(opts))
+            except ImgtuiError as exc:
+                raise PlanError(one_line(exc)) from None
+            except ImportError:
+                pass
+
+
+@dataclass
+class Step:
+    experiment: str
+    backend: str
+    method: str
+    count: int
+    readers: int | None = None
+
+    @property
+    def group(self) -> tuple[int, str, str]:
+        return (self.count, self.backend, self.method)
+
+
+def plan_steps(plan: BenchPlan) -> list[Step]:
+    """The steps of a plan in execution order: per count, the floor first, then each method/backend."""
+    exps = [e for e in _ORDER if e in plan.experiments]
+    steps: list[Step] = []
+    for count in plan.counts:
+        combos: list[tuple[str, str]] = []
+        if "floor" in plan.methods:
+            combos.append(("numpy", "floor"))
+            if any(e in exps for e in ("store_many", "read_many")):
+                combos.append(("memcpy", "floor"))
+        for m in ("article", "imgtui"):
+            if m in plan.methods:
+                combos.extend((b, m) for b in plan.backends)
+        for b, m in combos:
+            for e in exps:
+                if b == "memcpy" and e not in ("store_many", "read_many"):
+                    continue
+                if e == "concurrent_readers":
+                    steps.extend(Step(e, b, m, count, k) for k in plan.readers)
+                else:
+                    steps.append(Step(e, b, m, count))
+    return steps
+
+
+# -- measurement helpers ------------------------------------------------------------------------
+class RssSampler:
+    """Samples the RSS of this process (or of given pids) every ``interval`` s; ``peak`` is the max."""
+
+    def __init__(self, pids: list[int] | None = None, interval: float = 0.02) -> None:
+        import psutil
+
+        self._procs = [psutil.Process(p) for p in pids] if pids else [psutil.Process()]
+        self.interval = interval
+        self.peaks = [0] * len(self._procs)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="imgtui-rss")
+
+    @property
+    def peak(self) -> int:
+        return max(self.peaks) if self.peaks else 0
+
+    def sample(self) -> None:
+        for i, p in enumerate(self._procs):
+            try:
+                rss = p.memory_info().rss
+            except Exception:
+                continue
+            if rss > self.peaks[i]:
+                self.peaks[i] = rss
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> "RssSampler":
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+def drop_cache(paths: list[Path]) -> None:
+    """Ask the kernel to forget the cached pages of ``paths`` (fsync + POSIX_FADV_DONTNEED)."""
+    if not hasattr(os, "posix_fadvise"):
+        raise ImgtuiError("cold-cache reads need posix_fadvise, which this platform lacks")
+    for p in paths:
+        try:
+            fd = os.open(p, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def _path_size(path: Path) -> int:
+    from ..backends.base import path_size
+
+    return path_size(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+def _same_images(got: list, want: Data) -> bool:
+    imgs = flatten_images(got)
+    if want.stacked is not None and len(got) and all(isinstance(a, np.ndarray) and a.dtype != object for a in got):
+        try:
+            cat = np.concatenate([a.reshape((-1,) + want.stacked.shape[1:]) for a in got])
+        except ValueError:
+            return False
+        return cat.shape == want.stacked.shape and cat.dtype == want.stacked.dtype and np.array_equal(cat, want.stacked)
+    if len(imgs) != want.n:
+        return False
+    return all(
+        a.shape == r.image.shape and a.dtype == r.image.dtype and np.array_equal(a, r.image)
+        for a, r in zip(imgs, want.records)
+    )
+
+
+def _batch_equal(got: Any, data: Data, idx: np.ndarray) -> bool:
+    imgs = list(got) if not isinstance(got, list) else got
+    if len(imgs) != len(idx):
+        return False
+    return all(np.array_equal(np.asarray(a), data.records[int(i)].image) for a, i in zip(imgs, idx))
+
+
+# -- concurrent readers (runs in spawned processes) ---------------------------------------------
+def _reader_process(method: str, backend: str, options: dict, path: str, count: int, extra: dict,
+                    batches: list, repeats: int, barrier, stop, counter, k: int, out_q) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides about Ctrl-C
+    try:
+        m = make_method(method, backend, {backend: options} if options else None)
+        handle = Handle(Path(path), count, extra)
+        spans = []
+        for _ in range(repeats):
+            barrier.wait(timeout=300)
+            t0 = time.monotonic()
+            rr = m.open_random(handle)
+            try:
+                for idx in batches:
+                    if stop.is_set():
+                        out_q.put((k, "cancelled", None))
+                        return
+                    rr.batch(idx)
+                    counter[k] += len(idx)
+            finally:
+                rr.close()
+            spans.append((t0, time.monotonic()))
+        out_q.put((k, "ok", spans))
+    except BaseException as exc:  # reported to the parent as the row's error
+        try:
+            barrier.abort()
+        except Exception:
+            pass
+        out_q.put((k, "error", one_line(exc)))
+
+
+# -- the engine ------------------------------------------------------------------------------
+class _Engine:
+    def __init__(self, plan: BenchPlan, cancel: threading.Event) -> None:
+        self.plan = plan
+        self.cancel = cancel
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.steps = plan_steps(plan)
+        self.step_no = 0
+        self.base: Path | None = None
+        self.dataset = None
+        self.dataset_text = str(plan.dataset)
+        self._all: Data | None = None
+        self._data: dict[int, Data] = {}
+        self.floor: dict[tuple, float] = {}
+        self.stores: dict[tuple, Handle] = {}
+        self.store_errors: dict[tuple, str] = {}
+        self.methods: dict[tuple, Method] = {}
+        self._procs: list = []
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def cancelled(self) -> bool:
+        return self.cancel.is_set() or self._stop.is_set()
+
+    def repeats(self, count: int) -> int:
+        return self.plan.repeats or default_repeats(count)
+
+    def trial_dir(self) -> Path:
+        assert self.base is not None
+        return Path(tempfile.mkdtemp(prefix="t-", dir=self.base))
+
+    def call(self, fn: Callable[[Ctx], Any], total: int):
+        """Run ``fn(ctx)`` in the worker thread; yield Progress while it runs; return its result."""
+        q: queue.SimpleQueue = queue.SimpleQueue()
+        done = [0]
+        box: dict[str, Any] = {}
+
+        def report(n: int) -> None:
+            done[0] += n
+            q.put(done[0])
+
+        ctx = Ctx(self.cancelled, report)
+
+        def target() -> None:
+            try:
+                box["result"] = fn(ctx)
+            except BaseException as exc:  # handed to the generator
+                box["error"] = exc
+            finally:
+                q.put(None)
+
+        th = threading.Thread(target=target, daemon=True, name="imgtui-bench")
+        self._thread = th
+        th.start()
+        finished = False
+        while not finished:
+            try:
+                item = q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            latest = item
+            while latest is not None:  # coalesce what is already queued
+                try:
+                    nxt = q.get_nowait()
+                except queue.Empty:
+                    break
+                latest = nxt
+                if nxt is None:
+                    break
+            if latest is None:
+                finished = True
+                latest = done[0]
+                if latest == 0:
+                    break
+            yield Progress(min(latest, total) if total else latest, total, self.step_no, len(self.steps))
+        th.join()
+        self._thread = None
+        if "error" in box:
+            raise box["error"]
+        return box.get("result")
+
+    # -- data -----------------------------------------------------------------------------
+    def open_dataset(self) -> None:
+        from ..datasets import open_dataset, parse_synthetic_spec
+
+        spec = self.plan.dataset or "synthetic"
+        extra: dict[str, Any] = {}
+        if str(spec).startswith("synthetic") and "count" not in parse_synthetic_spec(str(spec)):
+            extra["count"] = max(self.plan.counts)
+        self.dataset = open_dataset(spec, **extra)
+        try:
+            self.dataset_text = self.dataset.describe()
+        except Exception:
+            pass
+
+    def load(self):
+        """Materialise the first max(counts) records once (generator; returns Data)."""
+        if self._all is not None:
+            return self._all
+        if self.dataset is None:
+            self.open_dataset()
+        want = max(self.plan.counts)
+        length = self.dataset.length
+        total = min(want, length) if length is not None else want
+
+        def work(ctx: Ctx) -> Data:
+            from ..records import validate_record
+
+            records: list[Record] = []
+            stacked = None
+            fixed = True
+            for i, rec in enumerate(self.dataset):
+                if i >= want:
+                    break
+                rec = validate_record(rec, i)
+                img = rec.image
+                if fixed:
+                    if stacked is None:
+                        stacked = np.empty((total,) + img.shape, img.dtype)
+                    if img.shape == stacked.shape[1:] and img.dtype == stacked.dtype and i < total:
+                        stacked[i] = img
+                        rec = Record(stacked[i], rec.label, rec.metadata)
+                    else:
+                        fixed = False
+                        stacked = None
+                        records = [Record(r.image.copy(), r.label, r.metadata) for r in records]
+                records.append(rec)
+                if (i + 1) % BATCH == 0:
+                    ctx.advance(BATCH)
+            if stacked is not None and len(records) < stacked.shape[0]:
+                stacked = stacked[: len(records)]
+            return Data(records, stacked if fixed else None, sum(r.image.nbytes for r in records))
+
+        self._all = yield from self.call(work, total)
+        return self._all
+
+    def data(self, count: int):
+        if count not in self._data:
+            full = yield from self.load()
+            if full.n < count:
+                raise ImgtuiError(f"the dataset has only {full.n:,} records; count {count:,} cannot run")
+            self._data[count] = full.prefix(count)
+        return self._data[count]
+
+    def method(self, step: Step) -> Method:
+        key = (step.backend, step.method)
+        if key not in self.methods:
+            self.methods[key] = make_method(step.method, step.backend, self.plan.backend_options)
+        return self.methods[key]
+
+    # -- rows -----------------------------------------------------------------------------
+    def row(self, step: Step, m: Method | None, **kw: Any) -> ResultRow:
+        return ResultRow(
+            experiment=step.experiment, backend=step.backend, method=step.method, count=step.count,
+            options=m.options_text() if m is not None else "", readers=step.readers, **kw,
+        )
+
+    def timed_row(self, step: Step, m: Method, times: list[float], peak: int, records: int,
+                  cache: str, **kw: Any) -> ResultRow:
+        med = statistics.median(times)
+        return self.row(
+            step, m, repeats=len(times), median_s=med, min_s=min(times),
+            records_per_s=(records / med) if med > 0 else None, peak_rss_bytes=peak or None,
+            cache=cache, **kw,
+        )
+
+    def finish_row(self, row: ResultRow) -> ResultRow:
+        key = (row.experiment, row.count, row.cache, row.readers)
+        if row.error is not None:
+            return row
+        value = row.bytes_on_disk if row.experiment == "disk_usage" else row.median_s
+        if row.method == "floor" and row.backend == "numpy":
+            if value:
+                self.floor[key] = value
+            row.ratio_to_floor = 1.0 if value else None
+        elif key in self.floor and value is not None:
+            row.ratio_to_floor = value / self.floor[key]
+        return row
+
+    # -- stores -------------------------------------------------------------------------
+    def store_for(self, step: Step, m: Method, data: Data):
+        key = step.group
+        if key in self.store_errors:
+            raise ImgtuiError(self.store_errors[key])
+        if key not in self.stores:
+            folder = self.trial_dir()
+
+            def build(ctx: Ctx) -> Handle:
+                m.check_data(data)
+                return m.store_many(folder, data, ctx)
+
+            try:
+                self.stores[key] = yield from self.call(build, data.n)
+            except CancelledError:
+                raise
+            except Exception as exc:
+                _remove(folder)
+                self.store_errors[key] = f"could not build the store: {one_line(exc)}"
+                raise ImgtuiError(self.store_errors[key]) from None
+        return self.stores[key]
+
+    def release(self, group: tuple) -> None:
+        h = self.stores.pop(group, None)
+        if h is not None and self.base is not None:
+            p = h.path
+            while p.parent != self.base and self.base in p.parents:
+                p = p.parent
+            _remove(p)
+
+    def caches(self) -> list[str]:
+        return ["warm", "cold"] if self.plan.cold else ["warm"]
+
+    # -- experiments ------------------------------------------------------------------------
+    def run_step(self, step: Step):
+        data = yield from self.data(step.count)
+        m = self.method(step)
+        exp = step.experiment
+        if step.backend == "memcpy":
+            return (yield from self.exp_memcpy(step, m, data))
+        if exp != "disk_usage":
+            m.check_data(data)
+        if exp == "store_one":
+            return (yield from self.exp_store_one(step, m, data))
+        if exp == "store_many":
+            return (yield from self.exp_store_many(step, m, data))
+        handle = yield from self.store_for(step, m, data)
+        if exp == "disk_usage":
+            return [self.row(step, m, bytes_on_disk=_path_size(handle.path), raw_bytes=data.raw_bytes, cache="")]
+        rows = []
+        for cache in self.caches():
+            try:
+                if exp == "read_one":
+                    rows.append((yield from self.exp_read_one(step, m, data, handle, cache)))
+                elif exp == "read_many":
+                    rows.append((yield from self.exp_read_many(step, m, data, handle, cache)))
+                elif exp == "random_batches":
+                    rows.append((yield from self.exp_random(step, m, data, handle, cache)))
+                elif exp == "concurrent_readers":
+                    rows.append((yield from self.exp_concurrent(step, m, data, handle, cache)))
+            except CancelledError:
+                raise
+            except Exception as exc:
+                if cache == "warm":
+                    raise
+                rows.append(self.row(step, m, cache=cache, error=one_line(exc)))
+        return rows
+
+    def _trials(self, step: Step, small: bool) -> tuple[int, int]:
+        reps = self.repeats(step.count)
+        warm = 1 if small or step.count <= 1000 else 0
+        return warm, reps
+
+    def exp_store_one(self, step: Step, m: Method, data: Data):
+        warm, reps = self._trials(step, True)
+        rec = data.records[0]
+
+        def work(ctx: Ctx):
+            times, peak = [], 0
+            for t in range(warm + reps):
+                folder = self.trial_dir()
+                try:
+                    gc.collect()
+                    with RssSampler() as s:
+                        t0 = time.perf_counter()
+                        m.store_one(folder, rec)
+                        dt = time.perf_counter() - t0
+                finally:
+                    _remove(folder)
+                if t >= warm:
+                    times.append(dt)
+                    peak = max(peak, s.peak)
+                ctx.advance(1)
+            return times, peak
+
+        times, peak = yield from self.call(work, warm + reps)
+        return [self.timed_row(step, m, times, peak, 1, "")]
+
+    def exp_store_many(self, step: Step, m: Method, data: Data):
+        warm, reps = self._trials(step, False)
+        keep = any(s.group == step.group and s.experiment in _NEEDS_STORE for s in self.steps)
+
+        def work(ctx: Ctx):
+            times, peak, nbytes, kept = [], 0, None, None
+            for t in range(warm + reps):
+                folder = self.trial_dir()
+                try:
+                    gc.collect()
+                    with RssSampler() as s:
+                        t0 = time.perf_counter()
+                        h = m.store_many(folder, data, ctx)
+                        dt = time.perf_counter() - t0
+                    if t >= warm:
+                        times.append(dt)
+                        peak = max(peak, s.peak)
+                        nbytes = _path_size(h.path)
+                    if keep and t == warm + reps - 1:
+                        kept = h
+                finally:
+                    if kept is None:
+                        _remove(folder)
+            return times, peak, nbytes, kept
+
+        times, peak, nbytes, kept = yield from self.call(work, (warm + reps) * data.n)
+        if kept is not None:
+            self.stores[step.group] = kept
+        return [self.timed_row(step, m, times, peak, data.n, "", bytes_on_disk=nbytes, raw_bytes=data.raw_bytes)]
+
+    def exp_memcpy(self, step: Step, m: Method, data: Data):
+        warm, reps = self._trials(step, False)
+
+        def work(ctx: Ctx):
+            times, peak = [], 0
+            for t in range(warm + reps):
+                gc.collect()
+                with RssSampler() as s:
+                    t0 = time.perf_counter()
+                    out = m.memcpy(data, ctx)
+                    dt = time.perf_counter() - t0
+                del out
+                if t >= warm:
+                    times.append(dt)
+                    peak = max(peak, s.peak)
+            return times, peak
+
+        times, peak = yield from self.call(work, (warm + reps) * data.n)
+        return [self.timed_row(step, m, times, peak, data.n, "warm" if step.experiment == "read_many" else "",
+                               raw_bytes=data.raw_bytes)]
+
+    def _prepare_read(self, m: Method, handle: Handle, cache: str) -> None:
+        if cache == "cold":
+            drop_cache(m.disk_files(handle))
+
+    def exp_read_one(self, step: Step, m: Method, data: Data, handle: Handle, cache: str):
+        warm, reps = self._trials(step, True)
+        rng = np.random.default_rng(1000 + step.count)
+        idx = [int(i) for i in rng.integers(0, data.n, warm + reps)]
+
+        def work(ctx: Ctx):
+            times, peak = [], 0
+            for t, i in enumerate(idx):
+                self._prepare_read(m, handle, cache)
+                gc.collect()
+                with RssSampler() as s:
+                    t0 = time.perf_counter()
+                    img = m.read_one(handle, i)
+                    dt = time.perf_counter() - t0
+                if t == warm and not np.array_equal(np.asarray(img), data.records[i].image):
+                    raise ImgtuiError(f"read_one: record {i} read back differs from the source")
+                if t >= warm:
+                    times.append(dt)
+                    peak = max(peak, s.peak)
+                ctx.advance(1)
+            return times, peak
+
+        times, peak = yield from self.call(work, len(idx))
+        return self.timed_row(step, m, times, peak, 1, cache)
+
+    def exp_read_many(self, step: Step, m: Method, data: Data, handle: Handle, cache: str):
+        warm, reps = self._trials(step, False)
+
+        def work(ctx: Ctx):
+            times, peak = [], 0
+            for t in range(warm + reps):
+                self._prepare_read(m, handle, cache)
+                gc.collect()
+                with RssSampler() as s:
+                    t0 = time.perf_counter()
+                    images, _labels = m.read_many(handle, ctx)
+                    dt = time.perf_counter() - t0
+                if t == warm and not _same_images(images, data):
+                    raise ImgtuiError("read_many: the records read back differ from the source")
+                del images, _labels
+                if t >= warm:
+                    times.append(dt)
+                    peak = max(peak, s.peak)
+            return times, peak
+
+        times, peak = yield from self.call(work, (warm + reps) * data.n)
+        return self.timed_row(step, m, times, peak, data.n, cache)
+
+    def random_indices(self, count: int) -> list[np.ndarray]:
+        nb = min(max(1, math.ceil(count / RANDOM_BATCH)), MAX_RANDOM_BATCHES)
+        rng = np.random.default_rng(2000 + count)
+        return [rng.integers(0, count, RANDOM_BATCH) for _ in range(nb)]
+
+    def exp_random(self, step: Step, m: Method, data: Data, handle: Handle, cache: str):
+        warm, reps = self._trials(step, False)
+        batches = self.random_indices(data.n)
+        per_trial = len(batches) * RANDOM_BATCH
+
+        def work(ctx: Ctx):
+            times, peak = [], 0
+            for t in range(warm + reps):
+                self._prepare_read(m, handle, cache)
+                gc.collect()
+                first = None
+                with RssSampler() as s:
+                    t0 = time.perf_counter()
+                    rr = m.open_random(handle)
+                    try:
+                        for j, b in enumerate(batches):
+                            out = rr.batch(b)
+                            if j == 0:
+                                first = out
+                            ctx.advance(len(b))
+                    finally:
+                        rr.close()
+                    dt = time.perf_counter() - t0
+                if t == warm and not _batch_equal(first, data, batches[0]):
+                    raise ImgtuiError("random_batches: the records read back differ from the source")
+                if t >= warm:
+                    times.append(dt)
+                    peak = max(peak, s.peak)
+            return times, peak
+
+        times, peak = yield from self.call(work, (warm + reps) * per_trial)
+        return self.timed_row(step, m, times, peak, per_trial, cache)
+
+    def exp_concurrent(self, step: Step, m: Method, data: Data, handle: Handle, cache: str):
+        import multiprocessing as mp
+
+        k = int(step.readers or 1)
+        reps = self.repeats(step.count)
+        batches = [b.tolist() for b in self.random_indices(data.n)]
+        per_reader = len(batches) * RANDOM_BATCH
+        options = dict((self.plan.backend_options or {}).get(step.backend, {})) if step.method == "imgtui" else {}
+        ctxmp = mp.get_context("spawn")
+        if cache == "cold":
+            self._prepare_read(m, handle, cache)
+
+        def work(ctx: Ctx):
+            barrier = ctxmp.Barrier(k)
+            stop = ctxmp.Event()
+            counter = ctxmp.RawArray("q", k)
+            out_q = ctxmp.Queue()
+            procs = [
+                ctxmp.Process(
+                    target=_reader_process,
+                    args=(step.method, step.backend, options, str(handle.path), handle.count, handle.extra,
+                          batches, reps, barrier, stop, counter, i, out_q),
+                    daemon=True,
+                )
+                for i in range(k)
+            ]
+            self._procs = procs
+            results: dict[int, tuple] = {}
+            try:
+                for p in procs:
+                    p.start()
+                with RssSampler([p.pid for p in procs]) as s:
+                    reported = 0
+                    while len(results) < k:
+                        if self.cancelled():
+                            stop.set()
+                            barrier.abort()
+                            raise CancelledError("benchmark cancelled")
+                        try:
+                            i, status, payload = out_q.get(timeout=0.05)
+                            results[i] = (status, payload)
+                        except queue.Empty:
+                            dead = [p for j, p in enumerate(procs) if j not in results and p.exitcode is not None]
+                            if dead:
+                                time.sleep(0.2)  # its message may still be in the pipe
+                                while True:
+                                    try:
+                                        i, status, payload = out_q.get_nowait()
+                                        results[i] = (status, payload)
+                                    except queue.Empty:
+                                        break
+                                if any(j not in results and p.exitcode is not None for j, p in enumerate(procs)):
+                                    raise ImgtuiError(f"a reader process died (exit code {dead[0].exitcode})")
+                        now = sum(counter[:])
+                        if now > reported:
+                            ctx.advance(now - reported)
+                            reported = now
+                for p in procs:
+                    p.join(timeout=10)
+                errors = [payload for status, payload in results.values() if status == "error"]
+                if errors:
+                    raise ImgtuiError(f"reader process failed: {errors[0]}")
+                durations = []
+                for r in range(reps):
+                    spans = [results[i][1][r] for i in range(k)]
+                    durations.append(max(e for _s, e in spans) - min(st for st, _e in spans))
+                return durations, max(s.peaks) if s.peaks else 0
+            finally:
+                stop.set()
+                for p in procs:
+                    if p.is_alive():
+                        p.join(timeout=2)
+                    if p.is_alive():
+                        p.terminate()
+                        p.join(timeout=2)
+                out_q.close()
+                self._procs = []
+
+        times, peak = yield from self.call(work, reps * k * per_reader)
+        return self.timed_row(step, m, times, peak, k * per_reader, cache)
+
+    # -- the run ---------------------------------------------------------------------------
+    def error_rows(self, step: Step, message: str) -> list[ResultRow]:
+        m = self.methods.get((step.backend, step.method))
+        cache = "" if step.experiment in ("store_one", "store_many", "disk_usage") else "warm"
+        return [self.row(step, m, cache=cache, error=message)]
+
+    def run(self) -> Iterator[Event]:
+        from .machine import machine_info
+
+        table = ResultTable(plan=self.plan.to_dict(), dataset=self.dataset_text)
+        cancelled = False
+        last_of_group = {s.group: i for i, s in enumerate(self.steps)}
+        try:
+            self.base = Path(tempfile.mkdtemp(prefix="imgtui-bench-", dir=self.plan.workdir))
+            for i, step in enumerate(self.steps):
+                if self.cancelled():
+                    cancelled = True
+                    break
+                self.step_no = i + 1
+                yield Started(step.experiment, step.backend, step.method, step.count, i + 1, len(self.steps))
+                try:
+                    rows = yield from self.run_step(step)
+                except CancelledError:
+                    cancelled = True
+                    break
+                except Exception as exc:
+                    if os.environ.get("IMGTUI_DEBUG"):
+                        import traceback
+
+                        traceback.print_exc()
+                    rows = self.error_rows(step, one_line(exc))
+                for row in rows:
+                    self.finish_row(row)
+                    table.add(row)
+                    if row.error is not None:
+                        yield Error(step.experiment, step.backend, step.method, step.count, row.error)
+                    yield Result(row)
+                if last_of_group[step.group] == i:
+                    self.release(step.group)
+                    if step.count != self.steps[-1].count and all(s.count != step.count for s in self.steps[i + 1 :]):
+                        self._data.pop(step.count, None)
+        finally:
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join()
+            for p in self._procs:
+                if p.is_alive():
+                    p.terminate()
+            self.stores.clear()
+            if self.base is not None:
+                shutil.rmtree(self.base, ignore_errors=True)
+        table.dataset = self.dataset_text
+        try:
+            table.machine = machine_info(self.plan.workdir or tempfile.gettempdir())
+        except Exception as exc:  # machine info is a nicety; never lose the results for it
+            table.machine = {"error": one_line(exc)}
+        yield Finished(table, cancelled)
+
+
+def run_plan(plan: BenchPlan, cancel: threading.Event | None = None) -> Iterator[Event]:
+    """Validate ``plan`` (PlanError, one line) and return the event generator that runs it."""
+    validate_plan(plan)
+    engine = _Engine(plan, cancel if cancel is not None else threading.Event())
+    engine.open_dataset()  # a bad dataset spec fails here, before anything runs
+    return engine.run()
+
+
+def run_to_table(plan: BenchPlan, cancel: threading.Event | None = None) -> ResultTable:
+    """Run a plan to its end and return the ResultTable (for scripts and tests)."""
+    table = ResultTable()
+    for ev in run_plan(plan, cancel):
+        if isinstance(ev, Finished):
+            table = ev.results
+    return table

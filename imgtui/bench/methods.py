@@ -1,0 +1,380 @@
+"""The three ways of storing records that the benchmark compares, behind one small interface.
+
+- ``floor``   (backend ``numpy``): the raw pixel bytes in one ``.npy`` file (the lower bound any
+  store can hope for); random access through ``np.load(mmap_mode="r")``. Backend ``memcpy`` is
+  a plain in-memory copy of the same bytes: the memory-bandwidth ceiling.
+- ``imgtui``  (backends disk, lmdb, hdf5): ``imgtui.backends.open_writer`` / ``open_store``.
+- ``article`` (backends disk, lmdb, hdf5): the plain functions of the Real Python article
+  (``imgtui.backends.article``).
+
+Every method is called with the same materialised records (``Data``) and reports progress through
+a ``Ctx`` (``ctx.advance(n)`` after every batch, ``ctx.check()`` raises CancelledError).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import CancelledError, ImgtuiError
+from ..records import Record
+
+#: records per batch: progress and cancel checks happen at least this often
+BATCH = 256
+
+
+class Ctx:
+    """What a timed function gets: a cancel check and a progress counter."""
+
+    def __init__(self, cancelled: Callable[[], bool] = lambda: False, report: Callable[[int], None] | None = None):
+        self._cancelled = cancelled
+        self._report = report
+
+    def check(self) -> None:
+        if self._cancelled():
+            raise CancelledError("benchmark cancelled")
+
+    def advance(self, n: int) -> None:
+        if self._report is not None:
+            self._report(n)
+        self.check()
+
+
+NULL_CTX = Ctx()
+
+
+@dataclass
+class Data:
+    """The first ``n`` records of the dataset, materialised once and shared by every method."""
+
+    records: list[Record]
+    #: the stacked (n, ...) array when every image has the same shape and dtype, else None
+    stacked: np.ndarray | None
+    raw_bytes: int
+
+    @property
+    def n(self) -> int:
+        return len(self.records)
+
+    @property
+    def images(self) -> list[np.ndarray]:
+        return [r.image for r in self.records]
+
+    @property
+    def labels(self) -> list:
+        return [r.label for r in self.records]
+
+    def prefix(self, n: int) -> "Data":
+        recs = self.records[:n]
+        st = self.stacked[:n] if self.stacked is not None else None
+        return Data(recs, st, sum(r.image.nbytes for r in recs))
+
+
+@dataclass
+class Handle:
+    """A store written by a method: where it is and what a reader needs to know about it."""
+
+    path: Path
+    count: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Method:
+    """One (method, backend) pair. Subclasses implement the operations."""
+
+    method = ""
+    backend = ""
+    #: experiments this pair cannot run (experiment -> reason)
+    unsupported: dict[str, str] = {}
+
+    def options_text(self) -> str:
+        return ""
+
+    def check_data(self, data: Data) -> None:
+        """Raise ImgtuiError when this method cannot store ``data``."""
+
+    def store_many(self, folder: Path, data: Data, ctx: Ctx) -> Handle:
+        raise NotImplementedError
+
+    def store_one(self, folder: Path, record: Record) -> Handle:
+        return self.store_many(folder, Data([record], None, record.image.nbytes), NULL_CTX)
+
+    def read_one(self, handle: Handle, index: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def read_many(self, handle: Handle, ctx: Ctx) -> tuple[list, list]:
+        """All images (a list of arrays or of stacked batches) and labels."""
+        raise NotImplementedError
+
+    def open_random(self, handle: Handle) -> "RandomReader":
+        raise NotImplementedError
+
+    def disk_files(self, handle: Handle) -> list[Path]:
+        p = handle.path
+        if p.is_dir():
+            return [Path(r) / f for r, _d, fs in os.walk(p) for f in fs]
+        return [p] if p.exists() else []
+
+
+class RandomReader:
+    def batch(self, indices: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def flatten_images(images) -> list[np.ndarray]:
+    """A read result (list of arrays and/or stacked batches) as a flat list of images."""
+    out: list[np.ndarray] = []
+    for a in images:
+        if isinstance(a, list):
+            out.extend(a)
+        elif isinstance(a, np.ndarray) and a.dtype == object:
+            out.extend(list(a))
+        else:
+            out.append(a)
+    return out
+
+
+# -- floor: one .npy file ---------------------------------------------------------------------
+def _write_npy(path: Path, arr: np.ndarray, ctx: Ctx, rows_per_chunk: int) -> None:
+    """np.save, written in chunks so that progress moves and cancel is honoured."""
+    arr = np.ascontiguousarray(arr)
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(arr))
+        for s in range(0, arr.shape[0], rows_per_chunk):
+            fh.write(memoryview(arr[s : s + rows_per_chunk]).cast("B"))
+            ctx.advance(min(rows_per_chunk, arr.shape[0] - s))
+
+
+def _read_npy(path: Path, ctx: Ctx, rows_per_chunk: int) -> np.ndarray:
+    """np.load, read in chunks into one array so that progress moves and cancel is honoured."""
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        if fortran or dtype.hasobject:
+            return np.load(path)
+        out = np.empty(shape, dtype=dtype)
+        if out.size == 0:
+            return out
+        view = memoryview(out.reshape(shape[0], -1) if out.ndim > 1 else out).cast("B")
+        row = out.nbytes // shape[0]
+        for s in range(0, shape[0], rows_per_chunk):
+            e = min(shape[0], s + rows_per_chunk)
+            fh.readinto(view[s * row : e * row])
+            ctx.advance(e - s)
+    return out
+
+
+class FloorMethod(Method):
+    """Raw pixels in one .npy file. Variable shapes: the concatenated bytes plus offsets."""
+
+    method = "floor"
+    backend = "numpy"
+
+    def store_many(self, folder: Path, data: Data, ctx: Ctx) -> Handle:
+        path = folder / "data.npy"
+        if data.stacked is not None:
+            _write_npy(path, data.stacked, ctx, BATCH)
+            return Handle(path, data.n, {"shape": data.stacked.shape[1:], "dtype": data.stacked.dtype})
+        # variable shapes: one flat byte array; shapes/dtypes/offsets stay in memory (the "index")
+        layout, offsets, pos = [], [0], 0
+        for r in data.records:
+            layout.append((r.image.shape, r.image.dtype))
+            pos += r.image.nbytes
+            offsets.append(pos)
+        with open(path, "wb") as fh:
+            flat = np.empty(pos, np.uint8)
+            np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(flat))
+            for s in range(0, data.n, BATCH):
+                for r in data.records[s : s + BATCH]:
+                    fh.write(memoryview(r.image).cast("B"))
+                ctx.advance(min(BATCH, data.n - s))
+        return Handle(path, data.n, {"layout": layout, "offsets": offsets})
+
+    def store_one(self, folder: Path, record: Record) -> Handle:
+        path = folder / "one.npy"
+        np.save(path, record.image)
+        return Handle(path, 1, {"single": True})
+
+    @staticmethod
+    def _unflatten(flat: np.ndarray, handle: Handle, i: int) -> np.ndarray:
+        shape, dtype = handle.extra["layout"][i]
+        o = handle.extra["offsets"]
+        return flat[o[i] : o[i + 1]].view(dtype).reshape(shape)
+
+    def read_one(self, handle: Handle, index: int) -> np.ndarray:
+        mm = np.load(handle.path, mmap_mode="r")
+        if "layout" in handle.extra:
+            return np.array(self._unflatten(mm, handle, index))
+        return np.array(mm[index])
+
+    def read_many(self, handle: Handle, ctx: Ctx) -> tuple[list, list]:
+        arr = _read_npy(handle.path, ctx, BATCH if "layout" not in handle.extra else 1 << 20)
+        if "layout" in handle.extra:
+            return [self._unflatten(arr, handle, i) for i in range(handle.count)], []
+        return [arr], []
+
+    def open_random(self, handle: Handle) -> RandomReader:
+        return _MemmapReader(handle)
+
+
+class _MemmapReader(RandomReader):
+    def __init__(self, handle: Handle) -> None:
+        self.handle = handle
+        self.mm = np.load(handle.path, mmap_mode="r")
+
+    def batch(self, indices):
+        if "layout" in self.handle.extra:
+            return [np.array(FloorMethod._unflatten(self.mm, self.handle, int(i))) for i in indices]
+        return self.mm[np.asarray(indices)]
+
+    def close(self) -> None:
+        mm = getattr(self.mm, "_mmap", None)
+        self.mm = None
+        if mm is not None:
+            try:
+                mm.close()
+            except Exception:
+                pass
+
+
+class MemcpyMethod(Method):
+    """A plain copy of the raw bytes in memory: the ceiling no store can beat."""
+
+    method = "floor"
+    backend = "memcpy"
+
+    def _copy(self, data: Data, ctx: Ctx) -> list:
+        if data.stacked is not None:
+            out = np.empty_like(data.stacked)
+            for s in range(0, data.n, BATCH):
+                out[s : s + BATCH] = data.stacked[s : s + BATCH]
+                ctx.advance(min(BATCH, data.n - s))
+            return [out]
+        outs = []
+        for s in range(0, data.n, BATCH):
+            outs.extend(r.image.copy() for r in data.records[s : s + BATCH])
+            ctx.advance(min(BATCH, data.n - s))
+        return outs
+
+    def store_many(self, folder: Path, data: Data, ctx: Ctx) -> Handle:
+        return Handle(folder, data.n, {"copy": self._copy(data, ctx)})
+
+    def memcpy(self, data: Data, ctx: Ctx) -> list:
+        return self._copy(data, ctx)
+
+
+# -- imgtui backends --------------------------------------------------------------------------
+class ImgtuiMethod(Method):
+    method = "imgtui"
+
+    def __init__(self, backend: str, options: dict | None = None) -> None:
+        from ..backends import get_backend
+
+        self.backend = backend
+        self.cls = get_backend(backend)
+        self.options = dict(options or {})
+        try:
+            self.full_options = self.cls.writer_cls.check_options(dict(self.options))
+        except ImgtuiError:
+            raise
+        except Exception:  # pragma: no cover - a backend's own bug shows up in the rows instead
+            self.full_options = dict(self.options)
+
+    def options_text(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in sorted((self.full_options or {}).items()))
+
+    def _path(self, folder: Path, name: str) -> Path:
+        return folder / (name + (self.cls.suffix or ""))
+
+    def store_many(self, folder: Path, data: Data, ctx: Ctx) -> Handle:
+        from ..backends import open_writer
+
+        path = self._path(folder, "store")
+        with open_writer(path, self.backend, expected_count=data.n, **self.options) as w:
+            recs = data.records
+            for s in range(0, data.n, BATCH):
+                w.write_many(recs[s : s + BATCH])
+                ctx.advance(min(BATCH, data.n - s))
+        return Handle(path, data.n)
+
+    def store_one(self, folder: Path, record: Record) -> Handle:
+        from ..backends import open_writer
+
+        path = self._path(folder, "one")
+        with open_writer(path, self.backend, expected_count=1, **self.options) as w:
+            w.write(record)
+        return Handle(path, 1)
+
+    def read_one(self, handle: Handle, index: int) -> np.ndarray:
+        from ..backends import open_store
+
+        with open_store(handle.path, self.backend) as r:
+            return r[index].image
+
+    def read_many(self, handle: Handle, ctx: Ctx) -> tuple[list, list]:
+        from ..backends import open_store
+
+        with open_store(handle.path, self.backend) as r:
+            n = len(r)
+            labels = r.labels()
+            images = []
+            for s in range(0, n, BATCH):
+                images.append(r.get_images(range(s, min(n, s + BATCH))))
+                ctx.advance(min(BATCH, n - s))
+        return images, labels
+
+    def open_random(self, handle: Handle) -> RandomReader:
+        return _StoreRandomReader(handle, self.backend)
+
+
+class _StoreRandomReader(RandomReader):
+    def __init__(self, handle: Handle, backend: str) -> None:
+        from ..backends import open_store
+
+        self.reader = open_store(handle.path, backend)
+
+    def batch(self, indices):
+        return self.reader.get_images([int(i) for i in indices])
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+# -- the article's plain functions ------------------------------------------------------------
+class ArticleMethod(Method):
+    """The Real Python article's functions, as ``imgtui.backends.article`` provides them."""
+
+    method = "article"
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        try:
+            from ..backends import article  # noqa: F401
+        except ImportError:
+            raise ImgtuiError("the article's methods (imgtui.backends.article) are not available") from None
+        self.mod = article
+
+    def check_data(self, data: Data) -> None:
+        if data.stacked is None:
+            raise ImgtuiError("article method needs fixed-shape images")
+
+
+def make_method(method: str, backend: str, backend_options: dict | None = None) -> Method:
+    """The Method object for a (method, backend) pair of a plan."""
+    if method == "floor":
+        return MemcpyMethod() if backend == "memcpy" else FloorMethod()
+    if method == "imgtui":
+        return ImgtuiMethod(backend, (backend_options or {}).get(backend))
+    if method == "article":
+        return ArticleMethod(backend)
+    raise ImgtuiError(f"unknown method {method!r} (choose from article, imgtui, floor)")
