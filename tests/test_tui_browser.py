@@ -77,6 +77,11 @@ class ScreenApp(App):
     def __init__(self, screen_factory) -> None:
         super().__init__()
         self._factory = screen_factory
+        self.notes: list[tuple[str, str]] = []
+
+    def notify(self, message, *, title="", severity="information", timeout=None, markup=True) -> None:
+        self.notes.append((str(message), severity))
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     def on_mount(self) -> None:
         self.push_screen(self._factory())
@@ -145,6 +150,100 @@ async def test_browser_shows_count_and_first_label(fake_store):
         assert "PNG data is truncated" in record_text(screen)
         await pilot.press("p")
         await wait_for(pilot, lambda: "record 2\n" in record_text(screen))
+        assert app.is_running
+
+
+async def test_jump_to_index(fake_store):
+    app = ScreenApp(lambda: BrowserScreen("fake:500"))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        await pilot.press("g")
+        await pilot.press(*"421", "enter")
+        await wait_for(pilot, lambda: "record 421\n" in record_text(screen))
+        assert screen.record_list.current_index == 421
+        assert "'cls1'" in record_text(screen)  # 421 % 3 == 1
+        # out of range: one-line error, cursor stays
+        await pilot.press("g", *"9999", "enter")
+        await wait_for(pilot, lambda: any(sev == "error" for _, sev in app.notes))
+        assert ("Record 9999 is out of range: this store has 500 records (0-499).", "error") in app.notes
+        assert screen.record_list.current_index == 421
+        # escape closes the prompt, not the screen
+        await pilot.press("g", "escape")
+        assert isinstance(app.screen, BrowserScreen)
+        assert screen.query_one("#prompt").has_class("hidden")
+
+
+async def test_filter_by_label(fake_store):
+    app = ScreenApp(lambda: BrowserScreen("fake:300"))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        records = screen.record_list
+        await wait_for(pilot, lambda: records.labels_loaded)
+        await pilot.press("f", *"cls2", "enter")
+        await wait_for(pilot, lambda: records.filtered)
+        assert records.row_count == 100
+        shown = [records.index_at(r) for r in range(records.row_count)]
+        assert shown == list(range(2, 300, 3))
+        await wait_for(pilot, lambda: "record 2\n" in record_text(screen))
+        await pilot.press("down")
+        await wait_for(pilot, lambda: "record 5\n" in record_text(screen))
+        assert "filter: label in {cls2}" in str(screen.query_one("#list-status").content)
+        # a label nobody has: empty view and a warning
+        await pilot.press("f", "ctrl+a", "ctrl+k", *"zebra", "enter")
+        await wait_for(pilot, lambda: records.row_count == 0)
+        assert ("No record has label zebra.", "warning") in app.notes
+        # an empty filter shows everything again
+        await pilot.press("f", "ctrl+a", "ctrl+k", "enter")
+        await wait_for(pilot, lambda: not records.filtered)
+        assert records.row_count == 300
+
+
+async def test_virtual_list_pages_through_200k_records(fake_store):
+    app = ScreenApp(lambda: BrowserScreen("fake:200000"))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        records = screen.record_list
+        await wait_for(pilot, lambda: records.labels_loaded)
+        await pilot.press("pagedown", "pagedown")
+        await wait_for(pilot, lambda: records.cursor > 40)
+        await pilot.press("end")
+        await wait_for(pilot, lambda: "record 199999\n" in record_text(screen))
+        assert records.current_index == 199999
+        assert records.scroll_offset.y > 199000
+        await wait_for(pilot, lambda: records.details_of(199999) is not None)
+        await pilot.press("home")
+        await wait_for(pilot, lambda: "record 0\n" in record_text(screen))
+        assert records.scroll_offset.y == 0
+        # only what was on screen was drawn and read: no widget or read per record
+        assert len(list(screen.query("*"))) < 40
+        reader = fake_store["fake:200000"]
+        assert reader.reads < 1000
+        assert records.lines_rendered < 20000
+    assert reader.closed
+
+
+async def test_bad_path_shows_error_and_app_keeps_running(tmp_path):
+    missing = str(tmp_path / "nope.lmdb")
+    app = ScreenApp(lambda: BrowserScreen(missing))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        assert screen.error is not None and missing in screen.error
+        assert "\n" not in screen.error
+        assert (screen.error, "error") in app.notes
+        assert missing in info_text(screen)
+        await pilot.press("n", "g", "f", "c")  # nothing to do, nothing breaks
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, BrowserScreen))
+        assert app.is_running
+
+
+async def test_not_a_store_shows_error(tmp_path):
+    junk = tmp_path / "junk.txt"
+    junk.write_text("hello")
+    app = ScreenApp(lambda: BrowserScreen(str(junk)))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        assert screen.error and str(junk) in screen.error and "\n" not in screen.error
         assert app.is_running
 
 
