@@ -88,7 +88,7 @@ def open_dataset(
     try:
         detect_backend(path)
         is_store = True
-    except ImgtuiError:
+    except (ImgtuiError, ImportError):  # a backend whose library is missing cannot hold it
         is_store = False
     if is_store:
         from .store import StoreDataset

@@ -65,8 +65,12 @@ def is_image_file(name: str) -> bool:
 
 def _raw_tiff16(im: Image.Image, path: Path) -> np.ndarray | None:
     """Uncompressed 16-bit-per-sample RGB(A) TIFF pixels, read from the strips Pillow located."""
+    if im.mode not in ("RGB", "RGBA", "RGBX"):
+        return None
     bps = im.tag_v2.get(258)  # BitsPerSample
-    if not bps or not isinstance(bps, tuple) or max(bps) <= 8:
+    if isinstance(bps, int):
+        bps = (bps,) * len(im.getbands())
+    if not bps or max(bps) <= 8:
         return None
     channels = len(bps)
     if set(bps) != {16} or channels not in (3, 4):
@@ -312,7 +316,7 @@ class FolderDataset(Dataset):
     def describe(self) -> str:
         n = len(self._entries)
         if self.layout == "classes":
-            what = f"{len({e[1] for e in self._entries}):,} classes"
+            what = f"{len(self.classes):,} classes"
         elif self.layout == "csv":
             what = f"labels from {self.labels_csv.name}"
         else:
@@ -323,6 +327,12 @@ class FolderDataset(Dataset):
         if self.ignored:
             text += f"; {len(self.ignored):,} non-image files ignored"
         return text
+
+    @property
+    def classes(self) -> list:
+        """The distinct labels (sorted), known without decoding any image."""
+        labels = {e[1] for e in self._entries}
+        return sorted(labels, key=lambda v: (isinstance(v, str), v))
 
     @property
     def files(self) -> list[str]:
