@@ -1,0 +1,340 @@
+"""``imgtui bench``: run a benchmark plan headless, show progress and a results table, export them."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .model import BACKENDS, EXPERIMENTS, METHODS, BenchPlan, Error, Finished, Progress, Result, ResultRow, Started
+
+
+class BenchUsageError(Exception):
+    """A bad ``imgtui bench`` option: one line, exit code 2."""
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    b = subparsers.add_parser(
+        "bench",
+        help="time disk, LMDB and HDF5 against the article's methods and the raw-bytes floor",
+        description="Benchmark storing and reading records with each backend (imgtui and the article's "
+        "plain methods) against the numpy floor; print a results table and export JSON/CSV/plots.",
+    )
+    b.add_argument("--dataset", default="synthetic", metavar="SPEC",
+                   help="dataset spec (default: synthetic CIFAR-like 32x32x3; a folder, CIFAR batches, .npz, a store)")
+    b.add_argument("--backends", default=",".join(BACKENDS), metavar="LIST", help="comma list of disk,lmdb,hdf5")
+    b.add_argument("--experiments", default=None, metavar="LIST",
+                   help=f"comma list of {','.join(EXPERIMENTS)} or 'all' (default: all but concurrent_readers)")
+    b.add_argument("--counts", default="10,100,1000", metavar="LIST", help="record counts, e.g. 10,100,1000,10k")
+    b.add_argument("--repeats", default=None, metavar="N", help="timed repeats (default 3; 1 from 100,000 records)")
+    b.add_argument("--methods", default=",".join(METHODS), metavar="LIST", help="comma list of article,imgtui,floor")
+    b.add_argument("--readers", default="1,2,4", metavar="LIST", help="reader processes for concurrent_readers")
+    b.add_argument("--cold", action="store_true", help="also read with a cold page cache (fadvise DONTNEED)")
+    b.add_argument("--workdir", default=None, metavar="DIR", help="folder for the temporary stores (default: system temp)")
+    b.add_argument("--json", default=None, metavar="FILE", help="write the results as JSON")
+    b.add_argument("--csv", default=None, metavar="FILE", help="write the results as CSV")
+    b.add_argument("--plot", default=None, metavar="FILE", help="draw the figures to FILE.svg or FILE.png")
+    b.add_argument("--quiet", "-q", action="store_true", help="no progress display and no table")
+    g = b.add_argument_group("imgtui backend options")
+    g.add_argument("--hdf5-layout", default=None, metavar="LAYOUT", help="HDF5 layout (contiguous, chunked, ...)")
+    g.add_argument("--hdf5-compression", default=None, metavar="NAME", help="HDF5 compression (none, gzip, lzf)")
+    g.add_argument("--hdf5-level", default=None, metavar="0-9", help="gzip level for HDF5")
+    g.add_argument("--lmdb-encoding", default=None, metavar="raw|png", help="LMDB values: raw pixels or PNG")
+    g.add_argument("--png-level", default=None, metavar="0-9", help="PNG compression level (disk, and LMDB with png)")
+    return b
+
+
+# -- option parsing -------------------------------------------------------------------------
+def _int(text: str, what: str, lo: int = 1) -> int:
+    t = str(text).strip().lower().replace("_", "").replace(",", "")
+    mult = 1
+    if t.endswith("k"):
+        t, mult = t[:-1], 1000
+    elif t.endswith("m"):
+        t, mult = t[:-1], 1_000_000
+    try:
+        v = int(float(t) * mult) if "." in t or "e" in t else int(t) * mult
+    except ValueError:
+        raise BenchUsageError(f"{what}: {text!r} is not a whole number") from None
+    if v < lo:
+        raise BenchUsageError(f"{what}: {text!r} must be at least {lo}")
+    return v
+
+
+def _list(text: str, known: tuple[str, ...], what: str) -> list[str]:
+    items = [x.strip().lower() for x in str(text).split(",") if x.strip()]
+    if items == ["all"]:
+        return list(known)
+    items = ["hdf5" if x == "h5" else x for x in items]
+    bad = [x for x in items if x not in known]
+    if bad:
+        raise BenchUsageError(f"--{what}: unknown {', '.join(map(repr, bad))} (choose from {', '.join(known)})")
+    if not items:
+        raise BenchUsageError(f"--{what} is empty (choose from {', '.join(known)})")
+    return list(dict.fromkeys(items))
+
+
+def plan_from_args(args: argparse.Namespace) -> BenchPlan:
+    """A BenchPlan from the parsed options; BenchUsageError (one line) for bad values."""
+    from .model import DEFAULT_EXPERIMENTS
+
+    plan = BenchPlan(dataset=args.dataset or "synthetic")
+    plan.backends = _list(args.backends, BACKENDS, "backends")
+    plan.methods = _list(args.methods, METHODS, "methods")
+    plan.experiments = _list(args.experiments, EXPERIMENTS, "experiments") if args.experiments else list(DEFAULT_EXPERIMENTS)
+    plan.counts = list(dict.fromkeys(_int(c, "--counts") for c in str(args.counts).split(",") if c.strip()))
+    if not plan.counts:
+        raise BenchUsageError("--counts is empty (give record counts like 10,100,1000)")
+    plan.repeats = _int(args.repeats, "--repeats") if args.repeats is not None else None
+    plan.readers = [_int(k, "--readers") for k in str(args.readers).split(",") if k.strip()]
+    plan.cold = bool(args.cold)
+    if args.workdir is not None:
+        if not Path(args.workdir).is_dir():
+            raise BenchUsageError(f"--workdir {args.workdir}: no such folder")
+        plan.workdir = str(args.workdir)
+    opts: dict[str, dict[str, Any]] = {}
+    if args.hdf5_layout is not None:
+        opts.setdefault("hdf5", {})["layout"] = args.hdf5_layout
+    if args.hdf5_compression is not None:
+        opts.setdefault("hdf5", {})["compression"] = args.hdf5_compression
+    if args.hdf5_level is not None:
+        opts.setdefault("hdf5", {})["level"] = _int(args.hdf5_level, "--hdf5-level", 0)
+    if args.lmdb_encoding is not None:
+        opts.setdefault("lmdb", {})["encoding"] = args.lmdb_encoding
+    if args.png_level is not None:
+        level = _int(args.png_level, "--png-level", 0)
+        if level > 9:
+            raise BenchUsageError(f"--png-level: {args.png_level!r} must be from 0 to 9")
+        opts.setdefault("disk", {})["png_level"] = level
+        if str(args.lmdb_encoding or "").lower() == "png":
+            opts["lmdb"]["png_level"] = level
+    plan.backend_options = opts
+    if args.plot is not None and Path(args.plot).suffix.lower() not in (".svg", ".png"):
+        raise BenchUsageError(f"--plot {args.plot}: the file name must end in .svg or .png")
+    for flag in ("json", "csv", "plot"):
+        value = getattr(args, flag)
+        if value is not None and not Path(value).expanduser().resolve().parent.is_dir():
+            raise BenchUsageError(f"--{flag} {value}: folder {Path(value).parent} does not exist")
+    return plan
+
+
+# -- display ----------------------------------------------------------------------------
+def _fmt_time(s: float | None) -> str:
+    if s is None:
+        return ""
+    if s < 1e-3:
+        return f"{s * 1e6:,.0f} µs"
+    if s < 1:
+        return f"{s * 1e3:,.1f} ms"
+    return f"{s:,.2f} s"
+
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return ""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n:,} B"
+
+
+_ORDER = {e: i for i, e in enumerate(EXPERIMENTS)}
+_SERIES = {("numpy", "floor"): 0, ("memcpy", "floor"): 1}
+
+
+def _series_key(r: ResultRow) -> tuple:
+    return (_SERIES.get((r.backend, r.method), 2), BACKENDS.index(r.backend) if r.backend in BACKENDS else 9,
+            METHODS.index(r.method) if r.method in METHODS else 9)
+
+
+def series_name(r: ResultRow) -> str:
+    """'floor', 'memcpy', 'imgtui lmdb', 'article disk'."""
+    if r.method == "floor":
+        return "floor" if r.backend == "numpy" else r.backend
+    return f"{r.method} {r.backend}"
+
+
+def results_table(rows: list[ResultRow], title: str = "imgtui bench"):
+    """One compact rich table per experiment (only the columns that experiment fills)."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    tables: list[Any] = [Text(title, style="bold")]
+    cold = any(r.cache == "cold" for r in rows)
+    for exp in sorted({r.experiment for r in rows}, key=lambda e: _ORDER.get(e, 99)):
+        sub = sorted((r for r in rows if r.experiment == exp),
+                     key=lambda r: (r.count, r.readers or 0, r.cache, _series_key(r)))
+        timed = exp != "disk_usage"
+        sized = exp in ("store_many", "disk_usage")
+        t = Table(title=exp, title_justify="left", title_style="bold cyan", header_style="bold",
+                  box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+        t.add_column("n", justify="right")
+        if exp == "concurrent_readers":
+            t.add_column("K", justify="right")
+        t.add_column("method")
+        if cold and exp in ("read_one", "read_many", "random_batches", "concurrent_readers"):
+            t.add_column("cache")
+        if timed:
+            t.add_column("median", justify="right")
+            t.add_column("min", justify="right")
+            t.add_column("rec/s", justify="right")
+        t.add_column("x floor", justify="right")
+        if sized:
+            t.add_column("on disk", justify="right")
+            t.add_column("x raw", justify="right")
+        if timed:
+            t.add_column("RSS", justify="right")
+        for c in t.columns:
+            c.no_wrap = True
+        last = None
+        for r in sub:
+            if last is not None and r.count != last:
+                t.add_section()
+            last = r.count
+            cells = [f"{r.count:,}"]
+            if exp == "concurrent_readers":
+                cells.append(str(r.readers or ""))
+            cells.append(series_name(r))
+            if cold and exp in ("read_one", "read_many", "random_batches", "concurrent_readers"):
+                cells.append(r.cache)
+            ncols = len(t.columns)
+            if r.error:
+                cells.append(Text("error", style="red"))
+                cells.extend([""] * (ncols - len(cells)))
+                t.add_row(*cells)
+                continue
+            if timed:
+                cells += [_fmt_time(r.median_s), _fmt_time(r.min_s),
+                          "" if r.records_per_s is None else f"{r.records_per_s:,.0f}"]
+            cells.append("" if r.ratio_to_floor is None else f"{r.ratio_to_floor:,.2f}")
+            if sized:
+                ov = r.overhead
+                cells += [_fmt_bytes(r.bytes_on_disk), "" if ov is None else f"{ov:.2f}"]
+            if timed:
+                cells.append(_fmt_bytes(r.peak_rss_bytes))
+            t.add_row(*cells)
+        tables.append(t)
+    return Group(*tables)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ImgtuiError
+    from .engine import run_plan
+
+    def usage(msg: str) -> int:
+        print(f"imgtui bench: error: {msg}", file=sys.stderr)
+        return 2
+
+    try:
+        plan = plan_from_args(args)
+        cancel = threading.Event()
+        events = run_plan(plan, cancel)
+    except BenchUsageError as exc:
+        return usage(str(exc))
+    except ImgtuiError as exc:
+        return usage(str(exc).strip().splitlines()[0])
+
+    # Ctrl-C: ask the engine to stop (it cleans up and says Finished); a second Ctrl-C aborts.
+    old_handler = None
+    interrupted = {"n": 0}
+
+    def on_sigint(signum, frame):
+        interrupted["n"] += 1
+        cancel.set()
+        if interrupted["n"] > 1:
+            raise KeyboardInterrupt
+
+    try:
+        old_handler = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: KeyboardInterrupt handling below still applies
+        old_handler = None
+
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    finished: Finished | None = None
+    errors: list[Error] = []
+    t0 = time.perf_counter()
+    try:
+        if args.quiet:
+            for ev in events:
+                if isinstance(ev, Error):
+                    errors.append(ev)
+                elif isinstance(ev, Finished):
+                    finished = ev
+        else:
+            finished = _run_with_progress(events, err, errors)
+    except KeyboardInterrupt:
+        cancel.set()
+        try:
+            events.close()  # runs the engine's cleanup
+        except Exception:
+            pass
+        print("imgtui bench: interrupted; temporary stores removed", file=sys.stderr)
+        return 130
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
+    wall = time.perf_counter() - t0
+    if finished is None or finished.cancelled:
+        print("imgtui bench: cancelled; temporary stores removed", file=sys.stderr)
+        return 130
+    table = finished.results
+    table.plan.setdefault("wall_s", round(wall, 3))
+    if not args.quiet:
+        Console().print(results_table(table.rows, f"imgtui bench: {table.dataset}"))
+    outputs = []
+    if args.json:
+        table.to_json(args.json)
+        outputs.append(args.json)
+    if args.csv:
+        table.to_csv(args.csv)
+        outputs.append(args.csv)
+    if args.plot:
+        from .plot import save_plot
+
+        save_plot(table, args.plot)
+        outputs.append(args.plot)
+    for e in errors:
+        print(f"imgtui bench: {e.experiment} {e.backend}/{e.method} at {e.count:,}: {e.message}", file=sys.stderr)
+    if not args.quiet:
+        print(f"{len(table.rows)} results in {wall:,.1f} s" + (f"; wrote {', '.join(outputs)}" if outputs else ""),
+              file=sys.stderr)
+    return 0
+
+
+def _run_with_progress(events, console, errors: list) -> Finished | None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+
+    finished = None
+    with Bar(
+        TextColumn("{task.description}", justify="left"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        overall = bar.add_task("plan", total=None)
+        current = bar.add_task("", total=None)
+        for ev in events:
+            if isinstance(ev, Started):
+                bar.update(overall, total=ev.steps, completed=ev.step - 1, description=f"step {ev.step}/{ev.steps}")
+                bar.update(current, completed=0, total=None,
+                           description=f"{ev.experiment} {ev.backend}/{ev.method} n={ev.count:,}")
+            elif isinstance(ev, Progress):
+                bar.update(current, completed=ev.done, total=ev.total or None)
+            elif isinstance(ev, Result):
+                bar.update(overall, completed=bar.tasks[0].completed + 0)
+            elif isinstance(ev, Error):
+                errors.append(ev)
+            elif isinstance(ev, Finished):
+                bar.update(overall, completed=bar.tasks[0].total or 0)
+                finished = ev
+    return finished
