@@ -247,5 +247,97 @@ async def test_not_a_store_shows_error(tmp_path):
         assert app.is_running
 
 
+# -- compare view ------------------------------------------------------------------------------
+class ListReader(FakeReader):
+    """A fake store holding given records."""
+
+    def __init__(self, records: list[Record], backend: str) -> None:
+        super().__init__(len(records))
+        self.records, self.backend = records, backend
+
+    def __getitem__(self, i: int) -> Record:
+        return self.records[i]
+
+    def labels(self):
+        return [r.label for r in self.records]
+
+    def _stored_checksum(self, i: int) -> int:
+        return checksum(self.records[i].image)
+
+    def info(self) -> dict:
+        return {"backend": self.backend, "count": len(self.records)}
+
+
+def write_stores(tmp_path: Path, records_per_backend: dict[str, list[Record]]) -> list[str]:
+    from imgtui.backends import get_backend, open_writer
+
+    paths = []
+    for backend, records in records_per_backend.items():
+        path = tmp_path / f"data{get_backend(backend).suffix or '.' + backend}"
+        with open_writer(path, backend) as w:
+            w.write_many(records)
+        paths.append(str(path))
+    return paths
+
+
+def compare_stores(tmp_path, monkeypatch, differ_at: int | None):
+    """Three stores with the same 6 records (or one changed pixel in the HDF5 copy)."""
+    records = [make_record(i) for i in range(6)]
+    changed = [Record(r.image.copy(), r.label, r.metadata) for r in records]
+    if differ_at is not None:
+        changed[differ_at].image[0, 0, 0] ^= 0xFF
+    per_backend = {"disk": records, "lmdb": records, "hdf5": changed}
+    if REAL:
+        return write_stores(tmp_path, per_backend)
+    from imgtui.tui.screens import compare as compare_mod
+
+    fakes = {f"fake-{b}": ListReader(recs, b) for b, recs in per_backend.items()}
+    monkeypatch.setattr(compare_mod, "open_any_store", lambda p: fakes[p])
+    return list(fakes)
+
+
+async def run_compare(paths, index=0, presses=()):
+    app = ScreenApp(lambda: CompareScreen(paths, index))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen))
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.loaded_index == index)
+        results = [(screen.loaded_index, screen.identical, screen.verdict)]
+        for key, want in presses:
+            await pilot.press(key)
+            await wait_for(pilot, lambda: screen.loaded_index == want)
+            results.append((screen.loaded_index, screen.identical, screen.verdict))
+        images = [screen.query_one(f"#image-{n}", ImageView).has_image for n in range(len(paths))]
+        assert all(images)
+        assert "checksum  ok" in record_text_of(screen, "#info-0")
+    return results
+
+
+def record_text_of(screen, selector: str) -> str:
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(screen.query_one(selector).content)
+    return console.export_text()
+
+
+async def test_compare_reports_identical_pixels(tmp_path, monkeypatch):
+    paths = compare_stores(tmp_path, monkeypatch, differ_at=None)
+    results = await run_compare(paths, 1, presses=[("n", 2), ("p", 1), ("p", 0)])
+    for _index, identical, verdict in results:
+        assert identical is True
+        assert verdict.startswith("pixels identical in all stores (3 stores")
+
+
+async def test_compare_reports_a_difference(tmp_path, monkeypatch):
+    paths = compare_stores(tmp_path, monkeypatch, differ_at=2)
+    results = await run_compare(paths, 1, presses=[("n", 2), ("n", 3)])
+    assert results[0][1] is True
+    index, identical, verdict = results[1]
+    assert identical is False
+    assert verdict == "DIFFERENT: hdf5 pixels differ from disk (1 values)"
+    assert results[2][1] is True
+
+
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__, "-q"])
