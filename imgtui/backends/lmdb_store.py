@@ -168,6 +168,7 @@ class LmdbWriter(StoreWriter):
             metasync=False,
             readahead=False,
             meminit=False,
+            writemap=True,  # pages go straight into the map: commits cost no extra copy
         )
         self._db_blocks = self._env.open_db(DB_BLOCKS)
         self._db_labels = self._env.open_db(DB_LABELS)
@@ -303,8 +304,13 @@ class LmdbWriter(StoreWriter):
 
         self._retry_grow(txn_fn)
         self._env.sync(True)
+        used = (self._env.info()["last_pgno"] + 1) * self._env.stat()["psize"]
         self._env.close()
         self._env = None
+        # writemap made data.mdb as long as the map (sparse); cut it to the pages in use
+        data = self.build_path / "data.mdb"
+        if data.stat().st_size > used:
+            os.truncate(data, used)
 
     def _close_on_error(self) -> None:
         env, self._env = getattr(self, "_env", None), None
@@ -320,6 +326,31 @@ class LmdbWriter(StoreWriter):
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+_ENVS: dict[tuple, list] = {}
+
+
+def _acquire_env(path: Path) -> tuple[Any, tuple]:
+    """One read-only Environment per store file per process (py-lmdb refuses a second one)."""
+    st = (path / "data.mdb").stat()
+    key = (str(path.resolve()), st.st_dev, st.st_ino)
+    slot = _ENVS.get(key)
+    if slot is None:
+        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True, max_dbs=MAX_DBS, create=False)
+        slot = _ENVS[key] = [env, 0]
+    slot[1] += 1
+    return slot[0], key
+
+
+def _release_env(key: tuple) -> None:
+    slot = _ENVS.get(key)
+    if slot is None:
+        return
+    slot[1] -= 1
+    if slot[1] <= 0:
+        del _ENVS[key]
+        slot[0].close()
 
 
 class LmdbReader(StoreReader):
@@ -339,9 +370,7 @@ class LmdbReader(StoreReader):
         if not p.is_dir() or not data.is_file():
             raise WrongBackendError(f"{p} is not an LMDB store (no data.mdb in it)")
         try:
-            env = lmdb.open(
-                str(p), readonly=True, lock=False, readahead=False, subdir=True, max_dbs=MAX_DBS, create=False
-            )
+            env, self._env_key = _acquire_env(p)
         except lmdb.Error as exc:
             raise CorruptStoreError(f"{data} cannot be opened as an LMDB database ({_one_line(exc)}); the store is damaged") from None
         self._env = env
@@ -422,7 +451,7 @@ class LmdbReader(StoreReader):
                 pass
         env, self._env = getattr(self, "_env", None), None
         if env is not None:
-            env.close()
+            _release_env(self._env_key)
 
     def _live(self) -> None:
         if self._txn is None:
