@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import importlib.util
 from pathlib import Path
 
@@ -121,7 +122,7 @@ def info_text(screen) -> str:
 def record_text(screen) -> str:
     from rich.console import Console
 
-    console = Console(width=200, record=True)
+    console = Console(width=200, record=True, file=io.StringIO())
     console.print(screen.query_one("#record-info").content)
     return console.export_text()
 
@@ -247,6 +248,37 @@ async def test_not_a_store_shows_error(tmp_path):
         assert app.is_running
 
 
+# -- real stores --------------------------------------------------------------------------------
+def gray16_records(n: int = 30) -> list[Record]:
+    rng = np.random.default_rng(5)
+    out = []
+    for i in range(n):
+        img = rng.integers(1000, 60000, (10 + i % 7, 24), dtype=np.uint16)
+        out.append(Record(img, i % 4, {"i": i}))
+    return out
+
+
+@pytest.mark.skipif(not REAL, reason="the disk, LMDB and HDF5 backends are not all importable yet")
+@pytest.mark.parametrize("backend", ["disk", "lmdb", "hdf5"])
+async def test_browser_on_real_store_with_16bit_images(tmp_path, backend):
+    records = gray16_records()
+    (path,) = write_stores(tmp_path, {backend: records})
+    app = ScreenApp(lambda: BrowserScreen(path))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        assert screen.error is None
+        assert "30 records" in info_text(screen) and backend in info_text(screen)
+        await wait_for(pilot, lambda: screen.image_view.has_image)
+        text = record_text(screen)
+        assert "label     0\n" in text and "uint16" in text and "checksum  ok (" in text
+        await pilot.press("end")
+        await wait_for(pilot, lambda: "record 29\n" in record_text(screen))
+        assert "label     1\n" in record_text(screen)
+        await wait_for(pilot, lambda: screen.record_list.details_of(29) is not None)
+        assert screen.record_list.details_of(29).status == "ok"
+        assert screen.record_list.details_of(29).shape == "x".join(map(str, records[29].image.shape))
+
+
 # -- compare view ------------------------------------------------------------------------------
 class ListReader(FakeReader):
     """A fake store holding given records."""
@@ -316,7 +348,7 @@ async def run_compare(paths, index=0, presses=()):
 def record_text_of(screen, selector: str) -> str:
     from rich.console import Console
 
-    console = Console(width=200, record=True)
+    console = Console(width=200, record=True, file=io.StringIO())
     console.print(screen.query_one(selector).content)
     return console.export_text()
 
