@@ -397,12 +397,9 @@ class LmdbReader(StoreReader):
             raise CorruptStoreError(f"{data}: cannot read the LMDB main database ({_one_line(exc)})") from None
         if DB_META not in names:
             if any(n not in (DB_BLOCKS, DB_LABELS, DB_META) for n in names):
-                from .article import detect_article
-
-                kind = detect_article(p)
                 hint = (
                     "it was written the Real Python article's way (one pickled CIFAR_Image per key); read it as article-lmdb"
-                    if kind == "article-lmdb"
+                    if any(len(k) == 8 and k.isdigit() for k in names[:1])
                     else "it holds keys imgtui does not know"
                 )
                 raise WrongBackendError(f"{p} is an LMDB database but not an imgtui store: {hint}")
