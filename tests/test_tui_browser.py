@@ -279,6 +279,24 @@ async def test_browser_on_real_store_with_16bit_images(tmp_path, backend):
         assert screen.record_list.details_of(29).shape == "x".join(map(str, records[29].image.shape))
 
 
+@pytest.mark.parametrize("kind", ["lmdb", "hdf5", "disk"])
+async def test_browser_opens_article_format_stores(tmp_path, kind):
+    article = pytest.importorskip("imgtui.backends.article")
+    images = np.stack([make_record(i, 32).image[:, :32] for i in range(12)])
+    labels = np.arange(12, dtype=np.uint8) % 5
+    store = getattr(article, f"store_many_{kind}")(images, labels, tmp_path)
+    path = str(store or tmp_path)
+    app = ScreenApp(lambda: BrowserScreen(path))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        assert screen.error is None, screen.error
+        assert "12 records" in info_text(screen)
+        await pilot.press("down", "down")
+        await wait_for(pilot, lambda: "record 2\n" in record_text(screen) and screen.image_view.has_image)
+        assert "label     2\n" in record_text(screen)
+        assert "32x32x3" in record_text(screen)
+
+
 # -- compare view ------------------------------------------------------------------------------
 class ListReader(FakeReader):
     """A fake store holding given records."""

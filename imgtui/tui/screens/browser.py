@@ -63,29 +63,21 @@ def open_any_store(path: str) -> Any:
 
 
 def _open_article(path: str) -> Any | None:
+    """A reader for a store in the Real Python article's layout, or None when it is not one."""
     try:
-        from ...backends import article  # written by another helper; optional
-    except ImportError:
+        from ...backends import article
+    except ImportError:  # the article module is optional
         return None
-    detect = getattr(article, "detect_article", None)
-    if detect is None or not Path(path).exists():
+    if not Path(path).exists():
         return None
     try:
-        found = detect(path)
-        if not found:
+        if not article.detect_article(path):
             return None
-        if hasattr(found, "__len__") and hasattr(found, "__getitem__") and not isinstance(found, (str, tuple)):
-            return found
-        if isinstance(found, type):
-            return found(path)
-        opener = getattr(article, "open_article", None)
-        if opener is not None:
-            return opener(path)
+        return article.open_article(path)
     except ImgtuiError:
         raise
     except Exception as exc:
         raise ImgtuiError(f"{path}: cannot open article-format store ({one_line(exc)})") from None
-    return None
 
 
 def shape_text(image: np.ndarray) -> str:
