@@ -1,0 +1,139 @@
+"""The imgtui Textual app: ``make_app(...)`` builds it, ``run_app(argv)`` runs it (bare ``imgtui``)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from textual import on
+from textual.app import App
+from textual.binding import Binding
+from textual.worker import Worker, WorkerState
+
+from .commands import ImgtuiCommands
+from .messages import one_line_error
+from .screens.help import HelpScreen
+from .screens.main import MainScreen
+from .themes import DARK, LIGHT, THEMES, other_theme
+
+
+class ImgtuiApp(App):
+    """Store image datasets in three backends and compare them."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "imgtui"
+    SUB_TITLE = "disk · LMDB · HDF5"
+    COMMANDS = App.COMMANDS | {ImgtuiCommands}
+    BINDINGS = [
+        Binding("question_mark,f1", "help", "Help", key_display="?"),
+        Binding("t", "toggle_theme", "Theme", tooltip="Switch between the dark and light theme"),
+    ]
+
+    def __init__(self, dataset: str = "synthetic", *, theme: str = DARK, **options: Any) -> None:
+        super().__init__()
+        for t in THEMES:
+            self.register_theme(t)
+        self.theme = theme
+        self._dataset = dataset
+        self._options = options
+        self.main_screen = MainScreen(dataset, **options)
+
+    def get_default_screen(self) -> MainScreen:
+        return self.main_screen
+
+    # -- actions (also used by the command palette) ----------------------------------------
+    def action_start(self) -> None:
+        self.main_screen.action_start()
+
+    def action_cancel(self) -> None:
+        self.main_screen.action_cancel()
+
+    def action_export(self) -> None:
+        self.main_screen.action_export()
+
+    def action_browse(self) -> None:
+        self.main_screen.action_browse()
+
+    def action_toggle_plots(self) -> None:
+        self.main_screen.action_toggle_plots()
+
+    def action_toggle_theme(self) -> None:
+        self.theme = other_theme(self.theme)
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(self.binding_rows()))
+
+    def binding_rows(self) -> list[tuple[str, str]]:
+        """(keys, description) for every binding of the main screen, its results table and the app."""
+        from .widgets.results_table import ResultsTable
+
+        rows: dict[str, tuple[list[str], str]] = {}
+        sources = [MainScreen.BINDINGS, ResultsTable.BINDINGS, type(self).BINDINGS,
+                   [Binding("ctrl+p", "command_palette", "Command palette"),
+                    Binding("ctrl+q", "quit", "Quit (cancels a running benchmark first)")]]
+        for source in sources:
+            for binding in Binding.make_bindings(source):
+                key = self.get_key_display(binding) if binding.key != "question_mark" else "?"
+                keys, desc = rows.setdefault(binding.action, ([], binding.tooltip or binding.description))
+                if key not in keys:
+                    keys.append(key)
+        return [(" / ".join(keys), desc) for keys, desc in rows.values()]
+
+    async def action_quit(self) -> None:
+        """Quit; a running benchmark is cancelled first and given a moment to remove its stores."""
+        if self.main_screen.running:
+            self.notify("Cancelling the benchmark before quitting…")
+            await self.main_screen.stop_bench(timeout=5.0)
+        self.exit()
+
+    # -- worker errors: one place ----------------------------------------------------------
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            title = {"dataset": "Dataset", "bench": "Benchmark", "export": "Export"}.get(
+                event.worker.group, "Error"
+            )
+            self.notify(one_line_error(event.worker.error), title=title, severity="error", markup=False)
+
+
+def make_app(
+    dataset: str = "synthetic",
+    *,
+    backends: list[str] | None = None,
+    methods: list[str] | None = None,
+    experiments: list[str] | None = None,
+    counts: list[int] | None = None,
+    repeats: int | None = None,
+    workdir: str | None = None,
+    output: str = ".",
+    backend_options: dict[str, dict[str, Any]] | None = None,
+    theme: str = DARK,
+) -> ImgtuiApp:
+    """Build the app with a chosen dataset spec and initial plan settings (tests, screenshots, CLI)."""
+    return ImgtuiApp(
+        dataset,
+        theme=theme,
+        backends=backends,
+        methods=methods,
+        experiments=experiments,
+        counts=counts,
+        repeats=repeats,
+        workdir=workdir,
+        output=output,
+        backend_options=backend_options,
+    )
+
+
+def run_app(argv: list[str] | None = None) -> int:
+    """Start the app (the terminal is restored on exit, also after an error)."""
+    p = argparse.ArgumentParser(prog="imgtui", description="The imgtui terminal app.")
+    p.add_argument("--dataset", "-d", default="synthetic", help="dataset spec or path (default: synthetic)")
+    p.add_argument("--output", "-o", default=".", help="folder for exported results")
+    p.add_argument("--workdir", help="folder for the temporary benchmark stores")
+    p.add_argument("--light", action="store_true", help="start with the light theme")
+    args = p.parse_args(argv or [])
+    app = make_app(args.dataset, output=args.output, workdir=args.workdir, theme=LIGHT if args.light else DARK)
+    app.run()
+    return int(app.return_code or 0)

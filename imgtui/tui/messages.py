@@ -1,0 +1,91 @@
+"""Messages the workers post to the UI (``post_message`` is thread-safe); ``@on`` handlers apply them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rich.text import Text
+from textual.message import Message
+
+from ..bench.model import ResultRow, ResultTable
+from ..errors import ImgtuiError
+
+
+def one_line_error(exc: BaseException | None) -> str:
+    """The one-line text a notification shows for ``exc`` (ImgtuiError messages as they are)."""
+    if exc is None:
+        return "unknown error"
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(exc, ImgtuiError) and first:
+        return first
+    if isinstance(exc, (OSError,)) and getattr(exc, "strerror", None):
+        name = getattr(exc, "filename", None)
+        return f"{name}: {exc.strerror}" if name else str(exc.strerror)
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+@dataclass
+class DatasetSummary(Message):
+    """The dataset pane's worker finished reading a summary and a preview of ``spec``."""
+
+    spec: str
+    summary: dict[str, Any]
+    preview: Text | None
+    first_shape: str = ""
+
+
+@dataclass
+class BenchStarted(Message):
+    """A benchmark step started."""
+
+    experiment: str
+    backend: str
+    method: str
+    count: int
+    step: int
+    steps: int
+
+
+@dataclass
+class BenchProgress(Message):
+    """Records done in the current step (throttled to ~10 a second)."""
+
+    done: int
+    total: int
+    step: int
+    steps: int
+
+
+@dataclass
+class BenchResult(Message):
+    """One finished row for the results table and the plots."""
+
+    row: ResultRow
+
+
+@dataclass
+class BenchError(Message):
+    """A backend/method failed in one step; the run goes on."""
+
+    experiment: str
+    backend: str
+    method: str
+    count: int
+    message: str
+
+
+@dataclass
+class BenchFinished(Message):
+    """The run ended (completed or cancelled)."""
+
+    results: ResultTable
+    cancelled: bool = False
+
+
+@dataclass
+class ExportDone(Message):
+    """The export worker wrote these files."""
+
+    paths: list[str]

@@ -1,0 +1,53 @@
+"""The help screen (``?`` / F1): what imgtui does and the key bindings of the screen below."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+INTRO = """\
+# imgtui
+
+Store an image dataset on **disk** (one PNG per record), in **LMDB** and in **HDF5**, and measure
+which suits your images.
+
+1. Pick a dataset on the left (the built-in synthetic set, an image folder, CIFAR batches, an
+   `.npz` file or an existing store). Enter loads a path; → accepts the completion.
+2. Choose backends, options, methods, experiments and record counts on the right.
+3. Press **s** to start. Rows appear as results arrive; **c** or Escape cancels (temporary stores
+   are removed), **e** exports JSON and CSV into the output folder.
+
+Methods: *article* is the straightforward way (one write per record), *imgtui* the tuned writer,
+*floor* the time to copy the same bytes in memory (what no store can beat).
+"""
+
+
+def bindings_markdown(rows: list[tuple[str, str]]) -> str:
+    lines = ["## Keys", "", "| Key | Action |", "|---|---|"]
+    for key, description in rows:
+        lines.append(f"| `{key}` | {description} |")
+    lines += ["", "The mouse works too: click buttons, checkboxes, tabs and table headers (to sort)."]
+    return "\n".join(lines)
+
+
+class HelpScreen(ModalScreen[None]):
+    """A modal with the intro and the current key bindings."""
+
+    BINDINGS = [
+        Binding("escape,q,question_mark,f1", "dismiss", "Close help"),
+    ]
+
+    def __init__(self, bindings: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self._bindings = bindings
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-body"):
+            yield Markdown(INTRO + "\n" + bindings_markdown(self._bindings), id="help-text")
+
+    def on_mount(self) -> None:
+        self.query_one("#help-body").border_title = "Help"
+        self.query_one("#help-body").border_subtitle = "Escape closes"

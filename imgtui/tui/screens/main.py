@@ -1,0 +1,426 @@
+"""The main screen: dataset pane, backend pane, live results (table and plots), run status.
+
+The screen owns the ``BenchPlan`` (a reactive rebuilt from both panes on every change) and the
+benchmark worker. The worker runs ``imgtui.bench.engine.run_plan`` in a thread and posts one
+message per event (progress throttled to ~10 a second); the ``@on`` handlers below update widgets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, HorizontalGroup
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Label, ProgressBar, Static, TabbedContent, TabPane
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from ...bench.model import BenchPlan, Error, Finished, Progress, Result, ResultRow, ResultTable, Started
+from ..messages import BenchError, BenchFinished, BenchProgress, BenchResult, BenchStarted, ExportDone
+from ..widgets.backend_pane import COUNT_LABELS, BackendPane
+from ..widgets.dataset_pane import DatasetPane
+from ..widgets.plots import Plots
+from ..widgets.results_table import ResultsTable
+
+#: at most this many progress messages a second
+PROGRESS_RATE = 10.0
+
+
+def plan_summary(plan: BenchPlan) -> str:
+    """The one-line description of a plan shown under the panes."""
+
+    def opts(b: str) -> str:
+        o = plan.backend_options.get(b) or {}
+        return f"{b}({','.join(f'{k}={v}' for k, v in o.items())})" if o else b
+
+    counts = ", ".join(COUNT_LABELS.get(c, f"{c:,}") for c in plan.counts) or "none"
+    repeats = "auto" if plan.repeats is None else str(plan.repeats)
+    floor = 1 if "floor" in plan.methods else 0
+    per_backend = len([m for m in plan.methods if m != "floor"])
+    steps = len(plan.experiments) * len(plan.counts) * (len(plan.backends) * per_backend + floor)
+    return (
+        f"Plan: {plan.dataset} · {' '.join(opts(b) for b in plan.backends) or 'no backend'} · "
+        f"{'/'.join(plan.methods) or 'no method'} · {len(plan.experiments)} experiments · "
+        f"counts {counts} · repeats {repeats} · ~{steps} steps"
+    )
+
+
+def plan_problem(plan: BenchPlan) -> str | None:
+    """Why the plan cannot run, or None."""
+    for name, value in (("backend", plan.backends), ("method", plan.methods),
+                        ("experiment", plan.experiments), ("record count", plan.counts)):
+        if not value:
+            return f"Choose at least one {name} before starting."
+    if plan.methods == ["floor"] and not plan.backends:
+        return "Choose at least one backend before starting."
+    return None
+
+
+def fmt_elapsed(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class MainScreen(Screen):
+    """Configure, run and watch a benchmark."""
+
+    AUTO_FOCUS = "#results-table"
+    BINDINGS = [
+        Binding("s", "start", "Start", tooltip="Run the benchmark plan"),
+        Binding("c", "cancel", "Cancel", tooltip="Stop the running benchmark (temporary stores are removed)"),
+        Binding("escape", "escape", "Cancel / leave field", show=False),
+        Binding("e", "export", "Export", tooltip="Write results as JSON and CSV into the output folder"),
+        Binding("b", "browse", "Browse", tooltip="Open the record browser on the selected store"),
+        Binding("p", "toggle_plots", "Plots", tooltip="Switch between the results table and the plots"),
+    ]
+
+    #: the benchmark plan built from the two panes
+    plan: reactive[BenchPlan] = reactive(BenchPlan, init=False)
+    #: a benchmark worker is running
+    running: reactive[bool] = reactive(False)
+
+    def __init__(self, dataset: str = "synthetic", *, output: str = ".", **pane_options) -> None:
+        super().__init__()
+        self._dataset = dataset
+        self._pane_options = dict(pane_options, output=output)
+        self.output = output
+        self.rows: list[ResultRow] = []
+        self.last_results: ResultTable | None = None
+        self.cancel_event: threading.Event | None = None
+        self.bench_worker: Worker | None = None
+        self._started_at = 0.0
+        self._timer = None
+        self._cancelling = False
+        self.export_paths: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="panes"):
+            yield DatasetPane(self._dataset, id="dataset-pane")
+            yield BackendPane(id="backend-pane", **self._pane_options)
+        with TabbedContent(id="views", initial="tab-results"):
+            with TabPane("Results", id="tab-results"):
+                yield ResultsTable(id="results-table")
+            with TabPane("Plots", id="tab-plots"):
+                yield Plots(id="plots")
+        yield Static("", id="plan-summary", markup=False)
+        with HorizontalGroup(id="run-status"):
+            yield Static("idle", id="step-name", markup=False)
+            yield Label("step", classes="bar-label")
+            yield ProgressBar(id="step-progress", show_eta=False)
+            yield Label("overall", classes="bar-label")
+            yield ProgressBar(id="overall-progress", show_eta=False)
+            yield Static("00:00", id="elapsed")
+            yield Button("Start", id="start", variant="success", compact=True, tooltip="Start (s)")
+            yield Button("Cancel", id="cancel", variant="error", compact=True, disabled=True, tooltip="Cancel (c)")
+            yield Button("Export", id="export", variant="primary", compact=True, disabled=True, tooltip="Export (e)")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._update_results_title()
+        self.update_plan()
+
+    # -- the plan --------------------------------------------------------------------------
+    def build_plan(self) -> BenchPlan:
+        cfg = self.query_one(BackendPane).config()
+        self.output = cfg.output
+        return BenchPlan(
+            dataset=self.query_one(DatasetPane).spec,
+            backends=cfg.backends,
+            backend_options=cfg.backend_options,
+            methods=cfg.methods,
+            experiments=cfg.experiments,
+            counts=cfg.counts,
+            repeats=cfg.repeats,
+            workdir=cfg.workdir,
+        )
+
+    def update_plan(self) -> None:
+        self.plan = self.build_plan()
+
+    @on(DatasetPane.Changed)
+    @on(BackendPane.Changed)
+    def _pane_changed(self) -> None:
+        self.update_plan()
+
+    def watch_plan(self, plan: BenchPlan) -> None:
+        self._show_plan_summary()
+
+    @on(DatasetPane.Loaded)
+    def _show_plan_summary(self) -> None:
+        text = plan_summary(self.plan)
+        summary = self.query_one(DatasetPane).summary
+        n = summary.get("count") if summary else None
+        if isinstance(n, int) and self.plan.counts and max(self.plan.counts) > n:
+            text = f"⚠ the dataset has {n:,} records, fewer than count {max(self.plan.counts):,} · " + text
+        self.query_one("#plan-summary", Static).update(text)
+
+    def watch_running(self, running: bool) -> None:
+        self.query_one("#start", Button).disabled = running
+        self.query_one("#cancel", Button).disabled = not running
+        self.query_one("#export", Button).disabled = running or not self.rows
+        self.query_one(BackendPane).disabled = running
+        self.query_one("#dataset-pane").disabled = running
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "start":
+            return None if self.running else True
+        if action == "cancel":
+            return True if self.running else None
+        if action == "export":
+            return True if self.rows and not self.running else None
+        return True
+
+    # -- actions ---------------------------------------------------------------------------
+    def action_start(self) -> None:
+        if self.running:
+            self.notify("A benchmark is already running.", severity="warning")
+            return
+        plan = self.build_plan()
+        self.plan = plan
+        problem = plan_problem(plan)
+        pane = self.query_one(DatasetPane)
+        if problem is None and pane.error:
+            problem = f"The dataset cannot be read: {pane.error}"
+        if problem:
+            self.notify(problem, severity="error", markup=False)
+            return
+        self.rows = []
+        self.last_results = None
+        self.query_one(ResultsTable).clear_results()
+        self.query_one(Plots).update_rows([])
+        self._update_results_title()
+        self.query_one("#step-progress", ProgressBar).update(total=None, progress=0)
+        self.query_one("#overall-progress", ProgressBar).update(total=None, progress=0)
+        self.query_one("#step-name", Static).update("starting…")
+        self.cancel_event = threading.Event()
+        self._cancelling = False
+        self._started_at = time.monotonic()
+        self._tick()
+        self._timer = self.set_interval(0.5, self._tick)
+        self.running = True
+        self.bench_worker = self.run_bench(replace(plan), self.cancel_event)
+
+    def action_cancel(self) -> None:
+        if not self.running or self.cancel_event is None:
+            self.notify("No benchmark is running.", severity="information")
+            return
+        if not self._cancelling:
+            self._cancelling = True
+            self.cancel_event.set()
+            self.query_one("#step-name", Static).update("cancelling… (removing temporary stores)")
+
+    def action_escape(self) -> None:
+        if self.running:
+            self.action_cancel()
+        else:
+            self.query_one(ResultsTable).focus()
+
+    def action_export(self) -> None:
+        if self.running:
+            self.notify("Wait for the benchmark to finish (or cancel it) before exporting.", severity="warning")
+            return
+        if not self.rows:
+            self.notify("Nothing to export yet: run a benchmark first (s).", severity="warning")
+            return
+        table = self.last_results
+        if table is None or not table.rows:
+            table = ResultTable(rows=list(self.rows), plan=self.plan.to_dict(), dataset=self.plan.dataset)
+        self.export_results(table, self.query_one(BackendPane).config().output)
+
+    def action_browse(self) -> None:
+        path = self.query_one(DatasetPane).store_path
+        if path is None:
+            self.notify(
+                "Choose an existing store in the Dataset pane first; b opens it in the record browser.",
+                severity="warning",
+            )
+            return
+        try:
+            from .browser import BrowserScreen
+        except ImportError:
+            self.notify("The record browser is not available in this build.", severity="error")
+            return
+        self.app.push_screen(BrowserScreen(path))
+
+    def action_toggle_plots(self) -> None:
+        views = self.query_one("#views", TabbedContent)
+        views.active = "tab-plots" if views.active == "tab-results" else "tab-results"
+
+    def _tick(self) -> None:
+        self.query_one("#elapsed", Static).update(fmt_elapsed(time.monotonic() - self._started_at))
+
+    # -- buttons ---------------------------------------------------------------------------
+    @on(Button.Pressed, "#start")
+    def _start_pressed(self) -> None:
+        self.action_start()
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel_pressed(self) -> None:
+        self.action_cancel()
+
+    @on(Button.Pressed, "#export")
+    def _export_pressed(self) -> None:
+        self.action_export()
+
+    # -- the benchmark worker --------------------------------------------------------------
+    @work(thread=True, exclusive=True, exit_on_error=False, group="bench", name="benchmark")
+    def run_bench(self, plan: BenchPlan, cancel: threading.Event) -> None:
+        from ...bench.engine import run_plan
+
+        worker = get_current_worker()
+        interval = 1.0 / PROGRESS_RATE
+        last_progress = 0.0
+        pending: Progress | None = None
+        for event in run_plan(plan, cancel):
+            if worker.is_cancelled:
+                cancel.set()
+            if isinstance(event, Progress):
+                now = time.monotonic()
+                if now - last_progress < interval and event.done < event.total:
+                    pending = event
+                    continue
+                last_progress, pending = now, None
+                self.post_message(BenchProgress(event.done, event.total, event.step, event.steps))
+                continue
+            if pending is not None:
+                self.post_message(BenchProgress(pending.done, pending.total, pending.step, pending.steps))
+                pending = None
+            if isinstance(event, Started):
+                self.post_message(BenchStarted(event.experiment, event.backend, event.method, event.count,
+                                               event.step, event.steps))
+            elif isinstance(event, Result):
+                self.post_message(BenchResult(event.row))
+            elif isinstance(event, Error):
+                self.post_message(BenchError(event.experiment, event.backend, event.method, event.count,
+                                             event.message))
+            elif isinstance(event, Finished):
+                self.post_message(BenchFinished(event.results, event.cancelled))
+
+    @on(BenchStarted)
+    def _bench_started(self, m: BenchStarted) -> None:
+        if self._cancelling:
+            return
+        step = f" (step {m.step + 1}/{m.steps})" if m.steps else ""
+        self.query_one("#step-name", Static).update(
+            f"{m.experiment} · {m.backend} · {m.method} · {m.count:,} records{step}"
+        )
+        self.query_one("#step-progress", ProgressBar).update(total=None, progress=0)
+        if m.steps:
+            self.query_one("#overall-progress", ProgressBar).update(total=m.steps, progress=m.step)
+
+    @on(BenchProgress)
+    def _bench_progress(self, m: BenchProgress) -> None:
+        if m.total > 0:
+            self.query_one("#step-progress", ProgressBar).update(total=m.total, progress=m.done)
+        if m.steps:
+            frac = m.done / m.total if m.total else 0.0
+            self.query_one("#overall-progress", ProgressBar).update(total=m.steps, progress=m.step + frac)
+
+    @on(BenchResult)
+    def _bench_result(self, m: BenchResult) -> None:
+        self.rows.append(m.row)
+        self.query_one(ResultsTable).add_result(m.row)
+        self.query_one(Plots).update_rows(self.rows)
+        self._update_results_title()
+
+    def _update_results_title(self) -> None:
+        errors = sum(1 for r in self.rows if r.error)
+        failed = f", {errors} failed" if errors else ""
+        self.query_one("#views").border_title = f"{len(self.rows)} results{failed}"
+
+    @on(ResultsTable.RowHighlighted, "#results-table")
+    def _row_highlighted(self, event: ResultsTable.RowHighlighted) -> None:
+        # the error column is narrow: show the whole error of the highlighted row in the status line
+        if self.running:
+            return
+        table = self.query_one(ResultsTable)
+        rows = table.sorted_rows()
+        if 0 <= event.cursor_row < len(rows) and rows[event.cursor_row].error:
+            r = rows[event.cursor_row]
+            self.query_one("#step-name", Static).update(f"{r.backend}/{r.method}: {r.error}")
+
+    @on(BenchError)
+    def _bench_error(self, m: BenchError) -> None:
+        self.notify(
+            f"{m.experiment} {m.backend}/{m.method} at {m.count:,}: {m.message}",
+            title="Step failed",
+            severity="warning",
+            markup=False,
+        )
+
+    @on(BenchFinished)
+    def _bench_finished(self, m: BenchFinished) -> None:
+        self.last_results = m.results
+        elapsed = fmt_elapsed(time.monotonic() - self._started_at)
+        if m.cancelled:
+            self.query_one("#step-name", Static).update(f"cancelled after {elapsed}")
+            self.notify(f"Benchmark cancelled; {len(self.rows)} results kept.", severity="warning")
+        else:
+            self.query_one("#step-name", Static).update(f"finished: {len(self.rows)} results in {elapsed}")
+            for bar in self.query(ProgressBar):
+                bar.update(total=bar.total or 1, progress=bar.total or 1)
+            self.notify(f"Benchmark finished: {len(self.rows)} results in {elapsed}.")
+
+    @on(Worker.StateChanged)
+    def _worker_state(self, event: Worker.StateChanged) -> None:
+        # errors are notified once, by the app; here the run state is wound down
+        if event.worker is self.bench_worker and event.state in (
+            WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED
+        ):
+            if self._timer is not None:
+                self._timer.stop()
+                self._timer = None
+                self._tick()
+            if event.state == WorkerState.ERROR:
+                self.query_one("#step-name", Static).update("failed (see the notification)")
+            elif event.state == WorkerState.CANCELLED and self.last_results is None:
+                self.query_one("#step-name", Static).update("cancelled")
+            self.running = False
+            self._cancelling = False
+
+    async def stop_bench(self, timeout: float = 3.0) -> bool:
+        """Cancel a running benchmark and wait (up to ``timeout`` s) for it to clean up."""
+        worker = self.bench_worker
+        if worker is None or worker.is_finished:
+            return True
+        if self.cancel_event is not None:
+            self.cancel_event.set()
+        deadline = time.monotonic() + timeout
+        while not worker.is_finished and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return worker.is_finished
+
+    def on_unmount(self) -> None:
+        if self.cancel_event is not None:
+            self.cancel_event.set()
+
+    # -- export ----------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, exit_on_error=False, group="export", name="export")
+    def export_results(self, table: ResultTable, output: str) -> None:
+        folder = Path(output).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = folder / f"imgtui-results-{stamp}"
+        n = 1
+        while base.with_suffix(".json").exists() or base.with_suffix(".csv").exists():
+            n += 1
+            base = folder / f"imgtui-results-{stamp}-{n}"
+        json_path, csv_path = base.with_suffix(".json"), base.with_suffix(".csv")
+        table.to_json(json_path)
+        table.to_csv(csv_path)
+        self.post_message(ExportDone([str(json_path), str(csv_path)]))
+
+    @on(ExportDone)
+    def _export_done(self, m: ExportDone) -> None:
+        self.export_paths = m.paths
+        self.notify("Exported " + " and ".join(m.paths), title="Export", markup=False)

@@ -1,0 +1,1 @@
+"""Widgets of the imgtui app, one per file."""
