@@ -279,6 +279,57 @@ async def test_browser_on_real_store_with_16bit_images(tmp_path, backend):
         assert screen.record_list.details_of(29).shape == "x".join(map(str, records[29].image.shape))
 
 
+KILLED_WRITER = """
+import os, sys
+import numpy as np
+from imgtui.backends import open_writer
+w = open_writer(sys.argv[1], sys.argv[2])
+w.__enter__()
+for i in range(20):
+    w.write((np.full((8, 8), i, np.uint8), i))
+w.flush()
+os._exit(0)  # killed before the manifest is written
+"""
+
+
+@pytest.mark.skipif(not REAL, reason="the disk, LMDB and HDF5 backends are not all importable yet")
+@pytest.mark.parametrize("backend", ["disk", "lmdb", "hdf5"])
+async def test_incomplete_store_shows_one_line_error(tmp_path, backend):
+    import subprocess
+    import sys
+
+    from imgtui.backends import get_backend
+
+    path = str(tmp_path / f"killed{get_backend(backend).suffix or '.' + backend}")
+    subprocess.run([sys.executable, "-c", KILLED_WRITER, path, backend], check=True, timeout=120)
+    app = ScreenApp(lambda: BrowserScreen(path))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        assert screen.error is not None and "\n" not in screen.error
+        assert "incomplete" in screen.error.lower() or "not finalised" in screen.error.lower()
+        assert (screen.error, "error") in app.notes
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, BrowserScreen))
+
+
+@pytest.mark.skipif(not REAL, reason="the disk, LMDB and HDF5 backends are not all importable yet")
+async def test_truncated_hdf5_store_never_crashes(tmp_path):
+    (path,) = write_stores(tmp_path, {"hdf5": [make_record(i, 40) for i in range(40)]})
+    size = Path(path).stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+    app = ScreenApp(lambda: BrowserScreen(path))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        if screen.error is None:  # opened: some records fail to decode instead
+            await pilot.press("end")
+            await wait_for(pilot, lambda: "record 39\n" in record_text(screen))
+            await wait_for(pilot, lambda: any(sev == "error" for _, sev in app.notes))
+        errors = [m for m, sev in app.notes if sev == "error"]
+        assert errors and all("\n" not in m for m in errors)
+        assert app.is_running
+
+
 @pytest.mark.parametrize("kind", ["lmdb", "hdf5", "disk"])
 async def test_browser_opens_article_format_stores(tmp_path, kind):
     article = pytest.importorskip("imgtui.backends.article")
