@@ -392,7 +392,7 @@ class LmdbReader(StoreReader):
             )
         try:
             with env.begin() as txn:
-                names = [bytes(k) for k in txn.cursor().iternext(values=False)]
+                names = [bytes(k) for _, k in zip(range(8), txn.cursor().iternext(values=False))]
         except lmdb.Error as exc:
             raise CorruptStoreError(f"{data}: cannot read the LMDB main database ({_one_line(exc)})") from None
         if DB_META not in names:
