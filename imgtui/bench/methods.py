@@ -351,15 +351,56 @@ class _StoreRandomReader(RandomReader):
 
 
 # -- the article's plain functions ------------------------------------------------------------
+class _Counting(list):
+    """A list that reports progress (and honours cancel) as the article's loops walk it."""
+
+    def __init__(self, items, ctx: Ctx) -> None:
+        super().__init__(items)
+        self._ctx = ctx
+        self._seen = 0
+
+    def _tick(self) -> None:
+        self._seen += 1
+        if self._seen % BATCH == 0:
+            self._ctx.advance(BATCH)
+
+    def __iter__(self):
+        for item in super().__iter__():
+            yield item
+            self._tick()
+
+    def __getitem__(self, i):
+        item = super().__getitem__(i)
+        if isinstance(i, int):
+            self._tick()
+        return item
+
+    def finish(self) -> None:
+        rest = len(self) - (self._seen // BATCH) * BATCH
+        if rest > 0:
+            self._ctx.advance(rest)
+
+
 class ArticleMethod(Method):
-    """The Real Python article's functions, as ``imgtui.backends.article`` provides them."""
+    """The Real Python article's functions (``imgtui.backends.article``).
+
+    store_many: ``article.store_many_<backend>(images, labels, folder)`` as is; the images list
+    reports progress and checks cancel as the article's loop walks it.
+    read_many: hdf5 calls ``article.read_many_hdf5`` (one bulk read); disk and lmdb run the
+    article's own per-image loops (same calls: ``np.array(Image.open(...))``, ``pickle.loads``)
+    with a cancel check every 256 images, so that cancel works on big counts.
+    store_one: ``store_many_<backend>`` with one image. read_one / random access: the article's
+    single-image way, image by image (disk: open the PNG; lmdb: ``txn.get`` + ``pickle.loads``;
+    hdf5: ``file["images"][i]``); read_one opens the store for each image like the article's
+    ``read_single_*``.
+    """
 
     method = "article"
 
     def __init__(self, backend: str) -> None:
         self.backend = backend
         try:
-            from ..backends import article  # noqa: F401
+            from ..backends import article
         except ImportError:
             raise ImgtuiError("the article's methods (imgtui.backends.article) are not available") from None
         self.mod = article
@@ -367,6 +408,140 @@ class ArticleMethod(Method):
     def check_data(self, data: Data) -> None:
         if data.stacked is None:
             raise ImgtuiError("article method needs fixed-shape images")
+        if data.stacked.dtype != np.uint8:
+            raise ImgtuiError(f"article method needs 8-bit images (these are {data.stacked.dtype})")
+        if self.backend == "lmdb" and data.stacked.ndim != 4:
+            raise ImgtuiError("article LMDB method needs HxWxC images (its CIFAR_Image reads shape[2])")
+        if self.backend == "hdf5" and not all(isinstance(lb, int) and 0 <= lb <= 255 for lb in data.labels):
+            raise ImgtuiError("article HDF5 method needs integer labels from 0 to 255 (it stores them as uint8)")
+
+    def _store(self, folder: Path, images: list, labels: list) -> Handle:
+        n = len(images)
+        if self.backend == "disk":
+            d = folder / "store"
+            d.mkdir()
+            self.mod.store_many_disk(images, labels, d)
+            return Handle(d, n, {"dir": str(d)})
+        if self.backend == "lmdb":
+            p = self.mod.store_many_lmdb(images, labels, folder)
+            return Handle(Path(p), n, {"dir": str(folder)})
+        p = self.mod.store_many_hdf5(images, labels, folder)
+        return Handle(Path(p), n, {"dir": str(folder)})
+
+    def store_many(self, folder: Path, data: Data, ctx: Ctx) -> Handle:
+        self.check_data(data)
+        images = _Counting(data.images, ctx)
+        h = self._store(folder, images, data.labels)
+        images.finish()
+        return h
+
+    def store_one(self, folder: Path, record: Record) -> Handle:
+        return self._store(folder, [record.image], [record.label])
+
+    def read_one(self, handle: Handle, index: int) -> np.ndarray:
+        if self.backend == "disk":
+            from PIL import Image
+
+            return np.array(Image.open(handle.path / f"{index}.png"))
+        if self.backend == "lmdb":
+            import lmdb
+            import pickle
+
+            env = lmdb.open(str(handle.path), readonly=True)
+            with env.begin() as txn:
+                data = txn.get(f"{index:08}".encode("ascii"))
+                image = pickle.loads(data).get_image()
+            env.close()
+            return image
+        import h5py
+
+        with h5py.File(handle.path, "r") as f:
+            return np.array(f["/images"][index]).astype("uint8")
+
+    def read_many(self, handle: Handle, ctx: Ctx) -> tuple[list, list]:
+        n, d = handle.count, handle.extra["dir"]
+        if self.backend == "hdf5":
+            images, labels = self.mod.read_many_hdf5(n, d)
+            ctx.advance(n)
+            return [images], list(labels)
+        if self.backend == "disk":  # article.read_many_disk, with a cancel check per 256 images
+            import csv
+
+            from PIL import Image
+
+            disk_dir = Path(d)
+            images, labels = [], []
+            for image_id in range(n):
+                images.append(np.array(Image.open(disk_dir / f"{image_id}.png")))
+                if (image_id + 1) % BATCH == 0:
+                    ctx.advance(BATCH)
+            with open(disk_dir / f"{n}.csv", "r") as csvfile:
+                reader = csv.reader(csvfile, delimiter=" ", quotechar="|", quoting=csv.QUOTE_MINIMAL)
+                for row in reader:
+                    labels.append(int(row[0]))
+            ctx.advance(n % BATCH)
+            return images, labels
+        import lmdb  # article.read_many_lmdb, with a cancel check per 256 images
+        import pickle
+
+        images, labels = [], []
+        env = lmdb.open(str(Path(d) / f"{n}_lmdb"), readonly=True)
+        try:
+            with env.begin() as txn:
+                for image_id in range(n):
+                    data = txn.get(f"{image_id:08}".encode("ascii"))
+                    cifar_image = pickle.loads(data)
+                    images.append(cifar_image.get_image())
+                    labels.append(cifar_image.label)
+                    if (image_id + 1) % BATCH == 0:
+                        ctx.advance(BATCH)
+        finally:
+            env.close()
+        ctx.advance(n % BATCH)
+        return images, labels
+
+    def open_random(self, handle: Handle) -> RandomReader:
+        return _ArticleRandomReader(self.backend, handle)
+
+
+class _ArticleRandomReader(RandomReader):
+    """Image by image, the way the article reads single images (the store is opened once)."""
+
+    def __init__(self, backend: str, handle: Handle) -> None:
+        self.backend, self.handle = backend, handle
+        self._env = self._txn = self._f = None
+        if backend == "lmdb":
+            import lmdb
+
+            self._env = lmdb.open(str(handle.path), readonly=True)
+            self._txn = self._env.begin()
+        elif backend == "hdf5":
+            import h5py
+
+            self._f = h5py.File(handle.path, "r")
+            self._images = self._f["/images"]
+
+    def batch(self, indices):
+        if self.backend == "disk":
+            from PIL import Image
+
+            return np.stack([np.array(Image.open(self.handle.path / f"{int(i)}.png")) for i in indices])
+        if self.backend == "lmdb":
+            import pickle
+
+            return np.stack([pickle.loads(self._txn.get(f"{int(i):08}".encode("ascii"))).get_image() for i in indices])
+        return np.stack([np.array(self._images[int(i)]).astype("uint8") for i in indices])
+
+    def close(self) -> None:
+        if self._txn is not None:
+            self._txn.abort()
+            self._txn = None
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+        if self._f is not None:
+            self._f.close()
+            self._f = None
 
 
 def make_method(method: str, backend: str, backend_options: dict | None = None) -> Method:
