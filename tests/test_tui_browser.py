@@ -440,5 +440,24 @@ async def test_compare_reports_a_difference(tmp_path, monkeypatch):
     assert results[2][1] is True
 
 
+@pytest.mark.skipif(not REAL, reason="the disk, LMDB and HDF5 backends are not all importable yet")
+async def test_c_in_browser_compares_sibling_stores(tmp_path):
+    records = [make_record(i) for i in range(5)]
+    paths = write_stores(tmp_path, {"disk": records, "lmdb": records, "hdf5": records})
+    app = ScreenApp(lambda: BrowserScreen(paths[1]))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        await pilot.press("down", "down")
+        await wait_for(pilot, lambda: screen.record_list.current_index == 2)
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen))
+        compare = app.screen
+        await wait_for(pilot, lambda: compare.loaded_index == 2)
+        assert sorted(compare.paths) == sorted(str(Path(p).resolve()) for p in paths)
+        assert compare.identical is True
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is screen)
+
+
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__, "-q"])
