@@ -170,7 +170,16 @@ def _reconstructor(cls, base, state):
     return object.__new__(cls)
 
 
+def _codecs_encode(text, encoding="utf-8"):  # protocol 0-2 pickles store bytes this way
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("refusing _codecs.encode other than str -> latin1")
+    return text.encode("latin1")
+
+
 _ALLOWED[("copyreg", "_reconstructor")] = _reconstructor
+_ALLOWED[("copy_reg", "_reconstructor")] = _reconstructor  # protocol 0-2 spelling (Python 2 names)
+_ALLOWED[("__builtin__", "object")] = object
+_ALLOWED[("_codecs", "encode")] = _codecs_encode
 
 
 class RestrictedUnpickler(pickle.Unpickler):
