@@ -1,0 +1,599 @@
+"""The disk backend: a folder with one lossless PNG per record, a CSV table and a manifest.
+
+Layout of a store ``<path>/``::
+
+    images/000/000000.png ... images/000/000999.png   at most 1,000 files per sub-folder
+    images/001/001000.png ...
+    records.csv      index,file,label,label_type,shape,dtype,crc32,metadata  (one row per record)
+    manifest.json    written last and atomically; its presence marks the store complete
+
+``records.csv`` is plain RFC 4180 CSV (read it with ``csv`` or ``pandas.read_csv(...,
+dtype={"label": str})``): ``label_type`` says whether ``label`` is an ``int`` or a ``str``,
+``shape`` is ``HxW`` or ``HxWxC``, ``crc32`` is the decimal crc32 of the pixel bytes (C order,
+native byte order) and ``metadata`` is compact JSON.
+
+PNG encoding: imgtui writes the PNGs itself (numpy filters + ``zlib``; standard PNG, any
+decoder reads them): 8-bit gray/RGB/RGBA (colour types 0/2/6) and 16-bit gray with the Paeth
+filter, 16-bit RGB/RGBA (which Pillow cannot write, and reads only truncated to 8 bits) with
+the Up filter and big-endian samples as the PNG standard says. Reading goes through Pillow,
+except 16-bit RGB/RGBA, which this module decodes itself. An HxWx1 image is stored as a gray
+PNG; the ``shape`` column restores its third axis.
+
+Writing encodes each batch in a pool of worker threads (``zlib`` and file I/O release the GIL),
+keeping at most two batches in flight.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import struct
+import zlib
+from collections import deque
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import (
+    CorruptStoreError,
+    ImgtuiError,
+    IncompleteStoreError,
+    StoreFullError,
+    StoreNotFoundError,
+    WrongBackendError,
+)
+from ..records import Label, Record, loads_metadata, dumps_metadata
+from .base import Backend, StoreReader, StoreWriter, check_manifest
+
+MANIFEST = "manifest.json"
+TABLE = "records.csv"
+IMAGES = "images"
+FILES_PER_FOLDER = 1000
+COLUMNS = ("index", "file", "label", "label_type", "shape", "dtype", "crc32", "metadata")
+DEFAULT_PNG_LEVEL = 1
+
+_DTYPES = {"uint8": np.dtype(np.uint8), "uint16": np.dtype(np.uint16)}
+
+
+def image_name(index: int) -> str:
+    """Relative path of record ``index``'s PNG inside a store."""
+    return f"{IMAGES}/{index // FILES_PER_FOLDER:03d}/{index:06d}.png"
+
+
+# ---------------------------------------------------------------------------------------------
+# PNG encoding / decoding (numpy + zlib)
+# ---------------------------------------------------------------------------------------------
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+_COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type
+_CHANNELS = {0: 1, 2: 3, 6: 4, 4: 2}  # PNG colour type -> channels
+#: rows filtered at a time (bounds the int16 temporaries of the Paeth filter for big images)
+_ROW_BLOCK_BYTES = 1 << 22
+
+
+def _chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(tag)))
+
+
+def _paeth_rows(rows: np.ndarray, prev: np.ndarray, bpp: int, out: np.ndarray) -> None:
+    """Paeth-filter byte rows ``rows`` (h, n) whose preceding row is ``prev`` (n,) into ``out``."""
+    x = rows.astype(np.int16)
+    a = np.zeros_like(x)
+    a[:, bpp:] = x[:, :-bpp]
+    b = np.empty_like(x)
+    b[0] = prev
+    b[1:] = x[:-1]
+    c = np.zeros_like(x)
+    c[:, bpp:] = b[:, :-bpp]
+    p = a + b - c
+    pa = np.abs(p - a)
+    pb = np.abs(p - b)
+    pc = np.abs(p - c)
+    pred = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+    np.subtract(x, pred, out=pred)
+    out[...] = pred.astype(np.uint8)
+
+
+def encode_png(image: np.ndarray, level: int = DEFAULT_PNG_LEVEL) -> bytes:
+    """A standard, lossless PNG of a uint8/uint16 HxW, HxWx1, HxWx3 or HxWx4 array."""
+    h, w = image.shape[:2]
+    ch = 1 if image.ndim == 2 else image.shape[2]
+    depth = 8 * image.dtype.itemsize
+    if depth == 16:
+        image = image.astype(">u2", copy=False)  # PNG samples are big-endian
+    rows = np.ascontiguousarray(image).view(np.uint8).reshape(h, -1)
+    n = rows.shape[1]
+    bpp = ch * image.dtype.itemsize
+    raw = np.empty((h, n + 1), np.uint8)
+    if depth == 16 and ch > 1:
+        # Up filter: our own decoder undoes it with one vectorised cumulative sum
+        raw[:, 0] = 2
+        raw[0, 1:] = rows[0]
+        np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])
+    else:
+        raw[:, 0] = 4
+        step = max(1, _ROW_BLOCK_BYTES // max(1, n))
+        prev = np.zeros(n, np.uint8)
+        for r0 in range(0, h, step):
+            r1 = min(h, r0 + step)
+            _paeth_rows(rows[r0:r1], prev, bpp, raw[r0:r1, 1:])
+            prev = rows[r1 - 1]
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, _COLOR_TYPES[ch], 0, 0, 0)
+    return b"".join(
+        (_PNG_SIG, _chunk(b"IHDR", ihdr), _chunk(b"IDAT", zlib.compress(raw.data, level)), _chunk(b"IEND", b""))
+    )
+
+
+def _png_header(data: bytes) -> tuple[int, int, int, int, int]:
+    """(width, height, bit depth, colour type, interlace) from a PNG's IHDR."""
+    if data[:8] != _PNG_SIG or data[12:16] != b"IHDR" or len(data) < 33:
+        raise ValueError("not a PNG file")
+    w, h, depth, ctype, _comp, _filt, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    return w, h, depth, ctype, interlace
+
+
+def _unfilter(raw: np.ndarray, bpp: int) -> np.ndarray:
+    """Undo PNG filters of ``raw`` (h, 1+n) uint8; returns (h, n) uint8."""
+    ftypes = raw[:, 0]
+    data = raw[:, 1:]
+    h, n = data.shape
+    if (ftypes == 0).all():
+        return np.ascontiguousarray(data)
+    if (ftypes == 2).all():
+        return np.cumsum(data, axis=0, dtype=np.uint8)
+    out = np.empty((h, n), np.uint8)
+    prev = np.zeros(n, np.uint8)
+    for r in range(h):
+        f = int(ftypes[r])
+        line = data[r]
+        if f == 0:
+            cur = line.copy()
+        elif f == 1:
+            cur = np.cumsum(line.reshape(-1, bpp), axis=0, dtype=np.uint8).reshape(-1)
+        elif f == 2:
+            cur = line + prev
+        elif f in (3, 4):
+            cur = line.astype(np.int32)
+            up = prev.astype(np.int32)
+            for i in range(0, n, bpp):
+                left = cur[i - bpp : i] if i else np.zeros(bpp, np.int32)
+                b = up[i : i + bpp]
+                if f == 3:
+                    pred = (left + b) >> 1
+                else:
+                    c = up[i - bpp : i] if i else np.zeros(bpp, np.int32)
+                    p = left + b - c
+                    pa, pb, pc = np.abs(p - left), np.abs(p - b), np.abs(p - c)
+                    pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, b, c))
+                cur[i : i + bpp] = (cur[i : i + bpp] + pred) & 0xFF
+            cur = cur.astype(np.uint8)
+        else:
+            raise ValueError(f"bad PNG filter type {f} in row {r}")
+        out[r] = cur
+        prev = cur
+    return out
+
+
+def decode_png16(data: bytes) -> np.ndarray:
+    """Decode a non-interlaced 16-bit PNG (gray, gray+alpha, RGB, RGBA) to a native uint16 array."""
+    w, h, depth, ctype, interlace = _png_header(data)
+    if depth != 16 or ctype not in _CHANNELS or interlace:
+        raise ValueError(f"unsupported PNG (bit depth {depth}, colour type {ctype}, interlace {interlace})")
+    ch = _CHANNELS[ctype]
+    idat = []
+    pos = 8
+    end = len(data)
+    while pos + 12 <= end:
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        tag = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        if len(body) != length or pos + 12 + length > end:
+            raise ValueError("truncated PNG chunk")
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        if zlib.crc32(body, zlib.crc32(tag)) != crc:
+            raise ValueError(f"CRC error in PNG chunk {tag.decode('latin-1')}")
+        if tag == b"IDAT":
+            idat.append(body)
+        elif tag == b"IEND":
+            break
+        pos += 12 + length
+    else:
+        raise ValueError("PNG has no IEND chunk (truncated)")
+    n = w * ch * 2
+    raw = zlib.decompress(b"".join(idat))
+    if len(raw) != h * (n + 1):
+        raise ValueError(f"PNG image data has {len(raw)} bytes, expected {h * (n + 1)}")
+    rows = _unfilter(np.frombuffer(raw, np.uint8).reshape(h, n + 1), ch * 2)
+    img = rows.view(">u2").reshape((h, w) if ch == 1 else (h, w, ch))
+    return img.astype(np.uint16)
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """Decode PNG bytes to a numpy array (uint8, or uint16 for 16-bit files)."""
+    w, h, depth, ctype, _ = _png_header(data)
+    if depth == 16 and ctype != 0:
+        return decode_png16(data)
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
+        im.load()
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(im)
+            if arr.dtype != np.uint16:
+                arr = arr.astype(np.uint16)
+            return arr
+        if im.mode not in ("L", "RGB", "RGBA"):
+            im = im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB")
+        return np.asarray(im)
+
+
+# ---------------------------------------------------------------------------------------------
+# writer
+# ---------------------------------------------------------------------------------------------
+def _write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _encode_and_write(items: list[tuple[str, np.ndarray]], level: int) -> None:
+    for path, image in items:
+        _write_file(path, encode_png(image, level))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class DiskWriter(StoreWriter):
+    backend = "disk"
+    default_batch_size = 256
+    #: worker threads encoding PNGs (0: encode in the calling thread)
+    workers: ClassVar[int] = min(4, os.cpu_count() or 1)
+    #: batches submitted to the pool and not yet finished, at most
+    max_in_flight: ClassVar[int] = 2
+
+    @classmethod
+    def check_options(cls, options: dict) -> dict:
+        options = dict(options)
+        level = options.pop("png_level", DEFAULT_PNG_LEVEL)
+        if options:
+            raise ImgtuiError(
+                f"disk: unknown option(s) {', '.join(sorted(options))} (the disk backend takes png_level)"
+            )
+        try:
+            if isinstance(level, bool) or float(level) != int(level):
+                raise ValueError
+            ivalue = int(level)
+        except (TypeError, ValueError):
+            ivalue = -1
+        if not 0 <= ivalue <= 9:
+            raise ImgtuiError(f"disk: png_level must be a whole number from 0 to 9, got {level!r}")
+        return {"png_level": ivalue}
+
+    def _open_store(self) -> None:
+        self._pool: Executor | None = None
+        self._futures: deque[Future] = deque()
+        self._dirs_made: set[int] = set()
+        self._table = None
+        os.mkdir(self.build_path)
+        os.mkdir(self.build_path / IMAGES)
+        self._table = open(self.build_path / TABLE, "w", encoding="utf-8", newline="")
+        self._csv = csv.writer(self._table, lineterminator="\n")
+        self._csv.writerow(COLUMNS)
+        self._table.flush()
+
+    def _wait(self, keep: int) -> None:
+        while len(self._futures) > keep:
+            self._futures.popleft().result()
+
+    def _write_batch(self, records: list[Record], checksums: list[int], start: int) -> None:
+        level = self.options["png_level"]
+        items = []
+        rows = []
+        root = str(self.build_path)
+        for k, (rec, crc) in enumerate(zip(records, checksums)):
+            i = start + k
+            folder = i // FILES_PER_FOLDER
+            if folder not in self._dirs_made:
+                os.makedirs(os.path.join(root, IMAGES, f"{folder:03d}"), exist_ok=True)
+                self._dirs_made.add(folder)
+            name = image_name(i)
+            items.append((os.path.join(root, name), rec.image))
+            label = rec.label
+            rows.append((
+                i, name, label, "int" if isinstance(label, int) else "str",
+                "x".join(map(str, rec.image.shape)), str(rec.image.dtype), crc,
+                dumps_metadata(rec.metadata),
+            ))
+        # a single small batch (e.g. the store_one benchmark) is encoded right here: no pool
+        if self.workers <= 1 or (self._pool is None and len(records) < self.batch_size):
+            _encode_and_write(items, level)
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="imgtui-disk")
+            # the caller may reuse its arrays once write() returns: hand the threads copies
+            items = [(path, image.copy()) for path, image in items]
+            per = -(-len(items) // self.workers)
+            for s in range(0, len(items), per):
+                self._futures.append(self._pool.submit(_encode_and_write, items[s : s + per], level))
+            self._wait(self.max_in_flight * self.workers)
+        self._csv.writerows(rows)
+        self._table.flush()
+
+    def manifest(self, **extra: Any) -> dict:
+        layout = {"images": "images/{index//1000:03d}/{index:06d}.png", "files_per_folder": FILES_PER_FOLDER,
+                  "table": TABLE, "columns": list(COLUMNS)}
+        return super().manifest(layout=layout, **extra)
+
+    def _finalize(self, manifest: dict) -> None:
+        try:
+            self._wait(0)
+            self._shutdown_pool()
+            self._table.flush()
+            os.fsync(self._table.fileno())
+            self._table.close()
+            _atomic_write(self.build_path / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+        except OSError as exc:
+            if exc.errno == 28:
+                raise StoreFullError(f"disk full while writing {self.path}: {exc.strerror}") from None
+            raise
+
+    def _shutdown_pool(self, cancel: bool = False) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=cancel)  # no worker may write after this
+            self._pool = None
+
+    def _close_on_error(self) -> None:
+        try:
+            self._shutdown_pool(cancel=True)
+        finally:
+            table = getattr(self, "_table", None)
+            if table is not None:
+                try:
+                    table.close()
+                except OSError:
+                    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# reader
+# ---------------------------------------------------------------------------------------------
+_SHAPE_RE = re.compile(r"^[1-9][0-9]*x[1-9][0-9]*(x[134])?$")
+
+
+def _is_disk_folder(path: Path) -> bool:
+    return (path / TABLE).is_file() and (path / IMAGES).is_dir()
+
+
+class DiskReader(StoreReader):
+    backend = "disk"
+    #: threads decoding PNGs in get_many (0/1: decode in the calling thread)
+    workers: ClassVar[int] = 0
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__(path)
+        p = self.path
+        if not p.exists():
+            raise StoreNotFoundError(f"{p}: no such file or folder")
+        if not p.is_dir():
+            raise WrongBackendError(f"{p} is not a disk store (a disk store is a folder)")
+        mpath = p / MANIFEST
+        if not mpath.is_file():
+            if _is_disk_folder(p):
+                raise IncompleteStoreError(
+                    f"{p} is incomplete: its writer did not finish (interrupted or killed); "
+                    "re-create it with --overwrite"
+                )
+            raise WrongBackendError(f"{p} is not a disk store (no {MANIFEST} or {TABLE} in it)")
+        try:
+            manifest = json.loads(mpath.read_text(encoding="utf-8"))
+            if not isinstance(manifest, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise CorruptStoreError(f"{mpath}: cannot be read ({exc})") from None
+        self.manifest = check_manifest(manifest, "disk", p)
+        self._load_table()
+
+    def _load_table(self) -> None:
+        tpath = self.path / TABLE
+        labels: list[Label] = []
+        int_labels = True
+        shape_codes: list[int] = []
+        shapes: dict[tuple, int] = {}
+        crcs: list[int] = []
+        meta: list[str | None] = []
+        files: dict[int, str] = {}
+        try:
+            f = open(tpath, encoding="utf-8", newline="")
+        except OSError as exc:
+            raise CorruptStoreError(f"{tpath}: cannot be read ({exc.strerror})") from None
+        with f:
+            reader = csv.reader(f)
+            try:
+                header = next(reader, None)
+                if header is None or tuple(header[: len(COLUMNS)]) != COLUMNS:
+                    raise CorruptStoreError(f"{tpath}: header is not {','.join(COLUMNS)}")
+                for n, row in enumerate(reader):
+                    line = n + 2
+                    if len(row) < len(COLUMNS):
+                        raise CorruptStoreError(f"{tpath} line {line}: expected {len(COLUMNS)} columns, got {len(row)}")
+                    idx, name, label, ltype, shape, dtype, crc, md = row[: len(COLUMNS)]
+                    if idx != str(n):
+                        raise CorruptStoreError(f"{tpath} line {line}: index {idx!r}, expected {n}")
+                    if ltype == "int":
+                        label = int(label)
+                    elif ltype == "str":
+                        int_labels = False
+                    else:
+                        raise CorruptStoreError(f"{tpath} line {line}: label_type {ltype!r} is not int or str")
+                    if dtype not in _DTYPES or not _SHAPE_RE.match(shape):
+                        raise CorruptStoreError(f"{tpath} line {line}: bad shape {shape!r} or dtype {dtype!r}")
+                    key = (tuple(int(s) for s in shape.split("x")), dtype)
+                    shape_codes.append(shapes.setdefault(key, len(shapes)))
+                    labels.append(label)
+                    crcs.append(int(crc))
+                    meta.append(None if md in ("", "{}") else md)
+                    if name != image_name(n):
+                        files[n] = name
+            except csv.Error as exc:
+                raise CorruptStoreError(f"{tpath} line {reader.line_num}: {exc}") from None
+            except ValueError as exc:
+                raise CorruptStoreError(f"{tpath} line {reader.line_num}: bad value ({exc})") from None
+            except UnicodeDecodeError:
+                raise CorruptStoreError(f"{tpath}: not UTF-8 text") from None
+        self._n = len(crcs)
+        self._int_labels = int_labels
+        self._labels_col: Any = np.array(labels, dtype=np.int64) if int_labels and labels else labels
+        self._shape_list = [k for k, _ in sorted(shapes.items(), key=lambda kv: kv[1])]
+        self._shape_codes = np.array(shape_codes, dtype=np.uint32)
+        self._crc = np.array(crcs, dtype=np.uint32)
+        self._meta = meta
+        self._files = files
+
+    # -- StoreReader hooks ------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._n
+
+    def file_of(self, index: int) -> str:
+        """Relative path (from the store folder) of record ``index``'s PNG."""
+        return self._files.get(index) or image_name(index)
+
+    def _label(self, i: int) -> Label:
+        return int(self._labels_col[i]) if self._int_labels else self._labels_col[i]
+
+    def _decode(self, i: int) -> np.ndarray:
+        name = self.file_of(i)
+        path = self.path / name
+        shape, dtype = self._shape_list[self._shape_codes[i]]
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise CorruptStoreError(f"{path}: image file of record {i} is missing") from None
+        except OSError as exc:
+            raise CorruptStoreError(f"{path}: cannot read record {i} ({exc.strerror})") from None
+        try:
+            img = decode_png(data)
+        except Exception as exc:  # Pillow raises many kinds of errors on damaged files
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CorruptStoreError(f"{path}: record {i} is not a readable PNG ({msg})") from None
+        want = _DTYPES[dtype]
+        if img.dtype != want or img.size != int(np.prod(shape)) or img.shape[:2] != shape[:2]:
+            raise CorruptStoreError(
+                f"{path}: record {i} decodes to {'x'.join(map(str, img.shape))} {img.dtype}, "
+                f"records.csv says {'x'.join(map(str, shape))} {dtype}"
+            )
+        return img.reshape(shape)
+
+    def _read(self, index: int) -> Record:
+        md = self._meta[index]
+        return Record(self._decode(index), self._label(index), loads_metadata(md) if md else {})
+
+    def get_many(self, indices: Sequence[int]) -> list[Record]:
+        idx = [self._index(i) for i in indices]
+        if self.workers <= 1 or len(idx) < 32:
+            return [self._read(i) for i in idx]
+        pool = self._get_pool()
+        return list(pool.map(self._read, idx, chunksize=max(1, len(idx) // (4 * self.workers))))
+
+    def _get_pool(self) -> Executor:
+        pool = getattr(self, "_pool", None)
+        if pool is None:
+            pool = self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="imgtui-disk-read")
+        return pool
+
+    def close(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            self._pool = None
+            pool.shutdown(wait=True)
+
+    def _labels(self) -> list[Label]:
+        return self._labels_col.tolist() if self._int_labels else list(self._labels_col)
+
+    def _stored_checksum(self, index: int) -> int | None:
+        return int(self._crc[index])
+
+    def _verify_extra(self) -> list[str]:
+        problems: list[str] = []
+        count = self.manifest.get("count")
+        if count != self._n:
+            problems.append(f"{self.path / TABLE} has {self._n:,} rows but {MANIFEST} says {count} records")
+        listed = {self.file_of(i) for i in range(self._n)}
+        found: set[str] = set()
+        root = self.path / IMAGES
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            rel = Path(dirpath).relative_to(self.path).as_posix()
+            for fn in sorted(filenames):
+                found.add(f"{rel}/{fn}")
+        for i in range(self._n):
+            name = self.file_of(i)
+            if name not in found:
+                problems.append(f"record {i}: image file {name} is missing")
+        for name in sorted(found - listed):
+            problems.append(f"{name}: extra file not listed in {TABLE}")
+        for name in sorted(os.listdir(self.path)):
+            if name not in (MANIFEST, TABLE, IMAGES):
+                problems.append(f"{name}: unexpected file in the store folder")
+        return problems
+
+    def info(self) -> dict:
+        d = super().info()
+        d["layout"] = "one PNG per record in images/NNN/ (1,000 per folder), records.csv, manifest.json"
+        return d
+
+
+class DiskBackend(Backend):
+    name = "disk"
+    suffix = ""
+    writer_cls = DiskWriter
+    reader_cls = DiskReader
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        path = Path(path)
+        if not path.is_dir():
+            return False
+        mpath = path / MANIFEST
+        if mpath.is_file():
+            try:
+                m = json.loads(mpath.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError):
+                return _is_disk_folder(path)
+            return isinstance(m, dict) and m.get("format") == "imgtui" and m.get("backend") == "disk"
+        if not _is_disk_folder(path):
+            return False
+        try:  # an incomplete store: records.csv written by imgtui (our header) + images/
+            with open(path / TABLE, encoding="utf-8", newline="") as f:
+                return f.readline().strip() == ",".join(COLUMNS)
+        except (OSError, UnicodeDecodeError):
+            return False
+
+    @classmethod
+    def recipe(cls) -> str:
+        return (
+            "pandas.read_csv('records.csv', dtype={'label': str}) lists every record; "
+            "PIL.Image.open(file) reads each PNG (reshape to the shape column; 16-bit RGB/RGBA files "
+            "need a 16-bit reader such as imgtui.backends.disk.decode_png or OpenCV)"
+        )
