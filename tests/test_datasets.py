@@ -109,7 +109,9 @@ def test_decode_truncated_and_garbage(tmp_path):
     (tmp_path / "junk.png").write_bytes(b"not a png at all")
     with pytest.raises(DatasetError, match=r"junk\.png: not a readable image \(unknown or corrupt format\)"):
         decode_image(tmp_path / "junk.png")
-    np.save(tmp_path / "unused.npy", np.zeros(1))
+    png = rgb()
+    save(tmp_path / "misnamed.jpg", png, fmt="PNG")  # the extension is only a hint
+    assert np.array_equal(decode_image(tmp_path / "misnamed.jpg"), png)
     Image.fromarray(np.zeros((3, 3), np.float32)).save(tmp_path / "float.tif")
     with pytest.raises(DatasetError, match="floating-point images are not supported"):
         decode_image(tmp_path / "float.tif")
@@ -242,6 +244,8 @@ def test_labels_csv_explicit_path_and_subpaths(tmp_path):
     (tmp_path / "my.csv").write_text("path,Label\n./sub/a.png,7\nb.png,8\n")
     recs = list(FolderDataset(tmp_path / "imgs", labels_csv=tmp_path / "my.csv"))
     assert [(r.metadata["file"], r.label) for r in recs] == [("sub/a.png", 7), ("b.png", 8)]
+    with pytest.raises(DatasetError, match=r"imgs/labels\.csv: labels file not found"):
+        FolderDataset(tmp_path / "imgs", labels_csv=True)
     with pytest.raises(DatasetError, match=r"nope\.csv: labels file not found"):
         FolderDataset(tmp_path / "imgs", labels_csv=tmp_path / "nope.csv")
 
