@@ -336,6 +336,35 @@ def test_cifar100_batch(tmp_path):
                           "coarse_label": d[b"coarse_labels"][1], "coarse_label_name": f"c{d[b'coarse_labels'][1]}"}
 
 
+def py2_str(b: bytes) -> bytes:  # py2 str -> SHORT_BINSTRING / BINSTRING
+    return (b"U" + bytes([len(b)]) + b) if len(b) < 256 else (b"T" + struct.pack("<i", len(b)) + b)
+
+
+def py2_cifar_pickle(data: np.ndarray, labels: list[int], filenames: list[bytes]) -> bytes:
+    """A CIFAR batch pickled the way Python 2's cPickle (protocol 2) wrote the original files."""
+    n = data.shape[0]
+    arr = (b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n" + b"K\x00\x85" + py2_str(b"b") + b"\x87R"
+           + b"(K\x01" + b"K" + bytes([n]) + b"M" + struct.pack("<H", 3072) + b"\x86"
+           + b"cnumpy\ndtype\n" + py2_str(b"u1") + b"K\x00K\x01\x87R"
+           + b"(K\x03" + py2_str(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+           + b"\x89" + py2_str(data.tobytes()) + b"tb")
+    lab = b"](" + b"".join(b"K" + bytes([x]) for x in labels) + b"e"
+    names = b"](" + b"".join(py2_str(f) for f in filenames) + b"e"
+    return (b"\x80\x02}(" + py2_str(b"batch_label") + py2_str(b"testing batch 1 of 1") + py2_str(b"labels") + lab
+            + py2_str(b"data") + arr + py2_str(b"filenames") + names + b"u.")
+
+
+def test_cifar_python2_pickle(tmp_path):
+    """The real CIFAR files were written by Python 2 (str keys/data become bytes)."""
+    data = np.random.default_rng(3).integers(0, 256, (3, 3072), dtype=np.uint8)
+    (tmp_path / "data_batch_1").write_bytes(py2_cifar_pickle(data, [3, 1, 4], [b"a.png", b"b.png", b"c.png"]))
+    assert is_cifar_batch(tmp_path / "data_batch_1")
+    recs = list(open_dataset(tmp_path / "data_batch_1"))
+    assert [r.label for r in recs] == [3, 1, 4]
+    assert [r.metadata for r in recs][2] == {"filename": "c.png", "batch": "data_batch_1"}
+    assert np.array_equal(recs[1].image, data[1].reshape(3, 32, 32).transpose(1, 2, 0))
+
+
 class Evil:
     def __reduce__(self):
         return (os.system, ("echo pwned > pwned.txt",))
