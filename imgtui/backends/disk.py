@@ -463,7 +463,7 @@ class DiskReader(StoreReader):
                 raise CorruptStoreError(f"{tpath}: not UTF-8 text") from None
         self._n = len(crcs)
         self._int_labels = int_labels
-        self._labels_col: Any = np.array(labels, dtype=np.int64) if int_labels and labels else labels
+        self._labels_col: Any = np.array(labels, dtype=np.int64) if int_labels else labels
         self._shape_list = [k for k, _ in sorted(shapes.items(), key=lambda kv: kv[1])]
         self._shape_codes = np.array(shape_codes, dtype=np.uint32)
         self._crc = np.array(crcs, dtype=np.uint32)
