@@ -16,7 +16,8 @@ Records: image ``32x32x3`` uint8 (``data`` row reshaped ``(3, 32, 32)`` then cha
 ``"label_name"`` when ``batches.meta`` / ``meta`` is next to the batch file, and
 ``"coarse_label"`` (+ ``"coarse_label_name"``) for CIFAR-100.
 
-Each batch is a single ~30 MB pickle, so one batch at a time is held in memory. ``length`` is
+Each batch is a single ~30 MB pickle; the first batch stays cached and one more is held while
+iterating. ``length`` is
 known after opening: every batch is loaded (and validated) once at construction.
 """
 
@@ -200,14 +201,13 @@ class CifarDataset(Dataset):
             self.files = [self.path]
             folder = self.path.parent
         self.label_names, self.coarse_names = _label_names(folder)
-        self._cache: _Batch | None = None
-        self._counts = []
+        self._counts: list[int] = []
+        self._cache: _Batch | None = None  # the first batch (~30 MB), which every iteration starts with
         for f in self.files:
-            batch = _Batch(f)
+            batch = _Batch(f)  # validates every batch now, so a bad one fails early
             self._counts.append(batch.n)
-            self._cache = batch
-        if len(self.files) > 1:
-            self._cache = None  # hold at most one batch, and only when there is just one
+            if self._cache is None:
+                self._cache = batch
 
     @property
     def length(self) -> int:
@@ -226,19 +226,25 @@ class CifarDataset(Dataset):
     def __iter__(self) -> Iterator[Record]:
         for f in self.files:
             b = self._batch(f)
-            for i in range(b.n):
-                image = np.ascontiguousarray(b.data[i].reshape(3, 32, 32).transpose(1, 2, 0))
-                label = int(b.labels[i])
-                meta: dict[str, Any] = {}
-                if b.filenames is not None:
-                    meta["filename"] = _str(b.filenames[i])
-                meta["batch"] = f.name
-                if self.label_names is not None and 0 <= label < len(self.label_names):
-                    meta["label_name"] = self.label_names[label]
-                if b.coarse is not None:
-                    c = int(b.coarse[i])
-                    meta["coarse_label"] = c
-                    if self.coarse_names is not None and 0 <= c < len(self.coarse_names):
-                        meta["coarse_label_name"] = self.coarse_names[c]
-                yield Record(image, label, meta)
+            labels = b.labels.tolist()
+            step = 1000
+            for lo in range(0, b.n, step):
+                # channels-last for a slice at once, then one small copy per record
+                block = np.ascontiguousarray(b.data[lo : lo + step].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+                for j in range(block.shape[0]):
+                    yield self._record(b, f.name, lo + j, block[j].copy(), labels[lo + j])
             del b
+
+    def _record(self, b: _Batch, batch: str, i: int, image: np.ndarray, label: int) -> Record:
+        meta: dict[str, Any] = {}
+        if b.filenames is not None:
+            meta["filename"] = _str(b.filenames[i])
+        meta["batch"] = batch
+        if self.label_names is not None and 0 <= label < len(self.label_names):
+            meta["label_name"] = self.label_names[label]
+        if b.coarse is not None:
+            c = int(b.coarse[i])
+            meta["coarse_label"] = c
+            if self.coarse_names is not None and 0 <= c < len(self.coarse_names):
+                meta["coarse_label_name"] = self.coarse_names[c]
+        return Record(image, label, meta)
