@@ -6,6 +6,7 @@ Specs:
 - CIFAR-10/100 python batch files (a batch file, or the folder holding them)
 - ``.npz`` / ``.npy`` arrays (``name.npz``, optionally ``name.npz:train``)
 - an existing imgtui store (disk, LMDB or HDF5)
+- a folder of DICOM files, or ``dicom:PATH`` (needs the ``imgtui[dicom]`` extra)
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ def open_dataset(
         kwargs.update(options)
         return SyntheticDataset(**kwargs)
     text = str(spec)
+    if text.startswith("dicom:"):
+        from .dicom import DicomDataset
+
+        return DicomDataset(text[len("dicom:"):], on_error=on_error, warn=warn, **options)
     key = None
     if ":" in text and not Path(text).exists():
         text, _, key = text.rpartition(":")
@@ -94,6 +99,14 @@ def open_dataset(
         from .store import StoreDataset
 
         return StoreDataset(path)
+    from .dicom import find_dicom_files, is_dicom_file
+
+    if (path.is_file() and is_dicom_file(path)) or (path.is_dir() and find_dicom_files(path, limit=1)):
+        image_suffixes = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+        if path.is_file() or not any(p.suffix.lower() in image_suffixes for p in path.rglob("*")):
+            from .dicom import DicomDataset
+
+            return DicomDataset(path, on_error=on_error, warn=warn, **options)
     if path.is_dir():
         from .folder import FolderDataset
 

@@ -1,0 +1,250 @@
+"""DICOM folders as a dataset source (optional extra ``imgtui[dicom]``, which brings pydicom).
+
+Each image frame becomes a record:
+- image: the pixel array, kept lossless. uint8/uint16 stay as they are. Signed 16-bit pixels
+  (CT) are shifted by +32768 into uint16 and the record's metadata says ``"stored_offset": -32768``
+  (original value = stored + offset), so nothing is lost and windowing stays monotonic.
+- label: the value of a chosen tag (default ``Modality``) or the ``label`` column of a CSV
+  (``file,label``).
+- metadata: rescale slope/intercept, window centre/width, pixel spacing and other
+  non-identifying acquisition tags (ALLOWED_TAGS) plus the file's relative path and frame.
+
+Patient-identifying attributes (the DICOM PS3.15 basic de-identification profile: names, IDs,
+dates, addresses, UIDs, institution, physicians, free-text descriptions ...) are never copied
+unless ``allow_identifying=True``; asking for one of them in ``extra_tags`` without that flag is
+an error.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from ..errors import DatasetError
+from ..records import Record
+from .base import Dataset
+
+#: acquisition tags copied into metadata by default: none of them identifies a patient
+ALLOWED_TAGS = (
+    "Modality", "BodyPartExamined", "PhotometricInterpretation", "Rows", "Columns",
+    "BitsAllocated", "BitsStored", "PixelRepresentation", "SamplesPerPixel",
+    "RescaleSlope", "RescaleIntercept", "RescaleType", "WindowCenter", "WindowWidth",
+    "PixelSpacing", "SliceThickness", "SpacingBetweenSlices", "ImageOrientationPatient",
+    "KVP", "MagneticFieldStrength", "EchoTime", "RepetitionTime", "FlipAngle",
+    "Manufacturer", "ManufacturerModelName", "ImageType", "InstanceNumber",
+)
+
+#: attributes of the basic de-identification profile (PS3.15 table E.1-1), by keyword
+IDENTIFYING_TAGS = frozenset("""
+PatientName PatientID PatientBirthDate PatientBirthTime PatientSex PatientAge PatientAddress
+PatientTelephoneNumbers PatientMotherBirthName OtherPatientIDs OtherPatientNames
+OtherPatientIDsSequence PatientBirthName PatientSize PatientWeight MilitaryRank BranchOfService
+MedicalRecordLocator EthnicGroup Occupation AdditionalPatientHistory PatientComments
+PatientInsurancePlanCodeSequence PatientReligiousPreference CountryOfResidence RegionOfResidence
+ResponsiblePerson ResponsibleOrganization IssuerOfPatientID PregnancyStatus
+ReferringPhysicianName ReferringPhysicianAddress ReferringPhysicianTelephoneNumbers
+PerformingPhysicianName NameOfPhysiciansReadingStudy PhysiciansOfRecord OperatorsName
+RequestingPhysician ScheduledPerformingPhysicianName
+InstitutionName InstitutionAddress InstitutionalDepartmentName StationName DeviceSerialNumber
+AccessionNumber StudyID StudyDate SeriesDate AcquisitionDate ContentDate StudyTime SeriesTime
+AcquisitionTime ContentTime AcquisitionDateTime InstanceCreationDate InstanceCreationTime
+StudyInstanceUID SeriesInstanceUID SOPInstanceUID FrameOfReferenceUID MediaStorageSOPInstanceUID
+ReferencedSOPInstanceUID StorageMediaFileSetUID IrradiationEventUID
+StudyDescription SeriesDescription ImageComments RequestedProcedureDescription
+PerformedProcedureStepDescription AdmittingDiagnosesDescription DerivationDescription
+ProtocolName PerformedProcedureStepID RequestAttributesSequence ContentSequence
+""".split())
+
+
+def _require_pydicom():
+    try:
+        import pydicom  # noqa: F401
+    except ImportError:
+        raise DatasetError(
+            "reading DICOM needs pydicom: install it with  python -m pip install 'imgtui[dicom]'"
+        ) from None
+    import pydicom
+
+    return pydicom
+
+
+def _json_value(value: Any) -> Any:
+    """DICOM values (MultiValue, DSfloat, IS, PersonName ...) as plain JSON values."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return [_json_value(v) for v in value]
+    if isinstance(value, bytes):
+        return None
+    if isinstance(value, float) or type(value).__name__ in ("DSfloat", "DSdecimal"):
+        return float(value)
+    if isinstance(value, int) or type(value).__name__ == "IS":
+        return int(value)
+    return str(value)
+
+
+def is_dicom_file(path: Path) -> bool:
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def find_dicom_files(root: Path, limit: int | None = None) -> list[Path]:
+    files = []
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.suffix.lower() in (".dcm", ".dicom"):
+            files.append(p)
+            if limit is not None and len(files) >= limit:
+                break
+    return files
+
+
+class DicomDataset(Dataset):
+    kind = "dicom"
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        label_tag: str = "Modality",
+        labels_csv: str | Path | None = None,
+        extra_tags: tuple[str, ...] = (),
+        allow_identifying: bool = False,
+        on_error: str = "stop",
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.pydicom = _require_pydicom()
+        self.root = Path(root)
+        if not self.root.exists():
+            raise DatasetError(f"{self.root}: no such file or folder")
+        bad = sorted(t for t in (*extra_tags, label_tag) if t in IDENTIFYING_TAGS)
+        if bad and not allow_identifying:
+            raise DatasetError(
+                f"refusing to copy patient-identifying DICOM attribute(s) {', '.join(bad)}; "
+                "pass allow_identifying=True only if the store may hold identifying data"
+            )
+        self.label_tag, self.extra_tags = label_tag, tuple(extra_tags)
+        self.allow_identifying = allow_identifying
+        if on_error not in ("stop", "skip"):
+            raise DatasetError(f"on_error must be 'stop' or 'skip', got {on_error!r}")
+        self.on_error, self.warn = on_error, warn
+        self.files = [self.root] if self.root.is_file() else find_dicom_files(self.root)
+        if not self.files:
+            raise DatasetError(f"{self.root}: no DICOM files (*.dcm) found")
+        self.labels: dict[str, str] | None = None
+        if labels_csv is not None:
+            self.labels = self._read_labels(Path(labels_csv))
+
+    def _read_labels(self, path: Path) -> dict[str, str]:
+        try:
+            with open(path, newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+        except OSError as exc:
+            raise DatasetError(f"{path}: cannot read labels ({exc.strerror})") from None
+        if not rows or "file" not in rows[0] or "label" not in rows[0]:
+            raise DatasetError(f"{path}: labels CSV needs a header with 'file' and 'label' columns")
+        return {r["file"]: r["label"] for r in rows}
+
+    @property
+    def length(self) -> int | None:
+        return None  # multi-frame files add records; known only after reading headers
+
+    def describe(self) -> str:
+        return f"DICOM folder {self.root} ({len(self.files):,} files)"
+
+    def _rel(self, path: Path) -> str:
+        return path.name if self.root.is_file() else str(path.relative_to(self.root))
+
+    def _fail(self, msg: str) -> None:
+        if self.on_error == "skip":
+            if self.warn is not None:
+                self.warn(msg)
+            return
+        raise DatasetError(msg)
+
+    def read_file(self, path: Path) -> list[Record]:
+        """All frames of one file as records (DatasetError naming the file when it cannot)."""
+        pydicom = self.pydicom
+        rel = self._rel(path)
+        try:
+            ds = pydicom.dcmread(path)
+        except Exception as exc:
+            raise DatasetError(f"{rel}: not a readable DICOM file ({str(exc).splitlines()[0]})") from None
+        if "PixelData" not in ds:
+            raise DatasetError(f"{rel}: DICOM file has no pixel data")
+        try:
+            arr = ds.pixel_array
+        except Exception as exc:
+            text = " ".join(str(exc).split())
+            if "missing dependencies" in text or "plugin" in text.lower() or isinstance(exc, NotImplementedError):
+                tsx = ds.file_meta.TransferSyntaxUID.name if "TransferSyntaxUID" in ds.file_meta else "compressed"
+                raise DatasetError(
+                    f"{rel}: pixel data uses {tsx} and no decoder for it is installed "
+                    "(install pylibjpeg with pylibjpeg-libjpeg/-openjpeg, or gdcm)"
+                ) from None
+            raise DatasetError(f"{rel}: pixel data cannot be decoded ({text[:200]})") from None
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        if frames == 1:
+            arr = arr[None]
+        meta_common = self._metadata(ds, rel)
+        label = self._label(ds, rel)
+        records = []
+        for f, frame in enumerate(arr):
+            frame, offset = self._to_unsigned(np.asarray(frame), rel)
+            if samples == 1 and frame.ndim != 2:
+                raise DatasetError(f"{rel}: unexpected pixel array shape {frame.shape}")
+            meta = dict(meta_common)
+            if frames > 1:
+                meta["frame"] = f
+            if offset:
+                meta["stored_offset"] = offset
+            records.append(Record(np.ascontiguousarray(frame), label, meta))
+        return records
+
+    def _to_unsigned(self, a: np.ndarray, rel: str) -> tuple[np.ndarray, int]:
+        if a.dtype.kind == "u" and a.dtype.itemsize <= 2:
+            return a.astype(a.dtype.newbyteorder("=")), 0
+        if a.dtype.kind == "i" and a.dtype.itemsize <= 2:
+            if a.dtype.itemsize == 1:
+                return (a.astype(np.int16) + 128).astype(np.uint8), -128
+            return (a.astype(np.int32) + 32768).astype(np.uint16), -32768
+        raise DatasetError(f"{rel}: {a.dtype} pixels are not supported (imgtui stores 8- and 16-bit images)")
+
+    def _label(self, ds: Any, rel: str) -> int | str:
+        if self.labels is not None:
+            if rel not in self.labels:
+                raise DatasetError(f"{rel}: no row for this file in the labels CSV")
+            value = self.labels[rel]
+            return int(value) if value.lstrip("-").isdigit() else value
+        value = ds.get(self.label_tag)
+        if value is None:
+            return ""
+        value = _json_value(value)
+        return value if isinstance(value, (int, str)) else str(value)
+
+    def _metadata(self, ds: Any, rel: str) -> dict:
+        meta: dict[str, Any] = {"file": rel}
+        for tag in (*ALLOWED_TAGS, *self.extra_tags):
+            if tag in IDENTIFYING_TAGS and not self.allow_identifying:
+                continue
+            if tag in ds:
+                value = _json_value(ds.get(tag))
+                if value is not None:
+                    meta[tag] = value
+        return meta
+
+    def __iter__(self) -> Iterator[Record]:
+        for path in self.files:
+            try:
+                recs = self.read_file(path)
+            except DatasetError as exc:
+                self._fail(str(exc))
+                continue
+            yield from recs

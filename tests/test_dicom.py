@@ -1,0 +1,109 @@
+"""The DICOM source: lossless pixels, windowing metadata, no patient-identifying data in stores."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pydicom = pytest.importorskip("pydicom")
+
+from imgtui.datasets import open_dataset  # noqa: E402
+from imgtui.datasets.dicom import DicomDataset  # noqa: E402
+from imgtui.errors import DatasetError  # noqa: E402
+
+TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+def sample(name):
+    p = TEST_FILES / name
+    if not p.exists():
+        pytest.skip(f"pydicom sample {name} not shipped with this pydicom")
+    return p
+
+
+@pytest.fixture
+def dicom_dir(tmp_path):
+    d = tmp_path / "scans"
+    d.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        shutil.copy(sample(name), d / name)
+    return d
+
+
+def test_ct_pixels_lossless_with_offset_and_window_metadata(dicom_dir):
+    ds = open_dataset(str(dicom_dir))
+    assert isinstance(ds, DicomDataset)
+    recs = list(ds)
+    assert len(recs) == 2
+    ct = recs[0]
+    original = pydicom.dcmread(dicom_dir / "CT_small.dcm").pixel_array
+    assert ct.image.dtype == np.uint16 and ct.image.shape == original.shape
+    assert ct.metadata["stored_offset"] == -32768
+    assert np.array_equal(ct.image.astype(np.int32) + ct.metadata["stored_offset"], original)
+    assert ct.label == "CT"
+    assert "RescaleSlope" in ct.metadata and "RescaleIntercept" in ct.metadata
+    assert ct.metadata["file"] == "CT_small.dcm"
+
+
+def test_identifying_tags_never_copied(dicom_dir):
+    raw = pydicom.dcmread(dicom_dir / "CT_small.dcm")
+    assert str(raw.PatientName)  # the sample does carry a patient name
+    for rec in open_dataset(str(dicom_dir)):
+        for key in ("PatientName", "PatientID", "PatientBirthDate", "StudyInstanceUID", "InstitutionName"):
+            assert key not in rec.metadata
+        assert str(raw.PatientName) not in repr(rec.metadata)
+
+
+def test_asking_for_identifying_tag_is_refused(dicom_dir):
+    with pytest.raises(DatasetError, match="refusing to copy patient-identifying DICOM attribute"):
+        DicomDataset(dicom_dir, extra_tags=("PatientName",))
+    ds = DicomDataset(dicom_dir, extra_tags=("PatientName",), allow_identifying=True)
+    assert "PatientName" in next(iter(ds)).metadata
+
+
+def test_store_holds_no_patient_name(dicom_dir, tmp_path):
+    backends = pytest.importorskip("imgtui.backends.hdf5_store")
+    from imgtui.backends.convert import convert
+
+    dest = tmp_path / "scans.h5"
+    convert(open_dataset(str(dicom_dir)), dest, "hdf5")
+    name = str(pydicom.dcmread(dicom_dir / "CT_small.dcm").PatientName).encode()
+    assert name not in dest.read_bytes()
+    import imgtui
+
+    with imgtui.open(dest) as r:
+        assert r.verify().ok and r[0].metadata["stored_offset"] == -32768
+    del backends
+
+
+def test_file_without_pixel_data_and_missing_decoder(tmp_path):
+    d = tmp_path / "bad"
+    d.mkdir()
+    shutil.copy(sample("rtplan.dcm"), d / "plan.dcm")
+    with pytest.raises(DatasetError, match=r"plan.dcm: DICOM file has no pixel data"):
+        list(DicomDataset(d))
+    d2 = tmp_path / "jls"
+    d2.mkdir()
+    shutil.copy(sample("MR_small_jpeg_ls_lossless.dcm"), d2 / "jls.dcm")
+    try:
+        pydicom.dcmread(d2 / "jls.dcm").pixel_array
+        pytest.skip("a JPEG-LS decoder is installed here")
+    except Exception:
+        pass
+    with pytest.raises(DatasetError, match=r"jls.dcm: pixel data uses JPEG-LS .* no decoder for it is installed"):
+        list(DicomDataset(d2))
+
+
+def test_skip_mode_warns_and_continues(dicom_dir):
+    shutil.copy(sample("rtplan.dcm"), dicom_dir / "zz_plan.dcm")
+    warnings = []
+    recs = list(DicomDataset(dicom_dir, on_error="skip", warn=warnings.append))
+    assert len(recs) == 2
+    assert len(warnings) == 1 and "zz_plan.dcm" in warnings[0]
+
+
+def test_labels_from_csv(dicom_dir):
+    (dicom_dir.parent / "labels.csv").write_text("file,label\nCT_small.dcm,1\nMR_small.dcm,0\n")
+    recs = list(DicomDataset(dicom_dir, labels_csv=dicom_dir.parent / "labels.csv"))
+    assert [r.label for r in recs] == [1, 0]
