@@ -203,6 +203,78 @@ class RssSampler:
         self.sample()
 
 
+class _SelfRss:
+    """One sampler thread per process for this process's RSS; ``window()`` measures one timed call."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        import psutil
+
+        self._proc = psutil.Process()
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._active = False
+        self.peak = 0
+        self._thread: threading.Thread | None = None
+
+    def sample(self) -> None:
+        try:
+            rss = self._proc.memory_info().rss
+        except Exception:
+            return
+        if rss > self.peak:
+            self.peak = rss
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait()
+            with self._lock:
+                if not self._active:
+                    self._wake.clear()
+                    continue
+            self.sample()
+            time.sleep(self.interval)
+
+    def window(self) -> "_RssWindow":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, daemon=True, name="imgtui-rss")
+            self._thread.start()
+        return _RssWindow(self)
+
+
+class _RssWindow:
+    def __init__(self, owner: _SelfRss) -> None:
+        self.owner = owner
+        self.peak = 0
+
+    def __enter__(self) -> "_RssWindow":
+        o = self.owner
+        with o._lock:
+            o.peak = 0
+            o.sample()
+            o._active = True
+            o._wake.set()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        o = self.owner
+        with o._lock:
+            o._active = False
+        o.sample()
+        self.peak = o.peak
+
+
+_SELF_RSS: _SelfRss | None = None
+
+
+def self_rss() -> _RssWindow:
+    """``with self_rss() as w: ...`` then ``w.peak``: the peak RSS of this process during the block."""
+    global _SELF_RSS
+    if _SELF_RSS is None:
+        _SELF_RSS = _SelfRss()
+    return _SELF_RSS.window()
+
+
 def drop_cache(paths: list[Path]) -> None:
     """Ask the kernel to forget the cached pages of ``paths`` (fsync + POSIX_FADV_DONTNEED)."""
     if not hasattr(os, "posix_fadvise"):
@@ -325,6 +397,13 @@ class _Engine:
         assert self.base is not None
         return Path(tempfile.mkdtemp(prefix="t-", dir=self.base))
 
+    def _work_loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            job()
+
     def call(self, fn: Callable[[Ctx], Any], total: int):
         """Run ``fn(ctx)`` in the worker thread; yield Progress while it runs; return its result."""
         q: queue.SimpleQueue = queue.SimpleQueue()
@@ -345,9 +424,11 @@ class _Engine:
             finally:
                 q.put(None)
 
-        th = threading.Thread(target=target, daemon=True, name="imgtui-bench")
-        self._thread = th
-        th.start()
+        if self._thread is None:
+            self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+            self._thread = threading.Thread(target=self._work_loop, daemon=True, name="imgtui-bench")
+            self._thread.start()
+        self._jobs.put(target)
         finished = False
         while not finished:
             try:
@@ -369,8 +450,6 @@ class _Engine:
                 if latest == 0:
                     break
             yield Progress(min(latest, total) if total else latest, total, self.step_no, len(self.steps))
-        th.join()
-        self._thread = None
         if "error" in box:
             raise box["error"]
         return box.get("result")
@@ -513,8 +592,7 @@ class _Engine:
         exp = step.experiment
         if step.backend == "memcpy":
             return (yield from self.exp_memcpy(step, m, data))
-        if exp != "disk_usage":
-            m.check_data(data)
+        m.check_data(data)
         if exp == "store_one":
             return (yield from self.exp_store_one(step, m, data))
         if exp == "store_many":
@@ -556,7 +634,7 @@ class _Engine:
                 folder = self.trial_dir()
                 try:
                     gc.collect()
-                    with RssSampler() as s:
+                    with self_rss() as s:
                         t0 = time.perf_counter()
                         m.store_one(folder, rec)
                         dt = time.perf_counter() - t0
@@ -581,7 +659,7 @@ class _Engine:
                 folder = self.trial_dir()
                 try:
                     gc.collect()
-                    with RssSampler() as s:
+                    with self_rss() as s:
                         t0 = time.perf_counter()
                         h = m.store_many(folder, data, ctx)
                         dt = time.perf_counter() - t0
@@ -608,7 +686,7 @@ class _Engine:
             times, peak = [], 0
             for t in range(warm + reps):
                 gc.collect()
-                with RssSampler() as s:
+                with self_rss() as s:
                     t0 = time.perf_counter()
                     out = m.memcpy(data, ctx)
                     dt = time.perf_counter() - t0
@@ -636,7 +714,7 @@ class _Engine:
             for t, i in enumerate(idx):
                 self._prepare_read(m, handle, cache)
                 gc.collect()
-                with RssSampler() as s:
+                with self_rss() as s:
                     t0 = time.perf_counter()
                     img = m.read_one(handle, i)
                     dt = time.perf_counter() - t0
@@ -659,7 +737,7 @@ class _Engine:
             for t in range(warm + reps):
                 self._prepare_read(m, handle, cache)
                 gc.collect()
-                with RssSampler() as s:
+                with self_rss() as s:
                     t0 = time.perf_counter()
                     images, _labels = m.read_many(handle, ctx)
                     dt = time.perf_counter() - t0
@@ -690,7 +768,7 @@ class _Engine:
                 self._prepare_read(m, handle, cache)
                 gc.collect()
                 first = None
-                with RssSampler() as s:
+                with self_rss() as s:
                     t0 = time.perf_counter()
                     rr = m.open_random(handle)
                     try:
@@ -837,7 +915,9 @@ class _Engine:
         finally:
             self._stop.set()
             if self._thread is not None:
+                self._jobs.put(None)
                 self._thread.join()
+                self._thread = None
             for p in self._procs:
                 if p.is_alive():
                     p.terminate()
