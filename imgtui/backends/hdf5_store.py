@@ -84,7 +84,10 @@ CHUNK_TARGET_BYTES = 1 << 20
 CACHE_MIN_BYTES = 32 << 20
 CACHE_CHUNKS = 4
 CACHE_MAX_BYTES = 256 << 20
-CACHE_SLOTS = 10007  # a prime, ~100x the chunks a 32 MiB cache of ~1 MiB chunks holds... and more
+CACHE_SLOTS = 10007  # a prime, well above the number of chunks such a cache holds
+#: slices of a contiguous dataset at least this big are read with one pread (h5py read_direct);
+#: smaller reads and random rows are copied out of a read-only memory map of the same bytes
+BIG_READ_BYTES = 16 << 20
 #: rows per chunk of the small per-record datasets
 AUX_CHUNK = 4096
 STR_CHUNK = 1024
@@ -152,6 +155,8 @@ def _attr_str(value: Any) -> str | None:
 
 class Hdf5Writer(StoreWriter):
     backend = "hdf5"
+    #: fewer, larger HDF5 writes; write() also flushes once a batch holds MAX_BATCH_BYTES of pixels
+    default_batch_size = 1024
 
     @classmethod
     def check_options(cls, options: dict) -> dict:
@@ -396,7 +401,8 @@ class Hdf5Writer(StoreWriter):
     def _create_images(self, f: h5py.File, layout: str, rows: int) -> None:
         shape = tuple(self._shape)
         if layout == "contiguous":
-            f.create_dataset("images", shape=(rows, *shape), dtype=self._dtype)
+            # fill_time=never: every row is written (or the dataset rewritten) before closing
+            f.create_dataset("images", shape=(rows, *shape), dtype=self._dtype, fill_time="never")
             self._alloc = rows
         else:
             chunk = (self._chunk_records, *shape)
@@ -409,6 +415,7 @@ class Hdf5Writer(StoreWriter):
                 dtype=self._dtype,
                 rdcc_nbytes=_cache_bytes(chunk_bytes),
                 rdcc_nslots=CACHE_SLOTS,
+                fill_time="never",
                 **self._compression_kwargs(),
             )
 
@@ -634,12 +641,19 @@ class Hdf5Reader(StoreReader):
         if self._kind == "fixed":
             ds = f["images"]
             if ds.chunks is not None:
+                # Compressed chunks must be decoded whole: cache at least CACHE_CHUNKS of them.
+                # Uncompressed chunks: no cache, so HDF5 reads just the requested rows instead of
+                # whole ~1 MiB chunks (measured on 100k CIFAR-like records, random batches of 64:
+                # ~150k records/s without cache, ~19k with a 32 MiB cache; full reads equal).
+                # (HDF5 shares an open dataset: the probe handle must be closed before reopening)
                 chunk_bytes = int(np.prod(ds.chunks)) * ds.dtype.itemsize
-                if _cache_bytes(chunk_bytes) > CACHE_MIN_BYTES:
-                    dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
-                    dapl.set_chunk_cache(CACHE_SLOTS, _cache_bytes(chunk_bytes), 0.75)
-                    ds = h5py.Dataset(h5py.h5d.open(f.id, b"images", dapl=dapl))
+                nbytes = _cache_bytes(chunk_bytes) if ds.compression else 0
+                ds = None
+                dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+                dapl.set_chunk_cache(CACHE_SLOTS, nbytes, 0.75)
+                ds = h5py.Dataset(h5py.h5d.open(f.id, b"images", dapl=dapl), readonly=True)
             self._images = ds
+            self._row_bytes = int(np.prod(ds.shape[1:])) * ds.dtype.itemsize
             self._mm = _try_memmap(p, ds)
         elif self._kind == "variable":
             self._flat = f["images_flat"]
@@ -712,10 +726,23 @@ class Hdf5Reader(StoreReader):
         """(key, inverse): key is a slice or sorted unique int array; inverse reorders to request."""
         if isinstance(indices, range) and indices.step == 1 and len(indices):
             a, b = self._index(indices.start), self._index(indices.stop - 1)
-            return slice(a, b + 1), None
-        idx = np.fromiter((self._index(i) for i in indices), dtype=np.int64)
+            if b >= a:
+                return slice(a, b + 1), None
+        idx = np.asarray(indices if isinstance(indices, np.ndarray) else list(indices))
         if idx.size == 0:
             return None
+        if idx.ndim != 1 or idx.dtype.kind not in "iu":
+            idx = np.fromiter((self._index(i) for i in idx.ravel()), dtype=np.int64)
+        else:
+            idx = idx.astype(np.int64, copy=True)
+            n = self._n
+            neg = idx < 0
+            if neg.any():
+                idx[neg] += n
+            bad = (idx < 0) | (idx >= n)
+            if bad.any():
+                i = int(np.asarray(indices).ravel()[np.flatnonzero(bad)[0]])
+                self._index(i)  # raises the standard IndexError
         if idx.size == 1 or (idx[-1] - idx[0] == idx.size - 1 and np.all(np.diff(idx) == 1)):
             return slice(int(idx[0]), int(idx[-1]) + 1), None
         uniq, inv = np.unique(idx, return_inverse=True)
@@ -758,9 +785,10 @@ class Hdf5Reader(StoreReader):
         return out
 
     def _fixed_block(self, key: Any) -> np.ndarray:
-        if self._mm is not None:
-            return np.array(self._mm[key])
         ds = self._images
+        if self._mm is not None:
+            if not isinstance(key, slice) or (key.stop - key.start) * self._row_bytes < BIG_READ_BYTES:
+                return np.array(self._mm[key])
         if isinstance(key, slice):
             out = np.empty((key.stop - key.start, *ds.shape[1:]), dtype=ds.dtype)
             if out.shape[0]:
