@@ -1,0 +1,537 @@
+"""HDF5 backend: layouts, variable shapes, labels, failure modes, verify."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import imgtui
+from imgtui.backends import detect_backend, get_backend, open_store, path_size
+from imgtui.backends.hdf5_store import Hdf5Backend, Hdf5Reader
+from imgtui.errors import (
+    CorruptStoreError,
+    FormatVersionError,
+    ImgtuiError,
+    IncompleteStoreError,
+    InvalidRecordError,
+    StoreExistsError,
+    WrongBackendError,
+)
+from imgtui.records import Record
+
+
+def make_records(n, shape=(6, 5, 3), dtype=np.uint8, seed=0, labels=None, meta=True):
+    rng = np.random.default_rng(seed)
+    hi = 256 if np.dtype(dtype) == np.uint8 else 65536
+    out = []
+    for i in range(n):
+        lab = labels(i) if labels else i % 7
+        md = {"i": i, "name": f"r{i}", "nested": {"ü": [1, 2.5, None]}} if meta else {}
+        out.append(Record(rng.integers(0, hi, shape, dtype=np.int64).astype(dtype), lab, md))
+    return out
+
+
+def write(path, records, **kw):
+    with Hdf5Backend.writer(path, **kw) as w:
+        w.write_many(records)
+    return path
+
+
+def read_all(path):
+    with Hdf5Backend.open(path) as r:
+        return list(r), r.info()
+
+
+def assert_same(got, want):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g == w  # Record.__eq__: bit-exact pixels, shape, dtype, label type, metadata
+
+
+# -- round trips ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "opts,layout,compression",
+    [
+        ({"expected_count": 23}, "contiguous", None),
+        ({"layout": "contiguous", "expected_count": 23}, "contiguous", None),
+        ({}, "chunked", None),
+        ({"layout": "chunked", "chunk_records": 4}, "chunked", None),
+        ({"compression": "gzip", "level": 6}, "chunked", "gzip"),
+        ({"compression": "lzf", "chunk_records": 3}, "chunked", "lzf"),
+    ],
+)
+def test_fixed_round_trip(tmp_path, opts, layout, compression):
+    recs = make_records(23)
+    p = write(tmp_path / "s.h5", recs, batch_size=5, **opts)
+    got, info = read_all(p)
+    assert_same(got, recs)
+    assert info["options"]["layout"] == layout
+    assert info["options"]["compression"] == (compression or "none")
+    with h5py.File(p, "r") as f:
+        ds = f["images"]
+        assert ds.shape == (23, 6, 5, 3) and ds.dtype == np.uint8
+        assert (ds.chunks is None) == (layout == "contiguous")
+        assert ds.compression == compression
+        assert f["labels"].dtype == np.int64
+        assert f.attrs["format"] == "imgtui" and f.attrs["backend"] == "hdf5"
+        assert json.loads(f.attrs["manifest"])["count"] == 23
+        if opts.get("chunk_records"):
+            assert ds.chunks[0] == opts["chunk_records"]
+    assert not list(tmp_path.glob("*imgtui-*"))  # no temporary files left
+
+
+def test_contiguous_without_expected_count_is_rewritten_contiguous(tmp_path):
+    recs = make_records(10)
+    p = write(tmp_path / "s.h5", recs, layout="contiguous", batch_size=3)
+    got, info = read_all(p)
+    assert_same(got, recs)
+    assert info["options"]["layout"] == "contiguous"
+    assert "rewritten contiguous" in " ".join(info["hdf5"]["notes"])
+    with h5py.File(p, "r") as f:
+        assert f["images"].chunks is None and f["images"].shape[0] == 10
+
+
+@pytest.mark.parametrize("expected,layout", [(4, "chunked"), (50, "contiguous")])
+def test_expected_count_wrong(tmp_path, expected, layout):
+    recs = make_records(12)
+    p = write(tmp_path / "s.h5", recs, expected_count=expected, batch_size=5)
+    got, info = read_all(p)
+    assert_same(got, recs)
+    assert info["options"]["layout"] == layout
+    with h5py.File(p, "r") as f:
+        assert f["images"].shape[0] == 12
+
+
+def test_compression_switches_contiguous_to_chunked(tmp_path):
+    recs = make_records(5)
+    p = write(tmp_path / "s.h5", recs, layout="contiguous", compression="gzip", expected_count=5)
+    got, info = read_all(p)
+    assert_same(got, recs)
+    assert info["options"]["layout"] == "chunked"
+    assert any("needs chunked storage" in n for n in info["hdf5"]["notes"])
+
+
+def test_variable_shapes_from_the_start(tmp_path):
+    shapes = [(4, 5, 3), (7, 2), (3, 3, 1), (9, 8, 4), (4, 5)]
+    recs = []
+    for i, s in enumerate(shapes * 3):
+        dt = np.uint16 if i % 2 else np.uint8
+        recs.append(make_records(1, s, dt, seed=i)[0])
+    p = write(tmp_path / "s.h5", recs, batch_size=4)
+    got, info = read_all(p)
+    assert_same(got, recs)
+    assert info["hdf5"]["images_layout"] == "variable"
+    with h5py.File(p, "r") as f:
+        assert "images" not in f
+        assert f["shapes"][1].tolist() == [7, 2, 0] and f["shapes"][2].tolist() == [3, 3, 1]
+        assert f["dtypes"][0] == 0 and f["dtypes"][1] == 1
+        assert f["images_flat"][1].size == 7 * 2 * 2  # raw bytes of a 7x2 uint16 image
+
+
+@pytest.mark.parametrize("expected_count", [None, 30])
+def test_migration_fixed_to_variable_mid_stream(tmp_path, expected_count):
+    recs = make_records(13) + make_records(2, (3, 4), np.uint16, seed=1) + make_records(5, seed=2)
+    p = write(tmp_path / "s.h5", recs, batch_size=4, expected_count=expected_count, compression="none")
+    got, info = read_all(p)
+    assert_same(got, recs)
+    assert info["hdf5"]["images_layout"] == "variable"
+    assert any("record 13 has shape (3, 4) uint16" in n for n in info["hdf5"]["notes"])
+    assert not list(tmp_path.glob("*imgtui-*"))
+    with h5py.File(p, "r") as f:
+        assert "images" not in f and f["images_flat"].shape == (20,)
+    # the fixed layout's bytes did not stay behind in the file
+    assert path_size(p) < 3 * sum(r.image.nbytes for r in recs) + 200_000
+
+
+def test_sixteen_bit_round_trip(tmp_path):
+    recs = make_records(9, (5, 4, 3), np.uint16)
+    assert max(int(r.image.max()) for r in recs) > 255
+    for opts in ({}, {"compression": "gzip"}):
+        p = write(tmp_path / f"s{len(opts)}.h5", recs, **opts)
+        got, _ = read_all(p)
+        assert_same(got, recs)
+        assert got[0].image.dtype == np.uint16
+
+
+def test_gray_hw_and_hw1_stay_distinct(tmp_path):
+    hw = make_records(3, (5, 6))
+    hw1 = make_records(3, (5, 6, 1))
+    got, _ = read_all(write(tmp_path / "a.h5", hw))
+    assert_same(got, hw) and got[0].image.shape == (5, 6)
+    got, _ = read_all(write(tmp_path / "b.h5", hw1))
+    assert_same(got, hw1) and got[0].image.shape == (5, 6, 1)
+    both = hw + hw1  # same pixels count, different shape: variable layout
+    got, info = read_all(write(tmp_path / "c.h5", both))
+    assert_same(got, both)
+    assert [g.image.shape for g in got] == [(5, 6)] * 3 + [(5, 6, 1)] * 3
+
+
+@pytest.mark.parametrize(
+    "labels,kind",
+    [
+        (lambda i: i * 1000 - (1 << 62), "int"),
+        (lambda i: f"cat-{i}-ünïcode", "str"),
+        (lambda i: i if i < 6 else f"s{i}", "mixed"),  # ints first, then strs (labels migrate)
+        (lambda i: f"s{i}" if i < 6 else i, "mixed"),  # strs first, then ints
+        (lambda i: str(i) if i % 2 else i, "mixed"),  # "3" (str) vs 3 (int) in one batch
+    ],
+)
+def test_labels_round_trip_with_types(tmp_path, labels, kind):
+    recs = make_records(11, labels=labels, meta=False)
+    p = write(tmp_path / "s.h5", recs, batch_size=4)
+    got, info = read_all(p)
+    assert_same(got, recs)
+    with Hdf5Backend.open(p) as r:
+        assert r.labels() == [x.label for x in recs]
+        assert [type(x) for x in r.labels()] == [type(x.label) for x in recs]
+    with h5py.File(p, "r") as f:
+        assert (f["labels"].dtype == np.int64) == (kind == "int")
+        assert ("label_is_int" in f) == (kind == "mixed")
+
+
+def test_metadata_round_trip(tmp_path):
+    recs = make_records(4)
+    recs[1].metadata = {}
+    recs[2].metadata = {"text": "a\x00b \"quoted\" 😀", "n": -1, "f": 0.1, "l": [[], {}]}
+    got, _ = read_all(write(tmp_path / "s.h5", recs))
+    assert_same(got, recs)
+    assert got[2].metadata["text"] == "a\x00b \"quoted\" 😀"
+
+
+def test_no_metadata_skips_metadata_reads(tmp_path):
+    recs = make_records(5, meta=False)
+    p = write(tmp_path / "s.h5", recs)
+    with Hdf5Backend.open(p) as r:
+        assert r.manifest["hdf5"]["metadata_records"] == 0
+        assert all(x.metadata == {} for x in r)
+
+
+def test_empty_store(tmp_path):
+    p = write(tmp_path / "s.h5", [])
+    with Hdf5Backend.open(p) as r:
+        assert len(r) == 0 and list(r) == [] and r.labels() == []
+        assert r.verify().ok and r.get_many([]) == []
+    assert Hdf5Backend.detect(p)
+
+
+# -- property test ------------------------------------------------------------------------------
+
+_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=6)
+_json = st.one_of(st.none(), st.booleans(), st.integers(-(10**12), 10**12), _text)
+
+
+@st.composite
+def records_strategy(draw):
+    n = draw(st.integers(0, 12))
+    fixed = draw(st.booleans())
+    base_shape = (draw(st.integers(1, 5)), draw(st.integers(1, 5)), draw(st.sampled_from([0, 1, 3, 4])))
+    base_dtype = draw(st.sampled_from([np.uint8, np.uint16]))
+    recs = []
+    for i in range(n):
+        if fixed:
+            h, w, c = base_shape
+            dt = base_dtype
+        else:
+            h, w = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+            c = draw(st.sampled_from([0, 1, 3, 4]))
+            dt = draw(st.sampled_from([np.uint8, np.uint16]))
+        shape = (h, w) if c == 0 else (h, w, c)
+        seed = draw(st.integers(0, 2**32 - 1))
+        hi = 256 if dt == np.uint8 else 65536
+        img = np.random.default_rng(seed).integers(0, hi, shape).astype(dt)
+        label = draw(st.one_of(st.integers(-(2**63), 2**63 - 1), _text))
+        meta = draw(st.dictionaries(_text, _json, max_size=3))
+        recs.append(Record(img, label, meta))
+    return recs
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    recs=records_strategy(),
+    batch_size=st.integers(1, 5),
+    opts=st.sampled_from([{}, {"layout": "contiguous"}, {"compression": "lzf"}, {"compression": "gzip", "level": 1}]),
+    give_count=st.booleans(),
+)
+def test_property_bit_exact_round_trip(recs, batch_size, opts, give_count):
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "s.h5"
+        kw = dict(opts, batch_size=batch_size)
+        if give_count:
+            kw["expected_count"] = len(recs)
+        write(p, recs, **kw)
+        with Hdf5Backend.open(p) as r:
+            assert_same(list(r), recs)
+            assert r.labels() == [x.label for x in recs]
+            if recs:
+                idx = list(range(len(recs)))[::-1] + [0]
+                assert_same(r.get_many(idx), [recs[i] for i in idx])
+            assert r.verify().ok
+
+
+# -- failure modes ------------------------------------------------------------------------------
+
+INCOMPLETE = "is incomplete: its writer did not finish (interrupted or killed); re-create it with --overwrite"
+
+
+def test_missing_complete_attribute_is_incomplete(tmp_path):
+    p = write(tmp_path / "s.h5", make_records(3))
+    with h5py.File(p, "r+") as f:
+        del f.attrs["complete"]
+    with pytest.raises(IncompleteStoreError) as ei:
+        Hdf5Backend.open(p)
+    assert str(ei.value) == f"{p} {INCOMPLETE}"
+    assert Hdf5Backend.detect(p)
+
+
+def test_killed_writer_leaves_an_incomplete_store(tmp_path):
+    p = tmp_path / "killed.h5"
+    code = (
+        "import os, numpy as np\n"
+        "from imgtui.backends.hdf5_store import Hdf5Backend\n"
+        "from imgtui.records import Record\n"
+        f"w = Hdf5Backend.writer({str(p)!r}, batch_size=2).__enter__()\n"
+        "for i in range(7): w.write(Record(np.zeros((4, 4, 3), np.uint8), i))\n"
+        "os._exit(0)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert p.exists()
+    assert Hdf5Backend.detect(p) and detect_backend(p) == "hdf5"
+    with pytest.raises(IncompleteStoreError) as ei:
+        open_store(p)
+    assert str(ei.value) == f"{p} {INCOMPLETE}"
+
+
+def _edit_manifest(path, **changes):
+    with h5py.File(path, "r+") as f:
+        m = json.loads(f.attrs["manifest"])
+        m.update(changes)
+        f.attrs["manifest"] = json.dumps(m)
+
+
+def test_newer_format_version(tmp_path):
+    p = write(tmp_path / "s.h5", make_records(2))
+    _edit_manifest(p, format_version=99)
+    with pytest.raises(FormatVersionError, match="uses imgtui format version 99"):
+        Hdf5Backend.open(p)
+
+
+def test_wrong_backend_in_manifest(tmp_path):
+    p = write(tmp_path / "s.h5", make_records(2))
+    _edit_manifest(p, backend="lmdb")
+    with pytest.raises(WrongBackendError, match="is a lmdb store, not hdf5"):
+        Hdf5Backend.open(p)
+
+
+def test_non_hdf5_file(tmp_path):
+    p = tmp_path / "x.h5"
+    p.write_bytes(b"this is not hdf5 at all\n" * 10)
+    assert not Hdf5Backend.detect(p)
+    with pytest.raises(CorruptStoreError) as ei:
+        Hdf5Backend.open(p)
+    assert str(ei.value) == f"{p} is not an HDF5 file (it does not start with the HDF5 signature)"
+
+
+def test_plain_hdf5_without_imgtui_attributes(tmp_path):
+    p = tmp_path / "plain.h5"
+    with h5py.File(p, "w") as f:
+        f["images"] = np.zeros((2, 3, 3), np.uint8)
+    assert not Hdf5Backend.detect(p)
+    with pytest.raises(CorruptStoreError, match="is an HDF5 file but not an imgtui store"):
+        Hdf5Backend.open(p)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.02])
+def test_truncated_file_one_line_error(tmp_path, keep):
+    p = write(tmp_path / "s.h5", make_records(40, (16, 16, 3)), expected_count=40)
+    size = p.stat().st_size
+    with open(p, "r+b") as fh:
+        fh.truncate(int(size * keep))
+    with pytest.raises(CorruptStoreError) as ei:
+        with Hdf5Backend.open(p) as r:
+            list(r)
+    msg = str(ei.value)
+    assert "\n" not in msg and msg.startswith(str(p))
+    assert "damaged or truncated" in msg or "cannot read" in msg
+
+
+def test_dest_exists_without_overwrite(tmp_path):
+    p = write(tmp_path / "s.h5", make_records(3))
+    before = p.read_bytes()
+    with pytest.raises(StoreExistsError, match="already exists"):
+        Hdf5Backend.writer(p)
+    assert p.read_bytes() == before
+
+
+def test_exception_while_overwriting_keeps_old_store(tmp_path):
+    old = make_records(4)
+    p = write(tmp_path / "s.h5", old)
+    with pytest.raises(RuntimeError):
+        with Hdf5Backend.writer(p, overwrite=True, batch_size=2) as w:
+            w.write_many(make_records(5, seed=9))
+            w.write_many(make_records(3, (2, 2), seed=5))  # forces a migration first
+            raise RuntimeError("boom")
+    got, _ = read_all(p)
+    assert_same(got, old)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["s.h5"]
+
+
+def test_overwrite_replaces_store(tmp_path):
+    p = write(tmp_path / "s.h5", make_records(4))
+    new = make_records(6, seed=3)
+    write(p, new, overwrite=True)
+    got, _ = read_all(p)
+    assert_same(got, new)
+
+
+def test_invalid_record_is_refused_and_store_still_written(tmp_path):
+    p = tmp_path / "s.h5"
+    recs = make_records(3)
+    with Hdf5Backend.writer(p) as w:
+        w.write(recs[0])
+        with pytest.raises(InvalidRecordError, match="record 1 label: HDF5 strings cannot contain NUL"):
+            w.write(Record(recs[1].image, "a\x00b"))
+        with pytest.raises(InvalidRecordError, match="record 1 label: not encodable as UTF-8"):
+            w.write(Record(recs[1].image, "\ud800"))
+        w.write(recs[1])
+    got, _ = read_all(p)
+    assert_same(got, recs[:2])
+
+
+@pytest.mark.parametrize("opts", [{"expected_count": 10}, {"layout": "chunked", "chunk_records": 3}, {"compression": "gzip"}])
+def test_flipped_pixel_is_reported_by_verify(tmp_path, opts):
+    p = write(tmp_path / "s.h5", make_records(10), **opts)
+    with Hdf5Backend.open(p) as r:
+        assert r.verify().ok
+    with h5py.File(p, "r+") as f:
+        f["images"][3, 1, 2, 0] ^= 0xFF
+    with Hdf5Backend.open(p) as r:
+        res = r.verify()
+    assert not res.ok and res.checked == 10
+    assert len(res.errors) == 1 and res.errors[0].startswith("record 3: pixel checksum mismatch")
+
+
+def test_flipped_pixel_in_variable_store(tmp_path):
+    recs = make_records(3) + make_records(3, (4, 4), seed=2)
+    p = write(tmp_path / "s.h5", recs)
+    with h5py.File(p, "r+") as f:
+        flat = f["images_flat"][4].copy()
+        flat[0] ^= 0xFF
+        f["images_flat"][4] = flat
+    with Hdf5Backend.open(p) as r:
+        res = r.verify()
+    assert [e.split(":")[0] for e in res.errors] == ["record 4"]
+
+
+# -- reader API ---------------------------------------------------------------------------------
+
+
+def test_info_content(tmp_path):
+    recs = make_records(7, (6, 5, 3))
+    p = write(tmp_path / "s.h5", recs, compression="gzip", level=3, expected_count=7)
+    with Hdf5Backend.open(p) as r:
+        info = r.info()
+    assert info["backend"] == "hdf5" and info["count"] == 7 and info["complete"] is True
+    assert info["shapes"] == {"6x5x3": 7} and info["dtypes"] == {"uint8": 7}
+    assert info["raw_bytes"] == 7 * 6 * 5 * 3
+    assert info["bytes_on_disk"] == path_size(p) > 0
+    assert info["options"] == {"layout": "chunked", "compression": "gzip", "level": 3, "chunk_records": 7}
+    assert info["hdf5"]["images_layout"] == "fixed" and info["hdf5"]["compression"] == "gzip"
+    assert info["format_version"] == 1 and info["label_kinds"] == ["int"]
+
+
+def test_get_images_and_get_many(tmp_path):
+    recs = make_records(30)
+    for opts in ({"expected_count": 30}, {"chunk_records": 4}):
+        p = write(tmp_path / f"s{len(opts)}{list(opts)[0]}.h5", recs, **opts)
+        with Hdf5Backend.open(p) as r:
+            idx = [5, 29, 0, 5, -1, 13, 12]
+            imgs = r.get_images(idx)
+            assert isinstance(imgs, np.ndarray) and imgs.shape == (7, 6, 5, 3)
+            assert np.array_equal(imgs, np.stack([recs[i].image for i in idx]))
+            assert np.array_equal(r.get_images(np.array([3, 4, 5])), np.stack([recs[i].image for i in (3, 4, 5)]))
+            assert_same(r.get_many(idx), [recs[i] for i in idx])
+            assert r[-2] == recs[28]
+            assert_same([x for b in r.iter_batches(7) for x in b], recs)
+            with pytest.raises(IndexError, match="out of range"):
+                r.get_many([1, 30])
+            with pytest.raises(IndexError, match="out of range"):
+                r[-31]
+
+
+def test_get_images_variable_returns_list(tmp_path):
+    recs = make_records(2) + make_records(2, (3, 3), seed=1)
+    with Hdf5Backend.open(write(tmp_path / "s.h5", recs)) as r:
+        imgs = r.get_images([3, 0])
+        assert isinstance(imgs, list) and imgs[0].shape == (3, 3) and imgs[1].shape == (6, 5, 3)
+        same = r.get_images([0, 1])
+        assert isinstance(same, np.ndarray) and same.shape == (2, 6, 5, 3)
+
+
+def test_closed_reader_refuses(tmp_path):
+    r = Hdf5Backend.open(write(tmp_path / "s.h5", make_records(2)))
+    r.close()
+    with pytest.raises(ImgtuiError, match="reader is closed"):
+        r.labels()
+
+
+@pytest.mark.parametrize(
+    "opts,msg",
+    [
+        ({"colour": 3}, "hdf5: unknown option(s) colour"),
+        ({"layout": "spiral"}, "hdf5: layout must be one of auto, contiguous, chunked"),
+        ({"compression": "zstd"}, "hdf5: compression must be one of none, gzip, lzf"),
+        ({"compression": "gzip", "level": 12}, "hdf5: gzip level must be 0-9"),
+        ({"level": 3}, "hdf5: option level applies only to compression=gzip"),
+        ({"chunk_records": 0}, "hdf5: chunk_records must be at least 1"),
+        ({"chunk_records": "many"}, "hdf5: chunk_records must be an integer"),
+    ],
+)
+def test_bad_options(tmp_path, opts, msg):
+    with pytest.raises(ImgtuiError) as ei:
+        Hdf5Backend.writer(tmp_path / "s.h5", **opts)
+    assert str(ei.value).startswith(msg)
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_public_api_and_detection(tmp_path):
+    recs = make_records(3)
+    p = tmp_path / "s.h5"
+    with imgtui.writer(p, "hdf5", expected_count=3) as w:
+        w.write_many(recs)
+    assert get_backend("h5") is Hdf5Backend and Hdf5Backend.suffix == ".h5"
+    assert detect_backend(p) == "hdf5"
+    with imgtui.open(p) as r:
+        assert isinstance(r, Hdf5Reader)
+        assert_same(list(r), recs)
+    assert not Hdf5Backend.detect(tmp_path)
+    assert Hdf5Backend.recipe()
+
+
+def test_shared_cifar_sample_if_present(tmp_path):
+    src = Path("/work/shared/datasets/cifar10-test")
+    if not src.exists():
+        pytest.skip("no /work/shared/datasets/cifar10-test")
+    from imgtui.datasets import open_dataset
+
+    try:
+        ds = open_dataset(str(src))
+    except ImgtuiError as exc:
+        pytest.skip(f"cannot read the shared sample: {exc}")
+    recs = []
+    for rec in ds:
+        recs.append(rec)
+        if len(recs) == 200:
+            break
+    got, _ = read_all(write(tmp_path / "c.h5", recs))
+    assert_same(got, recs)
