@@ -363,6 +363,9 @@ def test_truncated_file_one_line_error(tmp_path, keep):
     msg = str(ei.value)
     assert "\n" not in msg and msg.startswith(str(p))
     assert "damaged or truncated" in msg or "cannot read" in msg
+    assert detect_backend(p) == "hdf5"  # so open_store explains the damage too
+    with pytest.raises(CorruptStoreError, match="damaged or truncated"):
+        open_store(p)
 
 
 def test_dest_exists_without_overwrite(tmp_path):

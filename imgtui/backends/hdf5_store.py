@@ -594,6 +594,12 @@ class Hdf5Reader(StoreReader):
             raise _open_error(p, exc) from None
         try:
             self._load()
+        except ImgtuiError:
+            self.close()
+            raise
+        except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
+            self.close()
+            raise CorruptStoreError(f"{p} is damaged: its HDF5 structure cannot be read ({_one_line(exc)})") from None
         except BaseException:
             self.close()
             raise
@@ -679,7 +685,8 @@ class Hdf5Reader(StoreReader):
     def _small(self, name: str) -> np.ndarray:
         arr = self._cache.get(name)
         if arr is None:
-            arr = self._cache[name] = self._check_open()[name][()]
+            f = self._check_open()
+            arr = self._cache[name] = self._guard(repr(name), lambda: f[name][()])
         return arr
 
     # -- reading ---------------------------------------------------------------------------
@@ -899,9 +906,11 @@ class Hdf5Backend(Backend):
         try:
             with h5py.File(p, "r") as f:
                 return _attr_str(f.attrs.get("format")) == "imgtui"
-        except OSError as exc:
-            # an imgtui file whose writer was killed (or is still running): HDF5 refuses to open it
-            return (_open_for_write_error(exc) or _lock_error(exc)) and _imgtui_marker_in_head(p)
+        except OSError:
+            # HDF5 refuses to open it: an imgtui file whose writer was killed (or is still running)
+            # or a truncated/damaged one. The writer flushes its root attributes first, so an
+            # imgtui file names itself in its first bytes; the reader then explains what is wrong.
+            return _imgtui_marker_in_head(p)
 
     @classmethod
     def recipe(cls) -> str:
