@@ -128,6 +128,11 @@ def test_verify_fails_on_corrupted_store(tmp_path, capsys):
     assert "FAILED" in out.out and "record 7" in out.err
 
 
+def _default_sigint():
+    # a shell that started us in the background may have set SIGINT to "ignore", which children inherit
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for(pred, timeout=60.0):
     t0 = time.time()
     while time.time() - t0 < timeout:
@@ -168,14 +173,18 @@ def test_ctrl_c_rolls_back_and_keeps_old_store(tmp_path, backend):
     assert main(["convert", "synthetic:count=10,seed=1", str(dest), "-b", backend, "-q"]) == 0
     proc = subprocess.Popen(
         [sys.executable, "-m", "imgtui", "convert", "synthetic:count=400000", str(dest), "-b", backend, "-q", "--overwrite"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint,
     )
     tmp_build = lambda: [p for p in tmp_path.iterdir() if ".imgtui-tmp-" in p.name]  # noqa: E731
     try:
         assert _wait_for(lambda: any(imgtui.backends.path_size(p) > 300_000 for p in tmp_build())), "no progress"
     finally:
         proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=60)
+        try:
+            _out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
     assert proc.returncode == 130
     assert "interrupted" in err and "Traceback" not in err
     assert tmp_build() == []

@@ -73,7 +73,7 @@ def export_png(
     The folder reads back with ``imgtui convert DEST ...`` (flat folder + labels.csv), bit-exact.
     Files go into sub-folders of 1,000 so no folder holds 100,000 files.
     """
-    from .disk import save_png
+    from .disk import encode_png
 
     dest = Path(dest)
     if dest.exists():
@@ -95,7 +95,7 @@ def export_png(
                 for rec in batch:
                     rel = f"{n // 1000:03d}/{n:06d}.png"
                     (tmp / rel).parent.mkdir(exist_ok=True)
-                    save_png(rec.image, tmp / rel)
+                    (tmp / rel).write_bytes(encode_png(rec.image))
                     w.writerow([rel, rec.label, dumps_metadata(rec.metadata)])
                     n += 1
                 if cancel is not None and cancel():
