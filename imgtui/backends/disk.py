@@ -32,6 +32,7 @@ import os
 import re
 import struct
 import zlib
+from array import array
 from collections import deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
@@ -79,53 +80,102 @@ def _chunk(tag: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(tag)))
 
 
-def _paeth_rows(rows: np.ndarray, prev: np.ndarray, bpp: int, out: np.ndarray) -> None:
-    """Paeth-filter byte rows ``rows`` (h, n) whose preceding row is ``prev`` (n,) into ``out``."""
+def _filter_stack(rows: np.ndarray, prev: np.ndarray, bpp: int, paeth: bool, out: np.ndarray) -> None:
+    """PNG-filter a stack of byte rows ``rows`` (B, h, n) into ``out`` (B, h, n+1).
+
+    ``prev`` (B, n) is the row above each stack's first row (zeros at the top of an image).
+    Paeth (type 4) or Up (type 2). Filtering a whole stack of small images at once keeps the
+    per-image numpy overhead low.
+    """
+    if not paeth:
+        out[..., 0] = 2
+        np.subtract(rows[:, :1], prev[:, None], out=out[:, :1, 1:])
+        np.subtract(rows[:, 1:], rows[:, :-1], out=out[:, 1:, 1:])
+        return
+    out[..., 0] = 4
     x = rows.astype(np.int16)
-    a = np.zeros_like(x)
-    a[:, bpp:] = x[:, :-bpp]
-    b = np.empty_like(x)
-    b[0] = prev
-    b[1:] = x[:-1]
-    c = np.zeros_like(x)
-    c[:, bpp:] = b[:, :-bpp]
-    p = a + b - c
-    pa = np.abs(p - a)
-    pb = np.abs(p - b)
-    pc = np.abs(p - c)
+    b = np.empty_like(x)  # the byte above
+    b[:, 0] = prev
+    b[:, 1:] = x[:, :-1]
+    a = np.zeros_like(x)  # the byte to the left (bpp bytes back)
+    a[..., bpp:] = x[..., :-bpp]
+    c = np.zeros_like(x)  # the byte above-left
+    c[..., bpp:] = b[..., :-bpp]
+    # the PNG spec's predictor, with p = a + b - c: pa = |b - c|, pb = |a - c|, pc = |a + b - 2c|
+    bc = b - c
+    ac = a - c
+    pa = np.abs(bc)
+    pb = np.abs(ac)
+    ac += bc
+    pc = np.abs(ac, out=ac)
     pred = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
     np.subtract(x, pred, out=pred)
-    out[...] = pred.astype(np.uint8)
+    out[..., 1:] = pred  # int16 -> uint8 keeps the low byte: the filter's mod-256 arithmetic
+
+
+def _as_rows(image: np.ndarray) -> np.ndarray:
+    """(h, n) big-endian byte rows of an image, as PNG stores its samples."""
+    if image.dtype.itemsize == 2:
+        image = image.astype(">u2", copy=False)
+    return np.ascontiguousarray(image).view(np.uint8).reshape(image.shape[0], -1)
+
+
+def _png_bytes(shape: tuple, itemsize: int, filtered: np.ndarray, level: int) -> bytes:
+    h, w = shape[:2]
+    ch = 1 if len(shape) == 2 else shape[2]
+    ihdr = struct.pack(">IIBBBBB", w, h, 8 * itemsize, _COLOR_TYPES[ch], 0, 0, 0)
+    return b"".join(
+        (_PNG_SIG, _chunk(b"IHDR", ihdr), _chunk(b"IDAT", zlib.compress(filtered, level)), _chunk(b"IEND", b""))
+    )
+
+
+def _uses_paeth(image: np.ndarray) -> bool:
+    # 16-bit RGB/RGBA gets the Up filter: our own decoder undoes it with one cumulative sum
+    return not (image.dtype.itemsize == 2 and image.ndim == 3 and image.shape[2] > 1)
 
 
 def encode_png(image: np.ndarray, level: int = DEFAULT_PNG_LEVEL) -> bytes:
     """A standard, lossless PNG of a uint8/uint16 HxW, HxWx1, HxWx3 or HxWx4 array."""
-    h, w = image.shape[:2]
-    ch = 1 if image.ndim == 2 else image.shape[2]
-    depth = 8 * image.dtype.itemsize
-    if depth == 16:
-        image = image.astype(">u2", copy=False)  # PNG samples are big-endian
-    rows = np.ascontiguousarray(image).view(np.uint8).reshape(h, -1)
-    n = rows.shape[1]
-    bpp = ch * image.dtype.itemsize
-    raw = np.empty((h, n + 1), np.uint8)
-    if depth == 16 and ch > 1:
-        # Up filter: our own decoder undoes it with one vectorised cumulative sum
-        raw[:, 0] = 2
-        raw[0, 1:] = rows[0]
-        np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])
-    else:
-        raw[:, 0] = 4
-        step = max(1, _ROW_BLOCK_BYTES // max(1, n))
-        prev = np.zeros(n, np.uint8)
-        for r0 in range(0, h, step):
-            r1 = min(h, r0 + step)
-            _paeth_rows(rows[r0:r1], prev, bpp, raw[r0:r1, 1:])
-            prev = rows[r1 - 1]
-    ihdr = struct.pack(">IIBBBBB", w, h, depth, _COLOR_TYPES[ch], 0, 0, 0)
-    return b"".join(
-        (_PNG_SIG, _chunk(b"IHDR", ihdr), _chunk(b"IDAT", zlib.compress(raw.data, level)), _chunk(b"IEND", b""))
-    )
+    rows = _as_rows(image)
+    h, n = rows.shape
+    bpp = (1 if image.ndim == 2 else image.shape[2]) * image.dtype.itemsize
+    out = np.empty((h, n + 1), np.uint8)
+    step = max(1, _ROW_BLOCK_BYTES // max(1, n))  # bounds the int16 temporaries of big images
+    prev = np.zeros((1, n), np.uint8)
+    paeth = _uses_paeth(image)
+    for r0 in range(0, h, step):
+        r1 = min(h, r0 + step)
+        _filter_stack(rows[None, r0:r1], prev, bpp, paeth, out[None, r0:r1])
+        prev = rows[None, r1 - 1]
+    return _png_bytes(image.shape, image.dtype.itemsize, out, level)
+
+
+def encode_many(images: Sequence[np.ndarray], level: int = DEFAULT_PNG_LEVEL) -> Iterator[bytes]:
+    """``encode_png`` of each image; runs of small images of one shape are filtered together."""
+    i = 0
+    n = len(images)
+    while i < n:
+        first = images[i]
+        if first.nbytes * 16 > _ROW_BLOCK_BYTES:
+            yield encode_png(first, level)
+            i += 1
+            continue
+        j = i + 1
+        limit = max(1, _ROW_BLOCK_BYTES // (16 * first.nbytes))
+        while j < n and j - i < limit and images[j].shape == first.shape and images[j].dtype == first.dtype:
+            j += 1
+        if j - i == 1:
+            yield encode_png(first, level)
+            i = j
+            continue
+        stack = np.stack([_as_rows(im) for im in images[i:j]])
+        b, h, width = stack.shape
+        out = np.empty((b, h, width + 1), np.uint8)
+        bpp = (1 if first.ndim == 2 else first.shape[2]) * first.dtype.itemsize
+        _filter_stack(stack, np.zeros((b, width), np.uint8), bpp, _uses_paeth(first), out)
+        for k in range(b):
+            yield _png_bytes(first.shape, first.dtype.itemsize, out[k], level)
+        i = j
 
 
 def _png_header(data: bytes) -> tuple[int, int, int, int, int]:
@@ -240,8 +290,8 @@ def _write_file(path: str, data: bytes) -> None:
 
 
 def _encode_and_write(items: list[tuple[str, np.ndarray]], level: int) -> None:
-    for path, image in items:
-        _write_file(path, encode_png(image, level))
+    for (path, _), data in zip(items, encode_many([im for _, im in items], level)):
+        _write_file(path, data)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -464,8 +514,11 @@ class DiskReader(StoreReader):
         self._n = len(crcs)
         self._int_labels = int_labels
         self._labels_col: Any = np.array(labels, dtype=np.int64) if int_labels else labels
-        self._shape_list = [k for k, _ in sorted(shapes.items(), key=lambda kv: kv[1])]
-        self._shape_codes = np.array(shape_codes, dtype=np.uint32)
+        self._shape_list = [
+            (shape, _DTYPES[dt], int(np.prod(shape))) for (shape, dt), _ in sorted(shapes.items(), key=lambda kv: kv[1])
+        ]
+        self._shape_codes = array("I", shape_codes)  # a compact column, cheap to index
+        self._root = str(self.path)
         self._crc = np.array(crcs, dtype=np.uint32)
         self._meta = meta
         self._files = files
@@ -482,9 +535,8 @@ class DiskReader(StoreReader):
         return int(self._labels_col[i]) if self._int_labels else self._labels_col[i]
 
     def _decode(self, i: int) -> np.ndarray:
-        name = self.file_of(i)
-        path = self.path / name
-        shape, dtype = self._shape_list[self._shape_codes[i]]
+        path = os.path.join(self._root, self._files.get(i) or image_name(i))
+        shape, dtype, size = self._shape_list[self._shape_codes[i]]
         try:
             with open(path, "rb") as f:
                 data = f.read()
@@ -497,13 +549,12 @@ class DiskReader(StoreReader):
         except Exception as exc:  # Pillow raises many kinds of errors on damaged files
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CorruptStoreError(f"{path}: record {i} is not a readable PNG ({msg})") from None
-        want = _DTYPES[dtype]
-        if img.dtype != want or img.size != int(np.prod(shape)) or img.shape[:2] != shape[:2]:
+        if img.dtype != dtype or img.size != size or img.shape[:2] != shape[:2]:
             raise CorruptStoreError(
                 f"{path}: record {i} decodes to {'x'.join(map(str, img.shape))} {img.dtype}, "
                 f"records.csv says {'x'.join(map(str, shape))} {dtype}"
             )
-        return img.reshape(shape)
+        return img if img.shape == shape else img.reshape(shape)
 
     def _read(self, index: int) -> Record:
         md = self._meta[index]
