@@ -89,14 +89,16 @@ class ImgtuiApp(App):
         self.exit()
 
     # -- worker errors: one place ----------------------------------------------------------
-    @on(Worker.StateChanged)
-    def _worker_failed(self, event: Worker.StateChanged) -> None:
-        if event.state == WorkerState.ERROR:
-            title = {"dataset": "Dataset", "bench": "Benchmark", "export": "Export"}.get(
-                event.worker.group, "Error"
-            )
-            self.notify(one_line_error(event.worker.error), title=title, severity="error", markup=False)
+    # Worker.StateChanged does not bubble: the widgets that own workers forward failures here.
+    def report_worker_error(self, worker: Worker) -> None:
+        """Show a failed worker's error as a one-line notification (the app keeps running)."""
+        title = {"dataset": "Dataset", "bench": "Benchmark", "export": "Export"}.get(worker.group, "Error")
+        self.notify(one_line_error(worker.error), title=title, severity="error", markup=False)
 
+    @on(Worker.StateChanged)
+    def _worker_state(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            self.report_worker_error(event.worker)
 
 def make_app(
     dataset: str = "synthetic",

@@ -42,11 +42,11 @@ class HelpScreen(ModalScreen[None]):
 
     def __init__(self, bindings: list[tuple[str, str]]) -> None:
         super().__init__()
-        self._bindings = bindings
+        self._rows = bindings
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-body"):
-            yield Markdown(INTRO + "\n" + bindings_markdown(self._bindings), id="help-text")
+            yield Markdown(INTRO + "\n" + bindings_markdown(self._rows), id="help-text")
 
     def on_mount(self) -> None:
         self.query_one("#help-body").border_title = "Help"

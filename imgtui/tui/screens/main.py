@@ -100,6 +100,7 @@ class MainScreen(Screen):
         self._timer = None
         self._cancelling = False
         self.export_paths: list[str] = []
+        self._error_messages: set[str] = set()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -176,8 +177,6 @@ class MainScreen(Screen):
             return None if self.running else True
         if action == "cancel":
             return True if self.running else None
-        if action == "export":
-            return True if self.rows and not self.running else None
         return True
 
     # -- actions ---------------------------------------------------------------------------
@@ -203,6 +202,7 @@ class MainScreen(Screen):
         self.query_one("#overall-progress", ProgressBar).update(total=None, progress=0)
         self.query_one("#step-name", Static).update("starting…")
         self.cancel_event = threading.Event()
+        self._error_messages = set()
         self._cancelling = False
         self._started_at = time.monotonic()
         self._tick()
@@ -310,13 +310,14 @@ class MainScreen(Screen):
     def _bench_started(self, m: BenchStarted) -> None:
         if self._cancelling:
             return
-        step = f" (step {m.step + 1}/{m.steps})" if m.steps else ""
+        # the engine numbers steps from 1
+        step = f" (step {m.step}/{m.steps})" if m.steps else ""
         self.query_one("#step-name", Static).update(
             f"{m.experiment} · {m.backend} · {m.method} · {m.count:,} records{step}"
         )
         self.query_one("#step-progress", ProgressBar).update(total=None, progress=0)
         if m.steps:
-            self.query_one("#overall-progress", ProgressBar).update(total=m.steps, progress=m.step)
+            self.query_one("#overall-progress", ProgressBar).update(total=m.steps, progress=max(0, m.step - 1))
 
     @on(BenchProgress)
     def _bench_progress(self, m: BenchProgress) -> None:
@@ -324,7 +325,7 @@ class MainScreen(Screen):
             self.query_one("#step-progress", ProgressBar).update(total=m.total, progress=m.done)
         if m.steps:
             frac = m.done / m.total if m.total else 0.0
-            self.query_one("#overall-progress", ProgressBar).update(total=m.steps, progress=m.step + frac)
+            self.query_one("#overall-progress", ProgressBar).update(total=m.steps, progress=max(0, m.step - 1) + frac)
 
     @on(BenchResult)
     def _bench_result(self, m: BenchResult) -> None:
@@ -351,6 +352,12 @@ class MainScreen(Screen):
 
     @on(BenchError)
     def _bench_error(self, m: BenchError) -> None:
+        # the failed step also arrives as a row with its error; notify each distinct cause once
+        if m.message in self._error_messages:
+            return
+        self._error_messages.add(m.message)
+        if len(self._error_messages) > 3:
+            return
         self.notify(
             f"{m.experiment} {m.backend}/{m.method} at {m.count:,}: {m.message}",
             title="Step failed",
@@ -373,7 +380,9 @@ class MainScreen(Screen):
 
     @on(Worker.StateChanged)
     def _worker_state(self, event: Worker.StateChanged) -> None:
-        # errors are notified once, by the app; here the run state is wound down
+        # errors are notified by the app (one place); here the run state is wound down
+        if event.state == WorkerState.ERROR:
+            self.app.report_worker_error(event.worker)  # type: ignore[attr-defined]
         if event.worker is self.bench_worker and event.state in (
             WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED
         ):

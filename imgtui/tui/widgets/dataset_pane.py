@@ -324,8 +324,9 @@ class DatasetPane(Vertical):
 
     @on(Worker.StateChanged)
     def _worker_state(self, event: Worker.StateChanged) -> None:
-        # the app notifies the error (one place); here the pane shows it in place of a summary
+        # the app notifies the error (one place); here the pane also shows it in place of a summary
         if event.worker.group == "dataset" and event.state == WorkerState.ERROR:
+            self.app.report_worker_error(event.worker)  # type: ignore[attr-defined]
             self.summary = None
             self.kind = ""
             self.error = one_line_error(event.worker.error)

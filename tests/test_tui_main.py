@@ -1,0 +1,405 @@
+"""The main screen of the app, driven with Pilot: panes, plan, a tiny benchmark, cancel, errors, help."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from imgtui.bench.model import ResultRow, ResultTable
+from imgtui.tui.app import ImgtuiApp, make_app
+from imgtui.tui.commands import COMMANDS
+from imgtui.tui.screens.help import HelpScreen
+from imgtui.tui.screens.main import MainScreen, plan_summary
+from imgtui.tui.themes import DARK, LIGHT
+from imgtui.tui.widgets.backend_pane import BackendPane
+from imgtui.tui.widgets.dataset_pane import DatasetPane, complete_path, label_histogram
+from imgtui.tui.widgets.plots import Plots, disk_usage, series
+from imgtui.tui.widgets.preview import Preview
+from imgtui.tui.widgets.results_table import ResultsTable
+
+SIZE = (140, 44)
+#: generous: the test machine has 2 cores shared with other jobs
+TIMEOUT = 90.0
+
+
+async def wait_until(pilot, condition, timeout: float = TIMEOUT, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+async def settle(app: ImgtuiApp, pilot) -> None:
+    """Wait for the dataset summary worker and the messages it posts."""
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.pause()
+
+
+def notifications(app: ImgtuiApp, severity: str | None = None) -> list:
+    return [n for n in app._notifications if severity is None or n.severity == severity]
+
+
+# -- start-up --------------------------------------------------------------------------------
+async def test_startup_shows_the_three_panes_and_the_plan():
+    app = make_app("synthetic:count=40,size=24")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        screen = app.screen
+        assert isinstance(screen, MainScreen)
+        assert screen.query_one(DatasetPane).display
+        assert screen.query_one(BackendPane).display
+        table = screen.query_one(ResultsTable)
+        assert [str(c.label) for c in table.columns.values()][:4] == ["experiment", "backend", "method", "count"]
+        assert table.row_count == 0
+        plan = screen.plan
+        assert plan.dataset == "synthetic:count=40,size=24,channels=3,bits=8,seed=0"
+        assert plan.backends == ["disk", "lmdb", "hdf5"]
+        assert plan.methods == ["article", "imgtui", "floor"]
+        assert plan.counts == [10, 100, 1000]
+        assert plan.repeats is None
+        assert str(screen.query_one("#plan-summary").content).startswith("⚠ the dataset has 40 records")
+        # the summary and the preview come from the worker
+        pane = screen.query_one(DatasetPane)
+        assert pane.summary["count"] == 40 and pane.kind == "synthetic"
+        assert "24x24x3 (40)" in str(screen.query_one("#summary").content)
+        thumb = screen.query_one(Preview).thumbnail
+        assert thumb is not None and len(thumb.plain.splitlines()) == 12
+        assert set(thumb.plain) <= {"▀", "\n"}
+        assert app.theme == DARK
+
+
+async def test_changing_options_updates_the_plan(tmp_path):
+    app = make_app("synthetic:count=40,size=24")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        screen: MainScreen = app.screen  # type: ignore[assignment]
+        from textual.widgets import Checkbox, Input, Select
+
+        await pilot.click("#use-lmdb")
+        await pilot.pause()
+        assert screen.plan.backends == ["disk", "hdf5"]
+        assert "lmdb" not in screen.plan.backend_options
+
+        screen.query_one("#hdf5-compression", Select).value = "gzip"
+        screen.query_one("#hdf5-layout", Select).value = "chunked"
+        screen.query_one("#hdf5-level", Input).value = "7"
+        screen.query_one("#disk-png-level", Input).value = "1"
+        await pilot.pause()
+        assert screen.plan.backend_options == {
+            "disk": {"png_level": 1},
+            "hdf5": {"layout": "chunked", "compression": "gzip", "level": 7},
+        }
+
+        await pilot.click("#count-1000")
+        await pilot.click("#count-10000")
+        await pilot.click("#method-article")
+        screen.query_one("#exp-store_one", Checkbox).value = False
+        screen.query_one("#repeats", Input).value = "2"
+        screen.query_one("#workdir", Input).value = str(tmp_path)
+        await pilot.pause()
+        plan = screen.plan
+        assert plan.counts == [10, 100, 10000]
+        assert plan.methods == ["imgtui", "floor"]
+        assert "store_one" not in plan.experiments and "read_one" in plan.experiments
+        assert plan.repeats == 2
+        assert plan.workdir == str(tmp_path)
+        assert "repeats 2" in plan_summary(plan)
+
+        # dataset options: 16-bit, one channel, 50 records, variable sizes
+        screen.query_one("#syn-count", Input).value = "50"
+        screen.query_one("#syn-bits", Select).value = 16
+        screen.query_one("#syn-channels", Select).value = 1
+        screen.query_one("#syn-variable", Input).value = "8-20"
+        await settle(app, pilot)
+        assert screen.plan.dataset == "synthetic:count=50,size=24,variable=8-20,channels=1,bits=16,seed=0"
+        pane = screen.query_one(DatasetPane)
+        assert pane.summary["dtypes"] == {"uint16": 50}
+        # an invalid field leaves the plan as it was
+        screen.query_one("#syn-count", Input).value = "0"
+        await pilot.pause()
+        assert screen.plan.dataset.startswith("synthetic:count=50,")
+
+
+# -- running -----------------------------------------------------------------------------------
+async def test_tiny_benchmark_fills_the_table_and_exports(tmp_path):
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    app = make_app(
+        "synthetic:count=100,size=8",
+        backends=["lmdb", "hdf5"],
+        methods=["imgtui", "floor"],
+        experiments=["store_many", "read_many"],
+        counts=[10, 100],
+        repeats=1,
+        workdir=str(work),
+        output=str(out),
+    )
+    messages: list = []
+    async with app.run_test(size=SIZE, message_hook=messages.append) as pilot:
+        await settle(app, pilot)
+        screen: MainScreen = app.screen  # type: ignore[assignment]
+        await pilot.press("s")
+        await wait_until(pilot, lambda: screen.bench_worker is not None, what="the run to start")
+        await wait_until(pilot, lambda: not screen.running, what="the run to finish")
+        await pilot.pause()
+        rows = screen.rows
+        table = screen.query_one(ResultsTable)
+        assert table.row_count == len(rows) > 0
+        got = {(r.experiment, r.backend, r.method, r.count) for r in rows if r.method != "floor"}
+        assert got == {
+            (e, b, "imgtui", c)
+            for e in ("store_many", "read_many") for b in ("lmdb", "hdf5") for c in (10, 100)
+        }
+        assert any(r.method == "floor" for r in rows)
+        for r in rows:
+            if r.method == "imgtui":
+                assert r.error is None, r.error
+                assert r.median_s is not None and r.median_s > 0
+        assert screen.last_results is not None and len(screen.last_results.rows) == len(rows)
+        assert "finished" in str(screen.query_one("#step-name").content)
+        assert os.listdir(work) == []  # the temporary stores are gone
+        # the plots got the rows
+        assert set(series(rows, "store_many")) >= {"lmdb/imgtui", "hdf5/imgtui"}
+        # one DataTable row per Result message, progress throttled but present
+        unique = {id(m): m for m in messages}.values()  # a bubbling message is seen once per node
+        names = [type(m).__name__ for m in unique]
+        assert names.count("BenchResult") == len(rows)
+        assert names.count("BenchFinished") == 1
+
+        # sort by clicking the "count" header: 10s first, then again for 100s first
+        await pilot.click(ResultsTable, offset=(table.columns["count"].get_render_width(table) // 2 + sum(
+            c.get_render_width(table) for c in list(table.columns.values())[:3]), 0))
+        await pilot.pause()
+        assert table.sort_column == "count" and not table.sort_reverse
+        assert [r.count for r in table.sorted_rows()] == sorted(r.count for r in rows)
+
+        await pilot.press("e")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        files = sorted(p.name for p in out.iterdir())
+        assert len(files) == 2 and files[0].endswith(".csv") and files[1].endswith(".json")
+        back = ResultTable.from_json(out / files[1])
+        assert len(back.rows) == len(rows)
+        assert len(ResultTable.from_csv(out / files[0]).rows) == len(rows)
+        assert any(str(out / files[1]) in n.message for n in notifications(app))
+
+
+async def test_cancel_stops_the_run_and_leaves_no_files(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    app = make_app(
+        "synthetic:count=10000,size=16",
+        backends=["lmdb", "hdf5"],
+        methods=["imgtui"],
+        experiments=["store_many", "read_many"],
+        counts=[10000],
+        repeats=10,
+        workdir=str(work),
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        screen: MainScreen = app.screen  # type: ignore[assignment]
+        await pilot.click("#start")
+        assert screen.running
+        await wait_until(pilot, lambda: "store_many" in str(screen.query_one("#step-name").content),
+                         what="the first step")
+        await pilot.press("c")
+        assert screen.cancel_event is not None and screen.cancel_event.is_set()
+        await wait_until(pilot, lambda: not screen.running, what="the worker to end")
+        assert screen.bench_worker is not None and screen.bench_worker.is_finished
+        await pilot.pause()
+        assert screen.last_results is not None  # Finished(cancelled=True) arrived
+        assert "cancelled" in str(screen.query_one("#step-name").content)
+        assert os.listdir(work) == []
+        assert not notifications(app, "error")
+
+
+async def test_quit_during_a_run_cancels_it_first(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    app = make_app(
+        "synthetic:count=10000,size=16",
+        backends=["lmdb"],
+        methods=["imgtui"],
+        experiments=["store_many"],
+        counts=[10000],
+        repeats=10,
+        workdir=str(work),
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        screen: MainScreen = app.screen  # type: ignore[assignment]
+        await pilot.press("s")
+        await wait_until(pilot, lambda: "store_many" in str(screen.query_one("#step-name").content),
+                         what="the first step")
+        worker = screen.bench_worker
+        await app.action_quit()
+        assert worker is not None and worker.is_finished
+    assert os.listdir(work) == []
+
+
+# -- errors ------------------------------------------------------------------------------------
+async def test_bad_dataset_path_notifies_and_the_app_keeps_running(tmp_path):
+    missing = tmp_path / "no-such-folder"
+    app = make_app("synthetic:count=10,size=8")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        screen: MainScreen = app.screen  # type: ignore[assignment]
+        from textual.widgets import Input, Select
+
+        screen.query_one("#source", Select).value = "folder"
+        await pilot.pause()
+        path_input = screen.query_one("#path", Input)
+        assert path_input.display and path_input.has_focus
+        path_input.value = str(missing)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        errors = notifications(app, "error")
+        assert [n.message for n in errors] == [f"{missing}: no such file or folder"]
+        pane = screen.query_one(DatasetPane)
+        assert pane.error == f"{missing}: no such file or folder"
+        assert screen.plan.dataset == str(missing)
+        # starting with a broken dataset is refused with a one-line reason
+        screen.query_one("#results-table").focus()
+        await pilot.press("s")
+        await pilot.pause()
+        assert not screen.running
+        assert notifications(app, "error")[-1].message == f"The dataset cannot be read: {missing}: no such file or folder"
+        # still alive: help opens and closes
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert app.screen is screen
+
+
+async def test_export_with_no_results_warns():
+    app = make_app("synthetic:count=10,size=8")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("e")
+        await pilot.pause()
+        assert notifications(app, "warning")[-1].message == "Nothing to export yet: run a benchmark first (s)."
+
+
+async def test_browse_without_a_store_warns():
+    app = make_app("synthetic:count=10,size=8")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("b")
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen)
+        assert "Choose an existing store" in notifications(app, "warning")[-1].message
+
+
+# -- help, theme, palette ------------------------------------------------------------------------
+async def test_help_opens_on_question_mark_and_f1():
+    app = make_app("synthetic:count=10,size=8")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        text = app.screen.query_one("#help-text").source
+        for key in ("`s`", "`c`", "`e`", "`b`", "`p`", "`t`", "`o`", "`?"):
+            assert key in text, key
+        assert "Quit (cancels a running benchmark first)" in text
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen)
+        await pilot.press("f1")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("f1")
+        assert isinstance(app.screen, MainScreen)
+
+
+async def test_theme_toggle_and_plots_key():
+    app = make_app("synthetic:count=10,size=8")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("t")
+        assert app.theme == LIGHT
+        await pilot.press("t")
+        assert app.theme == DARK
+        from textual.widgets import TabbedContent
+
+        views = app.screen.query_one("#views", TabbedContent)
+        await pilot.press("p")
+        await pilot.pause()
+        assert views.active == "tab-plots"
+        assert app.screen.query_one(Plots).display
+        await pilot.press("p")
+        assert views.active == "tab-results"
+
+
+def test_every_command_palette_entry_has_an_app_action():
+    app = make_app()
+    actions = {a for _t, _h, a in COMMANDS}
+    assert actions == {"start", "cancel", "export", "browse", "toggle_plots", "help", "toggle_theme"}
+    for action in actions:
+        assert callable(getattr(app, f"action_{action}")), action
+
+
+async def test_command_palette_runs_an_action():
+    app = make_app("synthetic:count=10,size=8")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"toggle dark")
+        from textual.command import CommandList
+
+        await wait_until(pilot, lambda: app.screen.query_one(CommandList).option_count > 0, 20, "palette hits")
+        await pilot.pause(0.2)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.theme == LIGHT, 20, "the theme to change")
+
+
+# -- pure helpers --------------------------------------------------------------------------------
+def test_results_table_sorting_puts_missing_values_last():
+    app = make_app()
+
+    async def run():
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.screen.query_one(ResultsTable)
+            for count, t in ((100, 0.5), (10, None), (1000, 0.1)):
+                table.add_result(ResultRow("store_many", "lmdb", "imgtui", count, median_s=t))
+            table.sort_by("median_s")
+            assert [r.count for r in table.sorted_rows()] == [1000, 100, 10]
+            table.sort_by("median_s")  # again: reversed
+            assert table.sort_reverse
+            assert [r.count for r in table.sorted_rows()] == [10, 100, 1000]
+            await pilot.press("o")  # cycles to the next column
+            assert table.sort_column == "records_per_s"
+            assert table.row_count == 3
+
+    asyncio.run(run())
+
+
+def test_complete_path(tmp_path):
+    (tmp_path / "alpha").mkdir()
+    (tmp_path / "alpine.npz").write_bytes(b"")
+    (tmp_path / ".hidden").mkdir()
+    assert complete_path(str(tmp_path / "alph")) == str(tmp_path / "alpha") + "/"
+    assert complete_path(str(tmp_path / "alpi")) == str(tmp_path / "alpine.npz")
+    assert complete_path(str(tmp_path / "zz")) is None
+    assert complete_path(str(tmp_path) + "/") == str(tmp_path / "alpha") + "/"
+    assert complete_path(str(tmp_path / ".hid")) == str(tmp_path / ".hidden") + "/"
+    assert complete_path("") is None
+
+
+def test_label_histogram_and_plot_data():
+    assert label_histogram({"1": 5, "0": 10}) == "2 distinct █▄ (0..1)"
+    assert label_histogram({}) == "-"
+    rows = [
+        ResultRow("store_many", "lmdb", "imgtui", 100, median_s=0.2, bytes_on_disk=3_000_000),
+        ResultRow("store_many", "lmdb", "imgtui", 10, median_s=0.02, bytes_on_disk=300_000),
+        ResultRow("store_many", "disk", "imgtui", 10, error="boom"),
+    ]
+    assert series(rows, "store_many") == {"lmdb/imgtui": ([10, 100], [0.02, 0.2])}
+    assert disk_usage(rows) == (["lmdb/imgtui"], [3.0], 100)
