@@ -128,6 +128,8 @@ def test_metadata_unicode_commas_quotes_newlines(tmp_path):
     md = {"name": 'a, "quoted" name', "ü": "日本語 ✓", "lines": "one\ntwo\r\nthree", "n": [1, 2.5, None],
           "nested": {"x": {"y": True}}}
     recs = [Record(rand((4, 4)), "a,b", md), Record(rand((4, 4)), 'q"q', {}), Record(rand((4, 4)), 3, {"k": ""})]
+    # carriage returns, NUL, BOM and line separators inside labels survive the CSV table
+    recs += [Record(rand((2, 2)), lab, {lab: lab}) for lab in ("a\rb", "\r", "x\n", "\x00z", "\u2028", "\ufeffq", "\r\n")]
     write(tmp_path / "s", recs)
     assert read_all(tmp_path / "s") == recs
 

@@ -347,7 +347,7 @@ class DiskWriter(StoreWriter):
         os.mkdir(self.build_path)
         os.mkdir(self.build_path / IMAGES)
         self._table = open(self.build_path / TABLE, "w", encoding="utf-8", newline="")
-        self._csv = csv.writer(self._table, lineterminator="\n")
+        self._csv = csv.writer(self._table)  # \r\n rows: fields holding \r or \n get quoted
         self._csv.writerow(COLUMNS)
         self._table.flush()
 
