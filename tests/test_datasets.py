@@ -100,6 +100,34 @@ def test_decode_16bit_rgb_tiff_is_lossless(tmp_path):
     assert got.dtype == np.uint16 and np.array_equal(got, a)
 
 
+def test_decode_16bit_colour_png_is_lossless(tmp_path):
+    from imgtui.backends.disk import encode_png
+
+    for shape in [(5, 7, 3), (4, 6, 4)]:
+        a = RNG.integers(0, 65536, shape, dtype=np.uint16)
+        (tmp_path / "c.png").write_bytes(encode_png(a))
+        got = decode_image(tmp_path / "c.png")
+        assert got.dtype == np.uint16 and np.array_equal(got, a)
+    # 16-bit gray+alpha (written by hand: colour type 4, filter 0)
+    import zlib
+    ga = RNG.integers(0, 65536, (3, 4, 2), dtype=np.uint16)
+    raw = b"".join(b"\0" + row.astype(">u2").tobytes() for row in ga)
+
+    def chunk(tag, body):
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 3, 16, 4, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    (tmp_path / "ga.png").write_bytes(png)
+    got = decode_image(tmp_path / "ga.png")
+    assert got.shape == (3, 4, 4) and got.dtype == np.uint16
+    assert np.array_equal(got[..., 0], ga[..., 0]) and np.array_equal(got[..., 2], ga[..., 0])
+    assert np.array_equal(got[..., 3], ga[..., 1])
+    (tmp_path / "bad.png").write_bytes(png[:-30])
+    with pytest.raises(DatasetError, match=r"bad\.png: "):
+        decode_image(tmp_path / "bad.png")
+
+
 def test_decode_truncated_and_garbage(tmp_path):
     buf = io.BytesIO()
     Image.fromarray(rgb(64, 64)).save(buf, format="JPEG")

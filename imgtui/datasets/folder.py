@@ -18,8 +18,10 @@ A folder of images with no class sub-folders and no labels.csv is refused unless
 Pixels are returned as stored (EXIF orientation is not applied). Modes: ``L`` -> HxW uint8,
 ``1`` -> HxW uint8 (0/255), ``RGB`` -> HxWx3, ``RGBA``/``LA``/``PA``/``P`` with transparency ->
 HxWx4, ``P``/``CMYK``/``YCbCr``/... -> HxWx3, ``I;16*`` and ``I`` (16-bit grayscale PNG/TIFF) ->
-HxW uint16 (lossless; ``I`` values outside 0..65535 are an error), uncompressed 16-bit RGB(A) TIFF
--> HxWx3/4 uint16 (read directly, since Pillow would reduce it to 8 bits). Float images are refused.
+HxW uint16 (lossless; ``I`` values outside 0..65535 are an error); 16-bit RGB/RGBA PNG ->
+HxWx3/4 uint16, 16-bit gray+alpha PNG -> HxWx4 uint16 (gray copied to R, G, B), uncompressed
+16-bit RGB(A) TIFF -> HxWx3/4 uint16 (these are read directly: Pillow would reduce them to 8 bits;
+interlaced 16-bit colour PNG and compressed 16-bit colour TIFF are refused rather than truncated). Float images are refused.
 
 Files whose extension is not an image extension are ignored and counted (``ignored``, shown by
 ``describe()``); hidden files and folders (``.name``) are skipped silently. Order is deterministic:
@@ -106,6 +108,28 @@ def _raw_tiff16(im: Image.Image, path: Path) -> np.ndarray | None:
     return out
 
 
+def _png16(im: Image.Image) -> bool:
+    """A 16-bit colour (or gray+alpha) PNG, which Pillow would reduce to 8 bits."""
+    return any(str(t[3][0] if isinstance(t[3], tuple) else t[3]).endswith("16B") for t in im.tile)
+
+
+def _decode_png16(path: Path) -> np.ndarray:
+    from ..backends.disk import decode_png16  # numpy + zlib PNG decoder, lossless at 16 bits
+
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        arr = decode_png16(data)
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except Exception as exc:  # ValueError, zlib.error
+        raise DatasetError(f"{path}: cannot decode 16-bit PNG ({exc})") from None
+    if arr.ndim == 3 and arr.shape[2] == 2:  # gray + alpha -> RGBA
+        g, a = arr[..., :1], arr[..., 1:]
+        arr = np.concatenate([g, g, g, a], axis=2)
+    return arr
+
+
 def decode_image(path: str | Path) -> np.ndarray:
     """Decode one image file to an HxW or HxWxC uint8/uint16 array; DatasetError if it cannot."""
     path = Path(path)
@@ -123,6 +147,8 @@ def decode_image(path: str | Path) -> np.ndarray:
                 raw = _raw_tiff16(im, path)
                 if raw is not None:
                     return raw
+            elif im.format == "PNG" and im.mode in ("RGB", "RGBA", "LA") and _png16(im):
+                return _decode_png16(path)
             im.load()
             return _to_array(im, path)
     except DatasetError:
