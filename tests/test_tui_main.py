@@ -207,7 +207,7 @@ async def test_cancel_stops_the_run_and_leaves_no_files(tmp_path):
         screen: MainScreen = app.screen  # type: ignore[assignment]
         await pilot.click("#start")
         assert screen.running
-        await wait_until(pilot, lambda: "store_many" in str(screen.query_one("#step-name").content),
+        await wait_until(pilot, lambda: "store_many ·" in str(screen.query_one("#step-name").content),
                          what="the first step")
         await pilot.press("c")
         assert screen.cancel_event is not None and screen.cancel_event.is_set()
@@ -236,7 +236,7 @@ async def test_quit_during_a_run_cancels_it_first(tmp_path):
         await settle(app, pilot)
         screen: MainScreen = app.screen  # type: ignore[assignment]
         await pilot.press("s")
-        await wait_until(pilot, lambda: "store_many" in str(screen.query_one("#step-name").content),
+        await wait_until(pilot, lambda: "store_many ·" in str(screen.query_one("#step-name").content),
                          what="the first step")
         worker = screen.bench_worker
         await app.action_quit()
@@ -403,3 +403,22 @@ def test_label_histogram_and_plot_data():
     ]
     assert series(rows, "store_many") == {"lmdb/imgtui": ([10, 100], [0.02, 0.2])}
     assert disk_usage(rows) == (["lmdb/imgtui"], [3.0], 100)
+
+
+async def test_b_opens_the_record_browser_on_a_store(tmp_path):
+    pytest.importorskip("imgtui.tui.screens.browser")
+    from imgtui.backends import open_writer
+    from imgtui.datasets import SyntheticDataset
+    from imgtui.tui.screens.browser import BrowserScreen
+
+    store = tmp_path / "s.lmdb"
+    with open_writer(store, "lmdb") as w:
+        w.write_many(SyntheticDataset(count=5, size=8))
+    app = make_app(str(store))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        pane = app.screen.query_one(DatasetPane)
+        assert pane.kind == "store" and pane.store_path == str(store)
+        assert pane.summary["count"] == 5
+        await pilot.press("b")
+        await wait_until(pilot, lambda: isinstance(app.screen, BrowserScreen), 20, "the browser")

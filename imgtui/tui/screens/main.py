@@ -34,21 +34,21 @@ PROGRESS_RATE = 10.0
 
 
 def plan_summary(plan: BenchPlan) -> str:
-    """The one-line description of a plan shown under the panes."""
+    """The one-line description of a plan shown under the panes (the dataset last: it is long)."""
 
     def opts(b: str) -> str:
         o = plan.backend_options.get(b) or {}
-        return f"{b}({','.join(f'{k}={v}' for k, v in o.items())})" if o else b
+        return f"{b}({','.join(str(v) for v in o.values())})" if o else b
 
-    counts = ", ".join(COUNT_LABELS.get(c, f"{c:,}") for c in plan.counts) or "none"
+    counts = ",".join(COUNT_LABELS.get(c, f"{c:,}") for c in plan.counts) or "none"
     repeats = "auto" if plan.repeats is None else str(plan.repeats)
     floor = 1 if "floor" in plan.methods else 0
     per_backend = len([m for m in plan.methods if m != "floor"])
     steps = len(plan.experiments) * len(plan.counts) * (len(plan.backends) * per_backend + floor)
     return (
-        f"Plan: {plan.dataset} · {' '.join(opts(b) for b in plan.backends) or 'no backend'} · "
-        f"{'/'.join(plan.methods) or 'no method'} · {len(plan.experiments)} experiments · "
-        f"counts {counts} · repeats {repeats} · ~{steps} steps"
+        f"Plan: ~{steps} steps · counts {counts} · repeats {repeats} · "
+        f"{' '.join(opts(b) for b in plan.backends) or 'no backend'} · "
+        f"{'/'.join(plan.methods) or 'no method'} · {len(plan.experiments)} experiments · {plan.dataset}"
     )
 
 
@@ -311,9 +311,9 @@ class MainScreen(Screen):
         if self._cancelling:
             return
         # the engine numbers steps from 1
-        step = f" (step {m.step}/{m.steps})" if m.steps else ""
+        step = f"{m.step}/{m.steps} " if m.steps else ""
         self.query_one("#step-name", Static).update(
-            f"{m.experiment} · {m.backend} · {m.method} · {m.count:,} records{step}"
+            f"{step}{m.experiment} · {m.backend}/{m.method} · {m.count:,}"
         )
         self.query_one("#step-progress", ProgressBar).update(total=None, progress=0)
         if m.steps:
@@ -330,7 +330,11 @@ class MainScreen(Screen):
     @on(BenchResult)
     def _bench_result(self, m: BenchResult) -> None:
         self.rows.append(m.row)
-        self.query_one(ResultsTable).add_result(m.row)
+        table = self.query_one(ResultsTable)
+        follow = table.sort_column is None and table.scroll_y >= table.max_scroll_y - 1
+        table.add_result(m.row)
+        if follow:  # keep the newest row in view unless the user scrolled up or sorted
+            table.call_after_refresh(table.scroll_end, animate=False)
         self.query_one(Plots).update_rows(self.rows)
         self._update_results_title()
 

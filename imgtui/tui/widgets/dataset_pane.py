@@ -256,6 +256,8 @@ class DatasetPane(Vertical):
     @on(Input.Changed, "#synthetic-options Input")
     @on(Select.Changed, "#synthetic-options Select")
     def _synthetic_changed(self) -> None:
+        if self.query_one("#source", Select).value != "synthetic":
+            return  # the hidden synthetic fields post Changed when mounted
         spec = self.synthetic_spec()
         if spec is not None and spec != self.spec:
             self.spec = spec

@@ -1,0 +1,155 @@
+"""Drive the real imgtui app with Pilot and save SVG screenshots into screenshots/.
+
+    python scripts/screenshots.py            # main-running.svg, plots.svg, main-light.svg, help.svg
+    python scripts/screenshots.py --measure  # also: time to first paint, key latency during a 100k run
+
+The record browser's screenshots come from scripts/browser_screenshots.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from imgtui.tui.app import make_app
+from imgtui.tui.screens.main import MainScreen
+from imgtui.tui.themes import LIGHT
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "screenshots"
+SIZE = (140, 44)
+
+
+async def wait_until(pilot, condition, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the app did not get there in time")
+        await pilot.pause(0.05)
+
+
+async def mid_benchmark(work: str) -> None:
+    """The main screen while a benchmark runs, with rows already in the table."""
+    app = make_app(
+        "synthetic:count=10000,size=32",
+        methods=["imgtui", "floor"],
+        experiments=["store_many", "read_many", "random_batches", "disk_usage"],
+        counts=[10, 100, 1000, 10000],
+        repeats=1,
+        workdir=work,
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await app.workers.wait_for_complete()
+        screen: MainScreen = app.screen  # type: ignore[assignment]
+        await pilot.press("s")
+        await wait_until(pilot, lambda: len(screen.rows) >= 22 or not screen.running)
+        await wait_until(pilot, lambda: "store_many" in str(screen.query_one("#step-name").content)
+                         or not screen.running, timeout=60)
+        await pilot.pause(0.3)
+        app.save_screenshot("main-running.svg", path=str(OUT))
+        await pilot.press("c")
+        await wait_until(pilot, lambda: not screen.running)
+
+
+async def plots_and_light(work: str) -> None:
+    """A finished run: the plots view, then the results table in the light theme, then help."""
+    app = make_app(
+        "synthetic:count=1000,size=32",
+        methods=["imgtui", "floor"],
+        experiments=["store_many", "read_many", "disk_usage"],
+        counts=[10, 100, 1000],
+        repeats=1,
+        workdir=work,
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await app.workers.wait_for_complete()
+        screen: MainScreen = app.screen  # type: ignore[assignment]
+        await pilot.press("s")
+        await wait_until(pilot, lambda: screen.bench_worker is not None)
+        await wait_until(pilot, lambda: not screen.running)
+        await pilot.pause(0.5)
+        await pilot.press("p")
+        await pilot.pause(0.5)
+        app.save_screenshot("plots.svg", path=str(OUT))
+        await pilot.press("p")
+        app.theme = LIGHT
+        await pilot.pause(0.5)
+        app.save_screenshot("main-light.svg", path=str(OUT))
+        await pilot.press("f1")
+        await pilot.pause(0.5)
+        app.save_screenshot("help.svg", path=str(OUT))
+
+
+async def measure(work: str) -> None:
+    """Time to first paint (Pilot), and key handling latency while a 100,000-record run works."""
+    t0 = time.perf_counter()
+    app = make_app(
+        "synthetic:count=100000,size=16",
+        backends=["lmdb", "hdf5"],
+        methods=["imgtui"],
+        experiments=["store_many", "read_many"],
+        counts=[100000],
+        repeats=1,
+        workdir=work,
+    )
+    painted: list[float] = []
+    async with app.run_test(size=SIZE) as pilot:
+        screen: MainScreen = app.screen  # type: ignore[assignment]
+        screen.call_after_refresh(lambda: painted.append(time.perf_counter()))
+        await wait_until(pilot, lambda: bool(painted))
+        print(f"first paint (Pilot, app built to first refresh): {(painted[0] - t0) * 1000:.0f} ms")
+        await app.workers.wait_for_complete()
+        await pilot.press("s")
+        await wait_until(pilot, lambda: "store_many" in str(screen.query_one("#step-name").content))
+
+        handled: list[float] = []
+        original = screen.action_toggle_plots
+
+        def timed() -> None:
+            handled.append(time.perf_counter())
+            original()
+
+        screen.action_toggle_plots = timed  # type: ignore[method-assign]
+        latencies = []
+        for _ in range(30):
+            if not screen.running:
+                break
+            sent = time.perf_counter()
+            await pilot.press("p")
+            await wait_until(pilot, lambda: len(handled) > len(latencies), timeout=30)
+            latencies.append(handled[-1] - sent)
+            await asyncio.sleep(0.1)
+        still_running = screen.running
+        await pilot.press("c")
+        await wait_until(pilot, lambda: not screen.running)
+    if latencies:
+        ms = sorted(x * 1000 for x in latencies)
+        print(
+            f"key press -> handler while the 100k benchmark ran ({len(ms)} presses, run still going: "
+            f"{still_running}): median {statistics.median(ms):.1f} ms, max {ms[-1]:.1f} ms"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--measure", action="store_true", help="also measure first paint and key latency")
+    p.add_argument("--only-measure", action="store_true", help="measure, take no screenshots")
+    args = p.parse_args(argv)
+    OUT.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="imgtui-shots-") as work:
+        if not args.only_measure:
+            asyncio.run(mid_benchmark(work))
+            asyncio.run(plots_and_light(work))
+            print(f"saved screenshots into {OUT}")
+        if args.measure or args.only_measure:
+            asyncio.run(measure(work))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
