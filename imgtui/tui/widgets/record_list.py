@@ -221,6 +221,9 @@ class RecordList(ScrollView, can_focus=True):
         if row is None:
             return False
         self.cursor = row
+        # a jump lands in the middle of the page so the rows around it are visible too
+        top = max(0, min(row - self._page_height() // 2, self.row_count - self._page_height()))
+        self.scroll_to(y=top, animate=False, force=True)
         return True
 
     def action_cursor_up(self) -> None:
