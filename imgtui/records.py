@@ -84,6 +84,8 @@ def validate_label(label: Any, where: str = "label") -> Label:
 def validate_metadata(metadata: Any, where: str = "metadata") -> dict:
     if metadata is None:
         return {}
+    if type(metadata) is dict and not metadata:
+        return metadata
     if not isinstance(metadata, dict):
         raise InvalidRecordError(f"{where}: metadata must be a dict, got {type(metadata).__name__}")
     try:

@@ -98,20 +98,27 @@ class WriteStats:
     labels_truncated: bool = False
 
     def add(self, record: Record) -> None:
-        self.count += 1
-        self.raw_bytes += record.image.nbytes
-        key = "x".join(str(s) for s in record.image.shape)
-        if key in self.shapes or len(self.shapes) < _MAX_DISTINCT:
-            self.shapes[key] += 1
-        else:
-            self.shapes_truncated = True
-        self.dtypes[str(record.image.dtype)] += 1
-        lk = str(record.label)
-        if lk in self.labels or len(self.labels) < _MAX_DISTINCT:
-            self.labels[lk] += 1
-        else:
-            self.labels_truncated = True
-        self.label_kinds.add("int" if isinstance(record.label, int) else "str")
+        self.add_many([record.image.shape], [record.image.dtype], [record.image.nbytes], [record.label])
+
+    def add_many(self, shapes: Sequence[tuple], dtypes: Sequence[np.dtype], nbytes: Sequence[int], labels: Sequence[Label]) -> None:
+        """Count a batch of records (cheap per record: one dict update per distinct value)."""
+        self.count += len(labels)
+        self.raw_bytes += int(sum(nbytes))
+        for shape, n in Counter(shapes).items():
+            key = "x".join(map(str, shape))
+            if key in self.shapes or len(self.shapes) < _MAX_DISTINCT:
+                self.shapes[key] += n
+            else:
+                self.shapes_truncated = True
+        for dt, n in Counter(dtypes).items():
+            self.dtypes[dt.name] += n
+        for label, n in Counter(labels).items():
+            lk = str(label)
+            if lk in self.labels or len(self.labels) < _MAX_DISTINCT:
+                self.labels[lk] += n
+            else:
+                self.labels_truncated = True
+            self.label_kinds.add("int" if isinstance(label, int) else "str")
 
     def to_dict(self) -> dict:
         return {
@@ -259,6 +266,56 @@ class StoreWriter(ABC):
     def write_many(self, records: Iterable[Record | tuple]) -> None:
         for r in records:
             self.write(r)
+
+    def write_array(
+        self,
+        images: np.ndarray,
+        labels: Sequence[Label] | np.ndarray,
+        metadata: Sequence[dict] | None = None,
+    ) -> None:
+        """Write N same-shape images given as one N x H x W [x C] array: validated once, not per image.
+
+        The fast path for training data that is already an array (e.g. CIFAR batches).
+        """
+        self._ensure_open()
+        images = np.asarray(images)
+        n = len(images)
+        if len(labels) != n:
+            raise InvalidRecordError(f"write_array: {n} images but {len(labels)} labels")
+        if metadata is not None and len(metadata) != n:
+            raise InvalidRecordError(f"write_array: {n} images but {len(metadata)} metadata dicts")
+        if n == 0:
+            return
+        from ..records import validate_image, validate_label, validate_metadata
+
+        first = self.stats.count
+        validate_image(images[0], f"record {first} image")  # dtype, channels, size: same for all
+        if images.dtype != images[0].dtype or not images.flags.c_contiguous:
+            images = np.ascontiguousarray(images, dtype=images[0].dtype.newbyteorder("="))
+        if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu":
+            labels = labels.astype(np.int64).tolist()
+        else:
+            labels = [validate_label(lab, f"record {first + i} label") for i, lab in enumerate(labels)]
+        metas = (
+            [validate_metadata(m, f"record {first + i} metadata") for i, m in enumerate(metadata)]
+            if metadata is not None
+            else None
+        )
+        step = self.batch_size
+        for a in range(0, n, step):
+            self.flush()
+            chunk = images[a : a + step]
+            recs = [
+                Record(chunk[j], labels[a + j], metas[a + j] if metas is not None else {})
+                for j in range(len(chunk))
+            ]
+            for i, r in enumerate(recs):
+                self._check_record(r, self.stats.count + i)
+            k = len(chunk)
+            self.stats.add_many([chunk.shape[1:]] * k, [chunk.dtype] * k, [chunk.nbytes], labels[a : a + k])
+            self._batch = recs
+            self._checksums_batch = [checksum(im) for im in chunk]
+            self.flush()
 
     def _check_record(self, record: Record, index: int) -> None:
         """Backend-specific limits; raise InvalidRecordError."""
