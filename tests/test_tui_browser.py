@@ -330,6 +330,26 @@ async def test_truncated_hdf5_store_never_crashes(tmp_path):
         assert app.is_running
 
 
+@pytest.mark.skipif(not REAL, reason="the disk, LMDB and HDF5 backends are not all importable yet")
+async def test_record_that_fails_to_decode_is_reported_and_browsing_goes_on(tmp_path):
+    (path,) = write_stores(tmp_path, {"disk": [make_record(i) for i in range(5)]})
+    pngs = sorted(Path(path).rglob("*.png"))
+    assert len(pngs) == 5
+    pngs[1].write_bytes(b"\x89PNG\r\n\x1a\n this is not a PNG any more")
+    app = ScreenApp(lambda: BrowserScreen(path))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        await pilot.press("down")
+        await wait_for(pilot, lambda: any(sev == "error" for _, sev in app.notes))
+        message = next(m for m, sev in app.notes if sev == "error")
+        assert "\n" not in message and "1" in message
+        await wait_for(pilot, lambda: screen.record_list.details_of(1) is not None)
+        assert screen.record_list.details_of(1).status == "unreadable"
+        await pilot.press("down")
+        await wait_for(pilot, lambda: "record 2\n" in record_text(screen) and screen.image_view.key[0] == 2)
+        assert "checksum  ok" in record_text(screen)
+
+
 @pytest.mark.parametrize("kind", ["lmdb", "hdf5", "disk"])
 async def test_browser_opens_article_format_stores(tmp_path, kind):
     article = pytest.importorskip("imgtui.backends.article")
