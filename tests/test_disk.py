@@ -24,7 +24,6 @@ from imgtui.backends.disk import (
     DiskReader,
     DiskWriter,
     decode_png,
-    decode_png16,
     encode_png,
 )
 from imgtui.errors import (
@@ -83,6 +82,7 @@ def test_round_trip_all_kinds(tmp_path, pool_mode):
     write(tmp_path / "s", recs)
     got = read_all(tmp_path / "s")
     assert got == recs
+    assert all(g.image.flags.writeable for g in got)
     with open_store(tmp_path / "s") as r:
         assert r.backend == "disk" and len(r) == len(recs)
         assert r[-1] == recs[-1]
@@ -223,16 +223,27 @@ def _ref_png16(img: np.ndarray, filters: list[int]) -> bytes:
 def test_16bit_decoder_handles_every_png_filter():
     img = rand((6, 5, 3), np.uint16)
     for filters in ([0], [1], [2], [3], [4], [0, 1, 2, 3, 4]):
-        assert np.array_equal(decode_png16(_ref_png16(img, filters)), img), filters
+        assert np.array_equal(decode_png(_ref_png16(img, filters)), img), filters
+
+
+def test_decoder_reads_pngs_written_by_pillow():
+    # Pillow picks its own (adaptive) filters: decode_png must still be bit-exact
+    for shape, dt in [((9, 7), np.uint8), ((9, 7, 3), np.uint8), ((9, 7, 4), np.uint8), ((9, 7), np.uint16)]:
+        a = rand(shape, dt)
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="PNG", compress_level=9)
+        got = decode_png(buf.getvalue())
+        assert got.dtype == a.dtype and np.array_equal(got, a)
+        got.flags.writeable = True  # decoded arrays are ordinary writable arrays
 
 
 def test_16bit_decoder_rejects_damage():
     data = bytearray(encode_png(rand((4, 4, 3), np.uint16)))
     data[45] ^= 0xFF  # inside IDAT
     with pytest.raises(ValueError, match="CRC error"):
-        decode_png16(bytes(data))
+        decode_png(bytes(data))
     with pytest.raises(ValueError, match="truncated|IEND"):
-        decode_png16(bytes(data[:40]))
+        decode_png(bytes(data[:40]))
 
 
 # -- layout ---------------------------------------------------------------------------------
