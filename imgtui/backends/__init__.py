@@ -38,6 +38,10 @@ def detect_backend(path: str | os.PathLike) -> str:
     p = Path(path)
     if not p.exists():
         raise StoreNotFoundError(f"{p}: no such file or folder")
+    from .sharded import is_sharded, sharded_backend
+
+    if is_sharded(p):  # a folder of shards: report the shards' backend
+        return sharded_backend(p)
     for name in BACKEND_NAMES:
         if get_backend(name).detect(p):
             return name
@@ -45,6 +49,13 @@ def detect_backend(path: str | os.PathLike) -> str:
 
 
 def open_store(path: str | os.PathLike, backend: str | None = None) -> StoreReader:
-    """Open an existing store for reading; raises a one-line ImgtuiError if it cannot."""
+    """Open an existing store for reading; raises a one-line ImgtuiError if it cannot.
+
+    A sharded store (a folder of shards + manifest.json) opens as a ``ShardedReader``.
+    """
+    from .sharded import ShardedReader, is_sharded
+
+    if is_sharded(path):
+        return ShardedReader(path, backend)
     name = backend or detect_backend(path)
     return get_backend(name).open(path)
