@@ -213,6 +213,8 @@ class Hdf5Writer(StoreWriter):
         self._label_mode: str | None = None  # None | "int" | "str" | "mixed"
         self._metadata_records = 0  # records with non-empty metadata
         self._pending_bytes = 0
+        #: open dataset handles of the file being written (fewer short-lived h5py objects)
+        self._dsets: dict[str, h5py.Dataset] = {}
         if self.options["layout"] == "contiguous" and self.options["compression"] != "none":
             self.notes.append(
                 f"compression={self.options['compression']} needs chunked storage: "
@@ -295,7 +297,7 @@ class Hdf5Writer(StoreWriter):
         f = self._f
         self._write_labels(f, records, start)
         if self._kind == "fixed":
-            ds = f["images"]
+            ds = self._ds("images")
             if self._layout == "chunked":
                 ds.resize(start + n, axis=0)
             block = np.stack([r.image for r in records])
@@ -309,8 +311,8 @@ class Hdf5Writer(StoreWriter):
                 metas.append(dumps_metadata(r.metadata))
             else:
                 metas.append("")
-        _append(f["metadata"], start, np.array(metas, dtype=object))
-        _append(f["checksums"], start, np.asarray(checksums, dtype=np.uint32))
+        _append(self._ds("metadata"), start, np.array(metas, dtype=object))
+        _append(self._ds("checksums"), start, np.asarray(checksums, dtype=np.uint32))
 
     def _finalize(self, manifest: dict) -> None:
         f = self._f
@@ -340,6 +342,7 @@ class Hdf5Writer(StoreWriter):
             extra["image_dtype"] = str(self._dtype)
         manifest["options"] = dict(self.options)
         manifest["hdf5"] = extra
+        self._dsets.clear()
         f.attrs["options"] = json.dumps(manifest["options"])
         f.attrs["manifest"] = json.dumps(manifest)
         f.flush()
@@ -349,6 +352,7 @@ class Hdf5Writer(StoreWriter):
         self._f = None
 
     def _close_on_error(self) -> None:
+        getattr(self, "_dsets", {}).clear()
         for attr in ("_rewrite_file", "_f"):
             fh = getattr(self, attr, None)
             if fh is not None:
@@ -360,6 +364,13 @@ class Hdf5Writer(StoreWriter):
         remove_path(self._rewrite_path)
 
     # -- helpers ---------------------------------------------------------------------------
+    def _ds(self, name: str) -> h5py.Dataset:
+        d = self._dsets.get(name)
+        if d is None:
+            assert self._f is not None
+            d = self._dsets[name] = self._f[name]
+        return d
+
     def _final_layout(self) -> str:
         if self._kind == "fixed":
             return "contiguous" if (self._layout == "contiguous" or self._want_contiguous) else "chunked"
@@ -454,6 +465,8 @@ class Hdf5Writer(StoreWriter):
                 b = min(start, a + (1 << 16))
                 new[a:b] = np.array([str(int(v)) for v in old[a:b]], dtype=object)
                 flags[a:b] = 1
+            self._dsets.clear()
+            del old, new, flags
             del f["labels"]
             f.move("labels_new", "labels")
             mode = "mixed"
@@ -462,12 +475,12 @@ class Hdf5Writer(StoreWriter):
             mode = "mixed"
         self._label_mode = mode
         if mode == "int":
-            _append(f["labels"], start, np.array(labels, dtype=np.int64))
+            _append(self._ds("labels"), start, np.array(labels, dtype=np.int64))
         elif mode == "str":
-            _append(f["labels"], start, np.array(labels, dtype=object))
+            _append(self._ds("labels"), start, np.array(labels, dtype=object))
         else:
-            _append(f["labels"], start, np.array([str(x) for x in labels], dtype=object))
-            _append(f["label_is_int"], start, np.array([isinstance(x, int) for x in labels], dtype=np.uint8))
+            _append(self._ds("labels"), start, np.array([str(x) for x in labels], dtype=object))
+            _append(self._ds("label_is_int"), start, np.array([isinstance(x, int) for x in labels], dtype=np.uint8))
 
     def _write_variable(self, f: h5py.File, images: list[np.ndarray], start: int) -> None:
         n = len(images)
@@ -478,14 +491,15 @@ class Hdf5Writer(StoreWriter):
             flat[k] = _raw_bytes(im)
             shapes[k, : im.ndim] = im.shape
             codes[k] = DTYPE_CODES[im.dtype]
-        _append_vlen(f["images_flat"], start, flat)
-        _append(f["shapes"], start, shapes)
-        _append(f["dtypes"], start, codes)
+        _append_vlen(self._ds("images_flat"), start, flat)
+        _append(self._ds("shapes"), start, shapes)
+        _append(self._ds("dtypes"), start, codes)
 
     def _rewrite(self, n: int, kind: str, layout: str = "chunked", alloc: int | None = None) -> None:
         """Copy the first ``n`` records into a fresh file with another image layout and swap it in."""
         old = self._f
         assert old is not None
+        self._dsets.clear()
         remove_path(self._rewrite_path)
         new = self._rewrite_file = self._create_file(self._rewrite_path)
         src = old["images"]
