@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--limit", type=int, help="convert only the first N records")
     c.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     add_backend_option_flags(c)
+    sh = c.add_argument_group("sharding and parallel writing (DEST becomes a folder of shards + manifest.json)")
+    sh.add_argument("--shard-size", metavar="SIZE", help="raw pixel bytes per shard, e.g. 500MB, 1GB, 1GiB")
+    sh.add_argument("--shards", type=int, metavar="N", help="N shards of equal record counts (needs a known dataset length)")
+    sh.add_argument("--workers", type=int, metavar="K", help="write shards in K local processes")
+    sh.add_argument("--resume", action="store_true", help="finish an interrupted sharded conversion, keeping shards that check out")
+    sh.add_argument("--dask", action="store_true", help="write shards on a local Dask cluster (needs the imgtui[dask] extra)")
+    sh.add_argument("--scheduler", metavar="ADDRESS", help="write shards on the Dask cluster at ADDRESS (e.g. tcp://host:8786)")
 
     i = sub.add_parser("info", help="count, shapes, dtypes, labels, size on disk and options of a store")
     i.add_argument("store")
@@ -129,6 +136,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         skipped.append(msg)
         print(f"imgtui: warning: {msg}", file=sys.stderr)
 
+    if any(getattr(args, f, None) for f in ("shard_size", "shards", "workers", "resume", "dask", "scheduler")):
+        return _convert_sharded(args, options, warn, skipped)
     dataset = open_dataset(args.source, on_error=args.on_error, warn=warn)
     with _progress(args.quiet, f"convert -> {args.backend}") as prog:
         task = prog.add_task("convert", total=dataset.length) if prog else None
@@ -151,8 +160,36 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_sharded(args: argparse.Namespace, options: dict, warn, skipped: list) -> int:
+    from .parallel import convert_sharded
+
+    with _progress(args.quiet, f"convert -> sharded {args.backend}") as prog:
+        task = prog.add_task("convert", total=None) if prog else None
+
+        def progress(done: int, total: int | None) -> None:
+            if prog is not None:
+                prog.update(task, completed=done, total=total)
+
+        result = convert_sharded(
+            args.source, args.dest, args.backend, shards=args.shards, shard_size=args.shard_size,
+            workers=args.workers or 1, resume=args.resume, overwrite=args.overwrite, options=options,
+            on_error=args.on_error, warn=warn, progress=progress, limit=args.limit,
+            dask=args.dask, scheduler=args.scheduler,
+        )
+    mb = result["bytes_on_disk"] / 1e6
+    rate = result["count"] / result["seconds"] if result["seconds"] > 0 else float("inf")
+    reused = f", {result['reused']} reused" if result["reused"] else ""
+    print(
+        f"wrote {result['count']:,} records to {args.dest} ({result['shards']} {args.backend} shards{reused}, "
+        f"{result['workers']} worker(s)) in {result['seconds']:.2f} s ({rate:,.0f} records/s), {mb:,.1f} MB on disk"
+        + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else "")
+    )
+    return 0
+
+
 def format_info(info: dict) -> str:
-    lines = [f"{info['path']}: {info['backend']} store, {info['count']:,} records"]
+    kind = f"sharded {info['backend']} store ({info['shards']} shards)" if info.get("sharded") else f"{info['backend']} store"
+    lines = [f"{info['path']}: {kind}, {info['count']:,} records"]
     raw, disk = info.get("raw_bytes"), info.get("bytes_on_disk")
     if disk is not None:
         ratio = f" ({disk / raw:.2f}x the {raw:,} raw pixel bytes)" if raw else ""

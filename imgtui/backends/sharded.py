@@ -391,7 +391,13 @@ class ShardedReader(StoreReader):
     def info(self) -> dict:
         d = super().info()
         m = self.manifest
+        from . import get_backend
+
         d.update(
+            recipe=(
+                f"{MANIFEST} lists the shards in order with their record ranges; each shard is an ordinary "
+                f"{self.backend} store: {get_backend(self.backend).recipe()}"
+            ),
             sharded=True,
             shards=len(self._shards),
             shard_size=m.get("shard_size"),
