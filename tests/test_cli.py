@@ -202,3 +202,21 @@ def test_cifar_folder_500_images_convert_and_verify(tmp_path, backend, capsys):
     with imgtui.open(dest) as r:
         assert len(r) == 500
         assert r[0].image.shape == (32, 32, 3) and r[0].image.dtype == np.uint8
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_export_then_convert_back_is_bit_exact(tmp_path, backend, capsys):
+    """store -> export (PNG + labels.csv) -> convert: same pixels, labels (types too) and metadata."""
+    src = dest_for(tmp_path, backend, "src")
+    with imgtui.writer(src, backend) as w:
+        w.write(imgtui.Record(np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000, "7", {"a": [1, 2], "é": "x,\"y\""}))
+        w.write(imgtui.Record(np.full((5, 2, 3), 200, np.uint8), 3, {}))
+        w.write(imgtui.Record(np.arange(2 * 3 * 4, dtype=np.uint16).reshape(2, 3, 4) * 2000, -1, {"k": None}))
+    out = tmp_path / "out"
+    assert main(["export", str(src), str(out), "-q"]) == 0
+    back = dest_for(tmp_path, backend, "back")
+    assert main(["convert", str(out), str(back), "-b", backend, "-q"]) == 0
+    with imgtui.open(src) as a, imgtui.open(back) as b:
+        assert len(a) == len(b) == 3
+        for ra, rb in zip(a, b):
+            assert ra == rb

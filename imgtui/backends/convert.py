@@ -68,7 +68,7 @@ def export_png(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
 ) -> dict[str, Any]:
-    """Write every record of ``store`` as PNG files plus ``labels.csv`` (file,label,metadata).
+    """Write every record of ``store`` as PNG files plus ``labels.csv`` (file,label,label_type,metadata).
 
     The folder reads back with ``imgtui convert DEST ...`` (flat folder + labels.csv), bit-exact.
     Files go into sub-folders of 1,000 so no folder holds 100,000 files.
@@ -90,13 +90,14 @@ def export_png(
         with open_store(store) as reader, open(tmp / "labels.csv", "w", newline="", encoding="utf-8") as fh:
             total = len(reader)
             w = csv.writer(fh)
-            w.writerow(["file", "label", "metadata"])
+            w.writerow(["file", "label", "label_type", "metadata"])
             for batch in reader.iter_batches(256):
                 for rec in batch:
                     rel = f"{n // 1000:03d}/{n:06d}.png"
                     (tmp / rel).parent.mkdir(exist_ok=True)
                     (tmp / rel).write_bytes(encode_png(rec.image))
-                    w.writerow([rel, rec.label, dumps_metadata(rec.metadata)])
+                    kind = "int" if isinstance(rec.label, int) else "str"
+                    w.writerow([rel, rec.label, kind, dumps_metadata(rec.metadata)])
                     n += 1
                 if cancel is not None and cancel():
                     raise CancelledError(f"export to {dest} cancelled; nothing was written")

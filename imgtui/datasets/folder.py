@@ -7,7 +7,9 @@ Two layouts:
 - **flat folder plus labels.csv**: ``root/labels.csv`` with a header row ``file,label[,more...]``.
   ``file`` is the image's path relative to ``root`` (``/`` separators). Labels are ``int`` when
   *every* label in the column is an integer string (``"3"``, ``"-1"``), otherwise all are ``str``.
-  Extra columns become metadata (``str`` values). Every image under ``root`` needs exactly one row
+  Extra columns become metadata (``str`` values); a ``label_type`` column (int/str per row) and a
+  ``metadata`` column (a JSON object), as ``imgtui export`` writes them, restore labels and
+  metadata exactly. Every image under ``root`` needs exactly one row
   and every row must name an existing image, otherwise ``DatasetError``.
 
 ``labels_csv``: None (default) uses ``root/labels.csv`` when it exists (it then takes precedence
@@ -41,6 +43,7 @@ threads for larger ones.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import warnings
@@ -114,7 +117,7 @@ def _png16(im: Image.Image) -> bool:
 
 
 def _decode_png16(path: Path) -> np.ndarray:
-    from ..backends.disk import decode_png16  # numpy + zlib PNG decoder, lossless at 16 bits
+    from ..backends.disk import decode_png as decode_png16  # numpy + zlib decoder, lossless at 16 bits
 
     try:
         with open(path, "rb") as fh:
@@ -363,9 +366,33 @@ class FolderDataset(Dataset):
         if missing:
             more = f" and {len(missing) - 1:,} more" if len(missing) > 1 else ""
             raise DatasetError(f"{csv_path}: no row for image {missing[0]}{more}")
+        if "label_type" in lower or "metadata" in lower:
+            return [self._exact_row(csv_path, rel, label, extras) for rel, label, extras in parsed]
         as_int = all(_INT_RE.fullmatch(label) for _, label, _ in parsed)
         self.label_type = "int" if as_int else "str"
         return [(rel, int(label) if as_int else label, extras) for rel, label, extras in parsed]
+
+    def _exact_row(self, csv_path: Path, rel: str, label: str, extras: dict) -> tuple[str, object, dict]:
+        """Rows of a labels.csv written by ``imgtui export``: ``label_type`` says int or str per
+        row and ``metadata`` holds the record's metadata as a JSON object, restored exactly."""
+        self.label_type = "exact"
+        kind = extras.pop("label_type", "str")
+        if kind == "int":
+            if not _INT_RE.fullmatch(label):
+                raise DatasetError(f"{csv_path}: label {label!r} of {rel} is not an integer but label_type says int")
+            label = int(label)
+        elif kind != "str":
+            raise DatasetError(f"{csv_path}: label_type of {rel} must be int or str, got {kind!r}")
+        if "metadata" in extras:
+            text = extras.pop("metadata")
+            try:
+                meta = json.loads(text) if text else {}
+            except ValueError:
+                raise DatasetError(f"{csv_path}: metadata of {rel} is not valid JSON") from None
+            if not isinstance(meta, dict):
+                raise DatasetError(f"{csv_path}: metadata of {rel} must be a JSON object")
+            return rel, label, {"__exact__": True, **extras, **meta}
+        return rel, label, extras
 
     # -- Dataset API ----------------------------------------------------------------------------
     @property
@@ -405,6 +432,8 @@ class FolderDataset(Dataset):
 
     def _record(self, entry: tuple[str, object, dict], image: np.ndarray) -> Record:
         rel, label, extras = entry
+        if extras.get("__exact__"):
+            return Record(image, label, {k: v for k, v in extras.items() if k != "__exact__"})
         return Record(image, label, {"file": rel, **extras})
 
     def _handle(self, rel: str, err: DatasetError) -> None:
