@@ -594,6 +594,7 @@ class Hdf5Reader(StoreReader):
         super().__init__(path)
         self._f: h5py.File | None = None
         self._mm: np.memmap | None = None
+        self._chunks: tuple[int, np.ndarray, np.memmap] | None = None
         self._cache: dict[str, np.ndarray] = {}
         p = self.path
         if not p.exists():
@@ -675,11 +676,13 @@ class Hdf5Reader(StoreReader):
             self._images = ds
             self._row_bytes = int(np.prod(ds.shape[1:])) * ds.dtype.itemsize
             self._mm = _try_memmap(p, ds)
+            self._chunks = None if self._mm is not None else _try_chunk_map(p, ds)
         elif self._kind == "variable":
             self._flat = f["images_flat"]
 
     def close(self) -> None:
         self._mm = None
+        self._chunks = None
         f, self._f = getattr(self, "_f", None), None
         if f is not None:
             try:
@@ -815,7 +818,20 @@ class Hdf5Reader(StoreReader):
             if out.shape[0]:
                 ds.read_direct(out, source_sel=key)
             return out
+        if self._chunks is not None:
+            return self._rows_from_chunks(key)
         return _read_rows(ds, key)
+
+    def _rows_from_chunks(self, rows: np.ndarray) -> np.ndarray:
+        """Random rows of an unfiltered chunked dataset, copied from a map of the file."""
+        per_chunk, offsets, mm = self._chunks  # type: ignore[misc]
+        rb = self._row_bytes
+        out = np.empty((rows.size, *self._images.shape[1:]), dtype=self._images.dtype)
+        flat = out.reshape(rows.size, -1).view(np.uint8)
+        starts = offsets[rows // per_chunk] + (rows % per_chunk) * rb
+        for k, b in enumerate(starts.tolist()):
+            flat[k] = mm[b : b + rb]
+        return out
 
     def _label_values(self, key: Any, inv: np.ndarray | None) -> list[Label]:
         if not self._str_labels:
@@ -885,7 +901,39 @@ def _try_memmap(path: Path, ds: h5py.Dataset) -> np.memmap | None:
             return None
         if offset + ds.id.get_storage_size() > path.stat().st_size:
             return None  # truncated: let h5py report it
-        return np.memmap(path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape)
+        return np.memmap(path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape).view(np.ndarray)
+    except Exception:
+        return None
+
+
+def _try_chunk_map(path: Path, ds: h5py.Dataset) -> tuple[int, np.ndarray, np.memmap] | None:
+    """For unfiltered chunks of whole records: (records per chunk, byte offset of each chunk, map).
+
+    Such chunks hold plain row-major bytes, so random rows can be copied straight out of a map of
+    the file instead of one HDF5 read call per row.
+    """
+    try:
+        if ds.chunks is None or ds.compression is not None or ds.shape[0] == 0 or not ds.dtype.isnative:
+            return None
+        if tuple(ds.chunks[1:]) != tuple(ds.shape[1:]) or ds.id.get_create_plist().get_nfilters():
+            return None
+        per_chunk = ds.chunks[0]
+        n_chunks = -(-ds.shape[0] // per_chunk)
+        chunk_bytes = per_chunk * int(np.prod(ds.shape[1:])) * ds.dtype.itemsize
+        offsets = np.full(n_chunks, -1, dtype=np.int64)
+        bad = []
+
+        def visit(info: Any) -> None:
+            k = info.chunk_offset[0] // per_chunk
+            if info.size != chunk_bytes or info.filter_mask or not 0 <= k < n_chunks:
+                bad.append(k)
+            else:
+                offsets[k] = info.byte_offset
+
+        ds.id.chunk_iter(visit)
+        if bad or (offsets < 0).any() or int(offsets.max()) + chunk_bytes > path.stat().st_size:
+            return None
+        return per_chunk, offsets, np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray)
     except Exception:
         return None
 
