@@ -136,7 +136,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         skipped.append(msg)
         print(f"imgtui: warning: {msg}", file=sys.stderr)
 
-    if any(getattr(args, f, None) for f in ("shard_size", "shards", "workers", "resume", "dask", "scheduler")):
+    sharding = ("shard_size", "shards", "workers", "resume", "dask", "scheduler")
+    if any(getattr(args, f, None) is not None and getattr(args, f) is not False for f in sharding):
         return _convert_sharded(args, options, warn, skipped)
     dataset = open_dataset(args.source, on_error=args.on_error, warn=warn)
     with _progress(args.quiet, f"convert -> {args.backend}") as prog:
@@ -172,7 +173,7 @@ def _convert_sharded(args: argparse.Namespace, options: dict, warn, skipped: lis
 
         result = convert_sharded(
             args.source, args.dest, args.backend, shards=args.shards, shard_size=args.shard_size,
-            workers=args.workers or 1, resume=args.resume, overwrite=args.overwrite, options=options,
+            workers=1 if args.workers is None else args.workers, resume=args.resume, overwrite=args.overwrite, options=options,
             on_error=args.on_error, warn=warn, progress=progress, limit=args.limit,
             dask=args.dask, scheduler=args.scheduler,
         )
