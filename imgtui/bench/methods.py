@@ -273,6 +273,15 @@ class MemcpyMethod(Method):
         return self._copy(data, ctx)
 
 
+def _batch_for(stacked: np.ndarray | None, target_bytes: int = 8 << 20) -> int:
+    """Records per call for the imgtui method: about 8 MB, never fewer than BATCH. Cancel and
+    progress are checked between calls, so this stays far below a second of work."""
+    if stacked is None or len(stacked) == 0:
+        return BATCH
+    per = max(1, stacked[0].nbytes)
+    return max(BATCH, target_bytes // per)
+
+
 # -- imgtui backends --------------------------------------------------------------------------
 class ImgtuiMethod(Method):
     method = "imgtui"
@@ -302,9 +311,14 @@ class ImgtuiMethod(Method):
         path = self._path(folder, "store")
         with open_writer(path, self.backend, expected_count=data.n, **self.options) as w:
             recs = data.records
-            for s in range(0, data.n, BATCH):
-                w.write_many(recs[s : s + BATCH])
-                ctx.advance(min(BATCH, data.n - s))
+            step = BATCH
+            for s in range(0, data.n, step):
+                part = recs[s : s + step]
+                if data.stacked is not None:  # same-shape images: the array fast path
+                    w.write_array(data.stacked[s : s + step], [r.label for r in part], [r.metadata for r in part])
+                else:
+                    w.write_many(part)
+                ctx.advance(len(part))
         return Handle(path, data.n)
 
     def store_one(self, folder: Path, record: Record) -> Handle:
@@ -328,9 +342,10 @@ class ImgtuiMethod(Method):
             n = len(r)
             labels = r.labels()
             images = []
-            for s in range(0, n, BATCH):
-                images.append(r.get_images(range(s, min(n, s + BATCH))))
-                ctx.advance(min(BATCH, n - s))
+            step = BATCH if n == 0 else _batch_for(r[0].image[None])
+            for s in range(0, n, step):
+                images.append(r.get_images(range(s, min(n, s + step))))
+                ctx.advance(min(step, n - s))
         return images, labels
 
     def open_random(self, handle: Handle) -> RandomReader:
