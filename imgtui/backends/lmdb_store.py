@@ -467,6 +467,7 @@ class LmdbReader(StoreReader):
         blk = np.full(n, -1, np.int64)
         addr = np.zeros(n, np.int64)
         views: list[np.ndarray] = []
+        firsts: list[int] = []
         problems: list[str] = []
         spans = []
         expect = 0
@@ -493,6 +494,7 @@ class LmdbReader(StoreReader):
                 b = len(views)
                 arr = np.frombuffer(v, np.uint8)
                 views.append(arr)
+                firsts.append(first)
                 spans.append((base, base + len(arr)))
                 ent[first : first + cnt] = table
                 blk[first : first + cnt] = b
@@ -503,6 +505,7 @@ class LmdbReader(StoreReader):
         if expect < n and not damaged:
             problems.append(f"records {expect}-{n - 1}: block missing")
         self._ent, self._blk, self._views, self._problems = ent, blk, views, problems
+        self._firsts = firsts
         self._all_ok = bool(n == 0 or (blk >= 0).all())
         # one array over the part of the map that holds the blocks, for vectorised gathers
         self._region = self._strided = None
@@ -593,11 +596,32 @@ class LmdbReader(StoreReader):
         return self._label_cache
 
     def _label_of(self, i: int) -> tuple[Label, dict]:
+        if self._label_cache is None:  # a single lookup: parse only this record's labels block
+            one = self._block_label(i)
+            if one is not None:
+                return one
         labels, metas = self._ensure_labels()
         meta = metas[i]
         if meta is None:
             raise CorruptStoreError(f"{self.path}: record {i} has no label (its labels block is missing or damaged)")
         return labels[i], dict(meta)
+
+    def _block_label(self, i: int) -> tuple[Label, dict] | None:
+        """Label and metadata of record ``i`` from its own block, or None to fall back to the scan."""
+        self._ensure_index()
+        b = int(self._blk[i])
+        if b < 0:
+            return None
+        first = self._firsts[b]
+        try:
+            v = self._txn.get(first.to_bytes(8, "big"), db=self._db_labels)
+            items = json.loads(bytes(v)) if v is not None else None
+            lab, meta = items[i - first]
+        except (lmdb.Error, ValueError, TypeError, IndexError):
+            return None
+        if isinstance(lab, bool) or not isinstance(lab, (int, str)) or not isinstance(meta, dict):
+            return None
+        return lab, meta
 
     def _labels(self) -> list[Label]:
         labels, metas = self._ensure_labels()
