@@ -237,6 +237,19 @@ def test_decoder_reads_pngs_written_by_pillow():
         got.flags.writeable = True  # decoded arrays are ordinary writable arrays
 
 
+def test_16bit_gray_alpha_decodes_to_two_channels():
+    ga = rand((3, 4, 2), np.uint16)
+    raw = b"".join(b"\0" + row.astype(">u2").tobytes() for row in ga)
+
+    def chunk(tag, body):
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 3, 16, 4, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    got = decode_png(png)
+    assert got.dtype == np.uint16 and np.array_equal(got, ga)
+
+
 def test_16bit_decoder_rejects_damage():
     data = bytearray(encode_png(rand((4, 4, 3), np.uint16)))
     data[45] ^= 0xFF  # inside IDAT

@@ -196,13 +196,13 @@ def decode_png(data: bytes) -> np.ndarray:
 
     Non-interlaced 8/16-bit gray, RGB and RGBA files whose rows all use one of the filters
     None, Sub or Up (every file imgtui writes) are decoded here with zlib and one cumulative
-    sum; any other PNG goes through Pillow, except 16-bit RGB/RGBA (which Pillow would
-    truncate to 8 bits), decoded here row by row.
+    sum; any other PNG goes through Pillow, except 16-bit RGB/RGBA and gray+alpha (which
+    Pillow would truncate to 8 bits), decoded here row by row. 16-bit gray+alpha gives HxWx2.
     """
     w, h, depth, ctype, interlace = _png_header(data)
     ch = _CHANNELS.get(ctype)
-    if depth not in (8, 16) or ch is None or ch == 2 or interlace:
-        if depth == 16 and ctype in (2, 6):
+    if depth not in (8, 16) or ch is None or interlace or (ch == 2 and depth == 8):
+        if depth == 16 and ctype in (2, 4, 6):
             raise ValueError(f"unsupported 16-bit PNG (colour type {ctype}, interlace {interlace})")
         return _decode_pillow(data)
     itemsize = depth // 8
