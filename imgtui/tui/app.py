@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
 from typing import Any
 
 from textual import on
@@ -40,6 +42,21 @@ class ImgtuiApp(App):
 
     def get_default_screen(self) -> MainScreen:
         return self.main_screen
+
+    def on_mount(self) -> None:
+        # a closed terminal (SIGHUP) or a kill (SIGTERM) cancels a running benchmark, so that its
+        # temporary stores are removed before the process ends, then quits
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGHUP, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._on_terminate)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / Windows
+                pass
+
+    def _on_terminate(self) -> None:
+        if self.main_screen.cancel_event is not None:
+            self.main_screen.cancel_event.set()
+        self.exit(return_code=1)
 
     # -- actions (also used by the command palette) ----------------------------------------
     def action_start(self) -> None:
@@ -137,5 +154,10 @@ def run_app(argv: list[str] | None = None) -> int:
     p.add_argument("--light", action="store_true", help="start with the light theme")
     args = p.parse_args(argv or [])
     app = make_app(args.dataset, output=args.output, workdir=args.workdir, theme=LIGHT if args.light else DARK)
-    app.run()
+    try:
+        app.run()
+    finally:
+        # the benchmark thread (if any) stops at its next check; Python joins it before exiting
+        if app.main_screen.cancel_event is not None:
+            app.main_screen.cancel_event.set()
     return int(app.return_code or 0)

@@ -42,11 +42,8 @@ def plan_summary(plan: BenchPlan) -> str:
 
     counts = ",".join(COUNT_LABELS.get(c, f"{c:,}") for c in plan.counts) or "none"
     repeats = "auto" if plan.repeats is None else str(plan.repeats)
-    floor = 1 if "floor" in plan.methods else 0
-    per_backend = len([m for m in plan.methods if m != "floor"])
-    steps = len(plan.experiments) * len(plan.counts) * (len(plan.backends) * per_backend + floor)
     return (
-        f"Plan: ~{steps} steps · counts {counts} · repeats {repeats} · "
+        f"Plan: counts {counts} · repeats {repeats} · "
         f"{' '.join(opts(b) for b in plan.backends) or 'no backend'} · "
         f"{'/'.join(plan.methods) or 'no method'} · {len(plan.experiments)} experiments · {plan.dataset}"
     )
