@@ -39,6 +39,15 @@ layout is not left behind in the file and memory stays bounded.
 Variable-shape stores keep pixel bytes in HDF5's global heap, which filters do not compress: the
 compression option then only applies to the fixed-size datasets (a note says so).
 
+Reading: the file stays open until ``close()``. Contiguous unfiltered ``images`` are also mapped
+read-only (random rows and small slices are copied from the map; big slices use one h5py read).
+Uncompressed chunked ``images`` are opened without chunk cache (HDF5 then reads only the rows asked
+for) and random rows come from a map of the file via the chunk offset table; compressed chunks get
+a cache of at least 4 chunks (32-256 MiB). Random batches are read sorted and unique, then put back
+in the requested order. Measured on 100k 32x32x3 records, batches of 64: sorted h5py fancy
+indexing ~40k records/s (contiguous) / ~3k (chunked), one ``ds[i]`` per row ~90-170k, the maps
+~0.8-1.2M (np.memmap of a raw array: ~2.2M).
+
 Incomplete stores: files are created with ``libver=("v110", "v110")`` so HDF5 marks a file that is
 open for writing in its superblock; a killed writer leaves that mark and readers report the store
 as incomplete, as they do for a file without the ``complete`` attribute.
