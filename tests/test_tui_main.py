@@ -422,3 +422,26 @@ async def test_b_opens_the_record_browser_on_a_store(tmp_path):
         assert pane.summary["count"] == 5
         await pilot.press("b")
         await wait_until(pilot, lambda: isinstance(app.screen, BrowserScreen), 20, "the browser")
+
+
+# -- snapshots (pytest-textual-snapshot) ---------------------------------------------------------
+async def _loaded(pilot) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.pause()
+
+
+def test_snapshot_main_screen(snap_compare):
+    app = make_app("synthetic:count=200,size=32,seed=3", output="results")
+    assert snap_compare(app, terminal_size=SIZE, run_before=_loaded)
+
+
+def test_snapshot_help_screen(snap_compare):
+    app = make_app("synthetic:count=20,size=8")
+
+    async def run_before(pilot) -> None:
+        await _loaded(pilot)
+        await pilot.press("f1")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

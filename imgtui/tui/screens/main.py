@@ -113,9 +113,9 @@ class MainScreen(Screen):
         with HorizontalGroup(id="run-status"):
             yield Static("idle", id="step-name", markup=False)
             yield Label("step", classes="bar-label")
-            yield ProgressBar(id="step-progress", show_eta=False)
+            yield ProgressBar(total=1, id="step-progress", show_eta=False)
             yield Label("overall", classes="bar-label")
-            yield ProgressBar(id="overall-progress", show_eta=False)
+            yield ProgressBar(total=1, id="overall-progress", show_eta=False)
             yield Static("00:00", id="elapsed")
             yield Button("Start", id="start", variant="success", compact=True, tooltip="Start (s)")
             yield Button("Cancel", id="cancel", variant="error", compact=True, disabled=True, tooltip="Cancel (c)")
