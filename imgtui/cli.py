@@ -125,8 +125,40 @@ def _progress(quiet: bool, description: str):
     )
 
 
+class _InterruptFlag:
+    """SIGINT sets a flag that long loops check between batches (a KeyboardInterrupt raised inside
+    a library callback can be swallowed); a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._old = None
+
+    def __enter__(self) -> "_InterruptFlag":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+    def __call__(self) -> bool:
+        return self.set
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from .backends.convert import convert
+    from .errors import CancelledError
     from .datasets import open_dataset
 
     options = backend_options_from_args(args, args.backend).get(args.backend, {})
@@ -147,10 +179,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
             if prog is not None:
                 prog.update(task, completed=done, total=total)
 
-        result = convert(
-            dataset, args.dest, args.backend, overwrite=args.overwrite, options=options,
-            progress=progress, limit=args.limit,
-        )
+        with _InterruptFlag() as interrupted:
+            try:
+                result = convert(
+                    dataset, args.dest, args.backend, overwrite=args.overwrite, options=options,
+                    progress=progress, limit=args.limit, cancel=interrupted,
+                )
+            except CancelledError:
+                raise KeyboardInterrupt from None
     mb = result["bytes_on_disk"] / 1e6
     rate = result["count"] / result["seconds"] if result["seconds"] > 0 else float("inf")
     print(

@@ -18,7 +18,7 @@ from .base import path_size, remove_path
 ProgressFn = Callable[[int, "int | None"], None]
 CancelFn = Callable[[], bool]
 
-#: how often (records) progress is reported and cancellation checked
+#: how often (records) progress is reported
 CHECK_EVERY = 256
 
 
@@ -49,11 +49,10 @@ def convert(
                 break
             w.write(rec)
             n += 1
-            if n % CHECK_EVERY == 0:
-                if cancel is not None and cancel():
-                    raise CancelledError(f"conversion to {dest} cancelled; nothing was written")
-                if progress is not None:
-                    progress(n, total)
+            if cancel is not None and cancel():  # every record: large images take long
+                raise CancelledError(f"conversion to {dest} cancelled; nothing was written")
+            if progress is not None and n % CHECK_EVERY == 0:
+                progress(n, total)
         if progress is not None:
             progress(n, total)
     seconds = time.perf_counter() - t0
