@@ -7,6 +7,7 @@ import io
 import json
 import os
 import struct
+import threading
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -54,12 +55,28 @@ def read_all(path):
         return list(r)
 
 
-@pytest.fixture(params=["serial", "threads"])
+@pytest.fixture(params=["serial", "thread", "process"])
 def pool_mode(request, monkeypatch):
-    """Run a test with the encoder pool on and off (tiny batches so the pool really runs)."""
-    monkeypatch.setattr(DiskWriter, "workers", 1 if request.param == "serial" else 2)
+    """Run a test with each encoder pool (tiny batches so the pool really runs)."""
+    monkeypatch.setattr(DiskWriter, "workers", 2)
+    monkeypatch.setattr(DiskWriter, "pool_kind", request.param)
     monkeypatch.setattr(DiskWriter, "default_batch_size", 4)
-    return request.param
+    made = []
+    real = DiskWriter._make_pool
+
+    def spy(self):
+        pool = real(self)
+        made.append(type(pool).__name__)
+        return pool
+
+    monkeypatch.setattr(DiskWriter, "_make_pool", spy)
+    yield request.param
+    if request.param != "serial":
+        want = "ProcessPoolExecutor" if request.param == "process" and threading.active_count() == 1 \
+            else "ThreadPoolExecutor"
+        assert made and set(made) == {want}
+    else:
+        assert not made
 
 
 # -- round trips ---------------------------------------------------------------------------
@@ -484,6 +501,22 @@ def test_verify_stray_file_in_store_folder(store):
 
 
 # -- reader ---------------------------------------------------------------------------------
+def test_process_pool_falls_back_to_threads_when_caller_has_threads(tmp_path, monkeypatch):
+    monkeypatch.setattr(DiskWriter, "workers", 2)
+    monkeypatch.setattr(DiskWriter, "pool_kind", "process")
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        w = DiskWriter(tmp_path / "s")
+        pool = w._make_pool()
+        assert type(pool).__name__ == "ThreadPoolExecutor"
+        pool.shutdown()
+    finally:
+        stop.set()
+        t.join()
+
+
 def test_reader_batches_and_thread_pool(store, monkeypatch):
     with open_store(store) as r:
         serial = r.get_many(range(12))

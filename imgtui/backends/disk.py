@@ -36,7 +36,11 @@ import struct
 import zlib
 from array import array
 from collections import deque
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+import multiprocessing
+import signal
+import threading
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence
 
@@ -233,6 +237,12 @@ def _encode_and_write(items: list[tuple[str, np.ndarray]], level: int) -> None:
         _write_file(path, encode_png(image, level))
 
 
+def _worker_init() -> None:
+    # Ctrl-C goes to the whole process group: the parent handles it (and rolls back); the
+    # encoder processes just finish their chunk instead of printing tracebacks
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -255,9 +265,12 @@ def _atomic_write(path: Path, text: str) -> None:
 class DiskWriter(StoreWriter):
     backend = "disk"
     default_batch_size = 256
-    #: worker threads encoding PNGs (0: encode in the calling thread)
+    #: encoder workers (1: encode in the calling thread)
     workers: ClassVar[int] = min(4, os.cpu_count() or 1)
-    #: batches submitted to the pool and not yet finished, at most
+    #: "process" (forked workers; used only while the caller runs no other thread, since forking
+    #: a multi-threaded process is unsafe), "thread" (the fallback) or "serial"
+    pool_kind: ClassVar[str] = "process"
+    #: batches submitted to the pool and not yet finished, at most (per worker)
     max_in_flight: ClassVar[int] = 2
 
     @classmethod
@@ -290,9 +303,24 @@ class DiskWriter(StoreWriter):
         self._csv.writerow(COLUMNS)
         self._table.flush()
 
+    def _make_pool(self) -> Executor:
+        if (
+            self.pool_kind == "process"
+            and threading.active_count() == 1
+            and "fork" in multiprocessing.get_all_start_methods()
+        ):
+            ctx = multiprocessing.get_context("fork")  # workers inherit numpy & co: no start-up cost
+            return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init)
+        return ThreadPoolExecutor(self.workers, thread_name_prefix="imgtui-disk")
+
     def _wait(self, keep: int) -> None:
         while len(self._futures) > keep:
-            self._futures.popleft().result()
+            try:
+                self._futures.popleft().result()
+            except BrokenProcessPool:
+                raise ImgtuiError(
+                    f"cannot write {self.path}: a PNG encoder process stopped unexpectedly (killed?)"
+                ) from None
 
     def _write_batch(self, records: list[Record], checksums: list[int], start: int) -> None:
         level = self.options["png_level"]
@@ -314,13 +342,15 @@ class DiskWriter(StoreWriter):
                 dumps_metadata(rec.metadata),
             ))
         # a single small batch (e.g. the store_one benchmark) is encoded right here: no pool
-        if self.workers <= 1 or (self._pool is None and len(records) < self.batch_size):
+        serial = self.workers <= 1 or self.pool_kind == "serial"
+        if serial or (self._pool is None and len(records) < self.batch_size):
             _encode_and_write(items, level)
         else:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="imgtui-disk")
-            # the caller may reuse its arrays once write() returns: hand the threads copies
-            items = [(path, image.copy()) for path, image in items]
+                self._pool = self._make_pool()
+            if isinstance(self._pool, ThreadPoolExecutor):
+                # the caller may reuse its arrays once write() returns: hand the threads copies
+                items = [(path, image.copy()) for path, image in items]
             per = -(-len(items) // self.workers)
             for s in range(0, len(items), per):
                 self._futures.append(self._pool.submit(_encode_and_write, items[s : s + per], level))
