@@ -65,18 +65,15 @@ def pool_mode(request, monkeypatch):
     real = DiskWriter._make_pool
 
     def spy(self):
+        alone = threading.active_count() == 1
         pool = real(self)
-        made.append(type(pool).__name__)
+        want = "ProcessPoolExecutor" if request.param == "process" and alone else "ThreadPoolExecutor"
+        made.append((type(pool).__name__, want))
         return pool
 
     monkeypatch.setattr(DiskWriter, "_make_pool", spy)
     yield request.param
-    if request.param != "serial":
-        want = "ProcessPoolExecutor" if request.param == "process" and threading.active_count() == 1 \
-            else "ThreadPoolExecutor"
-        assert made and set(made) == {want}
-    else:
-        assert not made
+    assert (not made) if request.param == "serial" else (made and all(a == b for a, b in made))
 
 
 # -- round trips ---------------------------------------------------------------------------
@@ -308,6 +305,8 @@ def test_manifest_and_options(tmp_path):
     ({"png_level": "fast"}, "disk: png_level must be a whole number from 0 to 9, got 'fast'"),
     ({"png_level": 2.5}, "disk: png_level must be a whole number from 0 to 9, got 2.5"),
     ({"png_level": True}, "disk: png_level must be a whole number from 0 to 9, got True"),
+    ({"png_level": float("inf")}, "disk: png_level must be a whole number from 0 to 9, got inf"),
+    ({"png_level": None}, "disk: png_level must be a whole number from 0 to 9, got None"),
     ({"compression": "gzip"}, "disk: unknown option(s) compression (the disk backend takes png_level)"),
 ])
 def test_bad_options(tmp_path, opts, msg):

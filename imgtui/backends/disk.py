@@ -285,7 +285,7 @@ class DiskWriter(StoreWriter):
             if isinstance(level, bool) or float(level) != int(level):
                 raise ValueError
             ivalue = int(level)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             ivalue = -1
         if not 0 <= ivalue <= 9:
             raise ImgtuiError(f"disk: png_level must be a whole number from 0 to 9, got {level!r}")
