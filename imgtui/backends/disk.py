@@ -308,6 +308,7 @@ class DiskWriter(StoreWriter):
             self.pool_kind == "process"
             and threading.active_count() == 1
             and "fork" in multiprocessing.get_all_start_methods()
+            and not multiprocessing.current_process().daemon  # daemons may not have children
         ):
             ctx = multiprocessing.get_context("fork")  # workers inherit numpy & co: no start-up cost
             return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init)
