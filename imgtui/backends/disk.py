@@ -21,8 +21,12 @@ Pillow's adaptive filtering. PNGs written by anything else still read (through P
 module's general filter code for 16-bit colour). An HxWx1 image is stored as a gray PNG; the
 ``shape`` column restores its third axis.
 
-Writing encodes each batch in a pool of worker threads (``zlib`` and file I/O release the GIL),
-keeping at most two batches in flight; ``get_many``/``iter_batches`` decode in threads too.
+Writing encodes each batch in a pool of 2 (up to 4) workers, keeping at most two chunks per
+worker in flight, in the order of the table: forked processes when the caller runs no other
+thread, else threads (forking a multi-threaded process is unsafe). Measured on 2 cores, 10,000
+CIFAR-10 images: plain ``Image.fromarray(img).save(path)`` loop 1.41 s, imgtui serial 1.04 s,
+2 threads 0.71 s, 2 processes 0.63 s. Reading decodes in the calling thread: a thread pool
+(``DiskReader.workers``) measured slower (0.65 s vs 0.40 s; the article's loop: 0.56 s).
 """
 
 from __future__ import annotations
@@ -407,7 +411,7 @@ def _is_disk_folder(path: Path) -> bool:
 
 class DiskReader(StoreReader):
     backend = "disk"
-    #: threads decoding PNGs in get_many (0/1: decode in the calling thread)
+    #: threads decoding PNGs in get_many (0/1: decode in the calling thread, the measured fastest)
     workers: ClassVar[int] = 0
 
     def __init__(self, path: str | os.PathLike) -> None:
