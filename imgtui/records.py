@@ -27,6 +27,14 @@ class Record:
     label: Label = 0
     metadata: dict = field(default_factory=dict)
 
+    @property
+    def meta_json(self) -> str:
+        """The metadata as compact JSON (cached when the record was validated for writing)."""
+        text = self.__dict__.get("_meta_json")
+        if text is None:
+            text = dumps_metadata(self.metadata)
+        return text
+
     def __eq__(self, other: object) -> bool:  # bit-exact equality, used by tests and verify
         if not isinstance(other, Record):
             return NotImplemented
@@ -81,18 +89,20 @@ def validate_label(label: Any, where: str = "label") -> Label:
     raise InvalidRecordError(f"{where}: a label must be an int or a str, got {type(label).__name__}")
 
 
-def validate_metadata(metadata: Any, where: str = "metadata") -> dict:
-    if metadata is None:
-        return {}
-    if type(metadata) is dict and not metadata:
-        return metadata
+def metadata_json(metadata: Any, where: str = "metadata") -> tuple[dict, str]:
+    """Check ``metadata`` and return it with its compact JSON text (computed once)."""
+    if metadata is None or (type(metadata) is dict and not metadata):
+        return {}, "{}"
     if not isinstance(metadata, dict):
         raise InvalidRecordError(f"{where}: metadata must be a dict, got {type(metadata).__name__}")
     try:
-        json.dumps(metadata, allow_nan=False)
+        return metadata, _ENCODER.encode(metadata)
     except (TypeError, ValueError) as exc:
         raise InvalidRecordError(f"{where}: metadata is not JSON-serialisable ({exc})") from None
-    return metadata
+
+
+def validate_metadata(metadata: Any, where: str = "metadata") -> dict:
+    return metadata_json(metadata, where)[0]
 
 
 def validate_record(record: Any, index: int | None = None) -> Record:
@@ -102,11 +112,14 @@ def validate_record(record: Any, index: int | None = None) -> Record:
         record = Record(*record)
     if not isinstance(record, Record):
         raise InvalidRecordError(f"{where}: expected a Record, got {type(record).__name__}")
-    return Record(
+    meta, text = metadata_json(record.metadata, f"{where} metadata")
+    rec = Record(
         validate_image(record.image, f"{where} image"),
         validate_label(record.label, f"{where} label"),
-        validate_metadata(record.metadata, f"{where} metadata"),
+        meta,
     )
+    rec.__dict__["_meta_json"] = text
+    return rec
 
 
 def checksum(image: np.ndarray) -> int:
@@ -114,8 +127,12 @@ def checksum(image: np.ndarray) -> int:
     return zlib.crc32(memoryview(np.ascontiguousarray(image)).cast("B")) & 0xFFFFFFFF
 
 
+#: one encoder for all metadata: json.dumps with options builds a new encoder per call
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps_metadata(metadata: dict) -> str:
-    return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(metadata) if metadata else "{}"
 
 
 def loads_metadata(text: str | bytes) -> dict:

@@ -286,7 +286,7 @@ class StoreWriter(ABC):
             raise InvalidRecordError(f"write_array: {n} images but {len(metadata)} metadata dicts")
         if n == 0:
             return
-        from ..records import validate_image, validate_label, validate_metadata
+        from ..records import metadata_json, validate_image, validate_label
 
         first = self.stats.count
         validate_image(images[0], f"record {first} image")  # dtype, channels, size: same for all
@@ -297,7 +297,7 @@ class StoreWriter(ABC):
         else:
             labels = [validate_label(lab, f"record {first + i} label") for i, lab in enumerate(labels)]
         metas = (
-            [validate_metadata(m, f"record {first + i} metadata") for i, m in enumerate(metadata)]
+            [metadata_json(m, f"record {first + i} metadata") for i, m in enumerate(metadata)]
             if metadata is not None
             else None
         )
@@ -305,10 +305,9 @@ class StoreWriter(ABC):
         for a in range(0, n, step):
             self.flush()
             chunk = images[a : a + step]
-            recs = [
-                Record(chunk[j], labels[a + j], metas[a + j] if metas is not None else {})
-                for j in range(len(chunk))
-            ]
+            recs = [Record(chunk[j], labels[a + j], metas[a + j][0] if metas is not None else {}) for j in range(len(chunk))]
+            for j, r in enumerate(recs):
+                r.__dict__["_meta_json"] = metas[a + j][1] if metas is not None else "{}"
             for i, r in enumerate(recs):
                 self._check_record(r, self.stats.count + i)
             k = len(chunk)

@@ -344,7 +344,7 @@ class DiskWriter(StoreWriter):
             rows.append((
                 i, name, label, "int" if isinstance(label, int) else "str",
                 "x".join(map(str, rec.image.shape)), str(rec.image.dtype), crc,
-                dumps_metadata(rec.metadata),
+                rec.meta_json,
             ))
         # a single small batch (e.g. the store_one benchmark) is encoded right here: no pool
         serial = self.workers <= 1 or self.pool_kind == "serial"

@@ -271,7 +271,7 @@ class Hdf5Writer(StoreWriter):
                 raise InvalidRecordError(f"record {index} label: not encodable as UTF-8") from None
         if record.metadata:
             try:
-                dumps_metadata(record.metadata).encode("utf-8")
+                record.meta_json.encode("utf-8")
             except UnicodeEncodeError:
                 raise InvalidRecordError(f"record {index} metadata: not encodable as UTF-8") from None
 
@@ -317,7 +317,7 @@ class Hdf5Writer(StoreWriter):
         for r in records:
             if r.metadata:
                 self._metadata_records += 1
-                metas.append(dumps_metadata(r.metadata))
+                metas.append(r.meta_json)
             else:
                 metas.append("")
         _append(self._ds("metadata"), start, np.array(metas, dtype=object))

@@ -51,6 +51,7 @@ from ..errors import (
 from ..records import Label, Record
 from .base import Backend, StoreReader, StoreWriter, check_manifest
 
+_LABEL_JSON = json.JSONEncoder(ensure_ascii=False)
 #: the block header: magic, record count, index of the first record
 HEADER = struct.Struct("<4sIQ")
 MAGIC = b"IMB1"
@@ -232,9 +233,10 @@ class LmdbWriter(StoreWriter):
         ent["dtype"] = [DTYPE_CODES[rec.image.dtype] for rec, _ in pend]
         ent["enc"] = encs
         value = b"".join([HEADER.pack(MAGIC, cnt, first), ent.tobytes(), *payloads])
-        labels = json.dumps(
-            [[rec.label, rec.metadata] for rec, _ in pend], separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
+        labels = "[" + ",".join(
+            f"[{rec.label if type(rec.label) is int else _LABEL_JSON.encode(rec.label)},{rec.meta_json}]"
+            for rec, _ in pend
+        ) + "]"
         key = _key(first)
         self._next_index = first + cnt
         self._pending = []
