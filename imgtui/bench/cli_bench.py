@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .model import BACKENDS, EXPERIMENTS, METHODS, BenchPlan, Error, Finished, Progress, Result, ResultRow, Started
+from .fmt import fmt_bytes, fmt_seconds
 
 
 class BenchUsageError(Exception):
@@ -123,25 +124,6 @@ def plan_from_args(args: argparse.Namespace) -> BenchPlan:
 
 
 # -- display ----------------------------------------------------------------------------
-def _fmt_time(s: float | None) -> str:
-    if s is None:
-        return ""
-    if s < 1e-3:
-        return f"{s * 1e6:,.0f} µs"
-    if s < 1:
-        return f"{s * 1e3:,.1f} ms"
-    return f"{s:,.2f} s"
-
-
-def _fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return ""
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:,.1f} {unit}"
-    return f"{n:,} B"
-
-
 _ORDER = {e: i for i, e in enumerate(EXPERIMENTS)}
 _SERIES = {("numpy", "floor"): 0, ("memcpy", "floor"): 1}
 
@@ -210,14 +192,14 @@ def results_table(rows: list[ResultRow], title: str = "imgtui bench"):
                 t.add_row(*cells)
                 continue
             if timed:
-                cells += [_fmt_time(r.median_s), _fmt_time(r.min_s),
+                cells += [fmt_seconds(r.median_s, ""), fmt_seconds(r.min_s, ""),
                           "" if r.records_per_s is None else f"{r.records_per_s:,.0f}"]
             cells.append("" if r.ratio_to_floor is None else f"{r.ratio_to_floor:,.2f}")
             if sized:
                 ov = r.overhead
-                cells += [_fmt_bytes(r.bytes_on_disk), "" if ov is None else f"{ov:.2f}"]
+                cells += [fmt_bytes(r.bytes_on_disk, ""), "" if ov is None else f"{ov:.2f}"]
             if timed:
-                cells.append(_fmt_bytes(r.peak_rss_bytes))
+                cells.append(fmt_bytes(r.peak_rss_bytes, ""))
             t.add_row(*cells)
         tables.append(t)
     return Group(*tables)

@@ -9,41 +9,8 @@ from textual import on
 from textual.binding import Binding
 from textual.widgets import DataTable
 
+from ...bench.fmt import fmt_bytes, fmt_rate, fmt_ratio, fmt_seconds
 from ...bench.model import ResultRow
-
-
-def fmt_seconds(s: float | None) -> str:
-    if s is None:
-        return "-"
-    if s < 1e-3:
-        return f"{s * 1e6:.0f} µs"
-    if s < 1:
-        return f"{s * 1e3:.1f} ms"
-    return f"{s:.2f} s"
-
-
-def fmt_rate(r: float | None) -> str:
-    if r is None:
-        return "-"
-    for unit, div in (("M", 1e6), ("k", 1e3)):
-        if r >= div:
-            return f"{r / div:.1f}{unit}"
-    return f"{r:.0f}"
-
-
-def fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    v = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if v < 1024 or unit == "GB":
-            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
-        v /= 1024
-    return f"{v:.1f} TB"
-
-
-def fmt_ratio(r: float | None) -> str:
-    return "-" if r is None else f"{r:.2f}×"
 
 
 #: (key, header, value for sorting, text for display, right aligned)
