@@ -56,12 +56,18 @@ _MAX_DISTINCT = 1000
 ProgressFn = Callable[[int, int], None]
 
 
+def _allocated(st: os.stat_result) -> int:
+    # st_blocks counts 512-byte units actually allocated: a sparse LMDB map counts only its
+    # used pages and a 1 KB PNG counts the whole 4 KB block it occupies, as `du` reports it
+    blocks = getattr(st, "st_blocks", None)
+    return blocks * 512 if blocks is not None else st.st_size
+
+
 def path_size(path: str | os.PathLike) -> int:
-    """Bytes allocated on disk by a file or a directory tree (st_blocks, so sparse maps count right)."""
+    """Bytes allocated on disk by a file or a directory tree (what `du` reports)."""
     p = Path(path)
     if p.is_file():
-        st = p.stat()
-        return min(st.st_size, st.st_blocks * 512) if st.st_blocks else st.st_size
+        return _allocated(p.stat())
     total = 0
     for root, _dirs, files in os.walk(p):
         for name in files:
@@ -69,7 +75,7 @@ def path_size(path: str | os.PathLike) -> int:
                 st = os.stat(os.path.join(root, name))
             except OSError:
                 continue
-            total += min(st.st_size, st.st_blocks * 512) if st.st_blocks else st.st_size
+            total += _allocated(st)
     return total
 
 
