@@ -325,6 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted; nothing half-written was left behind")
         return 130
+    except BrokenPipeError:  # e.g. `imgtui info x | head`: the reader left, not an error
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
     except ImgtuiError as exc:
         _err(one_line(exc))
         return 1
