@@ -220,3 +220,30 @@ def test_export_then_convert_back_is_bit_exact(tmp_path, backend, capsys):
         assert len(a) == len(b) == 3
         for ra, rb in zip(a, b):
             assert ra == rb
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 20 MB tmpfs (needs root); skipped where it cannot be mounted."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mnt)], capture_output=True)
+    if res.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (not root?)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_disk_full_is_one_line_and_keeps_the_old_store(small_fs, backend, capsys):
+    dest = dest_for(small_fs, backend)
+    assert main(["convert", "synthetic:count=30,seed=2", str(dest), "-b", backend, "-q"]) == 0
+    code = main(["convert", "synthetic:count=9000", str(dest), "-b", backend, "-q", "--overwrite"])
+    err = capsys.readouterr().err
+    assert code == 1 and "disk full while writing" in err and err.count("\n") == 1
+    assert [p.name for p in small_fs.iterdir()] == [dest.name]
+    with imgtui.open(dest) as r:
+        assert len(r) == 30 and r.verify().ok
+        assert r[29] == SyntheticDataset(count=30, seed=2).record(29)

@@ -79,6 +79,21 @@ def path_size(path: str | os.PathLike) -> int:
     return total
 
 
+def disk_nearly_full(path: str | os.PathLike, margin: int = 16 << 20) -> bool:
+    """True when the filesystem holding ``path`` has less than ``margin`` bytes free."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free < margin
+    except OSError:
+        return False
+
+
+def is_disk_full_error(exc: BaseException) -> bool:
+    return getattr(exc, "errno", None) == 28 or "No space left" in str(exc) or "[Errno 28]" in str(exc)
+
+
 def remove_path(path: str | os.PathLike) -> None:
     p = Path(path)
     if p.is_dir() and not p.is_symlink():
@@ -249,8 +264,10 @@ class StoreWriter(ABC):
         if not self._open:
             try:
                 self._open_store()
-            except BaseException:
+            except BaseException as exc:
                 self.abort()
+                if is_disk_full_error(exc):
+                    raise StoreFullError(f"disk full: cannot create {self.path}") from None
                 raise
             self._open = True
 
@@ -331,11 +348,18 @@ class StoreWriter(ABC):
         start = self.stats.count - len(self._batch)
         batch, sums = self._batch, self._checksums_batch
         self._batch, self._checksums_batch = [], []
+        # stop cleanly before the filesystem is full: libraries fail badly on ENOSPC
+        # (h5py can crash on close, a memory-mapped write gets SIGBUS)
+        need = 2 * sum(r.image.nbytes for r in batch) + (8 << 20)
+        if disk_nearly_full(self.build_path, need):
+            raise StoreFullError(
+                f"disk full while writing {self.path}: less than {need >> 20} MB free; nothing was kept"
+            )
         try:
             self._write_batch(batch, sums, start)
-        except OSError as exc:
-            if exc.errno == 28:  # ENOSPC
-                raise StoreFullError(f"disk full while writing {self.path}: {exc.strerror}") from None
+        except (OSError, ImgtuiError) as exc:
+            if not isinstance(exc, StoreFullError) and is_disk_full_error(exc):
+                raise StoreFullError(f"disk full while writing {self.path}: no space left on device") from None
             raise
 
     def manifest(self, **extra: Any) -> dict:
@@ -349,8 +373,10 @@ class StoreWriter(ABC):
         try:
             self.flush()
             self._finalize(self.manifest())
-        except BaseException:
+        except BaseException as exc:
             self.abort()
+            if not isinstance(exc, StoreFullError) and is_disk_full_error(exc):
+                raise StoreFullError(f"disk full while writing {self.path}: no space left on device") from None
             raise
         self._finished = True
         if self.build_path != self.path:

@@ -49,7 +49,7 @@ from ..errors import (
     WrongBackendError,
 )
 from ..records import Label, Record
-from .base import Backend, StoreReader, StoreWriter, check_manifest
+from .base import Backend, StoreReader, StoreWriter, check_manifest, disk_nearly_full
 
 _LABEL_JSON = json.JSONEncoder(ensure_ascii=False)
 #: the block header: magic, record count, index of the first record
@@ -169,7 +169,9 @@ class LmdbWriter(StoreWriter):
             metasync=False,
             readahead=False,
             meminit=False,
-            writemap=True,  # pages go straight into the map: commits cost no extra copy
+            # no writemap: with it, a full disk kills the process with SIGBUS (the map is written
+            # through page faults); without it, LMDB writes with pwrite and reports ENOSPC
+            writemap=False,
         )
         self._db_blocks = self._env.open_db(DB_BLOCKS)
         self._db_labels = self._env.open_db(DB_LABELS)
@@ -267,6 +269,11 @@ class LmdbWriter(StoreWriter):
                 return
             except lmdb.MapFullError:
                 pass  # the with-block aborted the transaction: no transaction is open now
+            except lmdb.Error as exc:
+                # LMDB reports a failed pwrite as EIO, whatever the cause: look at the free space
+                if "No space left" in str(exc) or disk_nearly_full(self.build_path):
+                    raise StoreFullError(f"disk full while writing {self.path}: no space left on device") from None
+                raise
             new = self._map_size * 2
             if new > (1 << 50):
                 raise StoreFullError(f"{self.path}: LMDB map cannot grow past {self._map_size:,} bytes")
@@ -309,7 +316,7 @@ class LmdbWriter(StoreWriter):
         used = (self._env.info()["last_pgno"] + 1) * self._env.stat()["psize"]
         self._env.close()
         self._env = None
-        # writemap made data.mdb as long as the map (sparse); cut it to the pages in use
+        # data.mdb may be longer than the pages in use; cut it to them
         data = self.build_path / "data.mdb"
         if data.stat().st_size > used:
             os.truncate(data, used)
