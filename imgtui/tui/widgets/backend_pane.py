@@ -16,6 +16,7 @@ from textual.message import Message
 from textual.validation import Integer, Regex
 from textual.widgets import Checkbox, Input, Label, Select
 
+from ...backends.disk import DEFAULT_PNG_LEVEL
 from ...bench.model import BACKENDS, DEFAULT_EXPERIMENTS, EXPERIMENTS, METHODS
 
 COUNTS = (10, 100, 1_000, 10_000, 100_000)
@@ -75,7 +76,7 @@ class BackendPane(VerticalScroll):
             yield Checkbox("disk", "disk" in self._backends, id="use-disk", compact=True,
                            tooltip="one PNG file per record")
             yield Label("png level", classes="opt-label")
-            yield Input(str(disk.get("png_level", 6)), id="disk-png-level", type="integer", compact=True,
+            yield Input(str(disk.get("png_level", DEFAULT_PNG_LEVEL)), id="disk-png-level", type="integer", compact=True,
                         validators=[level], classes="level")
         with HorizontalGroup(classes="backend-row"):
             yield Checkbox("LMDB", "lmdb" in self._backends, id="use-lmdb", compact=True,
@@ -156,12 +157,12 @@ class BackendPane(VerticalScroll):
         backends = [b for b in BACKENDS if q(f"#use-{b}", Checkbox).value]
         options: dict[str, dict[str, Any]] = {}
         if "disk" in backends:
-            options["disk"] = {"png_level": self._int("#disk-png-level", 6)}
+            options["disk"] = {"png_level": self._int("#disk-png-level", DEFAULT_PNG_LEVEL)}
         if "lmdb" in backends:
             enc = str(q("#lmdb-encoding", Select).value)
             options["lmdb"] = {"encoding": enc}
             if enc == "png":
-                options["lmdb"]["png_level"] = self._int("#disk-png-level", 6)
+                options["lmdb"]["png_level"] = self._int("#disk-png-level", DEFAULT_PNG_LEVEL)
         if "hdf5" in backends:
             comp = str(q("#hdf5-compression", Select).value)
             options["hdf5"] = {"layout": str(q("#hdf5-layout", Select).value), "compression": comp}
