@@ -365,6 +365,16 @@ class _StoreRandomReader(RandomReader):
         self.reader.close()
 
 
+def article_labels(labels: list) -> list[int]:
+    """The article stores integer class indices (CIFAR's labels): class names become the index
+    of the name among the sorted distinct names, as an image-folder loader numbers its classes."""
+    if all(type(lb) is int for lb in labels):
+        return labels
+    names = sorted({str(lb) for lb in labels})
+    index = {name: i for i, name in enumerate(names)}
+    return [index[str(lb)] for lb in labels]
+
+
 # -- the article's plain functions ------------------------------------------------------------
 class _Counting(list):
     """A list that reports progress (and honours cancel) as the article's loops walk it."""
@@ -427,7 +437,7 @@ class ArticleMethod(Method):
             raise ImgtuiError(f"article method needs 8-bit images (these are {data.stacked.dtype})")
         if self.backend == "lmdb" and data.stacked.ndim != 4:
             raise ImgtuiError("article LMDB method needs HxWxC images (its CIFAR_Image reads shape[2])")
-        if self.backend == "hdf5" and not all(isinstance(lb, int) and 0 <= lb <= 255 for lb in data.labels):
+        if self.backend == "hdf5" and not all(0 <= lb <= 255 for lb in article_labels(data.labels)):
             raise ImgtuiError("article HDF5 method needs integer labels from 0 to 255 (it stores them as uint8)")
 
     def _store(self, folder: Path, images: list, labels: list) -> Handle:
@@ -446,12 +456,12 @@ class ArticleMethod(Method):
     def store_many(self, folder: Path, data: Data, ctx: Ctx) -> Handle:
         self.check_data(data)
         images = _Counting(data.images, ctx)
-        h = self._store(folder, images, data.labels)
+        h = self._store(folder, images, article_labels(data.labels))
         images.finish()
         return h
 
     def store_one(self, folder: Path, record: Record) -> Handle:
-        return self._store(folder, [record.image], [record.label])
+        return self._store(folder, [record.image], article_labels([record.label]))
 
     def read_one(self, handle: Handle, index: int) -> np.ndarray:
         if self.backend == "disk":
