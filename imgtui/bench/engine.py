@@ -61,9 +61,27 @@ RANDOM_BATCH = 64
 #: random access: at most this many batches per trial
 MAX_RANDOM_BATCHES = 160
 #: execution order inside one backend/method/count group: writes first, then reads
-_ORDER = ("store_one", "store_many", "read_one", "read_many", "random_batches", "disk_usage", "concurrent_readers")
-_READS = ("read_one", "read_many", "random_batches", "concurrent_readers")
-_NEEDS_STORE = ("read_one", "read_many", "random_batches", "disk_usage", "concurrent_readers")
+_ORDER = ("store_one", "store_many", "read_one", "read_many", "random_batches", "disk_usage", "concurrent_readers",
+          "slice_read", "parallel_threads", "parallel_processes", "mutate", "space_at_sizes")
+_READS = ("read_one", "read_many", "random_batches", "concurrent_readers", "slice_read", "parallel_threads",
+          "parallel_processes")
+_NEEDS_STORE = ("read_one", "read_many", "random_batches", "disk_usage", "concurrent_readers", "slice_read",
+                "parallel_threads", "parallel_processes")
+#: experiments with K readers (one step per reader count of the plan)
+_PARALLEL = ("concurrent_readers", "parallel_threads", "parallel_processes")
+#: the claims' experiments: imgtui's backends only (the article has no slice/mutation API);
+#: slice_read and parallel_threads also get a numpy floor row
+_CLAIMS_ONLY = ("slice_read", "parallel_threads", "parallel_processes", "mutate", "space_at_sizes")
+_NO_FLOOR = ("parallel_processes", "mutate", "space_at_sizes")
+#: slice_read: lengths of the contiguous slices read from the middle of the store
+SLICE_LENGTHS = (100, 1000)
+#: space_at_sizes: (label, size or (lo, hi) for variable, records, per-backend option variants)
+SPACE_SIZES = (("32x32", 32, 1000), ("256x256", 256, 48), ("1024x1024", 1024, 4), ("variable 64-512", (64, 512), 48))
+SPACE_OPTIONS = {
+    "disk": ({},),
+    "lmdb": ({"encoding": "raw"}, {"encoding": "png"}),
+    "hdf5": ({"compression": "none"}, {"compression": "gzip"}),
+}
 
 
 class PlanError(ImgtuiError):
@@ -106,7 +124,7 @@ def validate_plan(plan: BenchPlan) -> None:
             raise PlanError(f"record counts must be whole numbers >= 1, got {c!r}")
     if plan.repeats is not None and (not isinstance(plan.repeats, int) or plan.repeats < 1):
         raise PlanError(f"repeats must be a whole number >= 1, got {plan.repeats!r}")
-    if "concurrent_readers" in plan.experiments:
+    if any(e in plan.experiments for e in _PARALLEL):
         if not plan.readers or any(not isinstance(k, int) or k < 1 for k in plan.readers):
             raise PlanError(f"reader counts must be whole numbers >= 1, got {plan.readers!r}")
     if plan.workdir is not None and not Path(plan.workdir).is_dir():
@@ -155,7 +173,9 @@ def plan_steps(plan: BenchPlan) -> list[Step]:
             for e in exps:
                 if b == "memcpy" and e not in ("store_many", "read_many"):
                     continue
-                if e == "concurrent_readers":
+                if e in _CLAIMS_ONLY and (m == "article" or (b == "numpy" and e in _NO_FLOOR)):
+                    continue
+                if e in _PARALLEL:
                     steps.extend(Step(e, b, m, count, k) for k in plan.readers)
                 else:
                     steps.append(Step(e, b, m, count))
@@ -331,6 +351,31 @@ def _batch_equal(got: Any, data: Data, idx: np.ndarray) -> bool:
     if len(imgs) != len(idx):
         return False
     return all(np.array_equal(np.asarray(a), data.records[int(i)].image) for a, i in zip(imgs, idx))
+
+
+def _read_slice(m: Method, handle: Handle, start: int, length: int) -> Any:
+    """Records ``start .. start+length-1`` in one call: ``get_images(range)`` for imgtui stores,
+    a slice of the memory map for the numpy floor."""
+    from .methods import FloorMethod, ImgtuiMethod
+
+    if isinstance(m, ImgtuiMethod):
+        from ..backends import open_store
+
+        with open_store(handle.path, m.backend) as r:
+            return r.get_images(range(start, start + length))
+    if isinstance(m, FloorMethod):
+        mm = np.load(handle.path, mmap_mode="r")
+        try:
+            if "layout" in handle.extra:
+                return [np.array(FloorMethod._unflatten(mm, handle, i)) for i in range(start, start + length)]
+            return np.array(mm[start : start + length])
+        finally:
+            del mm
+    rr = m.open_random(handle)
+    try:
+        return rr.batch(list(range(start, start + length)))
+    finally:
+        rr.close()
 
 
 # -- concurrent readers (runs in spawned processes) ---------------------------------------------
@@ -540,7 +585,7 @@ class _Engine:
         )
 
     def finish_row(self, row: ResultRow) -> ResultRow:
-        key = (row.experiment, row.count, row.cache, row.readers)
+        key = (row.experiment, row.count, row.cache, row.readers, row.detail)
         if row.error is not None:
             return row
         value = row.bytes_on_disk if row.experiment == "disk_usage" else row.median_s
@@ -597,6 +642,10 @@ class _Engine:
             return (yield from self.exp_store_one(step, m, data))
         if exp == "store_many":
             return (yield from self.exp_store_many(step, m, data))
+        if exp == "mutate":
+            return (yield from self.exp_mutate(step, m, data))
+        if exp == "space_at_sizes":
+            return (yield from self.exp_space(step, m, data))
         handle = yield from self.store_for(step, m, data)
         if exp == "disk_usage":
             return [self.row(step, m, bytes_on_disk=_path_size(handle.path), raw_bytes=data.raw_bytes, cache="")]
@@ -609,8 +658,12 @@ class _Engine:
                     rows.append((yield from self.exp_read_many(step, m, data, handle, cache)))
                 elif exp == "random_batches":
                     rows.append((yield from self.exp_random(step, m, data, handle, cache)))
-                elif exp == "concurrent_readers":
+                elif exp in ("concurrent_readers", "parallel_processes"):
                     rows.append((yield from self.exp_concurrent(step, m, data, handle, cache)))
+                elif exp == "parallel_threads":
+                    rows.append((yield from self.exp_threads(step, m, data, handle, cache)))
+                elif exp == "slice_read":
+                    rows.extend((yield from self.exp_slice(step, m, data, handle, cache)))
             except CancelledError:
                 raise
             except Exception as exc:
@@ -870,6 +923,217 @@ class _Engine:
 
         times, peak = yield from self.call(work, reps * k * per_reader)
         return self.timed_row(step, m, times, peak, k * per_reader, cache)
+
+    def exp_threads(self, step: Step, m: Method, data: Data, handle: Handle, cache: str):
+        """K threads of this process, each with its own reader on the one store, reading the same
+        random batches as concurrent readers do; aggregate records/s over the span of all K."""
+        k = int(step.readers or 1)
+        reps = self.repeats(step.count)
+        batches = self.random_indices(data.n)
+        per_reader = len(batches) * RANDOM_BATCH
+
+        def work(ctx: Ctx):
+            durations, peak = [], 0
+            lock = threading.Lock()
+            for _ in range(reps):
+                self._prepare_read(m, handle, cache)
+                barrier = threading.Barrier(k)
+                spans: list[tuple[float, float]] = []
+                errors: list[BaseException] = []
+
+                def reader() -> None:
+                    try:
+                        barrier.wait(timeout=300)
+                        t0 = time.perf_counter()
+                        with lock:  # opening/closing shares per-process handles (LMDB env): one at a time
+                            rr = m.open_random(handle)
+                        try:
+                            for b in batches:
+                                if self.cancelled():
+                                    return
+                                rr.batch(b)
+                                ctx._report and ctx._report(len(b))
+                        finally:
+                            with lock:
+                                rr.close()
+                        with lock:
+                            spans.append((t0, time.perf_counter()))
+                    except BaseException as exc:  # handed to the caller as the row's error
+                        try:
+                            barrier.abort()
+                        except Exception:
+                            pass
+                        errors.append(exc)
+
+                gc.collect()
+                with self_rss() as s:
+                    threads = [threading.Thread(target=reader, daemon=True, name=f"imgtui-reader-{i}") for i in range(k)]
+                    for t in threads:
+                        t.start()
+                    for t in threads:
+                        t.join()
+                ctx.check()
+                if errors:
+                    raise errors[0]
+                durations.append(max(e for _s, e in spans) - min(st for st, _e in spans))
+                peak = max(peak, s.peak)
+            return durations, peak
+
+        times, peak = yield from self.call(work, reps * k * per_reader)
+        return self.timed_row(step, m, times, peak, k * per_reader, cache)
+
+    def exp_slice(self, step: Step, m: Method, data: Data, handle: Handle, cache: str):
+        """Contiguous slices of 100 and 1,000 records (fewer when the store is smaller) from the
+        middle of the store; one row per slice length, ``detail="slice=L"``."""
+        warm, reps = self._trials(step, True)
+        lengths = sorted({min(L, data.n) for L in SLICE_LENGTHS})
+
+        def work(ctx: Ctx):
+            out = []
+            for L in lengths:
+                start = (data.n - L) // 2
+                times, peak = [], 0
+                for t in range(warm + reps):
+                    self._prepare_read(m, handle, cache)
+                    gc.collect()
+                    with self_rss() as s:
+                        t0 = time.perf_counter()
+                        got = _read_slice(m, handle, start, L)
+                        dt = time.perf_counter() - t0
+                    if t == 0 and not _batch_equal(got, data, np.arange(start, start + L)):
+                        raise ImgtuiError(f"slice_read: records {start}-{start + L - 1} read back differ from the source")
+                    del got
+                    if t >= warm:
+                        times.append(dt)
+                        peak = max(peak, s.peak)
+                    ctx.advance(L)
+                out.append((L, start, times, peak))
+            return out
+
+        measured = yield from self.call(work, (warm + reps) * sum(lengths))
+        return [
+            self.timed_row(step, m, times, peak, L, cache, detail=f"slice={L} start={start}")
+            for L, start, times, peak in measured
+        ]
+
+    def exp_mutate(self, step: Step, m: Method, data: Data):
+        """A fresh store of the N records, then append 10%, overwrite 1%, delete 1% (at least one
+        record each) through ``imgtui.append/overwrite/delete``; verify after every change."""
+        try:
+            import imgtui
+
+            ops = (imgtui.append, imgtui.overwrite, imgtui.delete)  # type: ignore[attr-defined]
+        except (ImportError, AttributeError):
+            raise ImgtuiError("mutate: this imgtui has no append/overwrite/delete (imgtui.backends.mutate)") from None
+        from ..backends import open_store
+
+        n = data.n
+        n_append = max(1, n // 10)
+        n_change = max(1, n // 100)
+        rng = np.random.default_rng(3000 + n)
+
+        def work(ctx: Ctx):
+            folder = self.trial_dir()
+            try:
+                h = m.store_many(folder, data, ctx)
+                results = []
+                size = n
+                plan = (
+                    ("append", n_append, lambda: ops[0](h.path, [data.records[i % n] for i in range(n_append)])),
+                    ("overwrite", n_change, lambda: ops[1](h.path, {int(i): data.records[(int(i) + 1) % n]
+                                                                   for i in rng.choice(size, n_change, replace=False)})),
+                    ("delete", n_change, lambda: ops[2](h.path, sorted(int(i) for i in rng.choice(size, n_change, replace=False)))),
+                )
+                for op, k, call in plan:
+                    ctx.check()
+                    gc.collect()
+                    with self_rss() as s:
+                        t0 = time.perf_counter()
+                        report = call() or {}
+                        dt = time.perf_counter() - t0
+                    size = size + k if op == "append" else size - k if op == "delete" else size
+                    with open_store(h.path) as r:
+                        v = r.verify()
+                        raw = r.info().get("raw_bytes")
+                        valid = v.ok and len(r) == size
+                    after = report.get("bytes_after")
+                    results.append((op, k, report, float(report.get("seconds") or dt), s.peak, valid,
+                                    v.summary() if not v.ok else f"{len(r):,} records", raw,
+                                    int(after) if after is not None else _path_size(h.path)))
+                    ctx.advance(k)
+                return results
+            finally:
+                _remove(folder)
+
+        results = yield from self.call(work, n_append + 2 * n_change + n)
+        rows = []
+        for op, k, report, secs, peak, valid, vsum, raw, after in results:
+            in_place = report.get("in_place")
+            flag = "yes" if in_place else "no" if in_place is not None else "?"
+            how = " ".join(str(report.get("how") or "").split())
+            detail = f"op={op} n={k} in_place={flag} valid={'yes' if valid else 'no'} | {how}".rstrip(" |")
+            if not valid:
+                detail += f" (verify: {vsum})"
+            rows.append(self.row(
+                step, m, repeats=1, median_s=secs, min_s=secs, records_per_s=(k / secs) if secs > 0 else None,
+                bytes_on_disk=after, raw_bytes=raw, peak_rss_bytes=peak or None, cache="",
+                detail=detail,
+            ))
+        return rows
+
+    def exp_space(self, step: Step, m: Method, data: Data):
+        """Bytes on disk vs raw pixel bytes for synthetic images at several sizes (the channels and
+        bit depth of the dataset's first record), per backend option variant; one row each."""
+        from ..backends import open_writer
+        from ..datasets.synthetic import SyntheticDataset
+        from .methods import ImgtuiMethod
+
+        first = data.records[0].image
+        channels = 1 if first.ndim == 2 else int(first.shape[2])
+        bits = 16 if first.dtype == np.uint16 else 8
+        variants = SPACE_OPTIONS.get(step.backend, ({},))
+        if step.method == "imgtui" and (self.plan.backend_options or {}).get(step.backend):
+            variants = (dict(self.plan.backend_options[step.backend]),) + tuple(variants)
+        total = sum(min(cnt, step.count) if label == "32x32" else cnt for label, _s, cnt in SPACE_SIZES) * len(variants)
+
+        def work(ctx: Ctx):
+            out = []
+            for label, size, cnt in SPACE_SIZES:
+                if label == "32x32":
+                    cnt = min(cnt, step.count)
+                kw = {"variable": size} if isinstance(size, tuple) else {"size": size}
+                ds = SyntheticDataset(count=cnt, channels=channels, bits=bits, seed=7, **kw)
+                recs = [ds.record(i) for i in range(cnt)]
+                raw = sum(r.image.nbytes for r in recs)
+                seen = set()
+                for opts in variants:
+                    mm = ImgtuiMethod(step.backend, opts)
+                    text = mm.options_text()
+                    if text in seen:
+                        continue
+                    seen.add(text)
+                    ctx.check()
+                    folder = self.trial_dir()
+                    try:
+                        path = mm._path(folder, "store")
+                        t0 = time.perf_counter()
+                        with open_writer(path, step.backend, expected_count=cnt, **opts) as w:
+                            w.write_many(recs)
+                        dt = time.perf_counter() - t0
+                        out.append((label, cnt, text, _path_size(path), raw, dt))
+                    finally:
+                        _remove(folder)
+                    ctx.advance(cnt)
+            return out
+
+        measured = yield from self.call(work, total)
+        rows = []
+        for label, cnt, text, nbytes, raw, dt in measured:
+            row = self.row(step, m, repeats=1, median_s=dt, min_s=dt, records_per_s=cnt / dt if dt > 0 else None,
+                           bytes_on_disk=nbytes, raw_bytes=raw, cache="", detail=f"size={label.replace(' ', '_')} n={cnt}")
+            row.options = text
+            rows.append(row)
+        return rows
 
     # -- the run ---------------------------------------------------------------------------
     def error_rows(self, step: Step, message: str) -> list[ResultRow]:

@@ -21,6 +21,11 @@ EXPERIMENTS = (
     "random_batches",  # batches of 64 random indices (data-loader pattern), records/s
     "disk_usage",      # bytes on disk vs raw pixel bytes
     "concurrent_readers",  # K reader processes on one store, aggregate records/s
+    "slice_read",          # contiguous slices of 100 and 1,000 records from the middle, records/s
+    "parallel_threads",    # K reader threads in one process on one store, aggregate records/s
+    "parallel_processes",  # K reader processes on one store, aggregate records/s (as concurrent_readers)
+    "mutate",              # append 10%, overwrite 1%, delete 1% of a store: time, bytes, still valid
+    "space_at_sizes",      # bytes on disk vs raw at 32x32, 256x256, 1024x1024 and variable sizes
 )
 DEFAULT_EXPERIMENTS = ("store_one", "read_one", "store_many", "read_many", "random_batches", "disk_usage")
 METHODS = ("article", "imgtui", "floor")
@@ -73,6 +78,10 @@ class ResultRow:
     options: str = ""       # the backend options used, e.g. "layout=contiguous,compression=none"
     readers: int | None = None  # concurrent_readers: K
     error: str | None = None    # set when this backend/method failed; the other rows still come
+    #: what the row measured beyond experiment/backend/count, as "key=value ..." then "| free text"
+    #: (slice_read: "slice=1000"; space_at_sizes: "size=256x256"; mutate: "op=append n=200
+    #: in_place=yes valid=yes | how it was done")
+    detail: str | None = None
 
     @property
     def overhead(self) -> float | None:
