@@ -1,0 +1,568 @@
+"""The classic comparison's claims, each tested by a measurement on this machine with these images.
+
+The claims are those of the usual "three ways of storing lots of images" comparison (PNG files
+on disk, LMDB, HDF5). ``CLAIMS`` names each one and the experiments that test it;
+``evaluate_claims(table)`` reads a ResultTable and returns a ``ClaimVerdict`` per claim:
+"confirmed", "refuted", "depends" or "not measured", with the figures it was decided on.
+
+Claims 5 (portability) and 6 (a folder of files drifts; verify catches it) are not timings: they
+are checked by ``portability_facts`` (read record 0 of each backend without imgtui, the way the
+backend's ``recipe()`` says) and ``drift_facts`` (break a temporary disk store in each way and run
+verify). Both return ResultRows (experiments ``fact_portability`` and ``fact_drift``) that go into
+the same table, so a saved claims run (JSON) holds everything its verdicts were based on.
+
+No UI code here.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .fmt import fmt_bytes, fmt_rate
+from .model import BenchPlan, Event, Finished, ResultRow, ResultTable
+
+VERDICTS = ("confirmed", "refuted", "depends", "not measured")
+NAMES = {"disk": "disk", "lmdb": "LMDB", "hdf5": "HDF5", "numpy": "numpy floor"}
+#: the experiments a claims run measures (plus the two fact checks)
+CLAIM_EXPERIMENTS = (
+    "store_many", "read_many", "random_batches", "disk_usage",
+    "slice_read", "parallel_threads", "parallel_processes", "mutate", "space_at_sizes",
+)
+#: within this factor two figures count as a tie
+TIE = 1.15
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: int
+    title: str
+    text: str
+    experiments: tuple[str, ...]
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim(1, "LMDB/HDF5 beat PNG files",
+          "Storing and reading many images is much faster in LMDB or HDF5 than as one PNG file per image.",
+          ("store_many", "read_many", "random_batches")),
+    Claim(2, "HDF5 for slices",
+          "HDF5 is the fastest way to read a contiguous slice of records.",
+          ("slice_read",)),
+    Claim(3, "Parallel readers",
+          "LMDB serves many parallel readers; HDF5 (h5py) serialises threads, so it does not scale with reader threads.",
+          ("parallel_threads", "parallel_processes")),
+    Claim(4, "Changing a store",
+          "A folder of image files is easy to change; appending, overwriting or deleting records in LMDB or "
+          "HDF5 is costly (rewrites, or space that is never given back).",
+          ("mutate",)),
+    Claim(5, "Portability",
+          "PNG files open with any image tool; LMDB and HDF5 need a library and knowledge of the layout.",
+          ("fact_portability",)),
+    Claim(6, "Files drift",
+          "A folder of files drifts silently (files lost, added or renamed, the labels table out of step); "
+          "imgtui's verify catches each kind.",
+          ("fact_drift",)),
+    Claim(7, "Space on disk",
+          "PNG files take the least disk space; LMDB and HDF5 keep raw pixels and take more.",
+          ("disk_usage", "space_at_sizes")),
+)
+
+
+@dataclass
+class ClaimVerdict:
+    id: int
+    title: str
+    claim: str
+    verdict: str                      # confirmed | refuted | depends | not measured
+    summary: str                      # one line: why
+    figures: list[str] = field(default_factory=list)
+    experiments: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# -- reading rows ------------------------------------------------------------------------------
+_KV = re.compile(r"(\w+)=(\S+)")
+
+
+def parse_detail(detail: str | None) -> dict[str, str]:
+    """``"op=append n=200 in_place=yes | how"`` -> {"op": "append", "n": "200", ..., "how": "how"}."""
+    if not detail:
+        return {}
+    head, _, tail = detail.partition(" | ")
+    out = dict(_KV.findall(head))
+    if tail:
+        out["how"] = tail.strip()
+    return out
+
+
+def good_rows(table: ResultTable | Iterable[ResultRow], experiment: str, method: str = "imgtui") -> list[ResultRow]:
+    """Rows of one experiment without error, warm or uncached, of the largest record count measured."""
+    rows = table.rows if isinstance(table, ResultTable) else list(table)
+    rows = [r for r in rows if r.experiment == experiment and r.error is None and r.method == method
+            and r.cache in ("warm", "")]
+    if not rows:
+        return []
+    top = max(r.count for r in rows)
+    return [r for r in rows if r.count == top]
+
+
+def _by_backend(rows: list[ResultRow], value: Callable[[ResultRow], float | None]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for r in rows:
+        v = value(r)
+        if v is not None and r.backend not in out:
+            out[r.backend] = v
+    return out
+
+
+def _rates(rows: list[ResultRow]) -> dict[str, float]:
+    return _by_backend(rows, lambda r: r.records_per_s)
+
+
+def _name(b: str) -> str:
+    return NAMES.get(b, b)
+
+
+def _rate_line(what: str, rates: dict[str, float], order=("hdf5", "lmdb", "disk")) -> str:
+    parts = [f"{_name(b)} {fmt_rate(rates[b])}" for b in order if b in rates]
+    return f"{what}: " + " vs ".join(parts) + " records/s"
+
+
+def _x(a: float, b: float) -> str:
+    return f"{a / b:.1f}x" if b else "∞x"
+
+
+# -- the verdicts --------------------------------------------------------------------------------
+def _claim1(table: ResultTable) -> tuple[str, str, list[str]]:
+    figures, ratios = [], []
+    for exp in ("store_many", "read_many", "random_batches"):
+        rows = good_rows(table, exp)
+        rates = _rates(rows)
+        if "disk" not in rates or not ({"lmdb", "hdf5"} & set(rates)):
+            continue
+        best = max((b for b in ("lmdb", "hdf5") if b in rates), key=rates.get)
+        ratio = rates[best] / rates["disk"]
+        ratios.append(ratio)
+        figures.append(_rate_line(f"{exp} of {rows[0].count:,}", rates) + f" ({_name(best)} {_x(rates[best], rates['disk'])} disk)")
+    if not ratios:
+        return "not measured", "no store_many/read_many/random_batches rows for disk and LMDB/HDF5", figures
+    if all(r >= 2 for r in ratios):
+        return "confirmed", f"LMDB/HDF5 are {min(ratios):.1f}x to {max(ratios):.1f}x faster than PNG files", figures
+    if all(r < 1 / TIE for r in ratios) or all(r <= TIE for r in ratios):
+        return "refuted", "PNG files keep up with (or beat) LMDB and HDF5 here", figures
+    return "depends", f"the gap ranges from {min(ratios):.1f}x to {max(ratios):.1f}x depending on the operation", figures
+
+
+def _claim2(table: ResultTable) -> tuple[str, str, list[str]]:
+    rows = good_rows(table, "slice_read")
+    by_len: dict[str, list[ResultRow]] = {}
+    for r in rows:
+        by_len.setdefault(parse_detail(r.detail).get("slice", "?"), []).append(r)
+    figures, wins = [], []
+    for length in sorted(by_len, key=lambda s: int(s) if s.isdigit() else 0):
+        rates = _rates(by_len[length])
+        if "hdf5" not in rates or len(rates) < 2:
+            continue
+        best = max(rates, key=rates.get)
+        figures.append(_rate_line(f"HDF5 slice of {int(length):,}" if length.isdigit() else "slice", rates)
+                       + (f" (fastest: {_name(best)})"))
+        wins.append(rates["hdf5"] * TIE >= rates[best])
+    if not wins:
+        return "not measured", "no slice_read rows for HDF5 and another backend", figures
+    if all(wins):
+        return "confirmed", "HDF5 reads contiguous slices fastest (or within 15% of the fastest)", figures
+    if not any(wins):
+        return "refuted", "another backend reads contiguous slices faster than HDF5", figures
+    return "depends", "HDF5 is fastest for some slice lengths only", figures
+
+
+def _scaling(table: ResultTable, exp: str) -> tuple[dict[str, float], dict[str, tuple[int, float, float]]]:
+    rows = good_rows(table, exp)
+    per: dict[str, dict[int, float]] = {}
+    for r in rows:
+        if r.readers and r.records_per_s:
+            per.setdefault(r.backend, {})[int(r.readers)] = r.records_per_s
+    scale, detail = {}, {}
+    for b, d in per.items():
+        if 1 in d and len(d) > 1:
+            k = max(d)
+            scale[b] = d[k] / d[1]
+            detail[b] = (k, d[1], d[k])
+    return scale, detail
+
+
+def _claim3(table: ResultTable) -> tuple[str, str, list[str]]:
+    th, th_d = _scaling(table, "parallel_threads")
+    pr, pr_d = _scaling(table, "parallel_processes")
+    cpus = (table.machine or {}).get("cpu_count") or (table.machine or {}).get("cpus")
+    figures = []
+    for label, d in (("threads", th_d), ("processes", pr_d)):
+        parts = [f"{_name(b)} {fmt_rate(one)} -> {fmt_rate(many)} ({many / one:.2f}x)"
+                 for b, (k, one, many) in sorted(d.items()) if b != "numpy"]
+        if parts:
+            k = max(v[0] for v in d.values())
+            figures.append(f"1 -> {k} reader {label}: " + ", ".join(parts) + " records/s")
+    if cpus:
+        figures.append(f"this machine has {cpus} CPUs: no backend can scale past {cpus}x")
+    if "hdf5" not in th or "lmdb" not in (pr or th):
+        return "not measured", "no parallel_threads rows for HDF5 or no parallel rows for LMDB", figures
+    lmdb_scale = max(pr.get("lmdb", 0.0), th.get("lmdb", 0.0))
+    h_threads = th["hdf5"]
+    if h_threads < 1.2 and lmdb_scale >= 1.2:
+        return "confirmed", f"HDF5 threads: {h_threads:.2f}x, LMDB: {lmdb_scale:.2f}x with more readers", figures
+    if h_threads >= 1.5 or lmdb_scale < 1.05:
+        return "refuted", f"HDF5 threads scale {h_threads:.2f}x, LMDB {lmdb_scale:.2f}x", figures
+    return "depends", f"HDF5 threads {h_threads:.2f}x, LMDB {lmdb_scale:.2f}x: the difference is small here", figures
+
+
+def mutate_figures(table: ResultTable) -> dict[str, dict[str, dict]]:
+    """backend -> op -> {"seconds", "rate", "in_place", "valid", "bytes", "how", "n"} from mutate rows."""
+    out: dict[str, dict[str, dict]] = {}
+    for r in good_rows(table, "mutate"):
+        d = parse_detail(r.detail)
+        op = d.get("op")
+        if not op or r.median_s is None:
+            continue
+        out.setdefault(r.backend, {})[op] = {
+            "seconds": r.median_s, "rate": r.records_per_s, "in_place": d.get("in_place") == "yes",
+            "valid": d.get("valid") == "yes", "bytes": r.bytes_on_disk, "how": d.get("how", ""),
+            "n": int(d.get("n", "0") or 0),
+        }
+    return out
+
+
+def _claim4(table: ResultTable) -> tuple[str, str, list[str]]:
+    mf = mutate_figures(table)
+    figures = []
+    for op in ("append", "overwrite", "delete"):
+        parts = []
+        for b in ("disk", "lmdb", "hdf5"):
+            f = mf.get(b, {}).get(op)
+            if f:
+                flags = ("in place" if f["in_place"] else "rewrite") + ("" if f["valid"] else ", INVALID after")
+                parts.append(f"{_name(b)} {f['seconds'] * 1000:,.0f} ms ({flags})")
+        if parts:
+            n = next((mf[b][op]["n"] for b in mf if op in mf[b]), 0)
+            figures.append(f"{op} {n:,}: " + ", ".join(parts))
+    if not mf or "disk" not in mf or not ({"lmdb", "hdf5"} & set(mf)):
+        return "not measured", "no mutate rows for disk and LMDB/HDF5", figures
+    invalid = [f"{_name(b)} {op}" for b, ops in mf.items() for op, f in ops.items() if not f["valid"]]
+    if invalid:
+        figures.append("verify failed after: " + ", ".join(invalid))
+    costly, cheap = 0, 0
+    for op in ("append", "overwrite", "delete"):
+        d = mf["disk"].get(op)
+        if d is None:
+            continue
+        for b in ("lmdb", "hdf5"):
+            o = mf.get(b, {}).get(op)
+            if o is None:
+                continue
+            if (not o["in_place"] and d["in_place"]) or o["seconds"] > TIE * 2 * d["seconds"]:
+                costly += 1
+            elif o["in_place"] and o["seconds"] <= TIE * d["seconds"]:
+                cheap += 1
+    if costly and not cheap:
+        return "confirmed", "every change costs LMDB/HDF5 more than the folder of files", figures
+    if cheap and not costly:
+        return "refuted", "LMDB/HDF5 change in place as fast as (or faster than) the folder of files", figures
+    return "depends", f"{cheap} change(s) cheap in LMDB/HDF5, {costly} costly (see figures)", figures
+
+
+def _claim_facts(table: ResultTable, exp: str) -> list[tuple[ResultRow, dict]]:
+    return [(r, parse_detail(r.detail)) for r in table.rows if r.experiment == exp]
+
+
+def _claim5(table: ResultTable) -> tuple[str, str, list[str]]:
+    facts = _claim_facts(table, "fact_portability")
+    if not facts:
+        return "not measured", "portability not checked (run the claims with facts)", []
+    figures, ok = [], {}
+    for r, d in facts:
+        ok[r.backend] = d.get("ok") == "yes"
+        figures.append(f"{_name(r.backend)}: read without imgtui using {d.get('tools', '?').replace('_', ' ')}: "
+                       f"{'OK' if ok[r.backend] else 'FAILED'}"
+                       + (f" ({d['how']})" if d.get("how") else ""))
+    needs_layout = [b for r, d in facts if d.get("layout") == "needed" for b in [r.backend]]
+    if ok.get("disk") and needs_layout and all(b != "disk" for b in needs_layout):
+        if "hdf5" in ok and "hdf5" not in needs_layout:
+            return "depends", ("PNG files open anywhere; HDF5 opens with any HDF5 tool (named datasets); "
+                               "LMDB needs imgtui's byte layout"), figures
+        return "confirmed", "PNG files open with common tools; the others need a library and the layout", figures
+    if not ok.get("disk"):
+        return "refuted", "the disk store could not be read with common tools", figures
+    return "depends", "see figures", figures
+
+
+def _claim6(table: ResultTable) -> tuple[str, str, list[str]]:
+    facts = _claim_facts(table, "fact_drift")
+    if not facts:
+        return "not measured", "drift not checked (run the claims with facts)", []
+    figures, required = [], {}
+    for r, d in facts:
+        kind = d.get("drift", "?")
+        found = d.get("detected") == "yes"
+        figures.append(f"{kind}: {'detected' if found else 'NOT detected'}" + (f" ({d['how']})" if d.get("how") else ""))
+        if kind in DRIFT_REQUIRED:
+            required[kind] = found
+    missing = [k for k in DRIFT_REQUIRED if k not in required]
+    if missing:
+        return "not measured", f"drift kinds not checked: {', '.join(missing)}", figures
+    if all(required.values()):
+        return "confirmed", f"verify reported all {len(required)} kinds of drift", figures
+    if not any(required.values()):
+        return "refuted", "verify reported none of the drift kinds", figures
+    return "depends", "verify missed: " + ", ".join(k for k, v in required.items() if not v), figures
+
+
+def space_figures(table: ResultTable) -> dict[str, dict[str, dict[str, tuple[int, int]]]]:
+    """size label -> backend -> options text -> (bytes_on_disk, raw_bytes) from space_at_sizes and
+    disk_usage rows (the dataset itself under the label "your images")."""
+    out: dict[str, dict[str, dict[str, tuple[int, int]]]] = {}
+    for r in good_rows(table, "space_at_sizes"):
+        size = parse_detail(r.detail).get("size", "?").replace("_", " ")
+        if r.bytes_on_disk and r.raw_bytes:
+            out.setdefault(size, {}).setdefault(r.backend, {})[r.options] = (r.bytes_on_disk, r.raw_bytes)
+    for r in good_rows(table, "disk_usage"):
+        if r.bytes_on_disk and r.raw_bytes and r.backend in NAMES and r.backend != "numpy":
+            out.setdefault("your images", {}).setdefault(r.backend, {})[r.options] = (r.bytes_on_disk, r.raw_bytes)
+    return out
+
+
+def _claim7(table: ResultTable) -> tuple[str, str, list[str]]:
+    sf = space_figures(table)
+    figures, wins = [], []
+    for size, per in sf.items():
+        if "disk" not in per or not ({"lmdb", "hdf5"} & set(per)):
+            continue
+        best = {b: min(v[0] for v in opts.values()) for b, opts in per.items()}
+        default = {b: next(iter(opts.values()))[0] for b, opts in per.items()}
+        raw = next(iter(per["disk"].values()))[1]
+        parts = [f"{_name(b)} {fmt_bytes(default[b])} ({default[b] / raw:.2f}x raw)" for b in ("disk", "lmdb", "hdf5") if b in default]
+        line = f"{size}: " + ", ".join(parts)
+        comp = {b: best[b] for b in best if best[b] < default[b]}
+        if comp:
+            line += "; compressed: " + ", ".join(f"{_name(b)} {fmt_bytes(v)}" for b, v in comp.items())
+        figures.append(line)
+        others = [best[b] for b in ("lmdb", "hdf5") if b in best]
+        wins.append(best["disk"] <= min(others) * 1.02)
+    if not wins:
+        return "not measured", "no disk_usage/space_at_sizes rows for disk and LMDB/HDF5", figures
+    if all(wins):
+        return "confirmed", "PNG files are the smallest at every size measured", figures
+    if not any(wins):
+        return "refuted", "LMDB or HDF5 is smaller than the PNG files at every size measured", figures
+    return "depends", f"PNG files are smallest at {sum(wins)} of {len(wins)} sizes", figures
+
+
+_EVALUATORS = {1: _claim1, 2: _claim2, 3: _claim3, 4: _claim4, 5: _claim5, 6: _claim6, 7: _claim7}
+
+
+def evaluate_claims(table: ResultTable) -> list[ClaimVerdict]:
+    """A verdict per claim of ``CLAIMS`` from the rows of ``table`` (missing rows: "not measured")."""
+    out = []
+    for c in CLAIMS:
+        verdict, summary, figures = _EVALUATORS[c.id](table)
+        out.append(ClaimVerdict(c.id, c.title, c.text, verdict, summary, figures, list(c.experiments)))
+    return out
+
+
+def format_claims(verdicts: list[ClaimVerdict], width: int = 100) -> str:
+    """The claims table as plain text: one block per claim."""
+    import textwrap
+
+    lines = []
+    for v in verdicts:
+        lines.append(f"{v.id}. [{v.verdict.upper()}] {v.title}: {v.claim}")
+        lines.append(textwrap.indent(textwrap.fill(v.summary, width - 4), "    "))
+        for f in v.figures:
+            lines.append(textwrap.fill(f, width, initial_indent="    - ", subsequent_indent="      "))
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# -- fact checks ---------------------------------------------------------------------------------
+DRIFT_REQUIRED = ("missing_file", "extra_file", "renamed_file", "table_row_removed")
+#: checked too, but not part of the claim: a label changed in records.csv (pixels intact)
+DRIFT_EXTRA = ("label_edited",)
+
+
+def _small_records(n: int = 12):
+    from ..datasets.synthetic import SyntheticDataset
+
+    ds = SyntheticDataset(count=n, size=16, seed=11)
+    return [ds.record(i) for i in range(n)]
+
+
+def drift_facts(workdir: str | None = None) -> list[ResultRow]:
+    """Break a fresh temporary disk store in each way of ``DRIFT_REQUIRED + DRIFT_EXTRA``, run
+    ``verify()`` (and opening), one ``fact_drift`` row each: ``detail="drift=K detected=yes | msg"``."""
+    from ..backends import open_store, open_writer
+    from ..backends.disk import TABLE, image_name
+    from ..errors import ImgtuiError
+
+    recs = _small_records()
+    base = Path(tempfile.mkdtemp(prefix="imgtui-drift-", dir=workdir))
+    rows = []
+    try:
+        for kind in DRIFT_REQUIRED + DRIFT_EXTRA:
+            path = base / kind
+            with open_writer(path, "disk") as w:
+                w.write_many(recs)
+            if kind == "missing_file":
+                (path / image_name(3)).unlink()
+            elif kind == "extra_file":
+                shutil.copy(path / image_name(2), path / image_name(2).replace(".png", "-copy.png"))
+            elif kind == "renamed_file":
+                (path / image_name(4)).rename(path / image_name(4).replace(".png", "-renamed.png"))
+            elif kind == "table_row_removed":
+                t = path / TABLE
+                lines = t.read_text(encoding="utf-8").splitlines(keepends=True)
+                t.write_text("".join(lines[:-1]), encoding="utf-8")
+            elif kind == "label_edited":
+                t = path / TABLE
+                lines = t.read_text(encoding="utf-8").splitlines(keepends=True)
+                cols = lines[6].split(",")
+                cols[2] = str((int(cols[2]) + 1) % 10)
+                lines[6] = ",".join(cols)
+                t.write_text("".join(lines), encoding="utf-8")
+            try:
+                with open_store(path) as r:
+                    v = r.verify()
+                detected = not v.ok
+                msg = v.errors[0] if v.errors else v.summary()
+            except ImgtuiError as exc:  # refusing to open the store is detecting it too
+                detected, msg = True, str(exc).splitlines()[0]
+            msg = msg.replace(str(path) + "/", "").replace(str(path), "<store>")
+            rows.append(ResultRow("fact_drift", "disk", "imgtui", len(recs), cache="",
+                                  detail=f"drift={kind} detected={'yes' if detected else 'no'} | {msg}"))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return rows
+
+
+def _read_disk_plain(path: Path):
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    with open(path / "records.csv", newline="") as fh:
+        row = next(csv.DictReader(fh))
+    img = np.array(Image.open(path / row["file"]))
+    shape = tuple(int(s) for s in row["shape"].split("x"))
+    return img.reshape(shape), "csv + PIL (any image viewer opens the files)", "not needed"
+
+
+def _read_hdf5_plain(path: Path):
+    import h5py
+    import numpy as np
+
+    with h5py.File(path, "r") as f:
+        return np.array(f["images"][0]), "h5py (HDFView/h5dump show the named datasets)", "self-describing"
+
+
+def _read_lmdb_plain(path: Path):
+    import struct
+
+    import lmdb
+    import numpy as np
+
+    env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=4)
+    try:
+        db = env.open_db(b"blocks", create=False)
+        with env.begin() as txn:
+            value = bytes(txn.get(struct.pack(">Q", 0), db=db))
+    finally:
+        env.close()
+    magic, count, first = struct.unpack_from("<4sIQ", value)
+    entry = np.dtype([("offset", "<u4"), ("nbytes", "<u4"), ("crc", "<u4"), ("h", "<u4"), ("w", "<u4"),
+                      ("c", "<u2"), ("dtype", "u1"), ("ndim", "u1"), ("enc", "u1"), ("pad", "V7")])
+    table = np.frombuffer(value, entry, count, struct.calcsize("<4sIQ"))
+    e = table[0]
+    dt = {1: np.uint8, 2: np.uint16}[int(e["dtype"])]
+    shape = (int(e["h"]), int(e["w"]), int(e["c"]))[: int(e["ndim"])]
+    start = int(e["offset"])
+    data = value[start : start + int(e["nbytes"])]
+    if len(data) != int(e["nbytes"]):  # offsets relative to the end of the record table
+        start += struct.calcsize("<4sIQ") + count * entry.itemsize
+        data = value[start : start + int(e["nbytes"])]
+    return np.frombuffer(data, dt).reshape(shape), "lmdb + struct, following imgtui's recipe", "needed"
+
+
+def portability_facts(workdir: str | None = None) -> list[ResultRow]:
+    """Write a tiny store per backend and read record 0 back with only the backend's own library,
+    the way ``get_backend(b).recipe()`` says; one ``fact_portability`` row per backend."""
+    import numpy as np
+
+    from ..backends import open_writer
+
+    recs = _small_records(4)
+    base = Path(tempfile.mkdtemp(prefix="imgtui-portable-", dir=workdir))
+    rows = []
+    try:
+        for b, reader in (("disk", _read_disk_plain), ("lmdb", _read_lmdb_plain), ("hdf5", _read_hdf5_plain)):
+            path = base / ("store.h5" if b == "hdf5" else f"store-{b}")
+            tools, layout, msg = "?", "?", ""
+            try:
+                with open_writer(path, b) as w:
+                    w.write_many(recs)
+                img, tools, layout = reader(path)
+                ok = img.shape == recs[0].image.shape and np.array_equal(img, recs[0].image)
+                msg = "" if ok else "record 0 read back differs"
+            except Exception as exc:  # a failed plain read is the finding, not a crash
+                ok, msg = False, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            tools_key = tools.replace(" ", "_")
+            rows.append(ResultRow("fact_portability", b, "plain", 1, cache="",
+                                  detail=f"ok={'yes' if ok else 'no'} tools={tools_key} layout={layout.replace(' ', '_')}"
+                                         + (f" | {msg}" if msg else "")))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return rows
+
+
+# -- a claims run ----------------------------------------------------------------------------------
+def claims_plan(dataset: str = "synthetic", count: int = 2000, workdir: str | None = None,
+                repeats: int | None = None) -> BenchPlan:
+    """The plan that measures every claim: imgtui's three backends and the numpy floor, one count."""
+    return BenchPlan(
+        dataset=dataset, backends=["disk", "lmdb", "hdf5"], methods=["imgtui", "floor"],
+        experiments=list(CLAIM_EXPERIMENTS), counts=[int(count)], repeats=repeats, workdir=workdir,
+        readers=[1, 2, 4],
+    )
+
+
+def run_claims(
+    dataset: str = "synthetic",
+    count: int = 2000,
+    *,
+    workdir: str | None = None,
+    repeats: int | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> ResultTable:
+    """Run the claims plan on ``dataset`` (``count`` capped at its length) plus the fact checks."""
+    from ..datasets import open_dataset
+    from .engine import run_plan
+
+    if not str(dataset).startswith("synthetic"):
+        n = open_dataset(dataset).length
+        if n is not None:
+            count = min(count, n)
+    table = ResultTable()
+    for ev in run_plan(claims_plan(dataset, count, workdir, repeats), cancel):
+        if on_event is not None:
+            on_event(ev)
+        if isinstance(ev, Finished):
+            table = ev.results
+    if cancel is None or not cancel.is_set():
+        for row in portability_facts(workdir) + drift_facts(workdir):
+            table.add(row)
+    return table
