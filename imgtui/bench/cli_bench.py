@@ -172,6 +172,7 @@ def results_table(rows: list[ResultRow], title: str = "imgtui bench"):
             t.add_column("x raw", justify="right")
         if timed:
             t.add_column("RSS", justify="right")
+            t.add_column("+RSS", justify="right")
         for c in t.columns:
             c.no_wrap = True
         last = None
@@ -199,7 +200,7 @@ def results_table(rows: list[ResultRow], title: str = "imgtui bench"):
                 ov = r.overhead
                 cells += [fmt_bytes(r.bytes_on_disk, ""), "" if ov is None else f"{ov:.2f}"]
             if timed:
-                cells.append(fmt_bytes(r.peak_rss_bytes, ""))
+                cells += [fmt_bytes(r.peak_rss_bytes, ""), fmt_bytes(r.rss_growth_bytes, "")]
             t.add_row(*cells)
         tables.append(t)
     return Group(*tables)

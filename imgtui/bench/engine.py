@@ -287,6 +287,17 @@ class _RssWindow:
 _SELF_RSS: _SelfRss | None = None
 
 
+def _rss_now() -> int:
+    """This process's RSS after a garbage collection (the baseline of a step)."""
+    import psutil
+
+    gc.collect()
+    try:
+        return psutil.Process().memory_info().rss
+    except Exception:
+        return 0
+
+
 def self_rss() -> _RssWindow:
     """``with self_rss() as w: ...`` then ``w.peak``: the peak RSS of this process during the block."""
     global _SELF_RSS
@@ -460,6 +471,7 @@ class _Engine:
             q.put(done[0])
 
         ctx = Ctx(self.cancelled, report)
+        self._baseline_rss = _rss_now()
 
         def target() -> None:
             try:
@@ -581,6 +593,7 @@ class _Engine:
         return self.row(
             step, m, repeats=len(times), median_s=med, min_s=min(times),
             records_per_s=(records / med) if med > 0 else None, peak_rss_bytes=peak or None,
+            rss_growth_bytes=max(0, peak - getattr(self, "_baseline_rss", peak)) if peak else None,
             cache=cache, **kw,
         )
 

@@ -74,6 +74,8 @@ class ResultRow:
     bytes_on_disk: int | None = None
     raw_bytes: int | None = None
     peak_rss_bytes: int | None = None
+    #: peak RSS minus the RSS before the step (the records held for the run are not counted)
+    rss_growth_bytes: int | None = None
     cache: str = "warm"     # warm | cold | "" (writes)
     options: str = ""       # the backend options used, e.g. "layout=contiguous,compression=none"
     readers: int | None = None  # concurrent_readers: K
@@ -99,7 +101,7 @@ class ResultRow:
             if v == "" and f.name not in ("cache", "options"):
                 v = None
             if v is not None:
-                if f.name in ("count", "repeats", "bytes_on_disk", "raw_bytes", "peak_rss_bytes", "readers"):
+                if f.name in ("count", "repeats", "bytes_on_disk", "raw_bytes", "peak_rss_bytes", "rss_growth_bytes", "readers"):
                     v = int(float(v))
                 elif f.name in ("median_s", "min_s", "records_per_s", "ratio_to_floor"):
                     v = float(v)
