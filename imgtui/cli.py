@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--overwrite", action="store_true", help="write into DEST if it exists and is empty")
     e.add_argument("--quiet", "-q", action="store_true")
 
+    add_claims_parsers(sub)
+
     try:
         from .bench import cli_bench
     except ImportError:
@@ -293,7 +295,101 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"convert": cmd_convert, "info": cmd_info, "verify": cmd_verify, "export": cmd_export}
+# -- claims and recommend --------------------------------------------------------------------
+def add_claims_parsers(sub) -> None:
+    cl = sub.add_parser("claims", help="test the classic comparison's claims on your images (confirmed/refuted/depends)")
+    cl.add_argument("--dataset", default="synthetic", metavar="SPEC", help="dataset spec (default: synthetic)")
+    cl.add_argument("--count", type=int, default=2000, help="records to measure with (default 2,000)")
+    cl.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3)")
+    cl.add_argument("--results", metavar="FILE", help="evaluate an earlier claims run (JSON) instead of measuring")
+    cl.add_argument("--save", metavar="FILE", help="write the measured rows as JSON")
+    cl.add_argument("--workdir", metavar="DIR", help="folder for the temporary stores")
+    cl.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+    cl.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
+    r = sub.add_parser("recommend", help="which backend suits your images and your needs, with measured reasons")
+    r.add_argument("--dataset", metavar="SPEC", help="dataset spec; missing measurements are run on it")
+    r.add_argument("--access", choices=["sequential", "random", "single"], default="random", help="how records are read (default random)")
+    r.add_argument("--changes", choices=["static", "growing", "changing"], default="static", help="does the dataset change (default static)")
+    r.add_argument("--readers", choices=["one", "many"], default="one", help="one reader or many processes (default one)")
+    r.add_argument("--people-open-files", action="store_true", help="people open the images with ordinary tools")
+    r.add_argument("--single-file", action="store_true", help="the store must be one file")
+    r.add_argument("--results", metavar="FILE", help="benchmark results (JSON or CSV) to decide on")
+    r.add_argument("--count", type=int, default=2000, help="records for missing measurements (default 2,000)")
+    r.add_argument("--workdir", metavar="DIR", help="folder for the temporary stores")
+    r.add_argument("--json", action="store_true", help="print the recommendation as JSON")
+    r.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
+
+def _load_results(path: str):
+    from .bench.model import ResultTable
+    from .errors import ImgtuiError
+
+    try:
+        return ResultTable.from_csv(path) if path.lower().endswith(".csv") else ResultTable.from_json(path)
+    except FileNotFoundError:
+        raise ImgtuiError(f"{path}: no such results file") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ImgtuiError(f"{path}: not an imgtui results file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+
+
+def _event_printer(quiet: bool):
+    from .bench.model import Started
+
+    def show(ev) -> None:
+        if not quiet and isinstance(ev, Started):
+            print(f"\r[{ev.step}/{ev.steps}] {ev.experiment} {ev.backend}/{ev.method} {ev.count:,}".ljust(70),
+                  end="", file=sys.stderr, flush=True)
+
+    return show
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    from .bench.claims import evaluate_claims, format_claims, run_claims
+
+    if args.count < 1:
+        raise UsageError(f"--count must be at least 1, got {args.count}")
+    if args.results:
+        table = _load_results(args.results)
+    else:
+        table = run_claims(args.dataset, args.count, workdir=args.workdir, repeats=args.repeats,
+                           on_event=_event_printer(args.quiet or args.json))
+        if not (args.quiet or args.json):
+            print(file=sys.stderr)
+    if args.save:
+        table.to_json(args.save)
+    verdicts = evaluate_claims(table)
+    if args.json:
+        print(json.dumps({"dataset": table.dataset, "claims": [v.to_dict() for v in verdicts]}, indent=1))
+    else:
+        print(f"Claims tested on {table.dataset or args.dataset}\n")
+        print(format_claims(verdicts), end="")
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from .bench.recommend import Needs, Profile, recommend, recommend_for_dataset
+
+    needs = Needs(args.access, args.changes, args.readers, args.people_open_files, args.single_file)
+    results = _load_results(args.results) if args.results else None
+    if args.dataset:
+        rec, _table = recommend_for_dataset(args.dataset, needs, results, count=args.count, workdir=args.workdir,
+                                            on_event=_event_printer(args.quiet or args.json))
+        if not (args.quiet or args.json) and rec.measured:
+            print("\r" + " " * 70 + "\r", end="", file=sys.stderr)
+    elif results is not None:
+        rec = recommend(Profile.from_results(results), needs, results)
+    else:
+        raise UsageError("give --dataset SPEC (measures what is needed) and/or --results FILE")
+    if args.json:
+        print(json.dumps(rec.to_dict(), indent=1, default=str))
+    else:
+        print(rec.format())
+    return 0
+
+
+COMMANDS = {"convert": cmd_convert, "info": cmd_info, "verify": cmd_verify, "export": cmd_export,
+            "claims": cmd_claims, "recommend": cmd_recommend}
 
 
 def main(argv: list[str] | None = None) -> int:
