@@ -146,3 +146,41 @@ def test_cli_recommend_measures_what_is_missing(tmp_path, capsys):
     assert out["backend"] in ("disk", "lmdb", "hdf5")
     assert set(out["measured"]) >= {"read_many", "disk_usage", "slice_read"} and out["missing"] == []
     assert out["profile"]["count"] == 40 and out["profile"]["shape"] == "8x8x3"
+
+
+async def test_recommend_screen_shows_a_recommendation(tmp_path):
+    from imgtui.tui.app import make_app
+    from imgtui.tui.screens.recommend import RecommendScreen
+
+    app = make_app("synthetic:count=60,size=16", workdir=str(tmp_path))
+    async with app.run_test(size=(140, 44)) as pilot:
+        await app.workers.wait_for_complete()
+        # the main screen's results are used: nothing needs measuring for random access
+        app.main_screen.last_results = table(
+            rate("random_batches", "disk", 9_000, 60), rate("random_batches", "lmdb", 612_000, 60),
+            rate("random_batches", "hdf5", 210_000, 60),
+            usage("disk", 258_000, 46_080, 60), usage("lmdb", 98_000, 46_080, 60), usage("hdf5", 122_000, 46_080, 60),
+        )
+        await pilot.press("r")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, RecommendScreen)
+        await pilot.click("#rec-go")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        rec = screen.recommendation
+        assert rec is not None and rec.backend == "disk" and rec.missing == []
+        text = str(screen.query_one("#rec-output").content)
+        assert "Recommended: disk (PNG files)" in text
+        assert "PNG files read all 60 records" in text and "9.0k records/s" in text
+        assert "LMDB: 68.0x faster random batches than PNG files on your images (612.0k vs 9.0k records/s)" in text
+        # single file: HDF5, said why
+        screen.query_one("#rec-single").value = True
+        await pilot.press("ctrl+r")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert screen.recommendation.backend == "hdf5"
+        assert "single .h5 file" in str(screen.query_one("#rec-output").content)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, RecommendScreen)

@@ -23,7 +23,7 @@ from .model import BenchPlan, Event, Finished, ResultTable
 
 BACKENDS = ("disk", "lmdb", "hdf5")
 NAMES = {"disk": "disk (PNG files)", "lmdb": "LMDB", "hdf5": "HDF5"}
-SHORT = {"disk": "disk", "lmdb": "LMDB", "hdf5": "HDF5"}
+SHORT = {"disk": "PNG files", "lmdb": "LMDB", "hdf5": "HDF5"}
 ACCESS = ("sequential", "random", "single")
 CHANGES = ("static", "growing", "changing")
 READERS = ("one", "many")
@@ -268,7 +268,7 @@ def _criteria(profile: Profile, needs: Needs, results: ResultTable) -> tuple[lis
 
         def describe(w: str, o: str) -> str:
             est = ""
-            if profile.total_bytes and raw.get(w) and raw.get(o):
+            if profile.total_bytes and raw.get(w) and raw.get(o) and profile.total_bytes > 1.5 * raw[w]:
                 est = (f"; for all {profile.count:,} records about {fmt_bytes(int(profile.total_bytes * size[w] / raw[w]))}"
                        f" vs {fmt_bytes(int(profile.total_bytes * size[o] / raw[o]))}")
             return (f"{SHORT[w]}: {size[o] / size[w]:.1f}x smaller on disk than {SHORT[o]} for your images "

@@ -12,10 +12,12 @@ from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
+from ..bench.model import ResultTable
 from .commands import ImgtuiCommands
 from .messages import one_line_error
 from .screens.help import HelpScreen
 from .screens.main import MainScreen
+from .screens.recommend import RecommendCommands, RecommendScreen
 from .themes import DARK, LIGHT, THEMES, other_theme
 
 
@@ -25,10 +27,11 @@ class ImgtuiApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "imgtui"
     SUB_TITLE = "disk · LMDB · HDF5"
-    COMMANDS = App.COMMANDS | {ImgtuiCommands}
+    COMMANDS = App.COMMANDS | {ImgtuiCommands, RecommendCommands}
     BINDINGS = [
         Binding("question_mark,f1", "help", "Help", key_display="?"),
         Binding("t", "toggle_theme", "Theme", tooltip="Switch between the dark and light theme"),
+        Binding("r", "recommend", "Recommend", tooltip="Which backend suits these images and your needs"),
     ]
 
     def __init__(self, dataset: str = "synthetic", *, theme: str = DARK, **options: Any) -> None:
@@ -73,6 +76,15 @@ class ImgtuiApp(App):
 
     def action_toggle_plots(self) -> None:
         self.main_screen.action_toggle_plots()
+
+    def action_recommend(self) -> None:
+        """Open the recommendation screen on the main screen's dataset and results."""
+        if isinstance(self.screen, RecommendScreen):
+            return
+        main = self.main_screen
+        results = main.last_results if main.last_results is not None and main.last_results.rows else (
+            ResultTable(rows=list(main.rows), dataset=main.plan.dataset) if main.rows else None)
+        self.push_screen(RecommendScreen(main.plan.dataset, results, workdir=main.plan.workdir))
 
     def action_toggle_theme(self) -> None:
         self.theme = other_theme(self.theme)
