@@ -287,14 +287,15 @@ async def test_export_with_no_results_warns():
         assert notifications(app, "warning")[-1].message == "Nothing to export yet: run a benchmark first (s)."
 
 
-async def test_browse_without_a_store_warns():
-    app = make_app("synthetic:count=10,size=8")
+async def test_browse_while_the_dataset_cannot_be_read_says_why(tmp_path):
+    app = make_app(str(tmp_path / "missing"), output=str(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("b")
         await pilot.pause()
         assert isinstance(app.screen, MainScreen)
-        assert "Choose an existing store" in notifications(app, "warning")[-1].message
+        assert notifications(app, "error")[-1].message.startswith("The dataset cannot be read: ")
+        assert not (tmp_path / "imgtui-stores").exists()
 
 
 # -- help, theme, palette ------------------------------------------------------------------------
@@ -337,12 +338,14 @@ async def test_theme_toggle_and_plots_key():
         assert views.active == "tab-results"
 
 
-def test_every_command_palette_entry_has_an_app_action():
+def test_every_command_palette_entry_has_an_action():
+    from imgtui.tui.commands import action_target
+
     app = make_app()
     actions = {a for _t, _h, a in COMMANDS}
-    assert actions == {"start", "cancel", "export", "browse", "toggle_plots", "help", "toggle_theme"}
+    assert actions >= {"start", "cancel", "export", "make_stores", "browse", "toggle_plots", "help", "toggle_theme"}
     for action in actions:
-        assert callable(getattr(app, f"action_{action}")), action
+        assert callable(getattr(action_target(app, action), f"action_{action}")), action
 
 
 async def test_command_palette_runs_an_action():
@@ -445,3 +448,251 @@ def test_snapshot_help_screen(snap_compare):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+# -- make stores (m) and browse (b) ----------------------------------------------------------------
+def _stores(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def _record_text(browser) -> str:
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(browser.query_one("#record-info").content)
+    return console.export_text()
+
+
+def _assert_store_holds(path: Path, spec: str, count: int | None = None) -> None:
+    import numpy as np
+
+    import imgtui
+    from imgtui.datasets import open_dataset
+
+    expected = list(open_dataset(spec))[:count]
+    with imgtui.open(path) as reader:
+        assert len(reader) == len(expected)
+        for i, rec in enumerate(expected):
+            got = reader[i]
+            assert got.image.dtype == rec.image.dtype and got.image.shape == rec.image.shape
+            assert np.array_equal(got.image, rec.image), (path, i)
+            assert got.label == rec.label and got.metadata == rec.metadata
+
+
+def test_store_names():
+    from imgtui.tui.screens.main import make_stores_limit, store_base_name, store_paths
+
+    assert store_base_name("synthetic:count=5") == "synthetic"
+    assert store_base_name("../shared/datasets/cifar10-test/") == "cifar10-test"
+    assert store_base_name("/no/such/x.v2.npz:train") == "x_v2-train"
+    assert store_base_name("/data/s.lmdb") == "s"
+    assert store_paths("/out", "/data/cifar", ["disk", "lmdb", "hdf5"]) == [
+        ("disk", "/out/imgtui-stores/cifar.disk"),
+        ("lmdb", "/out/imgtui-stores/cifar.lmdb"),
+        ("hdf5", "/out/imgtui-stores/cifar.h5"),
+    ]
+    assert make_stores_limit(40, [10, 100]) == (None, "all 40 records")
+    assert make_stores_limit(10_000, [10, 1000]) == (1000, "1,000 of 10,000 records (largest selected count)")
+    assert make_stores_limit(None, [10]) == (10, "up to 10 records (largest selected count)")
+    assert make_stores_limit(None, []) == (None, "all records")
+
+
+async def test_m_makes_three_stores_then_b_browses_them(tmp_path):
+    pytest.importorskip("imgtui.tui.screens.browser")
+    from textual.widgets import Button
+
+    from imgtui.datasets import open_dataset
+    from imgtui.tui.screens.browser import BrowserScreen
+
+    spec = "synthetic:count=30,size=12,variable=6-14,seed=4"
+    app = make_app(spec, output=str(tmp_path), counts=[10, 100],
+                   backend_options={"hdf5": {"layout": "chunked", "compression": "gzip", "level": 1}})
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        screen: MainScreen = app.screen  # type: ignore[assignment]
+        spec = screen.plan.dataset
+        assert not screen.query_one("#make-stores", Button).disabled
+        await pilot.press("m")
+        await wait_until(pilot, lambda: screen.make_worker is not None and not screen.making, what="make stores")
+        await pilot.pause()
+        folder = tmp_path / "imgtui-stores"
+        assert _stores(folder) == ["synthetic.disk", "synthetic.h5", "synthetic.lmdb"]
+        for name in _stores(folder):
+            _assert_store_holds(folder / name, spec)
+        assert screen.made_stores[spec] == [str(folder / n) for n in ("synthetic.disk", "synthetic.lmdb", "synthetic.h5")]
+        assert str(screen.query_one("#step-name").content) == (
+            "stores ready: synthetic.disk, .lmdb, .h5 · 30 records · b browses"
+        )
+        assert any(n.message == f"Making 3 store(s) of all 30 records in {folder}; c cancels." for n in notifications(app))
+        info = [n.message for n in notifications(app, "information")]
+        assert f"Made synthetic.disk, synthetic.lmdb, synthetic.h5 (30 records each) in {folder}." in info[-1]
+
+        # making them again replaces them (through the writer) and they still hold the same records
+        await pilot.press("m")
+        await wait_until(pilot, lambda: not screen.making, what="make stores again")
+        assert _stores(folder) == ["synthetic.disk", "synthetic.h5", "synthetic.lmdb"]
+        _assert_store_holds(folder / "synthetic.lmdb", spec)
+
+        await pilot.press("b")
+        await wait_until(pilot, lambda: isinstance(app.screen, BrowserScreen), 20, "the browser")
+        browser = app.screen
+        assert browser.path == str(folder / "synthetic.disk")
+        first = open_dataset(spec).first()
+        await wait_until(pilot, lambda: f"record 0\nlabel     {first.label!r}\n" in _record_text(browser),
+                         what="the first record's label")
+
+
+async def test_b_on_a_fresh_dataset_makes_stores_then_browses(tmp_path):
+    pytest.importorskip("imgtui.tui.screens.browser")
+    from imgtui.tui.screens.browser import BrowserScreen
+
+    app = make_app("synthetic:count=12,size=8,seed=2", output=str(tmp_path), counts=[10], backends=["lmdb", "hdf5"])
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        screen: MainScreen = app.screen  # type: ignore[assignment]
+        spec = screen.plan.dataset
+        await pilot.press("b")
+        assert screen.make_worker is not None
+        assert any("the browser opens when they are done" in n.message for n in notifications(app))
+        await wait_until(pilot, lambda: isinstance(app.screen, BrowserScreen), what="the browser")
+        folder = tmp_path / "imgtui-stores"
+        assert app.screen.path == str(folder / "synthetic.lmdb")
+        # the largest selected count (10) is below the dataset's 12 records
+        assert _stores(folder) == ["synthetic.h5", "synthetic.lmdb"]
+        for name in _stores(folder):
+            _assert_store_holds(folder / name, spec, 10)
+
+
+class _SlowAfter:
+    """A dataset wrapper whose records after the 5th take a while (so cancel lands mid-store)."""
+
+    def __init__(self, inner, started):
+        self.inner, self.started = inner, started
+        self.kind = inner.kind
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __iter__(self):
+        for i, rec in enumerate(self.inner):
+            if i >= 5:
+                self.started.set()
+                time.sleep(0.01)
+            yield rec
+
+
+async def test_cancel_make_stores_leaves_no_partial_store(tmp_path, monkeypatch):
+    import threading
+
+    from textual.widgets import Button
+
+    import imgtui.datasets as datasets
+
+    started = threading.Event()
+    real_open = datasets.open_dataset
+    monkeypatch.setattr(datasets, "open_dataset", lambda spec, **kw: _SlowAfter(real_open(spec, **kw), started))
+    folder = tmp_path / "imgtui-stores"
+    folder.mkdir()
+    app = make_app("synthetic:count=5000,size=8", output=str(tmp_path), counts=[10000])
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        screen: MainScreen = app.screen  # type: ignore[assignment]
+        started.clear()  # the summary worker read records too
+        await pilot.press("m")
+        await wait_until(pilot, started.is_set, what="the first store to be half written")
+        assert any(folder.iterdir())  # the disk store is being built
+        assert screen.making
+        assert screen.query_one("#start", Button).disabled and not screen.query_one("#cancel", Button).disabled
+        await pilot.press("s")  # disabled (dimmed in the footer) while stores are being made
+        screen.action_start()  # the palette / a direct call is refused with a reason
+        await pilot.pause()
+        assert not screen.running
+        assert "Stores are being made" in notifications(app, "warning")[-1].message
+        assert "make stores 1/3: disk · 5,000 of 5,000" not in str(screen.query_one("#step-name").content)
+        assert "all 5,000 records" in str(screen.query_one("#step-name").content)
+        await pilot.press("c")
+        await wait_until(pilot, lambda: not screen.making, what="the cancel")
+        assert _stores(folder) == []
+        assert "cancelled" in str(screen.query_one("#step-name").content)
+        assert "no half-written store is left" in notifications(app, "warning")[-1].message
+        assert screen.made_stores == {}
+        # the app keeps working; Escape cancels too
+        started.clear()
+        await pilot.press("m")
+        await wait_until(pilot, started.is_set, what="the second run")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not screen.making, what="the second cancel")
+        assert _stores(folder) == []
+
+
+async def test_make_stores_into_a_missing_output_folder_is_a_notification(tmp_path):
+    missing = tmp_path / "nope"
+    app = make_app("synthetic:count=5,size=8", output=str(missing))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        screen: MainScreen = app.screen  # type: ignore[assignment]
+        await pilot.press("m")
+        await wait_until(pilot, lambda: not screen.making, what="make stores to fail")
+        errors = notifications(app, "error")
+        assert errors[-1].message == f"Cannot make stores: the output folder {missing} does not exist."
+        assert errors[-1].title == "Make stores"
+        assert not missing.exists()
+        assert str(screen.query_one("#step-name").content).startswith("make stores failed: Cannot make stores")
+        # still running and usable: a file as output folder gets its own message
+        (tmp_path / "file").write_text("x")
+        from textual.widgets import Input
+
+        screen.query_one("#output", Input).value = str(tmp_path / "file")
+        await pilot.pause()
+        await pilot.press("m")
+        await wait_until(pilot, lambda: not screen.making, what="the second failure")
+        assert notifications(app, "error")[-1].message == (
+            f"Cannot make stores: the output folder {tmp_path / 'file'} is not a folder."
+        )
+        assert app.is_running and isinstance(app.screen, MainScreen)
+
+
+async def test_a_failing_store_write_is_one_notification(tmp_path, monkeypatch):
+    import imgtui.backends.convert as convert_mod
+
+    def boom(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(args[1]))
+
+    monkeypatch.setattr(convert_mod, "convert", boom)
+    app = make_app("synthetic:count=5,size=8", output=str(tmp_path), backends=["lmdb"])
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        screen: MainScreen = app.screen  # type: ignore[assignment]
+        await pilot.press("m")
+        await wait_until(pilot, lambda: not screen.making, what="make stores to fail")
+        dest = tmp_path / "imgtui-stores" / "synthetic.lmdb"
+        assert notifications(app, "error")[-1].message == (
+            f"Making the lmdb store {dest} failed: {dest}: No space left on device"
+        )
+        assert screen.made_stores == {}
+
+
+async def test_make_stores_refused_while_a_benchmark_runs(tmp_path):
+    app = make_app("synthetic:count=2000,size=16", output=str(tmp_path), workdir=str(tmp_path),
+                   counts=[1000], methods=["imgtui"], repeats=3)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        screen: MainScreen = app.screen  # type: ignore[assignment]
+        await pilot.press("s")
+        assert screen.running
+        screen.action_make_stores()
+        await pilot.pause()
+        assert not screen.making
+        assert notifications(app, "warning")[-1].message.startswith("Wait for the benchmark to finish")
+        await pilot.press("c")
+        await wait_until(pilot, lambda: not screen.running, what="the benchmark to stop")
+        assert not (tmp_path / "imgtui-stores").exists()
+
+
+@pytest.mark.skipif(not Path("/work/shared/datasets/cifar10-test").is_dir(), reason="no CIFAR-10 folder")
+def test_cifar_store_name():
+    from imgtui.tui.screens.main import store_base_name
+
+    assert store_base_name("/work/shared/datasets/cifar10-test") == "cifar10-test"

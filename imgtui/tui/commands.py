@@ -13,21 +13,30 @@ if TYPE_CHECKING:
 #: (title, help, app action name)
 COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("Start benchmark", "Run the benchmark plan (s)", "start"),
-    ("Cancel benchmark", "Stop the running benchmark and remove its temporary stores (c)", "cancel"),
+    ("Cancel benchmark / make stores", "Stop what is running; nothing half-written is left (c)", "cancel"),
     ("Export results", "Write the results as JSON and CSV into the output folder (e)", "export"),
-    ("Browse store", "Open the record browser on the selected store (b)", "browse"),
+    ("Make stores", "Keep a disk, LMDB and HDF5 copy of the dataset in <output>/imgtui-stores (m)", "make_stores"),
+    ("Browse store", "Browse the selected store, or the stores made with m (made first if needed) (b)", "browse"),
     ("Show plots / results", "Switch between the results table and the plots (p)", "toggle_plots"),
     ("Help", "Keys and how imgtui works (? or F1)", "help"),
     ("Toggle dark / light theme", "Switch between the imgtui dark and light themes (t)", "toggle_theme"),
 )
 
 
+def action_target(app: "ImgtuiApp", action: str) -> object:
+    """The node that runs ``action``: the app if it has the action, else the main screen."""
+    if hasattr(app, f"action_{action}"):
+        return app
+    return app.main_screen
+
+
 class ImgtuiCommands(Provider):
-    """Start, cancel, export, browse, plots, help and theme toggle."""
+    """Start, cancel, export, make stores, browse, plots, help and theme toggle."""
 
     def _entries(self) -> list[tuple[str, str, Callable[[], object]]]:
         app: ImgtuiApp = self.app  # type: ignore[assignment]
-        return [(title, help_, partial(app.run_action, action)) for title, help_, action in COMMANDS]
+        return [(title, help_, partial(app.run_action, action, action_target(app, action)))
+                for title, help_, action in COMMANDS]
 
     async def discover(self) -> Hits:
         for title, help_, callback in self._entries():

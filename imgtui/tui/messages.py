@@ -89,3 +89,35 @@ class ExportDone(Message):
     """The export worker wrote these files."""
 
     paths: list[str]
+
+
+@dataclass
+class StoresStarted(Message):
+    """Make stores began writing one backend's store (``index`` counts from 0)."""
+
+    backend: str
+    path: str
+    index: int
+    backends: int
+    count: int | None
+    note: str
+
+
+@dataclass
+class StoresProgress(Message):
+    """Records written into the current store (throttled to ~10 a second)."""
+
+    done: int
+    total: int | None
+    index: int
+    backends: int
+
+
+@dataclass
+class StoresFinished(Message):
+    """Make stores ended: ``paths`` are the complete stores (all of them unless cancelled)."""
+
+    spec: str
+    paths: list[str]
+    count: int = 0
+    cancelled: bool = False

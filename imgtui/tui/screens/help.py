@@ -17,11 +17,18 @@ which suits your images.
 1. Pick a dataset on the left (the built-in synthetic set, an image folder, CIFAR batches, an
    `.npz` file or an existing store). Enter loads a path; → accepts the completion.
 2. Choose backends, options, methods, experiments and record counts on the right.
-3. Press **s** to start. Rows appear as results arrive; **c** or Escape cancels (temporary stores
-   are removed), **e** exports JSON and CSV into the output folder.
+3. Press **s** to start. Rows appear as results arrive, **p** shows the plots; **c** or Escape
+   cancels (temporary stores are removed), **e** exports JSON and CSV into the output folder.
+4. The benchmark deletes its stores. Press **m** (*Make stores*) to keep a copy of the dataset in
+   each enabled backend: `<output>/imgtui-stores/<name>.disk`, `.lmdb` and `.h5` (all records, or
+   the largest selected count if the dataset is bigger; existing ones are replaced).
+5. Press **b** to browse the records (image, label, metadata, checksum) of those stores; if there
+   are none yet, **b** makes them first. In the browser, **c** compares the same record across
+   disk, LMDB and HDF5. With an existing store as the dataset, **b** browses it directly.
 
 Methods: *article* is the straightforward way (one write per record), *imgtui* the tuned writer,
-*floor* the time to copy the same bytes in memory (what no store can beat).
+*floor* is `np.save`/`np.load` of the same images as one `.npy` file (plus an in-memory copy):
+the reference no store can beat.
 """
 
 

@@ -3,11 +3,17 @@
 The screen owns the ``BenchPlan`` (a reactive rebuilt from both panes on every change) and the
 benchmark worker. The worker runs ``imgtui.bench.engine.run_plan`` in a thread and posts one
 message per event (progress throttled to ~10 a second); the ``@on`` handlers below update widgets.
+
+"Make stores" (``m``) writes the dataset into a kept store per enabled backend under
+``<output>/imgtui-stores/<name>.disk|.lmdb|.h5`` (the benchmark's own stores are temporary), so
+that ``b`` can browse them and the browser's ``c`` can compare one record across the three. A
+benchmark and make-stores never run at the same time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from dataclasses import replace
@@ -23,7 +29,20 @@ from textual.widgets import Button, Footer, Header, Label, ProgressBar, Static, 
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from ...bench.model import BenchPlan, Error, Finished, Progress, Result, ResultRow, ResultTable, Started
-from ..messages import BenchError, BenchFinished, BenchProgress, BenchResult, BenchStarted, ExportDone
+from ...datasets.base import Dataset
+from ...errors import ImgtuiError
+from ..messages import (
+    BenchError,
+    BenchFinished,
+    BenchProgress,
+    BenchResult,
+    BenchStarted,
+    ExportDone,
+    StoresFinished,
+    StoresProgress,
+    StoresStarted,
+    one_line_error,
+)
 from ..widgets.backend_pane import COUNT_LABELS, BackendPane
 from ..widgets.dataset_pane import DatasetPane
 from ..widgets.plots import Plots
@@ -31,6 +50,75 @@ from ..widgets.results_table import ResultsTable
 
 #: at most this many progress messages a second
 PROGRESS_RATE = 10.0
+#: the folder (inside the output folder) where make-stores writes
+STORES_FOLDER = "imgtui-stores"
+#: file name suffix of each backend's store (the browser's compare finds siblings by base name)
+STORE_SUFFIX = {"disk": ".disk", "lmdb": ".lmdb", "hdf5": ".h5"}
+
+
+def store_base_name(spec: str) -> str:
+    """The base file name of the stores made from dataset ``spec`` (no dots: siblings share it).
+
+    ``../datasets/cifar10-test`` -> ``cifar10-test``, ``x.npz:train`` -> ``x-train``, any synthetic
+    spec -> ``synthetic``.
+    """
+    text = (spec or "").strip()
+    if not text or text.startswith("synthetic"):
+        return "synthetic"
+    if text.startswith("dicom:"):
+        text = text[len("dicom:"):]
+    key = ""
+    if ":" in text and not Path(text).expanduser().exists():
+        text, _, key = text.rpartition(":")
+    path = Path(text.rstrip("/\\") or text).expanduser()
+    name = path.name
+    if not path.is_dir():
+        name = path.stem if path.suffix else name
+    if key:
+        name = f"{name}-{key}"
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "dataset"
+
+
+def store_paths(output: str, spec: str, backends: list[str]) -> list[tuple[str, str]]:
+    """(backend, path) of the store make-stores writes for each backend."""
+    folder = Path(output or ".").expanduser().absolute() / STORES_FOLDER
+    base = store_base_name(spec)
+    return [(b, str(folder / f"{base}{STORE_SUFFIX.get(b, '.' + b)}")) for b in backends]
+
+
+def make_stores_limit(length: int | None, counts: list[int]) -> tuple[int | None, str]:
+    """How many records make-stores writes (None: all) and the words for the status line."""
+    top = max(counts) if counts else None
+    if length is None:
+        if top is None:
+            return None, "all records"
+        return top, f"up to {top:,} records (largest selected count)"
+    if top is not None and top < length:
+        return top, f"{top:,} of {length:,} records (largest selected count)"
+    return None, f"all {length:,} records"
+
+
+class _CountingDataset(Dataset):
+    """Passes the records of ``inner`` through and calls ``on_record(n)`` after each one is taken."""
+
+    def __init__(self, inner: Dataset, on_record) -> None:
+        self.inner = inner
+        self.kind = inner.kind
+        self.on_record = on_record
+
+    @property
+    def length(self) -> int | None:
+        return self.inner.length
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def __iter__(self):
+        n = 0
+        for rec in self.inner:
+            yield rec
+            n += 1  # the consumer asked for the next record: this one is written
+            self.on_record(n)
 
 
 def plan_summary(plan: BenchPlan) -> str:
@@ -72,10 +160,14 @@ class MainScreen(Screen):
     AUTO_FOCUS = "#results-table"
     BINDINGS = [
         Binding("s", "start", "Start", tooltip="Run the benchmark plan"),
-        Binding("c", "cancel", "Cancel", tooltip="Stop the running benchmark (temporary stores are removed)"),
+        Binding("c", "cancel", "Cancel",
+                tooltip="Stop the running benchmark or make-stores (nothing half-written is left)"),
         Binding("escape", "escape", "Cancel / leave field", show=False),
         Binding("e", "export", "Export", tooltip="Write results as JSON and CSV into the output folder"),
-        Binding("b", "browse", "Browse", tooltip="Open the record browser on the selected store"),
+        Binding("m", "make_stores", "Make stores",
+                tooltip="Write the dataset into a kept disk, LMDB and HDF5 store under <output>/imgtui-stores"),
+        Binding("b", "browse", "Browse",
+                tooltip="Open the record browser on the selected store, or on the stores made with m"),
         Binding("p", "toggle_plots", "Plots", tooltip="Switch between the results table and the plots"),
     ]
 
@@ -83,6 +175,8 @@ class MainScreen(Screen):
     plan: reactive[BenchPlan] = reactive(BenchPlan, init=False)
     #: a benchmark worker is running
     running: reactive[bool] = reactive(False)
+    #: a make-stores worker is running
+    making: reactive[bool] = reactive(False)
 
     def __init__(self, dataset: str = "synthetic", *, output: str = ".", **pane_options) -> None:
         super().__init__()
@@ -98,6 +192,12 @@ class MainScreen(Screen):
         self._cancelling = False
         self.export_paths: list[str] = []
         self._error_messages: set[str] = set()
+        #: dataset spec -> the stores make-stores wrote for it (complete runs only)
+        self.made_stores: dict[str, list[str]] = {}
+        self.make_worker: Worker | None = None
+        self.make_cancel: threading.Event | None = None
+        self._make_spec = ""
+        self._browse_after_make = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -120,6 +220,8 @@ class MainScreen(Screen):
             yield Button("Start", id="start", variant="success", compact=True, tooltip="Start (s)")
             yield Button("Cancel", id="cancel", variant="error", compact=True, disabled=True, tooltip="Cancel (c)")
             yield Button("Export", id="export", variant="primary", compact=True, disabled=True, tooltip="Export (e)")
+            yield Button("Make stores", id="make-stores", variant="default", compact=True,
+                         tooltip="Make stores (m): keep a disk, LMDB and HDF5 copy of the dataset to browse (b)")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -161,25 +263,42 @@ class MainScreen(Screen):
             text = f"⚠ the dataset has {n:,} records, fewer than count {max(self.plan.counts):,} · " + text
         self.query_one("#plan-summary", Static).update(text)
 
-    def watch_running(self, running: bool) -> None:
-        self.query_one("#start", Button).disabled = running
-        self.query_one("#cancel", Button).disabled = not running
-        self.query_one("#export", Button).disabled = running or not self.rows
-        self.query_one(BackendPane).disabled = running
-        self.query_one("#dataset-pane").disabled = running
+    @property
+    def busy(self) -> bool:
+        """A benchmark or make-stores is running."""
+        return self.running or self.making
+
+    def watch_running(self) -> None:
+        self._sync_run_state()
+
+    def watch_making(self) -> None:
+        self._sync_run_state()
+
+    def _sync_run_state(self) -> None:
+        busy = self.busy
+        self.query_one("#start", Button).disabled = busy
+        self.query_one("#make-stores", Button).disabled = busy
+        self.query_one("#cancel", Button).disabled = not busy
+        self.query_one("#export", Button).disabled = busy or not self.rows
+        self.query_one(BackendPane).disabled = busy
+        self.query_one("#dataset-pane").disabled = busy
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "start":
-            return None if self.running else True
+        if action in ("start", "make_stores"):
+            return None if self.busy else True
         if action == "cancel":
-            return True if self.running else None
+            return True if self.busy else None
         return True
 
     # -- actions ---------------------------------------------------------------------------
     def action_start(self) -> None:
         if self.running:
             self.notify("A benchmark is already running.", severity="warning")
+            return
+        if self.making:
+            self.notify("Stores are being made: wait for them (or cancel with c) before starting a benchmark.",
+                        severity="warning")
             return
         plan = self.build_plan()
         self.plan = plan
@@ -208,6 +327,9 @@ class MainScreen(Screen):
         self.bench_worker = self.run_bench(replace(plan), self.cancel_event)
 
     def action_cancel(self) -> None:
+        if self.making:
+            self.cancel_make_stores()
+            return
         if not self.running or self.cancel_event is None:
             self.notify("No benchmark is running.", severity="information")
             return
@@ -217,7 +339,7 @@ class MainScreen(Screen):
             self.query_one("#step-name", Static).update("cancelling… (removing temporary stores)")
 
     def action_escape(self) -> None:
-        if self.running:
+        if self.busy:
             self.action_cancel()
         else:
             self.query_one(ResultsTable).focus()
@@ -235,19 +357,80 @@ class MainScreen(Screen):
         self.export_results(table, self.query_one(BackendPane).config().output)
 
     def action_browse(self) -> None:
-        path = self.query_one(DatasetPane).store_path
-        if path is None:
-            self.notify(
-                "Choose an existing store in the Dataset pane first; b opens it in the record browser.",
-                severity="warning",
-            )
+        """Browse the store dataset, or the stores made from this dataset (making them first)."""
+        pane = self.query_one(DatasetPane)
+        path = pane.store_path
+        if path is not None:
+            self.open_browser(path)
             return
+        if pane.error:
+            self.notify(f"The dataset cannot be read: {pane.error}", severity="error", markup=False)
+            return
+        if not pane.kind:
+            self.notify("The dataset is still being read; press b again in a moment.", severity="warning")
+            return
+        made = self.made_stores.get(pane.spec)
+        if made and all(Path(p).exists() for p in made):
+            self.open_browser(made[0])
+            return
+        if self.making and self._make_spec == pane.spec:
+            self._browse_after_make = True
+            self.notify("The stores of this dataset are being made; the browser opens when they are done.")
+            return
+        if self.action_make_stores(browse_after=True):
+            self.notify(
+                "This dataset is not a store: making a disk, LMDB and HDF5 copy first (m); "
+                "the browser opens when they are done.",
+                title="Browse",
+                markup=False,
+            )
+
+    def open_browser(self, path: str) -> None:
         try:
             from .browser import BrowserScreen
         except ImportError:
             self.notify("The record browser is not available in this build.", severity="error")
             return
         self.app.push_screen(BrowserScreen(path))
+
+    def action_make_stores(self, browse_after: bool = False) -> bool:
+        """Start make-stores for the current dataset; False (and a notification) if it cannot start."""
+        if self.running:
+            self.notify("Wait for the benchmark to finish (or cancel it with c) before making stores.",
+                        severity="warning")
+            return False
+        if self.making:
+            self.notify("Stores are already being made.", severity="warning")
+            return False
+        plan = self.build_plan()
+        self.plan = plan
+        pane = self.query_one(DatasetPane)
+        if pane.error:
+            self.notify(f"The dataset cannot be read: {pane.error}", severity="error", markup=False)
+            return False
+        if not plan.backends:
+            self.notify("Choose at least one backend before making stores.", severity="error")
+            return False
+        jobs = [(b, path, dict(plan.backend_options.get(b) or {}))
+                for b, path in store_paths(self.output, plan.dataset, plan.backends)]
+        self._make_spec = plan.dataset
+        self._browse_after_make = browse_after
+        self.make_cancel = threading.Event()
+        self.query_one("#step-progress", ProgressBar).update(total=None, progress=0)
+        self.query_one("#overall-progress", ProgressBar).update(total=len(jobs), progress=0)
+        self.query_one("#step-name", Static).update(f"making stores in {Path(jobs[0][1]).parent} …")
+        self._started_at = time.monotonic()
+        self._tick()
+        self._timer = self.set_interval(0.5, self._tick)
+        self.making = True
+        self.make_worker = self.make_stores(plan.dataset, jobs, list(plan.counts), self.make_cancel)
+        return True
+
+    def cancel_make_stores(self) -> None:
+        if self.make_cancel is not None and not self.make_cancel.is_set():
+            self.make_cancel.set()
+            self._browse_after_make = False
+            self.query_one("#step-name", Static).update("cancelling make stores… (removing the unfinished store)")
 
     def action_toggle_plots(self) -> None:
         views = self.query_one("#views", TabbedContent)
@@ -268,6 +451,111 @@ class MainScreen(Screen):
     @on(Button.Pressed, "#export")
     def _export_pressed(self) -> None:
         self.action_export()
+
+    @on(Button.Pressed, "#make-stores")
+    def _make_stores_pressed(self) -> None:
+        self.action_make_stores()
+
+    # -- the make-stores worker ------------------------------------------------------------
+    @work(thread=True, exclusive=True, exit_on_error=False, group="convert", name="make stores")
+    def make_stores(self, spec: str, jobs: list[tuple[str, str, dict]], counts: list[int],
+                    cancel: threading.Event) -> None:
+        """Convert dataset ``spec`` into each (backend, path, options) of ``jobs``, replacing old stores."""
+        from ...backends.convert import convert, one_line
+        from ...datasets import open_dataset
+        from ...errors import CancelledError
+
+        worker = get_current_worker()
+
+        def cancelled() -> bool:
+            if worker.is_cancelled:
+                cancel.set()
+            return cancel.is_set()
+
+        folder = Path(jobs[0][1]).parent
+        output = folder.parent
+        if not output.is_dir():
+            what = "is not a folder" if output.exists() else "does not exist"
+            raise ImgtuiError(f"Cannot make stores: the output folder {output} {what}.")
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise ImgtuiError(f"Cannot make stores: cannot create {folder} ({one_line(exc)}).") from None
+        dataset = open_dataset(spec)
+        limit, note = make_stores_limit(dataset.length, counts)
+        total = dataset.length if limit is None else (limit if dataset.length is None else min(limit, dataset.length))
+        source = Path(spec).expanduser().resolve() if dataset.kind == "store" else None
+        interval = 1.0 / PROGRESS_RATE
+        done_paths: list[str] = []
+        written = 0
+        for index, (backend, dest, options) in enumerate(jobs):
+            if cancelled():
+                break
+            if source is not None and Path(dest).resolve() == source:
+                done_paths.append(dest)  # the dataset is this store already: keep it as it is
+                continue
+            self.post_message(StoresStarted(backend, dest, index, len(jobs), total, note))
+            last = [time.monotonic()]
+
+            def on_record(n: int, index: int = index, last: list[float] = last) -> None:
+                now = time.monotonic()
+                if now - last[0] >= interval:
+                    last[0] = now
+                    self.post_message(StoresProgress(n, total, index, len(jobs)))
+
+            try:
+                result = convert(_CountingDataset(dataset, on_record), dest, backend, overwrite=True,
+                                 options=options, cancel=cancelled, limit=limit)
+            except CancelledError:
+                break
+            except Exception as exc:
+                raise ImgtuiError(f"Making the {backend} store {dest} failed: {one_line(exc)}") from exc
+            written = result["count"]
+            self.post_message(StoresProgress(written, written, index, len(jobs)))
+            done_paths.append(dest)
+        self.post_message(StoresFinished(spec, done_paths, written, cancelled=cancel.is_set()))
+
+    @on(StoresStarted)
+    def _stores_started(self, m: StoresStarted) -> None:
+        if m.index == 0:
+            self.notify(f"Making {m.backends} store(s) of {m.note} in {Path(m.path).parent}; c cancels.",
+                        title="Make stores", markup=False)
+        self.query_one("#step-name", Static).update(f"{m.backend} store {m.index + 1}/{m.backends}: {m.note}")
+        self.query_one("#step-name", Static).tooltip = m.path
+        self.query_one("#step-progress", ProgressBar).update(total=m.count, progress=0)
+        self.query_one("#overall-progress", ProgressBar).update(total=m.backends, progress=m.index)
+
+    @on(StoresProgress)
+    def _stores_progress(self, m: StoresProgress) -> None:
+        if m.total:
+            self.query_one("#step-progress", ProgressBar).update(total=m.total, progress=m.done)
+            self.query_one("#overall-progress", ProgressBar).update(
+                total=m.backends, progress=m.index + min(1.0, m.done / m.total)
+            )
+
+    @on(StoresFinished)
+    def _stores_finished(self, m: StoresFinished) -> None:
+        names = ", ".join(Path(p).name for p in m.paths)
+        folder = str(Path(m.paths[0]).parent) if m.paths else ""
+        if m.cancelled:
+            kept = f"; kept the finished {names}" if m.paths else ""
+            self.query_one("#step-name", Static).update(f"make stores cancelled{kept}")
+            self.notify(f"Make stores cancelled: no half-written store is left{kept}.",
+                        title="Make stores", severity="warning", markup=False)
+            return
+        self.made_stores[m.spec] = list(m.paths)
+        for bar in (self.query_one("#step-progress", ProgressBar), self.query_one("#overall-progress", ProgressBar)):
+            bar.update(total=bar.total or 1, progress=bar.total or 1)
+        base = Path(m.paths[0]).stem if m.paths else ""
+        short = ", ".join(p.name.replace(base, "", 1) if i else p.name for i, p in enumerate(map(Path, m.paths)))
+        self.query_one("#step-name", Static).update(f"stores ready: {short} · {m.count:,} records · b browses")
+        self.query_one("#step-name", Static).tooltip = folder
+        self.notify(f"Made {names} ({m.count:,} records each) in {folder}. b browses them, c there compares.",
+                    title="Make stores", markup=False, timeout=10)
+        if self._browse_after_make and m.paths and self.app.screen is self \
+                and self.query_one(DatasetPane).spec == m.spec:
+            self.open_browser(m.paths[0])
+        self._browse_after_make = False
 
     # -- the benchmark worker --------------------------------------------------------------
     @work(thread=True, exclusive=True, exit_on_error=False, group="bench", name="benchmark")
@@ -382,6 +670,11 @@ class MainScreen(Screen):
     @on(Worker.StateChanged)
     def _worker_state(self, event: Worker.StateChanged) -> None:
         # errors are notified by the app (one place); here the run state is wound down
+        if event.worker is self.make_worker and event.state in (
+            WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED
+        ):
+            self._make_ended(event.worker, event.state)
+            return
         if event.state == WorkerState.ERROR:
             self.app.report_worker_error(event.worker)  # type: ignore[attr-defined]
         if event.worker is self.bench_worker and event.state in (
@@ -398,6 +691,32 @@ class MainScreen(Screen):
             self.running = False
             self._cancelling = False
 
+    def _make_ended(self, worker: Worker, state: WorkerState) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+            self._tick()
+        if state == WorkerState.ERROR:
+            message = one_line_error(worker.error)
+            self.query_one("#step-name", Static).update(f"make stores failed: {message}")
+            self.notify(message, title="Make stores", severity="error", markup=False, timeout=10)
+        elif state == WorkerState.CANCELLED:
+            self.query_one("#step-name", Static).update("make stores cancelled")
+        self._browse_after_make = False
+        self.making = False
+
+    async def stop_make_stores(self, timeout: float = 3.0) -> bool:
+        """Cancel a running make-stores and wait (up to ``timeout`` s) for it to roll back."""
+        worker = self.make_worker
+        if worker is None or worker.is_finished:
+            return True
+        if self.make_cancel is not None:
+            self.make_cancel.set()
+        deadline = time.monotonic() + timeout
+        while not worker.is_finished and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return worker.is_finished
+
     async def stop_bench(self, timeout: float = 3.0) -> bool:
         """Cancel a running benchmark and wait (up to ``timeout`` s) for it to clean up."""
         worker = self.bench_worker
@@ -411,8 +730,9 @@ class MainScreen(Screen):
         return worker.is_finished
 
     def on_unmount(self) -> None:
-        if self.cancel_event is not None:
-            self.cancel_event.set()
+        for event in (self.cancel_event, self.make_cancel):
+            if event is not None:
+                event.set()
 
     # -- export ----------------------------------------------------------------------------
     @work(thread=True, exclusive=True, exit_on_error=False, group="export", name="export")
