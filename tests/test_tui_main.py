@@ -523,7 +523,7 @@ async def test_m_makes_three_stores_then_b_browses_them(tmp_path):
             _assert_store_holds(folder / name, spec)
         assert screen.made_stores[spec] == [str(folder / n) for n in ("synthetic.disk", "synthetic.lmdb", "synthetic.h5")]
         assert str(screen.query_one("#step-name").content) == (
-            "stores ready: synthetic.disk, .lmdb, .h5 · 30 records · b browses"
+            "stores ready: synthetic.disk .lmdb .h5 (30 records)"
         )
         assert any(n.message == f"Making 3 store(s) of all 30 records in {folder}; c cancels." for n in notifications(app))
         info = [n.message for n in notifications(app, "information")]

@@ -547,13 +547,16 @@ class MainScreen(Screen):
         for bar in (self.query_one("#step-progress", ProgressBar), self.query_one("#overall-progress", ProgressBar)):
             bar.update(total=bar.total or 1, progress=bar.total or 1)
         base = Path(m.paths[0]).stem if m.paths else ""
-        short = ", ".join(p.name.replace(base, "", 1) if i else p.name for i, p in enumerate(map(Path, m.paths)))
-        self.query_one("#step-name", Static).update(f"stores ready: {short} · {m.count:,} records · b browses")
+        short = " ".join(p.name.replace(base, "", 1) if i else p.name for i, p in enumerate(map(Path, m.paths)))
+        self.query_one("#step-name", Static).update(f"stores ready: {short} ({m.count:,} records)")
         self.query_one("#step-name", Static).tooltip = folder
-        self.notify(f"Made {names} ({m.count:,} records each) in {folder}. b browses them, c there compares.",
+        browse = bool(self._browse_after_make and m.paths and self.app.screen is self
+                      and self.query_one(DatasetPane).spec == m.spec)
+        then = ("Opening the first in the browser; c there compares a record across them." if browse
+                else "b browses them; c in the browser compares a record across them.")
+        self.notify(f"Made {names} ({m.count:,} records each) in {folder}. {then}",
                     title="Make stores", markup=False, timeout=10)
-        if self._browse_after_make and m.paths and self.app.screen is self \
-                and self.query_one(DatasetPane).spec == m.spec:
+        if browse:
             self.open_browser(m.paths[0])
         self._browse_after_make = False
 
