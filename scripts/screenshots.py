@@ -1,6 +1,6 @@
 """Drive the real imgtui app with Pilot and save SVG screenshots into screenshots/.
 
-    python scripts/screenshots.py            # main-running.svg, plots.svg, main-light.svg, help.svg
+    python scripts/screenshots.py            # main-running.svg, plots.svg, main-light.svg, help.svg, recommend.svg
     python scripts/screenshots.py --measure  # also: time to first paint, key latency during a 100k run
 
 The record browser's screenshots come from scripts/browser_screenshots.py.
@@ -87,6 +87,22 @@ async def plots_and_light(work: str) -> None:
         app.save_screenshot("help.svg", path=str(OUT))
 
 
+async def recommend_screen(work: str) -> None:
+    """The recommendation screen after it measured what random access needs on 2,000 records."""
+    from imgtui.tui.screens.recommend import RecommendScreen
+
+    app = make_app("synthetic:count=2000,size=32", workdir=work)
+    async with app.run_test(size=SIZE) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press("r")
+        await pilot.pause()
+        screen: RecommendScreen = app.screen  # type: ignore[assignment]
+        await pilot.click("#rec-go")
+        await wait_until(pilot, lambda: screen.recommendation is not None, timeout=600)
+        await pilot.pause(0.5)
+        app.save_screenshot("recommend.svg", path=str(OUT))
+
+
 async def measure(work: str) -> None:
     """Time to first paint (Pilot), and key handling latency while a 100,000-record run works."""
     t0 = time.perf_counter()
@@ -153,12 +169,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--measure", action="store_true", help="also measure first paint and key latency")
     p.add_argument("--only-measure", action="store_true", help="measure, take no screenshots")
+    p.add_argument("--only-recommend", action="store_true", help="only the recommendation screen's screenshot")
     args = p.parse_args(argv)
     OUT.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="imgtui-shots-") as work:
+        if args.only_recommend:
+            asyncio.run(recommend_screen(work))
+            return 0
         if not args.only_measure:
             asyncio.run(mid_benchmark(work))
             asyncio.run(plots_and_light(work))
+            asyncio.run(recommend_screen(work))
             print(f"saved screenshots into {OUT}")
         if args.measure or args.only_measure:
             asyncio.run(measure(work))
