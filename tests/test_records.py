@@ -68,3 +68,13 @@ def test_checksum_sees_every_pixel_and_byte_order_is_normalised():
     big = a.astype(">u2")
     rec = validate_record(Record(big, 0))
     assert rec.image.dtype == np.dtype("=u2") and np.array_equal(rec.image, a)
+
+
+def test_medical_scenario_is_16bit_variable_gray():
+    ds = open_dataset("medical:count=6")
+    recs = list(ds)
+    assert len(recs) == 6
+    assert all(r.image.dtype == np.uint16 and r.image.ndim == 2 for r in recs)
+    assert all(256 <= s <= 768 for r in recs for s in r.image.shape)
+    assert len({r.image.shape for r in recs}) > 1
+    assert len(open_dataset("medical")) == 2000

@@ -2,6 +2,7 @@
 
 Specs:
 - ``synthetic`` or ``synthetic:count=1000,size=32,variable=16-64,channels=3,bits=16,seed=0,labels=10``
+- ``medical`` (``medical:count=N,...``): 2,000 synthetic 16-bit grayscale scans of 256-768 px
 - a folder of images (class sub-folders, or flat plus labels.csv)
 - CIFAR-10/100 python batch files (a batch file, or the folder holding them)
 - ``.npz`` / ``.npy`` arrays (``name.npz``, optionally ``name.npz:train``)
@@ -21,6 +22,8 @@ from .synthetic import SyntheticDataset
 __all__ = ["Dataset", "SyntheticDataset", "open_dataset", "parse_synthetic_spec"]
 
 _SYNTH_KEYS = {"count", "size", "variable", "channels", "bits", "seed", "labels"}
+#: the "medical" scenario: scan-like 16-bit grayscale images of varying size (median about 512x512)
+MEDICAL_DEFAULTS: dict[str, Any] = {"count": 2000, "variable": (256, 768), "channels": 1, "bits": 16, "num_labels": 2}
 
 
 def parse_synthetic_spec(spec: str) -> dict[str, Any]:
@@ -63,6 +66,11 @@ def open_dataset(
     """
     if spec is None or str(spec).strip() == "" or str(spec).startswith("synthetic"):
         kwargs = parse_synthetic_spec(str(spec or "synthetic"))
+        kwargs.update(options)
+        return SyntheticDataset(**kwargs)
+    if str(spec) == "medical" or str(spec).startswith("medical:"):
+        kwargs = dict(MEDICAL_DEFAULTS)
+        kwargs.update(parse_synthetic_spec(str(spec)))
         kwargs.update(options)
         return SyntheticDataset(**kwargs)
     text = str(spec)
