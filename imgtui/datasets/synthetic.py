@@ -59,8 +59,11 @@ class SyntheticDataset(Dataset):
         return self.count
 
     def describe(self) -> str:
-        size = f"{self.variable[0]}-{self.variable[1]}px" if self.variable else f"{self.size[0]}x{self.size[1]}"
-        return f"synthetic {self.count:,} x {size}x{self.channels} uint{self.bits} (seed {self.seed})"
+        if self.variable:
+            size = f"{self.variable[0]}-{self.variable[1]} px x{self.channels}"
+        else:
+            size = f"{self.size[0]}x{self.size[1]}x{self.channels}"
+        return f"synthetic {self.count:,} x {size} uint{self.bits} (seed {self.seed})"
 
     def record(self, i: int) -> Record:
         if not 0 <= i < self.count:
