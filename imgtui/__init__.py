@@ -30,4 +30,25 @@ def writer(path, backend: str, **kwargs):
     return open_writer(path, backend, **kwargs)
 
 
-__all__ = ["ImgtuiError", "Record", "dataset", "open", "writer", "__version__"]
+def append(store, records, **kwargs) -> dict:
+    """Append records to an existing store; returns a report (see ``imgtui.backends.mutate``)."""
+    from .backends.mutate import append as _append
+
+    return _append(store, records, **kwargs)
+
+
+def overwrite(store, changes) -> dict:
+    """Replace records ``{index: record}`` of an existing store; returns a report."""
+    from .backends.mutate import overwrite as _overwrite
+
+    return _overwrite(store, changes)
+
+
+def delete(store, indices) -> dict:
+    """Delete records of an existing store (later records shift down); returns a report."""
+    from .backends.mutate import delete as _delete
+
+    return _delete(store, indices)
+
+
+__all__ = ["ImgtuiError", "Record", "append", "dataset", "delete", "open", "overwrite", "writer", "__version__"]

@@ -765,3 +765,53 @@ class LmdbBackend(Backend):
             "'<u4 offset,nbytes,crc,h,w; <u2 c; u1 dtype(1=u8,2=u16),ndim,enc(0=raw,1=png); 7 pad' + payloads; "
             "db 'labels': same keys, JSON [[label, metadata], ...]; db 'meta': key 'manifest' (JSON)"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# block helpers for changing an existing store (imgtui.backends.mutate)
+# ---------------------------------------------------------------------------------------------
+
+
+def pack_block(records: Sequence[Record], checksums: Sequence[int], first: int, options: dict) -> tuple[bytes, bytes, bytes]:
+    """(key, block value, labels value) for ``records`` starting at record ``first``: exactly the
+    bytes ``LmdbWriter`` writes for such a block (``options`` as in the store's manifest)."""
+    w = LmdbWriter.__new__(LmdbWriter)
+    w.options = {**_OPTION_DEFAULTS, **(options or {})}
+    w._pending = list(zip(records, checksums))
+    w._pending_bytes = 0
+    w._next_index = first
+    w._nblocks = 0
+    return w._make_block()
+
+
+def unpack_block(value: Any, labels_value: Any, first: int = 0) -> list[tuple[Record, int]]:
+    """The records (with their stored crc32) of one block value and its labels value."""
+    v = bytes(value)
+    if len(v) < HEADER.size:
+        raise CorruptStoreError(f"block at record {first}: too short ({len(v)} bytes)")
+    magic, cnt, _hfirst = HEADER.unpack_from(v, 0)
+    if magic != MAGIC:
+        raise CorruptStoreError(f"block at record {first}: damaged header")
+    table = np.frombuffer(v, ENTRY, count=cnt, offset=HEADER.size)
+    try:
+        items = json.loads(bytes(labels_value)) if labels_value is not None else None
+    except ValueError:
+        items = None
+    if not isinstance(items, list) or len(items) != cnt:
+        raise CorruptStoreError(f"labels of the block at record {first} are damaged")
+    out = []
+    for j in range(cnt):
+        e = table[j]
+        dt = DTYPES.get(int(e["dtype"]))
+        if dt is None:
+            raise CorruptStoreError(f"record {first + j}: damaged entry (dtype)")
+        shape = _shape_of(e)
+        off, nb = int(e["offset"]), int(e["nbytes"])
+        data = v[off : off + nb]
+        if int(e["enc"]) == ENC_PNG:
+            img = _png_decode(data, dt, shape)
+        else:
+            img = np.frombuffer(data, dt).reshape(shape).astype(dt.newbyteorder("="))
+        lab, meta = items[j]
+        out.append((Record(img, lab, meta if isinstance(meta, dict) else {}), int(e["crc"])))
+    return out
