@@ -1,4 +1,4 @@
-"""Headless commands: ``imgtui convert|info|verify|export|bench``; bare ``imgtui`` starts the app.
+"""Headless commands: ``imgtui convert|append|info|verify|export|bench``; bare ``imgtui`` starts the app.
 
 Every user error ends in one line on stderr (``imgtui: error: ...``) and a non-zero exit code;
 set IMGTUI_DEBUG=1 to see tracebacks of unexpected errors.
@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--resume", action="store_true", help="finish an interrupted sharded conversion, keeping shards that check out")
     sh.add_argument("--dask", action="store_true", help="write shards on a local Dask cluster (needs the imgtui[dask] extra)")
     sh.add_argument("--scheduler", metavar="ADDRESS", help="write shards on the Dask cluster at ADDRESS (e.g. tcp://host:8786)")
+
+    a = sub.add_parser("append", help="append every record of a dataset to an existing store")
+    a.add_argument("source", help="dataset: a folder, CIFAR batch file(s), .npz/.npy, a store, or synthetic[:count=N,...]")
+    a.add_argument("store", help="the existing store (disk, LMDB or HDF5) to append to")
+    a.add_argument("--on-error", choices=["stop", "skip"], default="stop", help="corrupt image files: stop (default) or skip with a warning")
+    a.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     i = sub.add_parser("info", help="count, shapes, dtypes, labels, size on disk and options of a store")
     i.add_argument("store")
@@ -194,6 +200,39 @@ def cmd_convert(args: argparse.Namespace) -> int:
     print(
         f"wrote {result['count']:,} records to {args.dest} ({args.backend}) in {result['seconds']:.2f} s "
         f"({rate:,.0f} records/s), {mb:,.1f} MB on disk"
+        + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else "")
+    )
+    return 0
+
+
+def cmd_append(args: argparse.Namespace) -> int:
+    from .backends.mutate import append
+    from .datasets import open_dataset
+    from .errors import CancelledError
+
+    skipped: list[str] = []
+
+    def warn(msg: str) -> None:
+        skipped.append(msg)
+        print(f"imgtui: warning: {msg}", file=sys.stderr)
+
+    dataset = open_dataset(args.source, on_error=args.on_error, warn=warn)
+    with _progress(args.quiet, "append") as prog:
+        task = prog.add_task("append", total=dataset.length) if prog else None
+
+        def progress(done: int, total: int | None) -> None:
+            if prog is not None:
+                prog.update(task, completed=done, total=total)
+
+        with _InterruptFlag() as interrupted:
+            try:
+                r = append(args.store, dataset, progress=progress, cancel=interrupted)
+            except CancelledError:
+                raise KeyboardInterrupt from None
+    rate = r["records"] / r["seconds"] if r["seconds"] > 0 else float("inf")
+    print(
+        f"{args.store} ({r['backend']}): {r['how']}; now {r['count']:,} records; {r['seconds']:.2f} s "
+        f"({rate:,.0f} records/s); {r['bytes_before'] / 1e6:,.1f} -> {r['bytes_after'] / 1e6:,.1f} MB on disk"
         + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else "")
     )
     return 0
@@ -388,7 +427,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"convert": cmd_convert, "info": cmd_info, "verify": cmd_verify, "export": cmd_export,
+COMMANDS = {"convert": cmd_convert, "append": cmd_append, "info": cmd_info, "verify": cmd_verify, "export": cmd_export,
             "claims": cmd_claims, "recommend": cmd_recommend}
 
 

@@ -92,7 +92,10 @@ def append(
     path, backend, manifest, n = _prepare(store)
     total = _known_len(records)
     m = _MUTATORS[backend](path, manifest, n)
-    return m.run("append", lambda: m.append(records, total, progress, cancel))
+    try:
+        return m.run("append", lambda: m.append(records, total, progress, cancel))
+    except InvalidRecordError as exc:
+        raise InvalidRecordError(f"cannot append to {path}: {exc}; nothing was appended") from None
 
 
 def overwrite(store: str | os.PathLike, changes: Mapping[int, Record | tuple]) -> dict:
