@@ -447,8 +447,13 @@ class FolderDataset(Dataset):
             warnings.warn(message, RuntimeWarning, stacklevel=3)
 
     def __iter__(self) -> Iterator[Record]:
+        return self.records(0, None)
+
+    def records(self, start: int, stop: int | None) -> Iterator[Record]:
+        """Records of entries [start, stop) without decoding the files before ``start``
+        (parallel conversion gives each worker its own range)."""
         self.skipped = []
-        entries = self._entries
+        entries = self._entries[start:stop]
         if self.workers <= 1 or len(entries) <= _BATCH:
             for entry in entries:
                 out = self._decode(entry[0])
