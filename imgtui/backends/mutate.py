@@ -602,6 +602,11 @@ class _LmdbMutator(_Mutator):
         first = next(it, None)
         second = next(it, None) if first is not None else None
         if second is None:
+            # everything was read: drop the snapshot so that this transaction can reuse the pages
+            # earlier changes freed (a snapshot pins them); one transaction needs no rollback
+            self.snap.abort()
+            self.snap = None
+
             def one(txn: Any) -> None:
                 if first is not None:
                     first(txn)
