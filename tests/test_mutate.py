@@ -303,6 +303,12 @@ def test_cli_append_errors(tmp_path, capsys):
     np.save(tmp_path / "f.npy", np.zeros((2, 4, 4), np.float32))
     assert "float32" in err(tmp_path / "f.npy", disk)
     assert err(tmp_path / "nope.npz", disk) == f"{tmp_path / 'nope.npz'}: no such file or folder"
+    assert err(disk, disk) == f"cannot append {disk} to itself: the store is read while it changes; copy it first"
+    sharded = tmp_path / "sharded"
+    assert main(["convert", "synthetic:count=6", str(sharded), "-b", "disk", "--shards", "2", "-q"]) == 0
+    capsys.readouterr()
+    assert err("synthetic:count=2", sharded) == (
+        f"{sharded} is a sharded store: change its shards one by one, or convert it into a single store")
     check_store(disk, base)
     os.unlink(disk / "manifest.json")
     assert err("synthetic:count=2", disk).startswith(f"{disk} is incomplete")

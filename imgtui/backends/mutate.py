@@ -90,6 +90,9 @@ def append(
     All or nothing: a record that cannot be stored (or a cancel) rolls the append back.
     """
     path, backend, manifest, n = _prepare(store)
+    src = getattr(records, "path", None)
+    if src is not None and getattr(records, "kind", None) == "store" and _same_path(src, path):
+        raise StoreError(f"cannot append {path} to itself: the store is read while it changes; copy it first")
     total = _known_len(records)
     m = _MUTATORS[backend](path, manifest, n)
     try:
@@ -142,6 +145,13 @@ def _prepare(store: str | os.PathLike) -> tuple[Path, str, dict, int]:
         if r.backend not in _MUTATORS:
             raise StoreError(f"{path}: a {r.backend} store cannot be changed")
         return path, r.backend, dict(r.manifest), len(r)
+
+
+def _same_path(a: Any, b: Path) -> bool:
+    try:
+        return Path(a).resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def _known_len(records: Any) -> int | None:
