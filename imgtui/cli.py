@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     sh = c.add_argument_group("sharding and parallel writing (DEST becomes a folder of shards + manifest.json)")
     sh.add_argument("--shard-size", metavar="SIZE", help="raw pixel bytes per shard, e.g. 500MB, 1GB, 1GiB")
     sh.add_argument("--shards", type=int, metavar="N", help="N shards of equal record counts (needs a known dataset length)")
-    sh.add_argument("--workers", type=int, metavar="K", help="write shards in K local processes")
+    sh.add_argument("--workers", type=int, metavar="K", help="write shards in K local processes (with --dask: LocalCluster workers, default one per CPU)")
     sh.add_argument("--resume", action="store_true", help="finish an interrupted sharded conversion, keeping shards that check out")
     sh.add_argument("--dask", action="store_true", help="write shards on a local Dask cluster (needs the imgtui[dask] extra)")
     sh.add_argument("--scheduler", metavar="ADDRESS", help="write shards on the Dask cluster at ADDRESS (e.g. tcp://host:8786)")
@@ -250,7 +250,7 @@ def _convert_sharded(args: argparse.Namespace, options: dict, warn, skipped: lis
 
         result = convert_sharded(
             args.source, args.dest, args.backend, shards=args.shards, shard_size=args.shard_size,
-            workers=1 if args.workers is None else args.workers, resume=args.resume, overwrite=args.overwrite, options=options,
+            workers=(os.cpu_count() or 1) if args.workers is None and args.dask else (args.workers or 1), resume=args.resume, overwrite=args.overwrite, options=options,
             on_error=args.on_error, warn=warn, progress=progress, limit=args.limit,
             dask=args.dask, scheduler=args.scheduler,
         )
