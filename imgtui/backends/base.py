@@ -94,6 +94,32 @@ def is_disk_full_error(exc: BaseException) -> bool:
     return getattr(exc, "errno", None) == 28 or "No space left" in str(exc) or "[Errno 28]" in str(exc)
 
 
+def fsync_dir(path: str | os.PathLike) -> None:
+    """fsync a directory so a rename inside it survives a crash (best effort)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file, flush + fsync, ``os.replace``, directory fsync:
+    readers see the old file or the whole new one, never half of it."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
 def remove_path(path: str | os.PathLike) -> None:
     p = Path(path)
     if p.is_dir() and not p.is_symlink():

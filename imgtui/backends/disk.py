@@ -59,7 +59,7 @@ from ..errors import (
     WrongBackendError,
 )
 from ..records import Label, Record, loads_metadata, dumps_metadata
-from .base import Backend, StoreReader, StoreWriter, check_manifest
+from .base import Backend, StoreReader, StoreWriter, atomic_write_text, check_manifest
 
 MANIFEST = "manifest.json"
 TABLE = "records.csv"
@@ -247,25 +247,6 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class DiskWriter(StoreWriter):
     backend = "disk"
     default_batch_size = 256
@@ -375,7 +356,7 @@ class DiskWriter(StoreWriter):
             self._table.flush()
             os.fsync(self._table.fileno())
             self._table.close()
-            _atomic_write(self.build_path / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+            atomic_write_text(self.build_path / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
         except OSError as exc:
             if exc.errno == 28:
                 raise StoreFullError(f"disk full while writing {self.path}: {exc.strerror}") from None

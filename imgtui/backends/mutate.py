@@ -62,7 +62,7 @@ from ..errors import (
     StoreNotFoundError,
 )
 from ..records import Record, checksum, validate_record
-from .base import WriteStats, path_size, remove_path
+from .base import WriteStats, atomic_write_text, fsync_dir, path_size, remove_path
 
 ProgressFn = Callable[[int, "int | None"], None]
 CancelFn = Callable[[], bool]
@@ -284,17 +284,17 @@ class _DiskMutator(_Mutator):
     # -- the manifest marks the store complete -----------------------------------------------
     def _mark_incomplete(self) -> None:
         os.unlink(self.mpath)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     def _write_manifest(self, manifest: dict) -> None:
-        self.d._atomic_write(self.mpath, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+        atomic_write_text(self.mpath, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
 
     def _write_table(self, rows: list[list]) -> None:
         buf = io.StringIO(newline="")
         w = csv.writer(buf)
         w.writerow(self.header)
         w.writerows(rows)
-        self.d._atomic_write(self.table, buf.getvalue())
+        atomic_write_text(self.table, buf.getvalue())
 
     def _fresh_name(self, i: int, used: set[str]) -> str:
         name = self.d.image_name(i)
@@ -427,17 +427,6 @@ class _DiskMutator(_Mutator):
                     "them shift down, no other file is renamed")
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------

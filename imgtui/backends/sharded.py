@@ -42,7 +42,7 @@ from ..errors import (
     WrongBackendError,
 )
 from ..records import Label, Record
-from .base import ProgressFn, StoreReader, VerifyResult, _one_line, path_size
+from .base import ProgressFn, atomic_write_text, StoreReader, VerifyResult, _one_line, path_size
 
 SHARDED_FORMAT = "imgtui-sharded"
 SHARDED_FORMAT_VERSION = 1
@@ -129,24 +129,8 @@ def store_checksum(reader: StoreReader) -> int:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` via a temp file, flush + fsync, ``os.replace`` and a directory fsync."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, ensure_ascii=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Write JSON to ``path`` atomically (temp file, fsync, ``os.replace``, directory fsync)."""
+    atomic_write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 # -- detection -----------------------------------------------------------------------------------
