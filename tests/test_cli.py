@@ -247,3 +247,17 @@ def test_disk_full_is_one_line_and_keeps_the_old_store(small_fs, backend, capsys
     with imgtui.open(dest) as r:
         assert len(r) == 30 and r.verify().ok
         assert r[29] == SyntheticDataset(count=30, seed=2).record(29)
+
+
+def test_verify_catches_an_edited_label_in_the_disk_table(tmp_path, capsys):
+    dest = tmp_path / "s.disk"
+    assert main(["convert", "synthetic:count=20,seed=4", str(dest), "-b", "disk", "-q"]) == 0
+    table = dest / "records.csv"
+    rows = list(csv.reader(open(table, newline="", encoding="utf-8")))
+    col = rows[0].index("label")
+    rows[5][col] = "99"
+    with open(table, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh, lineterminator="\r\n").writerows(rows)
+    assert main(["verify", str(dest), "-q"]) == 1
+    out = capsys.readouterr()
+    assert "labels do not match the manifest's label counts" in out.err

@@ -565,7 +565,25 @@ class StoreReader(ABC):
             if progress is not None:
                 progress(checked, n)
         errors.extend(self._verify_extra())
+        if checked == n:
+            errors.extend(self._verify_labels())
         return VerifyResult(ok=not errors and checked == n, checked=checked, errors=errors)
+
+    def _verify_labels(self) -> list[str]:
+        """The labels read back must match the label histogram the writer recorded in the manifest
+        (catches a labels table edited or drifted apart from the images)."""
+        want = self.manifest.get("labels")
+        if not isinstance(want, dict) or self.manifest.get("labels_truncated"):
+            return []
+        try:
+            got = Counter(str(lab) for lab in self.labels())
+        except Exception as exc:
+            return [f"labels cannot be read ({_one_line(exc)})"]
+        if got == Counter({str(k): int(v) for k, v in want.items()}):
+            return []
+        diff = sorted(set(got) ^ set(want)) or sorted(k for k in got if got[k] != want.get(k))
+        shown = ", ".join(f"{k!r}: {got.get(k, 0)} vs {want.get(k, 0)}" for k in diff[:3])
+        return [f"labels do not match the manifest's label counts (read vs recorded: {shown})"]
 
     def _verify_extra(self) -> list[str]:
         """Backend-specific structural checks (e.g. stray files); list of problems."""
