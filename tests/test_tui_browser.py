@@ -481,3 +481,17 @@ async def test_c_in_browser_compares_sibling_stores(tmp_path):
 
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__, "-q"])
+
+
+def test_store_header_tells_how_to_read_without_imgtui(tmp_path):
+    import numpy as np
+
+    import imgtui
+    from imgtui.tui.screens.browser import info_text, store_info
+
+    dest = tmp_path / "r.h5"
+    with imgtui.writer(dest, "hdf5") as w:
+        w.write(imgtui.Record(np.zeros((4, 4), np.uint8), 1, {}))
+    with imgtui.open(dest) as r:
+        text = info_text(store_info(r, str(dest))).plain
+    assert "read without imgtui: h5py.File(path)['images'][i]" in text

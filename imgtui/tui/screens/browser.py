@@ -130,11 +130,17 @@ def store_info(reader: Any, path: str) -> dict:
     info.setdefault("path", path)
     info.setdefault("backend", getattr(reader, "backend", "") or type(reader).__name__)
     info.setdefault("count", len(reader))
+    if "recipe" not in info:
+        from ...backends import BACKEND_NAMES, get_backend
+
+        if info["backend"] in BACKEND_NAMES:
+            info["recipe"] = get_backend(info["backend"]).recipe()
     return info
 
 
 def info_text(info: dict) -> Text:
-    """Two lines about a store: backend and path, then count, shapes, dtypes, size, options."""
+    """About a store: backend and path; count, shapes, dtypes, size, options; how to read it
+    without imgtui (one line each)."""
     text = Text()
     text.append(f"{info.get('backend', '?')} store ", style="bold")
     text.append(str(info.get("path", "")))
@@ -153,6 +159,10 @@ def info_text(info: dict) -> Text:
     if options:
         parts.append("options " + ", ".join(f"{k}={v}" for k, v in options.items()))
     text.append("\n" + " · ".join(parts))
+    if info.get("recipe"):
+        text.append("\nread without imgtui: " + str(info["recipe"]), style="dim")
+    text.no_wrap = True
+    text.overflow = "ellipsis"
     return text
 
 
@@ -378,7 +388,10 @@ class BrowserScreen(Screen):
         if self._closed:
             return
         self.reader, self.info = message.reader, message.info
-        self.query_one("#store-info", Static).update(info_text(self.info))
+        header = self.query_one("#store-info", Static)
+        header.update(info_text(self.info))
+        if self.info.get("recipe"):
+            header.tooltip = "Read without imgtui: " + str(self.info["recipe"])
         records = self.record_list
         records.set_count(len(self.reader))
         self.query_one("#list-header", Static).update(Text(records.header()))
