@@ -186,9 +186,6 @@ def _write_one(
         m = reader.manifest
         stats = {k: m.get(k) for k in ("shapes", "dtypes", "labels", "label_kinds", "shapes_truncated", "labels_truncated")}
         raw_bytes = int(m.get("raw_bytes") or raw)
-    if final.exists() or final.is_symlink():
-        remove_path(final)
-    os.rename(part, final)
     entry = {
         "index": task.index,
         "file": task.file,
@@ -196,11 +193,16 @@ def _write_one(
         "count": count,
         "raw_bytes": raw_bytes,
         "checksum": f"{crc:08x}",
-        "bytes_on_disk": path_size(final),
+        "bytes_on_disk": path_size(part),
         "stats": stats,
         "warnings": list(task.warnings),
     }
+    # the done record first, then the shard under its final name: a worker killed in between
+    # (a dying pool terminates its other workers too) leaves no shard that --resume would not reuse
     write_json_atomic(_progress_dir(dest) / f"{task.file}.json", entry)
+    if final.exists() or final.is_symlink():
+        remove_path(final)
+    os.rename(part, final)
     return entry
 
 
