@@ -331,3 +331,17 @@ def test_empty_store(tmp_path):
     p = write(tmp_path / "z.lmdb", [])
     with LmdbBackend.open(p) as r:
         assert len(r) == 0 and list(r) == [] and r.labels() == [] and r.verify().ok
+
+
+def test_single_lookup_reads_only_its_block_and_matches_the_index(tmp_path):
+    import imgtui
+
+    ds = SyntheticDataset(count=300, size=40, seed=9)  # 4,800-byte images: ~54 per block
+    dest = tmp_path / "one.lmdb"
+    with imgtui.writer(dest, "lmdb") as w:
+        w.write_many(ds)
+    with imgtui.open(dest) as r:
+        assert r[257] == ds.record(257) and r[0] == ds.record(0) and r[-1] == ds.record(299)
+        assert not r._indexed  # no scan of every block for single lookups
+        r._ensure_index()
+        assert r[257] == ds.record(257)

@@ -617,11 +617,15 @@ class LmdbReader(StoreReader):
 
     def _block_label(self, i: int) -> tuple[Label, dict] | None:
         """Label and metadata of record ``i`` from its own block, or None to fall back to the scan."""
-        self._ensure_index()
-        b = int(self._blk[i])
-        if b < 0:
-            return None
-        first = self._firsts[b]
+        hit = self._locate(i)
+        if hit is not None:
+            first = hit[2]
+        else:
+            self._ensure_index()
+            b = int(self._blk[i])
+            if b < 0:
+                return None
+            first = self._firsts[b]
         try:
             v = self._txn.get(first.to_bytes(8, "big"), db=self._db_labels)
             items = json.loads(bytes(v)) if v is not None else None
@@ -639,18 +643,44 @@ class LmdbReader(StoreReader):
         return list(labels)
 
     # -- records ---------------------------------------------------------------------------
+    def _locate(self, i: int) -> tuple[Any, np.ndarray, int] | None:
+        """Entry, block bytes and first index of record ``i`` read from its own block, before the
+        full index exists (a single lookup should not scan every block). Blocks are keyed by their
+        first record, so the block keyed ``(i // B) * B`` holds ``i`` if it has enough records;
+        anything else (no such key, short or damaged block) falls back to the full index."""
+        if self._indexed:
+            return None
+        per = self.manifest.get("records_per_block")
+        if not isinstance(per, int) or per <= 0:
+            return None
+        first = (i // per) * per
+        try:
+            self._live()
+            v = self._txn.get(_key(first), db=self._db_blocks)
+            if v is None:
+                return None
+            table, _ = self._parse_block(first, v, self._n)
+        except (lmdb.Error, CorruptStoreError):
+            return None
+        if i - first >= len(table):
+            return None
+        return table[i - first], np.frombuffer(v, np.uint8), first
+
     def _image(self, i: int) -> np.ndarray:
-        self._ensure_index()
-        b = int(self._blk[i])
-        if b < 0:
-            raise CorruptStoreError(f"{self.path}: record {i} cannot be read: its block is missing or damaged")
-        e = self._ent[i]
+        hit = self._locate(i)
+        if hit is not None:
+            e, view, _ = hit
+        else:
+            self._ensure_index()
+            b = int(self._blk[i])
+            if b < 0:
+                raise CorruptStoreError(f"{self.path}: record {i} cannot be read: its block is missing or damaged")
+            e, view = self._ent[i], self._views[b]
         dt = DTYPES.get(int(e["dtype"]))
         ndim = int(e["ndim"])
         if dt is None or ndim not in (2, 3):
             raise CorruptStoreError(f"{self.path}: record {i} has a damaged entry (dtype or shape)")
         shape = _shape_of(e)
-        view = self._views[b]
         off, nb = int(e["offset"]), int(e["nbytes"])
         data = view[off : off + nb]
         if int(e["enc"]) == ENC_RAW:
