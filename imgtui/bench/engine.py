@@ -306,6 +306,16 @@ def self_rss() -> _RssWindow:
     return _SELF_RSS.window()
 
 
+def timed_call(fn: Callable[[], Any]) -> tuple[Any, float, int]:
+    """``fn()`` after a garbage collection: its result, its wall time and the peak RSS meanwhile."""
+    gc.collect()
+    with self_rss() as s:
+        t0 = time.perf_counter()
+        out = fn()
+        dt = time.perf_counter() - t0
+    return out, dt, s.peak
+
+
 def drop_cache(paths: list[Path]) -> None:
     """Ask the kernel to forget the cached pages of ``paths`` (fsync + POSIX_FADV_DONTNEED)."""
     if not hasattr(os, "posix_fadvise"):
@@ -699,16 +709,12 @@ class _Engine:
             for t in range(warm + reps):
                 folder = self.trial_dir()
                 try:
-                    gc.collect()
-                    with self_rss() as s:
-                        t0 = time.perf_counter()
-                        m.store_one(folder, rec)
-                        dt = time.perf_counter() - t0
+                    _, dt, trial_peak = timed_call(lambda: m.store_one(folder, rec))
                 finally:
                     _remove(folder)
                 if t >= warm:
                     times.append(dt)
-                    peak = max(peak, s.peak)
+                    peak = max(peak, trial_peak)
                 ctx.advance(1)
             return times, peak
 
@@ -724,14 +730,10 @@ class _Engine:
             for t in range(warm + reps):
                 folder = self.trial_dir()
                 try:
-                    gc.collect()
-                    with self_rss() as s:
-                        t0 = time.perf_counter()
-                        h = m.store_many(folder, data, ctx)
-                        dt = time.perf_counter() - t0
+                    h, dt, trial_peak = timed_call(lambda: m.store_many(folder, data, ctx))
                     if t >= warm:
                         times.append(dt)
-                        peak = max(peak, s.peak)
+                        peak = max(peak, trial_peak)
                         nbytes = _path_size(h.path)
                     if keep and t == warm + reps - 1:
                         kept = h
@@ -751,15 +753,10 @@ class _Engine:
         def work(ctx: Ctx):
             times, peak = [], 0
             for t in range(warm + reps):
-                gc.collect()
-                with self_rss() as s:
-                    t0 = time.perf_counter()
-                    out = m.memcpy(data, ctx)
-                    dt = time.perf_counter() - t0
-                del out
+                dt, trial_peak = timed_call(lambda: m.memcpy(data, ctx))[1:]  # the copy is dropped at once
                 if t >= warm:
                     times.append(dt)
-                    peak = max(peak, s.peak)
+                    peak = max(peak, trial_peak)
             return times, peak
 
         times, peak = yield from self.call(work, (warm + reps) * data.n)
@@ -785,16 +782,12 @@ class _Engine:
             times, peak = [], 0
             for t, i in enumerate(idx):
                 self._prepare_read(m, handle, cache)
-                gc.collect()
-                with self_rss() as s:
-                    t0 = time.perf_counter()
-                    img = m.read_one(handle, i)
-                    dt = time.perf_counter() - t0
+                img, dt, trial_peak = timed_call(lambda: m.read_one(handle, i))
                 if t == warm and not np.array_equal(np.asarray(img), data.records[i].image):
                     raise ImgtuiError(f"read_one: record {i} read back differs from the source")
                 if t >= warm:
                     times.append(dt)
-                    peak = max(peak, s.peak)
+                    peak = max(peak, trial_peak)
                 ctx.advance(1)
             return times, peak
 
@@ -812,17 +805,13 @@ class _Engine:
             times, peak = [], 0
             for t in range(warm + reps):
                 self._prepare_read(m, handle, cache)
-                gc.collect()
-                with self_rss() as s:
-                    t0 = time.perf_counter()
-                    images, _labels = m.read_many(handle, ctx)
-                    dt = time.perf_counter() - t0
+                (images, _labels), dt, trial_peak = timed_call(lambda: m.read_many(handle, ctx))
                 if t == warm and not _same_images(images, data):
                     raise ImgtuiError("read_many: the records read back differ from the source")
                 del images, _labels
                 if t >= warm:
                     times.append(dt)
-                    peak = max(peak, s.peak)
+                    peak = max(peak, trial_peak)
             return times, peak
 
         times, peak = yield from self.call(work, (warm + reps) * data.n)
@@ -1018,17 +1007,13 @@ class _Engine:
                 times, peak = [], 0
                 for t in range(warm + reps):
                     self._prepare_read(m, handle, cache)
-                    gc.collect()
-                    with self_rss() as s:
-                        t0 = time.perf_counter()
-                        got = _read_slice(m, handle, start, L)
-                        dt = time.perf_counter() - t0
+                    got, dt, trial_peak = timed_call(lambda: _read_slice(m, handle, start, L))
                     if t == 0 and not _batch_equal(got, data, np.arange(start, start + L)):
                         raise ImgtuiError(f"slice_read: records {start}-{start + L - 1} read back differ from the source")
                     del got
                     if t >= warm:
                         times.append(dt)
-                        peak = max(peak, s.peak)
+                        peak = max(peak, trial_peak)
                     ctx.advance(L)
                 out.append((L, start, times, peak))
             return out
@@ -1069,18 +1054,15 @@ class _Engine:
                 )
                 for op, k, call in plan:
                     ctx.check()
-                    gc.collect()
-                    with self_rss() as s:
-                        t0 = time.perf_counter()
-                        report = call() or {}
-                        dt = time.perf_counter() - t0
+                    report, dt, trial_peak = timed_call(call)
+                    report = report or {}
                     size = size + k if op == "append" else size - k if op == "delete" else size
                     with open_store(h.path) as r:
                         v = r.verify()
                         raw = r.info().get("raw_bytes")
                         valid = v.ok and len(r) == size
                     after = report.get("bytes_after")
-                    results.append((op, k, report, float(report.get("seconds") or dt), s.peak, valid,
+                    results.append((op, k, report, float(report.get("seconds") or dt), trial_peak, valid,
                                     v.summary() if not v.ok else f"{len(r):,} records", raw,
                                     int(after) if after is not None else _path_size(h.path)))
                     ctx.advance(k)
