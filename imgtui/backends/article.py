@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import CorruptStoreError, StoreNotFoundError, WrongBackendError
 from ..records import Label, Record
-from .base import StoreReader, VerifyResult
+from .base import StoreReader, VerifyResult, _one_line
 
 # ---------------------------------------------------------------------------------------------
 # the article's code (CIFAR_Image, store_many_*, read_many_*)
@@ -225,7 +225,7 @@ class _ArticleReader(StoreReader):
                 try:
                     self._read(i)
                 except Exception as exc:
-                    errors.append(f"record {i}: cannot be read ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})")
+                    errors.append(f"record {i}: cannot be read ({_one_line(exc)})")
                 checked += 1
                 if len(errors) >= max_errors:
                     break
