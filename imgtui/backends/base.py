@@ -145,27 +145,39 @@ class WriteStats:
     labels_truncated: bool = False
 
     def add(self, record: Record) -> None:
-        self.add_many([record.image.shape], [record.image.dtype], [record.image.nbytes], [record.label])
+        """Count one record (the per-record write path: no temporary lists or Counters)."""
+        img = record.image
+        self.count += 1
+        self.raw_bytes += img.nbytes
+        self._count_shape(img.shape, 1)
+        self.dtypes[img.dtype.name] += 1
+        self._count_label(record.label, 1)
 
     def add_many(self, shapes: Sequence[tuple], dtypes: Sequence[np.dtype], nbytes: Sequence[int], labels: Sequence[Label]) -> None:
-        """Count a batch of records (cheap per record: one dict update per distinct value)."""
+        """Count a batch of records (one dict update per distinct value)."""
         self.count += len(labels)
         self.raw_bytes += int(sum(nbytes))
         for shape, n in Counter(shapes).items():
-            key = "x".join(map(str, shape))
-            if key in self.shapes or len(self.shapes) < _MAX_DISTINCT:
-                self.shapes[key] += n
-            else:
-                self.shapes_truncated = True
+            self._count_shape(shape, n)
         for dt, n in Counter(dtypes).items():
             self.dtypes[dt.name] += n
         for label, n in Counter(labels).items():
-            lk = str(label)
-            if lk in self.labels or len(self.labels) < _MAX_DISTINCT:
-                self.labels[lk] += n
-            else:
-                self.labels_truncated = True
-            self.label_kinds.add("int" if isinstance(label, int) else "str")
+            self._count_label(label, n)
+
+    def _count_shape(self, shape: tuple, n: int) -> None:
+        key = "x".join(map(str, shape))
+        if key in self.shapes or len(self.shapes) < _MAX_DISTINCT:
+            self.shapes[key] += n
+        else:
+            self.shapes_truncated = True
+
+    def _count_label(self, label: Label, n: int) -> None:
+        lk = str(label)
+        if lk in self.labels or len(self.labels) < _MAX_DISTINCT:
+            self.labels[lk] += n
+        else:
+            self.labels_truncated = True
+        self.label_kinds.add("int" if isinstance(label, int) else "str")
 
     def to_dict(self) -> dict:
         return {
