@@ -14,7 +14,7 @@ from imgtui.backends.article import (
     open_article,
     restricted_loads,
 )
-from imgtui.backends.lmdb_store import LmdbBackend
+from imgtui.backends.lmdb import LmdbBackend
 from imgtui.errors import CorruptStoreError, WrongBackendError
 
 

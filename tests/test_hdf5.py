@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import imgtui
 from imgtui.backends import detect_backend, get_backend, open_store, path_size
-from imgtui.backends.hdf5_store import Hdf5Backend, Hdf5Reader
+from imgtui.backends.hdf5 import Hdf5Backend, Hdf5Reader
 from imgtui.errors import (
     CorruptStoreError,
     FormatVersionError,
@@ -297,7 +297,7 @@ def test_killed_writer_leaves_an_incomplete_store(tmp_path):
     p = tmp_path / "killed.h5"
     code = (
         "import os, numpy as np\n"
-        "from imgtui.backends.hdf5_store import Hdf5Backend\n"
+        "from imgtui.backends.hdf5 import Hdf5Backend\n"
         "from imgtui.records import Record\n"
         f"w = Hdf5Backend.writer({str(p)!r}, batch_size=2).__enter__()\n"
         "for i in range(7): w.write(Record(np.zeros((4, 4, 3), np.uint8), i))\n"

@@ -8,11 +8,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imgtui.backends.base import FORMAT_VERSION
-from imgtui.backends.lmdb_store import (
+from imgtui.backends.lmdb import LmdbBackend
+from imgtui.backends.lmdb.store import (
     DB_META,
     MANIFEST_KEY,
     MAX_DBS,
-    LmdbBackend,
     LmdbReader,
     LmdbWriter,
 )
@@ -314,7 +314,7 @@ def test_two_readers_same_store(tmp_path):
 
 
 def test_too_large_image_is_refused(tmp_path, monkeypatch):
-    import imgtui.backends.lmdb_store as mod
+    import imgtui.backends.lmdb.store as mod
 
     monkeypatch.setattr(mod, "MAX_VALUE_BYTES", 10_000)
     from imgtui.errors import InvalidRecordError

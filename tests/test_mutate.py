@@ -1,6 +1,7 @@
 """Changing stores: append, overwrite and delete through imgtui.append/overwrite/delete and
 ``imgtui append``; reports, statistics, rollback and a killed append."""
 
+import importlib
 import os
 import signal
 import subprocess
@@ -158,8 +159,9 @@ def test_mixed_labels_and_variable_shapes(tmp_path, backend, options):
 @pytest.mark.parametrize("small_txns", [False, True], ids=["one-txn", "many-txns"])
 def test_bad_record_rolls_the_append_back(tmp_path, backend, options, small_txns, monkeypatch):
     if small_txns:
-        monkeypatch.setattr(mutate, "TXN_BYTES", 1)  # LMDB: one transaction per block group
-        monkeypatch.setattr(mutate, "BATCH", 4)
+        for mod in (mutate, *(importlib.import_module(f"imgtui.backends.{b}.mutator") for b in ("disk", "lmdb", "hdf5"))):
+            monkeypatch.setattr(mod, "TXN_BYTES", 1)  # LMDB: one transaction per block group
+            monkeypatch.setattr(mod, "BATCH", 4)
         if backend == "lmdb":
             options = {"block_bytes": 4096}  # a block per record: the append spans many transactions
     base = records(N, 1)
@@ -171,8 +173,8 @@ def test_bad_record_rolls_the_append_back(tmp_path, backend, options, small_txns
         yield Record(np.zeros((4, 4), np.float32), 1, {})
 
     calls = []
-    real = mutate._LmdbMutator._txn
-    monkeypatch.setattr(mutate._LmdbMutator, "_txn", lambda self, fn: (calls.append(1), real(self, fn))[1])
+    real = __import__("imgtui.backends.lmdb.mutator", fromlist=["x"]).LmdbMutator._txn
+    monkeypatch.setattr(__import__("imgtui.backends.lmdb.mutator", fromlist=["x"]).LmdbMutator, "_txn", lambda self, fn: (calls.append(1), real(self, fn))[1])
     with pytest.raises(InvalidRecordError) as ei:
         imgtui.append(path, gen())
     if backend == "lmdb":  # one: nothing was written before the bad record; many: steps, then the rollback

@@ -24,7 +24,7 @@ SIZE = (140, 44)
 def _backends_available() -> bool:
     return all(
         importlib.util.find_spec(f"imgtui.backends.{m}") is not None
-        for m in ("disk", "lmdb_store", "hdf5_store")
+        for m in ("disk", "lmdb", "hdf5")
     )
 
 

@@ -13,20 +13,10 @@ from typing import Any
 from ..errors import ImgtuiError, StoreNotFoundError
 from .base import Backend, StoreReader, StoreWriter, VerifyResult, path_size  # noqa: F401
 
-BACKEND_NAMES = ("disk", "lmdb", "hdf5")
+from .registry import BACKENDS, available, canonical, get_backend  # noqa: F401
 
-
-def get_backend(name: str) -> type[Backend]:
-    name = name.lower().strip()
-    if name == "disk":
-        from .disk import DiskBackend as B
-    elif name == "lmdb":
-        from .lmdb_store import LmdbBackend as B
-    elif name in ("hdf5", "h5"):
-        from .hdf5_store import Hdf5Backend as B
-    else:
-        raise ImgtuiError(f"unknown backend {name!r} (choose from {', '.join(BACKEND_NAMES)})")
-    return B
+#: every registered backend's name (some may need an optional package: see ``available()``)
+BACKEND_NAMES = tuple(BACKENDS)
 
 
 def open_writer(path: str | os.PathLike, backend: str, **options: Any) -> StoreWriter:
@@ -42,7 +32,7 @@ def detect_backend(path: str | os.PathLike) -> str:
 
     if is_sharded(p):  # a folder of shards: report the shards' backend
         return sharded_backend(p)
-    for name in BACKEND_NAMES:
+    for name in available():
         if get_backend(name).detect(p):
             return name
     raise ImgtuiError(f"{p} is not an imgtui store (no disk, LMDB or HDF5 store found there)")

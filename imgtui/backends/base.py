@@ -624,14 +624,63 @@ def check_manifest(manifest: dict, backend: str, path: Path) -> dict:
     return manifest
 
 
+@dataclass(frozen=True)
+class Option:
+    """One backend option, declared once: the CLI flag, the app's field and validation come from it."""
+
+    name: str
+    type: type  # int, str or bool
+    default: Any
+    help: str
+    choices: tuple = ()
+    min: int | None = None
+    max: int | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, declared on the backend so callers ask it instead of keeping tables."""
+
+    #: append / overwrite / delete change the store without rewriting all of it
+    append_in_place: bool = True
+    overwrite_in_place: bool = True
+    delete_in_place: bool = True
+    #: records of different shapes in one store
+    variable_shapes: bool = True
+    #: pixel dtypes it stores losslessly
+    dtypes: tuple[str, ...] = ("uint8", "uint16")
+    #: the store is one file (else a folder)
+    single_file: bool = False
+    #: several processes may read one store at once
+    parallel_readers: bool = True
+    #: several threads of one process read in parallel (h5py serialises them)
+    parallel_threads: bool = True
+
+
 class Backend(ABC):
-    """A backend ties a writer and a reader class to a name and a path detector."""
+    """A backend ties a writer, a reader and a mutator class to a name, its options, its
+    capabilities and a path detector. Each backend is one package under ``imgtui/backends/``
+    plus one line in ``registry.py``."""
 
     name: ClassVar[str] = ""
+    #: name shown to people ("LMDB")
+    display_name: ClassVar[str] = ""
+    #: one line saying what the store is
+    description: ClassVar[str] = ""
+    #: colour of its lines and bars in plots and tables
+    colour: ClassVar[str] = "#888888"
     writer_cls: ClassVar[type[StoreWriter]]
     reader_cls: ClassVar[type[StoreReader]]
+    #: the class that appends, overwrites and deletes records (``imgtui.backends.mutate``)
+    mutator_cls: ClassVar[type | None] = None
     #: the file suffix suggested for new stores ('' for folders)
     suffix: ClassVar[str] = ""
+    options: ClassVar[tuple[Option, ...]] = ()
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     @classmethod
     def writer(cls, path: str | os.PathLike, **kwargs: Any) -> StoreWriter:
@@ -650,3 +699,7 @@ class Backend(ABC):
     def recipe(cls) -> str:
         """One line telling how to read a store of this backend without imgtui."""
         return ""
+
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        return {o.name: o.default for o in cls.options}

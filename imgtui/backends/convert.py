@@ -72,7 +72,7 @@ def export_png(
     The folder reads back with ``imgtui convert DEST ...`` (flat folder + labels.csv), bit-exact.
     Files go into sub-folders of 1,000 so no folder holds 100,000 files.
     """
-    from .disk import encode_png
+    from ..png import encode_png
 
     dest = Path(dest)
     if dest.exists():

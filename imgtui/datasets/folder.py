@@ -117,7 +117,7 @@ def _png16(im: Image.Image) -> bool:
 
 
 def _decode_png16(path: Path) -> np.ndarray:
-    from ..backends.disk import decode_png as decode_png16  # numpy + zlib decoder, lossless at 16 bits
+    from ..png import decode_png as decode_png16  # numpy + zlib decoder, lossless at 16 bits
 
     try:
         with open(path, "rb") as fh:

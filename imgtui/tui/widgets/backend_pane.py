@@ -16,7 +16,7 @@ from textual.message import Message
 from textual.validation import Integer, Regex
 from textual.widgets import Checkbox, Input, Label, Select
 
-from ...backends.disk import DEFAULT_PNG_LEVEL
+from ...png import DEFAULT_PNG_LEVEL
 from ...bench.model import BACKENDS, DEFAULT_EXPERIMENTS, EXPERIMENTS, METHODS
 
 COUNTS = (10, 100, 1_000, 10_000, 100_000)

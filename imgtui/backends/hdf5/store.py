@@ -63,15 +63,15 @@ from typing import Any, Iterator, Sequence
 import h5py
 import numpy as np
 
-from ..errors import (
+from ...errors import (
     CorruptStoreError,
     ImgtuiError,
     IncompleteStoreError,
     InvalidRecordError,
     StoreNotFoundError,
 )
-from ..records import Label, Record, dumps_metadata, loads_metadata
-from .base import (
+from ...records import Label, Record, dumps_metadata, loads_metadata
+from ..base import (
     FORMAT_VERSION,
     Backend,
     StoreReader,
@@ -244,7 +244,7 @@ class Hdf5Writer(StoreWriter):
         f.attrs["format"] = "imgtui"
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["backend"] = self.backend
-        from .. import __version__
+        from ... import __version__
 
         f.attrs["imgtui_version"] = __version__
         f.attrs["options"] = json.dumps(self.requested_options)
@@ -961,33 +961,3 @@ def _open_error(path: Path, exc: OSError) -> ImgtuiError:
 # ----------------------------------------------------------------------------------------------
 # backend
 # ----------------------------------------------------------------------------------------------
-
-
-class Hdf5Backend(Backend):
-    name = "hdf5"
-    writer_cls = Hdf5Writer
-    reader_cls = Hdf5Reader
-    suffix = ".h5"
-
-    @classmethod
-    def detect(cls, path: Path) -> bool:
-        p = Path(path)
-        if not p.is_file() or not _has_signature(p):
-            return False
-        try:
-            with h5py.File(p, "r") as f:
-                return _attr_str(f.attrs.get("format")) == "imgtui"
-        except OSError:
-            # HDF5 refuses to open it: an imgtui file whose writer was killed (or is still running)
-            # or a truncated/damaged one. The writer flushes its root attributes first, so an
-            # imgtui file names itself in its first bytes; the reader then explains what is wrong.
-            return _imgtui_marker_in_head(p)
-
-    @classmethod
-    def recipe(cls) -> str:
-        return (
-            "h5py.File(path)['images'][i] is record i (N x H x W [x C]); labels in 'labels' "
-            "(a str label is an int where 'label_is_int' is 1), metadata JSON in 'metadata'; "
-            "variable shapes: np.frombuffer(f['images_flat'][i], ['<u1','<u2'][f['dtypes'][i]])"
-            ".reshape(f['shapes'][i] without a trailing 0)"
-        )

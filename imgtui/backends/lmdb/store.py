@@ -39,7 +39,7 @@ from typing import Any, Iterator, Sequence
 import lmdb
 import numpy as np
 
-from ..errors import (
+from ...errors import (
     CorruptStoreError,
     ImgtuiError,
     IncompleteStoreError,
@@ -48,8 +48,8 @@ from ..errors import (
     StoreNotFoundError,
     WrongBackendError,
 )
-from ..records import Label, Record
-from .base import Backend, StoreReader, StoreWriter, check_manifest, disk_nearly_full
+from ...records import Label, Record
+from ..base import Backend, StoreReader, StoreWriter, check_manifest, disk_nearly_full
 
 _LABEL_JSON = json.JSONEncoder(ensure_ascii=False)
 #: the block header: magic, record count, index of the first record
@@ -774,27 +774,6 @@ class LmdbReader(StoreReader):
         if isinstance(nblocks, int) and nblocks != len(self._views) and not self._problems:
             out.append(f"the manifest lists {nblocks:,} blocks, the store holds {len(self._views):,}")
         return [f"{self.path}: {p}" for p in out]
-
-
-class LmdbBackend(Backend):
-    name = "lmdb"
-    writer_cls = LmdbWriter
-    reader_cls = LmdbReader
-    suffix = ".lmdb"
-
-    @classmethod
-    def detect(cls, path: Path) -> bool:
-        p = Path(path)
-        return p.is_dir() and (p / "data.mdb").is_file()
-
-    @classmethod
-    def recipe(cls) -> str:
-        return (
-            "lmdb.open(path, readonly=True, lock=False, max_dbs=4); db 'blocks': key = first record index "
-            "(8-byte big-endian), value = '<4sIQ' header (b'IMB1', count, first) + count 32-byte entries "
-            "'<u4 offset,nbytes,crc,h,w; <u2 c; u1 dtype(1=u8,2=u16),ndim,enc(0=raw,1=png); 7 pad' + payloads; "
-            "db 'labels': same keys, JSON [[label, metadata], ...]; db 'meta': key 'manifest' (JSON)"
-        )
 
 
 # ---------------------------------------------------------------------------------------------

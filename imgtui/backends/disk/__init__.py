@@ -1,0 +1,69 @@
+"""The disk backend: a folder with one lossless PNG per record, a CSV table and a manifest.
+
+``store.py`` writes and reads it, ``mutator.py`` changes it; see ``store.py`` for the layout.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..base import Backend, Capabilities, Option
+from .mutator import DiskMutator
+from .store import (  # noqa: F401
+    COLUMNS,
+    DEFAULT_PNG_LEVEL,
+    FILES_PER_FOLDER,
+    IMAGES,
+    MANIFEST,
+    TABLE,
+    DiskReader,
+    DiskWriter,
+    _is_disk_folder,
+    decode_png,
+    encode_png,
+    image_name,
+)
+
+
+class DiskBackend(Backend):
+    name = "disk"
+    display_name = "disk (PNG files)"
+    description = "a folder with one lossless PNG per record, records.csv and manifest.json"
+    colour = "#4c9be8"
+    suffix = ""
+    writer_cls = DiskWriter
+    reader_cls = DiskReader
+    mutator_cls = DiskMutator
+    options = (
+        Option("png_level", int, DEFAULT_PNG_LEVEL, "PNG zlib compression level (0 = none, 9 = smallest)", min=0, max=9),
+    )
+    capabilities = Capabilities(single_file=False, parallel_readers=True, parallel_threads=True)
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        path = Path(path)
+        if not path.is_dir():
+            return False
+        mpath = path / MANIFEST
+        if mpath.is_file():
+            try:
+                m = json.loads(mpath.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError):
+                return _is_disk_folder(path)
+            return isinstance(m, dict) and m.get("format") == "imgtui" and m.get("backend") == "disk"
+        if not _is_disk_folder(path):
+            return False
+        try:  # an incomplete store: records.csv written by imgtui (our header) + images/
+            with open(path / TABLE, encoding="utf-8", newline="") as f:
+                return f.readline().strip() == ",".join(COLUMNS)
+        except (OSError, UnicodeDecodeError):
+            return False
+
+    @classmethod
+    def recipe(cls) -> str:
+        return (
+            "pandas.read_csv('records.csv', dtype={'label': str}) lists every record; "
+            "PIL.Image.open(file) reads each PNG (reshape to the shape column; 16-bit RGB/RGBA files "
+            "need a 16-bit reader such as imgtui.backends.disk.decode_png or OpenCV)"
+        )
