@@ -165,7 +165,7 @@ class _InterruptFlag:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .backends.convert import convert
+    from .backends.convert import check_source_dest, convert
     from .errors import CancelledError
     from .datasets import open_dataset
 
@@ -176,6 +176,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         skipped.append(msg)
         print(f"imgtui: warning: {msg}", file=sys.stderr)
 
+    check_source_dest(args.source, args.dest, overwrite=args.overwrite)  # before reading or touching anything
     sharding = ("shard_size", "shards", "workers", "resume", "dask", "scheduler")
     if any(getattr(args, f, None) is not None and getattr(args, f) is not False for f in sharding):
         return _convert_sharded(args, options, warn, skipped)
@@ -206,6 +207,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_append(args: argparse.Namespace) -> int:
+    from .backends.convert import check_source_dest
     from .backends.mutate import append
     from .datasets import open_dataset
     from .errors import CancelledError
@@ -216,7 +218,9 @@ def cmd_append(args: argparse.Namespace) -> int:
         skipped.append(msg)
         print(f"imgtui: warning: {msg}", file=sys.stderr)
 
+    check_source_dest(args.source, args.store, overwrite=True, verb="append")  # before reading the source
     dataset = open_dataset(args.source, on_error=args.on_error, warn=warn)
+    check_source_dest(dataset, args.store, overwrite=True, verb="append")
     with _progress(args.quiet, "append") as prog:
         task = prog.add_task("append", total=dataset.length) if prog else None
 

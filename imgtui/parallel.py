@@ -285,6 +285,9 @@ def convert_sharded(
             raise ImgtuiError("with --scheduler give --shards N or --shard-size SIZE (one task per shard)")
         shards = max(workers, 2 if dask else 1)
     warn = warn or (lambda msg: None)
+    from .backends.convert import check_source_dest
+
+    check_source_dest(source, dest, overwrite=overwrite)  # before anything is touched
 
     dest = Path(dest)
     final_dest, build = dest, dest

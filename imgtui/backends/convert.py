@@ -38,6 +38,7 @@ def convert(
     On any exception (including KeyboardInterrupt and cancellation) the new store is rolled back
     and an existing store at ``dest`` is left as it was.
     """
+    check_source_dest(dataset, dest, overwrite=overwrite)
     total = dataset.length
     if limit is not None:
         total = limit if total is None else min(total, limit)
@@ -57,6 +58,67 @@ def convert(
             progress(n, total)
     seconds = time.perf_counter() - t0
     return {"count": n, "seconds": seconds, "bytes_on_disk": path_size(dest), "backend": backend, "path": str(dest)}
+
+
+# -- source and destination must not overlap ------------------------------------------------------
+def source_paths(source: Any) -> list[Path]:
+    """The files or folders a dataset (or a dataset spec string) reads from; [] for generated data."""
+    if isinstance(source, Dataset):
+        out = []
+        for attr in ("root", "path", "labels_csv"):
+            value = getattr(source, attr, None)
+            if isinstance(value, (str, os.PathLike)):
+                out.append(Path(value).expanduser())
+        return out
+    if source is None:
+        return []
+    text = str(source)
+    if not text.strip() or text.startswith(("synthetic", "medical")):
+        return []
+    if text.startswith("dicom:"):
+        text = text[len("dicom:"):]
+    elif ":" in text and not Path(text).exists():
+        text = text.rpartition(":")[0]  # name.npz:train
+    return [Path(text).expanduser()]
+
+
+def _real(path: str | os.PathLike) -> Path:
+    """``path`` with symlinks resolved as far as it exists (``foo/`` and ``foo`` alike)."""
+    return Path(os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(path)))))
+
+
+def _same(a: Path, b: Path) -> bool:
+    if a == b:
+        return True
+    try:
+        return os.path.samefile(a, b)  # also bind mounts and other aliases realpath cannot see
+    except OSError:
+        return False
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return any(_same(p, parent) for p in child.parents)
+
+
+def check_source_dest(source: Any, dest: str | os.PathLike, *, overwrite: bool, verb: str = "convert") -> None:
+    """Refuse, before anything is touched, a destination that is the source, lies inside it, or
+    (when ``overwrite`` would replace it) holds the source. One-line ``ImgtuiError``."""
+    d = _real(dest)
+    for src in source_paths(source):
+        s = _real(src)
+        if _same(s, d):
+            to = "to" if verb == "append" else "into"
+            raise ImgtuiError(f"cannot {verb} {src} {to} {dest}: they are the same path ({s}); choose another destination")
+        if _inside(d, s):
+            raise ImgtuiError(
+                f"cannot {verb} into {dest}: it lies inside the source {src}, which would be changed while it is "
+                "read; choose a destination outside it"
+            )
+        if overwrite and _inside(s, d) and (os.path.lexists(dest) or os.path.lexists(d)):
+            fate = "would change while it is read" if verb == "append" else "would be deleted by replacing it"
+            raise ImgtuiError(
+                f"cannot {verb} into {dest}: the source {src} lies inside it and {fate}; choose another destination"
+            )
 
 
 def export_png(
