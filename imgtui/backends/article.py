@@ -14,7 +14,6 @@ Two halves:
 from __future__ import annotations
 
 import csv
-import io
 import os
 import pickle
 import re
@@ -25,6 +24,7 @@ import numpy as np
 
 from ..errors import CorruptStoreError, StoreNotFoundError, WrongBackendError
 from ..records import Label, Record
+from ..safe_pickle import StandIn, safe_loads
 from .base import StoreReader, VerifyResult, _one_line
 
 # ---------------------------------------------------------------------------------------------
@@ -137,9 +137,10 @@ def read_many_hdf5(num_images, hdf5_dir):
 # ---------------------------------------------------------------------------------------------
 
 
-class _StandInCIFAR_Image:  # noqa: N801
+class _StandInCIFAR_Image(StandIn):  # noqa: N801
     """What an article pickle becomes: plain attributes, no code from the file."""
 
+    _fields = ("channels", "size", "image", "label")
     channels: Any
     size: Any
     image: Any
@@ -149,51 +150,11 @@ class _StandInCIFAR_Image:  # noqa: N801
         return np.frombuffer(self.image, dtype=np.uint8).reshape(*self.size, self.channels)
 
 
-def _np_scalar(dtype, data=None):  # numpy labels pickle as numpy.core.multiarray.scalar(dtype, bytes)
-    if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf":
-        raise pickle.UnpicklingError("refusing a non-numeric numpy scalar")
-    return np.frombuffer(data, dtype=dtype, count=1)[0]
-
-
-_ALLOWED: dict[tuple[str, str], Any] = {
-    ("copyreg", "_reconstructor"): None,  # filled below (protocol 0/1 pickles)
-    ("builtins", "object"): object,
-    ("numpy", "dtype"): np.dtype,
-    ("numpy.core.multiarray", "scalar"): _np_scalar,
-    ("numpy._core.multiarray", "scalar"): _np_scalar,
-}
-
-
-def _reconstructor(cls, base, state):
-    if cls is not _StandInCIFAR_Image or base is not object or state is not None:
-        raise pickle.UnpicklingError("refusing copyreg._reconstructor for anything but CIFAR_Image")
-    return object.__new__(cls)
-
-
-def _codecs_encode(text, encoding="utf-8"):  # protocol 0-2 pickles store bytes this way
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError("refusing _codecs.encode other than str -> latin1")
-    return text.encode("latin1")
-
-
-_ALLOWED[("copyreg", "_reconstructor")] = _reconstructor
-_ALLOWED[("copy_reg", "_reconstructor")] = _reconstructor  # protocol 0-2 spelling (Python 2 names)
-_ALLOWED[("__builtin__", "object")] = object
-_ALLOWED[("_codecs", "encode")] = _codecs_encode
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if name == "CIFAR_Image":
-            return _StandInCIFAR_Image
-        found = _ALLOWED.get((module, name))
-        if found is None:
-            raise CorruptStoreError(f"refusing to unpickle {module}.{name}")
-        return found
-
-
 def restricted_loads(data: bytes) -> Any:
-    return RestrictedUnpickler(io.BytesIO(data)).load()
+    """Unpickle an article LMDB value with the shared restricted unpickler (``imgtui.safe_pickle``):
+    a ``CIFAR_Image`` from any module becomes ``_StandInCIFAR_Image``; numpy labels become Python
+    numbers; anything else that is not plain data is refused with a one-line CorruptStoreError."""
+    return safe_loads(data, error=CorruptStoreError, classes={"CIFAR_Image": _StandInCIFAR_Image})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,10 +235,8 @@ class ArticleLmdbReader(_ArticleReader):
             raise CorruptStoreError(f"{self.path}: key {index:08} (record {index}) is missing")
         try:
             obj = restricted_loads(data)
-        except CorruptStoreError as exc:
+        except CorruptStoreError as exc:  # refused or unreadable, one line
             raise CorruptStoreError(f"{self.path}: record {index}: {exc}") from None
-        except Exception as exc:
-            raise CorruptStoreError(f"{self.path}: record {index} is not a readable pickle ({exc})") from None
         if not isinstance(obj, _StandInCIFAR_Image):
             raise CorruptStoreError(f"{self.path}: record {index} is a {type(obj).__name__}, not a CIFAR_Image")
         return obj

@@ -5,11 +5,16 @@
 ``cifar-100-python``). Folder order: ``data_batch_1..N`` (numeric), ``test_batch``, ``train``,
 ``test``.
 
-The files are pickles of dicts with bytes keys; they are loaded by ``SafeUnpickler``, which only
-resolves numpy's array reconstruction pieces (``_reconstruct``, ``_frombuffer``, ``ndarray``,
-``dtype``, and ``codecs.encode`` used by some py2->py3 pickles)
-and refuses any other global with ``DatasetError("refusing to unpickle module.name from file")``,
-so a malicious file cannot run code.
+The files are pickles of dicts with bytes keys; they are loaded by ``imgtui.safe_pickle`` (the
+restricted unpickler shared with the article reader), which builds only plain data and numpy
+arrays of plain numeric dtypes through its own stand-ins (never numpy's ``dtype`` state), and
+refuses any other global with ``DatasetError("refusing to unpickle module.name from file")``, so a
+malicious file can neither run code nor crash the process. On top of that a batch must have the
+real structure: a dict with bytes/str keys, ``data`` a uint8 ``N x 3072`` array (or ``N*3072``
+bytes), ``labels`` (CIFAR-10) or ``fine_labels`` (CIFAR-100) a list of ``N`` ints, optional
+``coarse_labels`` likewise, ``filenames`` ``N`` bytes/str, ``batch_label`` bytes/str. Labels are
+ints in ``[0, 2**31)``, and below the number of class names when a meta file names them. Other
+keys are ignored; anything else is a one-line ``DatasetError``.
 
 Records: image ``32x32x3`` uint8 (``data`` row reshaped ``(3, 32, 32)`` then channels last), label
 ``int`` (``labels`` or CIFAR-100 ``fine_labels``), metadata ``{"filename", "batch"}`` plus
@@ -23,8 +28,7 @@ known after opening: every batch is loaded (and validated) once at construction.
 
 from __future__ import annotations
 
-import io
-import pickle
+import os
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,50 +37,21 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..records import Record
+from ..safe_pickle import SafeUnpickler  # noqa: F401 - the unpickler; re-exported for callers and tests
+from ..safe_pickle import safe_loads as _safe_loads
 from .base import Dataset
 
 _BATCH_RE = re.compile(r"^(data_batch_\d+|test_batch|train|test)$")
 _META_NAMES = ("batches.meta", "meta")
 
 
-def _allowed() -> dict[tuple[str, str], Any]:
-    import codecs
-
-    try:
-        from numpy._core.multiarray import _reconstruct as rec
-        from numpy._core.numeric import _frombuffer as frombuf
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct as rec  # type: ignore[no-redef]
-        from numpy.core.numeric import _frombuffer as frombuf  # type: ignore[no-redef]
-    return {
-        ("numpy.core.multiarray", "_reconstruct"): rec,
-        ("numpy._core.multiarray", "_reconstruct"): rec,
-        # protocol-5 pickles of arrays (numpy >= 1.16)
-        ("numpy.core.numeric", "_frombuffer"): frombuf,
-        ("numpy._core.numeric", "_frombuffer"): frombuf,
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("codecs", "encode"): codecs.encode,
-        ("_codecs", "encode"): codecs.encode,
-    }
+_MAX_FILE_BYTES = 1 << 30  # the biggest real batch (CIFAR-100 train) is ~160 MB
+_MAX_LABEL = 2**31  # labels are ints in [0, 2**31), or in [0, number of names) when a meta file names them
 
 
-class SafeUnpickler(pickle.Unpickler):
-    """Unpickler that only builds plain data and numpy arrays."""
-
-    def __init__(self, file: Any, source: str = "<pickle>") -> None:
-        super().__init__(file, encoding="bytes")
-        self.source = source
-        self._allowed = _allowed()
-
-    def find_class(self, module: str, name: str) -> Any:
-        found = self._allowed.get((module, name))
-        if found is None:
-            raise DatasetError(f"refusing to unpickle {module}.{name} from {self.source}")
-        return found
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise DatasetError(f"refusing to unpickle a persistent reference from {self.source}")
+def safe_loads(data: bytes, source: str) -> Any:
+    """Unpickle CIFAR bytes with the shared restricted unpickler (``imgtui.safe_pickle``)."""
+    return _safe_loads(data, source, error=DatasetError, what="CIFAR batch file")
 
 
 def safe_load(path: str | Path) -> Any:
@@ -84,16 +59,14 @@ def safe_load(path: str | Path) -> Any:
     path = Path(path)
     try:
         with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > _MAX_FILE_BYTES:
+                raise DatasetError(f"{path}: {size:,} bytes is too big for a CIFAR batch file "
+                                   f"(at most {_MAX_FILE_BYTES:,})")
             data = fh.read()
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        return SafeUnpickler(io.BytesIO(data), str(path)).load()
-    except DatasetError:
-        raise
-    except Exception as exc:  # UnpicklingError, EOFError, ValueError, TypeError, ...
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DatasetError(f"{path}: not a readable CIFAR batch file ({reason})") from None
+    return safe_loads(data, str(path))
 
 
 def is_cifar_batch(path: str | Path) -> bool:
@@ -133,15 +106,48 @@ def _str(value: Any) -> str:
 
 
 def _clean(d: Any, path: Path) -> dict[str, Any]:
+    """The batch dict with str keys (Python 2 batches have bytes keys)."""
     if not isinstance(d, dict):
         raise DatasetError(f"{path}: not a CIFAR batch (expected a dict, got {type(d).__name__})")
-    return {_str(k): v for k, v in d.items()}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(k, bytes):
+            try:
+                k = k.decode("ascii")
+            except UnicodeDecodeError:
+                raise DatasetError(f"{path}: not a CIFAR batch (a key is not ASCII text)") from None
+        elif not isinstance(k, str):
+            raise DatasetError(f"{path}: not a CIFAR batch (a key is a {type(k).__name__}, not text)")
+        if k in out:
+            raise DatasetError(f"{path}: not a CIFAR batch (key {k[:40]!r} appears twice)")
+        out[k] = v
+    return out
+
+
+def _int_list(value: Any, n: int, limit: int, what: str, path: Path) -> list[int]:
+    """``value`` as ``n`` Python ints in ``[0, limit)``: a list/tuple of ints or a 1-D integer array."""
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "iu":
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or len(value) != n:
+        got = f"{len(value)} values" if isinstance(value, (list, tuple)) else f"a {type(value).__name__}"
+        raise DatasetError(f"{path}: CIFAR {what} must be {n} integers, got {got}")
+    for i, x in enumerate(value):
+        if type(x) is not int:
+            raise DatasetError(f"{path}: CIFAR {what} must be {n} integers, got a {type(x).__name__} at index {i}")
+        if not 0 <= x < limit:
+            raise DatasetError(f"{path}: CIFAR {what}[{i}] is {x}, outside 0..{limit - 1}")
+    return list(value)
 
 
 class _Batch:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fine_names: list[str] | None = None,
+                 coarse_names: list[str] | None = None) -> None:
         d = _clean(safe_load(path), path)
         data = d.get("data")
+        if isinstance(data, bytes):
+            if len(data) % 3072:
+                raise DatasetError(f"{path}: CIFAR 'data' must be N x 3072 uint8, got {len(data):,} bytes")
+            data = np.frombuffer(data, np.uint8).reshape(-1, 3072)
         if not isinstance(data, np.ndarray):
             raise DatasetError(f"{path}: not a CIFAR batch (no 'data' array)")
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
@@ -149,25 +155,37 @@ class _Batch:
                 f"{path}: CIFAR 'data' must be N x 3072 uint8, got {'x'.join(map(str, data.shape))} {data.dtype}"
             )
         n = data.shape[0]
-        labels = d.get("labels", d.get("fine_labels"))
-        if labels is None:
+        key = "labels" if "labels" in d else "fine_labels" if "fine_labels" in d else None
+        if key is None:
             raise DatasetError(f"{path}: CIFAR batch has no 'labels' or 'fine_labels'")
-        labels = np.asarray(labels)
-        if labels.shape != (n,) or labels.dtype.kind not in "iu":
-            raise DatasetError(f"{path}: CIFAR labels must be {n} integers, got shape {labels.shape}")
+        labels = _int_list(d[key], n, len(fine_names) if fine_names else _MAX_LABEL, "labels"
+                           if key == "labels" else key, path)
         coarse = d.get("coarse_labels")
         if coarse is not None:
-            coarse = np.asarray(coarse)
-            if coarse.shape != (n,) or coarse.dtype.kind not in "iu":
-                raise DatasetError(f"{path}: CIFAR coarse_labels must be {n} integers")
+            coarse = _int_list(coarse, n, len(coarse_names) if coarse_names else _MAX_LABEL, "coarse_labels", path)
         filenames = d.get("filenames")
-        if filenames is not None and len(filenames) != n:
-            raise DatasetError(f"{path}: {len(filenames)} filenames for {n} images")
+        if filenames is not None:
+            if not isinstance(filenames, (list, tuple)):
+                raise DatasetError(f"{path}: CIFAR filenames must be a list of {n} names, got a {type(filenames).__name__}")
+            if len(filenames) != n:
+                raise DatasetError(f"{path}: {len(filenames)} filenames for {n} images")
+            if not all(isinstance(f, (bytes, str)) for f in filenames):
+                raise DatasetError(f"{path}: CIFAR filenames must be text")
+        batch_label = d.get("batch_label")
+        if batch_label is not None and not isinstance(batch_label, (bytes, str)):
+            raise DatasetError(f"{path}: CIFAR batch_label must be text, got a {type(batch_label).__name__}")
         self.path, self.data, self.labels, self.coarse, self.filenames = path, data, labels, coarse, filenames
         self.n = n
 
 
+def _names(value: Any) -> list[str] | None:
+    if isinstance(value, (list, tuple)) and value and all(isinstance(x, (bytes, str)) for x in value):
+        return [_str(x) for x in value]
+    return None
+
+
 def _label_names(folder: Path) -> tuple[list[str] | None, list[str] | None]:
+    """Class names from ``batches.meta`` / ``meta`` next to the batches; (None, None) if absent or unusable."""
     for name in _META_NAMES:
         p = folder / name
         if p.is_file():
@@ -175,10 +193,8 @@ def _label_names(folder: Path) -> tuple[list[str] | None, list[str] | None]:
                 meta = _clean(safe_load(p), p)
             except DatasetError:
                 return None, None
-            fine = meta.get("label_names", meta.get("fine_label_names"))
-            coarse = meta.get("coarse_label_names")
-            return ([_str(x) for x in fine] if fine is not None else None,
-                    [_str(x) for x in coarse] if coarse is not None else None)
+            return (_names(meta.get("label_names", meta.get("fine_label_names"))),
+                    _names(meta.get("coarse_label_names")))
     return None, None
 
 
@@ -204,7 +220,7 @@ class CifarDataset(Dataset):
         self._counts: list[int] = []
         self._cache: _Batch | None = None  # the first batch (~30 MB), which every iteration starts with
         for f in self.files:
-            batch = _Batch(f)  # validates every batch now, so a bad one fails early
+            batch = self._load(f)  # validates every batch now, so a bad one fails early
             self._counts.append(batch.n)
             if self._cache is None:
                 self._cache = batch
@@ -218,15 +234,18 @@ class CifarDataset(Dataset):
         names = ", ".join(f.name for f in self.files)
         return f"{which} {self.path}: {self.length:,} images 32x32x3 from {names}"
 
+    def _load(self, f: Path) -> _Batch:
+        return _Batch(f, self.label_names, self.coarse_names)
+
     def _batch(self, f: Path) -> _Batch:
         if self._cache is not None and self._cache.path == f:
             return self._cache
-        return _Batch(f)
+        return self._load(f)
 
     def __iter__(self) -> Iterator[Record]:
         for f in self.files:
             b = self._batch(f)
-            labels = b.labels.tolist()
+            labels = b.labels
             step = 1000
             for lo in range(0, b.n, step):
                 # channels-last for a slice at once, then one small copy per record
@@ -243,7 +262,7 @@ class CifarDataset(Dataset):
         if self.label_names is not None and 0 <= label < len(self.label_names):
             meta["label_name"] = self.label_names[label]
         if b.coarse is not None:
-            c = int(b.coarse[i])
+            c = b.coarse[i]
             meta["coarse_label"] = c
             if self.coarse_names is not None and 0 <= c < len(self.coarse_names):
                 meta["coarse_label_name"] = self.coarse_names[c]
