@@ -214,6 +214,22 @@ def _shard_problem(task: ShardTask, msg: str) -> str:
     return f"{task.file}: {msg}"
 
 
+def _worker_init() -> None:
+    """Pool worker start-up: die with the process that started the pool. A conversion killed with
+    SIGKILL cannot shut its pool down, and a worker waiting for its next shard would live for ever
+    (Linux: PR_SET_PDEATHSIG, then check the parent did not die before it took effect)."""
+    parent = multiprocessing.parent_process()
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        pass
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)
+
+
 def write_shard(task: ShardTask) -> dict:
     """Worker entry point: open the source from its spec, write records [start, stop) as one shard."""
     warnings: list[str] = []
@@ -493,7 +509,7 @@ def _run_pool(todo, entries, workers, progress, cancel, total, done) -> int:
 
     k = min(workers, len(todo))
     build = Path(todo[0].dest)
-    pool = cf.ProcessPoolExecutor(max_workers=k, mp_context=multiprocessing.get_context("spawn"))
+    pool = cf.ProcessPoolExecutor(max_workers=k, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
     futures = {}
     try:
         futures = {pool.submit(write_shard, t): t for t in todo}

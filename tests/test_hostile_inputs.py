@@ -148,3 +148,56 @@ def test_unrelated_paths_still_convert(tmp_path, src, capsys):
     assert main(["convert", str(src), str(tmp_path / "srcx" / "st"), "-b", "disk", "-q"]) == 0
     assert main(["convert", str(src), str(tmp_path / "src2"), "-b", "disk", "-q"]) == 0
     assert main(["convert", str(src), str(tmp_path / "src2"), "-b", "disk", "-q", "--overwrite"]) == 0
+
+
+# -- no process outlives a killed conversion -----------------------------------------------------
+def _alive(proc) -> bool:
+    import psutil
+
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize(
+    "args, want",
+    [
+        (["-b", "disk"], 2),  # the PNG encoder pool
+        (["-b", "lmdb", "--shards", "4", "--workers", "2"], 2),  # shard workers
+        (["-b", "disk", "--shards", "4", "--workers", "2"], 4),  # shard workers and their encoders
+    ],
+    ids=["disk-encoders", "shard-workers", "shard-workers-with-encoders"],
+)
+def test_children_die_with_a_killed_convert(tmp_path, args, want):
+    psutil = pytest.importorskip("psutil")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux only")
+    dest = tmp_path / "x"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgtui", "convert", "synthetic:count=200000", str(dest), *args, "-q"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    kids: list = []
+    try:
+        parent = psutil.Process(proc.pid)
+        t0 = time.time()
+        while time.time() - t0 < 120 and proc.poll() is None:
+            kids = [k for k in parent.children(recursive=True) if _alive(k)]
+            if len(kids) >= want:
+                break
+            time.sleep(0.05)
+        assert len(kids) >= want, f"only {len(kids)} child processes appeared"
+        time.sleep(0.3)  # let them settle into their work
+        kids = parent.children(recursive=True)
+    finally:
+        proc.kill()
+        proc.wait()
+    t0 = time.time()
+    while any(_alive(k) for k in kids) and time.time() - t0 < 15:
+        time.sleep(0.05)
+    left = [k.pid for k in kids if _alive(k)]
+    for k in kids:  # never leave them behind, even when the test fails
+        if _alive(k):
+            k.kill()
+    assert left == [], f"processes outlived the killed convert: {left}"
