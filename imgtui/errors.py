@@ -43,6 +43,10 @@ class CorruptStoreError(StoreError):
     """The store's bytes do not match what its manifest or checksums say."""
 
 
+class StoreChangedError(StoreError):
+    """Another process changed the store after this reader opened it; reopen it."""
+
+
 class StoreFullError(StoreError):
     """The disk (or a fixed-size map) is full; the write was rolled back."""
 

@@ -492,7 +492,8 @@ def _run_streaming(ds, ctx, shard_bytes, limit, resume, progress, cancel) -> tup
 
 
 def _partials(build: Path) -> list[str]:
-    return [p.name[: -len(PARTIAL)] for p in shard_entries(build) if p.name.endswith(PARTIAL)]
+    # a shard is written to NAME.partial, which its writer builds at NAME.partial.imgtui-tmp-PID
+    return [p.name.split(PARTIAL)[0] for p in shard_entries(build) if PARTIAL in p.name]
 
 
 def _worker_failed(task: ShardTask, exc: BaseException) -> ImgtuiError:

@@ -143,26 +143,27 @@ def _wait_for(pred, timeout=60.0):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_killed_convert_is_incomplete_never_wrong(tmp_path, backend):
-    """SIGKILL in the middle of a write: the store opens as incomplete (or complete and valid)."""
+def test_killed_convert_leaves_nothing_at_dest_and_the_next_convert_cleans_up(tmp_path, backend):
+    """SIGKILL in the middle of a write: nothing at DEST (the store is built beside it); the next
+    convert to DEST removes the killed writer's temporary and writes a complete, valid store."""
     dest = dest_for(tmp_path, backend)
     proc = subprocess.Popen(
         [sys.executable, "-m", "imgtui", "convert", "synthetic:count=400000", str(dest), "-b", backend, "-q"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    tmp_build = lambda: [p for p in tmp_path.iterdir() if ".imgtui-tmp-" in p.name]  # noqa: E731
     try:
-        assert _wait_for(lambda: dest.exists() and imgtui.backends.path_size(dest) > 300_000), "convert never started writing"
+        assert _wait_for(lambda: any(imgtui.backends.path_size(p) > 300_000 for p in tmp_build())), "convert never started writing"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    try:
-        reader = open_store(dest)
-    except ImgtuiError as exc:
-        assert "incomplete" in str(exc)
-        return
-    with reader:  # complete: then every record must be right
+    assert not dest.exists()
+    assert tmp_build()
+    assert main(["convert", "synthetic:count=50", str(dest), "-b", backend, "-q"]) == 0
+    assert not tmp_build()
+    with open_store(dest) as reader:
         assert reader.verify().ok
-        ds = SyntheticDataset(count=400000)
+        ds = SyntheticDataset(count=50)
         for i in (0, len(reader) - 1):
             assert reader[i] == ds.record(i)
 

@@ -340,15 +340,18 @@ def test_incomplete_store(tmp_path):
                              "(interrupted or killed); re-create it with --overwrite")
 
 
-def test_killed_writer_leaves_an_incomplete_store(tmp_path):
+def test_unfinished_writer_builds_beside_the_store(tmp_path):
     w = open_writer(tmp_path / "s", "disk", batch_size=2)
     w.__enter__()
     w.write_many(Record(rand((3, 3)), i) for i in range(5))  # two batches on disk, no manifest
-    assert (tmp_path / "s" / "records.csv").read_text().count("\n") == 5
+    assert not (tmp_path / "s").exists()  # nothing half-written at the store's path
+    assert w.build_path.parent == tmp_path and ".imgtui-tmp-" in w.build_path.name
+    assert (w.build_path / "records.csv").read_text().count("\n") == 5
     with pytest.raises(IncompleteStoreError):
-        open_store(tmp_path / "s")
+        open_store(w.build_path)
     w.close()
     assert len(open_store(tmp_path / "s")) == 5
+    assert sorted(os.listdir(tmp_path)) == ["s"]  # no temporary and no lock file left
 
 
 def test_exists_without_overwrite_leaves_old_store(tmp_path):

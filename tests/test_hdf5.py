@@ -305,11 +305,14 @@ def test_killed_writer_leaves_an_incomplete_store(tmp_path):
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
-    assert p.exists()
-    assert Hdf5Backend.detect(p) and detect_backend(p) == "hdf5"
+    assert not p.exists()  # the writer builds beside the store's path
+    (tmp,) = [q for q in tmp_path.iterdir() if q.name.startswith("killed.h5.imgtui-tmp-")]
+    assert Hdf5Backend.detect(tmp) and detect_backend(tmp) == "hdf5"
     with pytest.raises(IncompleteStoreError) as ei:
-        open_store(p)
-    assert str(ei.value) == f"{p} {INCOMPLETE}"
+        open_store(tmp)
+    assert str(ei.value) == f"{tmp} {INCOMPLETE}"
+    write(p, make_records(2))  # the next writer of that path removes the killed one's temporary
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["killed.h5"]
 
 
 def _edit_manifest(path, **changes):

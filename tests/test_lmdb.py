@@ -193,6 +193,8 @@ def test_incomplete_store(tmp_path):
     w.__enter__()
     w.write_many(SyntheticDataset(count=600))  # some batches committed, no manifest
     w._env.close()  # as if the process were killed now
+    assert not p.exists()  # built beside the store's path
+    p = w.build_path
     with pytest.raises(IncompleteStoreError) as ei:
         LmdbBackend.open(p)
     assert str(ei.value) == (

@@ -73,15 +73,34 @@ def test_pickled_open_dataset_reads_in_another_process(tmp_path, kind):
     assert dataset[3][0].tobytes() == want.image.tobytes()  # the parent keeps working
 
 
-def test_reopens_after_fork(tmp_path, monkeypatch):
-    path, ds = make_store(tmp_path, "lmdb")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("backend", ["lmdb", "hdf5", "disk"])
+def test_reopens_after_fork(tmp_path, backend):
+    """A store opened (and read) in the parent: a forked child opens its own reader, and the
+    parent's reader still reads afterwards (LMDB environments are closed before a fork and
+    reopened on the next read)."""
+    path, ds = make_store(tmp_path, backend)
     dataset = ImageDataset(path)
     parent_reader = dataset.reader
-    real_pid = os.getpid()
-    monkeypatch.setattr(os, "getpid", lambda: real_pid + 1)  # as seen in a forked child
-    image, label = dataset[5]
-    assert dataset.reader is not parent_reader
-    assert np.array_equal(image, ds.record(5).image) and label == ds.record(5).label
+    assert dataset[3][1] == ds.record(3).label
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            image, label = dataset[5]
+            ok = dataset.reader is not parent_reader and np.array_equal(image, ds.record(5).image) and label == ds.record(5).label
+            os.write(w, b"ok" if ok else b"wrong")
+        except BaseException as exc:  # noqa: BLE001
+            os.write(w, repr(exc).encode()[:500])
+        os._exit(0)
+    os.close(w)
+    got = os.read(r, 600)
+    os.waitpid(pid, 0)
+    os.close(r)
+    assert got == b"ok"
+    image, label = dataset[6]  # the parent's reader, reopened
+    assert dataset.reader is parent_reader
+    assert np.array_equal(image, ds.record(6).image) and label == ds.record(6).label
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

@@ -47,6 +47,17 @@ from ..errors import (
     StoreFullError,
 )
 from ..records import Label, Record, checksum, validate_record
+from .safety import (  # noqa: F401  (fsync_dir, remove_path: used by the backends through base)
+    WriterLock,
+    clean_stale,
+    fsync_dir,
+    is_locked,
+    stale_temporaries,
+    fsync_tree,
+    remove_path,
+    replace_path,
+    temp_path,
+)
 
 #: version of the on-disk layout written by this imgtui; readers refuse newer versions
 FORMAT_VERSION = 1
@@ -94,20 +105,6 @@ def is_disk_full_error(exc: BaseException) -> bool:
     return getattr(exc, "errno", None) == 28 or "No space left" in str(exc) or "[Errno 28]" in str(exc)
 
 
-def fsync_dir(path: str | os.PathLike) -> None:
-    """fsync a directory so a rename inside it survives a crash (best effort)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temp file, flush + fsync, ``os.replace``, directory fsync:
     readers see the old file or the whole new one, never half of it."""
@@ -118,17 +115,6 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
-
-
-def remove_path(path: str | os.PathLike) -> None:
-    p = Path(path)
-    if p.is_dir() and not p.is_symlink():
-        shutil.rmtree(p, ignore_errors=True)
-    elif p.exists() or p.is_symlink():
-        try:
-            p.unlink()
-        except OSError:
-            pass
 
 
 @dataclass
@@ -235,9 +221,11 @@ class StoreWriter(ABC):
         overwrite: bool = False,
         batch_size: int | None = None,
         expected_count: int | None = None,
+        lock: bool = True,
         **options: Any,
     ) -> None:
         self.path = Path(path)
+        self._lock = None
         self.overwrite = overwrite
         self.batch_size = int(batch_size or self.default_batch_size)
         self.expected_count = expected_count
@@ -247,17 +235,25 @@ class StoreWriter(ABC):
         self._checksums_batch: list[int] = []
         self._open = False
         self._finished = False
-        if self.path.exists() or self.path.is_symlink():
-            if not overwrite:
+        if not self.path.parent.exists():
+            raise ImgtuiError(f"cannot write {self.path}: folder {self.path.parent} does not exist")
+        # one writer at a time: held until the store is in place (or rolled back); ``lock=False``
+        # for writers that a change runs while it holds the store's lock itself
+        self._lock = WriterLock(self.path, "write").acquire() if lock else WriterLock(self.path)
+        try:
+            if lock:
+                clean_stale(self.path)  # temporaries of writers killed earlier
+            if (self.path.exists() or self.path.is_symlink()) and not overwrite:
                 raise StoreExistsError(
                     f"{self.path} already exists; choose another destination or pass --overwrite"
                 )
-            self.build_path = self.path.with_name(f"{self.path.name}.imgtui-tmp-{os.getpid()}")
-            remove_path(self.build_path)
-        else:
-            if not self.path.parent.exists():
-                raise ImgtuiError(f"cannot write {self.path}: folder {self.path.parent} does not exist")
-            self.build_path = self.path
+        except BaseException:
+            self._lock.release()
+            raise
+        # the store is built beside its path and switched in when complete: a kill leaves the old
+        # store (or nothing) at ``path``, never a half-written one
+        self.build_path = temp_path(self.path, "tmp")
+        remove_path(self.build_path)
 
     # -- options ---------------------------------------------------------------------------
     @classmethod
@@ -416,12 +412,23 @@ class StoreWriter(ABC):
             if not isinstance(exc, StoreFullError) and is_disk_full_error(exc):
                 raise StoreFullError(f"disk full while writing {self.path}: no space left on device") from None
             raise
+        try:
+            if self.build_path != self.path:
+                fsync_tree(self.build_path)  # durable before it becomes the store
+                replace_path(self.build_path, self.path)
+        except BaseException as exc:
+            self._finished = False
+            self.abort()
+            if is_disk_full_error(exc):
+                raise StoreFullError(f"disk full while writing {self.path}: no space left on device") from None
+            raise
         self._finished = True
-        if self.build_path != self.path:
-            old = self.path.with_name(f"{self.path.name}.imgtui-old-{os.getpid()}")
-            os.rename(self.path, old)
-            os.rename(self.build_path, self.path)
-            remove_path(old)
+        self._lock.release()
+
+    def __del__(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None and not getattr(self, "_finished", True):
+            lock.release()  # a writer dropped without close() or abort(): let others write
 
     def abort(self) -> None:
         """Roll back: close handles and remove what this writer created. Never raises."""
@@ -432,7 +439,11 @@ class StoreWriter(ABC):
             self._close_on_error()
         except Exception:
             pass
-        remove_path(self.build_path)
+        if self.build_path != self.path:
+            remove_path(self.build_path)
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
 
 
 @dataclass
@@ -440,10 +451,13 @@ class VerifyResult:
     ok: bool
     checked: int
     errors: list[str] = field(default_factory=list)
+    #: what is not wrong with the records but worth saying (leftovers of an interrupted change)
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         if self.ok:
-            return f"OK: {self.checked:,} records verified"
+            note = f" (note: {self.notes[0]})" if self.notes else ""
+            return f"OK: {self.checked:,} records verified{note}"
         more = f" (+{len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
         return f"FAILED: {len(self.errors):,} problem(s) in {self.checked:,} records: {self.errors[0]}{more}"
 
@@ -535,6 +549,7 @@ class StoreReader(ABC):
             "labels": m.get("labels", {}),
             "label_kinds": m.get("label_kinds", []),
             "options": m.get("options", {}),
+            "leftovers": self.leftovers(),
         }
 
     def verify(
@@ -579,7 +594,19 @@ class StoreReader(ABC):
         errors.extend(self._verify_extra())
         if checked == n:
             errors.extend(self._verify_labels())
-        return VerifyResult(ok=not errors and checked == n, checked=checked, errors=errors)
+        return VerifyResult(ok=not errors and checked == n, checked=checked, errors=errors, notes=self.leftovers())
+
+    def leftovers(self) -> list[str]:
+        """What interrupted writes or changes left beside or inside the store (one line each); the
+        records read are not affected, ``imgtui repair`` removes them."""
+        if is_locked(self.path):
+            return []  # a writer is at work
+        out = [f"{t.name}: left beside the store by an interrupted write (imgtui repair {self.path} removes it)"
+               for t in stale_temporaries(self.path)]
+        return out + self._leftovers()
+
+    def _leftovers(self) -> list[str]:
+        return []
 
     def _verify_labels(self) -> list[str]:
         """The labels read back must match the label histogram the writer recorded in the manifest

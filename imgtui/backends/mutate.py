@@ -63,7 +63,9 @@ from ..errors import (
 )
 from ..records import Record, checksum, validate_record
 from .registry import get_backend
-from .base import WriteStats, atomic_write_text, fsync_dir, path_size, remove_path
+from .base import WriteStats, path_size
+from .safety import WriterLock, clean_stale, is_locked, stale_temporaries
+from .sharded import is_sharded
 
 ProgressFn = Callable[[int, "int | None"], None]
 CancelFn = Callable[[], bool]
@@ -90,39 +92,79 @@ def append(
 
     All or nothing: a record that cannot be stored (or a cancel) rolls the append back.
     """
-    path, backend, manifest, n = _prepare(store)
+    path = Path(store)
     src = getattr(records, "path", None)
     if src is not None and getattr(records, "kind", None) == "store" and _same_path(src, path):
+        _prepare_path(path)
         raise StoreError(f"cannot append {path} to itself: the store is read while it changes; copy it first")
     total = _known_len(records)
-    m = _mutator(backend)(path, manifest, n)
-    try:
-        return m.run("append", lambda: m.append(records, total, progress, cancel))
-    except InvalidRecordError as exc:
-        raise InvalidRecordError(f"cannot append to {path}: {exc}; nothing was appended") from None
+    with _Change(path, "append") as m:
+        try:
+            return m.run("append", lambda: m.append(records, total, progress, cancel))
+        except InvalidRecordError as exc:
+            raise InvalidRecordError(f"cannot append to {path}: {exc}; nothing was appended") from None
 
 
 def overwrite(store: str | os.PathLike, changes: Mapping[int, Record | tuple]) -> dict:
     """Replace records: ``changes`` maps a record index to its new record (any shape, label, metadata)."""
-    path, backend, manifest, n = _prepare(store)
+    path = Path(store)
     if not isinstance(changes, Mapping):
         raise ImgtuiError(f"overwrite: expected a dict {{index: record}}, got {type(changes).__name__}")
-    clean: dict[int, Record] = {}
-    m = _mutator(backend)(path, manifest, n)
-    for key, rec in changes.items():
-        i = _check_index(key, n, path)
-        if i in clean:
-            raise ImgtuiError(f"overwrite: record {i} is given twice (as {key!r})")
-        clean[i] = m.check(validate_record(rec, i), i)
-    return m.run("overwrite", lambda: m.overwrite(dict(sorted(clean.items()))))
+    with _Change(path, "overwrite") as m:
+        clean: dict[int, Record] = {}
+        for key, rec in changes.items():
+            i = _check_index(key, m.n, path)
+            if i in clean:
+                raise ImgtuiError(f"overwrite: record {i} is given twice (as {key!r})")
+            clean[i] = m.check(validate_record(rec, i), i)
+        return m.run("overwrite", lambda: m.overwrite(dict(sorted(clean.items()))))
 
 
 def delete(store: str | os.PathLike, indices: Iterable[int]) -> dict:
     """Delete the records at ``indices``; the records behind them shift down (indices stay dense)."""
-    path, backend, manifest, n = _prepare(store)
-    idx = sorted({_check_index(i, n, path) for i in indices})
-    m = _mutator(backend)(path, manifest, n)
-    return m.run("delete", lambda: m.delete(idx))
+    path = Path(store)
+    with _Change(path, "delete") as m:
+        idx = sorted({_check_index(i, m.n, path) for i in indices})
+        return m.run("delete", lambda: m.delete(idx))
+
+
+def repair(store: str | os.PathLike) -> dict:
+    """Finish or roll back what an interrupted write or change left behind, and remove stale
+    temporaries. Returns ``{"path", "backend", "actions": [one line each]}``; ``actions`` is
+    empty when there was nothing to do. A damaged store (bit rot, missing files) is not repaired:
+    ``verify`` names its bad records."""
+    from . import detect_backend
+
+    path = Path(store)
+    with WriterLock(path, "repair"):
+        actions = clean_stale(path)
+        if not path.exists():
+            raise StoreNotFoundError(f"{path}: no such store" + (f" ({'; '.join(actions)})" if actions else ""))
+        if is_sharded(path):
+            raise StoreError(f"{path} is a sharded store: repair its shards one by one")
+        backend = detect_backend(path)
+        cls = get_backend(backend).mutator_cls
+        if cls is not None:
+            actions += cls.repair(path)
+    return {"path": str(path), "backend": backend, "actions": actions}
+
+
+def leftovers(store: str | os.PathLike) -> list[str]:
+    """What an interrupted write or change left beside or inside ``store`` (one line each), without
+    changing anything: ``info`` and ``verify`` show it, ``repair`` removes it."""
+    from . import detect_backend
+
+    path = Path(store)
+    if is_locked(path):
+        return []  # a writer is at work: its temporaries are not leftovers
+    out = [f"{t.name}: temporary of an interrupted write" for t in stale_temporaries(path)]
+    try:
+        cls = get_backend(detect_backend(path)).mutator_cls
+    except ImgtuiError:
+        return out
+    if cls is not None:
+        out += cls.leftovers(path)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,22 +172,53 @@ def delete(store: str | os.PathLike, indices: Iterable[int]) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def _prepare(store: str | os.PathLike) -> tuple[Path, str, dict, int]:
-    """Check the store opens (complete, known backend) and return (path, backend, manifest, count)."""
-    from . import open_store
-    from .sharded import is_sharded
-
-    path = Path(store)
+def _prepare_path(path: Path) -> None:
     if not path.exists():
         raise StoreNotFoundError(f"{path}: no such store")
     if is_sharded(path):
         raise StoreError(
             f"{path} is a sharded store: change its shards one by one, or convert it into a single store"
         )
-    with open_store(path) as r:
-        if get_backend(r.backend).mutator_cls is None:
-            raise StoreError(f"{path}: a {r.backend} store cannot be changed")
-        return path, r.backend, dict(r.manifest), len(r)
+
+
+class _Change:
+    """The frame of every change: the store's writer lock for the whole change, leftovers of
+    interrupted changes finished or rolled back first, then the backend's mutator."""
+
+    def __init__(self, path: Path, op: str) -> None:
+        self.path = path
+        self.op = op
+        self.lock = WriterLock(path, op)
+
+    def __enter__(self) -> "_Mutator":
+        from . import open_store
+
+        _prepare_path(self.path)
+        self.lock.acquire()
+        try:
+            clean_stale(self.path)
+            cls = None
+            try:
+                with open_store(self.path) as r:
+                    backend = r.backend
+            except ImgtuiError:
+                from . import detect_backend
+
+                backend = detect_backend(self.path)
+                cls = _mutator(backend)
+                if not cls.repair(self.path):
+                    raise
+            cls = cls or _mutator(backend)
+            cls.repair(self.path)
+            with open_store(self.path) as r:
+                manifest, n = dict(r.manifest), len(r)
+            return cls(self.path, manifest, n)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        self.lock.release()
 
 
 def _mutator(backend: str) -> type["_Mutator"]:
@@ -237,6 +310,17 @@ class _Mutator:
     def check(self, rec: Record, index: int) -> Record:
         """Backend limits on a validated record (raise InvalidRecordError)."""
         return rec
+
+    @classmethod
+    def repair(cls, path: Path) -> list[str]:
+        """Finish or roll back an interrupted change inside the store (the caller holds the lock);
+        one line per action."""
+        return []
+
+    @classmethod
+    def leftovers(cls, path: Path) -> list[str]:
+        """What ``repair`` would do, without doing it."""
+        return []
 
     def _valid(self, raw: Any, index: int) -> Record:
         return self.check(validate_record(raw, index), index)

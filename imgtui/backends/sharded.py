@@ -54,6 +54,8 @@ PARTIAL = ".partial"
 CHECKSUM_KIND = "crc32 of the shard's per-record pixel crc32 list (uint32 little-endian)"
 
 _SHARD_RE = re.compile(r"^shard-(\d{5,})(\.h5|\.lmdb)?(\.partial)?$")
+#: shard names plus the temporaries their writers build beside them (``... .imgtui-tmp-PID``)
+_ENTRY_RE = re.compile(r"^shard-(\d{5,})(\.h5|\.lmdb)?(\.partial)?(\.imgtui-[a-z]+-\d+)?$")
 _SUFFIX_BACKEND = {".h5": "hdf5", ".lmdb": "lmdb", "": "disk"}
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(i?)(b?)\s*$", re.IGNORECASE)
 
@@ -144,7 +146,7 @@ def _load_json(path: Path) -> Any:
 def shard_entries(path: Path) -> list[Path]:
     """Files/folders in ``path`` named like shards (``shard-00000...``), sorted."""
     try:
-        return sorted(p for p in Path(path).iterdir() if _SHARD_RE.match(p.name))
+        return sorted(p for p in Path(path).iterdir() if _ENTRY_RE.match(p.name))
     except OSError:
         return []
 
@@ -176,7 +178,7 @@ def sharded_backend(path: str | os.PathLike) -> str:
     if isinstance(plan, dict) and isinstance(plan.get("backend"), str):
         return plan["backend"]
     for e in shard_entries(p):
-        return _SUFFIX_BACKEND[_SHARD_RE.match(e.name).group(2) or ""]
+        return _SUFFIX_BACKEND[_ENTRY_RE.match(e.name).group(2) or ""]
     return "disk"
 
 

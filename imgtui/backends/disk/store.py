@@ -55,6 +55,7 @@ from ...errors import (
     ImgtuiError,
     IncompleteStoreError,
     StoreFullError,
+    StoreChangedError,
     StoreNotFoundError,
     WrongBackendError,
 )
@@ -64,6 +65,8 @@ from ..base import Backend, StoreReader, StoreWriter, atomic_write_text, check_m
 
 MANIFEST = "manifest.json"
 TABLE = "records.csv"
+#: the intent record of a change in progress (see mutator.py)
+INTENT = ".imgtui-change.json"
 IMAGES = "images"
 FILES_PER_FOLDER = 1000
 COLUMNS = ("index", "file", "label", "label_type", "shape", "dtype", "crc32", "metadata")
@@ -241,6 +244,17 @@ class DiskWriter(StoreWriter):
 # reader
 # ---------------------------------------------------------------------------------------------
 _SHAPE_RE = re.compile(r"^[1-9][0-9]*x[1-9][0-9]*(x[134])?$")
+#: the only file names a table may list: PNGs under images/NNN/ (a hostile table cannot make
+#: imgtui read, or a change remove, anything outside the store)
+FILE_RE = re.compile(r"^images/[0-9]{3,}/[0-9]{6,}(-[0-9]+)?\.png$")
+_TABLE_NAME_RE = re.compile(r"^records(-[0-9]+)?\.csv$")
+
+
+def _table_of(manifest: dict, path: Path) -> str:
+    name = manifest.get("table") or TABLE
+    if not isinstance(name, str) or not _TABLE_NAME_RE.match(name):
+        raise CorruptStoreError(f"{path}: {MANIFEST} names the table {name!r}, not records[-N].csv")
+    return name
 
 
 def _is_disk_folder(path: Path) -> bool:
@@ -274,10 +288,12 @@ class DiskReader(StoreReader):
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise CorruptStoreError(f"{mpath}: cannot be read ({exc})") from None
         self.manifest = check_manifest(manifest, "disk", p)
+        self._table_name = _table_of(self.manifest, p)
+        self._generation = self.manifest.get("generation", 0)
         self._load_table()
 
     def _load_table(self) -> None:
-        tpath = self.path / TABLE
+        tpath = self.path / self._table_name
         labels: list[Label] = []
         int_labels = True
         shape_codes: list[int] = []
@@ -316,6 +332,10 @@ class DiskReader(StoreReader):
                     crcs.append(int(crc))
                     meta.append(None if md in ("", "{}") else md)
                     if name != image_name(n):
+                        if not FILE_RE.match(name):
+                            raise CorruptStoreError(
+                                f"{tpath} line {line}: file {name!r} is not a PNG under images/ of the store"
+                            )
                         files[n] = name
             except csv.Error as exc:
                 raise CorruptStoreError(f"{tpath} line {reader.line_num}: {exc}") from None
@@ -353,6 +373,7 @@ class DiskReader(StoreReader):
             with open(path, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
+            self._check_unchanged()
             raise CorruptStoreError(f"{path}: image file of record {i} is missing") from None
         except OSError as exc:
             raise CorruptStoreError(f"{path}: cannot read record {i} ({exc.strerror})") from None
@@ -367,6 +388,16 @@ class DiskReader(StoreReader):
                 f"records.csv says {'x'.join(map(str, shape))} {dtype}"
             )
         return img if img.shape == shape else img.reshape(shape)
+
+    def _check_unchanged(self) -> None:
+        """Raise StoreChangedError when the store was changed since this reader opened it (a change
+        removes the files the new store no longer uses)."""
+        try:
+            m = json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            return
+        if isinstance(m, dict) and (m.get("generation", 0) != self._generation or m.get("table", TABLE) != self._table_name):
+            raise StoreChangedError(f"{self.path}: the store changed since it was opened; reopen it")
 
     def _read(self, index: int) -> Record:
         md = self._meta[index]
@@ -401,7 +432,7 @@ class DiskReader(StoreReader):
         problems: list[str] = []
         count = self.manifest.get("count")
         if count != self._n:
-            problems.append(f"{self.path / TABLE} has {self._n:,} rows but {MANIFEST} says {count} records")
+            problems.append(f"{self.path / self._table_name} has {self._n:,} rows but {MANIFEST} says {count} records")
         listed = {self.file_of(i) for i in range(self._n)}
         found: set[str] = set()
         root = self.path / IMAGES
@@ -414,12 +445,24 @@ class DiskReader(StoreReader):
             name = self.file_of(i)
             if name not in found:
                 problems.append(f"record {i}: image file {name} is missing")
+        if (self.path / INTENT).exists():
+            return problems  # the extra files are an interrupted change's: a note says so, repair removes them
         for name in sorted(found - listed):
-            problems.append(f"{name}: extra file not listed in {TABLE}")
+            problems.append(f"{name}: extra file not listed in {self._table_name}")
         for name in sorted(os.listdir(self.path)):
-            if name not in (MANIFEST, TABLE, IMAGES):
+            if name not in (MANIFEST, self._table_name, IMAGES):
                 problems.append(f"{name}: unexpected file in the store folder")
         return problems
+
+    def _leftovers(self) -> list[str]:
+        if not (self.path / INTENT).exists():
+            return []
+        try:
+            op = json.loads((self.path / INTENT).read_text(encoding="utf-8")).get("op", "change")
+        except (OSError, ValueError, AttributeError):
+            op = "change"
+        return [f"an interrupted {op} left files in the store; the records read are the store as it was "
+                f"before it (imgtui repair {self.path} removes them)"]
 
     def info(self) -> dict:
         d = super().info()

@@ -1,153 +1,132 @@
-"""Append, overwrite and delete on an HDF5 store."""
+"""Append, overwrite and delete on an HDF5 store, crash-safe by copy-on-write.
+
+HDF5 cannot change a file atomically: a process killed while it writes leaves the file's metadata
+half-updated and often unreadable. So a change never opens the store for writing. It copies the
+file beside it (``NAME.imgtui-change-PID``; a reflink where the filesystem has them, else the
+kernel's copy), changes the copy (or, for a delete or a layout migration, writes a fresh file),
+makes it durable and replaces the store with it in one ``os.replace``: at any kill moment the path
+holds the old file or the new one. The next writer (or ``imgtui repair``) removes a copy left by a
+killed change. Readers that had the old file open keep reading the old file, unchanged.
+
+The price is one copy of the file per change (measured in the report's ``seconds``): an append of a
+few records to a very large store costs a full copy unless the filesystem reflinks (XFS, btrfs).
+"""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import h5py
 import numpy as np
 
-from ...errors import CorruptStoreError, InvalidRecordError, StoreError
+from ...errors import StoreError, StoreFullError
 from ...records import Record, checksum
-from ..base import WriteStats, atomic_write_text, fsync_dir, remove_path
-from ..mutate import (
-    BATCH,
-    TXN_BYTES,
-    _batches,
-    _cancelled,
-    _first_line,
-    _Mutator,
-    _new_manifest,
-    _stat_items,
-    _stats_remove,
-)
+from ..base import WriteStats
+from ..mutate import BATCH, _batches, _cancelled, _first_line, _Mutator, _new_manifest, _stat_items, _stats_remove
+from ..safety import copy_file, fsync_file, remove_path, replace_path, temp_path
+from . import store as H
 
 
-_HDF5_CLASSES: dict[str, type] = {}
+class Appender(H.Hdf5Writer):
+    """The HDF5 writer resumed on an existing, complete file: its write path, its migrations
+    (fixed -> variable shapes, int -> mixed labels, contiguous -> rewritten) and its manifest."""
+
+    def __init__(self, path: Path, store: Path, manifest: dict, grow_to: int | None) -> None:
+        """``path``: the working copy of ``store`` that this writer changes (under the store's lock)."""
+        opts = dict(manifest.get("options") or {})
+        h = manifest.get("hdf5") or {}
+        keep = {k: opts.get(k) for k in ("layout", "compression", "level", "chunk_records")}
+        super().__init__(path, overwrite=True, expected_count=grow_to, lock=False, **keep)
+        self.build_path = self.path
+        self._rewrite_path = temp_path(store, "rewrite")
+        self.requested_options = h.get("requested_options", opts)
+        self.notes = list(h.get("notes", []))
+        self.first_note = len(self.notes)
+        self.stats = WriteStats.from_dict(manifest)
+        self.old_manifest = manifest
+        self.grow_to = grow_to
+        self.rewrites = 0
+        self._label_mode = h.get("label_mode", "int")
+        self._metadata_records = int(h.get("metadata_records", 0))
+        self._f = _open_rw(self.path)
+        f = self._f
+        if "images" in f:
+            ds = f["images"]
+            self._kind = "fixed"
+            self._shape = tuple(ds.shape[1:])
+            self._dtype = ds.dtype
+            self._layout = "chunked" if ds.chunks else "contiguous"
+            self._alloc = int(ds.shape[0])
+            rec_bytes = int(np.prod(self._shape)) * ds.dtype.itemsize
+            self._chunk_records = ds.chunks[0] if ds.chunks else (
+                opts.get("chunk_records") or max(1, H.CHUNK_TARGET_BYTES // max(1, rec_bytes)))
+        elif "images_flat" in f:
+            self._kind = "variable"
+        self._open = True
+        if "complete" in f.attrs:  # from here on the store reads as incomplete
+            del f.attrs["complete"]
+        f.flush()
+
+    def manifest(self, **extra: Any) -> dict:
+        m = super().manifest(**extra)
+        m["created"] = self.old_manifest.get("created", m["created"])
+        m["modified"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        return m
+
+    def _rewrite(self, n: int, kind: str, layout: str = "chunked", alloc: int | None = None) -> None:
+        self.rewrites += 1
+        super()._rewrite(n, kind, layout, alloc)
+
+    def _write_batch(self, records: list[Record], checksums: list[int], start: int) -> None:
+        k = len(records)
+        if self._kind == "fixed" and self._layout == "contiguous" and start + k > self._alloc and all(
+            r.image.shape == self._shape and r.image.dtype == self._dtype for r in records
+        ):
+            if self.grow_to is not None and self.grow_to >= start + k:
+                self.notes.append(
+                    f"append: a contiguous dataset cannot grow; rewritten contiguous with room for {self.grow_to:,} records")
+                self._rewrite(start, kind="fixed", layout="contiguous", alloc=self.grow_to)
+            else:
+                self.notes.append("append of unknown length: a contiguous dataset cannot grow; rewritten as chunked")
+                self._rewrite(start, kind="fixed", layout="chunked")
+        super()._write_batch(records, checksums, start)
+
+    def abort(self) -> None:
+        """Close the working copy; the mutator removes it (the store itself was never touched)."""
+        if self._finished:
+            return
+        self._finished = True
+        self._batch, self._checksums_batch = [], []
+        self._close_on_error()
 
 
-def _hdf5_classes() -> dict[str, type]:
-    """Writer subclasses (built on first use: h5py is imported only when an HDF5 store changes)."""
-    if _HDF5_CLASSES:
-        return _HDF5_CLASSES
-    from . import store as H
+class Rebuilder(H.Hdf5Writer):
+    """A fresh file for a rewrite, keeping the old manifest's history (created, notes)."""
 
-    class Appender(H.Hdf5Writer):
-        """The HDF5 writer resumed on an existing, complete file: its write path, its migrations
-        (fixed -> variable shapes, int -> mixed labels, contiguous -> rewritten) and its manifest."""
+    def setup(self, manifest: dict, note: str) -> None:
+        h = manifest.get("hdf5") or {}
+        self.old_manifest = manifest
+        self.requested_options = h.get("requested_options", self.requested_options)
+        self.notes = list(h.get("notes", [])) + [note]
 
-        def __init__(self, path: Path, manifest: dict, grow_to: int | None) -> None:
-            opts = dict(manifest.get("options") or {})
-            h = manifest.get("hdf5") or {}
-            keep = {k: opts.get(k) for k in ("layout", "compression", "level", "chunk_records")}
-            super().__init__(path, overwrite=True, expected_count=grow_to, **keep)
-            self.build_path = self.path
-            self._rewrite_path = self.path.with_name(f"{self.path.name}.imgtui-rewrite-{os.getpid()}")
-            self.requested_options = h.get("requested_options", opts)
-            self.notes = list(h.get("notes", []))
-            self.first_note = len(self.notes)
-            self.stats = WriteStats.from_dict(manifest)
-            self.old_manifest = manifest
-            self.grow_to = grow_to
-            self.rewrites = 0
-            self._label_mode = h.get("label_mode", "int")
-            self._metadata_records = int(h.get("metadata_records", 0))
-            self._f = _open_rw(H, self.path)
-            f = self._f
-            if "images" in f:
-                ds = f["images"]
-                self._kind = "fixed"
-                self._shape = tuple(ds.shape[1:])
-                self._dtype = ds.dtype
-                self._layout = "chunked" if ds.chunks else "contiguous"
-                self._alloc = int(ds.shape[0])
-                rec_bytes = int(np.prod(self._shape)) * ds.dtype.itemsize
-                self._chunk_records = ds.chunks[0] if ds.chunks else (
-                    opts.get("chunk_records") or max(1, H.CHUNK_TARGET_BYTES // max(1, rec_bytes)))
-            elif "images_flat" in f:
-                self._kind = "variable"
-            self._open = True
-            if "complete" in f.attrs:  # from here on the store reads as incomplete
-                del f.attrs["complete"]
-            f.flush()
-
-        def manifest(self, **extra: Any) -> dict:
-            m = super().manifest(**extra)
-            m["created"] = self.old_manifest.get("created", m["created"])
-            m["modified"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            return m
-
-        def _rewrite(self, n: int, kind: str, layout: str = "chunked", alloc: int | None = None) -> None:
-            self.rewrites += 1
-            super()._rewrite(n, kind, layout, alloc)
-
-        def _write_batch(self, records: list[Record], checksums: list[int], start: int) -> None:
-            k = len(records)
-            if self._kind == "fixed" and self._layout == "contiguous" and start + k > self._alloc and all(
-                r.image.shape == self._shape and r.image.dtype == self._dtype for r in records
-            ):
-                if self.grow_to is not None and self.grow_to >= start + k:
-                    self.notes.append(
-                        f"append: a contiguous dataset cannot grow; rewritten contiguous with room for {self.grow_to:,} records")
-                    self._rewrite(start, kind="fixed", layout="contiguous", alloc=self.grow_to)
-                else:
-                    self.notes.append("append of unknown length: a contiguous dataset cannot grow; rewritten as chunked")
-                    self._rewrite(start, kind="fixed", layout="chunked")
-            super()._write_batch(records, checksums, start)
-
-        def abort(self) -> None:
-            """Roll back to the old records (never remove the store, unlike a new store's writer)."""
-            if self._finished:
-                return
-            self._finished = True
-            self._batch, self._checksums_batch = [], []
-            try:
-                n0 = int(self.old_manifest.get("count", 0))
-                self._dsets.clear()
-                if self._kind == "fixed" and self._layout == "contiguous" and self._alloc != n0:
-                    self._rewrite(n0, kind="fixed", layout="contiguous", alloc=n0)
-                f = self._f
-                for name in ("images", "images_flat", "shapes", "dtypes", "labels", "label_is_int", "metadata", "checksums"):
-                    if name in f and f[name].maxshape[0] is None and f[name].shape[0] > n0:
-                        f[name].resize(n0, axis=0)
-                self.stats = WriteStats.from_dict(self.old_manifest)
-                self._metadata_records = int((self.old_manifest.get("hdf5") or {}).get("metadata_records", 0))
-                self._finalize(self.manifest())
-            except BaseException:
-                self._close_on_error()  # left incomplete: it never returns wrong pixels
-
-    class Rebuilder(H.Hdf5Writer):
-        """A fresh file for a rewrite, keeping the old manifest's history (created, notes)."""
-
-        def setup(self, manifest: dict, note: str) -> None:
-            h = manifest.get("hdf5") or {}
-            self.old_manifest = manifest
-            self.requested_options = h.get("requested_options", self.requested_options)
-            self.notes = list(h.get("notes", [])) + [note]
-
-        def manifest(self, **extra: Any) -> dict:
-            m = super().manifest(**extra)
-            m["created"] = self.old_manifest.get("created", m["created"])
-            m["modified"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            return m
-
-    _HDF5_CLASSES.update(Appender=Appender, Rebuilder=Rebuilder)
-    return _HDF5_CLASSES
+    def manifest(self, **extra: Any) -> dict:
+        m = super().manifest(**extra)
+        m["created"] = self.old_manifest.get("created", m["created"])
+        m["modified"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        return m
 
 
-def _open_rw(H: Any, path: Path) -> Any:
-    import h5py
-
+def _open_rw(path: Path) -> Any:
     try:
         return h5py.File(path, "r+", libver=H.LIBVER)
     except OSError as exc:
         raise StoreError(
-            f"{path}: cannot open it for writing ({_first_line(exc)}); close every reader of the store first"
+            f"{path}: cannot open it for writing ({_first_line(exc)})"
         ) from None
 
 
@@ -156,10 +135,31 @@ class Hdf5Mutator(_Mutator):
 
     def __init__(self, path: Path, manifest: dict, n: int) -> None:
         super().__init__(path, manifest, n)
-        from . import store as hdf5_store
-
-        self.H = hdf5_store
+        self.H = H
         self.h = manifest.get("hdf5") or {}
+
+    # -- copy-on-write: change a copy, switch it in with one os.replace ------------------------
+    def _work_copy(self, extra_bytes: int = 0) -> Path:
+        size = self.path.stat().st_size
+        need = size + extra_bytes + (16 << 20)
+        free = shutil.disk_usage(self.path.parent).free
+        if free < need:
+            raise StoreFullError(
+                f"not enough free space to change {self.path} safely: a change writes a copy of the file "
+                f"({need >> 20:,} MB needed, {free >> 20:,} MB free); nothing was changed"
+            )
+        work = temp_path(self.path, "change")
+        remove_path(work)
+        try:
+            copy_file(self.path, work)
+        except BaseException:
+            remove_path(work)
+            raise
+        return work
+
+    def _switch(self, work: Path) -> None:
+        fsync_file(work)
+        replace_path(work, self.path)
 
     def check(self, rec: Record, index: int) -> Record:
         self.H.Hdf5Writer._check_record(None, rec, index)  # type: ignore[arg-type]  (uses no state)
@@ -167,38 +167,42 @@ class Hdf5Mutator(_Mutator):
 
     def append(self, records, total, progress, cancel) -> None:
         grow_to = None if total is None else self.n + total
-        w = _hdf5_classes()["Appender"](self.path, self.manifest, grow_to)
+        work = self._work_copy()
         try:
-            for batch in _batches(records, BATCH):
-                for r in batch:
-                    w.write(r)
-                self.done += len(batch)
-                if progress is not None:
-                    progress(self.done, total)
-                _cancelled(cancel)
-            w.close()
-        except BaseException:
-            w.abort()
-            raise
+            w = Appender(work, self.path, self.manifest, grow_to)
+            try:
+                for batch in _batches(records, BATCH):
+                    for r in batch:
+                        w.write(r)
+                    self.done += len(batch)
+                    if progress is not None:
+                        progress(self.done, total)
+                    _cancelled(cancel)
+                w.close()
+            except BaseException:
+                w.abort()
+                raise
+            self._switch(work)
+        finally:
+            remove_path(work)
+            remove_path(temp_path(self.path, "rewrite"))
         self.stats = w.stats
         self.in_place = w.rewrites == 0
         if self.in_place:
             what = "variable-shape" if w._kind == "variable" else "chunked"
-            self.how = f"appended {self.done:,} records by resizing the {what} datasets in place"
+            self.how = (f"appended {self.done:,} records by resizing the {what} datasets of a copy of the file, "
+                        "switched in with one atomic replace")
         else:
             self.how = "rewrote the file: " + "; ".join(w.notes[w.first_note :])
 
     # -- rewrite: a fresh file next to the store, swapped in when complete ---------------------
     def _rebuild(self, final_count: int, note: str, variable: bool, source: Callable[[Any], Iterator[Record]]) -> None:
-        from . import store as H
-
-        tmp = self.path.with_name(f"{self.path.name}.imgtui-rewrite-{os.getpid()}")
-        remove_path(tmp)
         opts = dict(self.manifest.get("options") or {})
         keep = {k: opts.get(k) for k in ("layout", "compression", "level", "chunk_records")}
         if keep.get("layout") not in ("contiguous", "chunked"):
             keep["layout"] = "chunked"
-        w = _hdf5_classes()["Rebuilder"](tmp, expected_count=final_count, **keep)
+        # built beside the store and switched in by the writer's own atomic replace
+        w = Rebuilder(self.path, overwrite=True, expected_count=final_count, lock=False, **keep)
         w.setup(self.manifest, note)
         reader = H.Hdf5Reader(self.path)
         try:
@@ -210,7 +214,6 @@ class Hdf5Mutator(_Mutator):
                     w.write(rec)
         finally:
             reader.close()
-        os.replace(tmp, self.path)
         self.stats = w.stats
         self.in_place = False
 
@@ -238,11 +241,9 @@ class Hdf5Mutator(_Mutator):
             self._rebuild(self.n, f"overwrite: {why}", kind == "variable" or not same_shape, source)
             self.how = f"rewrote the file ({why}; HDF5 cannot change a dataset's shape or type in place)"
             return
-        f = _open_rw(H, self.path)
+        work = self._work_copy()
+        f = _open_rw(work)
         try:
-            if "complete" in f.attrs:
-                del f.attrs["complete"]
-            f.flush()
             meta_delta = 0
             for (i, rec), before in zip(changes.items(), old):
                 if kind == "fixed":
@@ -273,13 +274,14 @@ class Hdf5Mutator(_Mutator):
             h["metadata_records"] = int(h.get("metadata_records", 0)) + meta_delta
             m = _new_manifest(self.manifest, self.stats, hdf5=h)
             f.attrs["manifest"] = json.dumps(m)
-            f.flush()
-            f.attrs["complete"] = np.uint8(1)
-            f.flush()
+            f.close()
+            self._switch(work)
         finally:
             f.close()
+            remove_path(work)
         where = "fixed-shape images dataset" if kind == "fixed" else "variable-shape datasets (new heap objects: the old bytes stay in the file)"
-        self.how = f"overwrote {len(changes):,} records in place in the {where}"
+        self.how = (f"overwrote {len(changes):,} records in the {where} of a copy of the file, switched in with "
+                    "one atomic replace")
 
     def delete(self, idx: list[int]) -> None:
         gone = set(idx)

@@ -1,31 +1,38 @@
-"""Append, overwrite and delete on an LMDB store."""
+"""Append, overwrite and delete on an LMDB store, crash-safe.
+
+LMDB commits a write transaction atomically, and readers keep the snapshot they started with
+(they hold the reader lock, see ``LmdbReader``), so the design only has to make the *switch* one
+transaction:
+
+- append writes its new blocks under keys >= the old record count, in as many transactions as it
+  needs (memory stays bounded), then writes the new manifest (the new count) in the last one. The
+  last, partial block of the old store is left as it is. Until that last transaction the manifest
+  says the old count and readers never look past it; a kill leaves unused blocks past the end,
+  which the next change or ``imgtui repair`` deletes.
+- overwrite and delete re-pack the blocks they touch and write the manifest in one transaction:
+  old store or new store, nothing between. The map is grown before the transaction (and the
+  transaction retried with a bigger map if LMDB still finds it full).
+"""
 
 from __future__ import annotations
 
-import csv
-import io
+import bisect
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
+import lmdb
 
-from ...errors import CorruptStoreError, InvalidRecordError, StoreError
+from ...errors import InvalidRecordError, StoreError, StoreFullError
 from ...records import Record, checksum
-from ..base import WriteStats, atomic_write_text, fsync_dir, remove_path
-from ..mutate import (
-    BATCH,
-    TXN_BYTES,
-    _batches,
-    _cancelled,
-    _first_line,
-    _Mutator,
-    _new_manifest,
-    _stat_items,
-    _stats_remove,
-)
+from ..base import WriteStats, disk_nearly_full
+from ..mutate import BATCH, _batches, _cancelled, _first_line, _Mutator, _new_manifest, _stat_items, _stats_remove
+from . import store as L
+from .store import pack_block, unpack_block
+
+#: block bytes per write transaction of an append
+TXN_BYTES = 64 << 20
 
 
 class _Packer:
@@ -55,8 +62,6 @@ class _Packer:
     def close(self) -> None:
         if not self.pending:
             return
-        from .store import pack_block
-
         recs = [r for r, _ in self.pending]
         block = pack_block(recs, [c for _, c in self.pending], self.first, self.options)
         self.first += len(recs)
@@ -74,17 +79,13 @@ class LmdbMutator(_Mutator):
 
     def __init__(self, path: Path, manifest: dict, n: int) -> None:
         super().__init__(path, manifest, n)
-        from . import store as lmdb_store
-
-        self.L = lmdb_store
-        self.options = {**lmdb_store._OPTION_DEFAULTS, **(manifest.get("options") or {})}
+        self.options = {**L._OPTION_DEFAULTS, **(manifest.get("options") or {})}
         self.rpb = int(manifest.get("records_per_block") or 0)
-        self.build_path = path  # for LmdbWriter._retry_grow
         self._env = None
+        self.snap = None
         self.txns = 0
 
     def check(self, rec: Record, index: int) -> Record:
-        L = self.L
         if rec.image.nbytes + L.HEADER.size + L.ENTRY.itemsize > L.MAX_VALUE_BYTES:
             raise InvalidRecordError(
                 f"record {index}: image of {rec.image.nbytes:,} bytes is too large for one LMDB value; "
@@ -93,36 +94,38 @@ class LmdbMutator(_Mutator):
         return rec
 
     # -- environment -----------------------------------------------------------------------
-    def _open(self) -> None:
-        import lmdb
-
-        L = self.L
-        me = str(self.path.resolve())
+    @classmethod
+    def _open_env(cls, path: Path, map_size: int) -> Any:
+        me = str(path.resolve())
         if any(k[0] == me for k in L._ENVS):
-            raise StoreError(f"{self.path} is open for reading in this process: close its readers before changing it")
-        size = (self.path / "data.mdb").stat().st_size
-        self._map_size = max(L.DEFAULT_MAP_SIZE, 2 * size)
+            raise StoreError(f"{path} is open for reading in this process: close its readers before changing it")
         try:
-            self._env = lmdb.open(
-                str(self.path), subdir=True, map_size=self._map_size, max_dbs=L.MAX_DBS, create=False,
+            return lmdb.open(
+                str(path), subdir=True, map_size=map_size, max_dbs=L.MAX_DBS, create=False,
                 readahead=False, meminit=False, writemap=False,
             )
+        except lmdb.Error as exc:
+            raise StoreError(f"{path}: cannot open the LMDB store for writing ({_first_line(exc)})") from None
+
+    def _open(self, extra_bytes: int = 0) -> None:
+        used = (self.path / "data.mdb").stat().st_size
+        self._map_size = max(L.DEFAULT_MAP_SIZE, 2 * used, used + 2 * extra_bytes + (64 << 20))
+        self._env = self._open_env(self.path, self._map_size)
+        try:
             self.dbb = self._env.open_db(L.DB_BLOCKS, create=False)
             self.dbl = self._env.open_db(L.DB_LABELS, create=False)
             self.dbm = self._env.open_db(L.DB_META, create=False)
         except lmdb.Error as exc:
             self._close()
             raise StoreError(f"{self.path}: cannot open the LMDB store for writing ({_first_line(exc)})") from None
-        # a snapshot of the store as it was: read from it, and roll back to it on an error
-        self.snap = self._env.begin(buffers=True)
+        self.snap = self._env.begin(buffers=True)  # the store as it was: what the change reads
 
     def _close(self) -> None:
         env, self._env = self._env, None
         if env is None:
             return
-        snap = getattr(self, "snap", None)
-        if snap is not None:
-            snap.abort()
+        if self.snap is not None:
+            self.snap.abort()
             self.snap = None
         used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
         env.sync(True)
@@ -131,116 +134,92 @@ class LmdbMutator(_Mutator):
         if data.stat().st_size > used:  # as the writer does: no tail of unused pages
             os.truncate(data, used)
 
-    def _grow(self, fn: Callable[[], None]) -> None:
-        self.L.LmdbWriter._retry_grow(self, fn)
-        self.txns += 1
+    def _grow_map(self) -> None:
+        """Double the map; only while no transaction is open (the snapshot is reopened)."""
+        if self.snap is not None:
+            self.snap.abort()
+            self.snap = None
+        new = self._map_size * 2
+        if new > (1 << 50):
+            raise StoreFullError(f"{self.path}: LMDB map cannot grow past {self._map_size:,} bytes")
+        self._env.set_mapsize(new)
+        self._map_size = new
+        self.snap = self._env.begin(buffers=True)
 
-    def _txn(self, fn: Callable[[Any], None]) -> None:
-        def run() -> None:
-            with self._env.begin(write=True, buffers=True) as txn:
-                fn(txn)
-
-        self._grow(run)
+    def _write(self, fn: Callable[[Any], None]) -> None:
+        """One write transaction running ``fn``; MapFullError: abort, grow the map, run it again
+        (``fn`` must be re-runnable: it reads only from the snapshot and its own arguments)."""
+        while True:
+            try:
+                with self._env.begin(write=True, buffers=True) as txn:
+                    fn(txn)
+                self.txns += 1
+                return
+            except lmdb.MapFullError:
+                self._grow_map()
+            except lmdb.Error as exc:
+                if "No space left" in str(exc) or disk_nearly_full(self.path):
+                    raise StoreFullError(f"disk full while changing {self.path}: no space left on device; "
+                                         "the store was left as it was") from None
+                raise
 
     def _block_index(self) -> tuple[list[int], list[int]]:
         firsts, counts = [], []
         for k, v in self.snap.cursor(db=self.dbb):
-            firsts.append(int.from_bytes(bytes(k), "big"))
-            counts.append(self.L.HEADER.unpack_from(v, 0)[1])
+            first = int.from_bytes(bytes(k), "big")
+            if first >= self.n:
+                break  # past the end: what an interrupted append left (repair deletes it)
+            firsts.append(first)
+            counts.append(L.HEADER.unpack_from(v, 0)[1])
         return firsts, counts
 
     def _unpack(self, first: int) -> list[tuple[Record, int]]:
-        k = self.L._key(first)
-        return self.L.unpack_block(self.snap.get(k, db=self.dbb), self.snap.get(k, db=self.dbl), first)
+        k = L._key(first)
+        return unpack_block(self.snap.get(k, db=self.dbb), self.snap.get(k, db=self.dbl), first)
 
     def _delete_from(self, txn: Any, first: int) -> None:
         for db in (self.dbb, self.dbl):
             cur = txn.cursor(db=db)
-            if cur.set_range(self.L._key(first)):
+            if cur.set_range(L._key(first)):
                 while cur.delete():
                     pass
 
-    def _put(self, blocks: list[tuple[bytes, bytes, bytes]], clear: Callable[[Any], None] | None = None) -> Callable[[Any], None]:
-        def fn(txn: Any) -> None:
-            if clear is not None:
-                clear(txn)
-            for key, value, labels in blocks:
-                txn.put(key, value, db=self.dbb)
-                txn.put(key, labels, db=self.dbl)
+    def _put_blocks(self, txn: Any, blocks: list[tuple[bytes, bytes, bytes]]) -> None:
+        for key, value, labels in blocks:
+            txn.put(key, value, db=self.dbb)
+            txn.put(key, labels, db=self.dbl)
 
-        return fn
-
-    def _manifest_bytes(self, txn: Any) -> bytes:
-        L = self.L
-        counts = [L.HEADER.unpack_from(v, 0)[1] for _, v in txn.cursor(db=self.dbb)]
+    def _manifest_bytes(self, txn: Any, count: int) -> bytes:
+        counts = []
+        for k, v in txn.cursor(db=self.dbb):
+            if int.from_bytes(bytes(k), "big") >= count:
+                break
+            counts.append(L.HEADER.unpack_from(v, 0)[1])
         uniform = all(c == self.rpb for c in counts[:-1])
         if len(self.stats.label_kinds) > 1:  # does each kind of label still occur?
             kinds = set()
-            for _, v in txn.cursor(db=self.dbl):
+            for k, v in txn.cursor(db=self.dbl):
+                if int.from_bytes(bytes(k), "big") >= count:
+                    break
                 kinds.update("int" if isinstance(lab, int) else "str" for lab, _ in json.loads(bytes(v)))
             self.stats.label_kinds = kinds
         m = _new_manifest(self.manifest, self.stats, records_per_block=self.rpb, uniform_blocks=uniform,
                           blocks=len(counts))
         return json.dumps(m, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
-    def _commit(self, groups: Iterator[Callable[[Any], None]], touched: Callable[[], int]) -> None:
-        """Run the write steps ``groups``; the complete manifest goes in last.
+    def _one_transaction(self, change: Callable[[Any], None]) -> None:
+        """Run ``change`` and write the manifest in one transaction (old store or new store)."""
+        stats0 = WriteStats.from_dict(self.stats.to_dict())
 
-        One step: one transaction with the manifest (atomic: a crash leaves the old or the new
-        store). More: the first transaction also deletes the manifest (a crash leaves an incomplete
-        store), and an error rolls every block from ``touched()`` on back to the snapshot.
-        """
-        L = self.L
-        it = iter(groups)
-        first = next(it, None)
-        second = next(it, None) if first is not None else None
-        if second is None:
-            # everything was read: drop the snapshot so that this transaction can reuse the pages
-            # earlier changes freed (a snapshot pins them); one transaction needs no rollback
-            self.snap.abort()
-            self.snap = None
+        def fn(txn: Any) -> None:
+            self.stats = WriteStats.from_dict(stats0.to_dict())  # a retry starts from the same figures
+            change(txn)
+            txn.put(L.MANIFEST_KEY, self._manifest_bytes(txn, self.stats.count), db=self.dbm)
 
-            def one(txn: Any) -> None:
-                if first is not None:
-                    first(txn)
-                txn.put(L.MANIFEST_KEY, self._manifest_bytes(txn), db=self.dbm)
+        self._write(fn)
 
-            self._txn(one)
-            return
-
-        def begin(txn: Any) -> None:
-            txn.delete(L.MANIFEST_KEY, db=self.dbm)
-            first(txn)
-
-        self._txn(begin)
-        try:
-            g = second
-            while g is not None:
-                self._txn(g)
-                g = next(it, None)
-            self._env.sync(True)
-            self._txn(lambda txn: txn.put(L.MANIFEST_KEY, self._manifest_bytes(txn), db=self.dbm))
-        except BaseException:
-            start = touched()
-            old_manifest = json.dumps(self.manifest, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-            def rollback(txn: Any) -> None:
-                self._delete_from(txn, start)
-                for db in (self.dbb, self.dbl):
-                    cur = self.snap.cursor(db=db)
-                    if cur.set_range(L._key(start)):
-                        for k, v in cur:
-                            txn.put(bytes(k), bytes(v), db=db)
-                txn.put(L.MANIFEST_KEY, old_manifest, db=self.dbm)
-
-            try:
-                self._txn(rollback)
-            except Exception:
-                pass  # the store stays incomplete: no wrong pixels, and the error below says why
-            raise
-
-    def _steps(self, op: Callable[[], None]) -> None:
-        self._open()
+    def _steps(self, op: Callable[[], None], extra_bytes: int = 0) -> None:
+        self._open(extra_bytes)
         try:
             op()
         finally:
@@ -250,26 +229,15 @@ class LmdbMutator(_Mutator):
     def append(self, records, total, progress, cancel) -> None:
         self._steps(lambda: self._append(records, total, progress, cancel))
         if self.done:
-            self.how = (f"appended {self.done:,} records as new blocks ({self.txns} write transaction"
-                        f"{'s' if self.txns > 1 else ''}{', atomic' if self.txns == 1 else ''})")
+            self.how = (f"appended {self.done:,} records as new blocks past the old end ({self.txns} write "
+                        "transactions; the last one switches the manifest, atomically)")
         else:
             self.how = "nothing to append"
 
     def _append(self, records, total, progress, cancel) -> None:
-        firsts, counts = self._block_index()
-        start = self.n
         packer = _Packer(self.options, self.rpb, self.n)
-        if firsts and self.rpb and counts[-1] < self.rpb:
-            start = firsts[-1]  # re-pack the last, partial block together with the first new records
-            packer.first = start
-            carry = self._unpack(start)
-        else:
-            carry = []
-
-        def gen() -> Iterator[Callable[[Any], None]]:
-            i = self.n
-            for rec, crc in carry:
-                packer.add(rec, crc)
+        i = self.n
+        try:
             for batch in _batches(records, BATCH):
                 recs = [self._valid(r, i + k) for k, r in enumerate(batch)]
                 i += len(recs)
@@ -281,26 +249,35 @@ class LmdbMutator(_Mutator):
                     progress(self.done, total)
                 _cancelled(cancel)
                 if packer.size >= TXN_BYTES:
-                    yield self._put(packer.take())
-            if self.done:
-                packer.close()
+                    blocks = packer.take()
+                    self._write(lambda txn, b=blocks: self._put_blocks(txn, b))
+            if not self.done:
+                return
+            packer.close()
+            if not self.rpb:
                 self.rpb = packer.rpb
-                blocks = packer.take()
-                if blocks:
-                    yield self._put(blocks)
+            blocks = packer.take()
 
-        self._commit(gen(), lambda: start)
+            def last(txn: Any) -> None:  # the switch: the new manifest says the new count
+                self._put_blocks(txn, blocks)
+                txn.put(L.MANIFEST_KEY, self._manifest_bytes(txn, self.stats.count), db=self.dbm)
+
+            self._write(last)
+        except BaseException:
+            try:  # not needed for safety (readers stop at the old count), only to give the space back
+                self._write(lambda txn: self._delete_from(txn, self.n))
+            except Exception:
+                pass
+            raise
 
     def overwrite(self, changes: dict[int, Record]) -> None:
-        self._steps(lambda: self._overwrite(changes))
+        extra = sum(r.image.nbytes for r in changes.values()) + len(changes) * self.options["block_bytes"]
+        self._steps(lambda: self._overwrite(changes), extra)
         self.done = len(changes)
         self.how = (f"re-packed the {self._nblocks:,} block(s) holding the {len(changes):,} records under the same keys "
-                    f"({self.txns} write transaction{'s' if self.txns > 1 else ', atomic'}; LMDB writes changed pages "
-                    "anew and reuses the freed ones later)")
+                    "in one write transaction (atomic; LMDB writes changed pages anew and reuses the freed ones later)")
 
     def _overwrite(self, changes: dict[int, Record]) -> None:
-        import bisect
-
         firsts, _counts = self._block_index()
         by_block: dict[int, list[int]] = {}
         for i in changes:
@@ -308,55 +285,47 @@ class LmdbMutator(_Mutator):
         self._nblocks = len(by_block)
         new_items = _stat_items(list(changes.values()))
 
-        def gen() -> Iterator[Callable[[Any], None]]:
-            blocks, size = [], 0
+        def change(txn: Any) -> None:
             old: list[Record] = []
             for first, idx in by_block.items():
                 recs = self._unpack(first)
                 for i in idx:
                     old.append(recs[i - first][0])
                     recs[i - first] = (changes[i], checksum(changes[i].image))
-                block = self.L.pack_block([r for r, _ in recs], [c for _, c in recs], first, self.options)
-                blocks.append(block)
-                size += len(block[1])
-                if size >= TXN_BYTES:
-                    yield self._put(blocks)
-                    blocks, size = [], 0
+                self._put_blocks(txn, [pack_block([r for r, _ in recs], [c for _, c in recs], first, self.options)])
             _stats_remove(self.stats, *_stat_items(old))
             self.stats.add_many(*new_items)
-            if blocks:
-                yield self._put(blocks)
 
-        self._commit(gen(), lambda: min(by_block))
+        self._one_transaction(change)
 
     def delete(self, idx: list[int]) -> None:
-        self._steps(lambda: self._delete(idx))
+        used = (self.path / "data.mdb").stat().st_size
+        self._steps(lambda: self._delete(idx), used)
         self.done = len(idx)
         self.how = (f"re-packed the {self._moved:,} records from record {self._start:,} on into new blocks (keys shift) "
-                    f"({self.txns} write transaction{'s' if self.txns > 1 else ', atomic'}; freed pages stay in "
-                    "data.mdb for reuse, the file does not shrink)")
+                    "in one write transaction (atomic; freed pages stay in data.mdb for reuse, the file does not shrink)")
 
     def _delete(self, idx: list[int]) -> None:
-        import bisect
-
         firsts, _counts = self._block_index()
         if not idx:
             self._moved, self._start = 0, self.n
-            self._commit(iter(()), lambda: self.n)
+            self._one_transaction(lambda txn: None)
             return
         start = firsts[bisect.bisect_right(firsts, idx[0]) - 1]
         self._start = start
         gone = set(idx)
-        packer = _Packer(self.options, self.rpb, start)
 
-        def gen() -> Iterator[Callable[[Any], None]]:
+        def change(txn: Any) -> None:
+            packer = _Packer(self.options, self.rpb, start)
             old: list[Record] = []
             moved = 0
-            clear = lambda txn: self._delete_from(txn, start)  # noqa: E731
+            self._delete_from(txn, start)
             cur = self.snap.cursor(db=self.dbb)
-            cur.set_range(self.L._key(start))
+            cur.set_range(L._key(start))
             for k, _v in cur:
                 first = int.from_bytes(bytes(k), "big")
+                if first >= self.n:
+                    break
                 for j, (rec, crc) in enumerate(self._unpack(first)):
                     if first + j in gone:
                         old.append(rec)
@@ -364,13 +333,55 @@ class LmdbMutator(_Mutator):
                         packer.add(rec, crc)
                         moved += 1
                 if packer.size >= TXN_BYTES:
-                    yield self._put(packer.take(), clear)
-                    clear = None
+                    self._put_blocks(txn, packer.take())
             packer.close()
+            self._put_blocks(txn, packer.take())
             self._moved = moved
             _stats_remove(self.stats, *_stat_items(old))
-            yield self._put(packer.take(), clear)
 
-        self._commit(gen(), lambda: start)
+        self._one_transaction(change)
 
+    # -- recovery --------------------------------------------------------------------------
+    @classmethod
+    def _orphans(cls, path: Path) -> tuple[int, int]:
+        """(count in the manifest, blocks past it) read from a fresh environment."""
+        env = cls._open_env(path, max(L.DEFAULT_MAP_SIZE, (path / "data.mdb").stat().st_size))
+        try:
+            dbb, dbm = env.open_db(L.DB_BLOCKS, create=False), env.open_db(L.DB_META, create=False)
+            with env.begin() as txn:
+                raw = txn.get(L.MANIFEST_KEY, db=dbm)
+                if raw is None:
+                    return -1, 0
+                count = int(json.loads(bytes(raw)).get("count", 0))
+                cur = txn.cursor(db=dbb)
+                extra = 0
+                if cur.set_range(L._key(count)):
+                    extra = sum(1 for _ in cur.iternext(values=False))
+            return count, extra
+        except (lmdb.Error, ValueError, TypeError):
+            return -1, 0
+        finally:
+            env.close()
 
+    @classmethod
+    def leftovers(cls, path: Path) -> list[str]:
+        try:
+            _count, extra = cls._orphans(path)
+        except StoreError:
+            return []
+        if extra:
+            return [f"{extra:,} block(s) past the last record, left by an interrupted append (imgtui repair deletes them)"]
+        return []
+
+    @classmethod
+    def repair(cls, path: Path) -> list[str]:
+        count, extra = cls._orphans(path)
+        if count < 0 or not extra:
+            return []
+        m = cls(path, {"count": count}, count)
+        m._open()
+        try:
+            m._write(lambda txn: m._delete_from(txn, count))
+        finally:
+            m._close()
+        return [f"rolled back an interrupted append: deleted {extra:,} block(s) it had written past the last record"]

@@ -33,6 +33,7 @@ import io
 import json
 import os
 import struct
+import weakref
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -44,6 +45,7 @@ from ...errors import (
     ImgtuiError,
     IncompleteStoreError,
     InvalidRecordError,
+    StoreChangedError,
     StoreFullError,
     StoreNotFoundError,
     WrongBackendError,
@@ -346,7 +348,18 @@ def _acquire_env(path: Path) -> tuple[Any, tuple]:
     key = (str(path.resolve()), st.st_dev, st.st_ino)
     slot = _ENVS.get(key)
     if slot is None:
-        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True, max_dbs=MAX_DBS, create=False)
+        # with the reader lock: a writer in another process sees this reader's snapshot and does
+        # not reuse its pages (without it, a reader left open read wrong pixels after a change).
+        # Only where the lock file cannot be written (a read-only folder: no writer can exist
+        # there either) is the store read without it.
+        try:
+            env = lmdb.open(str(path), readonly=True, lock=True, readahead=False, subdir=True,
+                            max_dbs=MAX_DBS, create=False)
+        except lmdb.Error:
+            if os.access(path, os.W_OK):
+                raise
+            env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True,
+                            max_dbs=MAX_DBS, create=False)
         slot = _ENVS[key] = [env, 0]
     slot[1] += 1
     return slot[0], key
@@ -360,6 +373,22 @@ def _release_env(key: tuple) -> None:
     if slot[1] <= 0:
         del _ENVS[key]
         slot[0].close()
+
+
+#: every open reader of this process, suspended before a fork (see ``_suspend_all``)
+_READERS: "weakref.WeakSet[LmdbReader]" = weakref.WeakSet()
+
+
+def _suspend_all() -> None:
+    """Before ``os.fork``: close every Environment (an LMDB environment must never be used, nor
+    even closed, in a forked child: its reader slots live in the shared lock file). Readers reopen
+    on their next read, in the parent and in the child, and check that the store has not changed."""
+    for r in list(_READERS):
+        r._suspend()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_suspend_all)
 
 
 class LmdbReader(StoreReader):
@@ -383,11 +412,42 @@ class LmdbReader(StoreReader):
         except lmdb.Error as exc:
             raise CorruptStoreError(f"{data} cannot be opened as an LMDB database ({_one_line(exc)}); the store is damaged") from None
         self._env = env
+        self._suspended = False
         try:
             self._open_checked(data)
         except BaseException:
             self.close()
             raise
+        _READERS.add(self)
+
+    def _suspend(self) -> None:
+        if self._env is None:
+            return
+        self.close()
+        self._suspended = True
+        self._indexed = False
+
+    def _resume(self) -> None:
+        """Reopen after a fork: the same store, or StoreChangedError."""
+        p = self.path
+        try:
+            env, self._env_key = _acquire_env(p)
+        except (OSError, lmdb.Error) as exc:
+            raise StoreChangedError(f"{p}: cannot reopen the store ({_one_line(exc)}); open it again") from None
+        self._env = env
+        self._suspended = False
+        try:
+            self._db_blocks = env.open_db(DB_BLOCKS, create=False)
+            self._db_labels = env.open_db(DB_LABELS, create=False)
+            self._db_meta = env.open_db(DB_META, create=False)
+            self._txn = env.begin(buffers=True)
+            raw = self._txn.get(MANIFEST_KEY, db=self._db_meta)
+            same = raw is not None and json.loads(bytes(raw)) == self.manifest
+        except (lmdb.Error, ValueError):
+            same = False
+        if not same:
+            self.close()
+            raise StoreChangedError(f"{p}: the store changed since it was opened; reopen it")
 
     def _open_checked(self, data: Path) -> None:
         env = self._env
@@ -461,6 +521,9 @@ class LmdbReader(StoreReader):
 
     def _live(self) -> None:
         if self._txn is None:
+            if getattr(self, "_suspended", False):
+                self._resume()
+                return
             raise ImgtuiError(f"{self.path}: the store is closed")
 
     def __len__(self) -> int:
@@ -484,6 +547,8 @@ class LmdbReader(StoreReader):
         try:
             for k, v in self._txn.cursor(db=self._db_blocks):
                 first = int.from_bytes(bytes(k), "big")
+                if first >= n:
+                    break  # past the last record: left by an interrupted append, not part of the store
                 if first != expect:
                     if damaged and first > expect:
                         pass  # the rest of a damaged block, already reported
@@ -583,6 +648,8 @@ class LmdbReader(StoreReader):
         try:
             for k, v in self._txn.cursor(db=self._db_labels):
                 first = int.from_bytes(bytes(k), "big")
+                if first >= n:
+                    break
                 try:
                     items = json.loads(bytes(v))
                     if not isinstance(items, list) or first + len(items) > n:
@@ -765,6 +832,15 @@ class LmdbReader(StoreReader):
         d["records_per_block"] = self.manifest.get("records_per_block")
         d["blocks"] = self.manifest.get("blocks")
         return d
+
+    def _leftovers(self) -> list[str]:
+        self._live()
+        cur = self._txn.cursor(db=self._db_blocks)
+        extra = sum(1 for _ in cur.iternext(values=False)) if cur.set_range(_key(self._n)) else 0
+        if not extra:
+            return []
+        return [f"{extra:,} block(s) past the last record, left by an interrupted append; the records read are "
+                f"not affected (imgtui repair {self.path} deletes them)"]
 
     def _verify_extra(self) -> list[str]:
         self._ensure_index()
