@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--backend", "-b", required=True, choices=["disk", "lmdb", "hdf5"])
     c.add_argument("--overwrite", action="store_true", help="replace DEST if it exists (the old store stays until the new one is complete)")
     c.add_argument("--on-error", choices=["stop", "skip"], default="stop", help="corrupt image files: stop (default) or skip with a warning")
+    _add_folder_flags(c)
     c.add_argument("--limit", type=int, help="convert only the first N records")
     c.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     add_backend_option_flags(c)
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("source", help="dataset: a folder, CIFAR batch file(s), .npz/.npy, a store, or synthetic[:count=N,...]")
     a.add_argument("store", help="the existing store (disk, LMDB or HDF5) to append to")
     a.add_argument("--on-error", choices=["stop", "skip"], default="stop", help="corrupt image files: stop (default) or skip with a warning")
+    _add_folder_flags(a)
     a.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     i = sub.add_parser("info", help="count, shapes, dtypes, labels, size on disk and options of a store")
@@ -164,23 +166,57 @@ class _InterruptFlag:
         return self.set
 
 
+def _add_folder_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-pixels", type=int, metavar="N", help="image folders: refuse (or with --on-error skip, skip) "
+                   "images of more than N pixels, checked from the file header before decoding (default: "
+                   "Pillow's limit, 89,478,485; 0 = no limit)")
+    p.add_argument("--follow-symlinks", action="store_true", help="image folders: read image files linked from "
+                   "outside the folder and enter symlinked folders (default: skip them and say which)")
+
+
+def _source_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"max_pixels": args.max_pixels, "follow_symlinks": args.follow_symlinks}
+
+
+class _Warnings:
+    """A command's ``warn``: a skipped file is printed at once and counted; a notice about the whole
+    source (``datasets.Notice``, e.g. symlinks not followed) is printed once, at the end."""
+
+    def __init__(self) -> None:
+        self.skipped: list[str] = []
+        self.notes: list[str] = []
+
+    def __call__(self, msg: str) -> None:
+        from .datasets import Notice
+
+        if isinstance(msg, Notice):
+            if str(msg) not in self.notes:
+                self.notes.append(str(msg))
+            return
+        self.skipped.append(msg)
+        print(f"imgtui: warning: {msg}", file=sys.stderr)
+
+    def print_notes(self) -> None:
+        for msg in self.notes:
+            print(f"imgtui: warning: {msg}", file=sys.stderr)
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from .backends.convert import check_source_dest, convert
     from .errors import CancelledError
     from .datasets import open_dataset
 
     options = backend_options_from_args(args, args.backend).get(args.backend, {})
-    skipped: list[str] = []
-
-    def warn(msg: str) -> None:
-        skipped.append(msg)
-        print(f"imgtui: warning: {msg}", file=sys.stderr)
+    warn = _Warnings()
+    skipped = warn.skipped
 
     check_source_dest(args.source, args.dest, overwrite=args.overwrite)  # before reading or touching anything
     sharding = ("shard_size", "shards", "workers", "resume", "dask", "scheduler")
     if any(getattr(args, f, None) is not None and getattr(args, f) is not False for f in sharding):
-        return _convert_sharded(args, options, warn, skipped)
-    dataset = open_dataset(args.source, on_error=args.on_error, warn=warn)
+        code = _convert_sharded(args, options, warn, skipped)
+        warn.print_notes()
+        return code
+    dataset = open_dataset(args.source, on_error=args.on_error, warn=warn, **_source_options(args))
     with _progress(args.quiet, f"convert -> {args.backend}") as prog:
         task = prog.add_task("convert", total=dataset.length) if prog else None
 
@@ -203,6 +239,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         f"({rate:,.0f} records/s), {mb:,.1f} MB on disk"
         + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else "")
     )
+    warn.print_notes()
     return 0
 
 
@@ -212,14 +249,11 @@ def cmd_append(args: argparse.Namespace) -> int:
     from .datasets import open_dataset
     from .errors import CancelledError
 
-    skipped: list[str] = []
-
-    def warn(msg: str) -> None:
-        skipped.append(msg)
-        print(f"imgtui: warning: {msg}", file=sys.stderr)
+    warn = _Warnings()
+    skipped = warn.skipped
 
     check_source_dest(args.source, args.store, overwrite=True, verb="append")  # before reading the source
-    dataset = open_dataset(args.source, on_error=args.on_error, warn=warn)
+    dataset = open_dataset(args.source, on_error=args.on_error, warn=warn, **_source_options(args))
     check_source_dest(dataset, args.store, overwrite=True, verb="append")
     with _progress(args.quiet, "append") as prog:
         task = prog.add_task("append", total=dataset.length) if prog else None
@@ -239,6 +273,7 @@ def cmd_append(args: argparse.Namespace) -> int:
         f"({rate:,.0f} records/s); {r['bytes_before'] / 1e6:,.1f} -> {r['bytes_after'] / 1e6:,.1f} MB on disk"
         + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else "")
     )
+    warn.print_notes()
     return 0
 
 
@@ -256,7 +291,7 @@ def _convert_sharded(args: argparse.Namespace, options: dict, warn, skipped: lis
             args.source, args.dest, args.backend, shards=args.shards, shard_size=args.shard_size,
             workers=(os.cpu_count() or 1) if args.workers is None and args.dask else (args.workers or 1), resume=args.resume, overwrite=args.overwrite, options=options,
             on_error=args.on_error, warn=warn, progress=progress, limit=args.limit,
-            dask=args.dask, scheduler=args.scheduler,
+            dask=args.dask, scheduler=args.scheduler, source_options=_source_options(args),
         )
     mb = result["bytes_on_disk"] / 1e6
     rate = result["count"] / result["seconds"] if result["seconds"] > 0 else float("inf")

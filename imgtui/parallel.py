@@ -73,15 +73,16 @@ class ShardTask:
     source: Any  # a dataset spec (str) or a picklable Dataset
     on_error: str = "stop"
     warnings: list = field(default_factory=list)
+    source_options: dict = field(default_factory=dict)  # e.g. max_pixels, follow_symlinks of a folder
 
 
 # -- the source --------------------------------------------------------------------------------
-def open_source(source: Any, on_error: str = "stop", warn: WarnFn | None = None) -> Dataset:
+def open_source(source: Any, on_error: str = "stop", warn: WarnFn | None = None, **options: Any) -> Dataset:
     if isinstance(source, Dataset):
         return source
     from .datasets import open_dataset
 
-    return open_dataset(str(source), on_error=on_error, warn=warn)
+    return open_dataset(str(source), on_error=on_error, warn=warn, **options)
 
 
 def source_records(ds: Dataset, start: int, stop: int | None) -> Iterator[Record]:
@@ -233,7 +234,7 @@ def _worker_init() -> None:
 def write_shard(task: ShardTask) -> dict:
     """Worker entry point: open the source from its spec, write records [start, stop) as one shard."""
     warnings: list[str] = []
-    ds = open_source(task.source, task.on_error, warnings.append)
+    ds = open_source(task.source, task.on_error, warnings.append, **task.source_options)
     task.warnings = warnings
     it = _PushBack(source_records(ds, task.start, task.stop))
     return _write_one(task, it, max_records=task.stop - task.start)
@@ -276,9 +277,12 @@ def convert_sharded(
     limit: int | None = None,
     dask: bool = False,
     scheduler: str | None = None,
+    source_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``source`` (a dataset spec or a Dataset) as a sharded ``backend`` store at ``dest``.
 
+    ``source_options``: keywords for ``open_dataset`` (here and in every worker), e.g. an image
+    folder's ``max_pixels`` and ``follow_symlinks``.
     Returns count, seconds, bytes_on_disk, shards, reused (shards kept by ``resume``), workers.
     """
     t0 = time.perf_counter()
@@ -300,7 +304,14 @@ def convert_sharded(
         if scheduler:
             raise ImgtuiError("with --scheduler give --shards N or --shard-size SIZE (one task per shard)")
         shards = max(workers, 2 if dask else 1)
-    warn = warn or (lambda msg: None)
+    user_warn = warn or (lambda msg: None)
+    said: set[str] = set()
+
+    def warn(msg: str) -> None:
+        said.add(str(msg))
+        user_warn(msg)
+
+    source_options = dict(source_options or {})
     from .backends.convert import check_source_dest
 
     check_source_dest(source, dest, overwrite=overwrite)  # before anything is touched
@@ -323,7 +334,7 @@ def convert_sharded(
     elif not dest.parent.exists():
         raise ImgtuiError(f"cannot write {dest}: folder {dest.parent} does not exist")
 
-    ds = open_source(source, on_error, warn)
+    ds = open_source(source, on_error, warn, **source_options)
     total = ds.length
     if limit is not None:
         total = limit if total is None else min(total, limit)
@@ -363,7 +374,7 @@ def convert_sharded(
                     "--backend, backend options and --shards/--shard-size, or use --overwrite"
                 )
         write_json_atomic(plan_path, plan)
-        ctx = dict(dest=str(build), backend=backend, options=options, on_error=on_error)
+        ctx = dict(dest=str(build), backend=backend, options=options, on_error=on_error, source_options=source_options)
         if ranges is None:
             entries, reused = _run_streaming(ds, ctx, shard_bytes, limit, resume, progress, cancel)  # type: ignore[arg-type]
             n_workers = 1
@@ -393,7 +404,8 @@ def convert_sharded(
         if n_workers > 1 or use_dask:  # warnings of worker processes (in-process ones came through warn)
             for k in sorted(entries):
                 for msg in entries[k].get("warnings", []):
-                    warn(msg)
+                    if str(msg) not in said:  # a note about the whole source: every worker saw it too
+                        warn(msg)
         manifest = _finish(build, backend, options, [entries[k] for k in sorted(entries)], ds.describe(), shard_bytes)
     except BaseException:
         if overwrite and build != final_dest:

@@ -201,3 +201,193 @@ def test_children_die_with_a_killed_convert(tmp_path, args, want):
         if _alive(k):
             k.kill()
     assert left == [], f"processes outlived the killed convert: {left}"
+
+
+# -- pixel limits, checked from the header -------------------------------------------------------
+def _chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(tag)))
+
+
+def header_png(w: int, h: int, depth: int = 16, ctype: int = 2, raw: int = 1 << 16) -> bytes:
+    """A PNG whose IHDR claims w x h, with a tiny IDAT (``raw`` zero bytes, compressed)."""
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, ctype, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * raw, 9)) + _chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def bomb_folder(tmp_path):
+    root = make_folder(tmp_path / "imgs", per=2)
+    (root / "a" / "bomb.png").write_bytes(header_png(30000, 30000))
+    return root
+
+
+def test_png_bomb_is_refused_from_its_header(bomb_folder, monkeypatch):
+    psutil = pytest.importorskip("psutil")
+    import imgtui.datasets.folder as folder
+
+    def never(*a, **k):
+        raise AssertionError("the file reached Pillow")
+
+    monkeypatch.setattr(folder, "_open_lazy", never)  # refused before Pillow even parses it
+    ds = open_dataset(bomb_folder)
+    proc = psutil.Process()
+    rss0 = proc.memory_info().rss
+    t0 = time.perf_counter()
+    with pytest.raises(ImgtuiError) as err:
+        folder.decode_image(bomb_folder / "a" / "bomb.png")
+    seconds = time.perf_counter() - t0
+    growth = proc.memory_info().rss - rss0
+    msg = str(err.value)
+    assert "\n" not in msg and "bomb.png" in msg
+    assert "30000x30000 image (900,000,000 pixels) is over the limit of 89,478,485 pixels" in msg
+    assert growth < 20e6, f"RSS grew by {growth / 1e6:.1f} MB"
+    assert seconds < 5
+    monkeypatch.undo()
+    with pytest.raises(ImgtuiError, match="bomb.png: 30000x30000 image"):
+        list(ds)
+
+
+def test_png_bomb_cli_stop_and_skip(tmp_path, bomb_folder, capsys):
+    code, err = cli_error(capsys, "convert", bomb_folder, tmp_path / "s", "-b", "lmdb", "-q")
+    assert code == 1 and "bomb.png: 30000x30000 image" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "s").exists()
+    assert main(["convert", str(bomb_folder), str(tmp_path / "s"), "-b", "lmdb", "-q", "--on-error", "skip"]) == 0
+    out = capsys.readouterr()
+    assert "wrote 4 records" in out.out and "skipped 1 unreadable file(s)" in out.out
+    assert "bomb.png: 30000x30000 image" in out.err and len(out.err.strip().splitlines()) == 1
+
+
+def test_large_16bit_png_gets_one_line_not_a_pillow_warning(tmp_path, recwarn):
+    from imgtui.datasets.folder import decode_image
+
+    path = tmp_path / "big.png"
+    path.write_bytes(header_png(12000, 12000, depth=16, ctype=0))
+    with pytest.raises(ImgtuiError) as err:
+        decode_image(path)
+    assert "12000x12000 image (144,000,000 pixels) is over the limit" in str(err.value)
+    assert "--max-pixels" in str(err.value)
+    assert not [w for w in recwarn if "DecompressionBomb" in type(w.message).__name__]
+
+
+def _images(root: Path, w: int = 40, h: int = 30) -> Path:
+    rng = np.random.default_rng(3)
+    for c in ("x", "y"):
+        (root / c).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / c / "i.png")
+        Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8)).save(root / c / "j.tif")
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / c / "k.jpg")
+    return root
+
+
+def test_max_pixels_override(tmp_path, capsys):
+    root = _images(tmp_path / "imgs")  # 40 x 30 = 1,200 pixels each
+    code, err = cli_error(capsys, "convert", root, tmp_path / "a", "-b", "hdf5", "-q", "--max-pixels", "1000")
+    assert code == 1 and "40x30 image (1,200 pixels) is over the limit of 1,000 pixels" in err
+    code, err = cli_error(capsys, "convert", f"{root}:max_pixels=1000", tmp_path / "a", "-b", "hdf5", "-q")
+    assert code == 1 and "over the limit of 1,000 pixels" in err
+    assert main(["convert", str(root), str(tmp_path / "b"), "-b", "hdf5", "-q", "--max-pixels", "1200"]) == 0
+    assert main(["convert", f"{root}:max_pixels=1200", str(tmp_path / "c"), "-b", "hdf5", "-q"]) == 0
+    # the flag wins over the spec; 0 means no limit; sharded workers get it too
+    assert main(["convert", f"{root}:max_pixels=10", str(tmp_path / "d"), "-b", "hdf5", "-q", "--max-pixels", "0"]) == 0
+    code, err = cli_error(capsys, "convert", root, tmp_path / "e", "-b", "lmdb", "-q", "--max-pixels", "1000",
+                          "--shards", "2", "--workers", "2")
+    assert code == 1 and "over the limit of 1,000 pixels" in err
+    code, err = cli_error(capsys, "convert", "synthetic:count=3", tmp_path / "f", "-b", "lmdb", "-q", "--max-pixels", "5")
+    assert code == 1 and "--max-pixels applies to image folders only" in err
+
+
+@pytest.mark.parametrize("ext", ["png", "jpg", "tif"])
+def test_max_pixels_above_pillows_limit_decodes_without_its_warning(tmp_path, monkeypatch, ext):
+    import warnings
+
+    from imgtui.datasets.folder import decode_image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow warns above 1,000 and refuses above 2,000
+    path = tmp_path / f"i.{ext}"
+    Image.fromarray(np.zeros((50, 50, 3), np.uint8)).save(path)  # 2,500 pixels
+    with pytest.raises(ImgtuiError, match="over the limit of 1,000 pixels"):
+        decode_image(path)  # the default limit follows Pillow's setting
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert decode_image(path, max_pixels=2500).shape == (50, 50, 3)
+        assert decode_image(path, max_pixels=0).shape == (50, 50, 3)
+
+
+# -- symlinks in an imported folder --------------------------------------------------------------
+@pytest.fixture
+def linked(tmp_path):
+    root = make_folder(tmp_path / "imgs", per=2)
+    outside = make_folder(tmp_path / "outside", classes=("o",), per=2)
+    (root / "a" / "leak.png").symlink_to(outside / "o" / "0.png")  # a file leaving the folder
+    (root / "c").symlink_to(outside / "o", target_is_directory=True)  # a folder leaving it
+    (root / "a" / "same.png").symlink_to("0.png")  # a link inside the folder: read as usual
+    return root
+
+
+def test_symlinks_leaving_the_folder_are_skipped_and_named(linked):
+    said = []
+    ds = open_dataset(linked, warn=said.append)
+    assert ds.files == ["a/0.png", "a/1.png", "a/same.png", "b/0.png", "b/1.png"]
+    assert said == ["skipped 2 symlinks leaving the folder: a/leak.png, c/; use --follow-symlinks to read them"]
+    assert "2 symlinks not followed" in ds.describe()
+    with pytest.warns(RuntimeWarning, match="skipped 2 symlinks leaving the folder"):
+        open_dataset(linked)  # without warn: a Python warning, like a skipped file
+
+
+def test_follow_symlinks_reads_them(linked):
+    said = []
+    ds = open_dataset(linked, warn=said.append, follow_symlinks=True)
+    assert ds.files == ["a/0.png", "a/1.png", "a/leak.png", "a/same.png", "b/0.png", "b/1.png", "c/0.png", "c/1.png"]
+    assert said == []
+    assert len(list(ds)) == 8
+    assert open_dataset(f"{linked}:follow_symlinks=yes").files == ds.files
+
+
+def test_symlinked_folder_inside_and_loops(tmp_path):
+    root = make_folder(tmp_path / "imgs", per=1)
+    (root / "a" / "again").symlink_to(root / "b", target_is_directory=True)
+    (root / "b" / "up").symlink_to(root, target_is_directory=True)  # a loop
+    said = []
+    assert open_dataset(root, warn=said.append).files == ["a/0.png", "b/0.png"]
+    assert said == ["skipped 2 symlinks to folders or leaving the folder: a/again/, b/up/; use --follow-symlinks to read them"]
+    said.clear()
+    ds = open_dataset(root, warn=said.append, follow_symlinks=True)
+    assert ds.files == ["a/0.png", "a/again/0.png", "b/0.png"]
+    assert len(said) == 1 and said[0].startswith("did not enter 2 symlinked folder(s) linking back")
+
+
+def test_cli_says_which_symlinks_once_at_the_end(tmp_path, linked, capsys):
+    for extra in ([], ["--shards", "2", "--workers", "2"]):
+        dest = tmp_path / f"s{len(extra)}"
+        assert main(["convert", str(linked), str(dest), "-b", "lmdb", "-q", *extra]) == 0
+        out = capsys.readouterr()
+        assert "wrote 5 records" in out.out and "skipped" not in out.out  # not counted as unreadable files
+        assert out.err.strip().splitlines() == [
+            "imgtui: warning: skipped 2 symlinks leaving the folder: a/leak.png, c/; use --follow-symlinks to read them"
+        ]
+    assert main(["convert", str(linked), str(tmp_path / "f"), "-b", "lmdb", "-q", "--follow-symlinks"]) == 0
+    out = capsys.readouterr()
+    assert "wrote 8 records" in out.out and out.err == ""
+
+
+def test_labels_csv_naming_a_skipped_symlink(tmp_path):
+    root = tmp_path / "flat"
+    root.mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(root / "x.png")
+    outside = tmp_path / "secret.png"
+    Image.fromarray(np.ones((4, 4), np.uint8)).save(outside)
+    (root / "y.png").symlink_to(outside)
+    (root / "labels.csv").write_text("file,label\nx.png,0\ny.png,1\n")
+    with pytest.raises(ImgtuiError, match="row names y.png, behind the symlink y.png which is not followed .* use --follow-symlinks"):
+        open_dataset(root, warn=lambda m: None)
+    assert [r.label for r in open_dataset(root, follow_symlinks=True)] == [0, 1]
+
+
+def test_only_symlinked_classes(tmp_path):
+    root = tmp_path / "imgs"
+    root.mkdir()
+    outside = make_folder(tmp_path / "outside", per=1)
+    (root / "a").symlink_to(outside / "a", target_is_directory=True)
+    with pytest.raises(ImgtuiError, match=r"no images found .*skipped 1 symlink leaving the folder: a/; use --follow-symlinks to read it"):
+        open_dataset(root)
+    assert open_dataset(root, follow_symlinks=True).files == ["a/0.png"]

@@ -3,7 +3,11 @@
 Specs:
 - ``synthetic`` or ``synthetic:count=1000,size=32,variable=16-64,channels=3,bits=16,seed=0,labels=10``
 - ``medical`` (``medical:count=N,...``): 2,000 synthetic 16-bit grayscale scans of 256-768 px
-- a folder of images (class sub-folders, or flat plus labels.csv)
+- a folder of images (class sub-folders, or flat plus labels.csv), optionally with folder options:
+  ``photos:max_pixels=200000000,follow_symlinks=yes`` (``max_pixels``: refuse images with more
+  pixels, checked from the file's header before decoding, 0 = no limit, default Pillow's
+  ``MAX_IMAGE_PIXELS``; ``follow_symlinks``: read image files linked from outside the folder and
+  enter symlinked folders)
 - CIFAR-10/100 python batch files (a batch file, or the folder holding them)
 - ``.npz`` / ``.npy`` arrays (``name.npz``, optionally ``name.npz:train``)
 - an existing imgtui store (disk, LMDB or HDF5)
@@ -19,7 +23,13 @@ from ..errors import DatasetError
 from .base import Dataset
 from .synthetic import SyntheticDataset
 
-__all__ = ["Dataset", "SyntheticDataset", "open_dataset", "parse_synthetic_spec"]
+__all__ = ["Dataset", "Notice", "SyntheticDataset", "open_dataset", "parse_synthetic_spec"]
+
+
+class Notice(str):
+    """A warning about a source as a whole, not about one skipped file (e.g. the symlinks a folder
+    did not follow): it goes through ``warn`` like the others; the CLI prints it at the end."""
+
 
 _SYNTH_KEYS = {"count", "size", "variable", "channels", "bits", "seed", "labels"}
 #: the "medical" scenario: scan-like 16-bit grayscale images of varying size (median about 512x512)
@@ -53,6 +63,34 @@ def parse_synthetic_spec(spec: str) -> dict[str, Any]:
     return kwargs
 
 
+#: options of image folders (``FolderDataset``), as keywords or at the end of a folder spec
+FOLDER_OPTIONS = ("max_pixels", "follow_symlinks")
+_TRUE = {"1", "yes", "true", "on", ""}
+_FALSE = {"0", "no", "false", "off"}
+
+
+def parse_folder_options(text: str) -> dict[str, Any] | None:
+    """``max_pixels=N,follow_symlinks=yes`` -> {"max_pixels": N, "follow_symlinks": True}; None when
+    ``text`` is not a list of folder options (e.g. the array name in ``x.npz:train``)."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or any(p.partition("=")[0].strip().lower() not in FOLDER_OPTIONS for p in parts):
+        return None
+    out: dict[str, Any] = {}
+    for part in parts:
+        key, _eq, value = part.partition("=")
+        key, value = key.strip().lower(), value.strip().lower()
+        if key == "max_pixels":
+            try:
+                out[key] = int(value.replace("_", ""))
+            except ValueError:
+                raise DatasetError(f"bad folder option {part!r} (max_pixels=N, a number of pixels; 0 = no limit)") from None
+        elif value in _TRUE or value in _FALSE:
+            out[key] = value in _TRUE
+        else:
+            raise DatasetError(f"bad folder option {part!r} (follow_symlinks=yes or no)")
+    return out
+
+
 def open_dataset(
     spec: str | Path | None = None,
     *,
@@ -63,7 +101,13 @@ def open_dataset(
     """Turn a dataset spec (see module doc) into a Dataset; one-line DatasetError when it cannot.
 
     ``on_error`` ("stop" or "skip") and ``warn`` apply to image folders (corrupt files).
+    ``max_pixels`` and ``follow_symlinks`` (keywords, or at the end of the spec) apply to image
+    folders only: None / False mean the defaults; given for another kind of source, they are an error.
     """
+    folder_opts = {k: options.pop(k) for k in FOLDER_OPTIONS if k in options}
+    folder_opts = {k: v for k, v in folder_opts.items() if v is not None and v is not False}
+    if spec is None or str(spec).strip() == "" or str(spec).startswith(("synthetic", "medical")):
+        _not_for(folder_opts, "generated datasets")
     if spec is None or str(spec).strip() == "" or str(spec).startswith("synthetic"):
         kwargs = parse_synthetic_spec(str(spec or "synthetic"))
         kwargs.update(options)
@@ -74,9 +118,16 @@ def open_dataset(
         kwargs.update(options)
         return SyntheticDataset(**kwargs)
     text = str(spec)
+    if ":" in text and not Path(text).exists():
+        head, _, tail = text.rpartition(":")
+        parsed = parse_folder_options(tail)
+        if parsed is not None and head:
+            text = head
+            folder_opts = {k: v for k, v in {**parsed, **folder_opts}.items() if v is not False}  # keywords win
     if text.startswith("dicom:"):
         from .dicom import DicomDataset
 
+        _not_for(folder_opts, "DICOM files")
         return DicomDataset(text[len("dicom:"):], on_error=on_error, warn=warn, **options)
     key = None
     if ":" in text and not Path(text).exists():
@@ -88,12 +139,14 @@ def open_dataset(
     if suffix in (".npz", ".npy"):
         from .npz import NpzDataset
 
+        _not_for(folder_opts, f"{path.name} (arrays)")
         return NpzDataset(path, key=key, **options)
     from .cifar import is_cifar_batch, is_cifar_dir
 
     if (path.is_file() and is_cifar_batch(path)) or (path.is_dir() and is_cifar_dir(path)):
         from .cifar import CifarDataset
 
+        _not_for(folder_opts, f"{path} (CIFAR batches)")
         return CifarDataset(path, **options)
     from ..backends import detect_backend
     from ..errors import ImgtuiError
@@ -106,6 +159,7 @@ def open_dataset(
     if is_store:
         from .store import StoreDataset
 
+        _not_for(folder_opts, f"{path} (an imgtui store)")
         return StoreDataset(path)
     from .dicom import find_dicom_files, is_dicom_file
 
@@ -114,11 +168,20 @@ def open_dataset(
         if path.is_file() or not any(p.suffix.lower() in image_suffixes for p in path.rglob("*")):
             from .dicom import DicomDataset
 
+            _not_for(folder_opts, f"{path} (DICOM files)")
             return DicomDataset(path, on_error=on_error, warn=warn, **options)
     if path.is_dir():
         from .folder import FolderDataset
 
-        return FolderDataset(path, on_error=on_error, warn=warn, **options)
+        return FolderDataset(path, on_error=on_error, warn=warn, **folder_opts, **options)
     raise DatasetError(
         f"{path}: not a dataset imgtui can read (expected an image folder, CIFAR batches, .npz/.npy or a store)"
     )
+
+
+def _not_for(opts: dict, what: str) -> None:
+    """Folder options given for a source that is not an image folder: an error, not ignored."""
+    if not opts:
+        return
+    names = " and ".join(f"--{k.replace('_', '-')}" for k in opts)
+    raise DatasetError(f"{names} appl{'y' if len(opts) > 1 else 'ies'} to image folders only, not to {what}")

@@ -46,8 +46,11 @@ import csv
 import json
 import os
 import re
+import struct
+import threading
 import warnings
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -57,6 +60,7 @@ from PIL import Image, ImageFile
 
 from ..errors import DatasetError
 from ..records import Record
+from . import Notice
 from .base import Dataset, WarnFn
 
 #: extensions read as images (lower case)
@@ -75,6 +79,85 @@ _THREAD_MIN_BYTES = 16 * 1024
 
 def is_image_file(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+# -- pixel limits -----------------------------------------------------------------------------
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+
+
+def default_max_pixels() -> int:
+    """The pixel limit when none is given: Pillow's ``Image.MAX_IMAGE_PIXELS`` (89,478,485 unless
+    changed; 0 = no limit when it was set to None)."""
+    return int(Image.MAX_IMAGE_PIXELS or 0)
+
+
+def check_max_pixels(value) -> int | None:
+    """``max_pixels`` as given by a user: None (the default limit), 0 (no limit) or a positive int."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool) or float(value) != int(value):
+            raise ValueError
+        n = int(value)
+    except (TypeError, ValueError, OverflowError):
+        n = -1
+    if n < 0:
+        raise DatasetError(f"max_pixels must be a whole number of pixels (0 = no limit), got {value!r}")
+    return n
+
+
+def _too_large(path: Path, w: int, h: int, limit: int) -> DatasetError:
+    return DatasetError(
+        f"{path}: {w}x{h} image ({w * h:,} pixels) is over the limit of {limit:,} pixels and was not decoded; "
+        "if the file is trusted, raise the limit with --max-pixels N"
+    )
+
+
+_lift_lock = threading.Lock()
+_lifted = [0, None]  # threads inside _pillow_limit_lifted, Pillow's limit to restore
+
+
+@contextmanager
+def _pillow_limit_lifted():
+    """Pillow's MAX_IMAGE_PIXELS off while an image imgtui already checked (and ``--max-pixels``
+    allowed) is loaded; restored when the last thread leaves."""
+    with _lift_lock:
+        if _lifted[0] == 0:
+            _lifted[1] = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _lifted[0] += 1
+    try:
+        yield
+    finally:
+        with _lift_lock:
+            _lifted[0] -= 1
+            if _lifted[0] == 0:
+                Image.MAX_IMAGE_PIXELS = _lifted[1]
+
+
+def _open_lazy(path: Path, head: bytes, hint: str | None) -> Image.Image:
+    """``Image.open`` (which reads only the header) without Pillow's decompression-bomb check: its
+    multi-line warning (or its error at twice its limit) would pre-empt imgtui's own one-line limit,
+    which ``--max-pixels`` may set above Pillow's. The hinted format is tried first (then any, for
+    a misnamed file)."""
+    Image.preinit()
+    tried: set[str] = set()
+    for load in (None, Image.init):
+        if load is not None:
+            load()
+        for fmt in ([hint] if hint else []) + list(Image.ID):
+            if fmt in tried or fmt not in Image.OPEN:
+                continue
+            tried.add(fmt)
+            factory, accept = Image.OPEN[fmt]
+            ok = accept(head) if accept else True
+            if not ok or isinstance(ok, str):
+                continue
+            try:
+                return factory(str(path))  # a path: the image owns (and closes) its file
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue
+    raise Image.UnidentifiedImageError(f"cannot identify image file {str(path)!r}")
 
 
 def _raw_tiff16(im: Image.Image, path: Path) -> np.ndarray | None:
@@ -133,26 +216,41 @@ def _decode_png16(path: Path) -> np.ndarray:
     return arr
 
 
-def decode_image(path: str | Path) -> np.ndarray:
-    """Decode one image file to an HxW or HxWxC uint8/uint16 array; DatasetError if it cannot."""
+def decode_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Decode one image file to an HxW or HxWxC uint8/uint16 array; DatasetError if it cannot.
+
+    The image's size is checked from its header before anything is decoded: over ``max_pixels``
+    (None: ``default_max_pixels()``; 0: no limit) it is refused with a one-line DatasetError.
+    A PNG's size is read from its IHDR chunk before Pillow sees the file.
+    """
     path = Path(path)
+    limit = default_max_pixels() if max_pixels is None else max_pixels
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     hint = _FORMAT_HINT.get(path.suffix.lower())
     try:
-        try:
-            im = Image.open(path, formats=[hint] if hint else None)
-        except Image.UnidentifiedImageError:
-            if not hint:
-                raise
-            im = Image.open(path)  # misnamed file (e.g. a PNG called .jpg)
+        with open(path, "rb") as fh:
+            head = fh.read(33)
+        if limit and head[:8] == _PNG_SIG and head[12:16] == b"IHDR":
+            w, h = struct.unpack(">II", head[16:24])
+            if w * h > limit:
+                raise _too_large(path, w, h, limit)
+        im = _open_lazy(path, head, hint)
         with im:
+            w, h = im.size
+            if limit and w * h > limit:
+                raise _too_large(path, w, h, limit)
             if im.format == "TIFF":
                 raw = _raw_tiff16(im, path)
                 if raw is not None:
                     return raw
             elif im.format == "PNG" and im.mode in ("RGB", "RGBA", "LA") and _png16(im):
                 return _decode_png16(path)
-            im.load()
+            pillow_limit = Image.MAX_IMAGE_PIXELS
+            if pillow_limit and w * h > pillow_limit:  # allowed by --max-pixels: Pillow's own check
+                with _pillow_limit_lifted():  # at load (TIFF) must not warn or refuse it
+                    im.load()
+            else:
+                im.load()
             return _to_array(im, path)
     except DatasetError:
         raise
@@ -160,6 +258,10 @@ def decode_image(path: str | Path) -> np.ndarray:
         raise DatasetError(f"{path}: image too large to decode safely ({exc})") from None
     except PermissionError:
         raise DatasetError(f"{path}: permission denied") from None
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such file (a broken symlink, or removed since the folder was listed)") from None
+    except IsADirectoryError:
+        raise DatasetError(f"{path}: a folder, not an image file") from None
     except Image.UnidentifiedImageError:
         raise DatasetError(f"{path}: not a readable image (unknown or corrupt format)") from None
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, ...
@@ -207,6 +309,8 @@ class FolderDataset(Dataset):
         labels_csv: str | Path | bool | None = None,
         limit: int | None = None,
         workers: int | None = None,
+        max_pixels: int | None = None,
+        follow_symlinks: bool = False,
     ) -> None:
         self.root = Path(root).expanduser()
         if on_error not in ("stop", "skip"):
@@ -216,8 +320,14 @@ class FolderDataset(Dataset):
         self.on_error = on_error
         self.warn = warn
         self.workers = 0 if workers is None else max(0, int(workers))
+        self.max_pixels = check_max_pixels(max_pixels)
+        self.follow_symlinks = bool(follow_symlinks)
         self.ignored: list[str] = []  # relative paths of non-image files
         self.skipped: list[str] = []  # relative paths of images skipped on error (last iteration)
+        #: symlinks not followed: image files leaving the folder, folders (``name/``)
+        self.skipped_symlinks: list[str] = []
+        self._symlinks_leaving: list[str] = []
+        self.symlink_loops: list[str] = []  # with follow_symlinks: folders linking back to an ancestor
         if not self.root.exists():
             raise DatasetError(f"{self.root}: no such folder")
         if not self.root.is_dir():
@@ -242,8 +352,9 @@ class FolderDataset(Dataset):
         images = self._scan(skip=csv_path)
         if not images:
             extra = f" ({len(self.ignored)} other files ignored)" if self.ignored else ""
+            note = f"; {self.symlink_note}" if self.symlink_note else ""
             raise DatasetError(
-                f"{self.root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}){extra}"
+                f"{self.root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}){extra}{note}"
             )
         entries: list[tuple[str, object, dict]]
         if csv_path is not None:
@@ -273,6 +384,9 @@ class FolderDataset(Dataset):
         self._entries = entries
         if workers is None:
             self.workers = self._auto_workers()
+        for note in (self.symlink_note, self.loop_note):
+            if note:
+                self._notify(Notice(note))
 
     def _auto_workers(self) -> int:
         """Threads only pay off for larger files: tiny images (CIFAR JPEGs of ~1 KB) spend their
@@ -289,26 +403,91 @@ class FolderDataset(Dataset):
 
     # -- scanning -------------------------------------------------------------------------------
     def _scan(self, skip: Path | None) -> list[str]:
+        """Image files under the root. Symlinks: an image file whose link leads out of the root and
+        a symlinked folder are not followed (listed in ``skipped_symlinks``) unless
+        ``follow_symlinks``; then a folder linking back to one of its ancestors is not entered."""
         images: list[str] = []
         skip_resolved = skip.resolve() if skip is not None else None
+        real_root = os.path.realpath(self.root)
+        follow = self.follow_symlinks
 
         def onerror(exc: OSError) -> None:
             raise DatasetError(f"{exc.filename}: cannot list folder ({exc.strerror or exc})")
 
-        for dirpath, dirnames, filenames in os.walk(self.root, onerror=onerror):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        def leaves(path: str) -> bool:
+            target = os.path.realpath(path)
+            return target != real_root and not target.startswith(real_root.rstrip(os.sep) + os.sep)
+
+        def key(path: str) -> tuple[int, int] | None:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None
+            return st.st_dev, st.st_ino
+
+        ancestors: dict[str, frozenset] = {}
+        for dirpath, dirnames, filenames in os.walk(self.root, onerror=onerror, followlinks=follow):
             rel_dir = os.path.relpath(dirpath, self.root)
             prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+            chain = ancestors.pop(dirpath, frozenset()) | {key(dirpath)}
+            keep = []
+            for d in sorted(dirnames):
+                if d.startswith("."):
+                    continue
+                full = os.path.join(dirpath, d)
+                if os.path.islink(full):
+                    if not follow:
+                        self.skipped_symlinks.append(prefix + d + "/")
+                        if leaves(full):
+                            self._symlinks_leaving.append(prefix + d + "/")
+                        continue
+                    if key(full) in chain:
+                        self.symlink_loops.append(prefix + d + "/")
+                        continue
+                ancestors[full] = chain
+                keep.append(d)
+            dirnames[:] = keep
             for name in sorted(filenames):
                 if name.startswith("."):
                     continue
                 rel = prefix + name
                 if is_image_file(name):
+                    full = os.path.join(dirpath, name)
+                    if not follow and os.path.islink(full) and leaves(full):
+                        self.skipped_symlinks.append(rel)
+                        self._symlinks_leaving.append(rel)
+                        continue
                     images.append(rel)
                 elif not (skip_resolved is not None and Path(dirpath, name).resolve() == skip_resolved):
                     self.ignored.append(rel)
         images.sort()
+        self.skipped_symlinks.sort()
         return images
+
+    @property
+    def symlink_note(self) -> str | None:
+        """One line naming the symlinks that were not followed, or None."""
+        links = self.skipped_symlinks
+        if not links:
+            return None
+        n = len(links)
+        names = ", ".join(links[:5]) + (f" and {n - 5:,} more" if n > 5 else "")
+        where = "leaving the folder" if len(self._symlinks_leaving) == n else "to folders or leaving the folder"
+        return f"skipped {n:,} symlink{'s' if n > 1 else ''} {where}: {names}; use --follow-symlinks to read {'them' if n > 1 else 'it'}"
+
+    @property
+    def loop_note(self) -> str | None:
+        loops = self.symlink_loops
+        if not loops:
+            return None
+        names = ", ".join(loops[:5]) + (f" and {len(loops) - 5:,} more" if len(loops) > 5 else "")
+        return f"did not enter {len(loops):,} symlinked folder(s) linking back to a folder above them: {names}"
+
+    def _notify(self, message: str, stacklevel: int = 3) -> None:
+        if self.warn is not None:
+            self.warn(message)
+        else:
+            warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
 
     def _read_csv(self, csv_path: Path, found: set[str]) -> list[tuple[str, object, dict]]:
         try:
@@ -353,6 +532,12 @@ class FolderDataset(Dataset):
                 )
             seen[rel] = lineno
             if rel not in found:
+                link = next((s for s in self.skipped_symlinks if rel == s or (s.endswith("/") and rel.startswith(s))), None)
+                if link is not None:
+                    raise DatasetError(
+                        f"{csv_path} line {lineno}: row names {rel}, behind the symlink {link} which is not "
+                        f"followed in {self.root}; use --follow-symlinks to read it"
+                    )
                 if (self.root / rel).is_file():
                     why = "which is not an image file" if not is_image_file(rel) else "which is skipped"
                 else:
@@ -412,6 +597,8 @@ class FolderDataset(Dataset):
             text += f" (first {n:,} of {self.total:,})"
         if self.ignored:
             text += f"; {len(self.ignored):,} non-image files ignored"
+        if self.skipped_symlinks:
+            text += f"; {len(self.skipped_symlinks):,} symlinks not followed"
         return text
 
     @property
@@ -426,7 +613,7 @@ class FolderDataset(Dataset):
 
     def _decode(self, rel: str) -> np.ndarray | DatasetError:
         try:
-            return decode_image(self.root / rel)
+            return decode_image(self.root / rel, self.max_pixels)
         except DatasetError as exc:
             return exc
 
@@ -440,11 +627,7 @@ class FolderDataset(Dataset):
         if self.on_error == "stop":
             raise err
         self.skipped.append(rel)
-        message = f"skipped {err}"
-        if self.warn is not None:
-            self.warn(message)
-        else:
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
+        self._notify(f"skipped {err}", stacklevel=4)
 
     def __iter__(self) -> Iterator[Record]:
         return self.records(0, None)
