@@ -391,3 +391,109 @@ def test_only_symlinked_classes(tmp_path):
     with pytest.raises(ImgtuiError, match=r"no images found .*skipped 1 symlink leaving the folder: a/; use --follow-symlinks to read it"):
         open_dataset(root)
     assert open_dataset(root, follow_symlinks=True).files == ["a/0.png"]
+
+
+# -- one-line messages for hostile folders -------------------------------------------------------
+def run_cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "imgtui", *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_named_pipes_do_not_hang(tmp_path):
+    root = make_folder(tmp_path / "imgs", per=2)
+    os.mkfifo(root / "a" / "pipe.png")
+    res = run_cli("convert", root, tmp_path / "s", "-b", "lmdb", "-q")
+    assert res.returncode == 1
+    assert res.stderr.strip().endswith("pipe.png: not a regular file (a named pipe, device or socket)")
+    res = run_cli("convert", root, tmp_path / "s", "-b", "lmdb", "-q", "--on-error", "skip")
+    assert res.returncode == 0 and "wrote 4 records" in res.stdout and "skipped 1 unreadable file(s)" in res.stdout
+    os.mkfifo(tmp_path / "x.npz")
+    res = run_cli("convert", tmp_path / "x.npz", tmp_path / "t", "-b", "lmdb", "-q")
+    assert res.returncode == 1 and "x.npz: not a regular file" in res.stderr
+
+
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        ('{"a": NaN}', "metadata of y.png holds NaN, which JSON does not allow"),
+        ('{"a": 1e999}', "metadata of y.png holds 1e999, which JSON does not allow"),
+        ("[" * 50000 + "]" * 50000, "metadata of y.png is nested too deeply"),
+        ("{bad", "metadata of y.png is not valid JSON"),
+    ],
+    ids=["nan", "inf", "deep", "broken"],
+)
+def test_damaged_metadata_cells(tmp_path, capsys, cell, message):
+    root = tmp_path / "flat"
+    root.mkdir()
+    for name in ("x.png", "y.png"):
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(root / name)
+    quoted = '"' + cell.replace('"', '""') + '"'
+    (root / "labels.csv").write_text(f'file,label,label_type,metadata\nx.png,1,int,"{{}}"\ny.png,2,int,{quoted}\n')
+    code, err = cli_error(capsys, "convert", root, tmp_path / "s", "-b", "lmdb", "-q")
+    assert code == 1 and err.endswith(message) and len(err.splitlines()) == 1
+
+
+def test_deeply_nested_folder(tmp_path):
+    root = tmp_path / "deep"
+    d = root / "a"
+    d.mkdir(parents=True)
+    cwd = os.getcwd()
+    os.chdir(d)
+    try:
+        for _ in range(1200):
+            os.mkdir("d")
+            os.chdir("d")
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save("x.png")
+    finally:
+        os.chdir(cwd)
+    res = run_cli("convert", root, tmp_path / "s", "-b", "lmdb", "-q")
+    assert "unexpected" not in res.stderr and "Traceback" not in res.stderr
+    if res.returncode:  # Python < 3.12 walks folders recursively
+        assert res.stderr.strip() == f"imgtui: error: {root}: folders nested too deeply to list (hundreds of levels)"
+
+
+def _without_root_powers() -> list[str] | None:
+    """A command prefix under which file permissions apply (root ignores them)."""
+    if os.geteuid() != 0:
+        return []
+    import shutil
+
+    if shutil.which("setpriv") is None:
+        return None
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
+    probe = subprocess.run([*prefix, "true"], capture_output=True)
+    return prefix if probe.returncode == 0 else None
+
+
+def test_unreadable_sources_are_named(tmp_path):
+    prefix = _without_root_powers()
+    if prefix is None:
+        pytest.skip("cannot drop root's file-permission override here")
+    root = make_folder(tmp_path / "imgs", per=1)
+    npz = tmp_path / "x.npz"
+    np.savez(npz, images=np.zeros((2, 4, 4), np.uint8), labels=np.arange(2))
+    sub = root / "b"
+
+    def run(src):
+        return subprocess.run([*prefix, sys.executable, "-m", "imgtui", "convert", str(src), str(tmp_path / "s"),
+                               "-b", "lmdb", "-q"], capture_output=True, text=True, timeout=120)
+
+    try:
+        os.chmod(root / "a" / "0.png", 0)
+        res = run(root)
+        assert res.returncode == 1 and res.stderr.strip() == f"imgtui: error: {root / 'a' / '0.png'}: permission denied"
+        os.chmod(root / "a" / "0.png", 0o644)
+        os.chmod(sub, 0)
+        res = run(root)
+        assert res.returncode == 1 and res.stderr.strip() == f"imgtui: error: {sub}: cannot list folder (Permission denied)"
+        os.chmod(sub, 0o755)
+        os.chmod(root, 0)
+        res = run(root)
+        assert res.returncode == 1 and res.stderr.strip() == f"imgtui: error: {root}: permission denied (cannot list the folder)"
+        os.chmod(root, 0o755)
+        os.chmod(npz, 0)
+        res = run(npz)
+        assert res.returncode == 1 and res.stderr.strip() == f"imgtui: error: {npz}: permission denied (cannot read the file)"
+    finally:
+        for p in (root, sub, root / "a" / "0.png", npz):
+            os.chmod(p, 0o755)

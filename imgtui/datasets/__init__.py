@@ -135,6 +135,7 @@ def open_dataset(
     path = Path(text).expanduser()
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder")
+    _check_readable(path)  # before any detection trips over a file inside it
     suffix = path.suffix.lower()
     if suffix in (".npz", ".npy"):
         from .npz import NpzDataset
@@ -163,13 +164,17 @@ def open_dataset(
         return StoreDataset(path)
     from .dicom import find_dicom_files, is_dicom_file
 
-    if (path.is_file() and is_dicom_file(path)) or (path.is_dir() and find_dicom_files(path, limit=1)):
-        image_suffixes = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-        if path.is_file() or not any(p.suffix.lower() in image_suffixes for p in path.rglob("*")):
-            from .dicom import DicomDataset
+    image_suffixes = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+    try:
+        dicom = (path.is_file() and is_dicom_file(path)) or (path.is_dir() and bool(find_dicom_files(path, limit=1)))
+        dicom = dicom and (path.is_file() or not any(p.suffix.lower() in image_suffixes for p in path.rglob("*")))
+    except RecursionError:  # Python 3.11 walks folders recursively
+        raise DatasetError(f"{path}: folders nested too deeply to list (hundreds of levels)") from None
+    if dicom:
+        from .dicom import DicomDataset
 
-            _not_for(folder_opts, f"{path} (DICOM files)")
-            return DicomDataset(path, on_error=on_error, warn=warn, **options)
+        _not_for(folder_opts, f"{path} (DICOM files)")
+        return DicomDataset(path, on_error=on_error, warn=warn, **options)
     if path.is_dir():
         from .folder import FolderDataset
 
@@ -185,3 +190,30 @@ def _not_for(opts: dict, what: str) -> None:
         return
     names = " and ".join(f"--{k.replace('_', '-')}" for k in opts)
     raise DatasetError(f"{names} appl{'y' if len(opts) > 1 else 'ies'} to image folders only, not to {what}")
+
+
+def _check_readable(path: Path) -> None:
+    """A one-line DatasetError for a source this process may not read (not a detector's
+    "manifest.json: Permission denied")."""
+    import os
+
+    try:
+        if path.is_dir():
+            with os.scandir(path) as it:
+                next(it, None)
+        else:
+            import stat
+
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a named pipe must not hang
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise DatasetError(f"{path}: not a regular file (a named pipe, device or socket)")
+            finally:
+                os.close(fd)
+    except PermissionError:
+        what = "cannot list the folder" if path.is_dir() else "cannot read the file"
+        raise DatasetError(f"{path}: permission denied ({what})") from None
+    except IsADirectoryError:
+        pass
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})") from None

@@ -46,6 +46,7 @@ import csv
 import json
 import os
 import re
+import stat
 import struct
 import threading
 import warnings
@@ -228,7 +229,11 @@ def decode_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     hint = _FORMAT_HINT.get(path.suffix.lower())
     try:
-        with open(path, "rb") as fh:
+        # O_NONBLOCK: a named pipe called x.png must not hang the import; only regular files are read
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise DatasetError(f"{path}: not a regular file (a named pipe, device or socket)")
             head = fh.read(33)
         if limit and head[:8] == _PNG_SIG and head[12:16] == b"IHDR":
             w, h = struct.unpack(">II", head[16:24])
@@ -297,6 +302,21 @@ def _to_array(im: Image.Image, path: Path) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+class _NotFinite(ValueError):
+    """NaN or an infinite number in JSON: Python's json reads them, but they are not JSON."""
+
+
+def _no_constant(name: str):
+    raise _NotFinite(name)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise _NotFinite(text)
+    return value
+
+
 class FolderDataset(Dataset):
     __doc__ = __doc__
     kind = "folder"
@@ -349,7 +369,10 @@ class FolderDataset(Dataset):
                 raise DatasetError(f"{csv_path}: labels file not found")
         self.labels_csv = csv_path
 
-        images = self._scan(skip=csv_path)
+        try:
+            images = self._scan(skip=csv_path)
+        except RecursionError:
+            raise DatasetError(f"{self.root}: folders nested too deeply to list (hundreds of levels)") from None
         if not images:
             extra = f" ({len(self.ignored)} other files ignored)" if self.ignored else ""
             note = f"; {self.symlink_note}" if self.symlink_note else ""
@@ -571,9 +594,13 @@ class FolderDataset(Dataset):
         if "metadata" in extras:
             text = extras.pop("metadata")
             try:
-                meta = json.loads(text) if text else {}
+                meta = json.loads(text, parse_constant=_no_constant, parse_float=_finite) if text else {}
+            except _NotFinite as exc:
+                raise DatasetError(f"{csv_path}: metadata of {rel} holds {exc}, which JSON does not allow") from None
             except ValueError:
                 raise DatasetError(f"{csv_path}: metadata of {rel} is not valid JSON") from None
+            except RecursionError:
+                raise DatasetError(f"{csv_path}: metadata of {rel} is nested too deeply") from None
             if not isinstance(meta, dict):
                 raise DatasetError(f"{csv_path}: metadata of {rel} must be a JSON object")
             return rel, label, {"__exact__": True, **extras, **meta}
