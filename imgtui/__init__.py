@@ -51,4 +51,12 @@ def delete(store, indices) -> dict:
     return _delete(store, indices)
 
 
-__all__ = ["ImgtuiError", "Record", "append", "dataset", "delete", "open", "overwrite", "writer", "__version__"]
+def repair(store) -> dict:
+    """Finish or roll back what an interrupted write or change left, remove stale temporaries;
+    returns ``{"path", "backend", "actions"}`` (one line per action; empty: nothing to do)."""
+    from .backends.mutate import repair as _repair
+
+    return _repair(store)
+
+
+__all__ = ["ImgtuiError", "Record", "append", "dataset", "delete", "open", "overwrite", "repair", "writer", "__version__"]

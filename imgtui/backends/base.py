@@ -50,6 +50,7 @@ from ..records import Label, Record, checksum, validate_record
 from .safety import (  # noqa: F401  (fsync_dir, remove_path: used by the backends through base)
     WriterLock,
     clean_stale,
+    fault_point,
     fsync_dir,
     is_locked,
     stale_temporaries,
@@ -391,6 +392,7 @@ class StoreWriter(ABC):
             )
         try:
             self._write_batch(batch, sums, start)
+            fault_point("batch")
         except (OSError, ImgtuiError) as exc:
             if not isinstance(exc, StoreFullError) and is_disk_full_error(exc):
                 raise StoreFullError(f"disk full while writing {self.path}: no space left on device") from None
@@ -415,7 +417,9 @@ class StoreWriter(ABC):
         try:
             if self.build_path != self.path:
                 fsync_tree(self.build_path)  # durable before it becomes the store
+                fault_point("commit")
                 replace_path(self.build_path, self.path)
+                fault_point("committed")
         except BaseException as exc:
             self._finished = False
             self.abort()

@@ -34,6 +34,7 @@ import fcntl
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,31 @@ _TEMP_RE = re.compile(r"^(?P<name>.+)\.imgtui-(?P<what>tmp|change|rewrite|old)-(
 
 class StoreLockedError(StoreError):
     """Another process is writing or changing the store."""
+
+
+# -- fault injection (tests) ---------------------------------------------------------------------
+_fault_counts: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """A place where the fault-injection tests stop a write: ``IMGTUI_FAULT=kill:NAME[:K]`` kills
+    the process (SIGKILL) the K-th time it passes point NAME, ``IMGTUI_FAULT=enospc:NAME[:K]``
+    raises ENOSPC there. Points: ``batch`` (after each batch is written), ``commit`` (everything
+    written, just before the switch), ``committed`` (just after it, before the cleanup)."""
+    spec = os.environ.get("IMGTUI_FAULT")
+    if not spec:
+        return
+    kind, _, rest = spec.partition(":")
+    where, _, k = rest.partition(":")
+    if where != name:
+        return
+    count = _fault_counts[name] = _fault_counts.get(name, 0) + 1
+    if count != int(k or 1):
+        return
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif kind == "enospc":
+        raise OSError(errno.ENOSPC, "No space left on device (injected)")
 
 
 def lock_path(path: str | os.PathLike) -> Path:

@@ -28,7 +28,7 @@ from ...errors import CorruptStoreError
 from ...records import Record, checksum
 from ..base import atomic_write_text
 from ..mutate import BATCH, _batches, _cancelled, _Mutator, _new_manifest, _stat_items, _stats_remove
-from ..safety import copy_file, fsync_dir, fsync_tree, remove_path
+from ..safety import copy_file, fault_point, fsync_dir, fsync_tree, remove_path
 from . import store as disk
 
 INTENT = disk.INTENT
@@ -90,7 +90,9 @@ class DiskMutator(_Mutator):
         fsync_tree(self.path)
         self.stats.label_kinds = self._kinds_after()
         m = _new_manifest(self.manifest, self.stats, table=table.name, generation=self.generation + 1)
+        fault_point("commit")
         atomic_write_text(self.mpath, json.dumps(m, indent=1, ensure_ascii=False) + "\n")
+        fault_point("committed")
         _finish(self.path, self.table_name, old_files)
 
     def _rollback(self, table: Path, new_files: list[str]) -> None:
@@ -175,6 +177,7 @@ class DiskMutator(_Mutator):
                     created.extend(name for name in (r[1] for r in rows))
                     self._write_pngs(items)
                     w.writerows(rows)
+                    fault_point("batch")
                     self.stats.add_many(*_stat_items(recs))
                     self.done += len(recs)
                     if progress is not None:
@@ -205,6 +208,7 @@ class DiskMutator(_Mutator):
         self._begin("overwrite", new_files=created, old_files=stale)
         try:
             self._write_pngs(items)
+            fault_point("batch")
             self._write_table(table, rows)
             _stats_remove(self.stats, *old)
             self.stats.add_many(*_stat_items(list(changes.values())))

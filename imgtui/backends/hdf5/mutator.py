@@ -28,7 +28,7 @@ from ...errors import StoreError, StoreFullError
 from ...records import Record, checksum
 from ..base import WriteStats
 from ..mutate import BATCH, _batches, _cancelled, _first_line, _Mutator, _new_manifest, _stat_items, _stats_remove
-from ..safety import copy_file, fsync_file, remove_path, replace_path, temp_path
+from ..safety import copy_file, fault_point, fsync_file, remove_path, replace_path, temp_path
 from . import store as H
 
 
@@ -159,7 +159,9 @@ class Hdf5Mutator(_Mutator):
 
     def _switch(self, work: Path) -> None:
         fsync_file(work)
+        fault_point("commit")
         replace_path(work, self.path)
+        fault_point("committed")
 
     def check(self, rec: Record, index: int) -> Record:
         self.H.Hdf5Writer._check_record(None, rec, index)  # type: ignore[arg-type]  (uses no state)
@@ -174,6 +176,7 @@ class Hdf5Mutator(_Mutator):
                 for batch in _batches(records, BATCH):
                     for r in batch:
                         w.write(r)
+                    fault_point("batch")
                     self.done += len(batch)
                     if progress is not None:
                         progress(self.done, total)

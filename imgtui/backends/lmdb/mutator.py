@@ -27,6 +27,7 @@ import lmdb
 from ...errors import InvalidRecordError, StoreError, StoreFullError
 from ...records import Record, checksum
 from ..base import WriteStats, disk_nearly_full
+from ..safety import fault_point
 from ..mutate import BATCH, _batches, _cancelled, _first_line, _Mutator, _new_manifest, _stat_items, _stats_remove
 from . import store as L
 from .store import pack_block, unpack_block
@@ -214,9 +215,12 @@ class LmdbMutator(_Mutator):
         def fn(txn: Any) -> None:
             self.stats = WriteStats.from_dict(stats0.to_dict())  # a retry starts from the same figures
             change(txn)
+            fault_point("batch")
             txn.put(L.MANIFEST_KEY, self._manifest_bytes(txn, self.stats.count), db=self.dbm)
+            fault_point("commit")  # inside the transaction: a kill here discards all of it
 
         self._write(fn)
+        fault_point("committed")
 
     def _steps(self, op: Callable[[], None], extra_bytes: int = 0) -> None:
         self._open(extra_bytes)
@@ -251,6 +255,7 @@ class LmdbMutator(_Mutator):
                 if packer.size >= TXN_BYTES:
                     blocks = packer.take()
                     self._write(lambda txn, b=blocks: self._put_blocks(txn, b))
+                fault_point("batch")
             if not self.done:
                 return
             packer.close()
@@ -261,8 +266,10 @@ class LmdbMutator(_Mutator):
             def last(txn: Any) -> None:  # the switch: the new manifest says the new count
                 self._put_blocks(txn, blocks)
                 txn.put(L.MANIFEST_KEY, self._manifest_bytes(txn, self.stats.count), db=self.dbm)
+                fault_point("commit")  # inside the transaction: a kill here discards all of it
 
             self._write(last)
+            fault_point("committed")
         except BaseException:
             try:  # not needed for safety (readers stop at the old count), only to give the space back
                 self._write(lambda txn: self._delete_from(txn, self.n))

@@ -1,0 +1,350 @@
+"""The conformance suite every backend passes (modelled on zarr-python's ``StoreTests``).
+
+A backend's test file is one subclass::
+
+    class TestLmdb(BackendSuite):
+        backend = "lmdb"
+
+It runs round trips over shapes, dtypes, labels and metadata (hypothesis), variable sizes,
+append/overwrite/delete, checked reads and verify against bit flips, one writer at a time,
+readers during a change, an injected full disk, and the fault-injection tests: for each of
+convert, convert --overwrite, append, overwrite and delete, a child process is killed at
+deterministic points (after a batch, just before the switch, just after it) and at random
+moments; the store must then open with exactly the old or the new records and verify, and the
+same command must run again. ``scripts/torture.py`` runs the random kills many times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import imgtui
+from imgtui.backends import get_backend, open_store
+from imgtui.backends.safety import WriterLock, is_locked, stale_temporaries
+from imgtui.datasets import SyntheticDataset
+from imgtui.errors import ImgtuiError, InvalidRecordError, StoreChangedError, StoreExistsError
+from imgtui.records import Record
+
+OPS = ("convert", "convert_overwrite", "append", "overwrite", "delete")
+POINTS = ("batch:1", "batch:2", "commit", "committed")
+
+# what a child runs: one operation on a store, records from seeded synthetic datasets (the parent
+# computes the same old and new records); IMGTUI_FAULT in its environment stops it somewhere
+CHILD = textwrap.dedent(
+    """
+    import json, sys
+    import imgtui
+    from imgtui.datasets import SyntheticDataset
+    op, backend, path, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+    def recs(count, seed):
+        return list(SyntheticDataset(count=count, seed=seed, size=(8, 8), channels=3))
+    if op in ("convert", "convert_overwrite"):
+        with imgtui.writer(path, backend, overwrite=op == "convert_overwrite", batch_size=64, **options) as w:
+            w.write_many(recs(600, 2))
+    elif op == "append":
+        imgtui.append(path, recs(600, 3))
+    elif op == "overwrite":
+        imgtui.overwrite(path, {i: r for i, r in zip(range(0, 100, 7), recs(100, 4))})
+    elif op == "delete":
+        imgtui.delete(path, range(0, 100, 3))
+    print("done")
+    """
+)
+
+
+def recs(count: int, seed: int) -> list[Record]:
+    return list(SyntheticDataset(count=count, seed=seed, size=(8, 8), channels=3))
+
+
+def expected(op: str) -> tuple[list[Record] | None, list[Record]]:
+    """(old records or None when the path is new, new records) of ``op``."""
+    base = recs(100, 1)
+    if op == "convert":
+        return None, recs(600, 2)
+    if op == "convert_overwrite":
+        return base, recs(600, 2)
+    if op == "append":
+        return base, base + recs(600, 3)
+    if op == "overwrite":
+        new = list(base)
+        for i, r in zip(range(0, 100, 7), recs(100, 4)):
+            new[i] = r
+        return base, new
+    if op == "delete":
+        return base, [r for i, r in enumerate(base) if i % 3]
+    raise ValueError(op)
+
+
+def read_all(path: Path) -> list[Record] | None:
+    if not path.exists():
+        return None
+    with open_store(path) as r:
+        got = list(r)
+        v = r.verify()
+        assert v.ok, v.summary()
+    return got
+
+
+def run_child(op: str, backend: str, path: Path, options: dict, fault: str | None = None,
+              kill_after: float | None = None) -> subprocess.CompletedProcess | int:
+    env = dict(os.environ)
+    env.pop("IMGTUI_FAULT", None)
+    if fault:
+        env["IMGTUI_FAULT"] = fault
+    argv = [sys.executable, "-c", CHILD, op, backend, str(path), json.dumps(options)]
+    if kill_after is None:
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(kill_after)
+    proc.send_signal(signal.SIGKILL)
+    return proc.wait()
+
+
+class BackendSuite:
+    backend: str = ""
+    #: writer options used by every test
+    options: dict = {}
+
+    # -- helpers -----------------------------------------------------------------------------
+    def path(self, tmp_path: Path, name: str = "s") -> Path:
+        return tmp_path / (name + get_backend(self.backend).suffix)
+
+    def make(self, tmp_path: Path, records: list[Record], name: str = "s", **kw) -> Path:
+        p = self.path(tmp_path, name)
+        with imgtui.writer(p, self.backend, **{**self.options, **kw}) as w:
+            w.write_many(records)
+        return p
+
+    def assert_store(self, path: Path, records: list[Record]) -> None:
+        with open_store(path) as r:
+            assert len(r) == len(records)
+            for i, (a, b) in enumerate(zip(r, records)):
+                assert a == b, f"record {i} differs"
+            assert r.labels() == [x.label for x in records]
+            v = r.verify()
+            assert v.ok, v.summary()
+
+    def assert_no_leftovers(self, path: Path) -> None:
+        assert stale_temporaries(path) == []
+        assert is_locked(path) is None  # a killed writer's lock died with it
+        with open_store(path) as r:
+            assert r.leftovers() == []
+        assert imgtui.repair(path)["actions"] == []
+        # a killed writer may leave its (unlocked, empty) lock file; the next writer or repair removes it
+        assert not [n for n in os.listdir(path.parent) if n.endswith(".imgtui-lock")]
+
+    # -- round trips ---------------------------------------------------------------------------
+    @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors])
+    @given(data=st.data())
+    def test_round_trip_shapes_dtypes_labels_metadata(self, tmp_path_factory, data):
+        tmp = tmp_path_factory.mktemp("rt")
+        n = data.draw(st.integers(1, 6))
+        dtype = data.draw(st.sampled_from(["uint8", "uint16"]))
+        channels = data.draw(st.sampled_from([None, 1, 3, 4]))
+        records = []
+        for i in range(n):
+            h, w = data.draw(st.integers(1, 17)), data.draw(st.integers(1, 17))
+            shape = (h, w) if channels is None else (h, w, channels)
+            hi = 255 if dtype == "uint8" else 65535
+            img = np.random.default_rng(i).integers(0, hi + 1, shape).astype(dtype)
+            label = data.draw(st.one_of(st.integers(-(2**40), 2**40), st.text(max_size=8).filter(lambda s: "\x00" not in s)))
+            meta = data.draw(st.dictionaries(st.text(max_size=5), st.one_of(st.integers(-99, 99), st.text(max_size=5)), max_size=3))
+            records.append(Record(img, label, meta))
+        p = self.make(tmp, records)
+        self.assert_store(p, records)
+
+    def test_variable_sizes_and_mixed_labels(self, tmp_path):
+        rng = np.random.default_rng(7)
+        records = [Record(rng.integers(0, 65535, (5 + i, 9 - i % 4, 3), dtype=np.uint16), i if i % 2 else f"c{i}",
+                          {"i": i}) for i in range(9)]
+        self.assert_store(self.make(tmp_path, records), records)
+
+    def test_empty_store(self, tmp_path):
+        p = self.make(tmp_path, [])
+        self.assert_store(p, [])
+
+    # -- changes -----------------------------------------------------------------------------
+    @pytest.mark.parametrize("op", ("append", "overwrite", "delete"))
+    def test_append_overwrite_delete(self, tmp_path, op):
+        old, new = expected(op)
+        p = self.make(tmp_path, old)
+        if op == "append":
+            rep = imgtui.append(p, recs(600, 3))
+        elif op == "overwrite":
+            rep = imgtui.overwrite(p, {i: r for i, r in zip(range(0, 100, 7), recs(100, 4))})
+        else:
+            rep = imgtui.delete(p, range(0, 100, 3))
+        assert rep["operation"] == op and rep["count"] == len(new)
+        self.assert_store(p, new)
+        self.assert_no_leftovers(p)
+
+    def test_changes_in_sequence(self, tmp_path):
+        base = recs(50, 1)
+        p = self.make(tmp_path, base)
+        imgtui.append(p, recs(30, 2))
+        imgtui.delete(p, [0, 49, 79])
+        imgtui.overwrite(p, {3: recs(1, 9)[0]})
+        want = (base + recs(30, 2))
+        want = [r for i, r in enumerate(want) if i not in (0, 49, 79)]
+        want[3] = recs(1, 9)[0]
+        self.assert_store(p, want)
+        self.assert_no_leftovers(p)
+
+    def test_bad_record_rolls_back(self, tmp_path):
+        old = recs(20, 1)
+        p = self.make(tmp_path, old)
+
+        def gen():
+            yield from recs(300, 5)
+            yield Record(np.zeros((4, 4), np.complex64), 1, {})
+
+        with pytest.raises(InvalidRecordError, match="nothing was appended"):
+            imgtui.append(p, gen())
+        self.assert_store(p, old)
+        self.assert_no_leftovers(p)
+
+    def test_exists_without_overwrite(self, tmp_path):
+        old = recs(3, 1)
+        p = self.make(tmp_path, old)
+        with pytest.raises(StoreExistsError):
+            imgtui.writer(p, self.backend)
+        self.assert_store(p, old)
+
+    # -- one writer at a time --------------------------------------------------------------------
+    def test_second_writer_fails_at_once_naming_the_first(self, tmp_path):
+        old = recs(10, 1)
+        p = self.make(tmp_path, old)
+        with WriterLock(p, "test"):
+            res = run_child("append", self.backend, p, self.options)
+            assert res.returncode != 0
+            last = res.stderr.strip().splitlines()[-1]
+            assert f"is being written by process {os.getpid()}" in last
+            res = run_child("convert_overwrite", self.backend, p, self.options)
+            assert res.returncode != 0 and "is being written by process" in res.stderr
+        self.assert_store(p, old)
+
+    def test_two_concurrent_appends_never_lose_records(self, tmp_path):
+        old = recs(100, 1)
+        p = self.make(tmp_path, old)
+        procs = [subprocess.Popen([sys.executable, "-c", CHILD, "append", self.backend, str(p), json.dumps(self.options)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        outs = [pr.communicate(timeout=120) for pr in procs]
+        codes = [pr.returncode for pr in procs]
+        got = read_all(p)
+        ok = codes.count(0)
+        assert ok >= 1
+        # each successful append added its 600 records; a refused one added none, with one clear line
+        assert got == old + recs(600, 3) * ok
+        for code, (_out, err) in zip(codes, outs):
+            if code:
+                assert "is being written by process" in err.strip().splitlines()[-1]
+
+    # -- readers during a change -----------------------------------------------------------------
+    def test_reader_open_during_a_change_never_sees_wrong_records(self, tmp_path):
+        old, new = expected("overwrite")
+        p = self.make(tmp_path, old)
+        r = open_store(p)
+        try:
+            assert r[5] == old[5]
+            res = run_child("overwrite", self.backend, p, self.options)
+            assert res.returncode == 0, res.stderr
+            for i in range(len(old)):
+                try:
+                    rec = r[i]
+                except StoreChangedError:
+                    continue  # told to reopen: fine
+                assert rec == old[i] or rec == new[i], f"record {i}: neither old nor new"
+        finally:
+            r.close()
+        self.assert_store(p, new)
+
+    # -- fault injection -------------------------------------------------------------------------
+    def _prepare(self, tmp_path: Path, op: str) -> Path:
+        old, _ = expected(op)
+        p = self.path(tmp_path)
+        if old is not None:
+            self.make(tmp_path, old)
+        return p
+
+    def _check_after_kill(self, p: Path, op: str) -> str:
+        """The store is exactly the old or the new one and verifies; the command runs again."""
+        old, new = expected(op)
+        got = read_all(p)
+        if got == new:
+            outcome = "new"
+        elif got == old:
+            outcome = "old"
+        else:
+            pytest.fail(f"{op}: after the kill the store holds neither the old nor the new records")
+        if got is not None:
+            with open_store(p) as r:
+                notes = r.leftovers()
+            actions = imgtui.repair(p)["actions"]
+            assert bool(notes) <= bool(actions)  # what info/verify announce, repair does
+            assert read_all(p) == got  # repair never changes the records
+        if outcome == "old":
+            res = run_child(op, self.backend, p, self.options)
+            assert res.returncode == 0, res.stderr
+            assert read_all(p) == new
+        self.assert_no_leftovers(p)
+        return outcome
+
+    @pytest.mark.parametrize("op", OPS)
+    @pytest.mark.parametrize("point", POINTS)
+    def test_kill_at_each_point_leaves_old_or_new(self, tmp_path, op, point):
+        p = self._prepare(tmp_path, op)
+        res = run_child(op, self.backend, p, self.options, fault=f"kill:{point}")
+        outcome = self._check_after_kill(p, op)
+        if res.returncode == 0:
+            assert outcome == "new"  # the point was never reached (e.g. one batch only)
+        else:
+            assert res.returncode == -signal.SIGKILL
+            # before the switch: old; after it: new
+            assert outcome == ("new" if point == "committed" else "old")
+
+    @pytest.mark.parametrize("op", OPS)
+    def test_random_kills(self, tmp_path, op):
+        rnd = random.Random(hash((self.backend, op)) & 0xFFFF)
+        (tmp_path / "timing").mkdir()
+        p = self._prepare(tmp_path / "timing", op)
+        t0 = time.perf_counter()
+        res = run_child(op, self.backend, p, self.options)
+        assert res.returncode == 0, res.stderr
+        span = time.perf_counter() - t0
+        for k in range(3):
+            d = tmp_path / f"k{k}"
+            d.mkdir()
+            p = self._prepare(d, op)
+            run_child(op, self.backend, p, self.options, kill_after=rnd.uniform(0.05, span))
+            self._check_after_kill(p, op)
+
+    @pytest.mark.parametrize("op", ("convert", "append", "overwrite", "delete"))
+    @pytest.mark.parametrize("point", ("batch", "commit"))
+    def test_injected_disk_full_keeps_the_old_store(self, tmp_path, op, point):
+        p = self._prepare(tmp_path, op)
+        res = run_child(op, self.backend, p, self.options, fault=f"enospc:{point}")
+        old, new = expected(op)
+        if res.returncode == 0:  # this operation does not pass that point
+            assert read_all(p) == new
+            return
+        assert res.returncode == 1
+        lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+        assert "No space left" in lines[-1] or "disk full" in lines[-1], res.stderr[-500:]
+        assert read_all(p) == old
+        if old is not None:
+            self.assert_no_leftovers(p)
+        else:
+            assert stale_temporaries(p) == []
