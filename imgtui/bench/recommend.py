@@ -1,9 +1,9 @@
 """Which backend suits this dataset and these needs? A recommendation backed by measured figures.
 
 ``Profile`` describes the images (from a dataset sample or a store's ``info()``), ``Needs`` what the
-user will do with them, ``recommend(profile, needs, results)`` scores disk, LMDB and HDF5 on the
-measured rows that matter for those needs and returns the backend, its options, the reasons (each
-quoting a figure from the results) and the trade-offs accepted. ``missing_experiments`` and
+user will do with them, ``recommend(profile, needs, results)`` scores the registry's backends (disk,
+LMDB, HDF5, ...) on the measured rows that matter for those needs and returns the backend, its
+options, the reasons (each quoting a figure from the results) and the trade-offs accepted. ``missing_experiments`` and
 ``small_plan`` say what still has to be measured; ``recommend_for_dataset`` measures it and answers.
 
 No UI code here.
@@ -17,13 +17,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from ..errors import ImgtuiError
+from . import backend_info as bi
 from .claims import good_rows, mutate_figures, parse_detail
 from .fmt import fmt_bytes, fmt_rate, fmt_seconds
 from .model import BenchPlan, Event, Finished, ResultTable
 
-BACKENDS = ("disk", "lmdb", "hdf5")
-NAMES = {"disk": "disk (PNG files)", "lmdb": "LMDB", "hdf5": "HDF5"}
-SHORT = {"disk": "PNG files", "lmdb": "LMDB", "hdf5": "HDF5"}
 ACCESS = ("sequential", "random", "single")
 CHANGES = ("static", "growing", "changing")
 READERS = ("one", "many")
@@ -31,6 +29,32 @@ READERS = ("one", "many")
 
 class NeedsError(ImgtuiError):
     """A need given with a value imgtui does not know."""
+
+
+def candidates(backends: list[str] | tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The backends a recommendation chooses from: ``backends`` (names or aliases; an unknown or
+    uninstalled one is a one-line ImgtuiError) or every backend of the registry usable here."""
+    if backends is None:
+        return tuple(bi.names())
+    out = []
+    for b in backends:
+        name = bi.canonical(b)  # unknown: "unknown backend 'x' (choose from ...)"
+        bi.get(name)  # needs an optional package: says which
+        out.append(name)
+    if not out:
+        raise ImgtuiError(f"no backend to choose from (choose from {', '.join(bi.names())})")
+    return tuple(dict.fromkeys(out))
+
+
+def display_name(backend: str) -> str:
+    """ "disk (PNG files)", "LMDB", "HDF5"; an unknown name as it is."""
+    try:
+        return bi.get(backend).display_name or backend
+    except (ImgtuiError, ImportError):
+        return backend
+
+
+SHORT = bi.plain_name
 
 
 @dataclass
@@ -135,7 +159,7 @@ class Recommendation:
 
     @property
     def name(self) -> str:
-        return NAMES[self.backend]
+        return display_name(self.backend)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -168,9 +192,10 @@ def missing_experiments(needs: Needs, results: ResultTable | None) -> list[str]:
     return [e for e in needed_experiments(needs) if e not in have]
 
 
-def small_plan(dataset: str, experiments: list[str], count: int = 2000, workdir: str | None = None) -> BenchPlan:
-    """A short plan measuring ``experiments`` with imgtui's three backends at one count."""
-    return BenchPlan(dataset=dataset, backends=list(BACKENDS), methods=["imgtui"], experiments=list(experiments),
+def small_plan(dataset: str, experiments: list[str], count: int = 2000, workdir: str | None = None,
+               backends: list[str] | tuple[str, ...] | None = None) -> BenchPlan:
+    """A short plan measuring ``experiments`` with imgtui's backends (default: all) at one count."""
+    return BenchPlan(dataset=dataset, backends=list(candidates(backends)), methods=["imgtui"], experiments=list(experiments),
                      counts=[int(count)], repeats=None, workdir=workdir, readers=[1, 2, 4])
 
 
@@ -184,29 +209,30 @@ class _Criterion:
     describe: Callable[[str, str], str]  # (winner, other) -> the sentence quoting figures
 
 
-def _rate_criterion(name: str, label: str, rows, weight: float) -> _Criterion | None:
-    rates = {r.backend: r.records_per_s for r in rows if r.records_per_s and r.backend in BACKENDS}
+def _rate_criterion(name: str, label: str, rows, weight: float, cands: tuple[str, ...]) -> _Criterion | None:
+    rates = {r.backend: r.records_per_s for r in rows if r.records_per_s and r.backend in cands}
     if len(rates) < 2:
         return None
 
     def describe(w: str, o: str) -> str:
-        return (f"{SHORT[w]}: {rates[w] / rates[o]:.1f}x faster {label} than {SHORT[o]} on your images "
+        return (f"{SHORT(w)}: {rates[w] / rates[o]:.1f}x faster {label} than {SHORT(o)} on your images "
                 f"({fmt_rate(rates[w])} vs {fmt_rate(rates[o])} records/s)")
 
     return _Criterion(name, rates, True, weight, describe)
 
 
-def _criteria(profile: Profile, needs: Needs, results: ResultTable) -> tuple[list[_Criterion], list[str]]:
+def _criteria(profile: Profile, needs: Needs, results: ResultTable,
+              cands: tuple[str, ...]) -> tuple[list[_Criterion], list[str]]:
     crits: list[_Criterion] = []
     used: list[str] = []
     # reading, the way the user reads
     if needs.access == "random":
-        c = _rate_criterion("random_batches", "random batches", good_rows(results, "random_batches"), 3.0)
+        c = _rate_criterion("random_batches", "random batches", good_rows(results, "random_batches"), 3.0, cands)
         if c:
             crits.append(c)
             used.append("random_batches")
     elif needs.access == "sequential":
-        c = _rate_criterion("read_many", "sequential reads", good_rows(results, "read_many"), 2.0)
+        c = _rate_criterion("read_many", "sequential reads", good_rows(results, "read_many"), 2.0, cands)
         if c:
             crits.append(c)
             used.append("read_many")
@@ -214,16 +240,16 @@ def _criteria(profile: Profile, needs: Needs, results: ResultTable) -> tuple[lis
         if rows:
             top = max(int(parse_detail(r.detail).get("slice", "0")) for r in rows)
             rows = [r for r in rows if int(parse_detail(r.detail).get("slice", "0")) == top]
-            c = _rate_criterion("slice_read", f"slices of {top:,}", rows, 1.5)
+            c = _rate_criterion("slice_read", f"slices of {top:,}", rows, 1.5, cands)
             if c:
                 crits.append(c)
                 used.append("slice_read")
     else:
         rows = good_rows(results, "read_one")
-        lat = {r.backend: r.median_s for r in rows if r.median_s and r.backend in BACKENDS}
+        lat = {r.backend: r.median_s for r in rows if r.median_s and r.backend in cands}
         if len(lat) >= 2:
             crits.append(_Criterion("read_one", lat, False, 2.0, lambda w, o: (
-                f"{SHORT[w]}: opens and reads one record {lat[o] / lat[w]:.1f}x faster than {SHORT[o]} "
+                f"{SHORT(w)}: opens and reads one record {lat[o] / lat[w]:.1f}x faster than {SHORT(o)} "
                 f"({fmt_seconds(lat[w])} vs {fmt_seconds(lat[o])})")))
             used.append("read_one")
     # changes
@@ -232,7 +258,7 @@ def _criteria(profile: Profile, needs: Needs, results: ResultTable) -> tuple[lis
         ops = ("append",) if needs.changes == "growing" else ("append", "overwrite", "delete")
         cost: dict[str, float] = {}
         for b, per in mf.items():
-            if b in BACKENDS and all(op in per for op in ops) and all(per[op]["valid"] for op in ops):
+            if b in cands and all(op in per for op in ops) and all(per[op]["valid"] for op in ops):
                 # a rewrite costs what it costs now, and more as the store grows: count it double
                 cost[b] = sum(per[op]["seconds"] * (1 if per[op]["in_place"] else 2) for op in ops)
         if len(cost) >= 2:
@@ -243,7 +269,7 @@ def _criteria(profile: Profile, needs: Needs, results: ResultTable) -> tuple[lis
                 to = sum(mf[o][op]["seconds"] for op in ops)
                 how = "in place" if all(mf[w][op]["in_place"] for op in ops) else "partly by rewriting"
                 other = "in place" if all(mf[o][op]["in_place"] for op in ops) else "by rewriting"
-                return (f"{SHORT[w]}: {label} {to / tw:.1f}x cheaper than {SHORT[o]} on your images "
+                return (f"{SHORT(w)}: {label} {to / tw:.1f}x cheaper than {SHORT(o)} on your images "
                         f"({fmt_seconds(tw)} {how} vs {fmt_seconds(to)} {other})")
 
             crits.append(_Criterion("mutate", cost, False, 3.0 if needs.changes == "changing" else 2.5, describe))
@@ -254,13 +280,13 @@ def _criteria(profile: Profile, needs: Needs, results: ResultTable) -> tuple[lis
         if rows:
             k = max(r.readers or 1 for r in rows)
             c = _rate_criterion("parallel_processes", f"reads with {k} reader processes",
-                                [r for r in rows if (r.readers or 1) == k], 2.5)
+                                [r for r in rows if (r.readers or 1) == k], 2.5, cands)
             if c:
                 crits.append(c)
                 used.append(rows[0].experiment)
     # space: matters more the bigger the dataset
     rows = good_rows(results, "disk_usage")
-    size = {r.backend: float(r.bytes_on_disk) for r in rows if r.bytes_on_disk and r.backend in BACKENDS}
+    size = {r.backend: float(r.bytes_on_disk) for r in rows if r.bytes_on_disk and r.backend in cands}
     if len(size) >= 2:
         raw = {r.backend: r.raw_bytes for r in rows if r.raw_bytes}
         gb = profile.total_bytes / 1e9
@@ -271,7 +297,7 @@ def _criteria(profile: Profile, needs: Needs, results: ResultTable) -> tuple[lis
             if profile.total_bytes and raw.get(w) and raw.get(o) and profile.total_bytes > 1.5 * raw[w]:
                 est = (f"; for all {profile.count:,} records about {fmt_bytes(int(profile.total_bytes * size[w] / raw[w]))}"
                        f" vs {fmt_bytes(int(profile.total_bytes * size[o] / raw[o]))}")
-            return (f"{SHORT[w]}: {size[o] / size[w]:.1f}x smaller on disk than {SHORT[o]} for your images "
+            return (f"{SHORT(w)}: {size[o] / size[w]:.1f}x smaller on disk than {SHORT(o)} for your images "
                     f"({fmt_bytes(int(size[w]))} vs {fmt_bytes(int(size[o]))}{est})")
 
         crits.append(_Criterion("disk_usage", size, False, weight, describe))
@@ -311,55 +337,78 @@ def _options(backend: str, profile: Profile, needs: Needs, results: ResultTable 
     return {}, notes
 
 
-def recommend(profile: Profile, needs: Needs, results: ResultTable | None = None) -> Recommendation:
+def _a(word: str) -> str:
+    """The article for ``word``: "a disk", "an HDF5", "an LMDB"."""
+    first = word[:1]
+    if word.isupper() or (len(word) > 1 and word[:2].isupper()):
+        return "an" if first in "AEFHILMNORSX" else "a"
+    return "an" if first.lower() in "aeiou" else "a"
+
+
+#: the backend whose records are ordinary image files people open with any viewer
+PLAIN_FILES = "disk"
+
+
+def recommend(profile: Profile, needs: Needs, results: ResultTable | None = None,
+              backends: list[str] | tuple[str, ...] | None = None) -> Recommendation:
     """The backend for ``profile`` and ``needs``, decided on the measured rows of ``results``.
 
-    Hard requirements first: people opening the files means disk; a single file means HDF5 (both:
-    HDF5, and the files-people-open wish is listed as a trade-off). Otherwise each backend is scored
-    by the log of how much better or worse it measured on the criteria these needs weigh.
+    ``backends``: the candidates (default: every backend of the registry usable here; an unknown
+    name is a one-line ImgtuiError). Hard requirements first: people opening the files means disk;
+    a single file means a backend whose ``capabilities.single_file`` says so (HDF5; both: that one,
+    and the files-people-open wish is listed as a trade-off). Otherwise each backend is scored by
+    the log of how much better or worse it measured on the criteria these needs weigh.
     """
+    cands = candidates(backends)
     results = results if results is not None else ResultTable()
-    crits, used = _criteria(profile, needs, results)
+    crits, used = _criteria(profile, needs, results, cands)
     missing = missing_experiments(needs, results)
-    score = {b: 0.0 for b in BACKENDS}
+    score = {b: 0.0 for b in cands}
     for c in crits:
-        present = [b for b in BACKENDS if b in c.values]
+        present = [b for b in cands if b in c.values]
         best = max(present, key=lambda b: c.values[b] if c.higher else -c.values[b])
         for b in present:
             score[b] -= c.weight * math.log(_ratio(c, best, b))
-        for b in BACKENDS:
+        for b in cands:
             if b not in c.values:
                 score[b] -= c.weight * 0.5  # not measured for that backend: a small penalty
     reasons: list[str] = []
     tradeoffs: list[str] = []
     forced: str | None = None
     if needs.single_file:
-        forced = "hdf5"
-        reasons.append("you need one file: an HDF5 store is a single .h5 file (disk and LMDB stores are folders)")
+        files = [b for b in cands if bi.single_file(b)]
+        if not files:
+            raise NeedsError(f"none of {', '.join(cands)} stores one file (choose a backend that does, "
+                             f"or drop the single-file need)")
+        forced = max(files, key=lambda b: score[b])
+        name, suffix = bi.short_name(forced), bi.get(forced).suffix
+        folders = [bi.short_name(b) for b in cands if not bi.single_file(b)]
+        reasons.append(f"you need one file: {_a(name)} {name} store is a single {suffix + ' ' if suffix else ''}file"
+                       + (f" ({bi.human_list(folders)} stores are folders)" if folders else ""))
         if needs.people_open_files:
-            tradeoffs.append("people cannot open the images with an image viewer; HDF5 tools (HDFView) show them")
-    elif needs.people_open_files:
-        forced = "disk"
+            tradeoffs.append(f"people cannot open the images with an image viewer; {name} tools show them")
+    elif needs.people_open_files and PLAIN_FILES in cands:
+        forced = PLAIN_FILES
         reasons.append("people open the images: a disk store is ordinary PNG files plus a records.csv table")
     # a small, static set: every backend reads it in a blink; plain files are the simplest
-    if forced is None and needs.changes == "static" and needs.readers == "one":
+    if forced is None and PLAIN_FILES in cands and needs.changes == "static" and needs.readers == "one":
         read = {r.backend: r.records_per_s for r in good_rows(results, "read_many") + good_rows(results, "random_batches")
-                if r.records_per_s and r.backend == "disk"}
+                if r.records_per_s and r.backend == PLAIN_FILES}
         if read and profile.count:
             secs = profile.count / min(read.values())
             if secs < 2.0:
-                forced = "disk"
+                forced = PLAIN_FILES
                 reasons.append(f"small set: PNG files read all {profile.count:,} records in about {fmt_seconds(secs)} "
                                f"(measured {fmt_rate(min(read.values()))} records/s), so speed cannot matter; "
                                "plain files are the simplest to share and inspect")
-    ranked = sorted(BACKENDS, key=lambda b: -score[b])
+    ranked = sorted(cands, key=lambda b: -score[b])
     best = forced or ranked[0]
     # reasons: criteria where the winner beat a rival; trade-offs: where a rival beat the winner
     for c in sorted(crits, key=lambda c: -c.weight):
         if best not in c.values:
-            tradeoffs.append(f"{c.name} was not measured for {SHORT[best]}")
+            tradeoffs.append(f"{c.name} was not measured for {SHORT(best)}")
             continue
-        rivals = [b for b in BACKENDS if b != best and b in c.values]
+        rivals = [b for b in cands if b != best and b in c.values]
         worse = [b for b in rivals if _ratio(c, best, b) > 1.05]
         better = [b for b in rivals if _ratio(c, b, best) > 1.05]
         if worse:
@@ -368,7 +417,15 @@ def recommend(profile: Profile, needs: Needs, results: ResultTable | None = None
         for b in better:
             tradeoffs.append(c.describe(b, best))
     if profile.bit_depth == 16:
-        reasons.append("16-bit pixels: all three keep them exactly (disk writes 16-bit PNGs, LMDB/HDF5 raw uint16)")
+        keep = [b for b in cands if "uint16" in bi.get(b).capabilities.dtypes]
+        if len(keep) == len(cands):
+            every = {1: "it", 2: "both", 3: "all three", 4: "all four", 5: "all five"}.get(len(cands), f"all {len(cands)}")
+            reasons.append(f"16-bit pixels: {every} keep{'s' if len(cands) == 1 else ''} them exactly (uint16 is stored losslessly)")
+        elif best in keep:
+            reasons.append(f"16-bit pixels: {SHORT(best)} keeps them exactly "
+                           f"({bi.human_list([SHORT(b) for b in cands if b not in keep], 'and')} would not)")
+        else:
+            tradeoffs.append(f"16-bit pixels: {SHORT(best)} does not declare uint16 among the dtypes it keeps")
     if not profile.fixed_size and best == "hdf5":
         tradeoffs.append("variable sizes: HDF5 keeps them as flat byte rows plus a shapes table (no N x H x W array view)")
     options, notes = _options(best, profile, needs, results)
@@ -401,10 +458,13 @@ def recommend_for_dataset(
     run_missing: bool = True,
     on_event: Callable[[Event], None] | None = None,
     cancel: threading.Event | None = None,
+    backends: list[str] | tuple[str, ...] | None = None,
 ) -> tuple[Recommendation, ResultTable]:
     """Profile ``dataset``, measure what ``results`` lacks for ``needs`` (a small plan), recommend.
 
-    Returns the recommendation and the table it was based on (given rows + new rows)."""
+    ``backends``: the candidates (default: all usable). Returns the recommendation and the table it
+    was based on (given rows + new rows)."""
+    cands = candidates(backends)  # an unknown name fails here, before anything is measured
     from ..datasets import open_dataset
     from .engine import run_plan
 
@@ -415,10 +475,10 @@ def recommend_for_dataset(
     if missing and run_missing:
         n = min(count, profile.count) if profile.count else count
         new = ResultTable()
-        for ev in run_plan(small_plan(dataset, missing, n, workdir), cancel):
+        for ev in run_plan(small_plan(dataset, missing, n, workdir, cands), cancel):
             if on_event is not None:
                 on_event(ev)
             if isinstance(ev, Finished):
                 new = ev.results
         table = merge_tables(results, new) if results is not None else new
-    return recommend(profile, needs, table), (table or ResultTable())
+    return recommend(profile, needs, table, cands), (table or ResultTable())
