@@ -24,11 +24,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ..backends import registry
+from . import backend_info as bi
 from .fmt import fmt_bytes, fmt_rate
 from .model import BenchPlan, Event, Finished, ResultRow, ResultTable
 
 VERDICTS = ("confirmed", "refuted", "depends", "not measured")
-NAMES = {"disk": "disk", "lmdb": "LMDB", "hdf5": "HDF5", "numpy": "numpy floor"}
+#: the claims' subjects, as the classic comparison names them: PNG files on disk against LMDB and
+#: HDF5. Every other measured backend shows in the figures; the verdicts are about these.
+FILES, LMDB, HDF5 = "disk", "lmdb", "hdf5"
+PACKED = (LMDB, HDF5)
 #: the experiments a claims run measures (plus the two fact checks)
 CLAIM_EXPERIMENTS = (
     "store_many", "read_many", "random_batches", "disk_usage",
@@ -127,10 +132,17 @@ def _rates(rows: list[ResultRow]) -> dict[str, float]:
 
 
 def _name(b: str) -> str:
-    return NAMES.get(b, b)
+    return "numpy floor" if b == "numpy" else bi.short_name(b)
 
 
-def _rate_line(what: str, rates: dict[str, float], order=("hdf5", "lmdb", "disk")) -> str:
+def _order(keys) -> list[str]:
+    """``keys`` in registry order (unknown names last)."""
+    order = list(registry.BACKENDS)
+    return sorted(keys, key=lambda b: (order.index(b) if b in order else len(order), b))
+
+
+def _rate_line(what: str, rates: dict[str, float], order: tuple[str, ...] | None = None) -> str:
+    order = tuple(reversed(_order(rates))) if order is None else order
     parts = [f"{_name(b)} {fmt_rate(rates[b])}" for b in order if b in rates]
     return f"{what}: " + " vs ".join(parts) + " records/s"
 
@@ -145,12 +157,12 @@ def _claim1(table: ResultTable) -> tuple[str, str, list[str]]:
     for exp in ("store_many", "read_many", "random_batches"):
         rows = good_rows(table, exp)
         rates = _rates(rows)
-        if "disk" not in rates or not ({"lmdb", "hdf5"} & set(rates)):
+        if FILES not in rates or not (set(PACKED) & set(rates)):
             continue
-        best = max((b for b in ("lmdb", "hdf5") if b in rates), key=rates.get)
-        ratio = rates[best] / rates["disk"]
+        best = max((b for b in PACKED if b in rates), key=rates.get)
+        ratio = rates[best] / rates[FILES]
         ratios.append(ratio)
-        figures.append(_rate_line(f"{exp} of {rows[0].count:,}", rates) + f" ({_name(best)} {_x(rates[best], rates['disk'])} disk)")
+        figures.append(_rate_line(f"{exp} of {rows[0].count:,}", rates) + f" ({_name(best)} {_x(rates[best], rates[FILES])} {_name(FILES)})")
     if not ratios:
         return "not measured", "no store_many/read_many/random_batches rows for disk and LMDB/HDF5", figures
     if all(r >= 2 for r in ratios):
@@ -168,12 +180,12 @@ def _claim2(table: ResultTable) -> tuple[str, str, list[str]]:
     figures, wins = [], []
     for length in sorted(by_len, key=lambda s: int(s) if s.isdigit() else 0):
         rates = _rates(by_len[length])
-        if "hdf5" not in rates or len(rates) < 2:
+        if HDF5 not in rates or len(rates) < 2:
             continue
         best = max(rates, key=rates.get)
         figures.append(_rate_line(f"HDF5 slice of {int(length):,}" if length.isdigit() else "slice", rates)
                        + (f" (fastest: {_name(best)})"))
-        wins.append(rates["hdf5"] * TIE >= rates[best])
+        wins.append(rates[HDF5] * TIE >= rates[best])
     if not wins:
         return "not measured", "no slice_read rows for HDF5 and another backend", figures
     if all(wins):
@@ -211,15 +223,20 @@ def _claim3(table: ResultTable) -> tuple[str, str, list[str]]:
             figures.append(f"1 -> {k} reader {label}: " + ", ".join(parts) + " records/s")
     if cpus:
         figures.append(f"this machine has {cpus} CPUs: no backend can scale past {cpus}x")
-    if "hdf5" not in th or "lmdb" not in (pr or th):
+    # the thread-serialising side: backends whose capabilities say their threads do not read in
+    # parallel (HDF5: h5py holds one lock); the parallel side: LMDB, as the claim says
+    serial = [b for b in _order(th) if bi.known(b) and not bi.get(b).capabilities.parallel_threads]
+    par = LMDB
+    if not serial or par not in (pr or th):
         return "not measured", "no parallel_threads rows for HDF5 or no parallel rows for LMDB", figures
-    lmdb_scale = max(pr.get("lmdb", 0.0), th.get("lmdb", 0.0))
-    h_threads = th["hdf5"]
+    lmdb_scale = max(pr.get(par, 0.0), th.get(par, 0.0))
+    h_threads = max(th[b] for b in serial)
+    who, other = "/".join(_name(b) for b in serial), _name(par)
     if h_threads < 1.2 and lmdb_scale >= 1.2:
-        return "confirmed", f"HDF5 threads: {h_threads:.2f}x, LMDB: {lmdb_scale:.2f}x with more readers", figures
+        return "confirmed", f"{who} threads: {h_threads:.2f}x, {other}: {lmdb_scale:.2f}x with more readers", figures
     if h_threads >= 1.5 or lmdb_scale < 1.05:
-        return "refuted", f"HDF5 threads scale {h_threads:.2f}x, LMDB {lmdb_scale:.2f}x", figures
-    return "depends", f"HDF5 threads {h_threads:.2f}x, LMDB {lmdb_scale:.2f}x: the difference is small here", figures
+        return "refuted", f"{who} threads scale {h_threads:.2f}x, {other} {lmdb_scale:.2f}x", figures
+    return "depends", f"{who} threads {h_threads:.2f}x, {other} {lmdb_scale:.2f}x: the difference is small here", figures
 
 
 def mutate_figures(table: ResultTable) -> dict[str, dict[str, dict]]:
@@ -243,7 +260,7 @@ def _claim4(table: ResultTable) -> tuple[str, str, list[str]]:
     figures = []
     for op in ("append", "overwrite", "delete"):
         parts = []
-        for b in ("disk", "lmdb", "hdf5"):
+        for b in _order(mf):
             f = mf.get(b, {}).get(op)
             if f:
                 flags = ("in place" if f["in_place"] else "rewrite") + ("" if f["valid"] else ", INVALID after")
@@ -251,17 +268,17 @@ def _claim4(table: ResultTable) -> tuple[str, str, list[str]]:
         if parts:
             n = next((mf[b][op]["n"] for b in mf if op in mf[b]), 0)
             figures.append(f"{op} {n:,}: " + ", ".join(parts))
-    if not mf or "disk" not in mf or not ({"lmdb", "hdf5"} & set(mf)):
+    if not mf or FILES not in mf or not (set(PACKED) & set(mf)):
         return "not measured", "no mutate rows for disk and LMDB/HDF5", figures
     invalid = [f"{_name(b)} {op}" for b, ops in mf.items() for op, f in ops.items() if not f["valid"]]
     if invalid:
         figures.append("verify failed after: " + ", ".join(invalid))
     costly, cheap = 0, 0
     for op in ("append", "overwrite", "delete"):
-        d = mf["disk"].get(op)
+        d = mf[FILES].get(op)
         if d is None:
             continue
-        for b in ("lmdb", "hdf5"):
+        for b in PACKED:
             o = mf.get(b, {}).get(op)
             if o is None:
                 continue
@@ -291,12 +308,12 @@ def _claim5(table: ResultTable) -> tuple[str, str, list[str]]:
                        f"{'OK' if ok[r.backend] else 'FAILED'}"
                        + (f" ({d['how']})" if d.get("how") else ""))
     needs_layout = [b for r, d in facts if d.get("layout") == "needed" for b in [r.backend]]
-    if ok.get("disk") and needs_layout and all(b != "disk" for b in needs_layout):
-        if "hdf5" in ok and "hdf5" not in needs_layout:
+    if ok.get(FILES) and needs_layout and all(b != FILES for b in needs_layout):
+        if HDF5 in ok and HDF5 not in needs_layout:
             return "depends", ("PNG files open anywhere; HDF5 opens with any HDF5 tool (named datasets); "
                                "LMDB needs imgtui's byte layout"), figures
         return "confirmed", "PNG files open with common tools; the others need a library and the layout", figures
-    if not ok.get("disk"):
+    if not ok.get(FILES):
         return "refuted", "the disk store could not be read with common tools", figures
     return "depends", "see figures", figures
 
@@ -331,7 +348,7 @@ def space_figures(table: ResultTable) -> dict[str, dict[str, dict[str, tuple[int
         if r.bytes_on_disk and r.raw_bytes:
             out.setdefault(size, {}).setdefault(r.backend, {})[r.options] = (r.bytes_on_disk, r.raw_bytes)
     for r in good_rows(table, "disk_usage"):
-        if r.bytes_on_disk and r.raw_bytes and r.backend in NAMES and r.backend != "numpy":
+        if r.bytes_on_disk and r.raw_bytes and bi.known(r.backend):
             out.setdefault("your images", {}).setdefault(r.backend, {})[r.options] = (r.bytes_on_disk, r.raw_bytes)
     return out
 
@@ -340,18 +357,18 @@ def _claim7(table: ResultTable) -> tuple[str, str, list[str]]:
     sf = space_figures(table)
     figures, wins = [], []
     for size, per in sf.items():
-        if "disk" not in per or not ({"lmdb", "hdf5"} & set(per)):
+        if FILES not in per or not (set(PACKED) & set(per)):
             continue
         best = {b: min(v[0] for v in opts.values()) for b, opts in per.items()}
         default = {b: next(iter(opts.values()))[0] for b, opts in per.items()}
-        raw = next(iter(per["disk"].values()))[1]
-        parts = [f"{_name(b)} {fmt_bytes(default[b])} ({default[b] / raw:.2f}x raw)" for b in ("disk", "lmdb", "hdf5") if b in default]
+        raw = next(iter(per[FILES].values()))[1]
+        parts = [f"{_name(b)} {fmt_bytes(default[b])} ({default[b] / raw:.2f}x raw)" for b in _order(default)]
         line = f"{size}: " + ", ".join(parts)
         comp = {b: best[b] for b in best if best[b] < default[b]}
         if comp:
             line += "; compressed: " + ", ".join(f"{_name(b)} {fmt_bytes(v)}" for b, v in comp.items())
         figures.append(line)
-        wins.append(default["disk"] <= min(default[b] for b in ("lmdb", "hdf5") if b in default) * 1.02)
+        wins.append(default[FILES] <= min(default[b] for b in PACKED if b in default) * 1.02)
     if not wins:
         return "not measured", "no disk_usage/space_at_sizes rows for disk and LMDB/HDF5", figures
     if all(wins):
@@ -413,7 +430,7 @@ def drift_facts(workdir: str | None = None) -> list[ResultRow]:
     try:
         for kind in DRIFT_REQUIRED + DRIFT_EXTRA:
             path = base / kind
-            with open_writer(path, "disk") as w:
+            with open_writer(path, FILES) as w:
                 w.write_many(recs)
             if kind == "missing_file":
                 (path / image_name(3)).unlink()
@@ -440,7 +457,7 @@ def drift_facts(workdir: str | None = None) -> list[ResultRow]:
             except ImgtuiError as exc:  # refusing to open the store is detecting it too
                 detected, msg = True, str(exc).splitlines()[0]
             msg = msg.replace(str(path) + "/", "").replace(str(path), "<store>")
-            rows.append(ResultRow("fact_drift", "disk", "imgtui", len(recs), cache="",
+            rows.append(ResultRow("fact_drift", FILES, "imgtui", len(recs), cache="",
                                   detail=f"drift={kind} detected={'yes' if detected else 'no'} | {msg}"))
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -496,9 +513,14 @@ def _read_lmdb_plain(path: Path):
     return np.frombuffer(data, dt).reshape(shape), "lmdb + struct, following imgtui's recipe", "needed"
 
 
+#: backend -> how to read record 0 of its store with the backend's own library only (no imgtui)
+PLAIN_READERS = {FILES: _read_disk_plain, LMDB: _read_lmdb_plain, HDF5: _read_hdf5_plain}
+
+
 def portability_facts(workdir: str | None = None) -> list[ResultRow]:
-    """Write a tiny store per backend and read record 0 back with only the backend's own library,
-    the way ``get_backend(b).recipe()`` says; one ``fact_portability`` row per backend."""
+    """Write a tiny store per backend that has a plain reader in ``PLAIN_READERS`` and read record 0
+    back with only the backend's own library, the way ``get_backend(b).recipe()`` says; one
+    ``fact_portability`` row per backend."""
     import numpy as np
 
     from ..backends import open_writer
@@ -507,8 +529,11 @@ def portability_facts(workdir: str | None = None) -> list[ResultRow]:
     base = Path(tempfile.mkdtemp(prefix="imgtui-portable-", dir=workdir))
     rows = []
     try:
-        for b, reader in (("disk", _read_disk_plain), ("lmdb", _read_lmdb_plain), ("hdf5", _read_hdf5_plain)):
-            path = base / ("store.h5" if b == "hdf5" else f"store-{b}")
+        for b in bi.names():
+            reader = PLAIN_READERS.get(b)
+            if reader is None:
+                continue
+            path = base / f"store-{b}{bi.get(b).suffix}"
             tools, layout, msg = "?", "?", ""
             try:
                 with open_writer(path, b) as w:
@@ -530,9 +555,9 @@ def portability_facts(workdir: str | None = None) -> list[ResultRow]:
 # -- a claims run ----------------------------------------------------------------------------------
 def claims_plan(dataset: str = "synthetic", count: int = 2000, workdir: str | None = None,
                 repeats: int | None = None) -> BenchPlan:
-    """The plan that measures every claim: imgtui's three backends and the numpy floor, one count."""
+    """The plan that measures every claim: imgtui's backends (all usable) and the numpy floor, one count."""
     return BenchPlan(
-        dataset=dataset, backends=["disk", "lmdb", "hdf5"], methods=["imgtui", "floor"],
+        dataset=dataset, backends=bi.names(), methods=["imgtui", "floor"],
         experiments=list(CLAIM_EXPERIMENTS), counts=[int(count)], repeats=repeats, workdir=workdir,
         readers=[1, 2, 4],
     )
