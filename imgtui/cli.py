@@ -13,16 +13,7 @@ import sys
 from typing import Any
 
 from . import __version__
-
-#: backend options the CLI knows: flag -> (backend, option name, type)
-BACKEND_FLAGS: dict[str, tuple[str, str, Any]] = {
-    "png_level": ("disk", "png_level", int),
-    "lmdb_encoding": ("lmdb", "encoding", str),
-    "hdf5_layout": ("hdf5", "layout", str),
-    "hdf5_compression": ("hdf5", "compression", str),
-    "hdf5_level": ("hdf5", "level", int),
-}
-
+from .bench import backend_info as bi
 
 class UsageError(Exception):
     """Bad command-line usage: exit code 2."""
@@ -33,33 +24,26 @@ def _err(msg: str) -> None:
 
 
 def add_backend_option_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("backend options")
-    g.add_argument("--png-level", type=int, metavar="0-9", help="PNG compression level (disk; also lmdb --lmdb-encoding png)")
-    g.add_argument("--lmdb-encoding", choices=["raw", "png"], help="LMDB values: raw pixels (default) or PNG")
-    g.add_argument("--hdf5-layout", choices=["contiguous", "chunked"], help="HDF5 dataset layout")
-    g.add_argument("--hdf5-compression", choices=["none", "gzip", "lzf"], help="HDF5 compression")
-    g.add_argument("--hdf5-level", type=int, metavar="0-9", help="gzip level for HDF5")
+    """One flag per backend option, generated from each backend's ``Backend.options``
+    (``imgtui.bench.backend_info``): ``--png-level`` for every backend that declares png_level,
+    ``--hdf5-level`` for one backend only."""
+    bi.add_option_flags(p)
 
 
 def backend_options_from_args(args: argparse.Namespace, backend: str | None = None) -> dict[str, dict[str, Any]]:
     """Options per backend from the flags. With ``backend`` given, a flag of another backend is an error."""
-    out: dict[str, dict[str, Any]] = {}
-    for flag, (b, name, _typ) in BACKEND_FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is None:
-            continue
-        if flag == "png_level" and backend == "lmdb":
-            b = "lmdb"
-        if backend is not None and b != backend:
-            raise UsageError(f"--{flag.replace('_', '-')} applies to the {b} backend, not {backend}")
-        out.setdefault(b, {})[name] = value
-    return out
+    try:
+        return bi.options_from_args(args, backend)
+    except bi.OptionValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
+    names = bi.names()
+    kinds = bi.human_list(bi.get(b).display_name or b for b in names)
     p = argparse.ArgumentParser(
         prog="imgtui",
-        description="Store image datasets on disk (PNG), in LMDB and in HDF5, and measure which suits your images. "
+        description=f"Store image datasets in {kinds} stores, and measure which suits your images. "
         "Without a command, starts the terminal app.",
     )
     p.add_argument("--version", action="version", version=f"imgtui {__version__}")
@@ -67,8 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("convert", help="write a dataset (folder, CIFAR batches, .npz, synthetic, store) into a store")
     c.add_argument("source", help="dataset: a folder, CIFAR batch file(s), .npz/.npy, a store, or synthetic[:count=N,...]")
-    c.add_argument("dest", help="the new store (a folder for disk/lmdb, a file for hdf5)")
-    c.add_argument("--backend", "-b", required=True, choices=["disk", "lmdb", "hdf5"])
+    folders = [b for b in names if not bi.single_file(b)]
+    files = [b for b in names if bi.single_file(b)]
+    where = "; ".join(part for part in (
+        f"a folder for {'/'.join(folders)}" if folders else "", f"a file for {'/'.join(files)}" if files else "") if part)
+    c.add_argument("dest", help=f"the new store ({where})")
+    c.add_argument("--backend", "-b", required=True, choices=bi.registered())
     c.add_argument("--overwrite", action="store_true", help="replace DEST if it exists (the old store stays until the new one is complete)")
     c.add_argument("--on-error", choices=["stop", "skip"], default="stop", help="corrupt image files: stop (default) or skip with a warning")
     _add_folder_flags(c)
@@ -85,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("append", help="append every record of a dataset to an existing store")
     a.add_argument("source", help="dataset: a folder, CIFAR batch file(s), .npz/.npy, a store, or synthetic[:count=N,...]")
-    a.add_argument("store", help="the existing store (disk, LMDB or HDF5) to append to")
+    a.add_argument("store", help=f"the existing store ({bi.human_list((bi.short_name(b) for b in names), 'or')}) to append to")
     a.add_argument("--on-error", choices=["stop", "skip"], default="stop", help="corrupt image files: stop (default) or skip with a warning")
     _add_folder_flags(a)
     a.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -392,6 +380,7 @@ def add_claims_parsers(sub) -> None:
     r.add_argument("--readers", choices=["one", "many"], default="one", help="one reader or many processes (default one)")
     r.add_argument("--people-open-files", action="store_true", help="people open the images with ordinary tools")
     r.add_argument("--single-file", action="store_true", help="the store must be one file")
+    r.add_argument("--backends", metavar="LIST", help="comma list of the backends to choose from (default: all)")
     r.add_argument("--results", metavar="FILE", help="benchmark results (JSON or CSV) to decide on")
     r.add_argument("--count", type=int, default=2000, help="records for missing measurements (default 2,000)")
     r.add_argument("--workdir", metavar="DIR", help="folder for the temporary stores")
@@ -446,17 +435,18 @@ def cmd_claims(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from .bench.recommend import Needs, Profile, recommend, recommend_for_dataset
+    from .bench.recommend import Needs, Profile, candidates, recommend, recommend_for_dataset
 
     needs = Needs(args.access, args.changes, args.readers, args.people_open_files, args.single_file)
+    backends = candidates([b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None)
     results = _load_results(args.results) if args.results else None
     if args.dataset:
         rec, _table = recommend_for_dataset(args.dataset, needs, results, count=args.count, workdir=args.workdir,
-                                            on_event=_event_printer(args.quiet or args.json))
+                                            on_event=_event_printer(args.quiet or args.json), backends=backends)
         if not (args.quiet or args.json) and rec.measured:
             print("\r" + " " * 70 + "\r", end="", file=sys.stderr)
     elif results is not None:
-        rec = recommend(Profile.from_results(results), needs, results)
+        rec = recommend(Profile.from_results(results), needs, results, backends)
     else:
         raise UsageError("give --dataset SPEC (measures what is needed) and/or --results FILE")
     if args.json:

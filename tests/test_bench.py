@@ -307,7 +307,10 @@ def test_cli_bench_quiet_png(tmp_path, capsys):
         (["--backends", "disk,foo"], "imgtui bench: error: --backends: unknown 'foo' (choose from disk, lmdb, hdf5)"),
         (["--repeats", "0"], "imgtui bench: error: --repeats: '0' must be at least 1"),
         (["--plot", "fig.jpg"], "imgtui bench: error: --plot fig.jpg: the file name must end in .svg or .png"),
-        (["--hdf5-compression", "zip"], "imgtui bench: error: hdf5: compression must be one of"),
+        (["--hdf5-compression", "zip"], "imgtui bench: error: --hdf5-compression: 'zip' is not one of none, gzip, lzf"),
+        (["--compression", "zip"], "imgtui bench: error: --compression: 'zip' is not one of none, gzip, lzf"),
+        (["--png-level", "12"], "imgtui bench: error: --png-level: '12' must be from 0 to 9"),
+        (["--hdf5-level", "5"], "imgtui bench: error: hdf5: option level applies only to compression=gzip"),
         (["--dataset", "/no/such/dataset"], "imgtui bench: error: /no/such/dataset: no such file or folder"),
     ],
 )

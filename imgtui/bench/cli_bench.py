@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .model import BACKENDS, EXPERIMENTS, METHODS, BenchPlan, Error, Finished, Progress, Result, ResultRow, Started
+from . import backend_info as bi
+from .model import EXPERIMENTS, METHODS, BenchPlan, Error, Finished, Progress, Result, ResultRow, Started
 from .fmt import fmt_bytes, fmt_seconds
 
 
@@ -19,15 +20,17 @@ class BenchUsageError(Exception):
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    names = bi.names()
     b = subparsers.add_parser(
         "bench",
-        help="time disk, LMDB and HDF5 against the article's methods and the raw-bytes floor",
+        help=f"time {bi.human_list(bi.short_name(n) for n in names)} against the article's methods and the raw-bytes floor",
         description="Benchmark storing and reading records with each backend (imgtui and the article's "
         "plain methods) against the numpy floor; print a results table and export JSON/CSV/plots.",
     )
     b.add_argument("--dataset", default="synthetic", metavar="SPEC",
                    help="dataset spec (default: synthetic CIFAR-like 32x32x3; a folder, CIFAR batches, .npz, a store)")
-    b.add_argument("--backends", default=",".join(BACKENDS), metavar="LIST", help="comma list of disk,lmdb,hdf5")
+    b.add_argument("--backends", default=None, metavar="LIST",
+                   help=f"comma list of {','.join(names)} (default: all of them)")
     b.add_argument("--experiments", default=None, metavar="LIST",
                    help=f"comma list of {','.join(EXPERIMENTS)} or 'all' (default: all but concurrent_readers)")
     b.add_argument("--counts", default="10,100,1000", metavar="LIST", help="record counts, e.g. 10,100,1000,10k")
@@ -40,12 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--csv", default=None, metavar="FILE", help="write the results as CSV")
     b.add_argument("--plot", default=None, metavar="FILE", help="draw the figures to FILE.svg or FILE.png")
     b.add_argument("--quiet", "-q", action="store_true", help="no progress display and no table")
-    g = b.add_argument_group("imgtui backend options")
-    g.add_argument("--hdf5-layout", default=None, metavar="LAYOUT", help="HDF5 layout (contiguous, chunked, ...)")
-    g.add_argument("--hdf5-compression", default=None, metavar="NAME", help="HDF5 compression (none, gzip, lzf)")
-    g.add_argument("--hdf5-level", default=None, metavar="0-9", help="gzip level for HDF5")
-    g.add_argument("--lmdb-encoding", default=None, metavar="raw|png", help="LMDB values: raw pixels or PNG")
-    g.add_argument("--png-level", default=None, metavar="0-9", help="PNG compression level (disk, and LMDB with png)")
+    bi.add_option_flags(b, "imgtui backend options")
     return b
 
 
@@ -70,7 +68,11 @@ def _list(text: str, known: tuple[str, ...], what: str) -> list[str]:
     items = [x.strip().lower() for x in str(text).split(",") if x.strip()]
     if items == ["all"]:
         return list(known)
-    items = ["hdf5" if x == "h5" else x for x in items]
+    if what == "backends":
+        items = [bi.canonical(x) if bi.known(x) else x for x in items]
+        for x in items:
+            if bi.known(x) and x not in known:
+                bi.get(x)  # registered but its optional package is missing: says what to install
     bad = [x for x in items if x not in known]
     if bad:
         raise BenchUsageError(f"--{what}: unknown {', '.join(map(repr, bad))} (choose from {', '.join(known)})")
@@ -84,7 +86,8 @@ def plan_from_args(args: argparse.Namespace) -> BenchPlan:
     from .model import DEFAULT_EXPERIMENTS
 
     plan = BenchPlan(dataset=args.dataset or "synthetic")
-    plan.backends = _list(args.backends, BACKENDS, "backends")
+    names = tuple(bi.names())
+    plan.backends = _list(args.backends, names, "backends") if args.backends is not None else list(names)
     plan.methods = _list(args.methods, METHODS, "methods")
     plan.experiments = _list(args.experiments, EXPERIMENTS, "experiments") if args.experiments else list(DEFAULT_EXPERIMENTS)
     plan.counts = list(dict.fromkeys(_int(c, "--counts") for c in str(args.counts).split(",") if c.strip()))
@@ -97,22 +100,10 @@ def plan_from_args(args: argparse.Namespace) -> BenchPlan:
         if not Path(args.workdir).is_dir():
             raise BenchUsageError(f"--workdir {args.workdir}: no such folder")
         plan.workdir = str(args.workdir)
-    opts: dict[str, dict[str, Any]] = {}
-    if args.hdf5_layout is not None:
-        opts.setdefault("hdf5", {})["layout"] = args.hdf5_layout
-    if args.hdf5_compression is not None:
-        opts.setdefault("hdf5", {})["compression"] = args.hdf5_compression
-    if args.hdf5_level is not None:
-        opts.setdefault("hdf5", {})["level"] = _int(args.hdf5_level, "--hdf5-level", 0)
-    if args.lmdb_encoding is not None:
-        opts.setdefault("lmdb", {})["encoding"] = args.lmdb_encoding
-    if args.png_level is not None:
-        level = _int(args.png_level, "--png-level", 0)
-        if level > 9:
-            raise BenchUsageError(f"--png-level: {args.png_level!r} must be from 0 to 9")
-        opts.setdefault("disk", {})["png_level"] = level
-        if str(args.lmdb_encoding or "").lower() == "png":
-            opts["lmdb"]["png_level"] = level
+    try:
+        opts = bi.options_from_args(args)
+    except bi.OptionValueError as exc:
+        raise BenchUsageError(str(exc)) from None
     plan.backend_options = opts
     if args.plot is not None and Path(args.plot).suffix.lower() not in (".svg", ".png"):
         raise BenchUsageError(f"--plot {args.plot}: the file name must end in .svg or .png")
@@ -128,8 +119,9 @@ _ORDER = {e: i for i, e in enumerate(EXPERIMENTS)}
 _SERIES = {("numpy", "floor"): 0, ("memcpy", "floor"): 1}
 
 
-def _series_key(r: ResultRow) -> tuple:
-    return (_SERIES.get((r.backend, r.method), 2), BACKENDS.index(r.backend) if r.backend in BACKENDS else 9,
+def _series_key(r: ResultRow, order: tuple[str, ...] | None = None) -> tuple:
+    order = tuple(bi.registered()) if order is None else order
+    return (_SERIES.get((r.backend, r.method), 2), order.index(r.backend) if r.backend in order else len(order),
             METHODS.index(r.method) if r.method in METHODS else 9)
 
 
@@ -150,8 +142,9 @@ def results_table(rows: list[ResultRow], title: str = "imgtui bench"):
     tables: list[Any] = [Text(title, style="bold")]
     cold = any(r.cache == "cold" for r in rows)
     for exp in sorted({r.experiment for r in rows}, key=lambda e: _ORDER.get(e, 99)):
+        order = tuple(bi.registered())
         sub = sorted((r for r in rows if r.experiment == exp),
-                     key=lambda r: (r.count, r.readers or 0, r.cache, _series_key(r)))
+                     key=lambda r: (r.count, r.readers or 0, r.cache, _series_key(r, order)))
         timed = exp != "disk_usage"
         sized = exp in ("store_many", "disk_usage")
         t = Table(title=exp, title_justify="left", title_style="bold cyan", header_style="bold",
