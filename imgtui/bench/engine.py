@@ -38,11 +38,11 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ..backends import registry
 from ..errors import CancelledError, ImgtuiError
 from ..records import Record
-from .methods import BATCH, Ctx, Data, Handle, Method, flatten_images, make_method
+from .methods import ARTICLE_BACKENDS, BATCH, Ctx, Data, Handle, Method, flatten_images, make_method
 from .model import (
-    BACKENDS,
     EXPERIMENTS,
     METHODS,
     BenchPlan,
@@ -108,9 +108,15 @@ def validate_plan(plan: BenchPlan) -> None:
         if wrong:
             raise PlanError(f"unknown {what} {', '.join(map(repr, wrong))} (choose from {', '.join(known)})")
 
+    names = tuple(registry.BACKENDS)
     if not plan.backends and any(m != "floor" for m in plan.methods):
-        raise PlanError("no backend chosen (choose from disk, lmdb, hdf5)")
-    bad(plan.backends, BACKENDS, "backend")
+        raise PlanError(f"no backend chosen (choose from {', '.join(names)})")
+    bad(plan.backends, names, "backend")
+    for b in plan.backends:
+        try:
+            registry.get_backend(b)  # registered but its optional package is missing: say what to install
+        except ImgtuiError as exc:
+            raise PlanError(one_line(exc)) from None
     bad(plan.methods, METHODS, "method")
     bad(plan.experiments, EXPERIMENTS, "experiment")
     if not plan.methods:
@@ -130,13 +136,11 @@ def validate_plan(plan: BenchPlan) -> None:
     if plan.workdir is not None and not Path(plan.workdir).is_dir():
         raise PlanError(f"workdir {plan.workdir} is not an existing folder")
     for b, opts in (plan.backend_options or {}).items():
-        if b not in BACKENDS:
+        if b not in names:
             raise PlanError(f"backend options given for unknown backend {b!r}")
         if "imgtui" in plan.methods and b in plan.backends:
-            from ..backends import get_backend
-
             try:
-                get_backend(b).writer_cls.check_options(dict(opts))
+                registry.get_backend(b).writer_cls.check_options(dict(opts))
             except ImgtuiError as exc:
                 raise PlanError(one_line(exc)) from None
             except ImportError:
@@ -167,8 +171,8 @@ def plan_steps(plan: BenchPlan) -> list[Step]:
             if any(e in exps for e in ("store_many", "read_many")):
                 combos.append(("memcpy", "floor"))
         for m in ("article", "imgtui"):
-            if m in plan.methods:
-                combos.extend((b, m) for b in plan.backends)
+            if m in plan.methods:  # the article has functions for its own three formats only
+                combos.extend((b, m) for b in plan.backends if m != "article" or b in ARTICLE_BACKENDS)
         for b, m in combos:
             for e in exps:
                 if b == "memcpy" and e not in ("store_many", "read_many"):

@@ -5,9 +5,18 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import types
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from ..backends import registry
+
+#: what a library knows beyond its package version (the C library it wraps): module -> probe
+_LIBRARY_DETAILS = {
+    "h5py": lambda m: {"hdf5": m.version.hdf5_version},
+    "lmdb": lambda m: {"liblmdb": ".".join(map(str, m.version()))},
+}
 
 
 def _version(dist: str) -> str | None:
@@ -49,6 +58,36 @@ def filesystem_of(path: str | os.PathLike) -> dict[str, str] | None:
     return {"device": best[0], "mount": best[1], "type": best[2]}
 
 
+def backend_libraries() -> dict[str, str | None]:
+    """Versions of the third-party packages the registered backends' modules import (``h5py``,
+    ``lmdb``, ...), plus the C library each wraps where known (``hdf5``, ``liblmdb``)."""
+    stdlib = getattr(sys, "stdlib_module_names", frozenset())
+    try:
+        dists = metadata.packages_distributions()
+    except Exception:  # pragma: no cover
+        dists = {}
+    out: dict[str, str | None] = {}
+    for name in registry.available():
+        prefix = registry.get_backend(name).__module__
+        mods = [m for k, m in list(sys.modules.items()) if k == prefix or k.startswith(prefix + ".")]
+        for mod in mods:
+            for value in list(vars(mod).values()):
+                if not isinstance(value, types.ModuleType):
+                    continue
+                top = value.__name__.split(".")[0]
+                if top in stdlib or top in ("imgtui", "numpy") or top.startswith("_"):
+                    continue
+                for dist in dists.get(top, [top]):
+                    out.setdefault(dist, _version(dist))
+                probe = _LIBRARY_DETAILS.get(top)
+                if probe is not None:
+                    try:
+                        out.update(probe(sys.modules[top]))
+                    except Exception:  # pragma: no cover
+                        pass
+    return dict(sorted(out.items()))
+
+
 def machine_info(workdir: str | os.PathLike | None = None) -> dict[str, Any]:
     """A JSON-able description of this machine and the libraries in use."""
     import numpy
@@ -74,19 +113,9 @@ def machine_info(workdir: str | os.PathLike | None = None) -> dict[str, Any]:
     except Exception:  # pragma: no cover
         pass
     try:
-        import h5py
-
-        info["h5py"] = h5py.version.version
-        info["hdf5"] = h5py.version.hdf5_version
-    except Exception:  # pragma: no cover
-        info["h5py"] = None
-    try:
-        import lmdb
-
-        info["lmdb"] = lmdb.__version__
-        info["liblmdb"] = ".".join(map(str, lmdb.version()))
-    except Exception:  # pragma: no cover
-        info["lmdb"] = None
+        info.update(backend_libraries())
+    except Exception:  # pragma: no cover - the rest of the description still counts
+        pass
     info["pillow"] = _version("pillow")
     info["textual"] = _version("textual")  # read from metadata: the bench never imports textual
     info["rich"] = _version("rich")

@@ -3,8 +3,8 @@
 - ``floor``   (backend ``numpy``): the raw pixel bytes in one ``.npy`` file (the lower bound any
   store can hope for); random access through ``np.load(mmap_mode="r")``. Backend ``memcpy`` is
   a plain in-memory copy of the same bytes: the memory-bandwidth ceiling.
-- ``imgtui``  (backends disk, lmdb, hdf5): ``imgtui.backends.open_writer`` / ``open_store``.
-- ``article`` (backends disk, lmdb, hdf5): the plain functions of the Real Python article
+- ``imgtui``  (every registered backend): ``imgtui.backends.open_writer`` / ``open_store``.
+- ``article`` (``ARTICLE_BACKENDS``: disk, lmdb, hdf5): the plain functions of the Real Python article
   (``imgtui.backends.article``).
 
 Every method is called with the same materialised records (``Data``) and reports progress through
@@ -25,6 +25,9 @@ from ..records import Record
 
 #: records per batch: progress and cancel checks happen at least this often
 BATCH = 256
+#: the formats the Real Python article has functions for (``store_many_<name>``); other
+#: backends are measured with the imgtui method only
+ARTICLE_BACKENDS = ("disk", "lmdb", "hdf5")
 
 
 class Ctx:
@@ -576,5 +579,7 @@ def make_method(method: str, backend: str, backend_options: dict | None = None) 
     if method == "imgtui":
         return ImgtuiMethod(backend, (backend_options or {}).get(backend))
     if method == "article":
+        if backend not in ARTICLE_BACKENDS:
+            raise ImgtuiError(f"the article has no {backend} functions (it covers {', '.join(ARTICLE_BACKENDS)})")
         return ArticleMethod(backend)
     raise ImgtuiError(f"unknown method {method!r} (choose from article, imgtui, floor)")

@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Sequence
 from xml.sax.saxutils import escape
 
+from ..backends import registry
 from ..errors import ImgtuiError
-from .model import BACKENDS, ResultRow, ResultTable
+from . import backend_info
+from .model import ResultRow, ResultTable
 
-BACKEND_COLORS = {"disk": "#d95f02", "lmdb": "#1f78b4", "hdf5": "#1b9e77", "numpy": "#222222", "memcpy": "#999999"}
+#: the floor's series; a backend's colour is its ``Backend.colour``
+FLOOR_COLORS = {"numpy": "#222222", "memcpy": "#999999"}
 METHOD_DASH = {"imgtui": None, "article": (7, 4), "floor": (2, 3)}
 AXIS = "#444444"
 GRID = "#e3e3e3"
@@ -30,11 +33,17 @@ def series_label(backend: str, method: str) -> str:
     return f"{method} {backend}"
 
 
+def backend_color(backend: str) -> str:
+    return FLOOR_COLORS.get(backend) or backend_info.colour(backend, "#555555")
+
+
 def _series_order(key: tuple[str, str]) -> tuple:
     backend, method = key
+    order = (*registry.BACKENDS, *FLOOR_COLORS)
     return (
         {"floor": 0, "imgtui": 1, "article": 2}.get(method, 3),
-        (BACKENDS + ("numpy", "memcpy")).index(backend) if backend in BACKENDS + ("numpy", "memcpy") else 9,
+        order.index(backend) if backend in order else len(order),
+        backend,
     )
 
 
@@ -284,7 +293,7 @@ def _time_panel(c, table: ResultTable, experiment: str, x, y, w, h) -> bool:
     ax.draw_frame(c_title, "number of images (log)", "time, median of repeats (log)", _count_label, _time_label)
     for key in sorted(series, key=_series_order):
         pts = sorted(series[key], key=lambda r: r.count)
-        color = BACKEND_COLORS.get(key[0], "#555555")
+        color = backend_color(key[0])
         xy = [(ax.px(r.count), ax.py(r.median_s)) for r in pts]
         if len(xy) > 1:
             c.polyline(xy, color, 2.0, METHOD_DASH.get(key[1]))
@@ -312,7 +321,7 @@ def _disk_panel(c, table: ResultTable, x, y, w, h) -> None:
     slot = min(34.0, h / max(1, len(rows)))
     for i, r in enumerate(rows):
         by = y + 8 + i * slot
-        color = BACKEND_COLORS.get(r.backend, "#555555")
+        color = backend_color(r.backend)
         frac = r.bytes_on_disk / top if top else 0
         c.text(bar_x - 8, by + slot * 0.4, series_label(r.backend, r.method).replace(" (np.save/np.load)", ""),
                11, "end")
@@ -336,7 +345,7 @@ def _legend(c, table: ResultTable, x, y, w) -> None:
     for i, key in enumerate(keys):
         lx = x + (i % per_row) * col_w
         ly = y + (i // per_row) * 20
-        color = BACKEND_COLORS.get(key[0], "#555555")
+        color = backend_color(key[0])
         c.line(lx, ly, lx + 30, ly, color, 2.0, METHOD_DASH.get(key[1]))
         c.marker(lx + 15, ly, color, _shape(key[1]))
         c.text(lx + 38, ly, series_label(*key), 12, "start")
