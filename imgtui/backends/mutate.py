@@ -354,3 +354,67 @@ def _cancelled(cancel: CancelFn | None) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+class RewriteMutator(_Mutator):
+    """Changes for a backend that cannot change its files in place: the store is written anew
+    beside itself with the change applied (bounded memory: record by record) and switched in by
+    the writer's atomic replace, so a kill leaves the old store or the new one. A backend uses it
+    with ``mutator_cls = RewriteMutator`` (or a subclass that names its writer options)."""
+
+    def __init__(self, path: Path, manifest: dict, n: int) -> None:
+        super().__init__(path, manifest, n)
+        self.backend = str(manifest.get("backend", ""))
+        self.in_place = False
+
+    def writer_options(self) -> dict:
+        """Options for the new store's writer: the old store's."""
+        return dict(self.manifest.get("options") or {})
+
+    def _rewrite(self, records: Callable[[Any], Iterable[Record]], expected: int | None) -> None:
+        from . import open_store
+
+        cls = get_backend(self.backend)
+        with open_store(self.path) as reader:
+            w = cls.writer(self.path, overwrite=True, lock=False, expected_count=expected, **self.writer_options())
+            with w:
+                for rec in records(reader):
+                    w.write(rec)
+        self.stats = w.stats
+
+    def append(self, records, total, progress, cancel) -> None:
+        def source(reader: Any) -> Iterator[Record]:
+            yield from reader
+            i = self.n
+            for batch in _batches(records, BATCH):
+                recs = [self._valid(r, i + k) for k, r in enumerate(batch)]
+                i += len(recs)
+                yield from recs
+                self.done += len(recs)
+                if progress is not None:
+                    progress(self.done, total)
+                _cancelled(cancel)
+
+        self._rewrite(source, None if total is None else self.n + total)
+        self.how = f"rewrote the store with {self.done:,} records appended, switched in atomically"
+
+    def overwrite(self, changes: dict[int, Record]) -> None:
+        def source(reader: Any) -> Iterator[Record]:
+            for i, rec in enumerate(reader):
+                yield changes.get(i, rec)
+
+        self._rewrite(source, self.n)
+        self.done = len(changes)
+        self.how = f"rewrote the store with {len(changes):,} records replaced, switched in atomically"
+
+    def delete(self, idx: list[int]) -> None:
+        gone = set(idx)
+
+        def source(reader: Any) -> Iterator[Record]:
+            for i, rec in enumerate(reader):
+                if i not in gone:
+                    yield rec
+
+        self._rewrite(source, self.n - len(gone))
+        self.done = len(idx)
+        self.how = f"rewrote the store without the {len(idx):,} deleted records, switched in atomically"
