@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Union
 
+from ..backends import registry
+
 #: every experiment the engine knows, in the order they run
 EXPERIMENTS = (
     "store_one",       # store one image (per-record latency)
@@ -29,14 +31,14 @@ EXPERIMENTS = (
 )
 DEFAULT_EXPERIMENTS = ("store_one", "read_one", "store_many", "read_many", "random_batches", "disk_usage")
 METHODS = ("article", "imgtui", "floor")
-BACKENDS = ("disk", "lmdb", "hdf5")
 DEFAULT_COUNTS = (10, 100, 1000)
 
 
 @dataclass
 class BenchPlan:
     dataset: str = "synthetic"  # a dataset spec for imgtui.datasets.open_dataset
-    backends: list[str] = field(default_factory=lambda: list(BACKENDS))
+    #: backend names (default: every backend of the registry usable here)
+    backends: list[str] = field(default_factory=lambda: registry.available())
     #: per-backend imgtui options, e.g. {"hdf5": {"layout": "chunked", "compression": "gzip"}}
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     methods: list[str] = field(default_factory=lambda: list(METHODS))
@@ -63,7 +65,7 @@ class BenchPlan:
 @dataclass
 class ResultRow:
     experiment: str
-    backend: str            # disk | lmdb | hdf5 | numpy (floor)
+    backend: str            # a registered backend (disk, lmdb, hdf5, ...) | numpy | memcpy (floor)
     method: str             # article | imgtui | floor
     count: int
     repeats: int = 0

@@ -12,6 +12,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
+from ..bench import backend_info
 from ..bench.model import ResultTable
 from .commands import ImgtuiCommands
 from .messages import one_line_error
@@ -22,11 +23,10 @@ from .themes import DARK, LIGHT, THEMES, other_theme
 
 
 class ImgtuiApp(App):
-    """Store image datasets in three backends and compare them."""
+    """Store image datasets in each backend of the registry and compare them."""
 
     CSS_PATH = "app.tcss"
     TITLE = "imgtui"
-    SUB_TITLE = "disk · LMDB · HDF5"
     COMMANDS = App.COMMANDS | {ImgtuiCommands, RecommendCommands}
     BINDINGS = [
         Binding("question_mark,f1", "help", "Help", key_display="?"),
@@ -36,6 +36,7 @@ class ImgtuiApp(App):
 
     def __init__(self, dataset: str = "synthetic", *, theme: str = DARK, **options: Any) -> None:
         super().__init__()
+        self.sub_title = " · ".join(backend_info.short_name(b) for b in backend_info.names())
         for t in THEMES:
             self.register_theme(t)
         self.theme = theme

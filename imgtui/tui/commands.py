@@ -15,7 +15,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("Start benchmark", "Run the benchmark plan (s)", "start"),
     ("Cancel benchmark / make stores", "Stop what is running; nothing half-written is left (c)", "cancel"),
     ("Export results", "Write the results as JSON and CSV into the output folder (e)", "export"),
-    ("Make stores", "Keep a disk, LMDB and HDF5 copy of the dataset in <output>/imgtui-stores (m)", "make_stores"),
+    ("Make stores", "Keep a copy of the dataset in each enabled backend in <output>/imgtui-stores (m)", "make_stores"),
     ("Browse store", "Browse the selected store, or the stores made with m (made first if needed) (b)", "browse"),
     ("Show plots / results", "Switch between the results table and the plots (p)", "toggle_plots"),
     ("Help", "Keys and how imgtui works (? or F1)", "help"),

@@ -27,6 +27,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from ...backends import registry
+from ...bench.backend_info import names as backend_names, store_suffix
 from ...errors import ImgtuiError
 from ...records import checksum
 from ..imaging import thumbnail
@@ -131,10 +133,11 @@ def store_info(reader: Any, path: str) -> dict:
     info.setdefault("backend", getattr(reader, "backend", "") or type(reader).__name__)
     info.setdefault("count", len(reader))
     if "recipe" not in info:
-        from ...backends import BACKEND_NAMES, get_backend
-
-        if info["backend"] in BACKEND_NAMES:
-            info["recipe"] = get_backend(info["backend"]).recipe()
+        if info["backend"] in registry.BACKENDS:
+            try:
+                info["recipe"] = registry.get_backend(info["backend"]).recipe()
+            except (ImgtuiError, ImportError):  # its optional package is gone: the store is shown without it
+                pass
     return info
 
 
@@ -194,7 +197,8 @@ def record_panel(view: RecordView) -> Group:
 
 
 def find_sibling_stores(path: str) -> list[str]:
-    """Stores next to ``path`` with the same base name (``x.disk``, ``x.lmdb``, ``x.h5``, ...)."""
+    """Stores next to ``path`` with the same base name (``x.disk``, ``x.lmdb``, ``x.h5``, ...: any
+    store ``detect_backend`` recognises)."""
     from ...backends import detect_backend
 
     p = Path(path).resolve()
@@ -214,7 +218,7 @@ def find_sibling_stores(path: str) -> list[str]:
         except Exception:
             continue
         found.append(str(c))
-    return found[:3]
+    return found[:max(3, len(backend_names()))]  # one per backend (compare shows them side by side)
 
 
 # -- messages --------------------------------------------------------------------------------
@@ -523,7 +527,7 @@ class BrowserScreen(Screen):
         if len(paths) < 2:
             self.notify(
                 f"No other store of the same dataset next to {self.path} "
-                "(compare looks for name.disk / name.lmdb / name.h5).",
+                f"(compare looks for {' / '.join('name' + store_suffix(b) for b in backend_names())}).",
                 severity="warning",
                 markup=False,
             )

@@ -1,4 +1,4 @@
-"""Compare one record across 2-3 stores (disk, LMDB, HDF5) side by side.
+"""Compare one record across 2 or more stores (one per backend: disk, LMDB, HDF5, ...) side by side.
 
 Each column shows the record's image, label, shape, dtype and checksum in one store; the line at
 the bottom says whether the pixels are identical in every store (``np.array_equal``) or what
@@ -22,6 +22,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from ...bench.backend_info import names as backend_names
 from ..imaging import thumbnail
 from ..widgets.image_view import ImageView
 from .browser import RecordView, one_line, open_any_store, read_record_view, record_panel, store_info
@@ -72,7 +73,7 @@ class CompareLoaded(Message):
 
 
 class CompareScreen(Screen):
-    """The record at ``index`` from each store in ``paths`` (2-3 stores), side by side."""
+    """The record at ``index`` from each store in ``paths`` (2 up to one per backend), side by side."""
 
     CSS_PATH = "../browser.tcss"
 
@@ -107,8 +108,9 @@ class CompareScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        if not 2 <= len(self.paths) <= 3:
-            self.notify(f"Compare needs 2 or 3 stores, got {len(self.paths)}.", severity="warning", markup=False)
+        most = max(3, len(backend_names()))
+        if not 2 <= len(self.paths) <= most:
+            self.notify(f"Compare needs 2 to {most} stores, got {len(self.paths)}.", severity="warning", markup=False)
         self.open_stores()
 
     def on_unmount(self) -> None:

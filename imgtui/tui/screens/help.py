@@ -8,11 +8,12 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
+from ...bench import backend_info as bi
+
 INTRO = """\
 # imgtui
 
-Store an image dataset on **disk** (one PNG per record), in **LMDB** and in **HDF5**, and measure
-which suits your images.
+Store an image dataset in {kinds} stores, and measure which suits your images.
 
 1. Pick a dataset on the left (the built-in synthetic set, an image folder, CIFAR batches, an
    `.npz` file or an existing store). Enter loads a path; → accepts the completion.
@@ -20,16 +21,29 @@ which suits your images.
 3. Press **s** to start. Rows appear as results arrive, **p** shows the plots; **c** or Escape
    cancels (temporary stores are removed), **e** exports JSON and CSV into the output folder.
 4. The benchmark deletes its stores. Press **m** (*Make stores*) to keep a copy of the dataset in
-   each enabled backend: `<output>/imgtui-stores/<name>.disk`, `.lmdb` and `.h5` (all records, or
+   each enabled backend: {paths} (all records, or
    the largest selected count if the dataset is bigger; existing ones are replaced).
 5. Press **b** to browse the records (image, label, metadata, checksum) of those stores; if there
    are none yet, **b** makes them first. In the browser, **c** compares the same record across
-   disk, LMDB and HDF5. With an existing store as the dataset, **b** browses it directly.
+   {names}. With an existing store as the dataset, **b** browses it directly.
 
 Methods: *article* is the straightforward way (one write per record), *imgtui* the tuned writer,
 *floor* is `np.save`/`np.load` of the same images as one `.npy` file (plus an in-memory copy):
 the reference no store can beat.
 """
+
+
+def intro() -> str:
+    """The intro, naming the registry's backends."""
+    names = bi.names()
+    kinds = []
+    for b in names:
+        short, plain = bi.short_name(b), bi.plain_name(b)
+        kinds.append(f"**{short}**" + (f" ({plain})" if plain != short else ""))
+    suffixes = [bi.store_suffix(b) for b in names]
+    paths = bi.human_list([f"`<output>/imgtui-stores/<name>{suffixes[0]}`"] + [f"`{s}`" for s in suffixes[1:]])
+    return INTRO.format(kinds=bi.human_list(kinds), paths=paths,
+                        names=bi.human_list(bi.short_name(b) for b in names))
 
 
 def bindings_markdown(rows: list[tuple[str, str]]) -> str:
@@ -53,7 +67,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-body"):
-            yield Markdown(INTRO + "\n" + bindings_markdown(self._rows), id="help-text")
+            yield Markdown(intro() + "\n" + bindings_markdown(self._rows), id="help-text")
 
     def on_mount(self) -> None:
         self.query_one("#help-body").border_title = "Help"

@@ -5,8 +5,9 @@ benchmark worker. The worker runs ``imgtui.bench.engine.run_plan`` in a thread a
 message per event (progress throttled to ~10 a second); the ``@on`` handlers below update widgets.
 
 "Make stores" (``m``) writes the dataset into a kept store per enabled backend under
-``<output>/imgtui-stores/<name>.disk|.lmdb|.h5`` (the benchmark's own stores are temporary), so
-that ``b`` can browse them and the browser's ``c`` can compare one record across the three. A
+``<output>/imgtui-stores/<name><suffix>`` (``.disk``, ``.lmdb``, ``.h5``: ``Backend.suffix``, or
+``.<name>`` for a folder backend without one; the benchmark's own stores are temporary), so that
+``b`` can browse them and the browser's ``c`` can compare one record across them. A
 benchmark and make-stores never run at the same time.
 """
 
@@ -28,6 +29,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Label, ProgressBar, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from ...bench import backend_info
 from ...bench.model import BenchPlan, Error, Finished, Progress, Result, ResultRow, ResultTable, Started
 from ...datasets.base import Dataset
 from ...errors import ImgtuiError
@@ -52,8 +54,6 @@ from ..widgets.results_table import ResultsTable
 PROGRESS_RATE = 10.0
 #: the folder (inside the output folder) where make-stores writes
 STORES_FOLDER = "imgtui-stores"
-#: file name suffix of each backend's store (the browser's compare finds siblings by base name)
-STORE_SUFFIX = {"disk": ".disk", "lmdb": ".lmdb", "hdf5": ".h5"}
 
 
 def store_base_name(spec: str) -> str:
@@ -83,7 +83,8 @@ def store_paths(output: str, spec: str, backends: list[str]) -> list[tuple[str, 
     """(backend, path) of the store make-stores writes for each backend."""
     folder = Path(output or ".").expanduser().absolute() / STORES_FOLDER
     base = store_base_name(spec)
-    return [(b, str(folder / f"{base}{STORE_SUFFIX.get(b, '.' + b)}")) for b in backends]
+    # the suffix tells the stores of one dataset apart; the browser's compare finds them by base name
+    return [(b, str(folder / f"{base}{backend_info.store_suffix(b)}")) for b in backends]
 
 
 def make_stores_limit(length: int | None, counts: list[int]) -> tuple[int | None, str]:
@@ -165,7 +166,7 @@ class MainScreen(Screen):
         Binding("escape", "escape", "Cancel / leave field", show=False),
         Binding("e", "export", "Export", tooltip="Write results as JSON and CSV into the output folder"),
         Binding("m", "make_stores", "Make stores",
-                tooltip="Write the dataset into a kept disk, LMDB and HDF5 store under <output>/imgtui-stores"),
+                tooltip="Write the dataset into a kept store per enabled backend under <output>/imgtui-stores"),
         Binding("b", "browse", "Browse",
                 tooltip="Open the record browser on the selected store, or on the stores made with m"),
         Binding("p", "toggle_plots", "Plots", tooltip="Switch between the results table and the plots"),
@@ -221,7 +222,7 @@ class MainScreen(Screen):
             yield Button("Cancel", id="cancel", variant="error", compact=True, disabled=True, tooltip="Cancel (c)")
             yield Button("Export", id="export", variant="primary", compact=True, disabled=True, tooltip="Export (e)")
             yield Button("Make stores", id="make-stores", variant="default", compact=True,
-                         tooltip="Make stores (m): keep a disk, LMDB and HDF5 copy of the dataset to browse (b)")
+                         tooltip="Make stores (m): keep a copy of the dataset in each enabled backend to browse (b)")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -379,7 +380,7 @@ class MainScreen(Screen):
             return
         if self.action_make_stores(browse_after=True):
             self.notify(
-                "This dataset is not a store: making a disk, LMDB and HDF5 copy first (m); "
+                "This dataset is not a store: making a copy in each enabled backend first (m); "
                 "the browser opens when they are done.",
                 title="Browse",
                 markup=False,

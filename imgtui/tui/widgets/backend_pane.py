@@ -1,5 +1,13 @@
 """The backend configuration pane: which backends, their options, methods, experiments, counts, repeats.
 
+The backend rows come from the registry: one row per backend (``Backend.display_name``), and on it
+a field per option of ``Backend.options`` that fits a row: a Select for an option with choices, a
+Checkbox for a bool, an integer Input for an int with a small range (a level 0-9). Options with
+large values (byte sizes, record counts) keep the backend's default here; the CLI sets them. Two
+backends declaring the same option share one field (as they share one CLI flag: disk and LMDB take
+one png level). A field whose option applies only with another option's value (HDF5 level with
+compression=gzip) is disabled otherwise, and left out of the options.
+
 Every change posts ``BackendPane.Changed``; the main screen folds the pane's ``config()`` into its
 ``BenchPlan``.
 """
@@ -7,7 +15,7 @@ Every change posts ``BackendPane.Changed``; the main screen folds the pane's ``c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import on
 from textual.app import ComposeResult
@@ -16,8 +24,11 @@ from textual.message import Message
 from textual.validation import Integer, Regex
 from textual.widgets import Checkbox, Input, Label, Select
 
-from ...png import DEFAULT_PNG_LEVEL
-from ...bench.model import BACKENDS, DEFAULT_EXPERIMENTS, EXPERIMENTS, METHODS
+from ...bench import backend_info as bi
+from ...bench.model import DEFAULT_EXPERIMENTS, EXPERIMENTS, METHODS
+
+if TYPE_CHECKING:
+    from ...backends.base import Backend, Option
 
 COUNTS = (10, 100, 1_000, 10_000, 100_000)
 DEFAULT_COUNTS = (10, 100, 1_000)
@@ -36,6 +47,37 @@ class BackendConfig:
     repeats: int | None = None
     workdir: str | None = None
     output: str = "."
+
+
+#: cells a backend row may fill before its fields continue on the next line
+ROW_WIDTH = 70
+#: width of the backend checkbox (and of the indent of a continued row)
+CHECK_WIDTH = 10
+
+
+def shows(opt: "Option") -> bool:
+    """Does the pane show a field for ``opt``? Choices, bools and ints of at most 4 digits."""
+    if opt.choices or opt.type is bool:
+        return True
+    if opt.type is int:
+        return opt.min is not None and opt.max is not None and max(len(str(opt.min)), len(str(opt.max))) <= 4
+    return False
+
+
+@dataclass
+class OptionField:
+    """One field of the pane and the (backend, option) pairs it sets."""
+
+    id: str
+    users: list[tuple[str, "Option"]]
+
+    @property
+    def option(self) -> "Option":
+        return self.users[0][1]
+
+
+def _key(opt: "Option") -> tuple:
+    return (opt.name, opt.type, tuple(opt.choices))
 
 
 class BackendPane(VerticalScroll):
@@ -59,7 +101,8 @@ class BackendPane(VerticalScroll):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self._backends = list(BACKENDS if backends is None else backends)
+        self._names = bi.names()
+        self._backends = list(self._names if backends is None else backends)
         self._methods = list(METHODS if methods is None else methods)
         self._experiments = list(DEFAULT_EXPERIMENTS if experiments is None else experiments)
         self._counts = list(DEFAULT_COUNTS if counts is None else counts)
@@ -67,34 +110,68 @@ class BackendPane(VerticalScroll):
         self._workdir = workdir
         self._output = output
         self._options = backend_options or {}
+        self._backend_cls: dict[str, type[Backend]] = {b: bi.get(b) for b in self._names}
+        #: option fields in order; per backend, the fields it reads
+        self._fields: list[OptionField] = []
+        self._uses: dict[str, list[tuple[OptionField, Option]]] = {b: [] for b in self._names}
+        shared: dict[tuple, OptionField] = {}
+        for b in self._names:
+            for opt in self._backend_cls[b].options:
+                if not shows(opt):
+                    continue
+                f = shared.get(_key(opt))
+                if f is None:
+                    f = shared[_key(opt)] = OptionField(f"{b}-{opt.name.replace('_', '-')}", [])
+                    self._fields.append(f)
+                f.users.append((b, opt))
+                self._uses[b].append((f, opt))
+
+    def _initial(self, f: OptionField) -> Any:
+        b, opt = f.users[0]
+        given = (self._options.get(b) or {}).get(opt.name)
+        return given if given is not None else bi.effective_default(self._backend_cls[b], opt)
+
+    def _field_widgets(self, f: OptionField) -> list[tuple[Any, int]]:
+        """The widgets of one field and the cells they take."""
+        b, opt = f.users[0]
+        value = self._initial(f)
+        words = bi.option_words(opt)
+        if opt.type is bool:
+            box = Checkbox(words, bool(value), id=f.id, compact=True, tooltip=opt.help)
+            return [(box, len(words) + 5)]
+        label = Label(words, classes="opt-label")
+        if opt.choices:
+            width = max(len(str(c)) for c in opt.choices) + 5
+            select = Select([(str(c), c) for c in opt.choices], value=value if value in opt.choices else opt.choices[0],
+                            allow_blank=False, id=f.id, compact=True, tooltip=opt.help)
+            select.styles.width = width
+            return [(label, len(words) + 1), (select, width + 1)]
+        width = max(len(str(opt.min)), len(str(opt.max))) + 3
+        inp = Input("" if value is None else str(value), id=f.id, type="integer", compact=True, classes="level",
+                    validators=[Integer(minimum=opt.min, maximum=opt.max, failure_description=f"{opt.min}-{opt.max}")],
+                    placeholder="default", tooltip=opt.help)
+        inp.styles.width = max(5, width)
+        return [(label, len(words) + 1), (inp, max(5, width) + 1)]
 
     def compose(self) -> ComposeResult:
-        o = self._options
-        disk, lmdb, hdf5 = o.get("disk", {}), o.get("lmdb", {}), o.get("hdf5", {})
-        level = Integer(minimum=0, maximum=9, failure_description="0-9")
-        with HorizontalGroup(classes="backend-row"):
-            yield Checkbox("disk", "disk" in self._backends, id="use-disk", compact=True,
-                           tooltip="one PNG file per record")
-            yield Label("png level", classes="opt-label")
-            yield Input(str(disk.get("png_level", DEFAULT_PNG_LEVEL)), id="disk-png-level", type="integer", compact=True,
-                        validators=[level], classes="level")
-        with HorizontalGroup(classes="backend-row"):
-            yield Checkbox("LMDB", "lmdb" in self._backends, id="use-lmdb", compact=True,
-                           tooltip="one LMDB environment, one key per record")
-            yield Label("encoding", classes="opt-label")
-            yield Select([("raw", "raw"), ("png", "png")], value=lmdb.get("encoding", "raw"),
-                         allow_blank=False, id="lmdb-encoding", compact=True)
-        with HorizontalGroup(classes="backend-row"):
-            yield Checkbox("HDF5", "hdf5" in self._backends, id="use-hdf5", compact=True,
-                           tooltip="one HDF5 file")
-            yield Select([("contiguous", "contiguous"), ("chunked", "chunked")],
-                         value=hdf5.get("layout", "contiguous"), allow_blank=False, id="hdf5-layout", compact=True)
-            yield Select([("none", "none"), ("gzip", "gzip"), ("lzf", "lzf")],
-                         value=hdf5.get("compression", "none"), allow_blank=False, id="hdf5-compression",
-                         compact=True)
-            yield Label("level", classes="opt-label short")
-            yield Input(str(hdf5.get("level", 4)), id="hdf5-level", type="integer", compact=True,
-                        validators=[level], classes="level", tooltip="gzip level 0-9")
+        for b in self._names:
+            cls = self._backend_cls[b]
+            rows: list[list[Any]] = [[Checkbox(bi.short_name(b), b in self._backends, id=f"use-{b}", compact=True,
+                                               tooltip=cls.description or None)]]
+            used = CHECK_WIDTH
+            for f, _opt in self._uses[b]:
+                if f.users[0][0] != b:  # shown on the row of the first backend that declares it
+                    continue
+                parts = self._field_widgets(f)
+                need = sum(w for _x, w in parts)
+                if used + need > ROW_WIDTH and used > CHECK_WIDTH:
+                    rows.append([Label("", classes="opt-indent")])
+                    used = CHECK_WIDTH
+                rows[-1].extend(x for x, _w in parts)
+                used += need
+            for row in rows:
+                with HorizontalGroup(classes="backend-row"):
+                    yield from row
         yield Label("Methods", classes="section")
         with ItemGrid(min_column_width=14, classes="toggles", id="methods"):
             for m in METHODS:
@@ -125,14 +202,38 @@ class BackendPane(VerticalScroll):
         self.border_title = "Backends & benchmark"
         self._sync_enabled()
 
+    def _raw(self, f: OptionField) -> Any:
+        """The field's value as the option's type (None: blank or invalid)."""
+        opt = f.option
+        w = self.query_one(f"#{f.id}")
+        if isinstance(w, Select):
+            return None if w.value is Select.BLANK else w.value
+        if isinstance(w, Checkbox):
+            return bool(w.value)
+        try:
+            value = int(w.value)
+        except (TypeError, ValueError):
+            return None
+        if (opt.min is not None and value < opt.min) or (opt.max is not None and value > opt.max):
+            return None
+        return value
+
+    def _values(self, b: str) -> dict[str, Any]:
+        """Every field backend ``b`` reads, as {option name: value} (invalid fields: the default)."""
+        cls = self._backend_cls[b]
+        out = {}
+        for f, opt in self._uses[b]:
+            value = self._raw(f)
+            out[opt.name] = value if value is not None else bi.effective_default(cls, opt)
+        return out
+
     def _sync_enabled(self) -> None:
-        for name, ids in (("disk", ["#disk-png-level"]), ("lmdb", ["#lmdb-encoding"]),
-                          ("hdf5", ["#hdf5-layout", "#hdf5-compression", "#hdf5-level"])):
-            on_ = self.query_one(f"#use-{name}", Checkbox).value
-            for i in ids:
-                self.query_one(i).disabled = not on_
-        if self.query_one("#use-hdf5", Checkbox).value:
-            self.query_one("#hdf5-level").disabled = self.query_one("#hdf5-compression", Select).value != "gzip"
+        on_ = {b: self.query_one(f"#use-{b}", Checkbox).value for b in self._names}
+        values = {b: self._values(b) for b in self._names if on_[b]}
+        for f in self._fields:
+            self.query_one(f"#{f.id}").disabled = not any(
+                on_[b] and bi.applies(self._backend_cls[b], opt, values[b]) for b, opt in f.users
+            )
 
     @on(Checkbox.Changed)
     @on(Select.Changed)
@@ -143,31 +244,17 @@ class BackendPane(VerticalScroll):
         self.post_message(self.Changed(self))
 
     # -- reading the pane ------------------------------------------------------------------
-    def _int(self, selector: str, default: int) -> int:
-        inp = self.query_one(selector, Input)
-        try:
-            value = int(inp.value)
-        except ValueError:
-            return default
-        return value if 0 <= value <= 9 else default
-
     def config(self) -> BackendConfig:
         """The pane's current settings (invalid fields fall back to their defaults)."""
         q = self.query_one
-        backends = [b for b in BACKENDS if q(f"#use-{b}", Checkbox).value]
+        backends = [b for b in self._names if q(f"#use-{b}", Checkbox).value]
         options: dict[str, dict[str, Any]] = {}
-        if "disk" in backends:
-            options["disk"] = {"png_level": self._int("#disk-png-level", DEFAULT_PNG_LEVEL)}
-        if "lmdb" in backends:
-            enc = str(q("#lmdb-encoding", Select).value)
-            options["lmdb"] = {"encoding": enc}
-            if enc == "png":
-                options["lmdb"]["png_level"] = self._int("#disk-png-level", DEFAULT_PNG_LEVEL)
-        if "hdf5" in backends:
-            comp = str(q("#hdf5-compression", Select).value)
-            options["hdf5"] = {"layout": str(q("#hdf5-layout", Select).value), "compression": comp}
-            if comp == "gzip":
-                options["hdf5"]["level"] = self._int("#hdf5-level", 4)
+        for b in backends:
+            cls, values = self._backend_cls[b], self._values(b)
+            opts = {o.name: values[o.name] for o in cls.options
+                    if o.name in values and values[o.name] is not None and bi.applies(cls, o, values)}
+            if opts:
+                options[b] = opts
         repeats_text = q("#repeats", Input).value.strip().lower()
         repeats = int(repeats_text) if repeats_text.isdigit() and int(repeats_text) > 0 else None
         return BackendConfig(

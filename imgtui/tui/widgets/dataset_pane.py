@@ -23,6 +23,7 @@ from textual.validation import Integer, Regex
 from textual.widgets import Input, Label, Select, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from ...bench import backend_info as bi
 from ..messages import DatasetSummary, one_line_error
 from .preview import Preview
 
@@ -37,8 +38,13 @@ PLACEHOLDERS = {
     "folder": "folder of images (class sub-folders or labels.csv)",
     "cifar": "CIFAR batch file or the folder holding them",
     "npz": "file.npz or file.npz:key",
-    "store": "path of a disk, LMDB or HDF5 store",
 }
+
+
+def placeholder(kind: str) -> str:
+    if kind == "store":
+        return f"path of a store ({bi.human_list((bi.short_name(b) for b in bi.names()), 'or')})"
+    return PLACEHOLDERS.get(kind, "path")
 #: preview thumbnail size in cells
 PREVIEW_COLUMNS, PREVIEW_ROWS = 24, 12
 BARS = "▁▂▃▄▅▆▇█"
@@ -81,7 +87,7 @@ def guess_kind(spec: str) -> str:
         return "npz"
     if "cifar" in low or "batch" in p.name.lower():
         return "cifar"
-    if p.suffix.lower() in (".lmdb", ".h5", ".hdf5", ".store"):
+    if p.suffix.lower() in bi.store_suffixes() | {".store"}:
         return "store"
     return "folder"
 
@@ -200,7 +206,7 @@ class DatasetPane(Vertical):
                 "" if kind == "synthetic" else self._initial,
                 id="path",
                 compact=True,
-                placeholder=PLACEHOLDERS.get(kind, "path"),
+                placeholder=placeholder(kind),
                 suggester=PathSuggester(),
                 tooltip="Type a path (→ accepts the completion), Enter loads it",
             )
@@ -220,7 +226,7 @@ class DatasetPane(Vertical):
         self.query_one("#synthetic-options").display = kind == "synthetic"
         self.query_one("#path-options").display = kind != "synthetic"
         if kind != "synthetic":
-            self.query_one("#path", Input).placeholder = PLACEHOLDERS.get(kind, "path")
+            self.query_one("#path", Input).placeholder = placeholder(kind)
 
     def synthetic_spec(self) -> str | None:
         """The synthetic spec from the option fields, or None if one of them is invalid."""
