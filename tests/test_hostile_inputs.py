@@ -446,10 +446,31 @@ def test_deeply_nested_folder(tmp_path):
         Image.fromarray(np.zeros((4, 4), np.uint8)).save("x.png")
     finally:
         os.chdir(cwd)
-    res = run_cli("convert", root, tmp_path / "s", "-b", "lmdb", "-q")
+    try:
+        res = run_cli("convert", root, tmp_path / "s", "-b", "lmdb", "-q")
+    finally:
+        _remove_nested(d)  # shutil.rmtree (pytest's clean-up) recurses as deep as the folders
     assert "unexpected" not in res.stderr and "Traceback" not in res.stderr
     if res.returncode:  # Python < 3.12 walks folders recursively
         assert res.stderr.strip() == f"imgtui: error: {root}: folders nested too deeply to list (hundreds of levels)"
+
+
+def _remove_nested(top: Path) -> None:
+    """Remove top/d/d/.../d without recursion: down with chdir, then rmdir on the way up."""
+    cwd = os.getcwd()
+    depth = 0
+    try:
+        os.chdir(top)
+        while os.path.isdir("d"):
+            os.chdir("d")
+            depth += 1
+        for name in os.listdir("."):
+            os.unlink(name)
+        for _ in range(depth):
+            os.chdir("..")
+            os.rmdir("d")
+    finally:
+        os.chdir(cwd)
 
 
 def _without_root_powers() -> list[str] | None:
