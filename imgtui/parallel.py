@@ -347,7 +347,9 @@ def convert_sharded(
     if total is None:
         ranges = None
         if workers > 1 or use_dask:
-            warn(f"{ds.describe()} does not know its length: writing the shards one after another in this process")
+            from .datasets import Notice  # about the run, not a skipped file
+
+            warn(Notice(f"{ds.describe()} does not know its length: writing the shards one after another in this process"))
     elif shards is not None:
         ranges = plan_by_count(total, shards)
     else:
