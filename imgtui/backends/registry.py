@@ -24,6 +24,7 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
     "disk": ("imgtui.backends.disk", "DiskBackend", ""),
     "lmdb": ("imgtui.backends.lmdb", "LmdbBackend", ""),
     "hdf5": ("imgtui.backends.hdf5", "Hdf5Backend", ""),
+    "webdataset": ("imgtui.backends.webdataset", "WebDatasetBackend", ""),
 }
 ALIASES = {"h5": "hdf5", "png": "disk"}
 

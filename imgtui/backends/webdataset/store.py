@@ -1,0 +1,714 @@
+"""The WebDataset backend: tar shards the ``webdataset`` package streams, plus an index of member
+offsets for random access.
+
+Layout of a store ``<path>/`` (suffix ``.wds``)::
+
+    shard-000000.tar   ustar archives; a new shard starts once one would pass ``shard_bytes``
+    shard-000001.tar
+    ...
+    index.npy          one row per record: shard number, offset and size of each member, shape,
+                       dtype, encoding, label, pixel checksum (numpy structured array, INDEX_DTYPE)
+    manifest.json      written last and atomically; its presence marks the store complete
+
+Each record ``i`` is two or three consecutive tar members sharing the key ``f"{i:09d}"``:
+
+- ``000000012.npy``: the pixels as a ``.npy`` file (``encoding=npy``, the default: exact, any
+  dtype and shape, HxW and HxWx1 kept apart), or ``000000012.png`` (``encoding=png``: lossless,
+  8/16-bit, written by :mod:`imgtui.png`; an HxWx1 image is a gray PNG, the index restores its
+  third axis);
+- ``000000012.cls`` (an int label as decimal text) or ``000000012.txt`` (a str label, UTF-8);
+- ``000000012.json`` (the metadata), only when the record has metadata.
+
+So ``webdataset.WebDataset("store.wds/shard-{000000..000003}.tar").decode()`` yields one dict per
+record (``__key__``, ``npy``, ``cls``/``txt``, ``json``), and ``tar tf`` lists the members.
+
+imgtui reads through the index: the tar files are never scanned when a store is opened. A record
+is one ``os.preadv`` straight into the image array (plus its label and metadata bytes, which
+follow the image in the file). The index names no files: shards are ``shard-NNNNNN.tar`` by
+number, opened relative to the store folder (``O_NOFOLLOW``), and every offset is checked
+against its shard's size when the store is opened, so a crafted index cannot read other files or
+past a shard's end. ``index.npy``'s crc32 is in the manifest.
+
+A reader keeps the store folder open: after a change switched a new store in (a rewrite, see
+``mutator.py``), it goes on reading the old shards it has open, and a shard it has not opened yet
+raises StoreChangedError (reopen the store), never another store's bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import stat
+import threading
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ...errors import (
+    CorruptStoreError,
+    ImgtuiError,
+    IncompleteStoreError,
+    InvalidRecordError,
+    StoreChangedError,
+    StoreFullError,
+    StoreNotFoundError,
+    WrongBackendError,
+)
+from ...png import DEFAULT_PNG_LEVEL, decode_png, encode_png
+from ...records import MAX_IMAGE_BYTES, Label, Record, loads_metadata
+from ..base import StoreReader, StoreWriter, atomic_write_text, check_manifest, fsync_dir
+
+BACKEND = "webdataset"
+MANIFEST = "manifest.json"
+INDEX = "index.npy"
+SHARD_FORMAT = "shard-{:06d}.tar"
+SHARD_RE = re.compile(r"^shard-([0-9]{6,})\.tar$")
+KEY_DIGITS = 9
+ENCODINGS = ("npy", "png")
+DEFAULT_SHARD_BYTES = 256 << 20
+MIN_SHARD_BYTES = 4096
+MAX_SHARD_BYTES = 1 << 40
+#: the most shards a store may have (a sanity limit on the manifest)
+MAX_SHARDS = 10_000_000
+#: shard files a reader keeps open at once; past that a read opens and closes its shard
+MAX_OPEN_SHARDS = 256
+
+BLOCK = 512
+#: tar archives end with two zero blocks and are padded to a multiple of 20 blocks (as tar does)
+RECORD_SIZE = 20 * BLOCK
+
+#: one row per record; little-endian, packed. Offsets are of member *data* (after the 512-byte
+#: tar header), in the shard file ``shard``. ``hdr``: bytes of the .npy header before the pixels
+#: (0 for PNG). ``c``: channels, 0 for an HxW image. ``dtype``: 1 = uint8, 2 = uint16.
+#: ``enc``: 0 = npy, 1 = png. ``lkind``: 0 = int label (in ``label`` and the .cls member),
+#: 1 = str label (the .txt member). ``meta_size`` 0: no .json member.
+INDEX_DTYPE = np.dtype([
+    ("shard", "<u4"),
+    ("img_off", "<u8"), ("img_size", "<u8"), ("hdr", "<u2"),
+    ("lab_off", "<u8"), ("lab_size", "<u4"),
+    ("meta_off", "<u8"), ("meta_size", "<u4"),
+    ("h", "<u4"), ("w", "<u4"), ("c", "u1"), ("dtype", "u1"), ("enc", "u1"), ("lkind", "u1"),
+    ("label", "<i8"), ("checksum", "<u4"),
+])
+_DTYPES = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16)}
+_DTYPE_CODES = {np.dtype(np.uint8): 1, np.dtype(np.uint16): 2}
+_IMG_EXT = {0: "npy", 1: "png"}
+_LAB_EXT = {0: "cls", 1: "txt"}
+
+
+def shard_name(k: int) -> str:
+    return SHARD_FORMAT.format(k)
+
+
+def record_key(i: int) -> str:
+    return f"{i:0{KEY_DIGITS}d}"
+
+
+def _padded(n: int) -> int:
+    return -(-n // BLOCK) * BLOCK
+
+
+# -- .npy and ustar headers -------------------------------------------------------------------------
+_npy_headers: dict[tuple, bytes] = {}
+
+
+def npy_header(dtype: np.dtype, shape: tuple) -> bytes:
+    """The .npy (version 1.0) header of a C-order array: magic, length, the dict, padded with
+    spaces and a newline to a multiple of 64 bytes (what ``np.save`` writes)."""
+    key = (dtype.str, shape)
+    hdr = _npy_headers.get(key)
+    if hdr is None:
+        text = "{'descr': '%s', 'fortran_order': False, 'shape': %r, }" % (dtype.str, tuple(shape))
+        total = -(-(10 + len(text) + 1) // 64) * 64
+        text = text + " " * (total - 10 - len(text) - 1) + "\n"
+        hdr = b"\x93NUMPY\x01\x00" + (total - 10).to_bytes(2, "little") + text.encode("latin-1")
+        if len(_npy_headers) < 4096:
+            _npy_headers[key] = hdr
+    return hdr
+
+
+class _TarHeaders:
+    """ustar headers for regular files (mode 0644, owner 0, one mtime per writer)."""
+
+    def __init__(self, mtime: int) -> None:
+        self.head = b"0000644\x00" + b"0000000\x00" * 2  # mode, uid, gid
+        self.tail_a = f"{mtime:011o}\x00".encode()  # mtime
+        # typeflag, linkname, magic + version, uname, gname, devmajor, devminor, prefix, padding
+        self.tail_b = b"0" + bytes(100) + b"ustar\x0000" + bytes(64) + b"0000000\x00" * 2 + bytes(155 + 12)
+        self.base = sum(self.head) + sum(self.tail_a) + sum(self.tail_b) + 8 * 32
+
+    def header(self, name: bytes, size: int) -> bytes:
+        size_f = f"{size:011o}\x00".encode()
+        chk = self.base + sum(name) + sum(size_f)
+        return b"".join((name.ljust(100, b"\x00"), self.head, size_f, self.tail_a,
+                         f"{chk:06o}\x00 ".encode(), self.tail_b))
+
+
+def parse_tar_header(block: bytes) -> tuple[str, int] | None:
+    """(name, size) of a ustar header block; None for a zero block; ValueError if damaged."""
+    if not any(block):
+        return None
+    try:
+        stored = int(block[148:156].strip(b"\x00 ") or b"-1", 8)
+        size = int(block[124:136].strip(b"\x00 ") or b"0", 8)
+    except ValueError:
+        raise ValueError("not a tar header") from None
+    if stored != sum(block[:148]) + 256 + sum(block[156:]):
+        raise ValueError("tar header checksum mismatch")
+    name = block[:100].split(b"\x00", 1)[0]
+    prefix = block[345:500].split(b"\x00", 1)[0] if block[257:262] == b"ustar" else b""
+    if prefix:
+        name = prefix + b"/" + name
+    return name.decode("utf-8", "replace"), size
+
+
+# ---------------------------------------------------------------------------------------------
+# writer
+# ---------------------------------------------------------------------------------------------
+def _whole(value: Any, name: str, lo: int, hi: int) -> int:
+    try:
+        if isinstance(value, bool) or float(value) != int(value):
+            raise ValueError
+        ivalue = int(value)
+    except (TypeError, ValueError, OverflowError):
+        ivalue = lo - 1
+    if not lo <= ivalue <= hi:
+        raise ImgtuiError(f"webdataset: {name} must be a whole number from {lo:,} to {hi:,}, got {value!r}")
+    return ivalue
+
+
+class WdsWriter(StoreWriter):
+    backend = BACKEND
+    default_batch_size = 256
+
+    @classmethod
+    def check_options(cls, options: dict) -> dict:
+        options = dict(options)
+        enc = options.pop("encoding", "npy")
+        level = options.pop("png_level", DEFAULT_PNG_LEVEL)
+        shard_bytes = options.pop("shard_bytes", DEFAULT_SHARD_BYTES)
+        if options:
+            raise ImgtuiError(
+                f"webdataset: unknown option(s) {', '.join(sorted(options))} "
+                "(the webdataset backend takes encoding, png_level and shard_bytes)"
+            )
+        if enc not in ENCODINGS:
+            raise ImgtuiError(f"webdataset: encoding must be npy or png, got {enc!r}")
+        return {
+            "encoding": enc,
+            "png_level": _whole(level, "png_level", 0, 9),
+            "shard_bytes": _whole(shard_bytes, "shard_bytes", MIN_SHARD_BYTES, MAX_SHARD_BYTES),
+        }
+
+    def _check_record(self, record: Record, index: int) -> None:
+        if isinstance(record.label, str):
+            try:
+                record.label.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidRecordError(f"record {index} label: not encodable as UTF-8 text") from None
+        try:
+            record.meta_json.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRecordError(f"record {index} metadata: not encodable as UTF-8 JSON") from None
+
+    def _open_store(self) -> None:
+        self._fh = None
+        self._rows: list[tuple] = []
+        self._tar = _TarHeaders(int(time.time()))
+        self._enc = 0 if self.options["encoding"] == "npy" else 1
+        os.mkdir(self.build_path)
+        self._shard = -1
+        self._next_shard()
+
+    def _next_shard(self) -> None:
+        if self._fh is not None:
+            self._end_shard()
+        self._shard += 1
+        self._fh = open(self.build_path / shard_name(self._shard), "wb")
+        self._pos = 0
+        self._in_shard = 0
+
+    def _end_shard(self) -> None:
+        end = self._pos + 2 * BLOCK
+        end = -(-end // RECORD_SIZE) * RECORD_SIZE
+        self._fh.write(bytes(end - self._pos))
+        self._fh.close()
+        self._fh = None
+
+    def _member(self, out: list, name: str, data: Sequence[Any], size: int) -> int:
+        """Append one member (header, data pieces, padding) to ``out``; the offset of its data."""
+        out.append(self._tar.header(name.encode("ascii"), size))
+        out.extend(data)
+        pad = _padded(size) - size
+        if pad:
+            out.append(bytes(pad))
+        off = self._pos + BLOCK
+        self._pos = off + _padded(size)
+        return off
+
+    def _write_batch(self, records: list[Record], checksums: list[int], start: int) -> None:
+        limit = self.options["shard_bytes"]
+        level = self.options["png_level"]
+        out: list[Any] = []
+        for k, (rec, crc) in enumerate(zip(records, checksums)):
+            i = start + k
+            key = record_key(i)
+            img = rec.image
+            if self._enc == 0:
+                hdr = npy_header(img.dtype, img.shape)
+                data = (hdr, memoryview(img).cast("B"))
+                size = len(hdr) + img.nbytes
+            else:
+                hdr = b""
+                png = encode_png(img, level)
+                data, size = (png,), len(png)
+            label = rec.label
+            lkind = 0 if isinstance(label, int) else 1
+            ltext = str(label).encode("utf-8")
+            meta = rec.meta_json
+            mtext = meta.encode("utf-8") if meta != "{}" else b""
+            total = 2 * BLOCK + _padded(size) + _padded(len(ltext)) + (BLOCK + _padded(len(mtext)) if mtext else 0)
+            if self._in_shard and self._pos + total + 2 * BLOCK > limit:
+                self._fh.writelines(out)
+                out = []
+                self._next_shard()
+            img_off = self._member(out, f"{key}.{_IMG_EXT[self._enc]}", data, size)
+            lab_off = self._member(out, f"{key}.{_LAB_EXT[lkind]}", (ltext,), len(ltext))
+            meta_off = self._member(out, f"{key}.json", (mtext,), len(mtext)) if mtext else 0
+            self._in_shard += 1
+            h, w = img.shape[:2]
+            self._rows.append((
+                self._shard, img_off, size, len(hdr), lab_off, len(ltext), meta_off, len(mtext),
+                h, w, img.shape[2] if img.ndim == 3 else 0, _DTYPE_CODES[img.dtype], self._enc, lkind,
+                label if lkind == 0 else 0, crc,
+            ))
+        self._fh.writelines(out)
+        self._fh.flush()
+
+    def manifest(self, **extra: Any) -> dict:
+        layout = {
+            "shards": self._shard + 1,
+            "shard_name": "shard-{shard:06d}.tar",
+            "key": "{index:09d}",
+            "members": {
+                "image": ".npy (encoding=npy) or .png (encoding=png)",
+                "label": ".cls (int, decimal text) or .txt (str, UTF-8)",
+                "metadata": ".json, only when the record has metadata",
+            },
+            "index": INDEX,
+            "index_fields": [[name, INDEX_DTYPE.fields[name][0].str] for name in INDEX_DTYPE.names],
+        }
+        return super().manifest(layout=layout, **extra)
+
+    def _finalize(self, manifest: dict) -> None:
+        try:
+            self._end_shard()
+            rows = np.array(self._rows, dtype=INDEX_DTYPE) if self._rows else np.zeros(0, INDEX_DTYPE)
+            buf = io.BytesIO()
+            np.save(buf, rows, allow_pickle=False)
+            data = buf.getvalue()
+            with open(self.build_path / INDEX, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            manifest["layout"]["index_crc32"] = zlib.crc32(data) & 0xFFFFFFFF
+            fsync_dir(self.build_path)
+            atomic_write_text(self.build_path / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+        except OSError as exc:
+            if exc.errno == 28:
+                raise StoreFullError(f"disk full while writing {self.path}: {exc.strerror}") from None
+            raise
+
+    def _close_on_error(self) -> None:
+        fh = getattr(self, "_fh", None)
+        if fh is not None:
+            self._fh = None
+            try:
+                fh.close()
+            except OSError:
+                pass
+
+
+# ---------------------------------------------------------------------------------------------
+# reader
+# ---------------------------------------------------------------------------------------------
+def looks_like_store(path: Path) -> bool:
+    """A folder with a first shard or an index (a complete store, or one whose writer died)."""
+    return path.is_dir() and ((path / shard_name(0)).is_file() or (path / INDEX).is_file())
+
+
+def _load_manifest(path: Path) -> dict:
+    mpath = path / MANIFEST
+    try:
+        m = json.loads(mpath.read_text(encoding="utf-8"))
+        if not isinstance(m, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CorruptStoreError(f"{mpath}: cannot be read ({str(exc).splitlines()[0] if str(exc) else exc})") from None
+    return m
+
+
+class WdsReader(StoreReader):
+    backend = BACKEND
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__(path)
+        self._dir_fd: int | None = None
+        self._fds: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._str_labels: list | None = None
+        p = self.path
+        if not p.exists():
+            raise StoreNotFoundError(f"{p}: no such file or folder")
+        if not p.is_dir():
+            raise WrongBackendError(f"{p} is not a webdataset store (a webdataset store is a folder)")
+        if not (p / MANIFEST).is_file():
+            if looks_like_store(p):
+                raise IncompleteStoreError(
+                    f"{p} is incomplete: its writer did not finish (interrupted or killed); "
+                    "re-create it with --overwrite"
+                )
+            raise WrongBackendError(f"{p} is not a webdataset store (no {MANIFEST} or {shard_name(0)} in it)")
+        self.manifest = check_manifest(_load_manifest(p), BACKEND, p)
+        layout = self.manifest.get("layout")
+        if not isinstance(layout, dict):
+            raise CorruptStoreError(f"{p / MANIFEST}: no layout")
+        shards = layout.get("shards")
+        if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= MAX_SHARDS:
+            raise CorruptStoreError(f"{p / MANIFEST}: layout.shards is {shards!r}, not a shard count")
+        self._n_shards = shards
+        try:
+            self._dir_fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise CorruptStoreError(f"{p}: cannot be opened ({exc.strerror})") from None
+        self._ix = self._load_index(layout)
+        self._check_index()
+
+    # -- opening ---------------------------------------------------------------------------------
+    def _load_index(self, layout: dict) -> np.ndarray:
+        ipath = self.path / INDEX
+        try:
+            fd = os.open(INDEX, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dir_fd)
+        except OSError as exc:
+            raise CorruptStoreError(f"{ipath}: cannot be read ({exc.strerror})") from None
+        try:
+            with os.fdopen(fd, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise CorruptStoreError(f"{ipath}: cannot be read ({exc.strerror})") from None
+        want = layout.get("index_crc32")
+        if want != zlib.crc32(data) & 0xFFFFFFFF:
+            raise CorruptStoreError(f"{ipath}: its crc32 does not match the manifest's (damaged or replaced)")
+        try:
+            idx = np.load(io.BytesIO(data), allow_pickle=False)
+        except Exception as exc:
+            raise CorruptStoreError(f"{ipath}: not a readable .npy file ({str(exc).splitlines()[0] if str(exc) else exc})") from None
+        if idx.dtype != INDEX_DTYPE or idx.ndim != 1:
+            raise CorruptStoreError(f"{ipath}: not an imgtui webdataset index (dtype {idx.dtype}, {idx.ndim} dimensions)")
+        count = self.manifest.get("count")
+        if count != len(idx):
+            raise CorruptStoreError(f"{ipath} has {len(idx):,} rows but {MANIFEST} says {count} records")
+        return idx
+
+    def _check_index(self) -> None:
+        """Every row names an existing shard and lies inside it; shapes, dtypes and codes are valid."""
+        sizes = np.zeros(self._n_shards, np.uint64)
+        for k in range(self._n_shards):
+            try:
+                st = os.stat(shard_name(k), dir_fd=self._dir_fd, follow_symlinks=False)
+            except OSError as exc:
+                raise CorruptStoreError(f"{self.path / shard_name(k)}: cannot be read ({exc.strerror})") from None
+            if not stat.S_ISREG(st.st_mode):
+                raise CorruptStoreError(f"{self.path / shard_name(k)}: not a regular file")
+            sizes[k] = st.st_size
+        ix = self._ix
+        if not len(ix):
+            return
+        bad = ix["shard"] >= self._n_shards
+        shard = np.where(bad, 0, ix["shard"])
+        size = sizes[shard]
+
+        def outside(off: np.ndarray, n: np.ndarray) -> np.ndarray:
+            off = off.astype(np.uint64)
+            return (off < BLOCK) | (off % BLOCK != 0) | (off > size) | (n.astype(np.uint64) > size - np.minimum(off, size))
+
+        bad |= outside(ix["img_off"], ix["img_size"]) | outside(ix["lab_off"], ix["lab_size"])
+        has_meta = ix["meta_size"] > 0
+        bad |= has_meta & outside(np.where(has_meta, ix["meta_off"], BLOCK), ix["meta_size"])
+        bad |= ~np.isin(ix["dtype"], (1, 2)) | ~np.isin(ix["c"], (0, 1, 3, 4)) | (ix["enc"] > 1) | (ix["lkind"] > 1)
+        h, w = ix["h"].astype(np.uint64), ix["w"].astype(np.uint64)
+        bad |= (h == 0) | (w == 0) | (h * w > MAX_IMAGE_BYTES)
+        pix = np.where(bad, 0, h * w) * np.maximum(ix["c"], 1).astype(np.uint64) * np.where(ix["dtype"] == 2, 2, 1).astype(np.uint64)
+        npy = ix["enc"] == 0
+        bad |= npy & ((ix["hdr"] < 10) | (ix["img_size"] != pix + ix["hdr"].astype(np.uint64)))
+        bad |= ~npy & (ix["hdr"] != 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise CorruptStoreError(
+                f"{self.path / INDEX}: row {i} is invalid (a shard, offset or size outside the store's shards, "
+                f"or a bad shape/dtype/code){f' (+{int(bad.sum()) - 1} more)' if bad.sum() > 1 else ''}"
+            )
+
+    # -- file access -----------------------------------------------------------------------------
+    def _open_shard(self, k: int) -> int:
+        if self._dir_fd is None:
+            raise ImgtuiError(f"{self.path}: the reader is closed")
+        try:
+            return os.open(shard_name(k), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dir_fd)
+        except FileNotFoundError:
+            if self._changed():
+                raise StoreChangedError(f"{self.path}: the store changed since it was opened; reopen it") from None
+            raise CorruptStoreError(f"{self.path / shard_name(k)}: shard is missing") from None
+        except OSError as exc:
+            raise CorruptStoreError(f"{self.path / shard_name(k)}: cannot be read ({exc.strerror})") from None
+
+    def _changed(self) -> bool:
+        try:
+            a, b = os.fstat(self._dir_fd), os.stat(self.path)
+        except (OSError, TypeError):
+            return True
+        return (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino)
+
+    def _fd(self, k: int) -> tuple[int, bool]:
+        """(file descriptor of shard ``k``, whether the caller must close it)."""
+        fd = self._fds.get(k)
+        if fd is not None:
+            return fd, False
+        with self._lock:
+            fd = self._fds.get(k)
+            if fd is not None:
+                return fd, False
+            fd = self._open_shard(k)
+            if len(self._fds) >= MAX_OPEN_SHARDS:
+                return fd, True
+            self._fds[k] = fd
+            return fd, False
+
+    def _preadv(self, k: int, buffers: list, offset: int, index: int) -> None:
+        want = sum(memoryview(b).nbytes for b in buffers)
+        fd, temp = self._fd(k)
+        try:
+            got = os.preadv(fd, buffers, offset)
+        except OSError as exc:
+            raise CorruptStoreError(f"{self.path / shard_name(k)}: cannot read record {index} ({exc.strerror})") from None
+        finally:
+            if temp:
+                os.close(fd)
+        if got != want:
+            raise CorruptStoreError(
+                f"{self.path / shard_name(k)}: record {index} ends past the end of the shard (truncated?)"
+            )
+
+    def _pread(self, k: int, n: int, offset: int, index: int) -> bytearray:
+        buf = bytearray(n)
+        if n:
+            self._preadv(k, [buf], offset, index)
+        return buf
+
+    def close(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is None:
+            return
+        with lock:
+            fds, self._fds = self._fds, {}
+            dfd, self._dir_fd = self._dir_fd, None
+        for fd in [*fds.values(), *([dfd] if dfd is not None else [])]:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    # -- records ---------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._ix)
+
+    def _decode(self, i: int, row: tuple) -> Record:
+        (k, img_off, img_size, hdr, lab_off, lab_size, meta_off, meta_size,
+         h, w, c, dt, enc, lkind, label, _crc) = row
+        shape = (h, w) if c == 0 else (h, w, c)
+        dtype = _DTYPES[dt]
+        start = img_off + hdr
+        end = img_off + img_size
+        if lkind:
+            end = max(end, lab_off + lab_size)
+        if meta_size:
+            end = max(end, meta_off + meta_size)
+        if enc == 0:
+            img = np.empty(shape, dtype)
+            buffers: list = [memoryview(img).cast("B")]
+            rest = bytearray(max(0, end - (img_off + img_size)))
+            if rest:
+                buffers.append(rest)
+            self._preadv(k, buffers, start, i)
+            tail, base = rest, img_off + img_size
+        else:
+            tail, base = self._pread(k, end - img_off, img_off, i), img_off
+            try:
+                img = decode_png(bytes(tail[:img_size]))
+            except Exception as exc:
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise CorruptStoreError(f"{self.path / shard_name(k)}: record {i} is not a readable PNG ({msg})") from None
+            if img.dtype != dtype or img.shape[:2] != shape[:2] or img.size != int(np.prod(shape)):
+                raise CorruptStoreError(
+                    f"{self.path / shard_name(k)}: record {i} decodes to {'x'.join(map(str, img.shape))} {img.dtype}, "
+                    f"the index says {'x'.join(map(str, shape))} {dtype}"
+                )
+            if img.shape != shape:
+                img = img.reshape(shape)
+        if lkind:
+            try:
+                label = bytes(tail[lab_off - base : lab_off - base + lab_size]).decode("utf-8")
+            except UnicodeDecodeError:
+                raise CorruptStoreError(f"{self.path / shard_name(k)}: record {i}'s label is not UTF-8 text") from None
+        meta: dict = {}
+        if meta_size:
+            try:
+                meta = loads_metadata(bytes(tail[meta_off - base : meta_off - base + meta_size]))
+                if not isinstance(meta, dict):
+                    raise ValueError("not a JSON object")
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise CorruptStoreError(
+                    f"{self.path / shard_name(k)}: record {i}'s metadata is not a JSON object ({str(exc).splitlines()[0]})"
+                ) from None
+        return Record(img, label, meta)
+
+    def _read(self, index: int) -> Record:
+        return self._decode(index, self._ix[index].tolist())
+
+    def get_many(self, indices: Sequence[int]) -> list[Record]:
+        idx = [self._index(i) for i in indices]
+        rows = self._ix[np.asarray(idx, dtype=np.int64)].tolist() if idx else []
+        return [self._decode(i, row) for i, row in zip(idx, rows)]
+
+    def get_images(self, indices: Sequence[int]) -> np.ndarray | list[np.ndarray]:
+        idx = [self._index(i) for i in indices]
+        if not idx:
+            return []
+        sel = self._ix[np.asarray(idx, dtype=np.int64)]
+        first = sel[0]
+        same = (
+            (sel["enc"] == 0).all() and (sel["h"] == first["h"]).all() and (sel["w"] == first["w"]).all()
+            and (sel["c"] == first["c"]).all() and (sel["dtype"] == first["dtype"]).all()
+        )
+        if not same:
+            return super().get_images(idx)
+        h, w, c = int(first["h"]), int(first["w"]), int(first["c"])
+        out = np.empty((len(idx),) + ((h, w) if c == 0 else (h, w, c)), _DTYPES[int(first["dtype"])])
+        flat = memoryview(out.reshape(len(idx), -1)).cast("B")
+        step = out[0].nbytes
+        for j, (i, k, off, hdr) in enumerate(zip(idx, sel["shard"].tolist(), sel["img_off"].tolist(), sel["hdr"].tolist())):
+            self._preadv(k, [flat[j * step : (j + 1) * step]], off + hdr, i)
+        return out
+
+    def _labels(self) -> list[Label]:
+        ix = self._ix
+        labels: list = ix["label"].tolist()
+        if (ix["lkind"] != 0).any():
+            if self._str_labels is None:
+                out = list(labels)
+                for i in np.flatnonzero(ix["lkind"] != 0).tolist():
+                    row = ix[i]
+                    data = self._pread(int(row["shard"]), int(row["lab_size"]), int(row["lab_off"]), i)
+                    try:
+                        out[i] = data.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise CorruptStoreError(f"{self.path}: record {i}'s label is not UTF-8 text") from None
+                self._str_labels = out
+            labels = list(self._str_labels)
+        return labels
+
+    def _stored_checksum(self, index: int) -> int | None:
+        return int(self._ix["checksum"][index])
+
+    # -- checks ----------------------------------------------------------------------------------
+    def _verify_extra(self) -> list[str]:
+        problems: list[str] = []
+        count = self.manifest.get("count")
+        if count != len(self):
+            problems.append(f"{INDEX} has {len(self):,} rows but {MANIFEST} says {count} records")
+        allowed = {MANIFEST, INDEX} | {shard_name(k) for k in range(self._n_shards)}
+        for name in sorted(os.listdir(self.path)):
+            if name not in allowed:
+                problems.append(f"{name}: unexpected file in the store folder")
+        for k in range(self._n_shards):
+            problems.extend(self._verify_shard(k)[:20])
+        return problems
+
+    def _verify_shard(self, k: int) -> list[str]:
+        """Walk shard ``k``'s tar headers: its members must be exactly the index's (names, offsets,
+        sizes), the .npy headers and .cls texts must say what the index says, and the archive must
+        end with zero blocks; so the ``webdataset`` package reads the same records as imgtui."""
+        ix = self._ix
+        rows = np.flatnonzero(ix["shard"] == k).tolist()
+        want: dict[int, tuple[str, int, int, str]] = {}  # data offset -> (name, size, record, kind)
+        for i in rows:
+            r = ix[i]
+            key = record_key(i)
+            want[int(r["img_off"])] = (f"{key}.{_IMG_EXT[int(r['enc'])]}", int(r["img_size"]), i, "image")
+            want[int(r["lab_off"])] = (f"{key}.{_LAB_EXT[int(r['lkind'])]}", int(r["lab_size"]), i, "label")
+            if r["meta_size"]:
+                want[int(r["meta_off"])] = (f"{key}.json", int(r["meta_size"]), i, "metadata")
+        name = shard_name(k)
+        problems: list[str] = []
+        fd, temp = self._fd(k)
+        try:
+            fsize = os.fstat(fd).st_size
+            pos = 0
+            ended = False
+            while pos + BLOCK <= fsize:
+                blk = os.pread(fd, 2 * BLOCK, pos)
+                try:
+                    head = parse_tar_header(blk[:BLOCK])
+                except ValueError as exc:
+                    problems.append(f"{name}: {exc} at offset {pos:,}")
+                    break
+                if head is None:
+                    ended = True
+                    break
+                mname, size = head
+                off = pos + BLOCK
+                exp = want.pop(off, None)
+                if exp is None:
+                    problems.append(f"{name}: member {mname!r} at offset {off:,} is not in {INDEX}")
+                elif exp[0] != mname or exp[1] != size:
+                    problems.append(f"record {exp[2]}: {name} holds {mname!r} ({size:,} bytes) at offset {off:,} "
+                                    f"where {INDEX} says {exp[0]} ({exp[1]:,} bytes)")
+                else:
+                    _n, _s, i, kind = exp
+                    r = ix[i]
+                    if kind == "image" and r["enc"] == 0:
+                        shape = (int(r["h"]), int(r["w"])) + ((int(r["c"]),) if r["c"] else ())
+                        hdr = npy_header(_DTYPES[int(r["dtype"])], shape)
+                        if len(hdr) != int(r["hdr"]) or os.pread(fd, len(hdr), off) != hdr:
+                            problems.append(f"record {i}: the .npy header in {name} does not say {'x'.join(map(str, shape))} {_DTYPES[int(r['dtype'])]}")
+                    elif kind == "label" and r["lkind"] == 0:
+                        text = os.pread(fd, size, off) if size <= 64 else b""
+                        if text != str(int(r["label"])).encode():
+                            problems.append(f"record {i}: the .cls member in {name} does not hold the label {int(r['label'])}")
+                pos = off + _padded(size)
+                if len(problems) >= 20:
+                    break
+            if not ended and not problems:
+                problems.append(f"{name}: truncated (no end-of-archive blocks)")
+        except OSError as exc:
+            problems.append(f"{name}: cannot be read ({exc.strerror})")
+        finally:
+            if temp:
+                os.close(fd)
+        for off, (mname, _size, i, _kind) in sorted(want.items())[: max(0, 20 - len(problems))]:
+            problems.append(f"record {i}: member {mname} at offset {off:,} of {name} is missing from the tar")
+        return problems
+
+    def info(self) -> dict:
+        d = super().info()
+        d["layout"] = (
+            f"{self._n_shards:,} tar shard(s) shard-NNNNNN.tar of NNNNNNNNN.{self.manifest.get('options', {}).get('encoding', 'npy')}"
+            " + .cls/.txt (+ .json) members, index.npy, manifest.json"
+        )
+        d["shards"] = self._n_shards
+        return d
