@@ -1,0 +1,215 @@
+"""The zarr backend passes the shared conformance suite (tests/backend_suite.py), and its stores are
+plain zarr v3 groups that zarr-python reads without imgtui."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("zarr", minversion="3")
+
+import zarr  # noqa: E402
+from backend_suite import BackendSuite, recs  # noqa: E402
+
+import imgtui  # noqa: E402
+from imgtui.backends import detect_backend, get_backend, open_store  # noqa: E402
+from imgtui.errors import (  # noqa: E402
+    CorruptStoreError,
+    ImgtuiError,
+    IncompleteStoreError,
+    StoreChangedError,
+)
+from imgtui.records import Record  # noqa: E402
+
+
+class TestZarr(BackendSuite):
+    backend = "zarr"
+
+
+class TestZarrZstdSmallShards(BackendSuite):
+    """Compressed, several chunks per shard and several shards per store (the suite writes 600
+    8x8x3 records: 38 shards of 16 records, 4 chunks each)."""
+
+    backend = "zarr"
+    options = {"compressor": "zstd", "chunk_records": 4, "shard_records": 16}
+
+
+# -- zarr-specific ---------------------------------------------------------------------------------
+def _write(path, records, **options):
+    with imgtui.writer(path, "zarr", **options) as w:
+        w.write_many(records)
+    return path
+
+
+def _images(n, shape, dtype=np.uint8, seed=0):
+    rng = np.random.default_rng(seed)
+    hi = 256 if dtype == np.uint8 else 65536
+    return [rng.integers(0, hi, shape).astype(dtype) for _ in range(n)]
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (6, 5, 1), (6, 5, 3), (6, 5, 4)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_plain_zarr_reads_the_fixed_layout(tmp_path, shape, dtype):
+    imgs = _images(50, shape, dtype)
+    records = [Record(im, f"c{i % 3}" if i % 4 == 0 else i, {"i": i} if i % 2 else {}) for i, im in enumerate(imgs)]
+    p = _write(tmp_path / "s.zarr", records, chunk_records=4, shard_records=8)
+    g = zarr.open_group(p, mode="r")
+    assert g.attrs["imgtui"]["backend"] == "zarr" and g.attrs["imgtui"]["layout"] == "fixed"
+    arr = g["images"]
+    assert arr.shape == (50, *shape) and arr.dtype == np.dtype(dtype)  # HxW and HxWx1 stay distinct
+    assert arr.chunks == (4, *shape) and arr.shards == (8, *shape)
+    assert np.array_equal(arr[:], np.stack(imgs))
+    labels, flags = g["labels"][:].tolist(), g["label_is_int"][:]
+    assert [int(v) if f else v for v, f in zip(labels, flags)] == [r.label for r in records]
+    assert [json.loads(t) if t else {} for t in g["metadata"][:].tolist()] == [r.metadata for r in records]
+    manifest = json.loads((p / "imgtui-manifest.json").read_text())
+    assert manifest["backend"] == "zarr" and manifest["count"] == 50
+    with open_store(p) as r:
+        assert g["checksums"][:].tolist() == [r.checksum_of(im) for im in imgs]
+
+
+def test_plain_zarr_reads_the_variable_layout_with_the_recipe(tmp_path):
+    rng = np.random.default_rng(3)
+    records = [Record(rng.integers(0, 60000, (3 + i, 7 - i % 3, 3) if i % 2 else (4, 2 + i)).astype(
+        np.uint16 if i % 3 else np.uint8), i) for i in range(12)]
+    p = _write(tmp_path / "v.zarr", records)
+    g = zarr.open_group(p, mode="r")
+    assert "images" not in g and g.attrs["imgtui"]["layout"] == "variable"
+    o = g["offsets"][:]
+    for i, rec in enumerate(records):  # what ZarrBackend.recipe() says
+        shape = [int(v) for v in g["shapes"][i]]
+        shape = shape if shape[-1] else shape[:-1]
+        im = np.frombuffer(g["pixels"][o[i] : o[i + 1]].tobytes(), ["<u1", "<u2"][int(g["dtypes"][i])]).reshape(shape)
+        assert im.dtype == rec.image.dtype and np.array_equal(im, rec.image)
+    assert "g['images'][i]" in get_backend("zarr").recipe()
+
+
+def test_default_sharding_keeps_the_file_count_small(tmp_path):
+    records = [Record(im, i % 10) for i, im in enumerate(_images(5000, (8, 8, 3)))]
+    p = _write(tmp_path / "s.zarr", records)
+    files = [f for _, _, fs in os.walk(p) for f in fs]
+    assert len(files) <= 12  # zarr.json per array + one shard per array + the manifest
+    unsharded = _write(tmp_path / "u.zarr", records, chunk_records=1, shard_records=0)
+    assert sum(len(fs) for _, _, fs in os.walk(unsharded)) > 5000  # one file per record
+
+
+@pytest.mark.parametrize("options", [{}, {"compressor": "blosc", "chunk_records": 3, "shard_records": 9},
+                                     {"compressor": "gzip", "compression_level": 1, "chunk_records": 1}])
+def test_random_batches_in_any_order(tmp_path, options):
+    imgs = _images(100, (4, 6, 3))
+    p = _write(tmp_path / "s.zarr", [Record(im, i) for i, im in enumerate(imgs)], **options)
+    idx = [99, 0, 17, 17, -1, 50, 3, 98]
+    with open_store(p) as r:
+        got = r.get_images(idx)
+        assert isinstance(got, np.ndarray) and np.array_equal(got, np.stack([imgs[i] for i in idx]))
+        assert [x.label for x in r.get_many(idx)] == [i % 100 for i in idx]
+        assert np.array_equal(r.get_images(np.array([5, 6, 7])), np.stack(imgs[5:8]))
+        with pytest.raises(IndexError):
+            r.get_images([100])
+
+
+def test_detect_and_open_by_path(tmp_path):
+    p = _write(tmp_path / "s.zarr", recs(5, 1))
+    assert detect_backend(p) == "zarr"
+    with imgtui.open(p) if hasattr(imgtui, "open") else open_store(p) as r:
+        assert len(r) == 5
+
+
+def test_a_store_without_manifest_is_incomplete(tmp_path):
+    p = _write(tmp_path / "s.zarr", recs(5, 1))
+    (p / "imgtui-manifest.json").unlink()
+    assert detect_backend(p) == "zarr"
+    with pytest.raises(IncompleteStoreError) as e:
+        open_store(p)
+    assert "\n" not in str(e.value) and "incomplete" in str(e.value)
+
+
+def test_a_plain_zarr_group_is_not_an_imgtui_store(tmp_path):
+    g = zarr.open_group(tmp_path / "x.zarr", mode="w", zarr_format=3)
+    g.create_array("images", shape=(2, 2), dtype="uint8")
+    with pytest.raises(ImgtuiError):
+        detect_backend(tmp_path / "x.zarr")
+    with pytest.raises(CorruptStoreError, match="not an imgtui store"):
+        open_store(tmp_path / "x.zarr", "zarr")
+
+
+def test_damage_is_refused_in_one_line(tmp_path):
+    old = recs(30, 1)
+    p = _write(tmp_path / "s.zarr", old)
+    # a flipped bit in the labels chunk: zarr's crc32c codec refuses it
+    chunk = next((p / "labels").rglob("c/*"))
+    data = bytearray(chunk.read_bytes())
+    data[3] ^= 4
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(CorruptStoreError) as e:
+        with open_store(p) as r:
+            r[0]
+    assert "\n" not in str(e.value)
+    # a truncated array: its shape no longer matches the manifest
+    p2 = _write(tmp_path / "t.zarr", old)
+    meta = json.loads((p2 / "checksums" / "zarr.json").read_text())
+    meta["shape"] = [29]
+    (p2 / "checksums" / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(CorruptStoreError, match="'checksums' has shape"):
+        open_store(p2)
+
+
+def test_verify_names_a_missing_chunk_file(tmp_path):
+    p = _write(tmp_path / "s.zarr", recs(30, 1), chunk_records=5, shard_records=0)
+    os.remove(p / "images" / "c" / "2" / "0" / "0" / "0")
+    with open_store(p) as r:
+        v = r.verify()
+    assert not v.ok and any("chunk files are missing" in e for e in v.errors)
+
+
+def test_a_reader_notices_the_store_was_replaced(tmp_path):
+    p = _write(tmp_path / "s.zarr", recs(20, 1))
+    r = open_store(p)
+    try:
+        assert r[0] == recs(20, 1)[0]
+        imgtui.overwrite(p, {0: recs(1, 9)[0]})
+        with pytest.raises(StoreChangedError):
+            r[1]
+    finally:
+        r.close()
+    with open_store(p) as r:
+        assert r[0] == recs(1, 9)[0]
+
+
+def test_changes_are_rewrites_that_keep_the_options(tmp_path):
+    p = _write(tmp_path / "s.zarr", recs(40, 1), compressor="zstd", chunk_records=4, shard_records=8)
+    rep = imgtui.append(p, recs(5, 2))
+    assert rep["in_place"] is False and "rewrote" in rep["how"]
+    g = zarr.open_group(p, mode="r")
+    assert g["images"].shards == (8, 8, 8, 3) and g["images"].shape[0] == 45
+    with open_store(p) as r:
+        assert r.info()["options"]["compressor"] == "zstd"
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"compressor": "lz4"}, "zarr: compressor must be one of none, zstd, blosc, gzip, got 'lz4'"),
+    ({"compression_level": 3}, "zarr: compression_level needs a compressor"),
+    ({"compressor": "gzip", "compression_level": 12}, "zarr: gzip compression_level must be 0-9, got 12"),
+    ({"chunk_records": 0}, "zarr: chunk_records must be at least 1, got 0"),
+    ({"chunk_records": 4, "shard_records": 10}, "zarr: shard_records (10) must be a multiple of chunk_records (4)"),
+    ({"colour": "red"}, "zarr: unknown option(s) colour"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, options, message):
+    with pytest.raises(ImgtuiError) as e:
+        imgtui.writer(tmp_path / "s.zarr", "zarr", **options)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_convert_cli_writes_a_zarr_store(tmp_path):
+    from imgtui.cli import main
+
+    dest = tmp_path / "x.zarr"
+    assert main(["convert", "synthetic:count=30,size=8", str(dest), "-b", "zarr", "--compressor", "zstd", "-q"]) == 0
+    with open_store(dest) as r:
+        assert len(r) == 30 and r.verify().ok and r.info()["zarr"]["compressor"] == "zstd"
+    shutil.rmtree(dest)
