@@ -25,6 +25,7 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
     "lmdb": ("imgtui.backends.lmdb", "LmdbBackend", ""),
     "hdf5": ("imgtui.backends.hdf5", "Hdf5Backend", ""),
     "webdataset": ("imgtui.backends.webdataset", "WebDatasetBackend", ""),
+    "zarr": ("imgtui.backends.zarr", "ZarrBackend", "zarr"),
 }
 ALIASES = {"h5": "hdf5", "png": "disk"}
 
