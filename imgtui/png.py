@@ -54,6 +54,12 @@ def encode_png(image: np.ndarray, level: int = DEFAULT_PNG_LEVEL) -> bytes:
     )
 
 
+def png_size(data: bytes) -> tuple[int, int]:
+    """(height, width) from a PNG's header, without decoding it."""
+    w, h, _depth, _ctype, _interlace = _png_header(data)
+    return h, w
+
+
 def _png_header(data: bytes) -> tuple[int, int, int, int, int]:
     """(width, height, bit depth, colour type, interlace) from a PNG's IHDR."""
     if len(data) < 33 or data[:8] != _PNG_SIG or data[12:16] != b"IHDR":
@@ -158,8 +164,15 @@ def decode_png(data: bytes) -> np.ndarray:
         return _decode_pillow(data)
     itemsize = depth // 8
     n = w * ch * itemsize
-    raw = zlib.decompress(_idat(data))
-    if len(raw) != h * (n + 1):
+    want = h * (n + 1)
+    # inflate at most one byte more than the header's size allows: a small file whose data
+    # inflates to gigabytes (a PNG bomb) is refused without being inflated
+    z = zlib.decompressobj()
+    try:
+        raw = z.decompress(_idat(data), want + 1)
+    except zlib.error as exc:
+        raise ValueError(f"PNG image data cannot be inflated ({exc})") from None
+    if len(raw) != want:
         raise ValueError(f"PNG image data has {len(raw):,} bytes, expected {h * (n + 1):,}")
     raw2 = np.frombuffer(raw, np.uint8).reshape(h, n + 1)
     ftypes = raw2[:, 0]

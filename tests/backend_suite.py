@@ -348,3 +348,31 @@ class BackendSuite:
             self.assert_no_leftovers(p)
         else:
             assert stale_temporaries(p) == []
+    # -- damage is never returned as data ----------------------------------------------------------
+    def test_bit_flips_are_caught(self, tmp_path):
+        old = [Record(np.full((16, 16, 3), i, np.uint8), i, {"k": i}) for i in range(20)]
+        p = self.make(tmp_path, old)
+        files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file() and q.name != "lock.mdb")
+        rng = random.Random(5)
+        wrong = 0
+        for trial in range(12):
+            f = rng.choice(files)
+            data = bytearray(f.read_bytes())
+            if not data:
+                continue
+            pos = rng.randrange(len(data))
+            data[pos] ^= 1 << rng.randrange(8)
+            saved = f.read_bytes()
+            f.write_bytes(bytes(data))
+            try:
+                with open_store(p) as r:
+                    got = []
+                    for i in range(len(r)):
+                        got.append(r[i])
+                    if len(got) == len(old) and got != old:
+                        wrong += 1  # damaged data returned without an error
+            except (ImgtuiError, IndexError):
+                pass  # refused: fine
+            finally:
+                f.write_bytes(saved)
+        assert wrong == 0

@@ -38,14 +38,19 @@ def detect_backend(path: str | os.PathLike) -> str:
     raise ImgtuiError(f"{p} is not an imgtui store (no disk, LMDB or HDF5 store found there)")
 
 
-def open_store(path: str | os.PathLike, backend: str | None = None) -> StoreReader:
+def open_store(path: str | os.PathLike, backend: str | None = None, verify: bool = True) -> StoreReader:
     """Open an existing store for reading; raises a one-line ImgtuiError if it cannot.
 
     A sharded store (a folder of shards + manifest.json) opens as a ``ShardedReader``.
+    ``verify``: check every record read against its stored checksum (a damaged record raises a
+    one-line CorruptStoreError instead of returning wrong pixels); False reads without the check.
     """
     from .sharded import ShardedReader, is_sharded
 
     if is_sharded(path):
-        return ShardedReader(path, backend)
-    name = backend or detect_backend(path)
-    return get_backend(name).open(path)
+        r: StoreReader = ShardedReader(path, backend)
+    else:
+        name = backend or detect_backend(path)
+        r = get_backend(name).open(path)
+    r.check_reads = bool(verify)
+    return r

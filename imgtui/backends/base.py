@@ -46,7 +46,9 @@ from ..errors import (
     StoreExistsError,
     StoreFullError,
 )
-from ..records import Label, Record, checksum, validate_record
+import threading
+
+from ..records import CHECKSUM, Label, Record, checksum_fn, metadata_json, validate_image, validate_label, validate_record
 from .safety import (  # noqa: F401  (fsync_dir, remove_path: used by the backends through base)
     WriterLock,
     clean_stale,
@@ -214,6 +216,8 @@ class StoreWriter(ABC):
     backend: ClassVar[str] = ""
     #: records buffered before ``_write_batch`` is called
     default_batch_size: ClassVar[int] = 256
+    #: per-record checksum algorithm (``imgtui.records.CHECKSUMS``); recorded in the manifest
+    checksum_kind: str = CHECKSUM
 
     def __init__(
         self,
@@ -234,6 +238,7 @@ class StoreWriter(ABC):
         self.stats = WriteStats()
         self._batch: list[Record] = []
         self._checksums_batch: list[int] = []
+        self._crc = checksum_fn(self.checksum_kind)
         self._open = False
         self._finished = False
         if not self.path.parent.exists():
@@ -317,7 +322,7 @@ class StoreWriter(ABC):
         self._check_record(rec, self.stats.count)
         self.stats.add(rec)
         self._batch.append(rec)
-        self._checksums_batch.append(checksum(rec.image))
+        self._checksums_batch.append(self._crc(rec.image))
         if len(self._batch) >= self.batch_size:
             self.flush()
 
@@ -344,8 +349,6 @@ class StoreWriter(ABC):
             raise InvalidRecordError(f"write_array: {n} images but {len(metadata)} metadata dicts")
         if n == 0:
             return
-        from ..records import metadata_json, validate_image, validate_label
-
         first = self.stats.count
         validate_image(images[0], f"record {first} image")  # dtype, channels, size: same for all
         if images.dtype != images[0].dtype or not images.flags.c_contiguous:
@@ -371,7 +374,7 @@ class StoreWriter(ABC):
             k = len(chunk)
             self.stats.add_many([chunk.shape[1:]] * k, [chunk.dtype] * k, [chunk.nbytes], labels[a : a + k])
             self._batch = recs
-            self._checksums_batch = [checksum(im) for im in chunk]
+            self._checksums_batch = [self._crc(im) for im in chunk]
             self.flush()
 
     def _check_record(self, record: Record, index: int) -> None:
@@ -399,7 +402,7 @@ class StoreWriter(ABC):
             raise
 
     def manifest(self, **extra: Any) -> dict:
-        return make_manifest(self.backend, self.stats, self.options, **extra)
+        return make_manifest(self.backend, self.stats, self.options, checksum=self.checksum_kind, **extra)
 
     def close(self) -> None:
         """Finalise the store (manifest last) and move it into place."""
@@ -467,11 +470,54 @@ class VerifyResult:
 
 
 class StoreReader(ABC):
+    """Checked reads: every record a reader returns (``r[i]``, ``get_many``, ``get_images``,
+    iteration) has its pixels compared with the checksum stored for it, and a mismatch raises a
+    one-line CorruptStoreError naming the record, instead of returning damaged pixels. Whatever a
+    backend overrides of ``_read``, ``get_many`` and ``get_images`` is wrapped for that when the
+    class is made (``__init_subclass__``); nested calls check once. ``verify=False`` when opening
+    (``check_reads = False``) reads without the check, for raw speed."""
+
     backend: ClassVar[str] = ""
+    #: a reader that delegates to readers which check (sharded stores) sets this False
+    checks_reads: ClassVar[bool] = True
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.manifest: dict = {}
+        #: compare every record read with its stored checksum (``imgtui.open(..., verify=False)``)
+        self.check_reads = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.checks_reads:
+            return
+        for name, wrap in (("_read", _checked_read), ("get_many", _checked_many), ("get_images", _checked_images)):
+            fn = cls.__dict__.get(name)
+            if fn is not None and not getattr(fn, "_checked", False):
+                setattr(cls, name, wrap(fn))
+
+    # -- checked reads -----------------------------------------------------------------------
+    def checksum_of(self, image: np.ndarray) -> int:
+        """The checksum of ``image`` by this store's algorithm (the manifest's ``checksum``)."""
+        fn = self.__dict__.get("_checksum_fn")
+        if fn is None:
+            fn = self._checksum_fn = checksum_fn(self.manifest.get("checksum"))
+        return fn(image)
+
+    def _check_image(self, index: int, image: np.ndarray) -> None:
+        want = self._stored_checksum(index)
+        if want is None:
+            return
+        got = self.checksum_of(image)
+        if got != want:
+            raise CorruptStoreError(
+                f"{self.path}: record {index} is damaged: its pixels do not match the stored checksum "
+                f"(stored {want:08x}, read {got:08x}); imgtui verify lists every damaged record"
+            )
+
+    def _checking(self) -> bool:
+        """True when this call must check (the outermost read call of this thread)."""
+        return self.check_reads and not getattr(_DEPTH, str(id(self)), 0)
 
     # -- subclass hooks --------------------------------------------------------------------
     @abstractmethod
@@ -563,6 +609,13 @@ class StoreReader(ABC):
         max_errors: int = 100,
     ) -> VerifyResult:
         """Re-read every record and compare its pixels with the stored checksum."""
+        checking, self.check_reads = self.check_reads, False
+        try:
+            return self._verify(progress, cancel, max_errors)
+        finally:
+            self.check_reads = checking
+
+    def _verify(self, progress: ProgressFn | None, cancel: Callable[[], bool] | None, max_errors: int) -> VerifyResult:
         n = len(self)
         errors: list[str] = []
         checked = 0
@@ -587,8 +640,8 @@ class StoreReader(ABC):
                 want = self._stored_checksum(i)
                 if want is None:
                     errors.append(f"record {i}: no checksum stored")
-                elif checksum(rec.image) != want:
-                    errors.append(f"record {i}: pixel checksum mismatch (stored {want:08x}, got {checksum(rec.image):08x})")
+                elif self.checksum_of(rec.image) != want:
+                    errors.append(f"record {i}: pixel checksum mismatch (stored {want:08x}, got {self.checksum_of(rec.image):08x})")
                 if len(errors) >= max_errors:
                     break
             if len(errors) >= max_errors:
@@ -635,6 +688,73 @@ class StoreReader(ABC):
 
 def _one_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+#: per thread: reader id -> depth of nested read calls (only the outermost checks)
+_DEPTH = threading.local()
+
+
+def _normal_indices(reader: StoreReader, indices: Any) -> list[int]:
+    n = len(reader)
+    out = []
+    for i in (indices.tolist() if isinstance(indices, np.ndarray) else indices):
+        i = int(i)
+        out.append(i + n if i < 0 else i)
+    return out
+
+
+def _nested(reader: StoreReader, fn: Callable, *args: Any) -> Any:
+    key = str(id(reader))
+    depth = getattr(_DEPTH, key, 0)
+    setattr(_DEPTH, key, depth + 1)
+    try:
+        return fn(reader, *args)
+    finally:
+        if depth:
+            setattr(_DEPTH, key, depth)
+        else:
+            delattr(_DEPTH, key)
+
+
+def _checked_read(fn: Callable) -> Callable:
+    def _read(self: StoreReader, index: int) -> Record:
+        if not self._checking():
+            return fn(self, index)
+        rec = _nested(self, fn, index)
+        self._check_image(index, rec.image)
+        return rec
+
+    _read._checked = True  # type: ignore[attr-defined]
+    _read.__doc__ = fn.__doc__
+    return _read
+
+
+def _checked_many(fn: Callable) -> Callable:
+    def get_many(self: StoreReader, indices: Sequence[int]) -> list[Record]:
+        if not self._checking():
+            return fn(self, indices)
+        recs = _nested(self, fn, indices)
+        for i, rec in zip(_normal_indices(self, indices), recs):
+            self._check_image(i, rec.image)
+        return recs
+
+    get_many._checked = True  # type: ignore[attr-defined]
+    get_many.__doc__ = fn.__doc__
+    return get_many
+
+
+def _checked_images(fn: Callable) -> Callable:
+    def get_images(self: StoreReader, indices: Sequence[int]) -> np.ndarray | list[np.ndarray]:
+        if not self._checking():
+            return fn(self, indices)
+        imgs = _nested(self, fn, indices)
+        for i, im in zip(_normal_indices(self, indices), imgs):
+            self._check_image(i, im)
+        return imgs
+
+    get_images._checked = True  # type: ignore[attr-defined]
+    get_images.__doc__ = fn.__doc__
+    return get_images
 
 
 def check_manifest(manifest: dict, backend: str, path: Path) -> dict:

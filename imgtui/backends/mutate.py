@@ -61,7 +61,7 @@ from ..errors import (
     StoreError,
     StoreNotFoundError,
 )
-from ..records import Record, checksum, validate_record
+from ..records import Record, checksum_fn, validate_record
 from .registry import get_backend
 from .base import WriteStats, path_size
 from .safety import WriterLock, clean_stale, is_locked, stale_temporaries
@@ -303,6 +303,8 @@ class _Mutator:
         self.manifest = manifest
         self.n = n
         self.stats = WriteStats.from_dict(manifest)
+        #: the store's own checksum algorithm (old stores: crc32), for the records a change writes
+        self.crc = checksum_fn(manifest.get("checksum"))
         self.in_place = True
         self.how = ""
         self.done = 0

@@ -273,6 +273,7 @@ class ShardedReader(StoreReader):
     """A sharded folder read as one store. ``backend`` is the shards' backend; ``sharded`` is True."""
 
     sharded = True
+    checks_reads = False  # each shard's reader checks its own records
 
     def __init__(self, path: str | os.PathLike, backend: str | None = None) -> None:
         super().__init__(path)
@@ -315,6 +316,7 @@ class ShardedReader(StoreReader):
             if not p.exists():
                 raise StoreNotFoundError(self._missing_message(s))
             r = open_store(p, self.backend)
+            r.check_reads = self.check_reads
             if len(r) != int(s["count"]):
                 n = len(r)
                 r.close()

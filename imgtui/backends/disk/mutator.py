@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import CorruptStoreError
-from ...records import Record, checksum
+from ...records import Record
 from ..base import atomic_write_text
 from ..mutate import BATCH, _batches, _cancelled, _Mutator, _new_manifest, _stat_items, _stats_remove
 from ..safety import copy_file, fault_point, fsync_dir, fsync_tree, remove_path
@@ -171,7 +171,7 @@ class DiskMutator(_Mutator):
                     for rec in recs:
                         name = self._fresh_name(i, used)
                         items.append((os.path.join(root, name), rec.image))
-                        rows.append(self._row(i, name, rec, checksum(rec.image)))
+                        rows.append(self._row(i, name, rec, self.crc(rec.image)))
                         kinds.add(rows[-1][3])
                         i += 1
                     created.extend(name for name in (r[1] for r in rows))
@@ -203,7 +203,7 @@ class DiskMutator(_Mutator):
             items.append((os.path.join(str(self.path), name), rec.image))
             created.append(name)
             stale.append(rows[i][1])
-            rows[i] = self._row(i, name, rec, checksum(rec.image))
+            rows[i] = self._row(i, name, rec, self.crc(rec.image))
         table = self._next_table()
         self._begin("overwrite", new_files=created, old_files=stale)
         try:

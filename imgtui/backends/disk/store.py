@@ -60,7 +60,7 @@ from ...errors import (
     WrongBackendError,
 )
 from ...records import Label, Record, loads_metadata, dumps_metadata
-from ...png import DEFAULT_PNG_LEVEL, PNG_FILTER, decode_png, encode_png  # noqa: F401
+from ...png import DEFAULT_PNG_LEVEL, PNG_FILTER, decode_png, encode_png, png_size  # noqa: F401
 from ..base import Backend, StoreReader, StoreWriter, atomic_write_text, check_manifest
 
 MANIFEST = "manifest.json"
@@ -377,6 +377,14 @@ class DiskReader(StoreReader):
             raise CorruptStoreError(f"{path}: image file of record {i} is missing") from None
         except OSError as exc:
             raise CorruptStoreError(f"{path}: cannot read record {i} ({exc.strerror})") from None
+        try:
+            hw = png_size(data)
+        except ValueError:
+            hw = None
+        if hw is not None and hw != tuple(shape[:2]):  # checked before anything is inflated
+            raise CorruptStoreError(
+                f"{path}: record {i} is a {hw[0]}x{hw[1]} PNG, records.csv says {'x'.join(map(str, shape))} {dtype}"
+            )
         try:
             img = decode_png(data)
         except Exception as exc:  # Pillow raises many kinds of errors on damaged files

@@ -50,8 +50,8 @@ class Hdf5Backend(Backend):
         try:
             with h5py.File(p, "r") as f:
                 return _attr_str(f.attrs.get("format")) == "imgtui"
-        except OSError:
-            # HDF5 refuses to open it: an imgtui file whose writer was killed (or is still running)
+        except (OSError, KeyError, ValueError, RuntimeError):
+            # HDF5 refuses to open it (or its damaged metadata fails a checksum): an imgtui file whose writer was killed (or is still running)
             # or a truncated/damaged one. The writer flushes its root attributes first, so an
             # imgtui file names itself in its first bytes; the reader then explains what is wrong.
             return _imgtui_marker_in_head(p)

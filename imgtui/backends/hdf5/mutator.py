@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 
 from ...errors import StoreError, StoreFullError
-from ...records import Record, checksum
+from ...records import Record
 from ..base import WriteStats
 from ..mutate import BATCH, _batches, _cancelled, _first_line, _Mutator, _new_manifest, _stat_items, _stats_remove
 from ..safety import copy_file, fault_point, fsync_file, remove_path, replace_path, temp_path
@@ -41,6 +41,7 @@ class Appender(H.Hdf5Writer):
         opts = dict(manifest.get("options") or {})
         h = manifest.get("hdf5") or {}
         keep = {k: opts.get(k) for k in ("layout", "compression", "level", "chunk_records")}
+        self.checksum_kind = manifest.get("checksum") or "crc32"  # the store's, for the new records
         super().__init__(path, overwrite=True, expected_count=grow_to, lock=False, **keep)
         self.build_path = self.path
         self._rewrite_path = temp_path(store, "rewrite")
@@ -266,7 +267,7 @@ class Hdf5Mutator(_Mutator):
                     if mode == "mixed":
                         f["label_is_int"][i] = int(isinstance(rec.label, int))
                 f["metadata"][i] = rec.meta_json if rec.metadata else ""
-                f["checksums"][i] = checksum(rec.image)
+                f["checksums"][i] = self.crc(rec.image)
                 meta_delta += bool(rec.metadata) - bool(before.metadata)
             _stats_remove(self.stats, *_stat_items(old))
             self.stats.add_many(*_stat_items(new))

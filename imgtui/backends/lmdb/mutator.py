@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 import lmdb
 
 from ...errors import InvalidRecordError, StoreError, StoreFullError
-from ...records import Record, checksum
+from ...records import Record
 from ..base import WriteStats, disk_nearly_full
 from ..safety import fault_point
 from ..mutate import BATCH, _batches, _cancelled, _first_line, _Mutator, _new_manifest, _stat_items, _stats_remove
@@ -246,7 +246,7 @@ class LmdbMutator(_Mutator):
                 recs = [self._valid(r, i + k) for k, r in enumerate(batch)]
                 i += len(recs)
                 for rec in recs:
-                    packer.add(rec, checksum(rec.image))
+                    packer.add(rec, self.crc(rec.image))
                 self.stats.add_many(*_stat_items(recs))
                 self.done += len(recs)
                 if progress is not None:
@@ -298,7 +298,7 @@ class LmdbMutator(_Mutator):
                 recs = self._unpack(first)
                 for i in idx:
                     old.append(recs[i - first][0])
-                    recs[i - first] = (changes[i], checksum(changes[i].image))
+                    recs[i - first] = (changes[i], self.crc(changes[i].image))
                 self._put_blocks(txn, [pack_block([r for r, _ in recs], [c for _, c in recs], first, self.options)])
             _stats_remove(self.stats, *_stat_items(old))
             self.stats.add_many(*new_items)

@@ -767,6 +767,9 @@ class LmdbReader(StoreReader):
         return Record(img, label, meta)
 
     def _stored_checksum(self, index: int) -> int | None:
+        hit = self._locate(index)  # a single lookup reads only its own block
+        if hit is not None:
+            return int(hit[0]["crc"])
         self._ensure_index()
         if self._blk[index] < 0:
             return None
