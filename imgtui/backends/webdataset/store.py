@@ -77,6 +77,10 @@ MAX_SHARD_BYTES = 1 << 40
 MAX_SHARDS = 10_000_000
 #: shard files a reader keeps open at once; past that a read opens and closes its shard
 MAX_OPEN_SHARDS = 256
+#: the most bytes a batch read takes from a shard at once
+SPAN_BYTES = 64 << 20
+#: bytes verify reads at once while it walks a shard's tar headers
+VERIFY_WINDOW = 1 << 20
 
 BLOCK = 512
 #: tar archives end with two zero blocks and are padded to a multiple of 20 blocks (as tar does)
@@ -149,8 +153,9 @@ class _TarHeaders:
                          f"{chk:06o}\x00 ".encode(), self.tail_b))
 
 
-def parse_tar_header(block: bytes) -> tuple[str, int] | None:
-    """(name, size) of a ustar header block; None for a zero block; ValueError if damaged."""
+def parse_tar_header(block: bytes, check: bool = True) -> tuple[str, int, int] | None:
+    """(name, size, stored checksum) of a ustar header block; None for a zero block; ValueError
+    if it is not a tar header (or, with ``check``, its checksum does not match)."""
     if not any(block):
         return None
     try:
@@ -158,13 +163,18 @@ def parse_tar_header(block: bytes) -> tuple[str, int] | None:
         size = int(block[124:136].strip(b"\x00 ") or b"0", 8)
     except ValueError:
         raise ValueError("not a tar header") from None
-    if stored != sum(block[:148]) + 256 + sum(block[156:]):
+    if check and stored != header_checksum(block):
         raise ValueError("tar header checksum mismatch")
     name = block[:100].split(b"\x00", 1)[0]
     prefix = block[345:500].split(b"\x00", 1)[0] if block[257:262] == b"ustar" else b""
     if prefix:
         name = prefix + b"/" + name
-    return name.decode("utf-8", "replace"), size
+    return name.decode("utf-8", "replace"), size, stored
+
+
+def header_checksum(block: bytes) -> int:
+    """The ustar checksum: the sum of the header's bytes with its checksum field as spaces."""
+    return sum(block) - sum(block[148:156]) + 256
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,8 +499,7 @@ class WdsReader(StoreReader):
             self._fds[k] = fd
             return fd, False
 
-    def _preadv(self, k: int, buffers: list, offset: int, index: int) -> None:
-        want = sum(memoryview(b).nbytes for b in buffers)
+    def _preadv(self, k: int, buffers: list, offset: int, index: int, want: int) -> None:
         fd, temp = self._fd(k)
         try:
             got = os.preadv(fd, buffers, offset)
@@ -507,7 +516,7 @@ class WdsReader(StoreReader):
     def _pread(self, k: int, n: int, offset: int, index: int) -> bytearray:
         buf = bytearray(n)
         if n:
-            self._preadv(k, [buf], offset, index)
+            self._preadv(k, [buf], offset, index, n)
         return buf
 
     def close(self) -> None:
@@ -527,48 +536,44 @@ class WdsReader(StoreReader):
     def __len__(self) -> int:
         return len(self._ix)
 
-    def _decode(self, i: int, row: tuple) -> Record:
+    def _decode(self, i: int, row: tuple, buf: bytearray | None = None, base: int = 0) -> Record:
+        """Record ``i`` from its index row: read from its shard, or taken from ``buf`` (the
+        shard's bytes from offset ``base``, read for a whole batch)."""
         (k, img_off, img_size, hdr, lab_off, lab_size, meta_off, meta_size,
          h, w, c, dt, enc, lkind, label, _crc) = row
         shape = (h, w) if c == 0 else (h, w, c)
         dtype = _DTYPES[dt]
-        start = img_off + hdr
-        end = img_off + img_size
-        if lkind:
-            end = max(end, lab_off + lab_size)
-        if meta_size:
-            end = max(end, meta_off + meta_size)
-        if enc == 0:
-            img = np.empty(shape, dtype)
-            buffers: list = [memoryview(img).cast("B")]
-            rest = bytearray(max(0, end - (img_off + img_size)))
-            if rest:
-                buffers.append(rest)
-            self._preadv(k, buffers, start, i)
-            tail, base = rest, img_off + img_size
+        if buf is None:
+            end = img_off + img_size
+            if lkind:
+                end = max(end, lab_off + lab_size)
+            if meta_size:
+                end = max(end, meta_off + meta_size)
+            if enc == 0:  # straight into the image array; label and metadata follow the image
+                img = np.empty(shape, dtype)
+                nb = img.nbytes
+                rest = end - img_off - img_size
+                if rest > 0:
+                    buf, base = bytearray(rest), img_off + img_size
+                    self._preadv(k, [memoryview(img).cast("B"), buf], img_off + hdr, i, nb + rest)
+                else:
+                    self._preadv(k, [memoryview(img).cast("B")], img_off + hdr, i, nb)
+            else:
+                buf, base = self._pread(k, end - img_off, img_off, i), img_off
+                img = self._png(i, k, buf[: img_size], shape, dtype)
+        elif enc == 0:
+            img = np.frombuffer(buf, dtype, h * w * (c or 1), img_off + hdr - base).reshape(shape).copy()
         else:
-            tail, base = self._pread(k, end - img_off, img_off, i), img_off
-            try:
-                img = decode_png(bytes(tail[:img_size]))
-            except Exception as exc:
-                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise CorruptStoreError(f"{self.path / shard_name(k)}: record {i} is not a readable PNG ({msg})") from None
-            if img.dtype != dtype or img.shape[:2] != shape[:2] or img.size != int(np.prod(shape)):
-                raise CorruptStoreError(
-                    f"{self.path / shard_name(k)}: record {i} decodes to {'x'.join(map(str, img.shape))} {img.dtype}, "
-                    f"the index says {'x'.join(map(str, shape))} {dtype}"
-                )
-            if img.shape != shape:
-                img = img.reshape(shape)
+            img = self._png(i, k, buf[img_off - base : img_off - base + img_size], shape, dtype)
         if lkind:
             try:
-                label = bytes(tail[lab_off - base : lab_off - base + lab_size]).decode("utf-8")
+                label = buf[lab_off - base : lab_off - base + lab_size].decode("utf-8")
             except UnicodeDecodeError:
                 raise CorruptStoreError(f"{self.path / shard_name(k)}: record {i}'s label is not UTF-8 text") from None
         meta: dict = {}
         if meta_size:
             try:
-                meta = loads_metadata(bytes(tail[meta_off - base : meta_off - base + meta_size]))
+                meta = loads_metadata(buf[meta_off - base : meta_off - base + meta_size].decode("utf-8"))
                 if not isinstance(meta, dict):
                     raise ValueError("not a JSON object")
             except (ValueError, UnicodeDecodeError) as exc:
@@ -577,13 +582,52 @@ class WdsReader(StoreReader):
                 ) from None
         return Record(img, label, meta)
 
+    def _png(self, i: int, k: int, data: bytearray, shape: tuple, dtype: np.dtype) -> np.ndarray:
+        try:
+            img = decode_png(bytes(data))
+        except Exception as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CorruptStoreError(f"{self.path / shard_name(k)}: record {i} is not a readable PNG ({msg})") from None
+        if img.dtype != dtype or img.shape[:2] != shape[:2] or img.size != int(np.prod(shape)):
+            raise CorruptStoreError(
+                f"{self.path / shard_name(k)}: record {i} decodes to {'x'.join(map(str, img.shape))} {img.dtype}, "
+                f"the index says {'x'.join(map(str, shape))} {dtype}"
+            )
+        return img if img.shape == shape else img.reshape(shape)
+
     def _read(self, index: int) -> Record:
         return self._decode(index, self._ix[index].tolist())
 
     def get_many(self, indices: Sequence[int]) -> list[Record]:
         idx = [self._index(i) for i in indices]
-        rows = self._ix[np.asarray(idx, dtype=np.int64)].tolist() if idx else []
-        return [self._decode(i, row) for i, row in zip(idx, rows)]
+        if not idx:
+            return []
+        sel = self._ix[np.asarray(idx, dtype=np.int64)]
+        rows = sel.tolist()
+        spans = self._batch_spans(sel, idx) if len(idx) >= 8 else {}
+        if not spans:
+            return [self._decode(i, row) for i, row in zip(idx, rows)]
+        out = []
+        for i, row in zip(idx, rows):
+            span = spans.get(row[0])
+            out.append(self._decode(i, row, *span) if span else self._decode(i, row))
+        return out
+
+    def _batch_spans(self, sel: np.ndarray, idx: list[int]) -> dict[int, tuple[bytearray, int]]:
+        """Per shard of a batch whose records lie close together (a sequential batch): its bytes
+        from the first record to the last, read at once."""
+        start = sel["img_off"].astype(np.int64)
+        end = start + sel["img_size"].astype(np.int64)
+        end = np.where(sel["lkind"] != 0, np.maximum(end, (sel["lab_off"] + sel["lab_size"]).astype(np.int64)), end)
+        end = np.where(sel["meta_size"] != 0, np.maximum(end, (sel["meta_off"] + sel["meta_size"]).astype(np.int64)), end)
+        spans = {}
+        shard = sel["shard"]
+        for k in np.unique(shard).tolist():
+            m = shard == k
+            lo, hi = int(start[m].min()), int(end[m].max())
+            if hi - lo <= min(SPAN_BYTES, 2 * int((end[m] - start[m]).sum()) + 4 * BLOCK * int(m.sum())):
+                spans[k] = (self._pread(k, hi - lo, lo, idx[int(np.flatnonzero(m)[0])]), lo)
+        return spans
 
     def get_images(self, indices: Sequence[int]) -> np.ndarray | list[np.ndarray]:
         idx = [self._index(i) for i in indices]
@@ -602,7 +646,7 @@ class WdsReader(StoreReader):
         flat = memoryview(out.reshape(len(idx), -1)).cast("B")
         step = out[0].nbytes
         for j, (i, k, off, hdr) in enumerate(zip(idx, sel["shard"].tolist(), sel["img_off"].tolist(), sel["hdr"].tolist())):
-            self._preadv(k, [flat[j * step : (j + 1) * step]], off + hdr, i)
+            self._preadv(k, [flat[j * step : (j + 1) * step]], off + hdr, i, step)
         return out
 
     def _labels(self) -> list[Label]:
@@ -643,34 +687,50 @@ class WdsReader(StoreReader):
         """Walk shard ``k``'s tar headers: its members must be exactly the index's (names, offsets,
         sizes), the .npy headers and .cls texts must say what the index says, and the archive must
         end with zero blocks; so the ``webdataset`` package reads the same records as imgtui."""
-        ix = self._ix
-        rows = np.flatnonzero(ix["shard"] == k).tolist()
-        want: dict[int, tuple[str, int, int, str]] = {}  # data offset -> (name, size, record, kind)
-        for i in rows:
-            r = ix[i]
+        rows = np.flatnonzero(self._ix["shard"] == k)
+        sub = self._ix[rows]
+        # data offset -> (member name, size, record, bytes its data must start with)
+        want: dict[int, tuple[str, int, int, bytes]] = {}
+        for i, (_k, img_off, img_size, hdr, lab_off, lab_size, meta_off, meta_size, h, w, c, dt, enc, lkind,
+                label, _crc) in zip(rows.tolist(), sub.tolist()):
             key = record_key(i)
-            want[int(r["img_off"])] = (f"{key}.{_IMG_EXT[int(r['enc'])]}", int(r["img_size"]), i, "image")
-            want[int(r["lab_off"])] = (f"{key}.{_LAB_EXT[int(r['lkind'])]}", int(r["lab_size"]), i, "label")
-            if r["meta_size"]:
-                want[int(r["meta_off"])] = (f"{key}.json", int(r["meta_size"]), i, "metadata")
+            head = npy_header(_DTYPES[dt], (h, w) if c == 0 else (h, w, c)) if enc == 0 else b""
+            want[img_off] = (f"{key}.{_IMG_EXT[enc]}", img_size, i, head)
+            want[lab_off] = (f"{key}.{_LAB_EXT[lkind]}", lab_size, i, b"" if lkind else str(label).encode())
+            if meta_size:
+                want[meta_off] = (f"{key}.json", meta_size, i, b"")
         name = shard_name(k)
         problems: list[str] = []
         fd, temp = self._fd(k)
         try:
+            window, wbase = b"", 0
+
+            def get(pos: int, n: int) -> bytes:
+                nonlocal window, wbase
+                if pos < wbase or pos + n > wbase + len(window):
+                    window, wbase = os.pread(fd, max(n, VERIFY_WINDOW), pos), pos
+                return window[pos - wbase : pos - wbase + n]
+
             fsize = os.fstat(fd).st_size
             pos = 0
             ended = False
-            while pos + BLOCK <= fsize:
-                blk = os.pread(fd, 2 * BLOCK, pos)
+            blocks: list[bytes] = []  # headers walked, their checksums checked at once below
+            stored: list[int] = []
+            starts: list[int] = []
+            while pos + BLOCK <= fsize and len(problems) < 20:
+                block = get(pos, BLOCK)
                 try:
-                    head = parse_tar_header(blk[:BLOCK])
+                    head = parse_tar_header(block, check=False)
                 except ValueError as exc:
                     problems.append(f"{name}: {exc} at offset {pos:,}")
                     break
                 if head is None:
                     ended = True
                     break
-                mname, size = head
+                mname, size, chk = head
+                blocks.append(block)
+                stored.append(chk)
+                starts.append(pos)
                 off = pos + BLOCK
                 exp = want.pop(off, None)
                 if exp is None:
@@ -678,29 +738,26 @@ class WdsReader(StoreReader):
                 elif exp[0] != mname or exp[1] != size:
                     problems.append(f"record {exp[2]}: {name} holds {mname!r} ({size:,} bytes) at offset {off:,} "
                                     f"where {INDEX} says {exp[0]} ({exp[1]:,} bytes)")
-                else:
-                    _n, _s, i, kind = exp
-                    r = ix[i]
-                    if kind == "image" and r["enc"] == 0:
-                        shape = (int(r["h"]), int(r["w"])) + ((int(r["c"]),) if r["c"] else ())
-                        hdr = npy_header(_DTYPES[int(r["dtype"])], shape)
-                        if len(hdr) != int(r["hdr"]) or os.pread(fd, len(hdr), off) != hdr:
-                            problems.append(f"record {i}: the .npy header in {name} does not say {'x'.join(map(str, shape))} {_DTYPES[int(r['dtype'])]}")
-                    elif kind == "label" and r["lkind"] == 0:
-                        text = os.pread(fd, size, off) if size <= 64 else b""
-                        if text != str(int(r["label"])).encode():
-                            problems.append(f"record {i}: the .cls member in {name} does not hold the label {int(r['label'])}")
+                elif exp[3] and (mname.endswith(".cls") and size != len(exp[3]) or get(off, len(exp[3])) != exp[3]):
+                    what = "the .npy header" if mname.endswith(".npy") else "the .cls label"
+                    problems.append(f"record {exp[2]}: {what} in {name} does not say what {INDEX} says")
                 pos = off + _padded(size)
-                if len(problems) >= 20:
-                    break
             if not ended and not problems:
                 problems.append(f"{name}: truncated (no end-of-archive blocks)")
+            if blocks:
+                arr = np.frombuffer(b"".join(blocks), np.uint8).reshape(len(blocks), BLOCK).astype(np.int64)
+                sums = arr.sum(axis=1) - arr[:, 148:156].sum(axis=1) + 256
+                bad = np.flatnonzero(sums != np.array(stored, np.int64))
+                if len(bad):  # a damaged header: what the walk found past it means little
+                    first = starts[int(bad[0])]
+                    problems = [f"{name}: tar header checksum mismatch at offset {starts[int(j)]:,}" for j in bad[:20]]
+                    want = {o: v for o, v in want.items() if o <= first}
         except OSError as exc:
             problems.append(f"{name}: cannot be read ({exc.strerror})")
         finally:
             if temp:
                 os.close(fd)
-        for off, (mname, _size, i, _kind) in sorted(want.items())[: max(0, 20 - len(problems))]:
+        for off, (mname, _size, i, _head) in sorted(want.items())[: max(0, 20 - len(problems))]:
             problems.append(f"record {i}: member {mname} at offset {off:,} of {name} is missing from the tar")
         return problems
 
