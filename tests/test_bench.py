@@ -304,7 +304,7 @@ def test_cli_bench_quiet_png(tmp_path, capsys):
     "args, message",
     [
         (["--counts", "10,abc"], "imgtui bench: error: --counts: 'abc' is not a whole number"),
-        (["--backends", "disk,foo"], "imgtui bench: error: --backends: unknown 'foo' (choose from disk, lmdb, hdf5)"),
+        (["--backends", "disk,foo"], "imgtui bench: error: --backends: unknown 'foo' (choose from disk, lmdb, hdf5"),
         (["--repeats", "0"], "imgtui bench: error: --repeats: '0' must be at least 1"),
         (["--plot", "fig.jpg"], "imgtui bench: error: --plot fig.jpg: the file name must end in .svg or .png"),
         (["--hdf5-compression", "zip"], "imgtui bench: error: --hdf5-compression: 'zip' is not one of none, gzip, lzf"),
