@@ -176,7 +176,7 @@ def test_cli_convert_with_option_flags(tmp_path):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"encoding": "jpeg"}, "encoding must be npy or png"),
+    ({"encoding": "jpeg"}, "encoding must be raw (.npy members) or png"),
     ({"shard_bytes": 10}, "shard_bytes must be a whole number from 4,096"),
     ({"png_level": 11}, "png_level must be a whole number from 0 to 9"),
     ({"layout": "x"}, "unknown option(s) layout"),

@@ -40,7 +40,7 @@ class WebDatasetBackend(Backend):
     reader_cls = WdsReader
     mutator_cls = RewriteMutator
     options = (
-        Option("encoding", str, "npy", "how each record's image member is stored", choices=ENCODINGS),
+        Option("encoding", str, "raw", "image member: raw = .npy (exact pixels), png = lossless .png", choices=ENCODINGS),
         Option("png_level", int, 1, "PNG level when encoding=png", min=0, max=9),
         Option("shard_bytes", int, DEFAULT_SHARD_BYTES, "bytes per tar shard (a new shard starts before one would pass it)",
                min=MIN_SHARD_BYTES, max=MAX_SHARD_BYTES),

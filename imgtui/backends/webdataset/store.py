@@ -12,7 +12,7 @@ Layout of a store ``<path>/`` (suffix ``.wds``)::
 
 Each record ``i`` is two or three consecutive tar members sharing the key ``f"{i:09d}"``:
 
-- ``000000012.npy``: the pixels as a ``.npy`` file (``encoding=npy``, the default: exact, any
+- ``000000012.npy``: the pixels as a ``.npy`` file (``encoding=raw``, the default: exact, any
   dtype and shape, HxW and HxWx1 kept apart), or ``000000012.png`` (``encoding=png``: lossless,
   8/16-bit, written by :mod:`imgtui.png`; an HxWx1 image is a gray PNG, the index restores its
   third axis);
@@ -69,7 +69,8 @@ INDEX = "index.npy"
 SHARD_FORMAT = "shard-{:06d}.tar"
 SHARD_RE = re.compile(r"^shard-([0-9]{6,})\.tar$")
 KEY_DIGITS = 9
-ENCODINGS = ("npy", "png")
+#: raw: the pixels as a .npy member (exact); png: a lossless .png member
+ENCODINGS = ("raw", "png")
 DEFAULT_SHARD_BYTES = 256 << 20
 MIN_SHARD_BYTES = 4096
 MAX_SHARD_BYTES = 1 << 40
@@ -199,7 +200,8 @@ class WdsWriter(StoreWriter):
     @classmethod
     def check_options(cls, options: dict) -> dict:
         options = dict(options)
-        enc = options.pop("encoding", "npy")
+        enc = options.pop("encoding", "raw")
+        enc = "raw" if enc == "npy" else enc  # the member's name for it
         level = options.pop("png_level", DEFAULT_PNG_LEVEL)
         shard_bytes = options.pop("shard_bytes", DEFAULT_SHARD_BYTES)
         if options:
@@ -208,7 +210,7 @@ class WdsWriter(StoreWriter):
                 "(the webdataset backend takes encoding, png_level and shard_bytes)"
             )
         if enc not in ENCODINGS:
-            raise ImgtuiError(f"webdataset: encoding must be npy or png, got {enc!r}")
+            raise ImgtuiError(f"webdataset: encoding must be raw (.npy members) or png, got {enc!r}")
         return {
             "encoding": enc,
             "png_level": _whole(level, "png_level", 0, 9),
@@ -230,7 +232,7 @@ class WdsWriter(StoreWriter):
         self._fh = None
         self._rows: list[tuple] = []
         self._tar = _TarHeaders(int(time.time()))
-        self._enc = 0 if self.options["encoding"] == "npy" else 1
+        self._enc = 0 if self.options["encoding"] == "raw" else 1
         os.mkdir(self.build_path)
         self._shard = -1
         self._next_shard()
@@ -306,7 +308,7 @@ class WdsWriter(StoreWriter):
             "shard_name": "shard-{shard:06d}.tar",
             "key": "{index:09d}",
             "members": {
-                "image": ".npy (encoding=npy) or .png (encoding=png)",
+                "image": ".npy (encoding=raw) or .png (encoding=png)",
                 "label": ".cls (int, decimal text) or .txt (str, UTF-8)",
                 "metadata": ".json, only when the record has metadata",
             },
@@ -764,7 +766,7 @@ class WdsReader(StoreReader):
     def info(self) -> dict:
         d = super().info()
         d["layout"] = (
-            f"{self._n_shards:,} tar shard(s) shard-NNNNNN.tar of NNNNNNNNN.{self.manifest.get('options', {}).get('encoding', 'npy')}"
+            f"{self._n_shards:,} tar shard(s) shard-NNNNNN.tar of NNNNNNNNN.{'png' if self.manifest.get('options', {}).get('encoding') == 'png' else 'npy'}"
             " + .cls/.txt (+ .json) members, index.npy, manifest.json"
         )
         d["shards"] = self._n_shards
