@@ -18,7 +18,7 @@ from backend_suite import BackendSuite
 
 import imgtui
 from imgtui.backends import detect_backend, get_backend, open_store
-from imgtui.backends.webdataset import INDEX, INDEX_DTYPE, MANIFEST, WebDatasetBackend, shard_name
+from imgtui.backends.webdataset import INDEX, MANIFEST, WdsReader, WebDatasetBackend, shard_name
 from imgtui.errors import CorruptStoreError, ImgtuiError, IncompleteStoreError, StoreChangedError
 from imgtui.png import decode_png
 from imgtui.records import Record
@@ -138,6 +138,27 @@ def test_round_trip_and_fast_batches(store):
         assert r.verify().ok
         info = r.info()
         assert info["shards"] > 3 and "tar shard" in info["layout"]
+
+
+@pytest.mark.parametrize("use_mmap", [True, False])
+def test_mapped_and_pread_reads_agree_and_catch_a_shard_cut_after_open(store, monkeypatch, use_mmap):
+    monkeypatch.setattr(WdsReader, "use_mmap", use_mmap)
+    recs = records()
+    with open_store(store) as r:
+        assert bool(r._maps) is False
+        assert list(r) == recs and r.get_many(range(len(recs))) == recs
+        assert np.array_equal(r.get_images([0, 0, 6]), np.stack([recs[0].image, recs[0].image, recs[6].image]))
+        assert bool(r._maps) is use_mmap and bool(r._fds) is not use_mmap
+    with open_store(store) as r:
+        last = len(recs) - 1
+        k = int(r._ix["shard"][last])
+        with open(store / shard_name(k), "r+b") as f:  # cut before this reader mapped or read it
+            f.truncate(int(r._ix["img_off"][last]) + 8)
+        with pytest.raises(CorruptStoreError) as e:
+            r[last]
+        assert "ends past the end of the shard" in one_line(e)
+        with pytest.raises(CorruptStoreError):
+            r.get_images([last])
 
 
 def test_empty_store_has_one_empty_shard(tmp_path):
