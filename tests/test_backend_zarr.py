@@ -112,6 +112,42 @@ def test_random_batches_in_any_order(tmp_path, options):
             r.get_images([100])
 
 
+@pytest.mark.parametrize("options", [{}, {"compressor": "zstd", "chunk_records": 3, "shard_records": 12},
+                                     {"compressor": "blosc", "chunk_records": 5, "shard_records": 0},
+                                     {"compressor": "gzip", "chunk_records": 1}, {"chunk_records": 7}])
+@pytest.mark.parametrize("shape, dtype", [((5, 4), np.uint16), ((5, 4, 3), np.uint8), ("variable", np.uint16)])
+def test_direct_chunk_reads_equal_zarr_python(tmp_path, options, shape, dtype):
+    """The reader's direct chunk reads return what zarr-python returns, for every writer layout."""
+    if shape == "variable":
+        imgs = [_images(1, (3 + i % 5, 4, 3), dtype, seed=i)[0] for i in range(60)]
+    else:
+        imgs = _images(60, shape, dtype)
+    p = _write(tmp_path / "s.zarr", [Record(im, i) for i, im in enumerate(imgs)], **options)
+    batches = [range(60), [59, 0, 31, 31, 7], list(range(10, 40, 3)), [58, 59]]
+    with open_store(p) as fast, open_store(p) as slow:
+        name = "pixels" if shape == "variable" else "images"
+        assert name in fast._maps  # the layouts this writer makes are read directly
+        slow._maps.clear()  # ... and this one reads through zarr-python
+        for idx in batches:
+            a, b = fast.get_images(idx), slow.get_images(idx)
+            assert all(np.array_equal(x, y) and x.dtype == y.dtype for x, y in zip(a, b))
+            assert all(np.array_equal(x, imgs[i]) for x, i in zip(a, idx))
+
+
+def test_a_damaged_shard_index_is_refused(tmp_path):
+    p = _write(tmp_path / "s.zarr", recs(40, 1), chunk_records=4, shard_records=20)
+    shard = p / "images" / "c" / "1" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[-10] ^= 1  # inside the index
+    shard.write_bytes(bytes(data))
+    with open_store(p) as r:
+        assert r[0] == recs(40, 1)[0]  # the other shard is fine
+        with pytest.raises(CorruptStoreError, match="crc32c") as e:
+            r[25]
+        assert "\n" not in str(e.value)
+        assert not r.verify().ok
+
+
 def test_detect_and_open_by_path(tmp_path):
     p = _write(tmp_path / "s.zarr", recs(5, 1))
     assert detect_backend(p) == "zarr"

@@ -8,7 +8,7 @@ Fixed shapes (every record has the shape and dtype of the first one):
                    ``shard_records`` records (a whole number of chunks) into one file.
 Variable shapes (a record's shape or dtype differed from the first one):
   ``pixels``       flat uint8: every image's raw C-order bytes (uint16 little-endian), one after
-                   another, in chunks of ~256 KiB grouped into shards of ~32 MiB
+                   another, in chunks of ~256 KiB grouped into shards of ~16 MiB
   ``offsets``      N + 1 uint64: record i is ``pixels[offsets[i]:offsets[i + 1]]``
   ``shapes``       N x 3 int64 (H, W, C); C = 0 for a 2-D HxW image
   ``dtypes``       N uint8 code: 0 = uint8, 1 = uint16
@@ -43,7 +43,7 @@ Writer options
 ``chunk_records``: records per chunk of ``images`` (default: as many whole records as fit in
     256 KiB, at least one, so large images get record-sized chunks).
 ``shard_records``: records per shard file (a multiple of ``chunk_records``; default: as many
-    chunks as fit in ~32 MiB; 0 = no sharding, one file per chunk).
+    chunks as fit in ~16 MiB; 0 = no sharding, one file per chunk).
 The default chunks are not one record each for small images: zarr-python spends ~0.3-0.5 ms of
 Python per chunk it reads or writes (measured here on 10,000 32x32x3 records in shards: one record
 per chunk writes ~2k and reads ~3k records/s, 256 records per chunk ~58k and ~350k records/s).
@@ -99,7 +99,7 @@ LEVEL_RANGES = {"zstd": (1, 22), "blosc": (0, 9), "gzip": (0, 9)}
 #: bytes of one chunk of images (whole records, at least one) / of pixels when chunk_records is not given
 CHUNK_TARGET_BYTES = 256 << 10
 #: bytes of one shard file when shard_records is not given
-SHARD_TARGET_BYTES = 32 << 20
+SHARD_TARGET_BYTES = 16 << 20
 #: records per chunk of the small arrays, chunks per shard of them
 AUX_CHUNK = 4096
 STR_CHUNK = 256  # metadata and str labels: a random read decodes one chunk of these
@@ -166,13 +166,15 @@ def _raw_bytes(image: np.ndarray) -> np.ndarray:
 class _Column:
     """An array appended along its first axis: values are buffered until a whole write unit (a
     shard, or a chunk when unsharded) is there and written with one zarr call, so no shard is read
-    back and rewritten; ``finish`` writes the rest and sets the exact length."""
+    back and rewritten; ``finish`` writes the rest and sets the exact length. Numeric values are
+    copied once, into a buffer of one unit; str values are kept as the arrays given."""
 
     def __init__(self, arr: zarr.Array, unit: int, written: int = 0) -> None:
         self.arr = arr
         self.unit = max(1, int(unit))
         self.written = written
-        self.pending: list[np.ndarray] = []
+        self._buf: np.ndarray | None = None
+        self._objects: list[np.ndarray] = []
         self.pending_n = 0
 
     @property
@@ -180,31 +182,47 @@ class _Column:
         return self.written + self.pending_n
 
     def append(self, values: np.ndarray) -> None:
-        if len(values) == 0:
+        n = len(values)
+        if n == 0:
             return
-        self.pending.append(values)
-        self.pending_n += len(values)
-        if self.pending_n >= self.unit:
-            self._write(whole_units=True)
+        if values.dtype == object:
+            self._objects.append(values)
+            self.pending_n += n
+            if self.pending_n >= self.unit:
+                block = np.concatenate(self._objects) if len(self._objects) > 1 else self._objects[0]
+                k = (len(block) // self.unit) * self.unit
+                self._put(block[:k])
+                rest = block[k:]
+                self._objects = [rest] if len(rest) else []
+                self.pending_n = len(rest)
+            return
+        pos = 0
+        while pos < n:
+            if self._buf is None:
+                self._buf = np.empty((self.unit, *values.shape[1:]), dtype=values.dtype)
+            take = min(n - pos, self.unit - self.pending_n)
+            self._buf[self.pending_n : self.pending_n + take] = values[pos : pos + take]
+            self.pending_n += take
+            pos += take
+            if self.pending_n == self.unit:
+                self._put(self._buf)
+                self.pending_n = 0
 
     def finish(self) -> None:
-        self._write(whole_units=False)
+        if self._objects:
+            block = np.concatenate(self._objects) if len(self._objects) > 1 else self._objects[0]
+            self._objects = []
+            self._put(block)
+        elif self.pending_n and self._buf is not None:
+            self._put(self._buf[: self.pending_n])
+        self.pending_n = 0
+        self._buf = None
 
-    def _write(self, whole_units: bool) -> None:
-        if not self.pending:
-            return
-        block = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending)
-        k = (len(block) // self.unit) * self.unit if whole_units else len(block)
-        if k == 0:
-            self.pending, self.pending_n = [block], len(block)
-            return
-        end = self.written + k
+    def _put(self, block: np.ndarray) -> None:
+        end = self.written + len(block)
         self.arr.resize((end, *self.arr.shape[1:]))
-        self.arr[self.written : end] = block[:k]
+        self.arr[self.written : end] = block
         self.written = end
-        rest = block[k:]
-        self.pending = [rest] if len(rest) else []
-        self.pending_n = len(rest)
 
 
 class ZarrWriter(StoreWriter):
@@ -355,6 +373,9 @@ class ZarrWriter(StoreWriter):
             extra.update(image_shape=list(self._shape), image_dtype=str(self._dtype),
                          chunk_records=self._chunk_records, shard_records=self._shard_records)
         manifest["zarr"] = extra
+        # the options as asked for (the auto ones left out: a rewrite by a change sizes them anew);
+        # what they resolved to is in the zarr section
+        manifest["options"] = {k: v for k, v in self.requested_options.items() if v is not None}
         attrs = dict(g.attrs.get("imgtui", {}))
         attrs["layout"] = layout
         g.attrs["imgtui"] = attrs
@@ -510,6 +531,209 @@ class ZarrWriter(StoreWriter):
 
 
 # ----------------------------------------------------------------------------------------------
+# direct chunk reads
+# ----------------------------------------------------------------------------------------------
+
+_EMPTY = 2**64 - 1  # a shard index entry of a chunk that was never written
+
+
+class _ChunkError(Exception):
+    """Damage found by a direct chunk read (the reader reports it as a CorruptStoreError)."""
+
+
+def _decoder(codec: dict) -> Callable[[bytes], bytes] | None:
+    name = codec.get("name")
+    if name == "zstd":
+        from numcodecs.zstd import Zstd
+
+        return Zstd().decode
+    if name == "blosc":
+        from numcodecs.blosc import Blosc
+
+        return Blosc().decode
+    if name == "gzip":
+        from numcodecs.gzip import GZip
+
+        return GZip().decode
+    return None
+
+
+def _is_bytes_le(codec: Any) -> bool:
+    if not isinstance(codec, dict) or codec.get("name") != "bytes":
+        return False
+    return (codec.get("configuration") or {}).get("endian", "little") == "little"
+
+
+class _ChunkMap:
+    """Rows of an array written by ``ZarrWriter`` read straight from its chunk and shard files.
+
+    zarr-python spends ~0.3-0.5 ms of Python per chunk it touches, so a random batch of 64 records
+    (64 chunks) reads at ~1-2k records/s however small the chunks. For the layouts this writer makes
+    (a regular grid of whole-record chunks, the default chunk key encoding, ``bytes`` little-endian
+    plus at most one of zstd/blosc/gzip, optionally inside the sharding codec with its index at the
+    end) the bytes of a record are found with the zarr v3 spec alone: the shard index (n x 2 uint64
+    offset, length; crc32c checked) gives the chunk's byte range, an uncompressed chunk is read
+    row by row with ``os.pread``, a compressed one is read whole and decoded once per batch. Any
+    other layout (a store written or edited by other tools) is read with zarr-python instead.
+    ``tests/test_backend_zarr.py`` checks both paths return the same arrays.
+    """
+
+    def __init__(self, root: Path, name: str, arr: zarr.Array) -> None:
+        meta = arr.metadata.to_dict()
+        dt = np.dtype(arr.dtype)
+        if dt not in DTYPE_CODES or meta.get("zarr_format") != 3 or meta.get("storage_transformers"):
+            raise ValueError("not a layout of this writer")
+        key = meta.get("chunk_key_encoding") or {}
+        grid = meta.get("chunk_grid") or {}
+        if key.get("name") != "default" or (key.get("configuration") or {}).get("separator", "/") != "/":
+            raise ValueError("chunk key encoding")
+        if grid.get("name") != "regular":
+            raise ValueError("chunk grid")
+        outer = tuple(int(v) for v in grid["configuration"]["chunk_shape"])
+        shape = tuple(int(v) for v in arr.shape)
+        codecs = list(meta.get("codecs") or [])
+        self.sharded = len(codecs) == 1 and codecs[0].get("name") == "sharding_indexed"
+        if self.sharded:
+            conf = codecs[0].get("configuration") or {}
+            index_codecs = list(conf.get("index_codecs") or [])
+            if (conf.get("index_location", "end") != "end" or len(index_codecs) != 2
+                    or not _is_bytes_le(index_codecs[0]) or index_codecs[1].get("name") != "crc32c"):
+                raise ValueError("shard index codecs")
+            inner = tuple(int(v) for v in conf["chunk_shape"])
+            codecs = list(conf.get("codecs") or [])
+            if outer[0] % inner[0] or outer[1:] != inner[1:]:
+                raise ValueError("shard shape")
+        else:
+            inner = outer
+        if inner[1:] != shape[1:] or not codecs or not _is_bytes_le(codecs[0]) or len(codecs) > 2:
+            raise ValueError("chunks are not whole records")
+        self.decode = _decoder(codecs[1]) if len(codecs) == 2 else None
+        if len(codecs) == 2 and self.decode is None:
+            raise ValueError(f"codec {codecs[1].get('name')}")
+        self.folder = root / name / "c"
+        self.tail = "/0" * (len(shape) - 1)
+        self.rows = shape[0]
+        self.rec_shape = shape[1:]
+        self.dtype = dt
+        self.row_bytes = int(np.prod(self.rec_shape, dtype=np.int64)) * dt.itemsize
+        self.chunk_rows = inner[0]
+        self.chunk_bytes = self.chunk_rows * self.row_bytes
+        self.shard_rows = outer[0]
+        self.per_shard = outer[0] // inner[0]
+        self._fds: dict[int, tuple[int, int]] = {}  # file number -> (fd, size)
+        self._index: dict[int, np.ndarray] = {}
+        self._decoded: dict[int, bytes] = {}  # chunk -> decoded bytes (one batch)
+
+    def close(self) -> None:
+        fds, self._fds = self._fds, {}
+        for fd, _size in fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._index.clear()
+
+    def _file(self, number: int) -> tuple[int, int] | None:
+        got = self._fds.get(number)
+        if got is None:
+            try:
+                fd = os.open(f"{self.folder}/{number}{self.tail}", os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+            got = self._fds[number] = (fd, os.fstat(fd).st_size)
+        return got
+
+    def _pread(self, fd: int, n: int, offset: int) -> bytes:
+        data = os.pread(fd, n, offset)
+        if len(data) != n:
+            raise _ChunkError(f"a chunk file of {self.folder.parent.name!r} is truncated")
+        return data
+
+    def _locate(self, chunk: int) -> tuple[int, int, int] | None:
+        """(fd, byte offset, byte count) of a chunk's stored bytes; None: never written (fill value)."""
+        if not self.sharded:
+            f = self._file(chunk)
+            return None if f is None else (f[0], 0, f[1])
+        shard, j = divmod(chunk, self.per_shard)
+        f = self._file(shard)
+        if f is None:
+            return None
+        fd, size = f
+        index = self._index.get(shard)
+        if index is None:
+            nbytes = self.per_shard * 16 + 4
+            if size < nbytes:
+                raise _ChunkError(f"a shard of {self.folder.parent.name!r} is truncated (no room for its index)")
+            raw = self._pread(fd, nbytes, size - nbytes)
+            import google_crc32c
+
+            if np.uint32(google_crc32c.value(raw[:-4])).tobytes() != raw[-4:]:
+                raise _ChunkError(f"the index of a shard of {self.folder.parent.name!r} fails its crc32c check")
+            index = self._index[shard] = np.frombuffer(raw[:-4], dtype="<u8").reshape(-1, 2)
+        off, n = int(index[j, 0]), int(index[j, 1])
+        if off == _EMPTY and n == _EMPTY:
+            return None
+        if off + n > size - (self.per_shard * 16 + 4):
+            raise _ChunkError(f"a shard index of {self.folder.parent.name!r} points past its data")
+        return fd, off, n
+
+    def _chunk_part(self, chunk: int, lo: int, hi: int) -> bytes | None:
+        """Bytes ``lo:hi`` of a chunk's decoded (row-major) content; None: the chunk is all fill."""
+        where = self._locate(chunk)
+        if where is None:
+            return None
+        fd, off, n = where
+        if self.decode is None:
+            if n != self.chunk_bytes:
+                raise _ChunkError(f"a chunk of {self.folder.parent.name!r} has {n:,} bytes, not {self.chunk_bytes:,}")
+            return self._pread(fd, hi - lo, off + lo)
+        data = self._decoded.get(chunk)
+        if data is None:
+            data = bytes(self.decode(self._pread(fd, n, off)))
+            if len(data) != self.chunk_bytes:
+                raise _ChunkError(f"a chunk of {self.folder.parent.name!r} decodes to {len(data):,} bytes, not {self.chunk_bytes:,}")
+            self._decoded[chunk] = data
+        return data[lo:hi]
+
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` (sorted, unique, in range) as one array."""
+        out = np.empty((rows.size, *self.rec_shape), dtype=self.dtype.newbyteorder("<"))
+        flat = out.reshape(-1).view(np.uint8)
+        rb, cr = self.row_bytes, self.chunk_rows
+        chunks = rows // cr
+        # runs of consecutive rows in one chunk: one read each
+        cut = np.flatnonzero((np.diff(rows) != 1) | (np.diff(chunks) != 0)) + 1
+        starts = np.concatenate(([0], cut)).tolist()
+        ends = np.concatenate((cut, [rows.size])).tolist()
+        rows_l, chunks_l = rows.tolist(), chunks.tolist()
+        try:
+            for s, e in zip(starts, ends):
+                c = chunks_l[s]
+                lo = (rows_l[s] - c * cr) * rb
+                part = self._chunk_part(c, lo, lo + (e - s) * rb)
+                if part is None:
+                    flat[s * rb : e * rb] = 0
+                else:
+                    flat[s * rb : e * rb] = np.frombuffer(part, dtype=np.uint8)
+        finally:
+            self._decoded.clear()
+        return out.astype(self.dtype.newbyteorder("="), copy=False)
+
+    def read_span(self, a: int, b: int) -> np.ndarray:
+        """Elements ``a:b`` of a 1-D array (the flat ``pixels``)."""
+        out = np.empty(b - a, dtype=np.uint8)
+        cr = self.chunk_rows
+        try:
+            for c in range(a // cr, (b - 1) // cr + 1 if b > a else a // cr):
+                lo, hi = max(a, c * cr), min(b, (c + 1) * cr)
+                part = self._chunk_part(c, lo - c * cr, hi - c * cr)
+                out[lo - a : hi - a] = 0 if part is None else np.frombuffer(part, dtype=np.uint8)
+        finally:
+            self._decoded.clear()
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
 # reader
 # ----------------------------------------------------------------------------------------------
 
@@ -521,6 +745,8 @@ class ZarrReader(StoreReader):
         super().__init__(path)
         self._group: zarr.Group | None = None
         self._cache: dict[str, Any] = {}
+        self._maps: dict[str, _ChunkMap] = {}
+        self._arrays: dict[str, zarr.Array] = {}
         self._n = 0
         p = self.path
         if not p.exists():
@@ -623,12 +849,21 @@ class ZarrReader(StoreReader):
                     or (len(shape) == 4 and shape[3] not in (1, 3, 4)) or 0 in shape[1:]):
                 raise CorruptStoreError(f"{p}: array 'images' has shape {shape} {dt}, not N x H x W [x C] uint8/uint16")
             self._images = im
+        for name in ("images", "pixels"):
+            if name in arrays:
+                try:
+                    self._maps[name] = _ChunkMap(p, name, arrays[name])
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    pass  # not a layout this writer makes: zarr-python reads it
         self._checksums = self._small("checksums")
 
     def close(self) -> None:
         self._group = None
         self._arrays = {}
         self._cache = {}
+        maps, self._maps = getattr(self, "_maps", {}), {}
+        for m in maps.values():
+            m.close()
 
     def __len__(self) -> int:
         return self._n
@@ -741,8 +976,11 @@ class ZarrReader(StoreReader):
 
     def _read_images(self, key: Any, inv: np.ndarray | None) -> np.ndarray | list[np.ndarray]:
         if self._kind == "fixed":
-            im = self._images
-            if isinstance(key, slice):
+            im, fast = self._images, self._maps.get("images")
+            if fast is not None:
+                rows = np.arange(key.start, key.stop) if isinstance(key, slice) else key
+                block = self._guard("images", lambda: fast.read_rows(rows))
+            elif isinstance(key, slice):
                 block = self._guard("images", lambda: im[key])
             else:
                 block = self._guard("images", lambda: im.get_orthogonal_selection((key,)))
@@ -757,7 +995,7 @@ class ZarrReader(StoreReader):
         offsets = self._small("offsets")
         shapes = self._small("shapes")
         codes = self._small("dtypes")
-        pixels = self._arrays["pixels"]
+        pixels, fast = self._arrays["pixels"], self._maps.get("pixels")
         starts = offsets[rows].astype(np.int64)
         ends = offsets[rows + 1].astype(np.int64)
         if (ends < starts).any() or (ends > pixels.shape[0]).any():
@@ -768,7 +1006,12 @@ class ZarrReader(StoreReader):
         out: list[np.ndarray] = []
         for run in runs:
             a, b = int(starts[run[0]]), int(ends[run[-1]])
-            raw = self._guard("pixels", lambda: np.asarray(pixels[a:b])) if b > a else np.empty(0, np.uint8)
+            if b <= a:
+                raw = np.empty(0, np.uint8)
+            elif fast is not None:
+                raw = self._guard("pixels", lambda: fast.read_span(a, b))
+            else:
+                raw = self._guard("pixels", lambda: np.asarray(pixels[a:b]))
             for k in run:
                 r = int(rows[k])
                 dt = CODE_DTYPES.get(int(codes[r]))
