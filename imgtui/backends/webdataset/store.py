@@ -107,6 +107,9 @@ _DTYPES = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16)}
 _DTYPE_CODES = {np.dtype(np.uint8): 1, np.dtype(np.uint16): 2}
 _IMG_EXT = {0: "npy", 1: "png"}
 _LAB_EXT = {0: "cls", 1: "txt"}
+_LAB_EXT_B = {0: b".cls", 1: b".txt"}
+_EXT_SUM = {e: sum(e) for e in (b".cls", b".txt", b".json")}
+_ZEROS = memoryview(bytes(BLOCK))
 
 
 def shard_name(k: int) -> str:
@@ -150,11 +153,11 @@ class _TarHeaders:
         self.tail_b = b"0" + bytes(100) + b"ustar\x0000" + bytes(64) + b"0000000\x00" * 2 + bytes(155 + 12)
         self.base = sum(self.head) + sum(self.tail_a) + sum(self.tail_b) + 8 * 32
 
-    def header(self, name: bytes, size: int) -> bytes:
-        size_f = f"{size:011o}\x00".encode()
-        chk = self.base + sum(name) + sum(size_f)
-        return b"".join((name.ljust(100, b"\x00"), self.head, size_f, self.tail_a,
-                         f"{chk:06o}\x00 ".encode(), self.tail_b))
+    def header(self, name: bytes, size: int, name_sum: int | None = None) -> bytes:
+        """The header of a member ``name`` of ``size`` bytes (``name_sum``: ``sum(name)``, if known)."""
+        size_f = b"%011o\x00" % size
+        chk = self.base + (sum(name) if name_sum is None else name_sum) + sum(size_f)
+        return b"".join((name.ljust(100, b"\x00"), self.head, size_f, self.tail_a, b"%06o\x00 " % chk, self.tail_b))
 
 
 def parse_tar_header(block: bytes, check: bool = True) -> tuple[str, int, int] | None:
@@ -255,54 +258,69 @@ class WdsWriter(StoreWriter):
         self._fh.close()
         self._fh = None
 
-    def _member(self, out: list, name: str, data: Sequence[Any], size: int) -> int:
-        """Append one member (header, data pieces, padding) to ``out``; the offset of its data."""
-        out.append(self._tar.header(name.encode("ascii"), size))
-        out.extend(data)
-        pad = _padded(size) - size
-        if pad:
-            out.append(bytes(pad))
-        off = self._pos + BLOCK
-        self._pos = off + _padded(size)
-        return off
-
     def _write_batch(self, records: list[Record], checksums: list[int], start: int) -> None:
         limit = self.options["shard_bytes"]
         level = self.options["png_level"]
-        out: list[Any] = []
+        enc = self._enc
+        header = self._tar.header
+        img_ext = b"." + _IMG_EXT[enc].encode()
+        img_ext_sum = sum(img_ext)
+        zeros = _ZEROS
+        out = bytearray()  # the batch's bytes, from shard offset ``pos0``
+        pos0 = self._pos
+        rows = self._rows
         for k, (rec, crc) in enumerate(zip(records, checksums)):
             i = start + k
-            key = record_key(i)
+            key = b"%09d" % i
+            ksum = sum(key)
             img = rec.image
-            if self._enc == 0:
+            if enc == 0:
                 hdr = npy_header(img.dtype, img.shape)
-                data = (hdr, memoryview(img).cast("B"))
                 size = len(hdr) + img.nbytes
             else:
                 hdr = b""
                 png = encode_png(img, level)
-                data, size = (png,), len(png)
+                size = len(png)
             label = rec.label
-            lkind = 0 if isinstance(label, int) else 1
+            lkind = 0 if type(label) is int else 1
             ltext = str(label).encode("utf-8")
             meta = rec.meta_json
             mtext = meta.encode("utf-8") if meta != "{}" else b""
             total = 2 * BLOCK + _padded(size) + _padded(len(ltext)) + (BLOCK + _padded(len(mtext)) if mtext else 0)
-            if self._in_shard and self._pos + total + 2 * BLOCK > limit:
-                self._fh.writelines(out)
-                out = []
+            if self._in_shard and pos0 + len(out) + total + 2 * BLOCK > limit:
+                self._fh.write(out)
+                self._pos = pos0 + len(out)
                 self._next_shard()
-            img_off = self._member(out, f"{key}.{_IMG_EXT[self._enc]}", data, size)
-            lab_off = self._member(out, f"{key}.{_LAB_EXT[lkind]}", (ltext,), len(ltext))
-            meta_off = self._member(out, f"{key}.json", (mtext,), len(mtext)) if mtext else 0
+                out = bytearray()
+                pos0 = self._pos
+            out += header(key + img_ext, size, ksum + img_ext_sum)
+            img_off = pos0 + len(out)
+            if enc == 0:
+                out += hdr
+                out += memoryview(img).cast("B")
+            else:
+                out += png
+            out += zeros[: -size % BLOCK]
+            ext = _LAB_EXT_B[lkind]
+            out += header(key + ext, len(ltext), ksum + _EXT_SUM[ext])
+            lab_off = pos0 + len(out)
+            out += ltext
+            out += zeros[: -len(ltext) % BLOCK]
+            meta_off = 0
+            if mtext:
+                out += header(key + b".json", len(mtext), ksum + _EXT_SUM[b".json"])
+                meta_off = pos0 + len(out)
+                out += mtext
+                out += zeros[: -len(mtext) % BLOCK]
             self._in_shard += 1
-            h, w = img.shape[:2]
-            self._rows.append((
+            shape = img.shape
+            rows.append((
                 self._shard, img_off, size, len(hdr), lab_off, len(ltext), meta_off, len(mtext),
-                h, w, img.shape[2] if img.ndim == 3 else 0, _DTYPE_CODES[img.dtype], self._enc, lkind,
+                shape[0], shape[1], shape[2] if len(shape) == 3 else 0, _DTYPE_CODES[img.dtype], enc, lkind,
                 label if lkind == 0 else 0, crc,
             ))
-        self._fh.writelines(out)
+        self._fh.write(out)
+        self._pos = pos0 + len(out)
         self._fh.flush()
 
     def manifest(self, **extra: Any) -> dict:
