@@ -278,6 +278,17 @@ def test_a_wrong_index_dtype_is_refused(store):
     assert "not an imgtui webdataset index" in one_line(e)
 
 
+def test_an_index_cut_short_is_refused(store):
+    data = (store / INDEX).read_bytes()[:-10]
+    (store / INDEX).write_bytes(data)
+    m = json.loads((store / MANIFEST).read_text())
+    m["layout"]["index_crc32"] = zlib.crc32(data)
+    (store / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(CorruptStoreError) as e:
+        open_store(store)
+    assert "bytes of rows" in one_line(e)
+
+
 def test_a_symlinked_shard_is_not_followed(store, tmp_path):
     secret = tmp_path / "secret"
     secret.write_bytes(os.urandom(1 << 16))

@@ -442,12 +442,20 @@ class WdsReader(StoreReader):
         want = layout.get("index_crc32")
         if want != zlib.crc32(data) & 0xFFFFFFFF:
             raise CorruptStoreError(f"{ipath}: its crc32 does not match the manifest's (damaged or replaced)")
-        try:
-            idx = np.load(io.BytesIO(data), allow_pickle=False)
+        try:  # the header only (np.load would copy the rows): the rows are viewed in place
+            f = io.BytesIO(data)
+            version = np.lib.format.read_magic(f)
+            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read is None:
+                raise ValueError(f".npy version {version[0]}.{version[1]}")
+            shape, fortran, dtype = read(f)  # a checked literal, never a pickle
         except Exception as exc:
             raise CorruptStoreError(f"{ipath}: not a readable .npy file ({str(exc).splitlines()[0] if str(exc) else exc})") from None
-        if idx.dtype != INDEX_DTYPE or idx.ndim != 1:
-            raise CorruptStoreError(f"{ipath}: not an imgtui webdataset index (dtype {idx.dtype}, {idx.ndim} dimensions)")
+        if dtype != INDEX_DTYPE or len(shape) != 1 or fortran:
+            raise CorruptStoreError(f"{ipath}: not an imgtui webdataset index (dtype {dtype}, {len(shape)} dimensions)")
+        if len(data) - f.tell() != shape[0] * INDEX_DTYPE.itemsize:
+            raise CorruptStoreError(f"{ipath}: holds {len(data) - f.tell():,} bytes of rows, not {shape[0]:,} rows")
+        idx = np.frombuffer(data, INDEX_DTYPE, shape[0], f.tell())
         count = self.manifest.get("count")
         if count != len(idx):
             raise CorruptStoreError(f"{ipath} has {len(idx):,} rows but {MANIFEST} says {count} records")
