@@ -811,9 +811,14 @@ class WdsReader(StoreReader):
         if (ix["lkind"] != 0).any():
             if self._str_labels is None:
                 out = list(labels)
-                for i in np.flatnonzero(ix["lkind"] != 0).tolist():
-                    row = ix[i]
-                    data = self._pread(int(row["shard"]), int(row["lab_size"]), int(row["lab_off"]), i)
+                sel = np.flatnonzero(ix["lkind"] != 0)
+                for i, k, off, size in zip(sel.tolist(), ix["shard"][sel].tolist(), ix["lab_off"][sel].tolist(),
+                                           ix["lab_size"][sel].tolist()):
+                    mm = self._map(k)
+                    if mm is not None and off + size <= len(mm):
+                        data = mm[off : off + size]
+                    else:
+                        data = self._pread(k, size, off, i)
                     try:
                         out[i] = data.decode("utf-8")
                     except UnicodeDecodeError:
