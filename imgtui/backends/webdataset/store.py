@@ -44,7 +44,6 @@ import io
 import json
 import mmap
 import os
-import re
 import stat
 import threading
 import time
@@ -72,7 +71,6 @@ BACKEND = "webdataset"
 MANIFEST = "manifest.json"
 INDEX = "index.npy"
 SHARD_FORMAT = "shard-{:06d}.tar"
-SHARD_RE = re.compile(r"^shard-([0-9]{6,})\.tar$")
 KEY_DIGITS = 9
 #: raw: the pixels as a .npy member (exact); png: a lossless .png member
 ENCODINGS = ("raw", "png")
