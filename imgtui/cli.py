@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("store")
     v.add_argument("--quiet", "-q", action="store_true")
 
+    rp = sub.add_parser("repair", help="finish or roll back an interrupted write or change, remove stale temporaries")
+    rp.add_argument("store")
+
     e = sub.add_parser("export", help="write a store back out as PNG files + labels.csv")
     e.add_argument("store")
     e.add_argument("dest")
@@ -314,8 +317,11 @@ def format_info(info: dict) -> str:
     opts = info.get("options") or {}
     lines.append("  options: " + (", ".join(f"{k}={v}" for k, v in opts.items()) or "defaults"))
     lines.append(f"  format version {info.get('format_version')}, written by imgtui {info.get('imgtui_version')} at {info.get('created')}")
+    lines.append(f"  checksums: {info.get('checksum') or 'crc32'} per record, checked on every read")
     if info.get("recipe"):
         lines.append(f"  read without imgtui: {info['recipe']}")
+    for note in info.get("leftovers") or []:
+        lines.append(f"  interrupted: {note}")
     return "\n".join(lines)
 
 
@@ -345,7 +351,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if len(result.errors) > 50:
         print(f"  ... and {len(result.errors) - 50} more problems", file=sys.stderr)
     print(f"{args.store}: {result.summary()}")
+    for note in result.notes[1:]:
+        print(f"  note: {note}")
     return 0 if result.ok else 1
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from .backends.mutate import repair
+
+    result = repair(args.store)
+    if not result["actions"]:
+        print(f"{args.store}: nothing to repair (no interrupted write or change)")
+    for action in result["actions"]:
+        print(f"{args.store}: {action}")
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -457,6 +476,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"convert": cmd_convert, "append": cmd_append, "info": cmd_info, "verify": cmd_verify, "export": cmd_export,
+            "repair": cmd_repair,
             "claims": cmd_claims, "recommend": cmd_recommend}
 
 

@@ -453,7 +453,7 @@ def test_info_content(tmp_path):
     assert info["bytes_on_disk"] == path_size(p) > 0
     assert info["options"] == {"layout": "chunked", "compression": "gzip", "level": 3, "chunk_records": 7}
     assert info["hdf5"]["images_layout"] == "fixed" and info["hdf5"]["compression"] == "gzip"
-    assert info["format_version"] == 1 and info["label_kinds"] == ["int"]
+    assert info["format_version"] == 2 and info["label_kinds"] == ["int"]
 
 
 def test_get_images_and_get_many(tmp_path):

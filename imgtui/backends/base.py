@@ -62,8 +62,10 @@ from .safety import (  # noqa: F401  (fsync_dir, remove_path: used by the backen
     temp_path,
 )
 
-#: version of the on-disk layout written by this imgtui; readers refuse newer versions
-FORMAT_VERSION = 1
+#: version of the on-disk layout written by this imgtui; readers refuse newer versions.
+#: 2: the manifest names its checksum algorithm (xxh3 for new stores) and, for disk stores, its
+#: table (records-N.csv after a change); version 1 stores (crc32, records.csv) still read.
+FORMAT_VERSION = 2
 #: distinct shapes / labels remembered in the manifest statistics
 _MAX_DISTINCT = 1000
 
@@ -599,6 +601,7 @@ class StoreReader(ABC):
             "labels": m.get("labels", {}),
             "label_kinds": m.get("label_kinds", []),
             "options": m.get("options", {}),
+            "checksum": m.get("checksum") or "crc32",
             "leftovers": self.leftovers(),
         }
 

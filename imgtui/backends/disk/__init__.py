@@ -63,7 +63,8 @@ class DiskBackend(Backend):
     @classmethod
     def recipe(cls) -> str:
         return (
-            "pandas.read_csv('records.csv', dtype={'label': str}) lists every record; "
+            "pandas.read_csv(T, dtype={'label': str}) lists every record, where T is the table manifest.json "
+            "names ('table'; records.csv until the store is changed); "
             "PIL.Image.open(file) reads each PNG (reshape to the shape column; 16-bit RGB/RGBA files "
             "need a 16-bit reader such as imgtui.backends.disk.decode_png or OpenCV)"
         )

@@ -466,11 +466,16 @@ class DiskReader(StoreReader):
         if not (self.path / INTENT).exists():
             return []
         try:
-            op = json.loads((self.path / INTENT).read_text(encoding="utf-8")).get("op", "change")
+            intent = json.loads((self.path / INTENT).read_text(encoding="utf-8"))
+            op = intent.get("op", "change")
+            done = intent.get("to_generation") == self._generation
         except (OSError, ValueError, AttributeError):
-            op = "change"
+            op, done = "change", False
+        if done:
+            return [f"an interrupted {op} had been committed (the records read are the changed store) but left "
+                    f"files the store no longer uses (imgtui repair {self.path} removes them)"]
         return [f"an interrupted {op} left files in the store; the records read are the store as it was "
-                f"before it (imgtui repair {self.path} removes them)"]
+                f"before it (imgtui repair {self.path} rolls it back)"]
 
     def info(self) -> dict:
         d = super().info()
