@@ -194,10 +194,14 @@ def test_damage_is_refused_in_one_line(tmp_path):
         open_store(p2)
 
 
-def test_verify_names_a_missing_chunk_file(tmp_path):
-    p = _write(tmp_path / "s.zarr", recs(30, 1), chunk_records=5, shard_records=0)
-    os.remove(p / "images" / "c" / "2" / "0" / "0" / "0")
+@pytest.mark.parametrize("shard_records", [0, 10])
+def test_a_missing_chunk_file_is_refused_and_named_by_verify(tmp_path, shard_records):
+    p = _write(tmp_path / "s.zarr", recs(30, 1), chunk_records=5, shard_records=shard_records)
+    os.remove(p / "images" / "c" / ("2" if shard_records == 0 else "1") / "0" / "0" / "0")
     with open_store(p) as r:
+        assert r[0] == recs(30, 1)[0]
+        with pytest.raises(CorruptStoreError, match="record 10 is damaged"):
+            r.get_many(range(10, 15))  # read as the fill value (zeros): the pixel checksums differ
         v = r.verify()
     assert not v.ok and any("chunk files are missing" in e for e in v.errors)
 

@@ -68,6 +68,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import google_crc32c
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
@@ -622,6 +623,7 @@ class _ChunkMap:
         self.per_shard = outer[0] // inner[0]
         self._fds: dict[int, tuple[int, int]] = {}  # file number -> (fd, size)
         self._index: dict[int, np.ndarray] = {}
+        self._maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._decoded: dict[int, bytes] = {}  # chunk -> decoded bytes (one batch)
 
     def close(self) -> None:
@@ -632,6 +634,7 @@ class _ChunkMap:
             except OSError:
                 pass
         self._index.clear()
+        self._maps.clear()
 
     def _file(self, number: int) -> tuple[int, int] | None:
         got = self._fds.get(number)
@@ -659,23 +662,79 @@ class _ChunkMap:
         if f is None:
             return None
         fd, size = f
-        index = self._index.get(shard)
-        if index is None:
-            nbytes = self.per_shard * 16 + 4
-            if size < nbytes:
-                raise _ChunkError(f"a shard of {self.folder.parent.name!r} is truncated (no room for its index)")
-            raw = self._pread(fd, nbytes, size - nbytes)
-            import google_crc32c
-
-            if np.uint32(google_crc32c.value(raw[:-4])).tobytes() != raw[-4:]:
-                raise _ChunkError(f"the index of a shard of {self.folder.parent.name!r} fails its crc32c check")
-            index = self._index[shard] = np.frombuffer(raw[:-4], dtype="<u8").reshape(-1, 2)
+        index = self._shard_index(shard, fd, size)
         off, n = int(index[j, 0]), int(index[j, 1])
         if off == _EMPTY and n == _EMPTY:
             return None
         if off + n > size - (self.per_shard * 16 + 4):
             raise _ChunkError(f"a shard index of {self.folder.parent.name!r} points past its data")
         return fd, off, n
+
+    def _shard_index(self, shard: int, fd: int, size: int) -> np.ndarray:
+        """The shard's index: per chunk (byte offset, byte count), crc32c checked."""
+        index = self._index.get(shard)
+        if index is None:
+            nbytes = self.per_shard * 16 + 4
+            if size < nbytes:
+                raise _ChunkError(f"a shard of {self.folder.parent.name!r} is truncated (no room for its index)")
+            raw = self._pread(fd, nbytes, size - nbytes)
+            if np.uint32(google_crc32c.value(raw[:-4])).tobytes() != raw[-4:]:
+                raise _ChunkError(f"the index of a shard of {self.folder.parent.name!r} fails its crc32c check")
+            index = self._index[shard] = np.frombuffer(raw[:-4], dtype="<u8").reshape(-1, 2)
+        return index
+
+    def _mapped(self, shard: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(read-only map of an uncompressed shard file, byte offset of each chunk or -1 for an
+        unwritten one), every entry checked once against the file's size; None: no such shard."""
+        got = self._maps.get(shard)
+        if got is None:
+            f = self._file(shard)
+            if f is None:
+                return None
+            fd, size = f
+            index = self._shard_index(shard, fd, size)
+            off, n = index[:, 0], index[:, 1]
+            empty = (off == _EMPTY) & (n == _EMPTY)
+            data_end = size - (self.per_shard * 16 + 4)
+            bad = ~empty & ((n != self.chunk_bytes) | (off > data_end) | (off + n > data_end))
+            if bad.any():
+                raise _ChunkError(f"a shard index of {self.folder.parent.name!r} does not match its chunks")
+            offsets = np.where(empty, -1, off.astype(np.int64))
+            mm = np.memmap(f"{self.folder}/{shard}{self.tail}", dtype=np.uint8, mode="r", shape=(data_end,))
+            got = self._maps[shard] = (mm.view(np.ndarray), offsets)
+        return got
+
+    def _read_rows_mapped(self, rows: np.ndarray) -> np.ndarray:
+        """Uncompressed sharded rows copied out of maps of the shard files (a run of rows that
+        are adjacent in the file is one copy)."""
+        rb, cr = self.row_bytes, self.chunk_rows
+        out = np.empty((rows.size, *self.rec_shape), dtype=self.dtype.newbyteorder("<"))
+        flat = out.reshape(-1).view(np.uint8)
+        chunks = rows // cr
+        shards = chunks // self.per_shard
+        bounds = np.flatnonzero(np.diff(shards)) + 1
+        for s0, s1 in zip(np.concatenate(([0], bounds)).tolist(), np.concatenate((bounds, [rows.size])).tolist()):
+            shard = int(shards[s0])
+            got = self._mapped(shard)
+            if got is None:
+                flat[s0 * rb : s1 * rb] = 0
+                continue
+            mm, offsets = got
+            base = offsets[chunks[s0:s1] - shard * self.per_shard]
+            starts = base + (rows[s0:s1] - chunks[s0:s1] * cr) * rb
+            missing = base < 0
+            cut = np.flatnonzero((np.diff(starts) != rb) | missing[1:] | missing[:-1]) + 1
+            a_l = np.concatenate(([0], cut)).tolist()
+            e_l = np.concatenate((cut, [s1 - s0])).tolist()
+            st_l = starts.tolist()
+            miss_l = missing.tolist()
+            for a, e in zip(a_l, e_l):
+                lo, hi = (s0 + a) * rb, (s0 + e) * rb
+                if miss_l[a]:
+                    flat[lo:hi] = 0
+                else:
+                    flat[lo:hi] = mm[st_l[a] : st_l[a] + hi - lo]
+        return out.astype(self.dtype.newbyteorder("="), copy=False)
 
     def _chunk_part(self, chunk: int, lo: int, hi: int) -> bytes | None:
         """Bytes ``lo:hi`` of a chunk's decoded (row-major) content; None: the chunk is all fill."""
@@ -697,6 +756,8 @@ class _ChunkMap:
 
     def read_rows(self, rows: np.ndarray) -> np.ndarray:
         """Rows ``rows`` (sorted, unique, in range) as one array."""
+        if self.sharded and self.decode is None:
+            return self._read_rows_mapped(rows)
         out = np.empty((rows.size, *self.rec_shape), dtype=self.dtype.newbyteorder("<"))
         flat = out.reshape(-1).view(np.uint8)
         rb, cr = self.row_bytes, self.chunk_rows
