@@ -55,8 +55,8 @@ Reading
 -------
 The per-record arrays (labels, checksums, offsets, shapes, dtypes) are read once and kept in memory
 (a few bytes per record); images are read with one zarr selection per batch (sorted unique rows,
-then put back in the requested order; runs of consecutive rows as slices), or, for stores laid
-out as this writer does it, straight from the chunk and shard files (see ``_ChunkMap``).
+then put back in the requested order), or, for stores laid out as this writer does it, straight
+from the chunk and shard files (see ``_ChunkMap``).
 A reader notices when the store was replaced under it (``imgtui append`` etc. rewrite a zarr
 store beside itself and switch it in) and raises StoreChangedError instead of mixing the two.
 """
@@ -573,10 +573,15 @@ class _ChunkMap:
     (a regular grid of whole-record chunks, the default chunk key encoding, ``bytes`` little-endian
     plus at most one of zstd/blosc/gzip, optionally inside the sharding codec with its index at the
     end) the bytes of a record are found with the zarr v3 spec alone: the shard index (n x 2 uint64
-    offset, length; crc32c checked) gives the chunk's byte range, an uncompressed chunk is read
-    row by row with ``os.pread``, a compressed one is read whole and decoded once per batch. Any
-    other layout (a store written or edited by other tools) is read with zarr-python instead.
-    ``tests/test_backend_zarr.py`` checks both paths return the same arrays.
+    offset, length; crc32c checked) gives the chunk's byte range. Uncompressed shards are mapped
+    read-only (every index entry checked once against the file size) and rows copied out of the
+    map, a run of adjacent rows in one copy; unsharded uncompressed chunks are read with
+    ``os.pread``; a compressed chunk is read whole and decoded once per batch. A chunk that was
+    never written reads as the fill value (0), as in zarr-python (the pixel checksums then refuse
+    it). Any other layout (a store written or edited by other tools) is read with zarr-python.
+    ``tests/test_backend_zarr.py`` checks both paths return the same arrays. Measured on CIFAR-10
+    test (10,000 32x32x3, one 30 MB shard), random batches of 64 with checked reads: zarr-python
+    ~1.3k records/s, pread ~60k, the map ~90k (HDF5 in the same run ~110-130k).
     """
 
     def __init__(self, root: Path, name: str, arr: zarr.Array) -> None:
