@@ -71,9 +71,13 @@ from typing import Any, Callable, Iterator, Sequence
 import google_crc32c
 import numpy as np
 import zarr
+from numcodecs.blosc import Blosc
+from numcodecs.gzip import GZip
+from numcodecs.zstd import Zstd
 from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
 from zarr.storage import LocalStore
 
+from ... import __version__
 from ...errors import (
     CorruptStoreError,
     ImgtuiError,
@@ -293,8 +297,6 @@ class ZarrWriter(StoreWriter):
 
     # -- hooks -----------------------------------------------------------------------------
     def _open_store(self) -> None:
-        from ... import __version__
-
         try:
             self._group = zarr.create_group(
                 store=LocalStore(self.build_path),
@@ -545,16 +547,10 @@ class _ChunkError(Exception):
 def _decoder(codec: dict) -> Callable[[bytes], bytes] | None:
     name = codec.get("name")
     if name == "zstd":
-        from numcodecs.zstd import Zstd
-
         return Zstd().decode
     if name == "blosc":
-        from numcodecs.blosc import Blosc
-
         return Blosc().decode
     if name == "gzip":
-        from numcodecs.gzip import GZip
-
         return GZip().decode
     return None
 
