@@ -7,7 +7,9 @@ from .records import Record  # noqa: E402
 
 
 def open(path, **kwargs):  # noqa: A001 - the public name the API promises
-    """Open any imgtui store (disk, LMDB or HDF5, single or sharded) for reading."""
+    """Open any imgtui store (disk, LMDB or HDF5, single or sharded) for reading.
+
+    ``verify=True`` (the default) checks every record read against its stored checksum."""
     from .backends import open_store
 
     return open_store(path, **kwargs)

@@ -48,7 +48,7 @@ from ..errors import (
 )
 import threading
 
-from ..records import CHECKSUM, Label, Record, checksum_fn, metadata_json, validate_image, validate_label, validate_record
+from ..records import CHECKSUM, RAW_CHECKSUMS, Label, Record, checksum_fn, metadata_json, validate_image, validate_label, validate_record
 from .safety import (  # noqa: F401  (fsync_dir, remove_path: used by the backends through base)
     WriterLock,
     clean_stale,
@@ -517,6 +517,39 @@ class StoreReader(ABC):
                 f"(stored {want:08x}, read {got:08x}); imgtui verify lists every damaged record"
             )
 
+    def _stored_checksums(self, idx: np.ndarray) -> np.ndarray | None:
+        """Stored checksums of the records ``idx`` (uint32), or None where some have none.
+        Backends with a checksum column override this with one numpy gather."""
+        vals = [self._stored_checksum(int(i)) for i in idx]
+        if any(v is None for v in vals):
+            return None
+        return np.asarray(vals, dtype=np.uint32)
+
+    def _check_batch(self, idx: np.ndarray, images: Any) -> None:
+        """Check a batch of images against their stored checksums: one gather of the stored
+        values, one hash call per record over the batch's bytes, one vector comparison."""
+        if not len(idx):
+            return
+        want = self._stored_checksums(idx)
+        if want is None or not isinstance(images, np.ndarray) or images.ndim < 2:
+            for i, im in zip(idx.tolist(), images):
+                self._check_image(i, im)
+            return
+        raw = RAW_CHECKSUMS[self.manifest.get("checksum") or "crc32"]
+        n = len(idx)
+        flat = np.ascontiguousarray(images).reshape(n, -1).view(np.uint8).reshape(-1)
+        step = len(flat) // n
+        mv = memoryview(flat)
+        got = np.fromiter((raw(mv[k * step : (k + 1) * step]) for k in range(n)), np.uint64, n) & 0xFFFFFFFF
+        bad = np.nonzero(got != want)[0]
+        if len(bad):
+            k = int(bad[0])
+            more = f" (and {len(bad) - 1} more in this batch)" if len(bad) > 1 else ""
+            raise CorruptStoreError(
+                f"{self.path}: record {int(idx[k])} is damaged: its pixels do not match the stored checksum "
+                f"(stored {int(want[k]):08x}, read {int(got[k]):08x}){more}; imgtui verify lists every damaged record"
+            )
+
     def _checking(self) -> bool:
         """True when this call must check (the outermost read call of this thread)."""
         return self.check_reads and not getattr(_DEPTH, str(id(self)), 0)
@@ -697,13 +730,14 @@ def _one_line(exc: BaseException) -> str:
 _DEPTH = threading.local()
 
 
-def _normal_indices(reader: StoreReader, indices: Any) -> list[int]:
-    n = len(reader)
-    out = []
-    for i in (indices.tolist() if isinstance(indices, np.ndarray) else indices):
-        i = int(i)
-        out.append(i + n if i < 0 else i)
-    return out
+def _normal_indices(reader: StoreReader, indices: Any) -> np.ndarray:
+    if isinstance(indices, range):
+        idx = np.arange(indices.start, indices.stop, indices.step, dtype=np.int64)
+    else:
+        idx = np.asarray(indices if isinstance(indices, np.ndarray) else list(indices), dtype=np.int64).reshape(-1)
+    if idx.size and (idx < 0).any():
+        idx = np.where(idx < 0, idx + len(reader), idx)
+    return idx
 
 
 def _nested(reader: StoreReader, fn: Callable, *args: Any) -> Any:
@@ -736,9 +770,15 @@ def _checked_many(fn: Callable) -> Callable:
     def get_many(self: StoreReader, indices: Sequence[int]) -> list[Record]:
         if not self._checking():
             return fn(self, indices)
+        if not isinstance(indices, (range, np.ndarray, list, tuple)):
+            indices = list(indices)  # an iterator: read it once
         recs = _nested(self, fn, indices)
-        for i, rec in zip(_normal_indices(self, indices), recs):
-            self._check_image(i, rec.image)
+        idx = _normal_indices(self, indices)
+        images = [r.image for r in recs]
+        if images and all(im.shape == images[0].shape and im.dtype == images[0].dtype for im in images):
+            self._check_batch(idx, np.stack(images))
+        else:
+            self._check_batch(idx, images)
         return recs
 
     get_many._checked = True  # type: ignore[attr-defined]
@@ -750,9 +790,10 @@ def _checked_images(fn: Callable) -> Callable:
     def get_images(self: StoreReader, indices: Sequence[int]) -> np.ndarray | list[np.ndarray]:
         if not self._checking():
             return fn(self, indices)
+        if not isinstance(indices, (range, np.ndarray, list, tuple)):
+            indices = list(indices)
         imgs = _nested(self, fn, indices)
-        for i, im in zip(_normal_indices(self, indices), imgs):
-            self._check_image(i, im)
+        self._check_batch(_normal_indices(self, indices), imgs)
         return imgs
 
     get_images._checked = True  # type: ignore[attr-defined]

@@ -433,6 +433,9 @@ class DiskReader(StoreReader):
     def _labels(self) -> list[Label]:
         return self._labels_col.tolist() if self._int_labels else list(self._labels_col)
 
+    def _stored_checksums(self, idx: np.ndarray) -> np.ndarray | None:
+        return self._crc[idx]
+
     def _stored_checksum(self, index: int) -> int | None:
         return int(self._crc[index])
 

@@ -751,6 +751,9 @@ class Hdf5Reader(StoreReader):
             return []
         return self._label_values(slice(0, self._n), None)
 
+    def _stored_checksums(self, idx: np.ndarray) -> np.ndarray | None:
+        return self._small("checksums")[idx].astype(np.uint32, copy=False)
+
     def _stored_checksum(self, index: int) -> int | None:
         return int(self._small("checksums")[index])
 

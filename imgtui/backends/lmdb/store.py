@@ -775,6 +775,12 @@ class LmdbReader(StoreReader):
             return None
         return int(self._ent[index]["crc"])
 
+    def _stored_checksums(self, idx: np.ndarray) -> np.ndarray | None:
+        self._ensure_index()
+        if not self._all_ok and (self._blk[idx] < 0).any():
+            return None
+        return self._ent["crc"][idx]
+
     def _indices(self, indices: Sequence[int]) -> np.ndarray:
         n = self._n
         if isinstance(indices, range):
