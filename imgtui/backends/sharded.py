@@ -53,10 +53,25 @@ PROGRESS_DIR = ".imgtui-shards"
 PARTIAL = ".partial"
 CHECKSUM_KIND = "crc32 of the shard's per-record pixel crc32 list (uint32 little-endian)"
 
-_SHARD_RE = re.compile(r"^shard-(\d{5,})(\.h5|\.lmdb)?(\.partial)?$")
+#: shard names: ``shard-NNNNN`` + a backend's suffix (from the registry) [+ ``.partial``]
+_SHARD_RE = re.compile(r"^shard-(\d{5,})((?:\.[a-z0-9]+)?)(\.partial)?$")
 #: shard names plus the temporaries their writers build beside them (``... .imgtui-tmp-PID``)
-_ENTRY_RE = re.compile(r"^shard-(\d{5,})(\.h5|\.lmdb)?(\.partial)?(\.imgtui-[a-z]+-\d+)?$")
-_SUFFIX_BACKEND = {".h5": "hdf5", ".lmdb": "lmdb", "": "disk"}
+_ENTRY_RE = re.compile(r"^shard-(\d{5,})((?:\.[a-z0-9]+)?)(\.partial)?(\.imgtui-[a-z]+-\d+)?$")
+
+
+def _suffix_backends() -> dict[str, str]:
+    """Store suffix -> backend name, for every registered backend ('' is a folder store: disk)."""
+    from .registry import BACKENDS, get_backend
+
+    out: dict[str, str] = {}
+    for name in BACKENDS:
+        try:
+            suffix = get_backend(name).suffix
+        except ImgtuiError:
+            continue  # an optional backend that is not installed
+        out.setdefault(suffix, name)
+    out[""] = "disk"
+    return out
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(i?)(b?)\s*$", re.IGNORECASE)
 
 
@@ -164,7 +179,7 @@ def is_sharded(path: str | os.PathLike) -> bool:
     # without a manifest: the progress folder a conversion creates first, or a first shard (cheap
     # checks only, so detecting a folder of 100,000 images stays fast)
     return (p / PROGRESS_DIR).is_dir() or any(
-        (p / f"shard-00000{suffix}{part}").exists() for suffix in _SUFFIX_BACKEND for part in ("", PARTIAL)
+        (p / f"shard-00000{suffix}{part}").exists() for suffix in _suffix_backends() for part in ("", PARTIAL)
     )
 
 
@@ -178,7 +193,7 @@ def sharded_backend(path: str | os.PathLike) -> str:
     if isinstance(plan, dict) and isinstance(plan.get("backend"), str):
         return plan["backend"]
     for e in shard_entries(p):
-        return _SUFFIX_BACKEND[_ENTRY_RE.match(e.name).group(2) or ""]
+        return _suffix_backends().get(_ENTRY_RE.match(e.name).group(2) or "", "disk")
     return "disk"
 
 
