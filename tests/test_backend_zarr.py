@@ -134,6 +134,21 @@ def test_direct_chunk_reads_equal_zarr_python(tmp_path, options, shape, dtype):
             assert all(np.array_equal(x, imgs[i]) for x, i in zip(a, idx))
 
 
+@pytest.mark.parametrize("options", [{}, {"compressor": "zstd", "chunk_records": 4, "shard_records": 16}])
+def test_threads_share_one_reader(tmp_path, options):
+    from concurrent.futures import ThreadPoolExecutor
+
+    imgs = _images(200, (6, 6, 3))
+    p = _write(tmp_path / "s.zarr", [Record(im, i) for i, im in enumerate(imgs)], **options)
+    rng = np.random.default_rng(4)
+    batches = [rng.integers(0, 200, 16) for _ in range(80)]
+    with open_store(p) as r:
+        with ThreadPoolExecutor(4) as ex:
+            outs = list(ex.map(r.get_images, batches))
+    for b, out in zip(batches, outs):
+        assert np.array_equal(out, np.stack([imgs[i] for i in b]))
+
+
 def test_a_damaged_shard_index_is_refused(tmp_path):
     p = _write(tmp_path / "s.zarr", recs(40, 1), chunk_records=4, shard_records=20)
     shard = p / "images" / "c" / "1" / "0" / "0" / "0"

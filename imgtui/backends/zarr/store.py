@@ -626,7 +626,6 @@ class _ChunkMap:
         self._fds: dict[int, tuple[int, int]] = {}  # file number -> (fd, size)
         self._index: dict[int, np.ndarray] = {}
         self._maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._decoded: dict[int, bytes] = {}  # chunk -> decoded bytes (one batch)
 
     def close(self) -> None:
         fds, self._fds = self._fds, {}
@@ -645,7 +644,9 @@ class _ChunkMap:
                 fd = os.open(f"{self.folder}/{number}{self.tail}", os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 return None
-            got = self._fds[number] = (fd, os.fstat(fd).st_size)
+            got = self._fds.setdefault(number, (fd, os.fstat(fd).st_size))
+            if got[0] != fd:  # another thread opened it meanwhile
+                os.close(fd)
         return got
 
     def _pread(self, fd: int, n: int, offset: int) -> bytes:
@@ -682,7 +683,7 @@ class _ChunkMap:
             raw = self._pread(fd, nbytes, size - nbytes)
             if np.uint32(google_crc32c.value(raw[:-4])).tobytes() != raw[-4:]:
                 raise _ChunkError(f"the index of a shard of {self.folder.parent.name!r} fails its crc32c check")
-            index = self._index[shard] = np.frombuffer(raw[:-4], dtype="<u8").reshape(-1, 2)
+            index = self._index.setdefault(shard, np.frombuffer(raw[:-4], dtype="<u8").reshape(-1, 2))
         return index
 
     def _mapped(self, shard: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -703,7 +704,7 @@ class _ChunkMap:
                 raise _ChunkError(f"a shard index of {self.folder.parent.name!r} does not match its chunks")
             offsets = np.where(empty, -1, off.astype(np.int64))
             mm = np.memmap(f"{self.folder}/{shard}{self.tail}", dtype=np.uint8, mode="r", shape=(data_end,))
-            got = self._maps[shard] = (mm.view(np.ndarray), offsets)
+            got = self._maps.setdefault(shard, (mm.view(np.ndarray), offsets))
         return got
 
     def _read_rows_mapped(self, rows: np.ndarray) -> np.ndarray:
@@ -738,8 +739,9 @@ class _ChunkMap:
                     flat[lo:hi] = mm[st_l[a] : st_l[a] + hi - lo]
         return out.astype(self.dtype.newbyteorder("="), copy=False)
 
-    def _chunk_part(self, chunk: int, lo: int, hi: int) -> bytes | None:
-        """Bytes ``lo:hi`` of a chunk's decoded (row-major) content; None: the chunk is all fill."""
+    def _chunk_part(self, chunk: int, lo: int, hi: int, decoded: dict[int, bytes]) -> bytes | None:
+        """Bytes ``lo:hi`` of a chunk's decoded (row-major) content; None: the chunk is all fill.
+        ``decoded``: the chunks this call decoded already (one read call's, so threads share none)."""
         where = self._locate(chunk)
         if where is None:
             return None
@@ -748,12 +750,13 @@ class _ChunkMap:
             if n != self.chunk_bytes:
                 raise _ChunkError(f"a chunk of {self.folder.parent.name!r} has {n:,} bytes, not {self.chunk_bytes:,}")
             return self._pread(fd, hi - lo, off + lo)
-        data = self._decoded.get(chunk)
+        data = decoded.get(chunk)
         if data is None:
+            decoded.clear()  # rows come sorted: an earlier chunk is not asked for again
             data = bytes(self.decode(self._pread(fd, n, off)))
             if len(data) != self.chunk_bytes:
                 raise _ChunkError(f"a chunk of {self.folder.parent.name!r} decodes to {len(data):,} bytes, not {self.chunk_bytes:,}")
-            self._decoded[chunk] = data
+            decoded[chunk] = data
         return data[lo:hi]
 
     def read_rows(self, rows: np.ndarray) -> np.ndarray:
@@ -769,30 +772,26 @@ class _ChunkMap:
         starts = np.concatenate(([0], cut)).tolist()
         ends = np.concatenate((cut, [rows.size])).tolist()
         rows_l, chunks_l = rows.tolist(), chunks.tolist()
-        try:
-            for s, e in zip(starts, ends):
-                c = chunks_l[s]
-                lo = (rows_l[s] - c * cr) * rb
-                part = self._chunk_part(c, lo, lo + (e - s) * rb)
-                if part is None:
-                    flat[s * rb : e * rb] = 0
-                else:
-                    flat[s * rb : e * rb] = np.frombuffer(part, dtype=np.uint8)
-        finally:
-            self._decoded.clear()
+        decoded: dict[int, bytes] = {}
+        for s, e in zip(starts, ends):
+            c = chunks_l[s]
+            lo = (rows_l[s] - c * cr) * rb
+            part = self._chunk_part(c, lo, lo + (e - s) * rb, decoded)
+            if part is None:
+                flat[s * rb : e * rb] = 0
+            else:
+                flat[s * rb : e * rb] = np.frombuffer(part, dtype=np.uint8)
         return out.astype(self.dtype.newbyteorder("="), copy=False)
 
     def read_span(self, a: int, b: int) -> np.ndarray:
         """Elements ``a:b`` of a 1-D array (the flat ``pixels``)."""
         out = np.empty(b - a, dtype=np.uint8)
         cr = self.chunk_rows
-        try:
-            for c in range(a // cr, (b - 1) // cr + 1 if b > a else a // cr):
-                lo, hi = max(a, c * cr), min(b, (c + 1) * cr)
-                part = self._chunk_part(c, lo - c * cr, hi - c * cr)
-                out[lo - a : hi - a] = 0 if part is None else np.frombuffer(part, dtype=np.uint8)
-        finally:
-            self._decoded.clear()
+        decoded: dict[int, bytes] = {}
+        for c in range(a // cr, (b - 1) // cr + 1 if b > a else a // cr):
+            lo, hi = max(a, c * cr), min(b, (c + 1) * cr)
+            part = self._chunk_part(c, lo - c * cr, hi - c * cr, decoded)
+            out[lo - a : hi - a] = 0 if part is None else np.frombuffer(part, dtype=np.uint8)
         return out
 
 
