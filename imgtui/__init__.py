@@ -1,6 +1,6 @@
 """imgtui: store image datasets on disk, in LMDB and in HDF5, and measure which suits your images."""
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402,F401
 
 from .errors import ImgtuiError  # noqa: E402
 from .records import Record  # noqa: E402

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 from .bench import backend_info as bi
 
 class UsageError(Exception):
@@ -193,7 +193,7 @@ class _Warnings:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .backends.convert import check_source_dest, convert
+    from .convert import check_source_dest, convert
     from .errors import CancelledError
     from .datasets import open_dataset
 
@@ -235,7 +235,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_append(args: argparse.Namespace) -> int:
-    from .backends.convert import check_source_dest
+    from .convert import check_source_dest
     from .backends.mutate import append
     from .datasets import open_dataset
     from .errors import CancelledError
@@ -269,7 +269,7 @@ def cmd_append(args: argparse.Namespace) -> int:
 
 
 def _convert_sharded(args: argparse.Namespace, options: dict, warn, skipped: list) -> int:
-    from .parallel import convert_sharded
+    from .convert.parallel import convert_sharded
 
     with _progress(args.quiet, f"convert -> sharded {args.backend}") as prog:
         task = prog.add_task("convert", total=None) if prog else None
@@ -368,7 +368,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .backends.convert import export_png
+    from .convert import export_png
 
     with _progress(args.quiet, "export") as prog:
         task = prog.add_task("export", total=None) if prog else None
@@ -481,7 +481,7 @@ COMMANDS = {"convert": cmd_convert, "append": cmd_append, "info": cmd_info, "ver
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .backends.convert import one_line
+    from .convert import one_line
     from .errors import ImgtuiError
 
     parser = build_parser()

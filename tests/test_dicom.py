@@ -64,7 +64,7 @@ def test_asking_for_identifying_tag_is_refused(dicom_dir):
 
 def test_store_holds_no_patient_name(dicom_dir, tmp_path):
     backends = pytest.importorskip("imgtui.backends.hdf5")
-    from imgtui.backends.convert import convert
+    from imgtui.convert import convert
 
     dest = tmp_path / "scans.h5"
     convert(open_dataset(str(dicom_dir)), dest, "hdf5")

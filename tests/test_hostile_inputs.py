@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgtui.backends.convert import convert
+from imgtui.convert import convert
 from imgtui.cli import main
 from imgtui.datasets import open_dataset
 from imgtui.errors import ImgtuiError
-from imgtui.parallel import convert_sharded
+from imgtui.convert.parallel import convert_sharded
 
 
 def make_folder(root: Path, classes=("a", "b"), per=3, size=8) -> Path:

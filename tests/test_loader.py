@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import imgtui
-from imgtui.backends.convert import convert
+from imgtui.convert import convert
 from imgtui.datasets import SyntheticDataset
 from imgtui.errors import ImgtuiError, StoreNotFoundError
 from imgtui.loader import ImageDataset
-from imgtui.parallel import convert_sharded
+from imgtui.convert.parallel import convert_sharded
 
 COUNT = 40
 

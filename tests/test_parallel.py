@@ -12,7 +12,7 @@ from imgtui.backends.sharded import MANIFEST, PROGRESS_DIR
 from imgtui.cli import main
 from imgtui.datasets import SyntheticDataset
 from imgtui.errors import ImgtuiError, IncompleteStoreError, StoreExistsError
-from imgtui.parallel import convert_sharded
+from imgtui.convert.parallel import convert_sharded
 
 BACKENDS = ["disk", "lmdb", "hdf5"]
 SUFFIX = {"disk": "", "lmdb": ".lmdb", "hdf5": ".h5"}

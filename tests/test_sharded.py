@@ -10,7 +10,7 @@ import pytest
 
 import imgtui
 from imgtui.backends import detect_backend, open_store
-from imgtui.backends.convert import convert
+from imgtui.convert import convert
 from imgtui.backends.sharded import (
     MANIFEST,
     PROGRESS_DIR,
@@ -30,7 +30,7 @@ from imgtui.errors import (
     StoreExistsError,
     StoreNotFoundError,
 )
-from imgtui.parallel import convert_sharded
+from imgtui.convert.parallel import convert_sharded
 
 BACKENDS = ["disk", "lmdb", "hdf5"]
 SUFFIX = {"disk": "", "lmdb": ".lmdb", "hdf5": ".h5"}

@@ -655,7 +655,7 @@ async def test_make_stores_into_a_missing_output_folder_is_a_notification(tmp_pa
 
 
 async def test_a_failing_store_write_is_one_notification(tmp_path, monkeypatch):
-    import imgtui.backends.convert as convert_mod
+    import imgtui.convert as convert_mod
 
     def boom(*args, **kwargs):
         raise OSError(28, "No space left on device", str(args[1]))

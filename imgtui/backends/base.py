@@ -38,7 +38,7 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..errors import (
     CorruptStoreError,
     ImgtuiError,

@@ -49,6 +49,21 @@ class StoreLockedError(StoreError):
     """Another process is writing or changing the store."""
 
 
+def die_with_parent() -> None:
+    """In a worker process: die with the process that started it. A writer killed with SIGKILL
+    cannot shut its pool down, and a worker waiting for work would live for ever (Linux:
+    PR_SET_PDEATHSIG, then a check that the parent did not die before it took effect)."""
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        pass
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)
+
+
 # -- fault injection (tests) ---------------------------------------------------------------------
 _fault_counts: dict[str, int] = {}
 

@@ -119,7 +119,7 @@ def machine_info(workdir: str | os.PathLike | None = None) -> dict[str, Any]:
     info["pillow"] = _version("pillow")
     info["textual"] = _version("textual")  # read from metadata: the bench never imports textual
     info["rich"] = _version("rich")
-    from .. import __version__
+    from .._version import __version__
 
     info["imgtui"] = __version__
     wd = Path(workdir) if workdir is not None else None

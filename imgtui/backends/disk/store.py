@@ -61,6 +61,7 @@ from ...errors import (
 )
 from ...records import Label, Record, loads_metadata, dumps_metadata
 from ...png import DEFAULT_PNG_LEVEL, PNG_FILTER, decode_png, encode_png, png_size  # noqa: F401
+from ..safety import die_with_parent
 from ..base import Backend, StoreReader, StoreWriter, atomic_write_text, check_manifest
 
 MANIFEST = "manifest.json"
@@ -93,18 +94,7 @@ def _worker_init() -> None:
     # Ctrl-C goes to the whole process group: the parent handles it (and rolls back); the
     # encoder processes just finish their chunk instead of printing tracebacks
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # die with the writer: a writer killed with SIGKILL cannot shut its pool down, and an encoder
-    # waiting for work would live for ever (Linux: PR_SET_PDEATHSIG, then check the parent did not
-    # die before it took effect)
-    parent = multiprocessing.parent_process()
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux
-        pass
-    if parent is not None and os.getppid() != parent.pid:
-        os._exit(1)
+    die_with_parent()  # a killed writer leaves no encoder behind
 
 
 class DiskWriter(StoreWriter):

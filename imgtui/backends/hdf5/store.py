@@ -244,7 +244,7 @@ class Hdf5Writer(StoreWriter):
         f.attrs["format"] = "imgtui"
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["backend"] = self.backend
-        from ... import __version__
+        from ..._version import __version__
 
         f.attrs["imgtui_version"] = __version__
         f.attrs["options"] = json.dumps(self.requested_options)

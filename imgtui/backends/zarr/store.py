@@ -77,7 +77,7 @@ from numcodecs.zstd import Zstd
 from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
 from zarr.storage import LocalStore
 
-from ... import __version__
+from ..._version import __version__
 from ...errors import (
     CorruptStoreError,
     ImgtuiError,

@@ -462,7 +462,7 @@ class MainScreen(Screen):
     def make_stores(self, spec: str, jobs: list[tuple[str, str, dict]], counts: list[int],
                     cancel: threading.Event) -> None:
         """Convert dataset ``spec`` into each (backend, path, options) of ``jobs``, replacing old stores."""
-        from ...backends.convert import convert, one_line
+        from ...convert import convert, one_line
         from ...datasets import open_dataset
         from ...errors import CancelledError
 

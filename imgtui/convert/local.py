@@ -12,8 +12,8 @@ from typing import Any, Callable
 from ..datasets.base import Dataset
 from ..errors import CancelledError, ImgtuiError, StoreExistsError
 from ..records import dumps_metadata
-from . import open_store, open_writer
-from .base import path_size, remove_path
+from ..backends import open_store, open_writer
+from ..backends.base import path_size, remove_path
 
 ProgressFn = Callable[[int, "int | None"], None]
 CancelFn = Callable[[], bool]

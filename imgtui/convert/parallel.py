@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .backends import get_backend, open_store, open_writer
-from .backends.base import path_size, remove_path
-from .backends.sharded import (
+from ..backends import get_backend, open_store, open_writer
+from ..backends.base import path_size, remove_path
+from ..backends.safety import die_with_parent
+from ..backends.sharded import (
     MANIFEST,
     PARTIAL,
     PROGRESS_DIR,
@@ -47,9 +48,9 @@ from .backends.sharded import (
     _RECORD_RE,
     _SHARD_RE,
 )
-from .datasets.base import Dataset
-from .errors import CancelledError, ImgtuiError, StoreExistsError
-from .records import Record
+from ..datasets.base import Dataset
+from ..errors import CancelledError, ImgtuiError, StoreExistsError
+from ..records import Record
 
 ProgressFn = Callable[[int, "int | None"], None]
 WarnFn = Callable[[str], None]
@@ -80,7 +81,7 @@ class ShardTask:
 def open_source(source: Any, on_error: str = "stop", warn: WarnFn | None = None, **options: Any) -> Dataset:
     if isinstance(source, Dataset):
         return source
-    from .datasets import open_dataset
+    from ..datasets import open_dataset
 
     return open_dataset(str(source), on_error=on_error, warn=warn, **options)
 
@@ -95,7 +96,7 @@ def source_records(ds: Dataset, start: int, stop: int | None) -> Iterator[Record
     if callable(record):
         end = stop if stop is not None else ds.length
         return (record(i) for i in range(start, end))
-    from .datasets.store import StoreDataset
+    from ..datasets.store import StoreDataset
 
     if isinstance(ds, StoreDataset):
         return _store_records(ds.path, start, stop)
@@ -216,19 +217,8 @@ def _shard_problem(task: ShardTask, msg: str) -> str:
 
 
 def _worker_init() -> None:
-    """Pool worker start-up: die with the process that started the pool. A conversion killed with
-    SIGKILL cannot shut its pool down, and a worker waiting for its next shard would live for ever
-    (Linux: PR_SET_PDEATHSIG, then check the parent did not die before it took effect)."""
-    parent = multiprocessing.parent_process()
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux
-        pass
-    if parent is not None and os.getppid() != parent.pid:
-        os._exit(1)
+    """Pool worker start-up: die with the process that started the pool."""
+    die_with_parent()
 
 
 def write_shard(task: ShardTask) -> dict:
@@ -312,7 +302,7 @@ def convert_sharded(
         user_warn(msg)
 
     source_options = dict(source_options or {})
-    from .backends.convert import check_source_dest
+    from .local import check_source_dest
 
     check_source_dest(source, dest, overwrite=overwrite)  # before anything is touched
 
@@ -347,7 +337,7 @@ def convert_sharded(
     if total is None:
         ranges = None
         if workers > 1 or use_dask:
-            from .datasets import Notice  # about the run, not a skipped file
+            from ..datasets import Notice  # about the run, not a skipped file
 
             warn(Notice(f"{ds.describe()} does not know its length: writing the shards one after another in this process"))
     elif shards is not None:
@@ -511,7 +501,7 @@ def _partials(build: Path) -> list[str]:
 
 
 def _worker_failed(task: ShardTask, exc: BaseException) -> ImgtuiError:
-    from .backends.convert import one_line
+    from .local import one_line
 
     msg = one_line(exc)
     if not msg.startswith(task.file):
@@ -573,7 +563,7 @@ def _run_dask(todo, entries, scheduler, workers, progress, total, done) -> int:
         try:
             client = distributed.Client(scheduler, timeout="20s")
         except Exception as exc:
-            from .backends.convert import one_line
+            from .local import one_line
 
             raise ImgtuiError(f"cannot connect to the Dask scheduler at {scheduler} ({one_line(exc)})") from None
     else:
