@@ -876,6 +876,9 @@ class Backend(ABC):
     suffix: ClassVar[str] = ""
     options: ClassVar[tuple[Option, ...]] = ()
     capabilities: ClassVar[Capabilities] = Capabilities()
+    #: measured when a benchmark names no backends (the classic three); every backend is listed
+    #: and can be chosen in the CLI and the app either way
+    benchmark_by_default: ClassVar[bool] = False
 
     @classmethod
     def writer(cls, path: str | os.PathLike, **kwargs: Any) -> StoreWriter:

@@ -29,7 +29,7 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
 }
 ALIASES = {"h5": "hdf5", "png": "disk"}
 
-#: the backends every install has, in display order (the classic three)
+#: the backends every install has, in display order
 CORE = tuple(name for name, (_m, _c, extra) in BACKENDS.items() if not extra)
 
 
@@ -66,6 +66,11 @@ def available() -> list[str]:
             continue
         out.append(name)
     return out
+
+
+def benchmark_defaults() -> list[str]:
+    """The backends a benchmark measures when it names none (``Backend.benchmark_by_default``)."""
+    return [name for name in available() if get_backend(name).benchmark_by_default]
 
 
 def all_backends() -> list[type["Backend"]]:

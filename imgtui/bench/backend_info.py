@@ -39,6 +39,11 @@ class OptionValueError(ImgtuiError):
 
 
 # -- names and looks ------------------------------------------------------------------------------
+def benchmark_defaults() -> list[str]:
+    """What a benchmark measures when it names no backends (``Backend.benchmark_by_default``)."""
+    return registry.benchmark_defaults()
+
+
 def names() -> list[str]:
     """The backends usable here (their optional packages are installed), in registry order."""
     return registry.available()

@@ -87,7 +87,7 @@ def plan_from_args(args: argparse.Namespace) -> BenchPlan:
 
     plan = BenchPlan(dataset=args.dataset or "synthetic")
     names = tuple(bi.names())
-    plan.backends = _list(args.backends, names, "backends") if args.backends is not None else list(names)
+    plan.backends = _list(args.backends, names, "backends") if args.backends is not None else bi.benchmark_defaults()
     plan.methods = _list(args.methods, METHODS, "methods")
     plan.experiments = _list(args.experiments, EXPERIMENTS, "experiments") if args.experiments else list(DEFAULT_EXPERIMENTS)
     plan.counts = list(dict.fromkeys(_int(c, "--counts") for c in str(args.counts).split(",") if c.strip()))

@@ -38,7 +38,7 @@ DEFAULT_COUNTS = (10, 100, 1000)
 class BenchPlan:
     dataset: str = "synthetic"  # a dataset spec for imgtui.datasets.open_dataset
     #: backend names (default: every backend of the registry usable here)
-    backends: list[str] = field(default_factory=lambda: registry.available())
+    backends: list[str] = field(default_factory=lambda: registry.benchmark_defaults())
     #: per-backend imgtui options, e.g. {"hdf5": {"layout": "chunked", "compression": "gzip"}}
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     methods: list[str] = field(default_factory=lambda: list(METHODS))

@@ -39,6 +39,7 @@ class DiskBackend(Backend):
         Option("png_level", int, DEFAULT_PNG_LEVEL, "PNG zlib compression level (0 = none, 9 = smallest)", min=0, max=9),
     )
     capabilities = Capabilities(single_file=False, parallel_readers=True, parallel_threads=True)
+    benchmark_by_default = True
 
     @classmethod
     def detect(cls, path: Path) -> bool:

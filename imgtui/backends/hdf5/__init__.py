@@ -41,6 +41,7 @@ class Hdf5Backend(Backend):
         append_in_place=True, overwrite_in_place=True, delete_in_place=False,
         single_file=True, parallel_readers=True, parallel_threads=False,
     )
+    benchmark_by_default = True
 
     @classmethod
     def detect(cls, path: Path) -> bool:

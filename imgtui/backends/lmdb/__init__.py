@@ -36,6 +36,7 @@ class LmdbBackend(Backend):
         Option("map_size", int, DEFAULT_MAP_SIZE, "initial map size in bytes (it grows by itself)", min=MIN_MAP_SIZE, max=1 << 50),
     )
     capabilities = Capabilities(single_file=False, parallel_readers=True, parallel_threads=True)
+    benchmark_by_default = True
 
     @classmethod
     def detect(cls, path: Path) -> bool:

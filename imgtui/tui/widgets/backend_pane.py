@@ -102,7 +102,7 @@ class BackendPane(VerticalScroll):
     ) -> None:
         super().__init__(**kwargs)
         self._names = bi.names()
-        self._backends = list(self._names if backends is None else backends)
+        self._backends = list(bi.benchmark_defaults() if backends is None else backends)
         self._methods = list(METHODS if methods is None else methods)
         self._experiments = list(DEFAULT_EXPERIMENTS if experiments is None else experiments)
         self._counts = list(DEFAULT_COUNTS if counts is None else counts)
