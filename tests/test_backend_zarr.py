@@ -149,6 +149,28 @@ def test_threads_share_one_reader(tmp_path, options):
         assert np.array_equal(out, np.stack([imgs[i] for i in b]))
 
 
+@pytest.mark.parametrize("compressor", [None, "zstd"])
+def test_direct_reads_of_chunks_never_written_give_the_fill_value(tmp_path, compressor):
+    """Arrays written by zarr-python without empty chunks (not by imgtui's writer, which writes
+    them all): unwritten chunks and shards read as 0, as zarr-python reads them."""
+    from zarr.codecs import ZstdCodec
+
+    from imgtui.backends.zarr.store import _ChunkMap
+
+    g = zarr.open_group(tmp_path / "g.zarr", mode="w", zarr_format=3)
+    a = g.create_array("images", shape=(64, 3, 2, 3), chunks=(2, 3, 2, 3), shards=(8, 3, 2, 3), dtype="uint16",
+                       fill_value=0, compressors=[ZstdCodec()] if compressor else None,
+                       config={"write_empty_chunks": False})
+    data = np.random.default_rng(1).integers(1, 60000, a.shape).astype(np.uint16)
+    data[4:6] = 0  # an empty chunk inside a shard
+    data[16:24] = 0  # an empty shard (no file)
+    a[:] = data
+    m = _ChunkMap(tmp_path / "g.zarr", "images", a)
+    for rows in (np.arange(64), np.array([0, 4, 5, 7, 17, 30, 63]), np.arange(3, 9)):
+        assert np.array_equal(m.read_rows(rows), data[rows])
+    m.close()
+
+
 def test_a_damaged_shard_index_is_refused(tmp_path):
     p = _write(tmp_path / "s.zarr", recs(40, 1), chunk_records=4, shard_records=20)
     shard = p / "images" / "c" / "1" / "0" / "0" / "0"

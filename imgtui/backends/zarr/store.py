@@ -686,9 +686,11 @@ class _ChunkMap:
             index = self._index.setdefault(shard, np.frombuffer(raw[:-4], dtype="<u8").reshape(-1, 2))
         return index
 
-    def _mapped(self, shard: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def _mapped(self, shard: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
         """(read-only map of an uncompressed shard file, byte offset of each chunk or -1 for an
-        unwritten one), every entry checked once against the file's size; None: no such shard."""
+        unwritten one, the map as rows when every chunk starts at a multiple of a row's bytes
+        (as zarr-python writes them), else None), every entry checked once against the file's
+        size; None: no such shard."""
         got = self._maps.get(shard)
         if got is None:
             f = self._file(shard)
@@ -703,40 +705,47 @@ class _ChunkMap:
             if bad.any():
                 raise _ChunkError(f"a shard index of {self.folder.parent.name!r} does not match its chunks")
             offsets = np.where(empty, -1, off.astype(np.int64))
-            mm = np.memmap(f"{self.folder}/{shard}{self.tail}", dtype=np.uint8, mode="r", shape=(data_end,))
-            got = self._maps.setdefault(shard, (mm.view(np.ndarray), offsets))
+            mm = np.memmap(f"{self.folder}/{shard}{self.tail}", dtype=np.uint8, mode="r", shape=(data_end,)).view(np.ndarray)
+            rb = self.row_bytes
+            rows_view = mm[: data_end // rb * rb].reshape(-1, rb) if not (offsets[~empty] % rb).any() else None
+            got = self._maps.setdefault(shard, (mm, offsets, rows_view))
         return got
 
     def _read_rows_mapped(self, rows: np.ndarray) -> np.ndarray:
-        """Uncompressed sharded rows copied out of maps of the shard files (a run of rows that
-        are adjacent in the file is one copy)."""
+        """Uncompressed sharded rows copied out of maps of the shard files: one gather per shard
+        when chunks start at whole rows of the map (zarr-python writes them so), else one copy
+        per run of rows that are adjacent in the file."""
         rb, cr = self.row_bytes, self.chunk_rows
         out = np.empty((rows.size, *self.rec_shape), dtype=self.dtype.newbyteorder("<"))
         flat = out.reshape(-1).view(np.uint8)
-        chunks = rows // cr
-        shards = chunks // self.per_shard
-        bounds = np.flatnonzero(np.diff(shards)) + 1
-        for s0, s1 in zip(np.concatenate(([0], bounds)).tolist(), np.concatenate((bounds, [rows.size])).tolist()):
+        by_row = flat.reshape(rows.size, rb)
+        shards = rows // self.shard_rows
+        if shards[0] == shards[-1]:  # rows are sorted: all in one shard
+            segments = [(0, rows.size)]
+        else:
+            bounds = np.flatnonzero(np.diff(shards)) + 1
+            segments = list(zip(np.concatenate(([0], bounds)).tolist(), np.concatenate((bounds, [rows.size])).tolist()))
+        for s0, s1 in segments:
             shard = int(shards[s0])
             got = self._mapped(shard)
             if got is None:
-                flat[s0 * rb : s1 * rb] = 0
+                by_row[s0:s1] = 0
                 continue
-            mm, offsets = got
-            base = offsets[chunks[s0:s1] - shard * self.per_shard]
-            starts = base + (rows[s0:s1] - chunks[s0:s1] * cr) * rb
+            mm, offsets, rows_view = got
+            seg = rows[s0:s1]
+            chunks = seg // cr
+            base = offsets[chunks - shard * self.per_shard]
+            starts = base + (seg - chunks * cr) * rb
             missing = base < 0
+            any_missing = bool(missing.any())
+            if rows_view is not None and not any_missing:
+                np.take(rows_view, starts // rb, axis=0, out=by_row[s0:s1])
+                continue
             cut = np.flatnonzero((np.diff(starts) != rb) | missing[1:] | missing[:-1]) + 1
-            a_l = np.concatenate(([0], cut)).tolist()
-            e_l = np.concatenate((cut, [s1 - s0])).tolist()
-            st_l = starts.tolist()
-            miss_l = missing.tolist()
-            for a, e in zip(a_l, e_l):
+            st_l, miss_l = starts.tolist(), missing.tolist()
+            for a, e in zip(np.concatenate(([0], cut)).tolist(), np.concatenate((cut, [s1 - s0])).tolist()):
                 lo, hi = (s0 + a) * rb, (s0 + e) * rb
-                if miss_l[a]:
-                    flat[lo:hi] = 0
-                else:
-                    flat[lo:hi] = mm[st_l[a] : st_l[a] + hi - lo]
+                flat[lo:hi] = 0 if miss_l[a] else mm[st_l[a] : st_l[a] + hi - lo]
         return out.astype(self.dtype.newbyteorder("="), copy=False)
 
     def _chunk_part(self, chunk: int, lo: int, hi: int, decoded: dict[int, bytes]) -> bytes | None:
@@ -1002,6 +1011,9 @@ class ZarrReader(StoreReader):
 
     def _stored_checksum(self, index: int) -> int | None:
         return int(self._checksums[index])
+
+    def _stored_checksums(self, idx: np.ndarray) -> np.ndarray | None:
+        return self._checksums[np.asarray(idx, dtype=np.int64)]
 
     # -- internals -------------------------------------------------------------------------
     def _selection(self, indices: Sequence[int]) -> tuple[Any, np.ndarray | None] | None:
