@@ -43,7 +43,19 @@ def test_ct_pixels_lossless_with_offset_and_window_metadata(dicom_dir):
     assert np.array_equal(ct.image.astype(np.int32) + ct.metadata["stored_offset"], original)
     assert ct.label == "CT"
     assert "RescaleSlope" in ct.metadata and "RescaleIntercept" in ct.metadata
-    assert ct.metadata["file"] == "CT_small.dcm"
+    assert "file" not in ct.metadata and ct.metadata["file_ref"] == "file-000000"
+    assert DicomDataset(dicom_dir, allow_identifying=True).read_file(dicom_dir / "CT_small.dcm")[0].metadata["file"] == "CT_small.dcm"
+
+
+def test_a_file_named_after_the_patient_is_not_copied(dicom_dir, tmp_path):
+    """Hospital exports often name files after the patient: with de-identification on, records keep a
+    reference (the file's position in the sorted list), never the name."""
+    d = tmp_path / "export"
+    d.mkdir()
+    shutil.copy(dicom_dir / "CT_small.dcm", d / "DOE^JOHN_1961-02-03.dcm")
+    recs = list(DicomDataset(d))
+    assert recs[0].metadata["file_ref"] == "file-000000"
+    assert "DOE" not in repr(recs[0].metadata) and "1961" not in repr(recs[0].metadata)
 
 
 def test_identifying_tags_never_copied(dicom_dir):

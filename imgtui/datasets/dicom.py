@@ -7,7 +7,10 @@ Each image frame becomes a record:
 - label: the value of a chosen tag (default ``Modality``) or the ``label`` column of a CSV
   (``file,label``).
 - metadata: rescale slope/intercept, window centre/width, pixel spacing and other
-  non-identifying acquisition tags (ALLOWED_TAGS) plus the file's relative path and frame.
+  non-identifying acquisition tags (ALLOWED_TAGS) plus where the record came from: with
+  de-identification (the default) ``file_ref`` = ``file-NNNNNN``, the file's position in the sorted
+  list of the folder's DICOM files (hospital exports often name files after the patient, so the
+  name is not copied); with ``allow_identifying=True`` the file's relative path as ``file``.
 
 Patient-identifying attributes (the DICOM PS3.15 basic de-identification profile: names, IDs,
 dates, addresses, UIDs, institution, physicians, free-text descriptions ...) are never copied
@@ -137,6 +140,7 @@ class DicomDataset(Dataset):
         self.files = [self.root] if self.root.is_file() else find_dicom_files(self.root)
         if not self.files:
             raise DatasetError(f"{self.root}: no DICOM files (*.dcm) found")
+        self._file_index = {self._rel(p): k for k, p in enumerate(self.files)}
         self.labels: dict[str, str] | None = None
         if labels_csv is not None:
             self.labels = self._read_labels(Path(labels_csv))
@@ -230,7 +234,10 @@ class DicomDataset(Dataset):
         return value if isinstance(value, (int, str)) else str(value)
 
     def _metadata(self, ds: Any, rel: str) -> dict:
-        meta: dict[str, Any] = {"file": rel}
+        if self.allow_identifying:
+            meta: dict[str, Any] = {"file": rel}
+        else:  # a file name may name the patient: a reference that does not
+            meta = {"file_ref": f"file-{self._file_index[rel]:06d}"}
         for tag in (*ALLOWED_TAGS, *self.extra_tags):
             if tag in IDENTIFYING_TAGS and not self.allow_identifying:
                 continue
