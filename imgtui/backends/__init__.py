@@ -24,17 +24,39 @@ def open_writer(path: str | os.PathLike, backend: str, **options: Any) -> StoreW
     return get_backend(backend).writer(path, **options)
 
 
+def _unreadable(p: Path) -> ImgtuiError:
+    return ImgtuiError(f"{p}: permission denied (cannot read it)")
+
+
+def _check_readable(p: Path) -> None:
+    """One line for a store this process may not read (not a later 'manifest.json: Permission denied')."""
+    try:
+        if p.is_dir():
+            os.listdir(p)
+        else:
+            with open(p, "rb"):
+                pass
+    except PermissionError:
+        raise _unreadable(p) from None
+    except OSError:
+        pass  # missing or odd: the caller's own checks say what
+
+
 def detect_backend(path: str | os.PathLike) -> str:
     p = Path(path)
     if not p.exists():
         raise StoreNotFoundError(f"{p}: no such file or folder")
     from .sharded import is_sharded, sharded_backend
 
-    if is_sharded(p):  # a folder of shards: report the shards' backend
-        return sharded_backend(p)
-    for name in available():
-        if get_backend(name).detect(p):
-            return name
+    _check_readable(p)
+    try:
+        if is_sharded(p):  # a folder of shards: report the shards' backend
+            return sharded_backend(p)
+        for name in available():
+            if get_backend(name).detect(p):
+                return name
+    except PermissionError:
+        raise _unreadable(p) from None
     raise ImgtuiError(f"{p} is not an imgtui store (no disk, LMDB or HDF5 store found there)")
 
 
@@ -47,6 +69,8 @@ def open_store(path: str | os.PathLike, backend: str | None = None, verify: bool
     """
     from .sharded import ShardedReader, is_sharded
 
+    if Path(path).exists():
+        _check_readable(Path(path))
     if is_sharded(path):
         r: StoreReader = ShardedReader(path, backend)
     else:

@@ -399,7 +399,11 @@ class DiskReader(StoreReader):
 
     def _read(self, index: int) -> Record:
         md = self._meta[index]
-        return Record(self._decode(index), self._label(index), loads_metadata(md) if md else {})
+        try:
+            meta = loads_metadata(md) if md else {}
+        except ValueError:  # a damaged metadata cell
+            raise CorruptStoreError(f"{self.path / self._table_name}: record {index}: its metadata is not valid JSON") from None
+        return Record(self._decode(index), self._label(index), meta)
 
     def get_many(self, indices: Sequence[int]) -> list[Record]:
         idx = [self._index(i) for i in indices]

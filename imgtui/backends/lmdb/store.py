@@ -498,6 +498,13 @@ class LmdbReader(StoreReader):
             self._uniform = bool(manifest.get("uniform_blocks", False))
         except (KeyError, TypeError, ValueError):
             raise CorruptStoreError(f"{p}: the manifest lacks a valid record count") from None
+        # every record takes at least its 32-byte entry in data.mdb: a count the file cannot hold
+        # is a damaged or forged manifest (not a MemoryError later)
+        if self._n < 0 or self._n * ENTRY.itemsize > data.stat().st_size:
+            raise CorruptStoreError(
+                f"{p}: the manifest says {self._n:,} records, more than {data.name} "
+                f"({data.stat().st_size:,} bytes) can hold; the store is damaged"
+            )
 
     def _incomplete(self) -> IncompleteStoreError:
         return IncompleteStoreError(
