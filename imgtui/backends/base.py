@@ -114,11 +114,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temp file, flush + fsync, ``os.replace``, directory fsync:
     readers see the old file or the whole new one, never half of it."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        remove_path(tmp)  # a full disk (or a signal) must not leave a half-written temporary
+        raise
     fsync_dir(path.parent)
 
 

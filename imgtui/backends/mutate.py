@@ -60,10 +60,11 @@ from ..errors import (
     InvalidRecordError,
     StoreError,
     StoreNotFoundError,
+    StoreFullError,
 )
 from ..records import Record, checksum_fn, validate_record
 from .registry import get_backend
-from .base import WriteStats, path_size
+from .base import WriteStats, is_disk_full_error, path_size
 from .safety import WriterLock, clean_stale, is_locked, stale_temporaries
 from .sharded import is_sharded
 
@@ -330,7 +331,15 @@ class _Mutator:
     def run(self, op: str, fn: Callable[[], None]) -> dict:
         before = path_size(self.path)
         t0 = time.perf_counter()
-        fn()
+        try:
+            fn()
+        except (OSError, StoreFullError) as exc:
+            if isinstance(exc, StoreFullError) or is_disk_full_error(exc):
+                raise StoreFullError(
+                    f"disk full while changing {self.path} ({op}): no space left on device; "
+                    f"the store was left as it was ({self.n:,} records)"
+                ) from None
+            raise
         seconds = time.perf_counter() - t0
         return {
             "operation": op,

@@ -171,9 +171,12 @@ class WriterLock:
                 break
             os.close(fd)
             fd = os.open(lp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        os.ftruncate(fd, 0)
         cmd = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv[:4]))
-        os.write(fd, f"process {os.getpid()} ({self.what}: {cmd})\n".encode("utf-8", "replace"))
+        try:  # who holds it, for the second writer's message (best effort: the disk may be full)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"process {os.getpid()} ({self.what}: {cmd})\n".encode("utf-8", "replace"))
+        except OSError:
+            pass
         self._fd = fd
         self._pid = os.getpid()
         _HELD.add(fd)
