@@ -150,6 +150,25 @@ def checksum_fn(kind: str | None):
         raise InvalidRecordError(f"unknown checksum kind {kind!r} (known: {', '.join(CHECKSUMS)})") from None
 
 
+class LabelDigest:
+    """One checksum over every record's label and metadata, in record order (XXH3-64), kept in
+    the manifest as ``labels_digest``: verify recomputes it, so swapped labels, a forged metadata
+    cell or a table cut short are caught (the per-record checksums cover the pixels)."""
+
+    def __init__(self) -> None:
+        self._h = xxhash.xxh3_64()
+
+    def add(self, label: Label, meta_json: str) -> None:
+        kind = "i" if isinstance(label, int) else "s"
+        self._h.update(f"{kind}:{label}\x1f{meta_json or '{}'}\x1e".encode("utf-8", "surrogatepass"))
+
+    def add_record(self, label: Label, metadata: dict) -> None:
+        self.add(label, dumps_metadata(metadata))
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
 def checksum(image: np.ndarray, kind: str = CHECKSUM) -> int:
     """32-bit checksum of the pixel bytes (C order, native byte order): xxh3 for new stores."""
     return CHECKSUMS[kind](image)

@@ -105,3 +105,42 @@ def test_an_unreadable_store_says_permission_denied(tmp_path, backend):
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 1 and len(lines) == 1, res.stderr
     assert lines[0] == f"imgtui: error: {p}: permission denied (cannot read it)"
+
+
+def test_swapped_labels_and_forged_metadata_fail_verify(tmp_path):
+    """Labels and metadata are covered by the manifest's labels_digest (issue 10 item 7): swapping two
+    labels keeps the label counts, so only the digest catches it; so does an edited metadata cell."""
+    p = _disk_store(tmp_path)
+    with open_store(p) as r:
+        assert r.verify().ok
+
+    def swap(rows):
+        rows[1][2], rows[2][2] = rows[2][2], rows[1][2]
+
+    _edit_table(p, swap)
+    with open_store(p) as r:
+        v = r.verify()
+    assert not v.ok and "labels_digest" in v.errors[-1]
+    _edit_table(p, swap)  # back
+    _edit_table(p, lambda rows: rows[3].__setitem__(7, '{"k":99}'))
+    with open_store(p) as r:
+        v = r.verify()
+    assert not v.ok and "labels_digest" in v.errors[-1]
+
+
+def test_forged_lmdb_metadata_fails_verify(tmp_path):
+    p = tmp_path / "s.lmdb"
+    with imgtui.writer(p, "lmdb") as w:
+        for i in range(5):
+            w.write(Record(np.full((4, 4), i, np.uint8), i, {"dose": i}))
+    env = lmdb.open(str(p), max_dbs=4)
+    db = env.open_db(b"labels")
+    with env.begin(write=True) as txn:
+        k, v = next(iter(txn.cursor(db=db)))
+        items = json.loads(v)
+        items[2][1] = {"dose": 1000}
+        txn.put(k, json.dumps(items).encode(), db=db)
+    env.close()
+    with open_store(p) as r:
+        v = r.verify()
+    assert not v.ok and "labels_digest" in v.errors[-1]

@@ -48,7 +48,7 @@ from ..errors import (
 )
 import threading
 
-from ..records import CHECKSUM, RAW_CHECKSUMS, Label, Record, checksum_fn, metadata_json, validate_image, validate_label, validate_record
+from ..records import CHECKSUM, RAW_CHECKSUMS, Label, LabelDigest, Record, checksum_fn, metadata_json, validate_image, validate_label, validate_record
 from .safety import (  # noqa: F401  (fsync_dir, remove_path: used by the backends through base)
     WriterLock,
     clean_stale,
@@ -245,6 +245,8 @@ class StoreWriter(ABC):
         self._batch: list[Record] = []
         self._checksums_batch: list[int] = []
         self._crc = checksum_fn(self.checksum_kind)
+        #: labels and metadata of every record written, in order (the manifest's labels_digest)
+        self.label_digest = LabelDigest()
         self._open = False
         self._finished = False
         if not self.path.parent.exists():
@@ -327,6 +329,7 @@ class StoreWriter(ABC):
         rec = validate_record(record, self.stats.count)
         self._check_record(rec, self.stats.count)
         self.stats.add(rec)
+        self.label_digest.add(rec.label, rec.meta_json)
         self._batch.append(rec)
         self._checksums_batch.append(self._crc(rec.image))
         if len(self._batch) >= self.batch_size:
@@ -379,6 +382,8 @@ class StoreWriter(ABC):
                 self._check_record(r, self.stats.count + i)
             k = len(chunk)
             self.stats.add_many([chunk.shape[1:]] * k, [chunk.dtype] * k, [chunk.nbytes], labels[a : a + k])
+            for r in recs:
+                self.label_digest.add(r.label, r.meta_json)
             self._batch = recs
             self._checksums_batch = [self._crc(im) for im in chunk]
             self.flush()
@@ -408,7 +413,8 @@ class StoreWriter(ABC):
             raise
 
     def manifest(self, **extra: Any) -> dict:
-        return make_manifest(self.backend, self.stats, self.options, checksum=self.checksum_kind, **extra)
+        return make_manifest(self.backend, self.stats, self.options, checksum=self.checksum_kind,
+                             labels_digest=self.label_digest.hexdigest(), **extra)
 
     def close(self) -> None:
         """Finalise the store (manifest last) and move it into place."""
@@ -657,6 +663,8 @@ class StoreReader(ABC):
 
     def _verify(self, progress: ProgressFn | None, cancel: Callable[[], bool] | None, max_errors: int) -> VerifyResult:
         n = len(self)
+        want_digest = self.manifest.get("labels_digest")
+        digest = LabelDigest() if isinstance(want_digest, str) else None
         errors: list[str] = []
         checked = 0
         for start in range(0, n, 256):
@@ -676,7 +684,10 @@ class StoreReader(ABC):
             for i, rec in zip(idx, recs):
                 checked += 1
                 if rec is None:
+                    digest = None  # a record that cannot be read: the digest cannot be compared
                     continue
+                if digest is not None:
+                    digest.add_record(rec.label, rec.metadata)
                 want = self._stored_checksum(i)
                 if want is None:
                     errors.append(f"record {i}: no checksum stored")
@@ -691,6 +702,9 @@ class StoreReader(ABC):
         errors.extend(self._verify_extra())
         if checked == n:
             errors.extend(self._verify_labels())
+            if digest is not None and digest.hexdigest() != want_digest:
+                errors.append("labels or metadata differ from what was written (the manifest's labels_digest does "
+                              "not match: a label swapped or edited, a metadata cell changed, or records missing)")
         return VerifyResult(ok=not errors and checked == n, checked=checked, errors=errors, notes=self.leftovers())
 
     def leftovers(self) -> list[str]:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import CorruptStoreError
-from ...records import Record
+from ...records import LabelDigest, Record
 from ..base import atomic_write_text
 from ..mutate import BATCH, _batches, _cancelled, _Mutator, _new_manifest, _stat_items, _stats_remove
 from ..safety import copy_file, fault_point, fsync_dir, fsync_tree, remove_path
@@ -89,7 +89,8 @@ class DiskMutator(_Mutator):
         """Make the new files durable, switch the manifest (the commit), then clean up."""
         fsync_tree(self.path)
         self.stats.label_kinds = self._kinds_after()
-        m = _new_manifest(self.manifest, self.stats, table=table.name, generation=self.generation + 1)
+        m = _new_manifest(self.manifest, self.stats, table=table.name, generation=self.generation + 1,
+                          labels_digest=self._digest.hexdigest())
         fault_point("commit")
         atomic_write_text(self.mpath, json.dumps(m, indent=1, ensure_ascii=False) + "\n")
         fault_point("committed")
@@ -101,6 +102,12 @@ class DiskMutator(_Mutator):
         remove_path(table)
         remove_path(self.path / INTENT)
         fsync_dir(self.path)
+
+    @staticmethod
+    def _row_digest(digest: LabelDigest, rows: list[list]) -> LabelDigest:
+        for r in rows:
+            digest.add(int(r[2]) if r[3] == "int" else r[2], r[7])
+        return digest
 
     def _kinds_after(self) -> set:
         return self.stats.label_kinds if len(self.stats.label_kinds) <= 1 else set(self._new_kinds)
@@ -159,6 +166,7 @@ class DiskMutator(_Mutator):
         self._begin("append", new_from=self.n)
         created: list[str] = []
         kinds = {r[3] for r in self.rows}
+        self._digest = self._row_digest(LabelDigest(), self.rows)
         root = str(self.path)
         try:
             copy_file(self.table, table)
@@ -177,6 +185,7 @@ class DiskMutator(_Mutator):
                     created.extend(name for name in (r[1] for r in rows))
                     self._write_pngs(items)
                     w.writerows(rows)
+                    self._row_digest(self._digest, rows)
                     fault_point("batch")
                     self.stats.add_many(*_stat_items(recs))
                     self.done += len(recs)
@@ -213,6 +222,7 @@ class DiskMutator(_Mutator):
             _stats_remove(self.stats, *old)
             self.stats.add_many(*_stat_items(list(changes.values())))
             self._new_kinds = {r[3] for r in rows}
+            self._digest = self._row_digest(LabelDigest(), rows)
             self._commit(table, stale)
         except BaseException:
             self._rollback(table, created)
@@ -233,6 +243,7 @@ class DiskMutator(_Mutator):
             self._write_table(table, rows)
             _stats_remove(self.stats, *old)
             self._new_kinds = {r[3] for r in rows}
+            self._digest = self._row_digest(LabelDigest(), rows)
             self._commit(table, stale)
         except BaseException:
             self._rollback(table, [])

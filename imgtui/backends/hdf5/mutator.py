@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 
 from ...errors import StoreError, StoreFullError
-from ...records import Record
+from ...records import LabelDigest, Record
 from ..base import WriteStats
 from ..mutate import BATCH, _batches, _cancelled, _first_line, _Mutator, _new_manifest, _stat_items, _stats_remove
 from ..safety import copy_file, fault_point, fsync_file, remove_path, replace_path, temp_path
@@ -56,6 +56,8 @@ class Appender(H.Hdf5Writer):
         self._metadata_records = int(h.get("metadata_records", 0))
         self._f = _open_rw(self.path)
         f = self._f
+        # the new manifest's labels_digest covers the records already there, then the appended ones
+        self.label_digest = _file_digest(f, int(manifest.get("count", 0)))
         if "images" in f:
             ds = f["images"]
             self._kind = "fixed"
@@ -120,6 +122,28 @@ class Rebuilder(H.Hdf5Writer):
         m["created"] = self.old_manifest.get("created", m["created"])
         m["modified"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         return m
+
+
+def _file_digest(f: Any, n: int) -> LabelDigest:
+    """The labels_digest of the first ``n`` records of an open imgtui HDF5 file."""
+    digest = LabelDigest()
+    labels = f["labels"]
+    flags = f["label_is_int"] if "label_is_int" in f else None
+    metas = f["metadata"]
+    for a in range(0, n, 1 << 15):
+        b = min(n, a + (1 << 15))
+        labs = labels[a:b]
+        fl = flags[a:b] if flags is not None else None
+        for k, (lab, meta) in enumerate(zip(labs, metas[a:b])):
+            if labels.dtype.kind in "iu":
+                lab = int(lab)
+            else:
+                lab = lab.decode("utf-8") if isinstance(lab, bytes) else str(lab)
+                if fl is not None and fl[k]:
+                    lab = int(lab)
+            meta = meta.decode("utf-8") if isinstance(meta, bytes) else str(meta)
+            digest.add(lab, meta or "{}")
+    return digest
 
 
 def _open_rw(path: Path) -> Any:
@@ -276,7 +300,7 @@ class Hdf5Mutator(_Mutator):
                 self.stats.label_kinds = {"int" if x else "str" for x in np.unique(flags)}
             h = dict(self.h)
             h["metadata_records"] = int(h.get("metadata_records", 0)) + meta_delta
-            m = _new_manifest(self.manifest, self.stats, hdf5=h)
+            m = _new_manifest(self.manifest, self.stats, hdf5=h, labels_digest=_file_digest(f, self.n).hexdigest())
             f.attrs["manifest"] = json.dumps(m)
             f.close()
             self._switch(work)

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 import lmdb
 
 from ...errors import InvalidRecordError, StoreError, StoreFullError
-from ...records import Record
+from ...records import LabelDigest, Record
 from ..base import WriteStats, disk_nearly_full
 from ..safety import fault_point
 from ..mutate import BATCH, _batches, _cancelled, _first_line, _Mutator, _new_manifest, _stat_items, _stats_remove
@@ -197,15 +197,18 @@ class LmdbMutator(_Mutator):
                 break
             counts.append(L.HEADER.unpack_from(v, 0)[1])
         uniform = all(c == self.rpb for c in counts[:-1])
+        kinds = set()
+        digest = LabelDigest()  # every label and metadata in order: the manifest's labels_digest
+        for k, v in txn.cursor(db=self.dbl):
+            if int.from_bytes(bytes(k), "big") >= count:
+                break
+            for lab, meta in json.loads(bytes(v)):
+                kinds.add("int" if isinstance(lab, int) else "str")
+                digest.add_record(lab, meta)
         if len(self.stats.label_kinds) > 1:  # does each kind of label still occur?
-            kinds = set()
-            for k, v in txn.cursor(db=self.dbl):
-                if int.from_bytes(bytes(k), "big") >= count:
-                    break
-                kinds.update("int" if isinstance(lab, int) else "str" for lab, _ in json.loads(bytes(v)))
             self.stats.label_kinds = kinds
         m = _new_manifest(self.manifest, self.stats, records_per_block=self.rpb, uniform_blocks=uniform,
-                          blocks=len(counts))
+                          blocks=len(counts), labels_digest=digest.hexdigest())
         return json.dumps(m, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     def _one_transaction(self, change: Callable[[Any], None]) -> None:
