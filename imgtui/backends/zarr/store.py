@@ -581,9 +581,9 @@ class _ChunkMap:
     ~1.3k records/s, pread ~60k, the map ~90k (HDF5 in the same run ~110-130k).
     """
 
-    def __init__(self, root: Path, name: str, arr: zarr.Array) -> None:
-        meta = arr.metadata.to_dict()
-        dt = np.dtype(arr.dtype)
+    def __init__(self, root: Path, name: str, meta: dict) -> None:
+        """``meta``: the array's zarr.json (parsed)."""
+        dt = np.dtype(meta["data_type"])
         if dt not in DTYPE_CODES or meta.get("zarr_format") != 3 or meta.get("storage_transformers"):
             raise ValueError("not a layout of this writer")
         key = meta.get("chunk_key_encoding") or {}
@@ -593,7 +593,7 @@ class _ChunkMap:
         if grid.get("name") != "regular":
             raise ValueError("chunk grid")
         outer = tuple(int(v) for v in grid["configuration"]["chunk_shape"])
-        shape = tuple(int(v) for v in arr.shape)
+        shape = tuple(int(v) for v in meta["shape"])
         codecs = list(meta.get("codecs") or [])
         self.sharded = len(codecs) == 1 and codecs[0].get("name") == "sharding_indexed"
         if self.sharded:
@@ -814,10 +814,11 @@ class ZarrReader(StoreReader):
 
     def __init__(self, path: str | os.PathLike) -> None:
         super().__init__(path)
-        self._group: zarr.Group | None = None
+        self._store: LocalStore | None = None
         self._cache: dict[str, Any] = {}
         self._maps: dict[str, _ChunkMap] = {}
-        self._arrays: dict[str, zarr.Array] = {}
+        self._meta: dict[str, dict] = {}  # array name -> its zarr.json
+        self._arrays: dict[str, zarr.Array] = {}  # opened with zarr-python when first needed
         self._n = 0
         p = self.path
         if not p.exists():
@@ -869,7 +870,7 @@ class ZarrReader(StoreReader):
             raise CorruptStoreError(f"{p}: {MANIFEST} has no zarr section")
         meta_records = z.get("metadata_records", 1)
         self._meta_empty = isinstance(meta_records, int) and meta_records == 0
-        g = self._group = zarr.open_group(store=LocalStore(p, read_only=True), mode="r")
+        self._store = LocalStore(p, read_only=True)
         present = {name for name in ("images", "pixels", "offsets", "shapes", "dtypes", "labels",
                                      "label_is_int", "metadata", "checksums") if (p / name / "zarr.json").is_file()}
         if "images" in present:
@@ -882,54 +883,67 @@ class ZarrReader(StoreReader):
             raise CorruptStoreError(
                 f"{p}: the manifest says layout {z.get('layout')!r} but the arrays are {self._kind or 'empty'!r}"
             )
-        need = {"labels": (n,), "metadata": (n,), "checksums": (n,)}
+        # name -> (shape or None, data types allowed)
+        need: dict[str, tuple[tuple | None, tuple[str, ...]]] = {
+            "labels": ((n,), ("int64", "string")), "metadata": ((n,), ("string",)), "checksums": ((n,), ("uint32",)),
+        }
         if self._kind == "fixed":
-            need["images"] = None
+            need["images"] = (None, ("uint8", "uint16"))
         elif self._kind == "variable":
-            need.update(pixels=None, offsets=(n + 1,), shapes=(n, 3), dtypes=(n,))
+            need.update(pixels=(None, ("uint8",)), offsets=((n + 1,), ("uint64",)), shapes=((n, 3), ("int64",)),
+                        dtypes=((n,), ("uint8",)))
         elif n:
             raise CorruptStoreError(f"{p}: no images array but the manifest says {n:,} records")
         self._mixed = "label_is_int" in present
         if self._mixed:
-            need["label_is_int"] = (n,)
-        arrays: dict[str, zarr.Array] = {}
-        for name, shape in need.items():
+            need["label_is_int"] = ((n,), ("uint8",))
+        # checked from each array's zarr.json: opening them all with zarr-python costs ~1.5 ms each
+        for name, (shape, types) in need.items():
             if name not in present:
                 raise CorruptStoreError(f"{p}: array {name!r} is missing")
-            arr = arrays[name] = g[name]
-            if not isinstance(arr, zarr.Array):
-                raise CorruptStoreError(f"{p}: {name!r} is a group, not an array")
-            if shape is not None and tuple(arr.shape) != shape:
-                raise CorruptStoreError(
-                    f"{p}: array {name!r} has shape {tuple(arr.shape)} but the manifest says {n:,} records"
-                )
-        self._arrays = arrays
-        kinds = {"checksums": "u", "offsets": "u", "shapes": "i", "dtypes": "u", "label_is_int": "u", "pixels": "u"}
-        for name, kind in kinds.items():
-            if name in arrays and np.dtype(arrays[name].dtype).kind != kind:
-                raise CorruptStoreError(f"{p}: array {name!r} has dtype {arrays[name].dtype}")
-        lab = arrays["labels"].dtype
-        self._str_labels = not (isinstance(lab, np.dtype) and lab == np.dtype("int64"))
+            try:
+                meta = json.loads((p / name / "zarr.json").read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                raise CorruptStoreError(f"{p}: {name}/zarr.json is not valid JSON") from None
+            if not isinstance(meta, dict) or meta.get("node_type") != "array" or meta.get("zarr_format") != 3:
+                raise CorruptStoreError(f"{p}: {name!r} is not a zarr v3 array")
+            got = meta.get("shape")
+            if not isinstance(got, list) or not all(isinstance(v, int) and v >= 0 for v in got):
+                raise CorruptStoreError(f"{p}: array {name!r} has no valid shape")
+            if shape is not None and tuple(got) != shape:
+                raise CorruptStoreError(f"{p}: array {name!r} has shape {tuple(got)} but the manifest says {n:,} records")
+            if meta.get("data_type") not in types:
+                raise CorruptStoreError(f"{p}: array {name!r} has data type {meta.get('data_type')!r}, not {' or '.join(types)}")
+            self._meta[name] = meta
+        self._str_labels = self._meta["labels"]["data_type"] == "string"
         if self._mixed and not self._str_labels:
             raise CorruptStoreError(f"{p}: 'label_is_int' is present but the labels are not strings")
         if self._kind == "fixed":
-            im = arrays["images"]
-            dt = np.dtype(im.dtype)
-            shape = tuple(im.shape)
-            if (dt not in DTYPE_CODES or shape[0] != n or len(shape) not in (3, 4)
-                    or (len(shape) == 4 and shape[3] not in (1, 3, 4)) or 0 in shape[1:]):
-                raise CorruptStoreError(f"{p}: array 'images' has shape {shape} {dt}, not N x H x W [x C] uint8/uint16")
-            self._images = im
+            shape = tuple(self._meta["images"]["shape"])
+            if (shape[0] != n or len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] not in (1, 3, 4))
+                    or 0 in shape[1:]):
+                raise CorruptStoreError(f"{p}: array 'images' has shape {shape}, not N x H x W [x C]")
         for name in ("images", "pixels"):
-            if name in arrays:
+            if name in self._meta:
                 try:
-                    self._maps[name] = _ChunkMap(p, name, arrays[name])
+                    self._maps[name] = _ChunkMap(p, name, self._meta[name])
                 except (ValueError, KeyError, TypeError, AttributeError):
                     pass  # not a layout this writer makes: zarr-python reads it
         self._checksums = self._small("checksums")
 
+    def _array(self, name: str) -> zarr.Array:
+        """Array ``name`` opened with zarr-python (when first needed)."""
+        arr = self._arrays.get(name)
+        if arr is None:
+            store = self._store
+            arr = self._guard(repr(name), lambda: zarr.open_array(store=store, path=name, mode="r"))
+            if tuple(arr.shape) != tuple(self._meta[name]["shape"]):
+                raise StoreChangedError(f"{self.path}: the store changed since it was opened; reopen it")
+            arr = self._arrays.setdefault(name, arr)
+        return arr
+
     def close(self) -> None:
-        self._group = None
+        self._store = None
         self._arrays = {}
         self._cache = {}
         maps, self._maps = getattr(self, "_maps", {}), {}
@@ -941,7 +955,7 @@ class ZarrReader(StoreReader):
 
     # -- guarded access --------------------------------------------------------------------
     def _check_open(self) -> None:
-        if self._group is None:
+        if self._store is None:
             raise ImgtuiError(f"{self.path}: the store reader is closed")
 
     def _changed(self) -> bool:
@@ -972,7 +986,7 @@ class ZarrReader(StoreReader):
         """A per-record array read whole once (a few bytes per record)."""
         arr = self._cache.get(name)
         if arr is None:
-            a = self._arrays[name]
+            a = self._array(name)
             arr = self._cache[name] = self._guard(repr(name), lambda: np.asarray(a[...]))
         return arr
 
@@ -1050,7 +1064,8 @@ class ZarrReader(StoreReader):
 
     def _read_images(self, key: Any, inv: np.ndarray | None) -> np.ndarray | list[np.ndarray]:
         if self._kind == "fixed":
-            im, fast = self._images, self._maps.get("images")
+            fast = self._maps.get("images")
+            im = self._array("images") if fast is None else None
             if fast is not None:
                 rows = np.arange(key.start, key.stop) if isinstance(key, slice) else key
                 block = self._guard("images", lambda: fast.read_rows(rows))
@@ -1069,10 +1084,11 @@ class ZarrReader(StoreReader):
         offsets = self._small("offsets")
         shapes = self._small("shapes")
         codes = self._small("dtypes")
-        pixels, fast = self._arrays["pixels"], self._maps.get("pixels")
+        fast = self._maps.get("pixels")
+        pixels = self._array("pixels") if fast is None else None
         starts = offsets[rows].astype(np.int64)
         ends = offsets[rows + 1].astype(np.int64)
-        if (ends < starts).any() or (ends > pixels.shape[0]).any():
+        if (ends < starts).any() or (ends > int(self._meta["pixels"]["shape"][0])).any():
             raise CorruptStoreError(f"{self.path}: the 'offsets' array is inconsistent with 'pixels'")
         # consecutive records are one contiguous byte range: read each run with one zarr call
         breaks = np.flatnonzero(starts[1:] != ends[:-1]) + 1
@@ -1115,7 +1131,7 @@ class ZarrReader(StoreReader):
     def _metadata(self, key: Any, inv: np.ndarray | None, n: int) -> list[dict]:
         if self._meta_empty:
             return [{} for _ in range(n)]
-        arr = self._arrays["metadata"]
+        arr = self._array("metadata")
         if isinstance(key, slice):
             raw = self._guard("metadata", lambda: arr[key])
         else:
@@ -1136,8 +1152,8 @@ class ZarrReader(StoreReader):
         z = self.manifest.get("zarr", {})
         extra = {"layout": z.get("layout"), "notes": z.get("notes", []), "compressor": z.get("compressor"),
                  "compression_level": z.get("compression_level"), "zarr_version": z.get("zarr_version")}
-        if self._kind == "fixed" and self._group is not None:
-            im = self._images
+        if self._kind == "fixed" and self._store is not None:
+            im = self._array("images")
             extra.update(array_shape=list(im.shape), array_dtype=str(im.dtype), chunks=list(im.chunks),
                          shards=list(im.shards) if im.shards else None)
         d["zarr"] = extra
@@ -1147,8 +1163,9 @@ class ZarrReader(StoreReader):
         """Every chunk (or shard) file is there (a missing one would read as the fill value), and
         the metadata strings agree with the manifest's count of records that have metadata."""
         errors = []
-        for name, arr in self._arrays.items():
+        for name in self._meta:
             try:
+                arr = self._array(name)
                 have, want = (arr._nshards_initialized, arr._nshards) if arr.shards else (arr.nchunks_initialized, arr.nchunks)
             except Exception as exc:
                 errors.append(f"array {name!r} cannot be listed ({_one_line(exc)})")
@@ -1156,9 +1173,10 @@ class ZarrReader(StoreReader):
             if have != want:
                 errors.append(f"array {name!r}: {want - have:,} of its {want:,} chunk files are missing")
         z = self.manifest.get("zarr", {})
-        if self._n and "metadata" in self._arrays and not errors:
+        if self._n and "metadata" in self._meta and not errors:
             try:
-                raw = self._guard("metadata", lambda: self._arrays["metadata"][...])
+                arr = self._array("metadata")
+                raw = self._guard("metadata", lambda: arr[...])
                 filled = int(sum(1 for t in raw.tolist() if t))
             except ImgtuiError as exc:
                 errors.append(str(exc))
