@@ -6,24 +6,25 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
 pytest.importorskip("zarr", minversion="3")
 
-import zarr  # noqa: E402
-from backend_suite import BackendSuite, recs  # noqa: E402
+import zarr
+from backend_suite import BackendSuite, recs
 
-import imgtui  # noqa: E402
-from imgtui.backends import detect_backend, get_backend, open_store  # noqa: E402
-from imgtui.errors import (  # noqa: E402
+import imgtui
+from imgtui.backends import detect_backend, get_backend, open_store
+from imgtui.errors import (
     CorruptStoreError,
     ImgtuiError,
     IncompleteStoreError,
     StoreChangedError,
 )
-from imgtui.records import Record  # noqa: E402
+from imgtui.records import Record
 
 
 class TestZarr(BackendSuite):
@@ -35,7 +36,7 @@ class TestZarrZstdSmallShards(BackendSuite):
     8x8x3 records: 38 shards of 16 records, 4 chunks each)."""
 
     backend = "zarr"
-    options = {"compressor": "zstd", "chunk_records": 4, "shard_records": 16}
+    options: ClassVar[dict] = {"compressor": "zstd", "chunk_records": 4, "shard_records": 16}
 
 
 # -- zarr-specific ---------------------------------------------------------------------------------
@@ -142,9 +143,8 @@ def test_threads_share_one_reader(tmp_path, options):
     p = _write(tmp_path / "s.zarr", [Record(im, i) for i, im in enumerate(imgs)], **options)
     rng = np.random.default_rng(4)
     batches = [rng.integers(0, 200, 16) for _ in range(80)]
-    with open_store(p) as r:
-        with ThreadPoolExecutor(4) as ex:
-            outs = list(ex.map(r.get_images, batches))
+    with open_store(p) as r, ThreadPoolExecutor(4) as ex:
+        outs = list(ex.map(r.get_images, batches))
     for b, out in zip(batches, outs):
         assert np.array_equal(out, np.stack([imgs[i] for i in b]))
 
@@ -218,9 +218,8 @@ def test_damage_is_refused_in_one_line(tmp_path):
     data = bytearray(chunk.read_bytes())
     data[3] ^= 4
     chunk.write_bytes(bytes(data))
-    with pytest.raises(CorruptStoreError) as e:
-        with open_store(p) as r:
-            r[0]
+    with pytest.raises(CorruptStoreError) as e, open_store(p) as r:
+        r[0]
     assert "\n" not in str(e.value)
     # a truncated array: its shape no longer matches the manifest
     p2 = _write(tmp_path / "t.zarr", old)
