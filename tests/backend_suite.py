@@ -376,3 +376,30 @@ class BackendSuite:
             finally:
                 f.write_bytes(saved)
         assert wrong == 0
+
+    def test_reader_open_during_repeated_changes_by_another_process(self, tmp_path):
+        """A reader left open while another process overwrites every record again and again: each
+        read is the old record or 'the store changed since it was opened; reopen it', never another
+        record's pixels (the hostile tester saw 44 of 25,000 wrong on LMDB, and a disk reader could
+        meet a later change's file under a name it knew)."""
+        old = recs(300, 1)
+        p = self.make(tmp_path, old)
+        code = ("import imgtui\nfrom imgtui.datasets import SyntheticDataset\n"
+                "for s in range(2, 5):\n"
+                "    new = list(SyntheticDataset(count=300, seed=s, size=(8, 8), channels=3))\n"
+                f"    imgtui.overwrite({str(p)!r}, dict(enumerate(new)))\n")
+        r = open_store(p)
+        try:
+            child = subprocess.Popen([sys.executable, "-c", code])
+            reads = 0
+            while child.poll() is None or reads == 0:
+                for i in range(0, 300, 3):
+                    try:
+                        rec = r[i]
+                    except StoreChangedError:
+                        continue
+                    reads += 1
+                    assert rec == old[i], f"record {i}: not the record the reader opened"
+            assert child.wait() == 0
+        finally:
+            r.close()

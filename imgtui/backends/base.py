@@ -522,6 +522,7 @@ class StoreReader(ABC):
             return
         got = self.checksum_of(image)
         if got != want:
+            self._check_unchanged()  # changed by another process since it was opened: say so instead
             raise CorruptStoreError(
                 f"{self.path}: record {index} is damaged: its pixels do not match the stored checksum "
                 f"(stored {want:08x}, read {got:08x}); imgtui verify lists every damaged record"
@@ -553,12 +554,17 @@ class StoreReader(ABC):
         got = np.fromiter((raw(mv[k * step : (k + 1) * step]) for k in range(n)), np.uint64, n) & 0xFFFFFFFF
         bad = np.nonzero(got != want)[0]
         if len(bad):
+            self._check_unchanged()
             k = int(bad[0])
             more = f" (and {len(bad) - 1} more in this batch)" if len(bad) > 1 else ""
             raise CorruptStoreError(
                 f"{self.path}: record {int(idx[k])} is damaged: its pixels do not match the stored checksum "
                 f"(stored {int(want[k]):08x}, read {int(got[k]):08x}){more}; imgtui verify lists every damaged record"
             )
+
+    def _check_unchanged(self) -> None:
+        """Raise StoreChangedError when another process changed the store since this reader opened
+        it (backends whose readers are not isolated from changes override this)."""
 
     def _checking(self) -> bool:
         """True when this call must check (the outermost read call of this thread)."""

@@ -114,11 +114,15 @@ class DiskMutator(_Mutator):
 
     # -- helpers ---------------------------------------------------------------------------
     def _fresh_name(self, i: int, used: set[str]) -> str:
-        name = disk.image_name(i)
+        """A file name no generation of the store has used: records written by a change carry the
+        new generation (``000123-g4.png``), so a reader still on an older table never finds another
+        record's pixels under a name it knows (it finds its file, or none: 'reopen it')."""
+        stem = disk.image_name(i)[: -len(".png")]
+        name = f"{stem}-g{self.generation + 1}.png" if self.generation + 1 > 0 else disk.image_name(i)
         k = 0
         while name in used:
             k += 1
-            name = disk.image_name(i)[: -len(".png")] + f"-{k}.png"
+            name = f"{stem}-g{self.generation + 1}-{k}.png"
         used.add(name)
         return name
 

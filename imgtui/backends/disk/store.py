@@ -236,7 +236,7 @@ class DiskWriter(StoreWriter):
 _SHAPE_RE = re.compile(r"^[1-9][0-9]*x[1-9][0-9]*(x[134])?$")
 #: the only file names a table may list: PNGs under images/NNN/ (a hostile table cannot make
 #: imgtui read, or a change remove, anything outside the store)
-FILE_RE = re.compile(r"^images/[0-9]{3,}/[0-9]{6,}(-[0-9]+)?\.png$")
+FILE_RE = re.compile(r"^images/[0-9]{3,}/[0-9]{6,}(-g[0-9]+)?(-[0-9]+)?\.png$")
 _TABLE_NAME_RE = re.compile(r"^records(-[0-9]+)?\.csv$")
 
 
