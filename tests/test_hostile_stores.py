@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -19,6 +18,7 @@ import imgtui
 from imgtui.backends import open_store
 from imgtui.errors import CorruptStoreError, ImgtuiError
 from imgtui.records import Record
+from test_hostile_inputs import _without_root_powers  # root ignores file permissions: drop that power
 
 
 def _disk_store(tmp_path, n=4):
@@ -75,16 +75,6 @@ def test_a_forged_record_count_is_refused_not_a_memory_error(tmp_path):
     env.close()
     with pytest.raises(CorruptStoreError, match="the manifest says 1,000,000,000,000 records, more than data.mdb"):
         open_store(p)
-
-
-def _without_root_powers() -> list[str] | None:
-    """A command prefix under which file permissions apply (root ignores them)."""
-    if os.geteuid() != 0:
-        return []
-    if shutil.which("setpriv") is None:
-        return None
-    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
-    return prefix if subprocess.run([*prefix, "true"], capture_output=True).returncode == 0 else None
 
 
 @pytest.mark.parametrize("backend", ["hdf5", "lmdb", "disk"])
