@@ -154,19 +154,25 @@ class BackendPane(VerticalScroll):
         return [(label, len(words) + 1), (inp, max(5, width) + 1)]
 
     def compose(self) -> ComposeResult:
+        # the backend column fits the longest name ("WebDataset"), not a fixed 10 cells
+        check_width = max([CHECK_WIDTH] + [len(bi.short_name(b)) + 5 for b in self._names])
         for b in self._names:
             cls = self._backend_cls[b]
-            rows: list[list[Any]] = [[Checkbox(bi.short_name(b), b in self._backends, id=f"use-{b}", compact=True,
-                                               tooltip=cls.description or None)]]
-            used = CHECK_WIDTH
+            box = Checkbox(bi.short_name(b), b in self._backends, id=f"use-{b}", compact=True,
+                           tooltip=cls.description or None)
+            box.styles.width = check_width
+            rows: list[list[Any]] = [[box]]
+            used = check_width
             for f, _opt in self._uses[b]:
                 if f.users[0][0] != b:  # shown on the row of the first backend that declares it
                     continue
                 parts = self._field_widgets(f)
                 need = sum(w for _x, w in parts)
-                if used + need > ROW_WIDTH and used > CHECK_WIDTH:
-                    rows.append([Label("", classes="opt-indent")])
-                    used = CHECK_WIDTH
+                if used + need > ROW_WIDTH and used > check_width:
+                    indent = Label("", classes="opt-indent")
+                    indent.styles.width = check_width
+                    rows.append([indent])
+                    used = check_width
                 rows[-1].extend(x for x, _w in parts)
                 used += need
             for row in rows:
