@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type name): how a library's error is quoted
+    inside one of imgtui's one-line messages."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class ImgtuiError(Exception):
     """Base class: ``str(err)`` is a complete one-line explanation for the user."""
 

@@ -40,6 +40,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import (
+    first_line,
     CorruptStoreError,
     ImgtuiError,
     InvalidRecordError,
@@ -746,8 +747,7 @@ class StoreReader(ABC):
         return []
 
 
-def _one_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+_one_line = first_line  # (backends import it from here)
 
 
 #: per thread: reader id -> depth of nested read calls (only the outermost checks)

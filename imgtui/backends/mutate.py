@@ -43,9 +43,6 @@ it, and reopen readers afterwards.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -55,7 +52,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..errors import (
-    CorruptStoreError,
+    first_line,
     ImgtuiError,
     InvalidRecordError,
     StoreError,
@@ -362,9 +359,7 @@ def _cancelled(cancel: CancelFn | None) -> None:
         raise CancelledError("append cancelled; the store was left as it was")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+_first_line = first_line  # (the mutators import it from here)
 
 
 class RewriteMutator(_Mutator):

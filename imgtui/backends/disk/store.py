@@ -32,12 +32,9 @@ CIFAR-10 images: plain ``Image.fromarray(img).save(path)`` loop 1.41 s, imgtui s
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import re
-import struct
-import zlib
 from array import array
 from collections import deque
 import multiprocessing
@@ -59,10 +56,10 @@ from ...errors import (
     StoreNotFoundError,
     WrongBackendError,
 )
-from ...records import Label, Record, loads_metadata, dumps_metadata
+from ...records import Label, Record, loads_metadata
 from ...png import DEFAULT_PNG_LEVEL, PNG_FILTER, decode_png, encode_png, png_size  # noqa: F401
 from ..safety import die_with_parent
-from ..base import Backend, StoreReader, StoreWriter, atomic_write_text, check_manifest
+from ..base import StoreReader, StoreWriter, atomic_write_text, check_manifest
 
 MANIFEST = "manifest.json"
 TABLE = "records.csv"

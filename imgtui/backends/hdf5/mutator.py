@@ -15,7 +15,6 @@ few records to a very large store costs a full copy unless the filesystem reflin
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path

@@ -70,10 +70,9 @@ from ...errors import (
     InvalidRecordError,
     StoreNotFoundError,
 )
-from ...records import Label, Record, dumps_metadata, loads_metadata
+from ...records import Label, Record, loads_metadata
 from ..base import (
     FORMAT_VERSION,
-    Backend,
     StoreReader,
     StoreWriter,
     _one_line,

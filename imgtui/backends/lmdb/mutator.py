@@ -20,7 +20,7 @@ import bisect
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import lmdb
 

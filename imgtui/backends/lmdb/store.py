@@ -41,6 +41,7 @@ import lmdb
 import numpy as np
 
 from ...errors import (
+    first_line,
     CorruptStoreError,
     ImgtuiError,
     IncompleteStoreError,
@@ -51,7 +52,7 @@ from ...errors import (
     WrongBackendError,
 )
 from ...records import Label, Record
-from ..base import Backend, StoreReader, StoreWriter, check_manifest, disk_nearly_full
+from ..base import StoreReader, StoreWriter, check_manifest, disk_nearly_full
 
 _LABEL_JSON = json.JSONEncoder(ensure_ascii=False)
 #: the block header: magic, record count, index of the first record
@@ -334,9 +335,7 @@ class LmdbWriter(StoreWriter):
 # ---------------------------------------------------------------------------------------------
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+_one_line = first_line
 
 
 _ENVS: dict[tuple, list] = {}

@@ -29,7 +29,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from ...backends import registry
 from ...bench.backend_info import names as backend_names, store_suffix
-from ...errors import ImgtuiError
+from ...errors import ImgtuiError, first_line
 from ...records import checksum
 from ..imaging import thumbnail
 from ..widgets.image_view import ImageView
@@ -40,9 +40,7 @@ THUMBNAIL_CACHE = 64
 
 
 # -- store helpers (no widgets: safe in worker threads) -------------------------------------
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+one_line = first_line  # (compare.py imports it from here)
 
 
 def open_any_store(path: str) -> Any:
