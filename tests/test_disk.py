@@ -491,10 +491,10 @@ def test_verify_wrong_shape_png(store):
 def test_verify_row_count_differs_from_manifest(store):
     t = store / "records.csv"
     lines = t.read_text().splitlines(keepends=True)
-    t.write_text("".join(lines[:-1]))
-    errs = _problems(store)
-    assert f"{store / 'records.csv'} has 11 rows but manifest.json says 12 records" in errs
-    assert "images/000/000011.png: extra file not listed in records.csv" in errs
+    t.write_text("".join(lines[:-1]))  # cut at a row boundary: refused, not read as a smaller store
+    with pytest.raises(CorruptStoreError, match="records.csv has 11 rows but manifest.json says 12 records; "
+                                                "the store is damaged$"):
+        open_store(store)
 
 
 def test_verify_stray_file_in_store_folder(store):

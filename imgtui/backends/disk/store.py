@@ -278,6 +278,12 @@ class DiskReader(StoreReader):
         self._table_name = _table_of(self.manifest, p)
         self._generation = self.manifest.get("generation", 0)
         self._load_table()
+        count = self.manifest.get("count")
+        if isinstance(count, int) and count != self._n:  # a table cut (even at a row boundary) or padded
+            raise CorruptStoreError(
+                f"{p / self._table_name} has {self._n:,} rows but {MANIFEST} says {count:,} records; "
+                "the store is damaged"
+            )
 
     def _load_table(self) -> None:
         tpath = self.path / self._table_name
