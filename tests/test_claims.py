@@ -107,7 +107,7 @@ def test_drift_check_detects_each_kind():
         assert facts[kind]["detected"] == "yes", facts[kind]
     assert "missing" in facts["missing_file"]["how"]
     assert "extra file not listed in records.csv" in facts["extra_file"]["how"]
-    assert facts["table_row_removed"]["how"] == "records.csv has 11 rows but manifest.json says 12 records"
+    assert facts["table_row_removed"]["how"] == "records.csv has 11 rows but manifest.json says 12 records; the store is damaged"
     # a label edited in records.csv keeps the pixels; the manifest's label counts catch it
     assert "labels do not match the manifest's label counts" in facts["label_edited"]["how"]
 
