@@ -1,4 +1,7 @@
-"""Headless commands: ``imgtui convert|append|info|verify|export|bench``; bare ``imgtui`` starts the app.
+"""One parser tree for imgtui: the headless commands (``imgtui convert|append|info|verify|export|bench|...``)
+and the app. Bare ``imgtui`` starts the app; ``imgtui STORE`` (or ``imgtui browse STORE``) opens the
+record browser on a store; ``imgtui DATASET`` starts the app with that dataset selected. The app's own
+options (``--dataset``, ``--output``, ``--workdir``, ``--light``) sit on the root command.
 
 Every user error ends in one line on stderr (``imgtui: error: ...``) and a non-zero exit code;
 set IMGTUI_DEBUG=1 to see tracebacks of unexpected errors.
@@ -43,11 +46,25 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = bi.human_list(bi.get(b).display_name or b for b in names)
     p = argparse.ArgumentParser(
         prog="imgtui",
+        usage="imgtui [OPTIONS] [TARGET]  |  imgtui COMMAND ...",
+        epilog="TARGET: a store opens the record browser on it; a dataset (folder, CIFAR batch, .npz, "
+        "synthetic:...) starts the app with it selected.",
         description=f"Store image datasets in {kinds} stores, and measure which suits your images. "
         "Without a command, starts the terminal app.",
     )
     p.add_argument("--version", action="version", version=f"imgtui {__version__}")
+    app = p.add_argument_group("the terminal app (bare imgtui, imgtui TARGET, imgtui browse STORE)")
+    app.add_argument("--dataset", "-d", dest="app_dataset", metavar="SPEC",
+                     help="dataset spec or path to select at start (default: synthetic; or give it as TARGET)")
+    app.add_argument("--output", "-o", dest="app_output", default=".", metavar="DIR",
+                     help="folder for exported results (default: .)")
+    app.add_argument("--workdir", dest="app_workdir", metavar="DIR",
+                     help="folder for the temporary benchmark stores (default: the system's temp folder)")
+    app.add_argument("--light", dest="app_light", action="store_true", help="start with the light theme")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    br = sub.add_parser("browse", help="open the terminal app's record browser on a store (as imgtui STORE does)")
+    br.add_argument("store", help="an imgtui store (any backend, or a folder of shards)")
 
     c = sub.add_parser("convert", help="write a dataset (folder, CIFAR batches, .npz, synthetic, store) into a store")
     c.add_argument("source", help="dataset: a folder, CIFAR batch file(s), .npz/.npy, a store, or synthetic[:count=N,...]")
@@ -480,19 +497,85 @@ COMMANDS = {"convert": cmd_convert, "append": cmd_append, "info": cmd_info, "ver
             "claims": cmd_claims, "recommend": cmd_recommend}
 
 
+#: root options of the app that take a value (for finding TARGET among the arguments)
+_APP_VALUE_OPTIONS = {"--dataset", "-d", "--output", "-o", "--workdir"}
+
+
+def split_target(argv: list[str], commands: set[str]) -> tuple[list[str], str | None]:
+    """``imgtui [OPTIONS] TARGET [OPTIONS]``: take out the first positional argument when it is not
+    a command name (argparse cannot hold an optional positional beside sub-commands)."""
+    skip = False
+    for i, token in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if token == "--":
+            rest = argv[i + 1:]
+            return (argv[:i], rest[0]) if len(rest) == 1 else (argv, None)
+        if token.startswith("-") and token != "-":
+            skip = token in _APP_VALUE_OPTIONS
+            continue
+        if token in commands:
+            return argv, None
+        return argv[:i] + argv[i + 1:], token
+    return argv, None
+
+
+def _is_store(path: str) -> bool:
+    from .backends import detect_backend
+
+    try:
+        detect_backend(path)
+    except Exception:
+        return False
+    return True
+
+
+def _start_app(args: argparse.Namespace, target: str | None, commands: set[str]) -> int:
+    """The app, with the root options; TARGET a store opens the browser on it, else selects it as the dataset."""
+    from .convert import one_line
+
+    dataset = args.app_dataset
+    browse = getattr(args, "store", None) if args.command == "browse" else None
+    if browse is not None and not _is_store(browse):
+        if not os.path.exists(browse):
+            raise UsageError(f"{browse}: no such file or folder")
+        raise UsageError(f"{browse} is not an imgtui store; to look at a dataset, start imgtui {browse}")
+    if target is not None:
+        if dataset is not None:
+            raise UsageError(f"give the dataset once: as TARGET ({target}) or with --dataset ({dataset})")
+        if _is_store(target):
+            browse = target
+        elif not (os.path.exists(target) or target.split(":", 1)[0] in ("synthetic", "medical")):
+            raise UsageError(f"{target}: no such file or folder, and not a command "
+                             f"(commands: {', '.join(sorted(commands))})")
+        dataset = target
+    if browse is not None and dataset is None:
+        dataset = browse
+    try:
+        from .tui.app import run_app
+    except ImportError as exc:
+        _err(f"the terminal app is not available ({one_line(exc)})")
+        return 1
+    return run_app(dataset=dataset or "synthetic", output=args.app_output, workdir=args.app_workdir,
+                   light=args.app_light, browse=browse) or 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from .convert import one_line
     from .errors import ImgtuiError
 
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = set(next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices)
+    argv, target = split_target(argv, commands)
     args = parser.parse_args(argv)
-    if args.command is None:
+    if args.command is None or args.command == "browse":
         try:
-            from .tui.app import run_app
-        except ImportError as exc:
-            _err(f"the terminal app is not available ({one_line(exc)})")
-            return 1
-        return run_app([]) or 0
+            return _start_app(args, target, commands)
+        except UsageError as exc:
+            _err(str(exc))
+            return 2
     handler = COMMANDS.get(args.command)
     if handler is None and args.command == "bench":
         from .bench import cli_bench

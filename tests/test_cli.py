@@ -262,3 +262,60 @@ def test_verify_catches_an_edited_label_in_the_disk_table(tmp_path, capsys):
     assert main(["verify", str(dest), "-q"]) == 1
     out = capsys.readouterr()
     assert "labels do not match the manifest's label counts" in out.err
+
+
+# -- one parser tree: the app's options and TARGET on the root command ---------------------------
+
+def test_split_target_finds_the_first_positional_that_is_not_a_command():
+    from imgtui.cli import split_target
+
+    cmds = {"info", "convert", "browse"}
+    assert split_target(["store.h5"], cmds) == ([], "store.h5")
+    assert split_target(["--light", "-o", "out", "data", "--workdir", "w"], cmds) == (
+        ["--light", "-o", "out", "--workdir", "w"], "data")
+    assert split_target(["info", "x.h5"], cmds) == (["info", "x.h5"], None)
+    assert split_target(["--dataset", "info"], cmds) == (["--dataset", "info"], None)  # a value, not a command
+    assert split_target([], cmds) == ([], None)
+
+
+def _capture_app(monkeypatch):
+    import imgtui.tui.app as app_mod
+
+    calls: list[dict] = []
+    monkeypatch.setattr(app_mod, "run_app", lambda **kw: calls.append(kw) or 0)
+    return calls
+
+
+def test_root_options_and_target_reach_the_app(tmp_path, monkeypatch):
+    from imgtui.records import Record
+
+    store = tmp_path / "s.lmdb"
+    with imgtui.writer(store, "lmdb") as w:
+        w.write(Record(np.zeros((4, 4, 3), np.uint8), 1))
+    calls = _capture_app(monkeypatch)
+    assert main(["--light", "-o", str(tmp_path), str(store)]) == 0
+    assert calls[-1] == {"dataset": str(store), "output": str(tmp_path), "workdir": None, "light": True,
+                         "browse": str(store)}
+    assert main(["browse", str(store)]) == 0
+    assert calls[-1]["browse"] == str(store) and calls[-1]["light"] is False
+    assert main(["synthetic:count=5", "--workdir", str(tmp_path)]) == 0  # a dataset: selected, no browser
+    assert calls[-1]["dataset"] == "synthetic:count=5" and calls[-1]["browse"] is None
+    assert calls[-1]["workdir"] == str(tmp_path)
+    assert main([]) == 0 and calls[-1]["dataset"] == "synthetic" and calls[-1]["browse"] is None
+    assert main([str(tmp_path)]) == 0  # a folder that is not a store: the app opens it as a dataset
+    assert calls[-1] == {"dataset": str(tmp_path), "output": ".", "workdir": None, "light": False, "browse": None}
+
+
+def test_bad_targets_get_one_line(tmp_path, monkeypatch, capsys):
+    calls = _capture_app(monkeypatch)
+    assert main([str(tmp_path / "nope")]) == 2
+    assert main(["browse", str(tmp_path)]) == 2
+    assert main(["-d", "synthetic", "synthetic:count=3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"imgtui: error: {tmp_path / 'nope'}: no such file or folder, and not a command (commands: append, "
+        "bench, browse, claims, convert, export, info, recommend, repair, verify)",
+        f"imgtui: error: {tmp_path} is not an imgtui store; to look at a dataset, start imgtui {tmp_path}",
+        "imgtui: error: give the dataset once: as TARGET (synthetic:count=3) or with --dataset (synthetic)",
+    ]
+    assert calls == []

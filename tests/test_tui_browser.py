@@ -495,3 +495,17 @@ def test_store_header_tells_how_to_read_without_imgtui(tmp_path):
     with imgtui.open(dest) as r:
         text = info_text(store_info(r, str(dest))).plain
     assert "read without imgtui: h5py.File(path)['images'][i]" in text
+
+
+async def test_app_started_on_a_store_opens_the_browser_and_back_goes_to_the_main_screen(fake_store):
+    """``imgtui STORE``: the app starts with the browser on that store (as ``toolong FILE`` does)."""
+    from imgtui.tui.app import make_app
+    from imgtui.tui.screens.main import MainScreen
+
+    app = make_app("synthetic:count=5,size=8", browse="fake:40")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        assert screen.path == "fake:40"
+        assert "40 records" in info_text(screen)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))

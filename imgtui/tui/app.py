@@ -1,8 +1,7 @@
-"""The imgtui Textual app: ``make_app(...)`` builds it, ``run_app(argv)`` runs it (bare ``imgtui``)."""
+"""The imgtui Textual app: ``make_app(...)`` builds it, ``run_app(...)`` runs it (bare ``imgtui``, ``imgtui STORE``)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import signal
 from typing import Any
@@ -34,8 +33,10 @@ class ImgtuiApp(App):
         Binding("r", "recommend", "Recommend", tooltip="Which backend suits these images and your needs"),
     ]
 
-    def __init__(self, dataset: str = "synthetic", *, theme: str = DARK, **options: Any) -> None:
+    def __init__(self, dataset: str = "synthetic", *, theme: str = DARK, browse: str | None = None,
+                 **options: Any) -> None:
         super().__init__()
+        self._browse = browse
         self.sub_title = " · ".join(backend_info.short_name(b) for b in backend_info.names())
         for t in THEMES:
             self.register_theme(t)
@@ -56,6 +57,8 @@ class ImgtuiApp(App):
                 loop.add_signal_handler(sig, self._on_terminate)
             except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / Windows
                 pass
+        if self._browse is not None:
+            self.main_screen.open_browser(self._browse)
 
     def _on_terminate(self) -> None:
         if self.main_screen.cancel_event is not None:
@@ -142,11 +145,13 @@ def make_app(
     output: str = ".",
     backend_options: dict[str, dict[str, Any]] | None = None,
     theme: str = DARK,
+    browse: str | None = None,
 ) -> ImgtuiApp:
     """Build the app with a chosen dataset spec and initial plan settings (tests, screenshots, CLI)."""
     return ImgtuiApp(
         dataset,
         theme=theme,
+        browse=browse,
         backends=backends,
         methods=methods,
         experiments=experiments,
@@ -158,15 +163,12 @@ def make_app(
     )
 
 
-def run_app(argv: list[str] | None = None) -> int:
-    """Start the app (the terminal is restored on exit, also after an error)."""
-    p = argparse.ArgumentParser(prog="imgtui", description="The imgtui terminal app.")
-    p.add_argument("--dataset", "-d", default="synthetic", help="dataset spec or path (default: synthetic)")
-    p.add_argument("--output", "-o", default=".", help="folder for exported results")
-    p.add_argument("--workdir", help="folder for the temporary benchmark stores")
-    p.add_argument("--light", action="store_true", help="start with the light theme")
-    args = p.parse_args(argv or [])
-    app = make_app(args.dataset, output=args.output, workdir=args.workdir, theme=LIGHT if args.light else DARK)
+def run_app(dataset: str = "synthetic", *, output: str = ".", workdir: str | None = None,
+            light: bool = False, browse: str | None = None) -> int:
+    """Start the app (the terminal is restored on exit, also after an error); the options come
+    from the root command of ``imgtui.cli`` (one parser tree). ``browse``: open the record browser
+    on that store at start (``imgtui STORE``)."""
+    app = make_app(dataset, output=output, workdir=workdir, theme=LIGHT if light else DARK, browse=browse)
     try:
         app.run()
     finally:
