@@ -7,11 +7,13 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import imgtui
 from imgtui.bench.model import ResultRow, ResultTable
+from imgtui.records import Record
 from imgtui.tui.app import ImgtuiApp, make_app
-from imgtui.tui.commands import COMMANDS
 from imgtui.tui.screens.help import HelpScreen
 from imgtui.tui.screens.main import MainScreen, plan_summary
 from imgtui.tui.themes import DARK, LIGHT
@@ -338,14 +340,38 @@ async def test_theme_toggle_and_plots_key():
         assert views.active == "tab-results"
 
 
-def test_every_command_palette_entry_has_an_action():
-    from imgtui.tui.commands import action_target
+async def test_palette_and_help_list_the_actions_of_the_screen_they_open_on(tmp_path):
+    """Generated from the bindings: the main screen's actions on the main screen, the browser's in
+    the browser (not the main screen's 'stop the benchmark' or 'plots')."""
+    from imgtui.tui.commands import help_rows, screen_commands
+    from imgtui.tui.screens.browser import BrowserScreen
 
-    app = make_app()
-    actions = {a for _t, _h, a in COMMANDS}
-    assert actions >= {"start", "cancel", "export", "make_stores", "browse", "toggle_plots", "help", "toggle_theme"}
-    for action in actions:
-        assert callable(getattr(action_target(app, action), f"action_{action}")), action
+    store = tmp_path / "s.lmdb"
+    with imgtui.writer(store, "lmdb") as w:
+        w.write(Record(np.zeros((4, 4, 3), np.uint8), 1))
+    app = make_app("synthetic:count=10,size=8", browse=str(store))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, BrowserScreen), what="the browser")
+        browser = app.screen
+        titles = {c.title for c in screen_commands(browser)}
+        assert {"Next", "Prev", "Go to", "Filter", "Compare", "Back", "Recommend", "Dark/light"} <= titles
+        assert not titles & {"Start", "Cancel", "Plots", "Make", "Export"}
+        keys = dict(help_rows(browser))
+        assert keys["n"] == "Next record" and keys["g"] == "Jump to a record number"
+        assert keys["? / f1"] == "Help"
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        text = app.screen.query_one("#help-text").source
+        assert text.startswith("# Record browser")
+        assert "`g`" in text and "`f`" in text and "`c`" in text
+        assert "Stop the running benchmark" not in text
+        await pilot.press("escape")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, MainScreen), what="the main screen")
+        titles = {c.title for c in screen_commands(app.screen)}
+        assert {"Start", "Cancel", "Export", "Make", "Browse", "Plots", "Recommend", "Dark/light"} <= titles
+        help_text = dict(help_rows(app.screen))
+        assert "in the imgtui-stores folder of the output folder" in help_text["m"]
 
 
 async def test_command_palette_runs_an_action():
@@ -354,7 +380,7 @@ async def test_command_palette_runs_an_action():
         await settle(app, pilot)
         await pilot.press("ctrl+p")
         await pilot.pause()
-        await pilot.press(*"toggle dark")
+        await pilot.press(*"dark/light")
         from textual.command import CommandList
 
         await wait_until(pilot, lambda: app.screen.query_one(CommandList).option_count > 0, 20, "palette hits")
@@ -448,6 +474,71 @@ def test_snapshot_help_screen(snap_compare):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_main_screen_80x24_results(snap_compare):
+    """A small terminal: tabs choose the part shown; the results and every button are on screen."""
+    app = make_app("synthetic:count=200,size=32,seed=3", output="results")
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_loaded)
+
+
+def test_snapshot_main_screen_80x24_dataset(snap_compare):
+    app = make_app("synthetic:count=200,size=32,seed=3", output="results")
+
+    async def run_before(pilot) -> None:
+        await _loaded(pilot)
+        await pilot.press("v")
+        await _loaded(pilot)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_snapshot_main_screen_160x50(snap_compare):
+    app = make_app("synthetic:count=200,size=32,seed=3", output="results")
+    assert snap_compare(app, terminal_size=(160, 50), run_before=_loaded)
+
+
+async def test_small_terminal_shows_one_part_at_a_time_and_everything_is_reachable():
+    from textual.widgets import Button
+
+    app = make_app("synthetic:count=300,size=8", output=".", counts=[10], backends=["lmdb"],
+                   methods=["imgtui"], experiments=["read_many"])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        screen: MainScreen = app.screen  # type: ignore[assignment]
+        assert screen.compact and screen.view == "results"
+
+        def on_screen(widget) -> bool:
+            r = widget.region
+            return widget.display and r.width > 0 and r.height > 0 and r.right <= 80 and r.bottom <= 24
+
+        table = screen.query_one(ResultsTable)
+        assert on_screen(table) and table.region.height >= 10
+        for button in screen.query(Button):
+            assert on_screen(button), button.id
+        assert not screen.query_one(DatasetPane).display or not screen.query_one("#panes").display
+        await pilot.press("v")
+        assert screen.view == "dataset"
+        await pilot.pause()
+        assert on_screen(screen.query_one(DatasetPane)) and not screen.query_one("#views").display
+        await pilot.press("escape")  # leave the field the view focused
+        await pilot.press("v")
+        assert screen.view == "backends"
+        await pilot.pause()
+        pane = screen.query_one(BackendPane)
+        assert on_screen(pane) and pane.region.width >= 70
+        # starting a run shows the results
+        await pilot.press("escape")
+        await pilot.press("s")
+        await wait_until(pilot, lambda: screen.view == "results", what="the results view")
+        await wait_until(pilot, lambda: not screen.running, what="the run")
+        assert screen.rows
+        # a larger terminal: the panes come back above the results
+        await pilot.resize_terminal(160, 50)
+        await pilot.pause()
+        assert not screen.compact
+        assert on_screen(screen.query_one(DatasetPane)) or screen.query_one(DatasetPane).region.height > 0
+        assert screen.query_one("#views").display and screen.query_one("#panes").display
 
 
 # -- make stores (m) and browse (b) ----------------------------------------------------------------
@@ -618,11 +709,21 @@ async def test_cancel_make_stores_leaves_no_partial_store(tmp_path, monkeypatch)
         assert "cancelled" in str(screen.query_one("#step-name").content)
         assert "no half-written store is left" in notifications(app, "warning")[-1].message
         assert screen.made_stores == {}
-        # the app keeps working; Escape cancels too
+        # the app keeps working; Escape asks first: "n" keeps it running, "y" cancels
+        from imgtui.tui.screens.confirm import ConfirmScreen
+
         started.clear()
         await pilot.press("m")
         await wait_until(pilot, started.is_set, what="the second run")
         await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        assert app.screen.question == "Cancel making the stores? Its temporary stores are removed."
+        await pilot.press("n")
+        await wait_until(pilot, lambda: app.screen is screen, what="the question to close")
+        assert screen.making
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        await pilot.press("y")
         await wait_until(pilot, lambda: not screen.making, what="the second cancel")
         assert _stores(folder) == []
 

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Any
+from typing import Any, Iterable
 
 from textual import on
-from textual.app import App
+from textual.app import App, SystemCommand
+from textual.screen import Screen
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
 from ..bench import backend_info
 from ..bench.model import ResultTable
-from .commands import ImgtuiCommands
+from .commands import help_rows, screen_commands
 from .messages import one_line_error
 from .screens.help import HelpScreen
 from .screens.main import MainScreen
-from .screens.recommend import RecommendCommands, RecommendScreen
+from .screens.recommend import RecommendScreen
 from .themes import DARK, LIGHT, THEMES, other_theme
 
 
@@ -26,10 +27,9 @@ class ImgtuiApp(App):
 
     CSS_PATH = "app.tcss"
     TITLE = "imgtui"
-    COMMANDS = App.COMMANDS | {ImgtuiCommands, RecommendCommands}
     BINDINGS = [
         Binding("question_mark,f1", "help", "Help", key_display="?"),
-        Binding("t", "toggle_theme", "Theme", tooltip="Switch between the dark and light theme"),
+        Binding("t", "toggle_theme", "Dark/light", tooltip="Switch between the dark and light theme"),
         Binding("r", "recommend", "Recommend", tooltip="Which backend suits these images and your needs"),
     ]
 
@@ -65,22 +65,7 @@ class ImgtuiApp(App):
             self.main_screen.cancel_event.set()
         self.exit(return_code=1)
 
-    # -- actions (also used by the command palette) ----------------------------------------
-    def action_start(self) -> None:
-        self.main_screen.action_start()
-
-    def action_cancel(self) -> None:
-        self.main_screen.action_cancel()
-
-    def action_export(self) -> None:
-        self.main_screen.action_export()
-
-    def action_browse(self) -> None:
-        self.main_screen.action_browse()
-
-    def action_toggle_plots(self) -> None:
-        self.main_screen.action_toggle_plots()
-
+    # -- actions ---------------------------------------------------------------------------
     def action_recommend(self) -> None:
         """Open the recommendation screen on the main screen's dataset and results."""
         if isinstance(self.screen, RecommendScreen):
@@ -94,25 +79,16 @@ class ImgtuiApp(App):
         self.theme = other_theme(self.theme)
 
     def action_help(self) -> None:
+        """Help for the screen it is opened on: that screen's intro and its keys."""
         if isinstance(self.screen, HelpScreen):
             return
-        self.push_screen(HelpScreen(self.binding_rows()))
+        screen = self.screen
+        self.push_screen(HelpScreen(help_rows(screen), getattr(screen, "HELP", None)))
 
-    def binding_rows(self) -> list[tuple[str, str]]:
-        """(keys, description) for every binding of the main screen, its results table and the app."""
-        from .widgets.results_table import ResultsTable
-
-        rows: dict[str, tuple[list[str], str]] = {}
-        sources = [MainScreen.BINDINGS, ResultsTable.BINDINGS, type(self).BINDINGS,
-                   [Binding("ctrl+p", "command_palette", "Command palette"),
-                    Binding("ctrl+q", "quit", "Quit (cancels a running benchmark first)")]]
-        for source in sources:
-            for binding in Binding.make_bindings(source):
-                key = self.get_key_display(binding) if binding.key != "question_mark" else "?"
-                keys, desc = rows.setdefault(binding.action, ([], binding.tooltip or binding.description))
-                if key not in keys:
-                    keys.append(key)
-        return [(" / ".join(keys), desc) for keys, desc in rows.values()]
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The palette: Textual's own entries, then every action bound on the screen it was opened on."""
+        yield from screen_commands(screen)
+        yield from super().get_system_commands(screen)
 
     async def action_quit(self) -> None:
         """Quit; a running benchmark is cancelled first and given a moment to remove its stores."""

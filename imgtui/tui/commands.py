@@ -1,50 +1,70 @@
-"""The command palette provider: one entry for every action of the app."""
+"""What the command palette and the help screen list: generated from the bindings of the screen
+they are opened on (its focused widget, the screen and the app), so each screen's own actions
+appear and no list is kept by hand."""
 
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Iterable
 
-from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.app import SystemCommand
+from textual.binding import Binding
 
 if TYPE_CHECKING:
-    from .app import ImgtuiApp
+    from textual.app import App
+    from textual.screen import Screen
 
-#: (title, help, app action name)
-COMMANDS: tuple[tuple[str, str, str], ...] = (
-    ("Start benchmark", "Run the benchmark plan (s)", "start"),
-    ("Cancel benchmark / make stores", "Stop what is running; nothing half-written is left (c)", "cancel"),
-    ("Export results", "Write the results as JSON and CSV into the output folder (e)", "export"),
-    ("Make stores", "Keep a copy of the dataset in each enabled backend in <output>/imgtui-stores (m)", "make_stores"),
-    ("Browse store", "Browse the selected store, or the stores made with m (made first if needed) (b)", "browse"),
-    ("Show plots / results", "Switch between the results table and the plots (p)", "toggle_plots"),
-    ("Help", "Keys and how imgtui works (? or F1)", "help"),
-    ("Toggle dark / light theme", "Switch between the imgtui dark and light themes (t)", "toggle_theme"),
+#: the app's own keys that Textual binds (listed in help, already in the palette as system commands)
+FIXED_KEYS = (
+    Binding("ctrl+p", "command_palette", "Command palette", tooltip="Search every action of this screen"),
+    Binding("ctrl+q", "quit", "Quit", tooltip="Quit (cancels a running benchmark first)"),
 )
 
 
-def action_target(app: "ImgtuiApp", action: str) -> object:
-    """The node that runs ``action``: the app if it has the action, else the main screen."""
-    if hasattr(app, f"action_{action}"):
-        return app
-    return app.main_screen
+def _key(app: "App", key: str) -> str:
+    return "?" if key == "question_mark" else app.get_key_display(Binding(key, ""))
 
 
-class ImgtuiCommands(Provider):
-    """Start, cancel, export, make stores, browse, plots, help and theme toggle."""
+def _ours(node: object, action: str) -> bool:
+    """The action is implemented by imgtui (not one of Textual's generic ones: focus, copy, a
+    DataTable's cursor keys), so it belongs in imgtui's help and palette."""
+    name = f"action_{action}"
+    for cls in type(node).__mro__:
+        if name in vars(cls):
+            return cls.__module__.startswith("imgtui.")
+    return False
 
-    def _entries(self) -> list[tuple[str, str, Callable[[], object]]]:
-        app: ImgtuiApp = self.app  # type: ignore[assignment]
-        return [(title, help_, partial(app.run_action, action, action_target(app, action)))
-                for title, help_, action in COMMANDS]
 
-    async def discover(self) -> Hits:
-        for title, help_, callback in self._entries():
-            yield DiscoveryHit(title, callback, help=help_)
+def screen_bindings(screen: "Screen", *, include_hidden: bool = True) -> list[tuple[object, Binding, list[str]]]:
+    """(node, binding, keys) for every action bound on ``screen`` now (focused widget first, then the
+    screen, then the app), one entry per action with all its keys. Disabled actions are kept
+    (help lists them) unless their ``check_action`` hides them."""
+    app = screen.app
+    found: dict[tuple[int, str], tuple[object, Binding, list[str]]] = {}
+    for key, active in screen.active_bindings.items():
+        binding = active.binding
+        if not include_hidden and not binding.show:
+            continue
+        if binding.action in ("command_palette", "quit") or not _ours(active.node, binding.action):
+            continue
+        entry = found.setdefault((id(active.node), binding.action), (active.node, binding, []))
+        shown = _key(app, key)
+        if shown not in entry[2]:
+            entry[2].append(shown)
+    return list(found.values())
 
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        for title, help_, callback in self._entries():
-            score = matcher.match(title)
-            if score > 0:
-                yield Hit(score, matcher.highlight(title), callback, text=title, help=help_)
+
+def help_rows(screen: "Screen") -> list[tuple[str, str]]:
+    """(keys, description) rows for the help screen of ``screen``."""
+    rows = [(" / ".join(keys), binding.tooltip or binding.description) for _n, binding, keys in screen_bindings(screen)]
+    rows += [(_key(screen.app, b.key), b.tooltip or b.description) for b in FIXED_KEYS]
+    return rows
+
+
+def screen_commands(screen: "Screen") -> Iterable[SystemCommand]:
+    """Palette entries for the actions bound on ``screen`` (title: the binding's description)."""
+    for node, binding, keys in screen_bindings(screen):
+        if not binding.description or binding.action in ("help",):
+            continue
+        help_text = f"{binding.tooltip or binding.description} ({' / '.join(keys)})"
+        yield SystemCommand(binding.description, help_text, partial(screen.app.run_action, binding.action, node))

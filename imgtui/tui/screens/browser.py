@@ -258,13 +258,25 @@ class BrowserScreen(Screen):
 
     CSS_PATH = "../browser.tcss"
 
+    HELP = """\
+# Record browser
+
+The records of one store: a virtual list (only the rows on screen are read), the selected image
+drawn in the terminal, its label, metadata and whether its checksum matched. A record that cannot be
+read is shown as a row with its one-line error, and the others stay browsable.
+
+Move with the arrow keys, PageUp/PageDown, Home/End, or **n**/**p**; **g** jumps to a record
+number; **f** filters by label; **c** compares the record with the same record of the other
+backends' stores; Escape goes back.
+"""
+
     BINDINGS = [
-        Binding("escape", "back", "Back"),
-        Binding("n", "next", "Next"),
-        Binding("p", "previous", "Prev"),
-        Binding("g", "jump", "Go to"),
-        Binding("f", "filter", "Filter"),
-        Binding("c", "compare", "Compare"),
+        Binding("escape", "back", "Back", tooltip="Back to the previous screen"),
+        Binding("n", "next", "Next", tooltip="Next record"),
+        Binding("p", "previous", "Prev", tooltip="Previous record"),
+        Binding("g", "jump", "Go to", tooltip="Jump to a record number"),
+        Binding("f", "filter", "Filter", tooltip="Show only the records whose label contains a text"),
+        Binding("c", "compare", "Compare", tooltip="The same record in every backend's store, side by side"),
     ]
 
     def __init__(self, path: str) -> None:

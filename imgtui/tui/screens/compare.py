@@ -77,10 +77,17 @@ class CompareScreen(Screen):
 
     CSS_PATH = "../browser.tcss"
 
+    HELP = """\
+# Compare
+
+The same record read from each backend's store, side by side, with its checksum and whether the
+pixels, label and metadata are identical in all of them.
+"""
+
     BINDINGS = [
-        Binding("escape", "back", "Back"),
-        Binding("n,right,down", "next", "Next"),
-        Binding("p,left,up", "previous", "Prev"),
+        Binding("escape", "back", "Back", tooltip="Back to the browser"),
+        Binding("n,right,down", "next", "Next", tooltip="Next record"),
+        Binding("p,left,up", "previous", "Prev", tooltip="Previous record"),
     ]
 
     def __init__(self, paths: list[str], index: int = 0) -> None:

@@ -17,9 +17,10 @@ Store an image dataset in {kinds} stores, and measure which suits your images.
 
 1. Pick a dataset on the left (the built-in synthetic set, an image folder, CIFAR batches, an
    `.npz` file or an existing store). Enter loads a path; → accepts the completion.
-2. Choose backends, options, methods, experiments and record counts on the right.
-3. Press **s** to start. Rows appear as results arrive, **p** shows the plots; **c** or Escape
-   cancels (temporary stores are removed), **e** exports JSON and CSV into the output folder.
+2. Choose backends, options, methods, experiments and record counts on the right. In a small
+   terminal the Dataset, Backends and Results parts are tabs: **v** shows the next one.
+3. Press **s** to start. Rows appear as results arrive, **p** shows the plots; **c** cancels
+   (Escape asks first; temporary stores are removed), **e** exports JSON and CSV into the output folder.
 4. The benchmark deletes its stores. Press **m** (*Make stores*) to keep a copy of the dataset in
    each enabled backend: {paths} (all records, or
    the largest selected count if the dataset is bigger; existing ones are replaced).
@@ -61,13 +62,16 @@ class HelpScreen(ModalScreen[None]):
         Binding("escape,q,question_mark,f1", "dismiss", "Close help"),
     ]
 
-    def __init__(self, bindings: list[tuple[str, str]]) -> None:
+    def __init__(self, bindings: list[tuple[str, str]], text: str | None = None) -> None:
+        """``bindings``: the (keys, description) rows of the screen below; ``text``: that screen's
+        own intro (markdown), the main screen's when None."""
         super().__init__()
         self._rows = bindings
+        self._text = text
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-body"):
-            yield Markdown(intro() + "\n" + bindings_markdown(self._rows), id="help-text")
+            yield Markdown((self._text or intro()) + "\n" + bindings_markdown(self._rows), id="help-text")
 
     def on_mount(self) -> None:
         self.query_one("#help-body").border_title = "Help"

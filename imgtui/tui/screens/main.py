@@ -26,7 +26,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, HorizontalGroup
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Label, ProgressBar, Static, TabbedContent, TabPane
+from textual import events
+from textual.widgets import (Button, Footer, Header, Label, ProgressBar, Static, Tab, TabbedContent, Tabs,
+                             TabPane)
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from ...bench import backend_info
@@ -45,6 +47,7 @@ from ..messages import (
     StoresStarted,
     one_line_error,
 )
+from .confirm import ConfirmScreen
 from ..widgets.backend_pane import COUNT_LABELS, BackendPane
 from ..widgets.dataset_pane import DatasetPane
 from ..widgets.plots import Plots
@@ -163,13 +166,15 @@ class MainScreen(Screen):
         Binding("s", "start", "Start", tooltip="Run the benchmark plan"),
         Binding("c", "cancel", "Cancel",
                 tooltip="Stop the running benchmark or make-stores (nothing half-written is left)"),
-        Binding("escape", "escape", "Cancel / leave field", show=False),
+        Binding("escape", "escape", "Leave field / cancel", show=False,
+                tooltip="Leave the field; while a run goes on, ask whether to cancel it"),
         Binding("e", "export", "Export", tooltip="Write results as JSON and CSV into the output folder"),
-        Binding("m", "make_stores", "Make stores",
-                tooltip="Write the dataset into a kept store per enabled backend under <output>/imgtui-stores"),
+        Binding("m", "make_stores", "Make",
+                tooltip="Write the dataset into a kept store per enabled backend, in the imgtui-stores folder of the output folder"),
         Binding("b", "browse", "Browse",
                 tooltip="Open the record browser on the selected store, or on the stores made with m"),
         Binding("p", "toggle_plots", "Plots", tooltip="Switch between the results table and the plots"),
+        Binding("v", "next_view", "View", tooltip="Small terminal: show the next part (dataset, backends, results)"),
     ]
 
     #: the benchmark plan built from the two panes
@@ -178,6 +183,14 @@ class MainScreen(Screen):
     running: reactive[bool] = reactive(False)
     #: a make-stores worker is running
     making: reactive[bool] = reactive(False)
+    #: small terminal: one of the three parts at a time (tabs), instead of the panes above the results
+    compact: reactive[bool] = reactive(False, init=False)
+    #: the part shown when compact: "dataset", "backends" or "results"
+    view: reactive[str] = reactive("results", init=False)
+
+    #: below these sizes the panes and the results cannot all be usable at once
+    COMPACT_WIDTH = 140
+    COMPACT_HEIGHT = 38
 
     def __init__(self, dataset: str = "synthetic", *, output: str = ".", **pane_options) -> None:
         super().__init__()
@@ -202,6 +215,8 @@ class MainScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield Tabs(Tab("Dataset", id="show-dataset"), Tab("Backends", id="show-backends"),
+                   Tab("Results", id="show-results"), id="compact-tabs", active="show-results")
         with Horizontal(id="panes"):
             yield DatasetPane(self._dataset, id="dataset-pane")
             yield BackendPane(id="backend-pane", **self._pane_options)
@@ -228,6 +243,48 @@ class MainScreen(Screen):
     def on_mount(self) -> None:
         self._update_results_title()
         self.update_plan()
+        self.add_class(f"-show-{self.view}")
+        self._fit(self.app.size.width, self.app.size.height)
+
+    # -- layout: wide (panes above the results) or compact (one part at a time, tabs) -----------
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit(event.size.width, event.size.height)
+
+    def _fit(self, width: int, height: int) -> None:
+        self.compact = width < self.COMPACT_WIDTH or height < self.COMPACT_HEIGHT
+
+    def watch_compact(self, compact: bool) -> None:
+        self.set_class(compact, "-compact")
+        self.query_one(Footer).compact = compact
+        self.refresh_bindings()
+
+    def watch_view(self, old: str, new: str) -> None:
+        self.remove_class(f"-show-{old}")
+        self.add_class(f"-show-{new}")
+        tabs = self.query_one("#compact-tabs", Tabs)
+        if tabs.active != f"show-{new}":
+            tabs.active = f"show-{new}"
+        if self.compact:
+            target = {"dataset": "#dataset-pane", "backends": "#backend-pane", "results": "#views"}[new]
+            if not self.query_one(target).has_focus_within:
+                self.call_after_refresh(self._focus_view, target)
+
+    def _focus_view(self, target: str) -> None:
+        widget = self.query_one(target)
+        focusables = [w for w in widget.query("*") if w.focusable]
+        if widget.focusable:
+            widget.focus()
+        elif focusables:
+            focusables[0].focus()
+
+    @on(Tabs.TabActivated, "#compact-tabs")
+    def _tab_chosen(self, event: Tabs.TabActivated) -> None:
+        event.stop()
+        self.view = str(event.tab.id).removeprefix("show-")
+
+    def action_next_view(self) -> None:
+        views = ["dataset", "backends", "results"]
+        self.view = views[(views.index(self.view) + 1) % len(views)]
 
     # -- the plan --------------------------------------------------------------------------
     def build_plan(self) -> BenchPlan:
@@ -269,7 +326,9 @@ class MainScreen(Screen):
         """A benchmark or make-stores is running."""
         return self.running or self.making
 
-    def watch_running(self) -> None:
+    def watch_running(self, running: bool) -> None:
+        if running and self.compact:
+            self.view = "results"
         self._sync_run_state()
 
     def watch_making(self) -> None:
@@ -290,6 +349,8 @@ class MainScreen(Screen):
             return None if self.busy else True
         if action == "cancel":
             return True if self.busy else None
+        if action == "next_view":
+            return True if self.compact else False
         return True
 
     # -- actions ---------------------------------------------------------------------------
@@ -340,10 +401,19 @@ class MainScreen(Screen):
             self.query_one("#step-name", Static).update("cancelling… (removing temporary stores)")
 
     def action_escape(self) -> None:
-        if self.busy:
-            self.action_cancel()
-        else:
-            self.query_one(ResultsTable).focus()
+        """Leave a field; while something runs, ask before cancelling it (closing a dialog with
+        Escape must not end a long run by accident)."""
+        if not self.busy:
+            self.query_one("#compact-tabs" if self.compact and self.view != "results" else "#results-table").focus()
+            return
+        what = "the benchmark" if self.running else "making the stores"
+
+        def answered(yes: bool | None) -> None:
+            if yes and self.busy:
+                self.action_cancel()
+
+        self.app.push_screen(ConfirmScreen(f"Cancel {what}? Its temporary stores are removed.",
+                                           yes="Cancel it", no="Keep running"), answered)
 
     def action_export(self) -> None:
         if self.running:

@@ -11,14 +11,12 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
@@ -100,6 +98,14 @@ class RecommendScreen(Screen):
         border: round $primary 50%; border-title-color: $text-primary; background: $surface;
     }
     """
+
+    HELP = """\
+# Recommend
+
+Say how you will use the store (access pattern, readers, whether it grows or changes); imgtui
+measures the backends on your dataset (or uses the results of the last benchmark) and recommends
+one with the measured reasons.
+"""
 
     BINDINGS = [
         Binding("escape", "close", "Close", tooltip="Back to the benchmark (cancels a running measurement)"),
@@ -228,20 +234,3 @@ class RecommendScreen(Screen):
             report = getattr(self.app, "report_worker_error", None)
             if report is not None:
                 report(event.worker)
-
-
-class RecommendCommands(Provider):
-    """Command palette entry: open the recommendation screen."""
-
-    TITLE = "Recommend a backend"
-    HELP = "Which backend suits these images and your needs, with measured reasons (r)"
-
-    async def discover(self) -> Hits:
-        yield DiscoveryHit(self.TITLE, partial(self.app.run_action, "recommend"), help=self.HELP)
-
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        score = matcher.match(self.TITLE)
-        if score > 0:
-            yield Hit(score, matcher.highlight(self.TITLE), partial(self.app.run_action, "recommend"),
-                      text=self.TITLE, help=self.HELP)

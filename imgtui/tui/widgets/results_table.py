@@ -42,7 +42,7 @@ class ResultsTable(DataTable):
     """A DataTable of ResultRows. Click a header (or press ``o``) to sort; again to reverse."""
 
     BINDINGS = [
-        Binding("o", "cycle_sort", "Sort", tooltip="Sort by the next column (again to reverse)"),
+        Binding("o", "cycle_sort", "Sort", show=False, tooltip="Sort by the next column (again to reverse)"),
     ]
 
     def __init__(self, **kwargs: Any) -> None:
