@@ -543,7 +543,7 @@ async def test_small_terminal_shows_one_part_at_a_time_and_everything_is_reachab
 
 # -- make stores (m) and browse (b) ----------------------------------------------------------------
 def _stores(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.exists() else []
 
 
 def _record_text(browser) -> str:
@@ -620,9 +620,19 @@ async def test_m_makes_three_stores_then_b_browses_them(tmp_path):
         info = [n.message for n in notifications(app, "information")]
         assert f"Made synthetic.disk, synthetic.lmdb, synthetic.h5 (30 records each) in {folder}." in info[-1]
 
-        # making them again replaces them (through the writer) and they still hold the same records
+        # making them again asks first, then replaces them (through the writer); same records
+        from imgtui.tui.screens.confirm import ConfirmScreen
+
         await pilot.press("m")
-        await wait_until(pilot, lambda: not screen.making, what="make stores again")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        assert app.screen.question == (f"synthetic.disk, synthetic.lmdb, synthetic.h5 in {folder} already exist "
+                                       "(made from this dataset). Replace them?")
+        await pilot.press("y")
+
+        def made_twice() -> bool:
+            return not screen.making and sum(n.message.startswith("Made ") for n in notifications(app)) == 2
+
+        await wait_until(pilot, made_twice, what="make stores again")
         assert _stores(folder) == ["synthetic.disk", "synthetic.h5", "synthetic.lmdb"]
         _assert_store_holds(folder / "synthetic.lmdb", spec)
 
@@ -654,6 +664,68 @@ async def test_b_on_a_fresh_dataset_makes_stores_then_browses(tmp_path):
         assert _stores(folder) == ["synthetic.h5", "synthetic.lmdb"]
         for name in _stores(folder):
             _assert_store_holds(folder / name, spec, 10)
+
+
+async def test_b_reuses_matching_stores_and_asks_before_replacing_others(tmp_path):
+    """Stores made from this dataset (same options, same record limit) are browsed as they are, also
+    when the path is typed differently; stores made from another dataset are replaced only on yes."""
+    from imgtui.tui.screens.browser import BrowserScreen
+    from imgtui.tui.screens.confirm import ConfirmScreen
+
+    data = tmp_path / "data"
+    data.mkdir()
+    from PIL import Image
+
+    for i in range(6):
+        (data / f"c{i % 2}").mkdir(exist_ok=True)
+        Image.fromarray(np.full((5, 7, 3), i * 20, np.uint8)).save(data / f"c{i % 2}" / f"{i}.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    folder = out / "imgtui-stores"
+    app = make_app(str(data), output=str(out), counts=[10], backends=["lmdb"])
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        screen: MainScreen = app.screen  # type: ignore[assignment]
+        await pilot.press("b")
+        await wait_until(pilot, lambda: isinstance(app.screen, BrowserScreen), what="the browser")
+        store = folder / "data.lmdb"
+        made_at = store.stat().st_mtime_ns, (store / "data.mdb").stat().st_mtime_ns
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is screen, what="the main screen")
+
+    # a new session, the same folder typed with a trailing slash: reused, not rebuilt
+    app = make_app(str(data) + "/", output=str(out), counts=[10], backends=["lmdb"])
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        screen = app.screen  # type: ignore[assignment]
+        await pilot.press("b")
+        await wait_until(pilot, lambda: isinstance(app.screen, BrowserScreen), what="the browser")
+        assert screen.make_worker is None
+        assert (store.stat().st_mtime_ns, (store / "data.mdb").stat().st_mtime_ns) == made_at
+
+    # another folder of the same name: its store would replace the first: asked, "n" keeps it
+    other = tmp_path / "elsewhere" / "data"
+    (other / "a").mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(other / "a" / "x.png")
+    app = make_app(str(other), output=str(out), counts=[10], backends=["lmdb"])
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        screen = app.screen  # type: ignore[assignment]
+        await pilot.press("b")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        assert app.screen.question == (f"data.lmdb in {folder} already exist (made from another dataset or "
+                                       "with other options). Replace it?")
+        await pilot.press("n")
+        await wait_until(pilot, lambda: isinstance(app.screen, BrowserScreen), what="the old store's browser")
+        assert screen.make_worker is None
+        assert len(imgtui.open(store)) == 6
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is screen, what="the main screen")
+        await pilot.press("b")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question again")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: isinstance(app.screen, BrowserScreen), what="the new store's browser")
+        assert len(imgtui.open(store)) == 1
 
 
 class _SlowAfter:

@@ -23,9 +23,9 @@ Store an image dataset in {kinds} stores, and measure which suits your images.
    (Escape asks first; temporary stores are removed), **e** exports JSON and CSV into the output folder.
 4. The benchmark deletes its stores. Press **m** (*Make stores*) to keep a copy of the dataset in
    each enabled backend: {paths} (all records, or
-   the largest selected count if the dataset is bigger; existing ones are replaced).
+   the largest selected count if the dataset is bigger; replacing existing ones asks first).
 5. Press **b** to browse the records (image, label, metadata, checksum) of those stores; if there
-   are none yet, **b** makes them first. In the browser, **c** compares the same record across
+   are none yet (or they were made from other data or options), **b** makes them first. In the browser, **c** compares the same record across
    {names}. With an existing store as the dataset, **b** browses it directly.
 
 Methods: *article* is the straightforward way (one write per record), *imgtui* the tuned writer,

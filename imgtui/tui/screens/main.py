@@ -14,6 +14,8 @@ benchmark and make-stores never run at the same time.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
 import threading
 import time
@@ -88,6 +90,81 @@ def store_paths(output: str, spec: str, backends: list[str]) -> list[tuple[str, 
     base = store_base_name(spec)
     # the suffix tells the stores of one dataset apart; the browser's compare finds them by base name
     return [(b, str(folder / f"{base}{backend_info.store_suffix(b)}")) for b in backends]
+
+
+#: beside the made stores: what each was made from (dataset, options, record limit, count), so that
+#: b reuses stores that match the dataset and asks before replacing ones that do not
+MADE_FILE = ".imgtui-made.json"
+
+
+def dataset_key(spec: str) -> str:
+    """``spec`` with paths made absolute and trailing slashes dropped (``data/`` and ``./data`` are one dataset)."""
+    text = (spec or "").strip() or "synthetic"
+    if text.startswith(("synthetic", "medical")):
+        return text
+    prefix = "dicom:" if text.startswith("dicom:") else ""
+    rest = text[len(prefix):]
+    key = ""
+    if ":" in rest and not Path(rest).expanduser().exists():
+        rest, _, key = rest.rpartition(":")
+    path = str(Path(rest.rstrip("/\\") or rest).expanduser().resolve())
+    return prefix + path + (f":{key}" if key else "")
+
+
+def read_made(folder: Path) -> dict[str, dict]:
+    """The made-from records of the stores in ``folder`` ({} if none or unreadable)."""
+    try:
+        data = json.loads((folder / MADE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_made(folder: Path, entries: dict[str, dict]) -> None:
+    """Record what the stores just made were made from (atomically; a failure only loses reuse)."""
+    data = read_made(folder)
+    data.update(entries)
+    tmp = folder / f"{MADE_FILE}.tmp-{os.getpid()}"
+    try:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, folder / MADE_FILE)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def made_entry(spec: str, backend: str, options: dict, limit: int | None) -> dict:
+    return {"dataset": dataset_key(spec), "backend": backend, "options": options, "limit": limit}
+
+
+def _store_count(path: str) -> int | None:
+    from ...backends import open_store
+
+    try:
+        reader = open_store(path)
+    except Exception:
+        return None
+    try:
+        return len(reader)
+    finally:
+        reader.close()
+
+
+def sort_made(jobs: list[tuple[str, str, dict]], spec: str, limit: int | None) -> tuple[list, list, list]:
+    """Split make-stores jobs into (matching, other, missing): stores that exist and were made from
+    this dataset with these options and record limit (and hold the count they were made with),
+    stores that exist but were made from something else (or are unknown), and stores not there."""
+    matching, other, missing = [], [], []
+    records = read_made(Path(jobs[0][1]).parent) if jobs else {}
+    for job in jobs:
+        backend, path, options = job
+        if not os.path.exists(path):
+            missing.append(job)
+            continue
+        entry = records.get(Path(path).name)
+        want = made_entry(spec, backend, options, limit)
+        same = isinstance(entry, dict) and {k: entry.get(k) for k in want} == want
+        (matching if same and _store_count(path) == entry.get("count") else other).append(job)
+    return matching, other, missing
 
 
 def make_stores_limit(length: int | None, counts: list[int]) -> tuple[int | None, str]:
@@ -208,6 +285,7 @@ class MainScreen(Screen):
         self._error_messages: set[str] = set()
         #: dataset spec -> the stores make-stores wrote for it (complete runs only)
         self.made_stores: dict[str, list[str]] = {}
+        self._make_made: dict[str, dict] = {}
         self.make_worker: Worker | None = None
         self.make_cancel: threading.Event | None = None
         self._make_spec = ""
@@ -440,21 +518,11 @@ class MainScreen(Screen):
         if not pane.kind:
             self.notify("The dataset is still being read; press b again in a moment.", severity="warning")
             return
-        made = self.made_stores.get(pane.spec)
-        if made and all(Path(p).exists() for p in made):
-            self.open_browser(made[0])
-            return
         if self.making and self._make_spec == pane.spec:
             self._browse_after_make = True
             self.notify("The stores of this dataset are being made; the browser opens when they are done.")
             return
-        if self.action_make_stores(browse_after=True):
-            self.notify(
-                "This dataset is not a store: making a copy in each enabled backend first (m); "
-                "the browser opens when they are done.",
-                title="Browse",
-                markup=False,
-            )
+        self.action_make_stores(browse_after=True)
 
     def open_browser(self, path: str) -> None:
         try:
@@ -465,7 +533,9 @@ class MainScreen(Screen):
         self.app.push_screen(BrowserScreen(path))
 
     def action_make_stores(self, browse_after: bool = False) -> bool:
-        """Start make-stores for the current dataset; False (and a notification) if it cannot start."""
+        """Make a store of the dataset per enabled backend (m), or for b: reuse the stores made
+        from this dataset with these options, make the missing ones, and ask before replacing a
+        store made from something else. False (and a notification) if nothing starts."""
         if self.running:
             self.notify("Wait for the benchmark to finish (or cancel it with c) before making stores.",
                         severity="warning")
@@ -484,7 +554,41 @@ class MainScreen(Screen):
             return False
         jobs = [(b, path, dict(plan.backend_options.get(b) or {}))
                 for b, path in store_paths(self.output, plan.dataset, plan.backends)]
+        length = (pane.summary or {}).get("count")
+        limit, _note = make_stores_limit(length if isinstance(length, int) else None, list(plan.counts))
+        matching, other, missing = sort_made(jobs, plan.dataset, limit)
+        if browse_after and matching and not other and not missing:
+            self.open_browser(matching[0][1])  # made from this dataset before: reuse them
+            return True
+        todo = (other + missing) if browse_after else jobs
+        replaced = [Path(j[1]).name for j in todo if os.path.exists(j[1])]
+        if not replaced:
+            return self._start_make(plan, todo, limit, browse_after)
+        why = ("made from another dataset or with other options" if other else "made from this dataset")
+        question = (f"{', '.join(replaced)} in {Path(todo[0][1]).parent} already exist ({why}). "
+                    f"Replace {'it' if len(replaced) == 1 else 'them'}?")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._start_make(plan, todo, limit, browse_after)
+            elif browse_after and (matching or other):
+                self.open_browser((matching or other)[0][1])
+            else:
+                self.notify("Kept the existing stores.", title="Make stores")
+
+        self.app.push_screen(ConfirmScreen(question, yes="Replace", no="Keep"), answered)
+        return True
+
+    def _start_make(self, plan: BenchPlan, jobs: list[tuple[str, str, dict]], limit: int | None,
+                    browse_after: bool) -> bool:
+        if self.busy:
+            self.notify("Wait for the running work to finish before making stores.", severity="warning")
+            return False
+        if browse_after:
+            self.notify("This dataset is not a store: making a copy in each enabled backend first (m); "
+                        "the browser opens when they are done.", title="Browse", markup=False)
         self._make_spec = plan.dataset
+        self._make_made = {Path(path).name: made_entry(plan.dataset, b, options, limit) for b, path, options in jobs}
         self._browse_after_make = browse_after
         self.make_cancel = threading.Event()
         self.query_one("#step-progress", ProgressBar).update(total=None, progress=0)
@@ -615,6 +719,10 @@ class MainScreen(Screen):
                         title="Make stores", severity="warning", markup=False)
             return
         self.made_stores[m.spec] = list(m.paths)
+        if m.paths:
+            made = self._make_made
+            write_made(Path(m.paths[0]).parent, {Path(p).name: dict(made[Path(p).name], count=m.count)
+                                                  for p in m.paths if Path(p).name in made})
         for bar in (self.query_one("#step-progress", ProgressBar), self.query_one("#overall-progress", ProgressBar)):
             bar.update(total=bar.total or 1, progress=bar.total or 1)
         base = Path(m.paths[0]).stem if m.paths else ""
