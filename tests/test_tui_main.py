@@ -400,9 +400,12 @@ def test_results_table_sorting_puts_missing_values_last():
                 table.add_result(ResultRow("store_many", "lmdb", "imgtui", count, median_s=t))
             table.sort_by("median_s")
             assert [r.count for r in table.sorted_rows()] == [1000, 100, 10]
-            table.sort_by("median_s")  # again: reversed
+            assert str(table.columns["median_s"].label) == "time (median) ▲"
+            table.sort_by("median_s")  # again: reversed, the row without a time still last
             assert table.sort_reverse
-            assert [r.count for r in table.sorted_rows()] == [10, 100, 1000]
+            assert [r.count for r in table.sorted_rows()] == [100, 1000, 10]
+            assert str(table.columns["median_s"].label) == "time (median) ▼"
+            assert str(table.columns["count"].label) == "count"
             await pilot.press("o")  # cycles to the next column
             assert table.sort_column == "records_per_s"
             assert table.row_count == 3
@@ -869,3 +872,16 @@ def test_cifar_store_name():
     from imgtui.tui.screens.main import store_base_name
 
     assert store_base_name("/work/shared/datasets/cifar10-test") == "cifar10-test"
+
+
+def test_plot_axes_read_in_units_and_the_legend_names_colours_and_markers():
+    from imgtui.tui.widgets.plots import fmt_count, legend, time_ticks
+
+    assert [fmt_count(n) for n in (10, 100, 1000, 10_000, 100_000, 1_500, 1_000_000)] == [
+        "10", "100", "1k", "10k", "100k", "1.5k", "1M"]
+    assert time_ticks(5e-5, 0.3) == ([1e-4, 1e-3, 1e-2, 0.1], ["100 µs", "1 ms", "10 ms", "100 ms"])
+    assert time_ticks(0.002, 0.004) == ([0.002, 0.004], ["2.0 ms", "4.0 ms"])
+    rows = [ResultRow("read_many", "lmdb", "imgtui", 10, median_s=0.1),
+            ResultRow("read_many", "numpy", "floor", 10, median_s=0.01),
+            ResultRow("read_many", "hdf5", "article", 10, error="boom")]
+    assert legend(rows).plain == "■ lmdb  ■ numpy  ·  + floor  • imgtui  "

@@ -1,14 +1,80 @@
-"""Plots of the results so far: time vs count (log-log) for store_many and read_many, disk usage bars."""
+"""Plots of the results so far: time vs count (log-log) for store_many and read_many, disk usage bars.
+
+Axes read in units (10 µs, 1 ms, 1 s; 10, 1k, 100k records); the legend sits below the plots (a
+legend inside a terminal plot covers the lines): one colour per backend (the registry's), one
+marker per method.
+"""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
+from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Grid
+from textual.containers import Grid, Vertical
+from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
+from ...bench import backend_info
+from ...bench.fmt import fmt_seconds
 from ...bench.model import ResultRow
+
+#: the marker of each method's line (others: "•")
+METHOD_MARKERS = {"imgtui": "•", "article": "x", "floor": "+"}
+
+
+def fmt_count(n: float) -> str:
+    """10, 100, 1k, 10k, 100k, 1M."""
+    for unit, div in (("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            v = n / div
+            return f"{v:.0f}{unit}" if v == int(v) else f"{v:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def fmt_time_tick(s: float) -> str:
+    """A decade of seconds as a tick: 1 µs, 10 µs, 100 µs, 1 ms, ..., 1 s, 10 s."""
+    for unit, div in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
+        if s >= div * 0.999:
+            return f"{s / div:.0f} {unit}"
+    return f"{s:.0e} s"
+
+
+def time_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
+    """Ticks inside [lo, hi] (a tick outside the data is drawn outside the plot): the powers of ten
+    there, or the two ends when there are fewer than two."""
+    decades = [10.0 ** e for e in range(math.ceil(math.log10(lo) - 1e-9), math.floor(math.log10(hi) + 1e-9) + 1)]
+    if len(decades) >= 2:
+        return decades, [fmt_time_tick(t) for t in decades]
+    ends = sorted({lo, hi})
+    return ends, [fmt_seconds(t) for t in ends]
+
+
+def marker(method: str) -> str:
+    return METHOD_MARKERS.get(method, "•")
+
+
+def series_colour(name: str) -> tuple[int, int, int]:
+    """The backend's colour from the registry as RGB (plotext takes tuples); grey for the floor."""
+    hexa = backend_info.colour(name.split("/", 1)[0], "#9a9a9a").lstrip("#")
+    return int(hexa[0:2], 16), int(hexa[2:4], 16), int(hexa[4:6], 16)
+
+
+def legend(rows: list[ResultRow]) -> Text:
+    """One entry per backend (its colour) and per method (its marker) present in ``rows``."""
+    backends = sorted({r.backend for r in rows if r.median_s is not None and not r.error})
+    methods = sorted({r.method for r in rows if r.median_s is not None and not r.error})
+    text = Text()
+    for b in backends:
+        r, g, bl = series_colour(b)
+        text.append("■ ", style=f"rgb({r},{g},{bl})")
+        text.append(f"{b}  ")
+    if methods:
+        text.append("·  ")
+    for m in methods:
+        text.append(f"{marker(m)} {m}  ")
+    return text
 
 
 def series(rows: list[ResultRow], experiment: str) -> dict[str, tuple[list[int], list[float]]]:
@@ -47,13 +113,17 @@ class TimePlot(PlotextPlot):
         plt.clear_figure()
         plt.title(f"{self.experiment}: median time vs count")
         plt.xlabel("records")
-        plt.ylabel("seconds")
         data = series(rows, self.experiment)
         if data:
             plt.xscale("log")
             plt.yscale("log")
             for name, (xs, ys) in data.items():
-                plt.plot(xs, ys, label=name, marker="braille")
+                plt.plot(xs, ys, marker=marker(name.split("/", 1)[-1]), color=series_colour(name))
+            xs = sorted({x for xs, _ys in data.values() for x in xs})
+            ys = [y for _xs, ys in data.values() for y in ys if y > 0]
+            plt.xticks(xs, [fmt_count(x) for x in xs])
+            if ys:
+                plt.yticks(*time_ticks(min(ys), max(ys)))
         self.refresh()
 
 
@@ -65,19 +135,22 @@ class DiskPlot(PlotextPlot):
         plt.clear_data()
         plt.clear_figure()
         labels, mb, count = disk_usage(rows)
-        plt.title("disk usage (MB)" + (f" at {count:,} records" if count else ""))
+        plt.title("disk usage (MB)" + (f" at {fmt_count(count)} records" if count else ""))
         if labels:
-            plt.bar(labels, mb, orientation="horizontal", width=0.3)
+            plt.bar(labels, mb, orientation="horizontal", width=0.3,
+                    color=[series_colour(label) for label in labels])
         self.refresh()
 
 
-class Plots(Grid):
-    """The plots view: store_many and read_many time plots and the disk usage bars."""
+class Plots(Vertical):
+    """The plots view: store_many and read_many time plots and the disk usage bars, legend below."""
 
     def compose(self) -> ComposeResult:
-        yield TimePlot("store_many", id="plot-store")
-        yield TimePlot("read_many", id="plot-read")
-        yield DiskPlot(id="plot-disk")
+        with Grid(id="plot-grid"):
+            yield TimePlot("store_many", id="plot-store")
+            yield TimePlot("read_many", id="plot-read")
+            yield DiskPlot(id="plot-disk")
+        yield Static("", id="plot-legend")
 
     def on_mount(self) -> None:
         self.update_rows([])
@@ -86,3 +159,4 @@ class Plots(Grid):
         for plot in self.query(TimePlot):
             plot.update_rows(rows)
         self.query_one(DiskPlot).update_rows(rows)
+        self.query_one("#plot-legend", Static).update(legend(rows))

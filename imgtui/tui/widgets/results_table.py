@@ -29,13 +29,11 @@ COLUMNS: list[tuple[str, str, Callable[[ResultRow], Any], Callable[[ResultRow], 
 _BY_KEY = {c[0]: c for c in COLUMNS}
 
 
-def _sort_key(getter: Callable[[ResultRow], Any]) -> Callable[[ResultRow], tuple]:
-    def key(row: ResultRow) -> tuple:
-        v = getter(row)
-        # missing values last whatever the direction; numbers and strings never compared
-        return (v is None or v == "", v if v is not None else 0)
-
-    return key
+def sort_rows(rows: list[ResultRow], getter: Callable[[ResultRow], Any], reverse: bool) -> list[ResultRow]:
+    """``rows`` sorted by ``getter``; rows without a value ("-" cells) last in either direction."""
+    present = [r for r in rows if getter(r) is not None and getter(r) != ""]
+    missing = [r for r in rows if getter(r) is None or getter(r) == ""]
+    return sorted(present, key=getter, reverse=reverse) + missing
 
 
 class ResultsTable(DataTable):
@@ -82,7 +80,7 @@ class ResultsTable(DataTable):
     def sorted_rows(self) -> list[ResultRow]:
         if self.sort_column is None:
             return list(self.rows_data)
-        return sorted(self.rows_data, key=_sort_key(_BY_KEY[self.sort_column][2]), reverse=self.sort_reverse)
+        return sort_rows(self.rows_data, _BY_KEY[self.sort_column][2], self.sort_reverse)
 
     def _redraw(self) -> None:
         cursor = self.cursor_row
