@@ -291,6 +291,7 @@ backends' stores; Escape goes back.
         self._thumbs: OrderedDict[tuple, RecordView] = OrderedDict()
         self._prompt_mode: str | None = None
         self._filter: str = ""
+        self._info_lines = -1
 
     # -- layout ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -486,7 +487,17 @@ backends' stores; Escape goes back.
             self.image_view.show_image(view.text, key)
         else:
             self.image_view.show_message(view.error or "no image", key)
-        self.query_one("#record-info", Static).update(record_panel(view))
+        self._show_info(record_panel(view))
+
+    def _show_info(self, panel: Any) -> None:
+        """Update the record panel; a layout pass (a repaint of the whole screen) only when its
+        height changes, so that holding a key repaints just the rows, the image and this panel."""
+        info = self.query_one("#record-info", Static)
+        console = self.app.console
+        width = max(1, info.content_size.width)
+        lines = len(console.render_lines(panel, console.options.update_width(width), pad=False))
+        info.update(panel, layout=lines != self._info_lines)
+        self._info_lines = lines
 
     def _update_status(self) -> None:
         records = self.record_list
@@ -496,7 +507,7 @@ backends' stores; Escape goes back.
         status = f"{where} · {records.count:,} records"
         if records.filtered:
             status += f" · filter: label in {{{self._filter}}}"
-        self.query_one("#list-status", Static).update(Text(status))
+        self.query_one("#list-status", Static).update(Text(status), layout=False)  # one fixed line
 
     # -- actions ---------------------------------------------------------------------------
     def action_back(self) -> None:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.message import Message
+from textual.strip import Strip
 from textual.widget import Widget
 
 
@@ -35,6 +38,7 @@ class ImageView(Widget):
     def __init__(self, message: str = "", *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self._text: Text | None = None
+        self._strips: list[Strip] = []
         self._message = message
         #: what the current image shows (e.g. record index); the screen uses it to skip stale images
         self.key: object = None
@@ -54,21 +58,42 @@ class ImageView(Widget):
         return self._message
 
     def show_image(self, text: Text, key: object = None) -> None:
+        """Show a half-block image; it is turned into strips once here, so a repaint (cursor moves
+        elsewhere on the screen, scrolling) costs nothing, and no layout is needed."""
         self._text = text
+        self._strips = [Strip(list(line.render(self.app.console))) for line in text.split("\n", allow_blank=True)]
         self._message = ""
         self.key = key
         self.refresh()
 
     def show_message(self, message: str, key: object = None) -> None:
         self._text = None
+        self._strips = []
         self._message = message
         self.key = key
         self.refresh()
 
-    def render(self) -> Text:
+    def render_line(self, y: int) -> Strip:
+        """The image centred in the widget, or the message centred on the middle line."""
+        width, height = self.size.width, self.size.height
+        style = self.rich_style
+        blank = Style(bgcolor=style.bgcolor) if style.bgcolor else Style()
         if self._text is not None:
-            return self._text
-        return Text(self._message, no_wrap=False)
+            top = max(0, (height - len(self._strips)) // 2)
+            row = y - top
+            if 0 <= row < len(self._strips):
+                strip = self._strips[row].crop(0, width)
+                left = max(0, (width - strip.cell_length) // 2)
+                return Strip([Segment(" " * left, blank), *strip, Segment(" " * (width - left - strip.cell_length), blank)],
+                             width)
+            return Strip.blank(width, blank)
+        lines = Text(self._message).wrap(self.app.console, max(1, width), justify="center") if self._message else []
+        top = max(0, (height - len(lines)) // 2)
+        row = y - top
+        if 0 <= row < len(lines):
+            segments = list(lines[row].render(self.app.console))
+            return Strip(segments).apply_style(style).extend_cell_length(width, blank).crop(0, width)
+        return Strip.blank(width, blank)
 
     def on_resize(self, event: events.Resize) -> None:
         cols, rows = self.cells

@@ -103,6 +103,7 @@ class RecordList(ScrollView, can_focus=True):
         self._request_scheduled = False
         self._index_width = 1
         self.lines_rendered = 0  # for tests: rows drawn so far
+        self._style_cache: tuple[dict[str, Style], dict[str, Style]] | None = None
 
     # -- data ------------------------------------------------------------------------------
     @property
@@ -252,16 +253,16 @@ class RecordList(ScrollView, can_focus=True):
         scroll_x, scroll_y = self.scroll_offset
         row = scroll_y + y
         width = self.scrollable_content_region.width
-        base = self.rich_style
+        plain, cursor = self._styles()
         index = self.index_at(row)
         if index is None:
-            return Strip.blank(width, base)
+            return Strip.blank(width, plain[""])
         self.lines_rendered += 1
-        if row == self.cursor:
-            base = base + self.get_component_rich_style("record-list--cursor")
+        styles = cursor if row == self.cursor else plain
+        base = styles[""]
 
         def fg(component: str) -> Style:
-            return base + Style(color=self.get_component_rich_style(component).color)
+            return styles[component]
 
         label = self.label_of(index)
         label_text = "…" if label is None else str(label).replace("\n", " ")
@@ -282,6 +283,34 @@ class RecordList(ScrollView, can_focus=True):
         ]
         strip = Strip(segments).adjust_cell_length(max(self.line_width, width + scroll_x), base)
         return strip.crop(scroll_x, scroll_x + width)
+
+    _COMPONENTS = ("record-list--index", "record-list--pending", "record-list--ok", "record-list--bad")
+
+    def _styles(self) -> tuple[dict[str, Style], dict[str, Style]]:
+        """The row styles (plain, cursor), resolved once per style change instead of per line
+        (resolving component styles was most of the cost of drawing a page)."""
+        cached = self._style_cache
+        if cached is None:
+            base = self.rich_style
+            cursor = base + self.get_component_rich_style("record-list--cursor")
+            colours = {c: Style(color=self.get_component_rich_style(c).color) for c in self._COMPONENTS}
+            cached = self._style_cache = (
+                {"": base, **{c: base + colour for c, colour in colours.items()}},
+                {"": cursor, **{c: cursor + colour for c, colour in colours.items()}},
+            )
+        return cached
+
+    def notify_style_update(self) -> None:
+        self._style_cache = None
+        super().notify_style_update()
+
+    def _on_focus(self, event) -> None:
+        self._style_cache = None
+        super()._on_focus(event)
+
+    def _on_blur(self, event) -> None:
+        self._style_cache = None
+        super()._on_blur(event)
 
     def visible_indices(self) -> list[int]:
         top = round(self.scroll_offset.y)
