@@ -188,15 +188,61 @@ async def test_filter_by_label(fake_store):
         await wait_for(pilot, lambda: "record 2\n" in record_text(screen))
         await pilot.press("down")
         await wait_for(pilot, lambda: "record 5\n" in record_text(screen))
-        assert "filter: label in {cls2}" in str(screen.query_one("#list-status").content)
-        # a label nobody has: empty view and a warning
+        await wait_for(pilot, lambda: str(screen.query_one("#list-status").content).endswith("filter: cls2"))
+        # a text nobody's label or metadata has: empty view and a warning once all is searched
         await pilot.press("f", "ctrl+a", "ctrl+k", *"zebra", "enter")
-        await wait_for(pilot, lambda: records.row_count == 0)
-        assert ("No record has label zebra.", "warning") in app.notes
+        await wait_for(pilot, lambda: ("No record's label or metadata contains zebra.", "warning") in app.notes)
+        assert records.row_count == 0
         # an empty filter shows everything again
         await pilot.press("f", "ctrl+a", "ctrl+k", "enter")
         await wait_for(pilot, lambda: not records.filtered)
         assert records.row_count == 300
+
+
+async def test_filter_searches_metadata_case_insensitively_and_x_finds_the_next_bad_record(fake_store):
+    app = ScreenApp(lambda: BrowserScreen("fake:300"))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        records = screen.record_list
+        await wait_for(pilot, lambda: records.labels_loaded)
+        # metadata {"source": "img_0NN.png"}: no label contains IMG_01, ten records' metadata does
+        await pilot.press("f", *"IMG_01,CLS1X", "enter")
+        await wait_for(pilot, lambda: records.filtered and screen._filter_progress[0] == 300)
+        assert [records.index_at(r) for r in range(records.row_count)] == list(range(10, 20))
+        await pilot.press("f", "ctrl+a", "ctrl+k", "enter")
+        await wait_for(pilot, lambda: not records.filtered)
+        assert records.current_index == 10  # the cursor stays on its record
+        # record 3 cannot be read: from the top, x jumps there, then says there is none after it
+        await pilot.press("home")
+        await wait_for(pilot, lambda: records.current_index == 0)
+        await pilot.press("x")
+        await wait_for(pilot, lambda: records.current_index == 3)
+        await pilot.press("x")
+        await wait_for(pilot, lambda: any(n.startswith("No bad or unreadable record after record 3") for n, _s in app.notes))
+        assert ("No bad or unreadable record after record 3 (checked 296).", "information") in app.notes
+        assert records.current_index == 3
+
+
+async def test_click_copy_and_open_in_the_viewer(fake_store, tmp_path, monkeypatch):
+    from imgtui.png import decode_png
+
+    dest = tmp_path / "viewed.png"
+    monkeypatch.setenv("IMGTUI_VIEWER", f"sh -c 'cp \"$0\" {dest}'")
+    app = ScreenApp(lambda: BrowserScreen("fake:40"))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        records = screen.record_list
+        await pilot.click(RecordList, offset=(2, 4))  # the fifth row
+        await wait_for(pilot, lambda: records.current_index == 4)
+        await pilot.press("y")
+        assert app.clipboard == "fake:40[4]"
+        await pilot.press("o")
+        await wait_for(pilot, lambda: dest.exists() and dest.stat().st_size > 0)
+        await asyncio.sleep(0.2)
+        assert np.array_equal(decode_png(dest.read_bytes()), make_record(4).image)
+        monkeypatch.setenv("IMGTUI_VIEWER", str(tmp_path / "no-such-viewer"))
+        await pilot.press("o")
+        await wait_for(pilot, lambda: any("cannot start the viewer" in n for n, _s in app.notes))
 
 
 async def test_virtual_list_pages_through_200k_records(fake_store):

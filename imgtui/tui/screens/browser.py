@@ -8,7 +8,14 @@ closed under that lock when the screen goes away.
 
 from __future__ import annotations
 
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +37,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from ...backends import registry
 from ...bench.backend_info import names as backend_names, store_suffix
 from ...errors import ImgtuiError, first_line
+from ...png import encode_png
 from ...records import checksum
 from ..imaging import thumbnail
 from ..widgets.image_view import ImageView
@@ -37,6 +45,38 @@ from ..widgets.record_list import RecordList, RowDetails
 
 #: decoded thumbnails kept per screen (keyed by record index and cell size)
 THUMBNAIL_CACHE = 64
+#: records whose metadata the filter reads at a time
+FILTER_BATCH = 256
+
+
+def write_viewable(image: np.ndarray, index: int) -> Path:
+    """The record as a file an image viewer opens: PNG for 8/16-bit pixels (lossless), else .npy."""
+    folder = Path(tempfile.mkdtemp(prefix="imgtui-view-"))
+    if image.dtype in (np.uint8, np.uint16) and (image.ndim == 2 or image.shape[-1] in (1, 3, 4)):
+        path = folder / f"record-{index}.png"
+        path.write_bytes(encode_png(image))
+        return path
+    path = folder / f"record-{index}.npy"
+    np.save(path, image)
+    return path
+
+
+def start_viewer(path: Path) -> None:
+    """``$IMGTUI_VIEWER FILE``, else xdg-open (Linux) or open (macOS); detached from the app."""
+    command = os.environ.get("IMGTUI_VIEWER")
+    argv = shlex.split(command) if command else None
+    if argv is None:
+        for opener in ("xdg-open", "open"):
+            if shutil.which(opener):
+                argv = [opener]
+                break
+    if not argv:
+        raise ImgtuiError(f"no image viewer found: set IMGTUI_VIEWER (the record is saved as {path})")
+    try:
+        subprocess.Popen([*argv, str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError as exc:
+        raise ImgtuiError(f"cannot start the viewer {argv[0]}: {one_line(exc)} (the record is saved as {path})") from None
 
 
 # -- store helpers (no widgets: safe in worker threads) -------------------------------------
@@ -251,6 +291,18 @@ class RecordLoaded(Message):
 class FilterDone(Message):
     query: str
     rows: np.ndarray | None
+    #: records whose metadata was searched so far (all: the filter is complete)
+    scanned: int = 0
+    total: int = 0
+
+
+@dataclass
+class BadFound(Message):
+    """The next bad or unreadable record after ``start`` (None: none until the end)."""
+
+    start: int
+    index: int | None
+    scanned: int
 
 
 class BrowserScreen(Screen):
@@ -265,9 +317,12 @@ The records of one store: a virtual list (only the rows on screen are read), the
 drawn in the terminal, its label, metadata and whether its checksum matched. A record that cannot be
 read is shown as a row with its one-line error, and the others stay browsable.
 
-Move with the arrow keys, PageUp/PageDown, Home/End, or **n**/**p**; **g** jumps to a record
-number; **f** filters by label; **c** compares the record with the same record of the other
-backends' stores; Escape goes back.
+Move with the arrow keys, PageUp/PageDown, Home/End, **n**/**p** or a click; **g** jumps to a
+record number; **f** filters: records whose label or metadata contains a text (case-insensitive;
+several texts separated by commas; labels at once, metadata as it is read); **x** jumps to the next
+damaged or unreadable record; **o** opens the record in your image viewer (`$IMGTUI_VIEWER`, else
+xdg-open/open; PNG for 8/16-bit pixels); **y** copies `STORE[INDEX]`; **c** compares the record with
+the same record of the other backends' stores; Escape goes back.
 """
 
     BINDINGS = [
@@ -275,7 +330,10 @@ backends' stores; Escape goes back.
         Binding("n", "next", "Next", tooltip="Next record"),
         Binding("p", "previous", "Prev", tooltip="Previous record"),
         Binding("g", "jump", "Go to", tooltip="Jump to a record number"),
-        Binding("f", "filter", "Filter", tooltip="Show only the records whose label contains a text"),
+        Binding("f", "filter", "Filter", tooltip="Show only the records whose label or metadata contains a text"),
+        Binding("x", "next_bad", "Next bad", tooltip="Jump to the next record that is damaged or cannot be read"),
+        Binding("o", "open_viewer", "Open", tooltip="Open the record in the system's image viewer ($IMGTUI_VIEWER)"),
+        Binding("y", "copy", "Copy", tooltip="Copy the store path and record index (STORE[INDEX])"),
         Binding("c", "compare", "Compare", tooltip="The same record in every backend's store, side by side"),
     ]
 
@@ -292,6 +350,8 @@ backends' stores; Escape goes back.
         self._prompt_mode: str | None = None
         self._filter: str = ""
         self._info_lines = -1
+        self._pending_filter = ""
+        self._filter_progress = (0, 0)
 
     # -- layout ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -382,17 +442,75 @@ backends' stores; Escape goes back.
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="filter")
     def run_filter(self, query: str) -> None:
+        """Records whose label or metadata contains any of the comma-separated terms (case-
+        insensitive): labels first (at once), then the metadata, read in batches with the rows
+        found so far posted as it goes."""
+        worker = get_current_worker()
+        terms = [t.strip().lower() for t in query.split(",") if t.strip()]
         labels = self._labels
         if labels is None:
             with self._lock:
                 if self._closed or self.reader is None:
                     return
                 labels = list(self.reader.labels())
-        wanted = {w.strip() for w in query.split(",") if w.strip()}
-        rows = np.fromiter(
-            (i for i, label in enumerate(labels) if str(label) in wanted), dtype=np.int64
-        )
-        self.post_message(FilterDone(query, rows))
+        n = len(labels)
+        match = np.fromiter((any(t in str(label).lower() for t in terms) for label in labels), dtype=bool, count=n)
+        self.post_message(FilterDone(query, np.flatnonzero(match), 0, n))
+        last = time.monotonic()
+        for start in range(0, n, FILTER_BATCH):
+            if worker.is_cancelled:
+                return
+            indices = [i for i in range(start, min(n, start + FILTER_BATCH)) if not match[i]]
+            for i, meta in zip(indices, self._metadata_of(indices)):
+                if meta and any(t in json.dumps(meta, ensure_ascii=False, default=str).lower() for t in terms):
+                    match[i] = True
+            done = min(n, start + FILTER_BATCH)
+            if time.monotonic() - last > 0.3 or done == n:
+                last = time.monotonic()
+                self.post_message(FilterDone(query, np.flatnonzero(match), done, n))
+
+    def _metadata_of(self, indices: list[int]) -> list[dict | None]:
+        """Metadata of ``indices`` (None for a record that cannot be read), read under the lock."""
+        if not indices:
+            return []
+        with self._lock:
+            reader = self.reader
+            if self._closed or reader is None:
+                return [None] * len(indices)
+            many = getattr(reader, "metadata_many", None)
+            try:
+                if many is not None:
+                    return list(many(indices))
+                return [r.metadata for r in reader.get_many(indices)]
+            except Exception:
+                out: list[dict | None] = []
+                for i in indices:
+                    try:
+                        out.append(reader[i].metadata)
+                    except Exception:
+                        out.append(None)
+                return out
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="find-bad")
+    def find_bad(self, start: int) -> None:
+        """Read records after ``start`` (checking checksums) until one is bad or unreadable."""
+        worker = get_current_worker()
+        n = self.record_list.count
+        last = time.monotonic()
+        for index in range(start + 1, n):
+            if worker.is_cancelled:
+                return
+            with self._lock:
+                if self._closed or self.reader is None:
+                    return
+                view = read_record_view(self.reader, index, self.path)
+            if view.details.status in ("BAD", "unreadable"):
+                self.post_message(BadFound(start, index, index - start))
+                return
+            if time.monotonic() - last > 0.5:
+                last = time.monotonic()
+                self.post_message(BadFound(start, -1, index - start))
+        self.post_message(BadFound(start, None, n - start - 1))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR and event.worker.node is self:
@@ -440,13 +558,32 @@ backends' stores; Escape goes back.
         self._show(view, message.key)
 
     def on_filter_done(self, message: FilterDone) -> None:
+        if message.query != self._pending_filter:
+            return  # an older filter's late result
         self._filter = message.query
+        self._filter_progress = (message.scanned, message.total)
         records = self.record_list
         records.set_rows(message.rows)
-        if message.rows is not None and len(message.rows) == 0:
-            self.image_view.show_message(f"no record has label {message.query}")
+        complete = message.scanned >= message.total
+        if complete and message.rows is not None and len(message.rows) == 0:
+            self.image_view.show_message(f"no record's label or metadata contains {message.query}")
             self.query_one("#record-info", Static).update("")
-            self.notify(f"No record has label {message.query}.", severity="warning", markup=False)
+            self.notify(f"No record's label or metadata contains {message.query}.", severity="warning", markup=False)
+        self._update_status()
+
+    def on_bad_found(self, message: BadFound) -> None:
+        if message.index == -1:
+            self.query_one("#list-status", Static).update(
+                Text(f"looking for a bad record: {message.scanned:,} read after record {message.start:,}…"), layout=False)
+            return
+        if message.index is None:
+            self._update_status()
+            self.notify(f"No bad or unreadable record after record {message.start:,} (checked {message.scanned:,}).",
+                        title="Next bad record", markup=False)
+            return
+        if not self.record_list.go_to_index(message.index):
+            self.apply_filter("")
+            self.record_list.go_to_index(message.index)
         self._update_status()
 
     @on(RecordList.Highlighted)
@@ -506,7 +643,10 @@ backends' stores; Escape goes back.
         where = f"row {records.cursor + 1:,} of {records.row_count:,}" if records.row_count else "no rows"
         status = f"{where} · {records.count:,} records"
         if records.filtered:
-            status += f" · filter: label in {{{self._filter}}}"
+            status += f" · filter: {self._filter}"
+            scanned, total = self._filter_progress
+            if scanned < total:
+                status += f" (searching metadata {scanned * 100 // max(1, total)}%)"
         self.query_one("#list-status", Static).update(Text(status), layout=False)  # one fixed line
 
     # -- actions ---------------------------------------------------------------------------
@@ -525,6 +665,46 @@ backends' stores; Escape goes back.
     def action_previous(self) -> None:
         self.record_list.action_cursor_up()
 
+    def action_next_bad(self) -> None:
+        if self.reader is None:
+            return
+        index = self.record_list.current_index
+        self.find_bad(-1 if index is None else index)
+
+    def action_copy(self) -> None:
+        index = self.record_list.current_index
+        if self.reader is None or index is None:
+            return
+        text = f"{self.path}[{index}]"
+        self.app.copy_to_clipboard(text)
+        self.notify(f"Copied {text}", markup=False)
+
+    def action_open_viewer(self) -> None:
+        index = self.record_list.current_index
+        if self.reader is None or index is None:
+            return
+        self.open_in_viewer(index)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="viewer")
+    def open_in_viewer(self, index: int) -> None:
+        """Write the record as a PNG (TIFF/NPY when PNG cannot hold its pixels) in a temporary
+        folder and start the viewer on it; one notification line if that fails."""
+        with self._lock:
+            if self._closed or self.reader is None:
+                return
+            try:
+                image = self.reader[index].image
+            except Exception as exc:
+                self.app.call_from_thread(self.notify, one_line(exc), severity="error", markup=False)
+                return
+        try:
+            path = write_viewable(image, index)
+            start_viewer(path)
+        except ImgtuiError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", markup=False)
+            return
+        self.app.call_from_thread(self.notify, f"Opened record {index} ({path})", markup=False)
+
     def action_jump(self) -> None:
         if self.reader is None:
             return
@@ -534,7 +714,8 @@ backends' stores; Escape goes back.
         if self.reader is None:
             return
         self._open_prompt(
-            "filter", "show only records with label (comma-separated; empty shows all)", self._filter
+            "filter", "show records whose label or metadata contains a text (any of a,b; empty shows all)",
+            self._filter,
         )
 
     def action_compare(self) -> None:
@@ -599,13 +780,15 @@ backends' stores; Escape goes back.
             return
         if not self.record_list.go_to_index(index):
             self.notify(
-                f"Record {index} does not match the filter (label in {{{self._filter}}}); press f and clear it.",
+                f"Record {index} does not match the filter ({self._filter}); press f and clear it.",
                 severity="warning",
                 markup=False,
             )
 
     def apply_filter(self, query: str) -> None:
+        self._pending_filter = query
         if not query:
+            self.workers.cancel_group(self, "filter")
             self._filter = ""
             self.record_list.set_rows(None)
             self._update_status()

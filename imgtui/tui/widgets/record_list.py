@@ -22,6 +22,7 @@ import numpy as np
 from rich.cells import set_cell_size
 from rich.segment import Segment
 from rich.style import Style
+from textual import events
 from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
@@ -247,6 +248,13 @@ class RecordList(ScrollView, can_focus=True):
 
     def on_resize(self) -> None:
         self._scroll_cursor_into_view()
+
+    def on_click(self, event: events.Click) -> None:
+        """A click selects the row under the pointer."""
+        row = round(self.scroll_offset.y) + event.y
+        if 0 <= row < self.row_count:
+            self.cursor = row
+        self.focus()
 
     # -- drawing ---------------------------------------------------------------------------
     def render_line(self, y: int) -> Strip:
