@@ -521,8 +521,17 @@ async def test_c_in_browser_compares_sibling_stores(tmp_path):
         await wait_for(pilot, lambda: compare.loaded_index == 2)
         assert sorted(compare.paths) == sorted(str(Path(p).resolve()) for p in paths)
         assert compare.identical is True
+        # equal columns, one line titles (name + file name; the full path in the tooltip)
+        columns = list(compare.query(".compare-column"))
+        assert len({c.region.width for c in columns}) == 1
+        assert all(compare.query_one(f"#title-{n}").region.height == 1 for n in range(3))
+        assert compare.query_one("#title-0").tooltip == compare.paths[0]
+        # moving in compare moves the browser
+        await pilot.press("n")
+        await wait_for(pilot, lambda: compare.loaded_index == 3)
         await pilot.press("escape")
         await wait_for(pilot, lambda: app.screen is screen)
+        await wait_for(pilot, lambda: screen.record_list.current_index == 3)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,7 @@ differs. All reads run in one thread worker; ``n``/``p`` move to the next/previo
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from ...bench.backend_info import names as backend_names
 from ..imaging import thumbnail
 from ..widgets.image_view import ImageView
-from .browser import RecordView, one_line, open_any_store, read_record_view, record_panel, store_info
+from ..store_view import RecordView, one_line, open_any_store, read_record_view, record_panel, store_info
 
 
 def compare_views(names: list[str], views: list[RecordView | None], images: list[np.ndarray | None]) -> tuple[bool, str]:
@@ -108,13 +109,16 @@ pixels, label and metadata are identical in all of them.
         with Horizontal(id="compare-body"):
             for n, path in enumerate(self.paths):
                 with Vertical(classes="compare-column"):
-                    yield Static(Text(path), classes="compare-title", id=f"title-{n}")
+                    yield Static(Text(path, no_wrap=True, overflow="ellipsis"), classes="compare-title",
+                                 id=f"title-{n}")
                     yield ImageView("opening …", classes="compare-image", id=f"image-{n}")
                     yield Static("", classes="compare-info", id=f"info-{n}")
         yield Static("", id="compare-check")
         yield Footer()
 
     def on_mount(self) -> None:
+        # a grid of equal columns (1fr widths with one border less on the last came out unequal)
+        self.query_one("#compare-body").styles.grid_size_columns = max(1, len(self.paths))
         most = max(3, len(backend_names()))
         if not 2 <= len(self.paths) <= most:
             self.notify(f"Compare needs 2 to {most} stores, got {len(self.paths)}.", severity="warning", markup=False)
@@ -198,10 +202,12 @@ pixels, label and metadata are identical in all of them.
                 markup=False,
             )
         for n, (name, path) in enumerate(zip(self.names, self.paths)):
-            title = Text()
+            title = Text(no_wrap=True, overflow="ellipsis")
             title.append(f"{name} ", style="bold")
-            title.append(path, style="dim")
-            self.query_one(f"#title-{n}", Static).update(title)
+            title.append(Path(path).name, style="dim")
+            widget = self.query_one(f"#title-{n}", Static)
+            widget.update(title)
+            widget.tooltip = path
         if self.count:
             self.index = max(0, min(self.index, self.count - 1))
             self._load()
@@ -257,7 +263,8 @@ pixels, label and metadata are identical in all of them.
             self._load()
 
     def action_back(self) -> None:
+        """Back to the browser, which moves to the record shown here."""
         if len(self.app.screen_stack) > 1:
-            self.dismiss()
+            self.dismiss(self.index)
         else:
             self.app.exit()

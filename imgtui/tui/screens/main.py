@@ -49,6 +49,7 @@ from ..messages import (
     StoresStarted,
     one_line_error,
 )
+from .browser import BrowserScreen
 from .confirm import ConfirmScreen
 from ..widgets.backend_pane import COUNT_LABELS, BackendPane
 from ..widgets.dataset_pane import DatasetPane
@@ -525,11 +526,6 @@ class MainScreen(Screen):
         self.action_make_stores(browse_after=True)
 
     def open_browser(self, path: str) -> None:
-        try:
-            from .browser import BrowserScreen
-        except ImportError:
-            self.notify("The record browser is not available in this build.", severity="error")
-            return
         self.app.push_screen(BrowserScreen(path))
 
     def action_make_stores(self, browse_after: bool = False) -> bool:
