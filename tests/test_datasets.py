@@ -571,3 +571,38 @@ def test_shared_cifar10_jpeg_folder():
     assert all(r.image.shape == (32, 32, 3) and r.image.dtype == np.uint8 for r in sample)
     assert {r.label for r in sample} == {"airplane"}  # sorted order: class folders one after another
     assert ds.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+# -- dataset summary: sampled over the whole set (issue 12 item 9) --------------------------------
+def test_summary_samples_spread_over_a_folder_sorted_by_class(tmp_path):
+    # 10 classes x 30 images, listed class by class: the first 200 files hold only 7 classes
+    for c in range(10):
+        for j in range(30):
+            save(tmp_path / f"class{c}" / f"{j:03}.png", np.full((2, 3), c * 20 + j, np.uint8))
+    ds = FolderDataset(tmp_path)
+    decoded = []
+    real = ds._decode
+    ds._decode = lambda rel: decoded.append(rel) or real(rel)
+    s = ds.summary(sample=50)
+    assert s["count"] == 300 and s["sampled"] == 50 and s["spread"] is True
+    assert s["sample_note"] == "sampled 50 of 300 spread over the set"
+    assert sorted(s["labels"]) == [f"class{c}" for c in range(10)]
+    assert sum(s["labels"].values()) == 50 and min(s["labels"].values()) >= 4
+    assert len(decoded) == 50  # only the sampled files were decoded
+    assert decoded[0] == "class0/000.png" and decoded[-1] == "class9/029.png"
+    # a small set is read whole and says so
+    small = open_dataset("synthetic:count=30,size=4")
+    assert small.summary()["sample_note"] == "all 30 records" and small.summary()["sampled"] == 30
+    assert open_dataset("synthetic:count=1000,size=4").summary()["sample_note"] == "sampled 200 of 1,000 spread over the set"
+
+
+def test_summary_spread_indices_and_default_records_at():
+    from imgtui.datasets.base import spread_indices
+
+    for n, k in [(10_000, 200), (201, 200), (7, 3), (5, 5), (3, 1)]:
+        idx = spread_indices(n, k)
+        assert len(idx) == min(n, k) and idx == sorted(set(idx)) and idx[0] == 0
+        assert k == 1 or idx[-1] == n - 1
+    ds = open_dataset("synthetic:count=40,size=4")
+    base_pick = list(type(ds).__mro__[1].records_at(ds, [39, 3, 3, 0]))  # the generic iterate-and-pick
+    assert [r.image.tobytes() for r in base_pick] == [ds.record(i).image.tobytes() for i in (0, 3, 39)]

@@ -662,8 +662,15 @@ class FolderDataset(Dataset):
     def records(self, start: int, stop: int | None) -> Iterator[Record]:
         """Records of entries [start, stop) without decoding the files before ``start``
         (parallel conversion gives each worker its own range)."""
+        return self._iter_entries(self._entries[start:stop])
+
+    def records_at(self, indices) -> Iterator[Record]:
+        """Only the files at ``indices`` are decoded (the dataset summary samples the whole set)."""
+        n = len(self._entries)
+        return self._iter_entries([self._entries[i] for i in sorted(set(indices)) if 0 <= i < n])
+
+    def _iter_entries(self, entries: list) -> Iterator[Record]:
         self.skipped = []
-        entries = self._entries[start:stop]
         if self.workers <= 1 or len(entries) <= _BATCH:
             for entry in entries:
                 out = self._decode(entry[0])

@@ -33,3 +33,11 @@ class StoreDataset(Dataset):
         with open_store(self.path) as reader:
             for batch in reader.iter_batches(256):
                 yield from batch
+
+    def records_at(self, indices) -> Iterator[Record]:
+        from ..backends import open_store
+
+        idx = sorted(set(indices))
+        with open_store(self.path) as reader:
+            for k in range(0, len(idx), 256):
+                yield from reader.get_many(idx[k : k + 256])

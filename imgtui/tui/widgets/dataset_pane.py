@@ -120,7 +120,7 @@ def format_summary(summary: dict) -> Text:
         ("shapes", shape_text or "-"),
         ("dtype", ", ".join(summary.get("dtypes", {})) or "-"),
         ("labels", label_histogram(summary.get("labels", {}))),
-        ("sampled", f"first {summary.get('sampled', 0):,} records"),
+        ("sampled", summary.get("sample_note") or f"first {summary.get('sampled', 0):,} records"),
     ]
     text = Text(no_wrap=False)
     for i, (k, v) in enumerate(lines):
