@@ -312,7 +312,37 @@ def _convert_sharded(args: argparse.Namespace, options: dict, warn, skipped: lis
     return 0
 
 
+def _format_article_info(info: dict) -> str:
+    from .backends.article import article_text
+
+    lines = [f"{info['path']}: {article_text(info['backend'])}, {info['count']:,} records, no checksums"]
+    raw, disk = info.get("raw_bytes"), info.get("bytes_on_disk")
+    if disk is not None:
+        ratio = f" ({disk / raw:.2f}x the {raw:,} raw pixel bytes)" if raw else ""
+        lines.append(f"  size on disk: {disk:,} bytes{ratio}")
+    sampled = info.get("sampled")
+    of = f" (sampled {sampled:,} of {info['count']:,} spread over the store)" if sampled and sampled < info["count"] else ""
+    if info.get("shapes"):
+        lines.append(f"  shapes{of}: " + ", ".join(f"{k} ({v:,})" for k, v in list(info["shapes"].items())[:5]))
+    if info.get("dtypes"):
+        lines.append("  dtypes: " + ", ".join(f"{k} ({v:,})" for k, v in info["dtypes"].items()))
+    labels = info.get("labels") or {}
+    if labels:
+        top = ", ".join(f"{k}: {v:,}" for k, v in list(labels.items())[:20])
+        more = f" and {len(labels) - 20} more" if len(labels) > 20 else ""
+        lines.append(f"  labels ({len(labels)}): {top}{more}")
+    lines.append("  read-only source: the pickles are read with imgtui's restricted unpickler (no code from the file runs)"
+                 if info["backend"] == "article-lmdb" else "  read-only source")
+    lines.append(f"  bring it in: imgtui convert {info['path']} NEW -b lmdb (or disk, hdf5, ...); "
+                 "imgtui verify checks readability only")
+    if info.get("recipe"):
+        lines.append(f"  read without imgtui: {info['recipe']}")
+    return "\n".join(lines)
+
+
 def format_info(info: dict) -> str:
+    if info.get("article"):
+        return _format_article_info(info)
     kind = f"sharded {info['backend']} store ({info['shards']} shards)" if info.get("sharded") else f"{info['backend']} store"
     lines = [f"{info['path']}: {kind}, {info['count']:,} records"]
     raw, disk = info.get("raw_bytes"), info.get("bytes_on_disk")
@@ -347,7 +377,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     with open_store(args.store) as reader:
         info = reader.info()
-        info.setdefault("recipe", get_backend(reader.backend).recipe())
+        if "recipe" not in info:
+            info["recipe"] = get_backend(reader.backend).recipe()
     if args.json:
         print(json.dumps(info, indent=1, default=str))
     else:

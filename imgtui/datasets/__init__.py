@@ -11,6 +11,8 @@ Specs:
 - CIFAR-10/100 python batch files (a batch file, or the folder holding them)
 - ``.npz`` / ``.npy`` arrays (``name.npz``, optionally ``name.npz:train``)
 - an existing imgtui store (disk, LMDB or HDF5)
+- a store written the classic article's way (LMDB of pickled ``CIFAR_Image``, HDF5 with
+  ``images``/``meta``, folder of ``N.png`` + ``N.csv``), detected automatically, read-only
 - a folder of DICOM files, or ``dicom:PATH`` (needs the ``imgtui[dicom]`` extra)
 """
 
@@ -149,9 +151,14 @@ def open_dataset(
 
         _not_for(folder_opts, f"{path} (CIFAR batches)")
         return CifarDataset(path, **options)
-    from ..backends import detect_backend
+    from ..backends import article_kind, detect_backend
     from ..errors import ImgtuiError
 
+    if article_kind(path):  # the classic article's LMDB, HDF5 or PNG+CSV folder: read-only source
+        from .store import StoreDataset
+
+        _not_for(folder_opts, f"{path} (a store in the classic article's layout)")
+        return StoreDataset(path)
     try:
         detect_backend(path)
         is_store = True

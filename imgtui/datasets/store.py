@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..records import Record
+from ..backends.article import article_text
 from .base import Dataset
 
 
@@ -24,7 +25,14 @@ class StoreDataset(Dataset):
     def length(self) -> int:
         return self._length
 
+    @property
+    def article(self) -> bool:
+        """A store written the classic article's way (read-only, no checksums)."""
+        return self._backend.startswith("article-")
+
     def describe(self) -> str:
+        if self.article:
+            return f"{article_text(self._backend)} {self.path} ({self._length:,} records, no checksums)"
         return f"{self._backend} store {self.path} ({self._length:,} records)"
 
     def __iter__(self) -> Iterator[Record]:
