@@ -95,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_folder_flags(a)
     a.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
-    i = sub.add_parser("info", help="count, shapes, dtypes, labels, size on disk and options of a store")
-    i.add_argument("store")
+    i = sub.add_parser("info", help="count, shapes, dtypes, labels, size on disk and options of a store "
+                       "(or, for a dataset such as an image folder, what convert would read and skip)")
+    i.add_argument("store", help="a store, or a dataset (image folder, CIFAR batches, .npz, ...)")
     i.add_argument("--json", action="store_true", help="print JSON")
 
     v = sub.add_parser("verify", help="re-read every record and check its checksum (exit 0 ok, 1 not)")
@@ -180,10 +181,13 @@ def _add_folder_flags(p: argparse.ArgumentParser) -> None:
                    "Pillow's limit, 89,478,485; 0 = no limit)")
     p.add_argument("--follow-symlinks", action="store_true", help="image folders: read image files linked from "
                    "outside the folder and enter symlinked folders (default: skip them and say which)")
+    p.add_argument("--exif-rotate", action="store_true", help="image folders: apply the EXIF orientation (turn "
+                   "photos upright; default: pixels as stored in the file, the summary says which)")
 
 
 def _source_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"max_pixels": args.max_pixels, "follow_symlinks": args.follow_symlinks}
+    return {"max_pixels": args.max_pixels, "follow_symlinks": args.follow_symlinks,
+            "exif_rotate": getattr(args, "exif_rotate", False)}
 
 
 class _Warnings:
@@ -207,6 +211,30 @@ class _Warnings:
     def print_notes(self) -> None:
         for msg in self.notes:
             print(f"imgtui: warning: {msg}", file=sys.stderr)
+
+
+def _print_skip_line(dataset: Any, warned: list[str] | None = None) -> None:
+    """An image folder's one line counting and naming every file it did not import ("skipped 3
+    files: 2 .txt, 1 unreadable: a/x.jpg"), on stderr after the result. ``warned``: the skip
+    warnings of worker processes (sharded conversion), when ``dataset`` did not read the files."""
+    if getattr(dataset, "kind", "") != "folder":
+        return
+    if warned is not None:
+        from pathlib import Path
+
+        from .datasets.folder import skip_line
+
+        root = str(Path(dataset.root)) + os.sep
+        bad = []
+        for msg in warned:
+            text = msg[len("skipped "):] if msg.startswith("skipped ") else msg
+            path = text.split(": ", 1)[0]
+            bad.append(path[len(root):].replace(os.sep, "/") if path.startswith(root) else path)
+        line = skip_line(dataset.ignored, bad)
+    else:
+        line = dataset.skip_summary
+    if line:
+        print(f"imgtui: {line}", file=sys.stderr)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -247,6 +275,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         f"({rate:,.0f} records/s), {mb:,.1f} MB on disk"
         + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else "")
     )
+    _print_skip_line(dataset)
     warn.print_notes()
     return 0
 
@@ -281,6 +310,7 @@ def cmd_append(args: argparse.Namespace) -> int:
         f"({rate:,.0f} records/s); {r['bytes_before'] / 1e6:,.1f} -> {r['bytes_after'] / 1e6:,.1f} MB on disk"
         + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else "")
     )
+    _print_skip_line(dataset)
     warn.print_notes()
     return 0
 
@@ -309,6 +339,12 @@ def _convert_sharded(args: argparse.Namespace, options: dict, warn, skipped: lis
         f"{result['workers']} worker(s)) in {result['seconds']:.2f} s ({rate:,.0f} records/s), {mb:,.1f} MB on disk"
         + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else "")
     )
+    try:
+        from .datasets import open_dataset
+
+        _print_skip_line(open_dataset(args.source, warn=lambda m: None, **_source_options(args)), list(skipped))
+    except Exception:  # the line is a courtesy: the conversion itself is done
+        pass
     return 0
 
 
@@ -372,10 +408,66 @@ def format_info(info: dict) -> str:
     return "\n".join(lines)
 
 
+def _dataset_info(path: str, store_error: Exception) -> dict:
+    """``info`` of a path that is not a store but a dataset (an image folder, CIFAR batches, .npz,
+    DICOM): its summary from records sampled over the whole set; the store error when it is not
+    a dataset either."""
+    from .backends import detect_backend
+    from .datasets import open_dataset
+    from .errors import ImgtuiError
+
+    try:
+        detect_backend(path)
+        is_store = True  # a store, but a broken one: its own error
+    except ImgtuiError:
+        is_store = False
+    if is_store:
+        raise store_error
+    try:
+        ds = open_dataset(path, on_error="skip", warn=lambda msg: None)
+        summary = ds.summary()
+    except ImgtuiError:
+        raise store_error from None
+    summary["kind"] = ds.kind
+    summary["path"] = path
+    return summary
+
+
+def format_dataset_info(s: dict) -> str:
+    count = s.get("count")
+    lines = [f"{s['path']}: not a store: a dataset to convert: {s['source']}"]
+    lines.append(f"  records: {count:,}" if isinstance(count, int) else "  records: not known without reading everything")
+    lines.append(f"  sampled: {s.get('sample_note', '')}")
+    shapes = s.get("shapes") or {}
+    if shapes:
+        lines.append("  shapes: " + ", ".join(f"{k} ({v:,})" for k, v in list(shapes.items())[:5])
+                     + (f" and {len(shapes) - 5} more" if len(shapes) > 5 else ""))
+    if s.get("dtypes"):
+        lines.append("  dtypes: " + ", ".join(f"{k} ({v:,})" for k, v in s["dtypes"].items()))
+    labels = s.get("labels") or {}
+    if labels:
+        top = ", ".join(f"{k}: {v:,}" for k, v in list(labels.items())[:20])
+        lines.append(f"  labels ({len(labels)} distinct in the sample): {top}" + (" ..." if len(labels) > 20 else ""))
+    if s.get("exif"):
+        lines.append(f"  {s['exif']}")
+    if s.get("skipped"):
+        checked = " (images checked: the sampled ones; convert reads them all)" if s.get("spread") else ""
+        lines.append(f"  {s['skipped']}{checked}")
+    lines.append(f"  make a store: imgtui convert {s['path']} STORE -b lmdb (or disk, hdf5, ...)")
+    return "\n".join(lines)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .backends import get_backend, open_store
+    from .errors import ImgtuiError
 
-    with open_store(args.store) as reader:
+    try:
+        reader = open_store(args.store)
+    except ImgtuiError as exc:
+        summary = _dataset_info(args.store, exc)
+        print(json.dumps(summary, indent=1, default=str) if args.json else format_dataset_info(summary))
+        return 0
+    with reader:
         info = reader.info()
         if "recipe" not in info:
             info["recipe"] = get_backend(reader.backend).recipe()

@@ -7,7 +7,7 @@ Specs:
   ``photos:max_pixels=200000000,follow_symlinks=yes`` (``max_pixels``: refuse images with more
   pixels, checked from the file's header before decoding, 0 = no limit, default Pillow's
   ``MAX_IMAGE_PIXELS``; ``follow_symlinks``: read image files linked from outside the folder and
-  enter symlinked folders)
+  enter symlinked folders; ``exif_rotate``: apply the EXIF orientation, default pixels as stored)
 - CIFAR-10/100 python batch files (a batch file, or the folder holding them)
 - ``.npz`` / ``.npy`` arrays (``name.npz``, optionally ``name.npz:train``)
 - an existing imgtui store (disk, LMDB or HDF5)
@@ -66,7 +66,7 @@ def parse_synthetic_spec(spec: str) -> dict[str, Any]:
 
 
 #: options of image folders (``FolderDataset``), as keywords or at the end of a folder spec
-FOLDER_OPTIONS = ("max_pixels", "follow_symlinks")
+FOLDER_OPTIONS = ("max_pixels", "follow_symlinks", "exif_rotate")
 _TRUE = {"1", "yes", "true", "on", ""}
 _FALSE = {"0", "no", "false", "off"}
 
@@ -89,7 +89,7 @@ def parse_folder_options(text: str) -> dict[str, Any] | None:
         elif value in _TRUE or value in _FALSE:
             out[key] = value in _TRUE
         else:
-            raise DatasetError(f"bad folder option {part!r} (follow_symlinks=yes or no)")
+            raise DatasetError(f"bad folder option {part!r} ({key}=yes or no)")
     return out
 
 

@@ -76,17 +76,21 @@ class Dataset(ABC):
             dtypes[str(rec.image.dtype)] += 1
             labels[str(rec.label)] += 1
             seen += 1
+        spread = n is not None and n > sample > 0
         if n is None:
             note = f"first {seen:,} records (the length is not known without reading everything)"
-        elif n > sample > 0:
+        elif spread:
+            asked = len(spread_indices(n, sample))
             note = f"sampled {seen:,} of {n:,} spread over the set"
+            if seen < asked:
+                note += f" ({asked - seen:,} more could not be read)"
         else:
-            note = f"all {seen:,} records"
+            note = f"all {n:,} records" + (f" ({n - seen:,} could not be read)" if seen < n else "")
         return {
             "source": self.describe(),
             "count": self.length,
             "sampled": seen,
-            "spread": n is not None and n > sample > 0,
+            "spread": spread,
             "sample_note": note,
             "shapes": dict(shapes.most_common(10)),
             "dtypes": dict(dtypes),
