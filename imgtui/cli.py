@@ -437,7 +437,7 @@ def format_dataset_info(s: dict) -> str:
     count = s.get("count")
     lines = [f"{s['path']}: not a store: a dataset to convert: {s['source']}"]
     lines.append(f"  records: {count:,}" if isinstance(count, int) else "  records: not known without reading everything")
-    lines.append(f"  sampled: {s.get('sample_note', '')}")
+    lines.append(f"  summary from: {s.get('sample_note', '')}")
     shapes = s.get("shapes") or {}
     if shapes:
         lines.append("  shapes: " + ", ".join(f"{k} ({v:,})" for k, v in list(shapes.items())[:5])
