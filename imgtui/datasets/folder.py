@@ -284,11 +284,29 @@ def count_frames(path: str | Path) -> int:
     head = _head(path)
     if not head:
         return 1
+    if head[:4] in (b"II*\0", b"MM\0*") and _tiff_one_page(path, head):
+        return 1  # most TIFFs: one page, told by three small reads instead of parsing every tag
     try:
         with _open_lazy(path, head, _FORMAT_HINT.get(path.suffix.lower())) as im:
             return _n_frames(im)
     except Exception:
         return 1
+
+
+def _tiff_one_page(path: Path, head: bytes) -> bool:
+    """True when a classic TIFF's first IFD links to no next one (a single page); False when
+    there are more or it cannot be told (Pillow then counts them)."""
+    order = "<" if head[:2] == b"II" else ">"
+    try:
+        with open(path, "rb") as fh:
+            (ifd,) = struct.unpack(order + "I", head[4:8])
+            fh.seek(ifd)
+            (n,) = struct.unpack(order + "H", fh.read(2))
+            fh.seek(ifd + 2 + 12 * n)
+            nxt = fh.read(4)
+        return len(nxt) == 4 and struct.unpack(order + "I", nxt)[0] == 0
+    except (OSError, struct.error):
+        return False
 
 
 def _n_frames(im: Image.Image) -> int:
