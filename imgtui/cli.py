@@ -645,12 +645,13 @@ def split_target(argv: list[str], commands: set[str]) -> tuple[list[str], str | 
 
 
 def _is_store(path: str) -> bool:
-    from .backends import detect_backend
+    """An imgtui store, or one written the classic article's way (the browser reads both)."""
+    from .backends import article_kind, detect_backend
 
     try:
         detect_backend(path)
     except Exception:
-        return False
+        return article_kind(path) is not None
     return True
 
 

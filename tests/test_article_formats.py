@@ -239,3 +239,16 @@ def test_crafted_article_pickle_refused_by_convert_without_running_code(tmp_path
     assert not marker.exists() and not dest.exists()
     assert main(["verify", str(path), "-q"]) == 1
     assert not marker.exists()
+
+
+def test_imgtui_article_store_opens_the_browser(tmp_path, data, monkeypatch):
+    from imgtui.tui import app as app_mod
+    from imgtui.tui.screens.browser import open_any_store
+
+    calls = []
+    monkeypatch.setattr(app_mod, "run_app", lambda **kw: calls.append(kw) or 0)
+    for kind, src in _article_stores(tmp_path, *data).items():
+        assert main([str(src)]) == 0 and calls[-1]["browse"] == str(src)
+        assert main(["browse", str(src)]) == 0 and calls[-1]["browse"] == str(src)
+        with open_any_store(str(src)) as r:  # what the browser opens
+            assert r.backend == f"article-{kind}" and r[11].image.tobytes() == data[0][11].tobytes()
