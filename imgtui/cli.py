@@ -181,13 +181,15 @@ def _add_folder_flags(p: argparse.ArgumentParser) -> None:
                    "Pillow's limit, 89,478,485; 0 = no limit)")
     p.add_argument("--follow-symlinks", action="store_true", help="image folders: read image files linked from "
                    "outside the folder and enter symlinked folders (default: skip them and say which)")
+    p.add_argument("--slices", action="store_true", help="NIfTI volumes (.nii, .nii.gz): one record per slice "
+                   "(data[:, :, k]), spacing and affine in the metadata")
     p.add_argument("--exif-rotate", action="store_true", help="image folders: apply the EXIF orientation (turn "
                    "photos upright; default: pixels as stored in the file, the summary says which)")
 
 
 def _source_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"max_pixels": args.max_pixels, "follow_symlinks": args.follow_symlinks,
-            "exif_rotate": getattr(args, "exif_rotate", False)}
+            "exif_rotate": getattr(args, "exif_rotate", False), "slices": getattr(args, "slices", False)}
 
 
 class _Warnings:
@@ -424,7 +426,8 @@ def _dataset_info(path: str, store_error: Exception) -> dict:
     if is_store:
         raise store_error
     try:
-        ds = open_dataset(path, on_error="skip", warn=lambda msg: None)
+        nifti = path.lower().endswith((".nii", ".nii.gz"))  # info shows a volume's slices
+        ds = open_dataset(path, on_error="skip", warn=lambda msg: None, **({"slices": True} if nifti else {}))
         summary = ds.summary()
     except ImgtuiError:
         raise store_error from None
