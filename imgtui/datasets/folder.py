@@ -89,6 +89,9 @@ IMAGE_EXTENSIONS = frozenset({
 })
 #: extensions whose files may hold several frames (pages): each frame becomes a record
 MULTI_FRAME_EXTENSIONS = frozenset({".gif", ".tif", ".tiff", ".webp", ".apng"})
+#: the Pillow formats whose frames are records (a PSD's "frames" are layers, an MPO's a stereo pair,
+#: an ICO's sizes: those give their main image)
+_MULTI_FRAME_FORMATS = frozenset({"GIF", "TIFF", "WEBP", "PNG"})
 #: formats Pillow identifies but that are not images imgtui can import (documents, video, stubs)
 _NOT_IMAGES = frozenset({"EPS", "PDF", "MPEG", "BUFR", "GRIB", "HDF5", "WMF"})
 
@@ -272,7 +275,7 @@ def sniff_image(path: str | Path) -> int | None:
         with _open_lazy(path, head, None, sniff=True) as im:
             if isinstance(im, ImageFile.StubImageFile) or im.format in _NOT_IMAGES:
                 return None
-            return _n_frames(im)
+            return _n_frames(im) if im.format in _MULTI_FRAME_FORMATS else 1
     except Exception:  # not an image Pillow knows (or a damaged one: then it is not imported either)
         return None
 
@@ -288,7 +291,7 @@ def count_frames(path: str | Path) -> int:
         return 1  # most TIFFs: one page, told by three small reads instead of parsing every tag
     try:
         with _open_lazy(path, head, _FORMAT_HINT.get(path.suffix.lower())) as im:
-            return _n_frames(im)
+            return _n_frames(im) if im.format in _MULTI_FRAME_FORMATS else 1
     except Exception:
         return 1
 
