@@ -252,3 +252,12 @@ def test_imgtui_article_store_opens_the_browser(tmp_path, data, monkeypatch):
         assert main(["browse", str(src)]) == 0 and calls[-1]["browse"] == str(src)
         with open_any_store(str(src)) as r:  # what the browser opens
             assert r.backend == f"article-{kind}" and r[11].image.tobytes() == data[0][11].tobytes()
+
+
+def test_browser_heading_names_the_article_format(tmp_path, data):
+    from imgtui.tui.screens.browser import info_text, open_any_store, store_info
+
+    src = _article_stores(tmp_path, *data)["lmdb"]
+    with open_any_store(str(src)) as r:
+        text = info_text(store_info(r, str(src))).plain
+    assert text.startswith(f"article-format LMDB (from the classic comparison) {src}\n12 records, no checksums")

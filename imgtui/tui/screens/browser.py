@@ -143,9 +143,14 @@ def info_text(info: dict) -> Text:
     """About a store: backend and path; count, shapes, dtypes, size, options; how to read it
     without imgtui (one line each)."""
     text = Text()
-    text.append(f"{info.get('backend', '?')} store ", style="bold")
+    if info.get("article"):  # a store written the classic article's way: read-only, no checksums
+        from ...backends.article import article_text
+
+        text.append(f"{article_text(str(info.get('backend')))} ", style="bold")
+    else:
+        text.append(f"{info.get('backend', '?')} store ", style="bold")
     text.append(str(info.get("path", "")))
-    parts = [f"{int(info.get('count') or 0):,} records"]
+    parts = [f"{int(info.get('count') or 0):,} records" + (", no checksums" if info.get("article") else "")]
     shapes = info.get("shapes") or {}
     if shapes:
         names = list(shapes)[:3]
