@@ -95,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_folder_flags(a)
     a.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
-    i = sub.add_parser("info", help="count, shapes, dtypes, labels, size on disk and options of a store")
-    i.add_argument("store")
+    i = sub.add_parser("info", help="count, shapes, dtypes, labels, size on disk and options of a store "
+                       "(or, for a dataset such as an image folder, what convert would read and skip)")
+    i.add_argument("store", help="a store, or a dataset (image folder, CIFAR batches, .npz, ...)")
     i.add_argument("--json", action="store_true", help="print JSON")
 
     v = sub.add_parser("verify", help="re-read every record and check its checksum (exit 0 ok, 1 not)")
@@ -180,10 +181,15 @@ def _add_folder_flags(p: argparse.ArgumentParser) -> None:
                    "Pillow's limit, 89,478,485; 0 = no limit)")
     p.add_argument("--follow-symlinks", action="store_true", help="image folders: read image files linked from "
                    "outside the folder and enter symlinked folders (default: skip them and say which)")
+    p.add_argument("--slices", action="store_true", help="NIfTI volumes (.nii, .nii.gz): one record per slice "
+                   "(data[:, :, k]), spacing and affine in the metadata")
+    p.add_argument("--exif-rotate", action="store_true", help="image folders: apply the EXIF orientation (turn "
+                   "photos upright; default: pixels as stored in the file, the summary says which)")
 
 
 def _source_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"max_pixels": args.max_pixels, "follow_symlinks": args.follow_symlinks}
+    return {"max_pixels": args.max_pixels, "follow_symlinks": args.follow_symlinks,
+            "exif_rotate": getattr(args, "exif_rotate", False), "slices": getattr(args, "slices", False)}
 
 
 class _Warnings:
@@ -207,6 +213,30 @@ class _Warnings:
     def print_notes(self) -> None:
         for msg in self.notes:
             print(f"imgtui: warning: {msg}", file=sys.stderr)
+
+
+def _print_skip_line(dataset: Any, warned: list[str] | None = None) -> None:
+    """An image folder's one line counting and naming every file it did not import ("skipped 3
+    files: 2 .txt, 1 unreadable: a/x.jpg"), on stderr after the result. ``warned``: the skip
+    warnings of worker processes (sharded conversion), when ``dataset`` did not read the files."""
+    if getattr(dataset, "kind", "") != "folder":
+        return
+    if warned is not None:
+        from pathlib import Path
+
+        from .datasets.folder import skip_line
+
+        root = str(Path(dataset.root)) + os.sep
+        bad = []
+        for msg in warned:
+            text = msg[len("skipped "):] if msg.startswith("skipped ") else msg
+            path = text.split(": ", 1)[0]
+            bad.append(path[len(root):].replace(os.sep, "/") if path.startswith(root) else path)
+        line = skip_line(dataset.ignored, bad)
+    else:
+        line = dataset.skip_summary
+    if line:
+        print(f"imgtui: {line}", file=sys.stderr)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -247,6 +277,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         f"({rate:,.0f} records/s), {mb:,.1f} MB on disk"
         + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else "")
     )
+    _print_skip_line(dataset)
     warn.print_notes()
     return 0
 
@@ -281,6 +312,7 @@ def cmd_append(args: argparse.Namespace) -> int:
         f"({rate:,.0f} records/s); {r['bytes_before'] / 1e6:,.1f} -> {r['bytes_after'] / 1e6:,.1f} MB on disk"
         + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else "")
     )
+    _print_skip_line(dataset)
     warn.print_notes()
     return 0
 
@@ -309,10 +341,46 @@ def _convert_sharded(args: argparse.Namespace, options: dict, warn, skipped: lis
         f"{result['workers']} worker(s)) in {result['seconds']:.2f} s ({rate:,.0f} records/s), {mb:,.1f} MB on disk"
         + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else "")
     )
+    try:
+        from .datasets import open_dataset
+
+        _print_skip_line(open_dataset(args.source, warn=lambda m: None, **_source_options(args)), list(skipped))
+    except Exception:  # the line is a courtesy: the conversion itself is done
+        pass
     return 0
 
 
+def _format_article_info(info: dict) -> str:
+    from .backends.article import article_text
+
+    lines = [f"{info['path']}: {article_text(info['backend'])}, {info['count']:,} records, no checksums"]
+    raw, disk = info.get("raw_bytes"), info.get("bytes_on_disk")
+    if disk is not None:
+        ratio = f" ({disk / raw:.2f}x the {raw:,} raw pixel bytes)" if raw else ""
+        lines.append(f"  size on disk: {disk:,} bytes{ratio}")
+    sampled = info.get("sampled")
+    of = f" (sampled {sampled:,} of {info['count']:,} spread over the store)" if sampled and sampled < info["count"] else ""
+    if info.get("shapes"):
+        lines.append(f"  shapes{of}: " + ", ".join(f"{k} ({v:,})" for k, v in list(info["shapes"].items())[:5]))
+    if info.get("dtypes"):
+        lines.append("  dtypes: " + ", ".join(f"{k} ({v:,})" for k, v in info["dtypes"].items()))
+    labels = info.get("labels") or {}
+    if labels:
+        top = ", ".join(f"{k}: {v:,}" for k, v in list(labels.items())[:20])
+        more = f" and {len(labels) - 20} more" if len(labels) > 20 else ""
+        lines.append(f"  labels ({len(labels)}): {top}{more}")
+    lines.append("  read-only source: the pickles are read with imgtui's restricted unpickler (no code from the file runs)"
+                 if info["backend"] == "article-lmdb" else "  read-only source")
+    lines.append(f"  bring it in: imgtui convert {info['path']} NEW -b lmdb (or disk, hdf5, ...); "
+                 "imgtui verify checks readability only")
+    if info.get("recipe"):
+        lines.append(f"  read without imgtui: {info['recipe']}")
+    return "\n".join(lines)
+
+
 def format_info(info: dict) -> str:
+    if info.get("article"):
+        return _format_article_info(info)
     kind = f"sharded {info['backend']} store ({info['shards']} shards)" if info.get("sharded") else f"{info['backend']} store"
     lines = [f"{info['path']}: {kind}, {info['count']:,} records"]
     raw, disk = info.get("raw_bytes"), info.get("bytes_on_disk")
@@ -342,12 +410,70 @@ def format_info(info: dict) -> str:
     return "\n".join(lines)
 
 
+def _dataset_info(path: str, store_error: Exception) -> dict:
+    """``info`` of a path that is not a store but a dataset (an image folder, CIFAR batches, .npz,
+    DICOM): its summary from records sampled over the whole set; the store error when it is not
+    a dataset either."""
+    from .backends import detect_backend
+    from .datasets import open_dataset
+    from .errors import ImgtuiError
+
+    try:
+        detect_backend(path)
+        is_store = True  # a store, but a broken one: its own error
+    except ImgtuiError:
+        is_store = False
+    if is_store:
+        raise store_error
+    try:
+        nifti = path.lower().endswith((".nii", ".nii.gz"))  # info shows a volume's slices
+        ds = open_dataset(path, on_error="skip", warn=lambda msg: None, **({"slices": True} if nifti else {}))
+        summary = ds.summary()
+    except ImgtuiError:
+        raise store_error from None
+    summary["kind"] = ds.kind
+    summary["path"] = path
+    return summary
+
+
+def format_dataset_info(s: dict) -> str:
+    count = s.get("count")
+    lines = [f"{s['path']}: not a store: a dataset to convert: {s['source']}"]
+    lines.append(f"  records: {count:,}" if isinstance(count, int) else "  records: not known without reading everything")
+    lines.append(f"  summary from: {s.get('sample_note', '')}")
+    shapes = s.get("shapes") or {}
+    if shapes:
+        lines.append("  shapes: " + ", ".join(f"{k} ({v:,})" for k, v in list(shapes.items())[:5])
+                     + (f" and {len(shapes) - 5} more" if len(shapes) > 5 else ""))
+    if s.get("dtypes"):
+        lines.append("  dtypes: " + ", ".join(f"{k} ({v:,})" for k, v in s["dtypes"].items()))
+    labels = s.get("labels") or {}
+    if labels:
+        top = ", ".join(f"{k}: {v:,}" for k, v in list(labels.items())[:20])
+        lines.append(f"  labels ({len(labels)} distinct in the sample): {top}" + (" ..." if len(labels) > 20 else ""))
+    if s.get("exif"):
+        lines.append(f"  {s['exif']}")
+    if s.get("skipped"):
+        checked = " (images checked: the sampled ones; convert reads them all)" if s.get("spread") else ""
+        lines.append(f"  {s['skipped']}{checked}")
+    lines.append(f"  make a store: imgtui convert {s['path']} STORE -b lmdb (or disk, hdf5, ...)")
+    return "\n".join(lines)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .backends import get_backend, open_store
+    from .errors import ImgtuiError
 
-    with open_store(args.store) as reader:
+    try:
+        reader = open_store(args.store)
+    except ImgtuiError as exc:
+        summary = _dataset_info(args.store, exc)
+        print(json.dumps(summary, indent=1, default=str) if args.json else format_dataset_info(summary))
+        return 0
+    with reader:
         info = reader.info()
-        info.setdefault("recipe", get_backend(reader.backend).recipe())
+        if "recipe" not in info:
+            info["recipe"] = get_backend(reader.backend).recipe()
     if args.json:
         print(json.dumps(info, indent=1, default=str))
     else:
@@ -522,12 +648,13 @@ def split_target(argv: list[str], commands: set[str]) -> tuple[list[str], str | 
 
 
 def _is_store(path: str) -> bool:
-    from .backends import detect_backend
+    """An imgtui store, or one written the classic article's way (the browser reads both)."""
+    from .backends import article_kind, detect_backend
 
     try:
         detect_backend(path)
     except Exception:
-        return False
+        return article_kind(path) is not None
     return True
 
 

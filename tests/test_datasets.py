@@ -571,3 +571,183 @@ def test_shared_cifar10_jpeg_folder():
     assert all(r.image.shape == (32, 32, 3) and r.image.dtype == np.uint8 for r in sample)
     assert {r.label for r in sample} == {"airplane"}  # sorted order: class folders one after another
     assert ds.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+# -- dataset summary: sampled over the whole set (issue 12 item 9) --------------------------------
+def test_summary_samples_spread_over_a_folder_sorted_by_class(tmp_path):
+    # 10 classes x 30 images, listed class by class: the first 200 files hold only 7 classes
+    for c in range(10):
+        for j in range(30):
+            save(tmp_path / f"class{c}" / f"{j:03}.png", np.full((2, 3), c * 20 + j, np.uint8))
+    ds = FolderDataset(tmp_path)
+    decoded = []
+    real = ds._decode
+    ds._decode = lambda e: decoded.append(e[0]) or real(e)
+    s = ds.summary(sample=50)
+    assert s["count"] == 300 and s["sampled"] == 50 and s["spread"] is True
+    assert s["sample_note"] == "sampled 50 of 300 spread over the set"
+    assert sorted(s["labels"]) == [f"class{c}" for c in range(10)]
+    assert sum(s["labels"].values()) == 50 and min(s["labels"].values()) >= 4
+    assert len(decoded) == 50  # only the sampled files were decoded
+    assert decoded[0] == "class0/000.png" and decoded[-1] == "class9/029.png"
+    # a small set is read whole and says so
+    small = open_dataset("synthetic:count=30,size=4")
+    assert small.summary()["sample_note"] == "all 30 records" and small.summary()["sampled"] == 30
+    assert open_dataset("synthetic:count=1000,size=4").summary()["sample_note"] == "sampled 200 of 1,000 spread over the set"
+
+
+def test_summary_spread_indices_and_default_records_at():
+    from imgtui.datasets.base import spread_indices
+
+    for n, k in [(10_000, 200), (201, 200), (7, 3), (5, 5), (3, 1)]:
+        idx = spread_indices(n, k)
+        assert len(idx) == min(n, k) and idx == sorted(set(idx)) and idx[0] == 0
+        assert k == 1 or idx[-1] == n - 1
+    ds = open_dataset("synthetic:count=40,size=4")
+    base_pick = list(type(ds).__mro__[1].records_at(ds, [39, 3, 3, 0]))  # the generic iterate-and-pick
+    assert [r.image.tobytes() for r in base_pick] == [ds.record(i).image.tobytes() for i in (0, 3, 39)]
+
+
+# -- every format Pillow reads, multi-frame files, the skip line, EXIF orientation (issue 14) ------
+def make_mixed_folder(root: Path) -> dict:
+    """One file of each format (class folder ``a``), an unknown extension holding a PNG, two text
+    files and an unreadable JPEG. Returns {name: the pixels expected (a list for multi-frame)}."""
+    from PIL import features
+
+    d = root / "a"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    rgb_ = rng.integers(0, 256, (12, 10, 3), np.uint8)
+    rgba = rng.integers(0, 256, (12, 10, 4), np.uint8)
+    g = rng.integers(0, 256, (12, 10), np.uint8)
+    want: dict = {}
+    Image.fromarray(rgba).save(d / "lossless.webp", lossless=True)
+    want["lossless.webp"] = rgba  # lossless WebP stays lossless
+    frames = [Image.fromarray(rng.integers(0, 256, (8, 9, 3), np.uint8)).convert("P") for _ in range(3)]
+    frames[0].save(d / "anim.gif", save_all=True, append_images=frames[1:], duration=50, loop=0, disposal=1)
+    want["anim.gif"] = [np.asarray(f.convert("RGB")) for f in frames]
+    Image.fromarray(g).save(d / "still.gif")
+    want["still.gif"] = np.repeat(g[:, :, None], 3, axis=2)  # a palette image (of grays): RGB, like P PNG
+    if features.check("jpg_2000"):
+        Image.fromarray(rgb_).save(d / "x.jp2", irreversible=False)  # the reversible wavelet: lossless
+        want["x.jp2"] = rgb_
+    for name, arr in (("x.ppm", rgb_), ("x.pgm", g), ("x.tga", rgb_), ("x.bmp", rgb_), ("x.png", rgb_)):
+        Image.fromarray(arr).save(d / name)
+        want[name] = arr
+    pages = [rng.integers(0, 256, (7, 5), np.uint8) for _ in range(3)]
+    Image.fromarray(pages[0]).save(d / "pages.tif", save_all=True, append_images=[Image.fromarray(p) for p in pages[1:]])
+    want["pages.tif"] = pages
+    Image.fromarray(rgb_).save(d / "photo.jpg", quality=90)
+    with Image.open(d / "photo.jpg") as im:
+        want["photo.jpg"] = np.asarray(im.convert("RGB"))  # lossy: as Pillow decodes it
+    Image.fromarray(rgb_).save(d / "mystery.dat", format="PNG")  # an unknown extension: read by content
+    want["mystery.dat"] = rgb_
+    (d / "notes.txt").write_text("hello")
+    (d / "todo.txt").write_text("P6 is not an image header\n")
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return want
+
+
+def test_mixed_folder_every_pillow_format_frames_and_skip_line(tmp_path):
+    want = make_mixed_folder(tmp_path)
+    warned = []
+    ds = FolderDataset(tmp_path, on_error="skip", warn=warned.append)
+    recs = list(ds)
+    got: dict = {}
+    for r in recs:
+        name = r.metadata["file"].split("/")[-1]
+        if "frame" in r.metadata:
+            got.setdefault(name, []).append((r.metadata["frame"], r.metadata["frames"], r.image))
+        else:
+            assert name not in got
+            got[name] = r.image
+    assert sorted(got) == sorted(want)  # every image imported, broken.jpg and the .txt files not
+    for name, exp in want.items():
+        if isinstance(exp, list):
+            assert [f[:2] for f in got[name]] == [(k, len(exp)) for k in range(len(exp))]
+            for (_k, _n, img), e in zip(got[name], exp):
+                assert img.dtype == np.uint8 and np.array_equal(img, e), name
+        else:
+            assert got[name].dtype == np.uint8 and np.array_equal(got[name], exp), name
+    assert len(recs) == ds.length - 1 == len(want) + 2 + 2  # 3 GIF frames and 3 TIFF pages
+    assert ds.skip_summary == "skipped 3 files: 2 .txt, 1 unreadable: a/broken.jpg"
+    assert len(warned) == 1 and "broken.jpg" in warned[0]
+    assert "(2 multi-frame: one record per frame)" in ds.describe()
+    s = ds.summary()
+    assert s["skipped"] == "skipped 3 files: 2 .txt, 1 unreadable: a/broken.jpg"
+    assert s["exif"].startswith("EXIF orientation not applied")
+
+
+def test_mixed_folder_cli_convert_and_info_print_the_skip_line(tmp_path, capsys):
+    from imgtui.cli import main
+
+    make_mixed_folder(tmp_path / "src")
+    dest = tmp_path / "out.h5"
+    assert main(["convert", str(tmp_path / "src"), str(dest), "-b", "hdf5", "-q", "--on-error", "skip"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == "imgtui: skipped 3 files: 2 .txt, 1 unreadable: a/broken.jpg"
+    assert main(["info", str(tmp_path / "src")]) == 0
+    out = capsys.readouterr().out
+    assert "  skipped 3 files: 2 .txt, 1 unreadable: a/broken.jpg" in out.splitlines()
+    assert "EXIF orientation not applied" in out
+    # without --on-error skip the unreadable file stops the conversion, in one line
+    assert main(["convert", str(tmp_path / "src"), str(tmp_path / "o2.h5"), "-b", "hdf5", "-q"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("imgtui: error: ") and "broken.jpg" in err[0]
+
+
+def test_unknown_extensions_are_read_by_content_not_by_name(tmp_path):
+    d = tmp_path / "c"
+    d.mkdir()
+    a, b = rgb(), gray()
+    save(d / "IMG_0001", a, "PNG")  # no extension at all
+    save(d / "scan.raw16", b, "TIFF")
+    (d / "data.bin").write_bytes(bytes(range(256)))
+    (d / "table.csv").write_text("a,b\n1,2\n")
+    ds = FolderDataset(tmp_path)
+    assert sorted(ds.files) == ["c/IMG_0001", "c/scan.raw16"]
+    assert ds.skip_summary == "skipped 2 files: 1 .bin, 1 .csv"
+    by = {r.metadata["file"]: r.image for r in ds}
+    assert np.array_equal(by["c/IMG_0001"], a) and np.array_equal(by["c/scan.raw16"], b)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_a_choice(tmp_path, orientation):
+    from PIL import ImageOps
+
+    arr = np.random.default_rng(orientation).integers(0, 256, (16, 24, 3), np.uint8)
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    path = tmp_path / "k" / "photo.jpg"
+    path.parent.mkdir()
+    im.save(path, quality=95, exif=exif.tobytes())
+    with Image.open(path) as f:
+        stored = np.asarray(f.convert("RGB"))
+        upright = np.asarray(ImageOps.exif_transpose(f).convert("RGB"))
+    assert np.array_equal(next(iter(FolderDataset(tmp_path))).image, stored)  # default: as stored
+    ds = open_dataset(f"{tmp_path}:exif_rotate=yes")
+    assert ds.exif_rotate and "EXIF orientation applied" in ds.describe()
+    assert ds.summary()["exif"].startswith("EXIF orientation applied")
+    assert np.array_equal(next(iter(ds)).image, upright)
+    assert np.array_equal(next(iter(open_dataset(tmp_path, exif_rotate=True))).image, upright)
+
+
+def test_exif_rotate_flag_in_the_cli_and_refused_for_other_sources(tmp_path, capsys):
+    from imgtui.cli import main
+
+    im = Image.fromarray(np.arange(6 * 4 * 3, dtype=np.uint8).reshape(6, 4, 3))
+    exif = im.getexif()
+    exif[0x0112] = 6
+    (tmp_path / "src" / "k").mkdir(parents=True)
+    im.save(tmp_path / "src" / "k" / "p.png", exif=exif.tobytes())
+    assert main(["convert", str(tmp_path / "src"), str(tmp_path / "r.h5"), "-b", "hdf5", "-q", "--exif-rotate"]) == 0
+    assert main(["convert", str(tmp_path / "src"), str(tmp_path / "n.h5"), "-b", "hdf5", "-q"]) == 0
+    import imgtui
+
+    with imgtui.open(tmp_path / "r.h5") as r, imgtui.open(tmp_path / "n.h5") as n:
+        assert r[0].image.shape == (4, 6, 3) and n[0].image.shape == (6, 4, 3)
+        assert np.array_equal(r[0].image, np.rot90(n[0].image, -1))
+    capsys.readouterr()
+    assert main(["convert", "synthetic:count=2", str(tmp_path / "s.h5"), "-b", "hdf5", "-q", "--exif-rotate"]) == 1
+    assert "--exif-rotate applies to image folders only" in capsys.readouterr().err

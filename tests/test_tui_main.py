@@ -885,3 +885,24 @@ def test_plot_axes_read_in_units_and_the_legend_names_colours_and_markers():
             ResultRow("read_many", "numpy", "floor", 10, median_s=0.01),
             ResultRow("read_many", "hdf5", "article", 10, error="boom")]
     assert legend(rows).plain == "■ lmdb  ■ numpy  ·  + floor  • imgtui  "
+
+
+def test_dataset_pane_summary_states_exif_and_names_skipped_files(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from imgtui.datasets import open_dataset
+    from imgtui.tui.widgets.dataset_pane import format_summary
+
+    (tmp_path / "k").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((4, 4), i, np.uint8)).save(tmp_path / "k" / f"{i}.png")
+    (tmp_path / "k" / "notes.txt").write_text("x")
+    (tmp_path / "k" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    quiet = {"on_error": "skip", "warn": lambda m: None}
+    text = str(format_summary(open_dataset(tmp_path, **quiet).summary()))
+    assert "exif    orientation not applied (as stored)" in text
+    assert "skipped 2 files: 1 .txt, 1 unreadable: k/bad.png" in text
+    assert "sampled all 4 records (1 could not be read)" in text
+    text = str(format_summary(open_dataset(f"{tmp_path}:exif_rotate=yes", **quiet).summary()))
+    assert "exif    orientation applied" in text

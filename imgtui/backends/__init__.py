@@ -73,8 +73,36 @@ def open_store(path: str | os.PathLike, backend: str | None = None, verify: bool
         _check_readable(Path(path))
     if is_sharded(path):
         r: StoreReader = ShardedReader(path, backend)
+    elif backend is None:
+        try:
+            r = get_backend(detect_backend(path)).open(path)
+        except ImgtuiError:
+            r = open_article_store(path)  # None when it is not one of the article's stores
+            if r is None:
+                raise
     else:
-        name = backend or detect_backend(path)
-        r = get_backend(name).open(path)
+        r = get_backend(backend).open(path)
     r.check_reads = bool(verify)
     return r
+
+
+def open_article_store(path: str | os.PathLike) -> StoreReader | None:
+    """A read-only reader for a store written the classic article's way (an LMDB of pickled
+    ``CIFAR_Image`` objects read with the restricted unpickler, an HDF5 file of ``images``/``meta``,
+    a folder of ``N.png`` + ``N.csv``), or None when ``path`` is not one. ``open_store`` falls back
+    to it, so ``info``, ``verify``, ``export``, ``convert``, ``append`` (as a source) and the browser
+    accept these stores as they are."""
+    from .article import ARTICLE_READERS
+
+    kind = article_kind(path)
+    return ARTICLE_READERS[kind](path) if kind else None
+
+
+def article_kind(path: str | os.PathLike) -> str | None:
+    """"article-lmdb", "article-hdf5" or "article-disk" for a store in the article's layout, else None."""
+    from .article import detect_article
+
+    try:
+        return detect_article(path) if Path(path).exists() else None
+    except (ImgtuiError, OSError, ImportError):
+        return None

@@ -206,6 +206,13 @@ class _Change:
                 cls = _mutator(backend)
                 if not cls.repair(self.path):
                     raise
+            if backend.startswith("article-"):
+                from .article import article_text
+
+                raise StoreError(
+                    f"{self.path} is an {article_text(backend)}: imgtui reads it but does not change it; "
+                    f"bring it in first (imgtui convert {self.path} NEW -b lmdb) and change the new store"
+                )
             cls = cls or _mutator(backend)
             cls.repair(self.path)
             with open_store(self.path) as r:

@@ -7,11 +7,15 @@ Specs:
   ``photos:max_pixels=200000000,follow_symlinks=yes`` (``max_pixels``: refuse images with more
   pixels, checked from the file's header before decoding, 0 = no limit, default Pillow's
   ``MAX_IMAGE_PIXELS``; ``follow_symlinks``: read image files linked from outside the folder and
-  enter symlinked folders)
+  enter symlinked folders; ``exif_rotate``: apply the EXIF orientation, default pixels as stored)
 - CIFAR-10/100 python batch files (a batch file, or the folder holding them)
 - ``.npz`` / ``.npy`` arrays (``name.npz``, optionally ``name.npz:train``)
 - an existing imgtui store (disk, LMDB or HDF5)
+- a store written the classic article's way (LMDB of pickled ``CIFAR_Image``, HDF5 with
+  ``images``/``meta``, folder of ``N.png`` + ``N.csv``), detected automatically, read-only
 - a folder of DICOM files, or ``dicom:PATH`` (needs the ``imgtui[dicom]`` extra)
+- a NIfTI file (``.nii``, ``.nii.gz``) or a folder of them, or ``nifti:PATH`` (needs the
+  ``imgtui[nifti]`` extra); ``slices=True`` (``--slices``, ``PATH:slices=yes``): one record per slice
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ def parse_synthetic_spec(spec: str) -> dict[str, Any]:
 
 
 #: options of image folders (``FolderDataset``), as keywords or at the end of a folder spec
-FOLDER_OPTIONS = ("max_pixels", "follow_symlinks")
+FOLDER_OPTIONS = ("max_pixels", "follow_symlinks", "exif_rotate")
 _TRUE = {"1", "yes", "true", "on", ""}
 _FALSE = {"0", "no", "false", "off"}
 
@@ -87,7 +91,7 @@ def parse_folder_options(text: str) -> dict[str, Any] | None:
         elif value in _TRUE or value in _FALSE:
             out[key] = value in _TRUE
         else:
-            raise DatasetError(f"bad folder option {part!r} (follow_symlinks=yes or no)")
+            raise DatasetError(f"bad folder option {part!r} ({key}=yes or no)")
     return out
 
 
@@ -104,10 +108,13 @@ def open_dataset(
     ``max_pixels`` and ``follow_symlinks`` (keywords, or at the end of the spec) apply to image
     folders only: None / False mean the defaults; given for another kind of source, they are an error.
     """
+    slices = bool(options.pop("slices", False))
     folder_opts = {k: options.pop(k) for k in FOLDER_OPTIONS if k in options}
     folder_opts = {k: v for k, v in folder_opts.items() if v is not None and v is not False}
     if spec is None or str(spec).strip() == "" or str(spec).startswith(("synthetic", "medical")):
         _not_for(folder_opts, "generated datasets")
+        if slices:
+            raise DatasetError("--slices applies to NIfTI volumes (.nii, .nii.gz) only")
     if spec is None or str(spec).strip() == "" or str(spec).startswith("synthetic"):
         kwargs = parse_synthetic_spec(str(spec or "synthetic"))
         kwargs.update(options)
@@ -118,12 +125,26 @@ def open_dataset(
         kwargs.update(options)
         return SyntheticDataset(**kwargs)
     text = str(spec)
+    if ":" in text and not Path(text).exists() and text.rpartition(":")[2].strip().lower() in ("slices", "slices=yes"):
+        text, slices = text.rpartition(":")[0], True  # a NIfTI volume's option: x.nii.gz:slices=yes
     if ":" in text and not Path(text).exists():
         head, _, tail = text.rpartition(":")
         parsed = parse_folder_options(tail)
         if parsed is not None and head:
             text = head
             folder_opts = {k: v for k, v in {**parsed, **folder_opts}.items() if v is not False}  # keywords win
+    from .nifti import find_nifti_files, is_nifti_name
+
+    nifti_path = Path(text[len("nifti:"):] if text.startswith("nifti:") else text).expanduser()
+    if text.startswith("nifti:") or (nifti_path.is_file() and is_nifti_name(nifti_path.name)) or (
+        nifti_path.is_dir() and _only_nifti(nifti_path, find_nifti_files)
+    ):
+        from .nifti import NiftiDataset
+
+        _not_for(folder_opts, "NIfTI volumes")
+        return NiftiDataset(nifti_path, slices=slices, on_error=on_error, warn=warn, **options)
+    if slices:
+        raise DatasetError("--slices applies to NIfTI volumes (.nii, .nii.gz) only")
     if text.startswith("dicom:"):
         from .dicom import DicomDataset
 
@@ -149,9 +170,14 @@ def open_dataset(
 
         _not_for(folder_opts, f"{path} (CIFAR batches)")
         return CifarDataset(path, **options)
-    from ..backends import detect_backend
+    from ..backends import article_kind, detect_backend
     from ..errors import ImgtuiError
 
+    if article_kind(path):  # the classic article's LMDB, HDF5 or PNG+CSV folder: read-only source
+        from .store import StoreDataset
+
+        _not_for(folder_opts, f"{path} (a store in the classic article's layout)")
+        return StoreDataset(path)
     try:
         detect_backend(path)
         is_store = True
@@ -182,6 +208,18 @@ def open_dataset(
     raise DatasetError(
         f"{path}: not a dataset imgtui can read (expected an image folder, CIFAR batches, .npz/.npy or a store)"
     )
+
+
+def _only_nifti(path: Path, find) -> bool:
+    """A folder holding NIfTI files and no image files."""
+    from .folder import is_image_file
+
+    try:
+        if not find(path, limit=1):
+            return False
+        return not any(is_image_file(p.name) for p in path.rglob("*") if p.is_file())
+    except (OSError, RecursionError):
+        return False
 
 
 def _not_for(opts: dict, what: str) -> None:

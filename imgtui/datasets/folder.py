@@ -1,4 +1,17 @@
-"""A folder of image files (PNG, JPEG, TIFF, BMP) as a dataset.
+"""A folder of image files (every format Pillow reads: PNG, JPEG, TIFF, BMP, WebP, GIF, JPEG 2000,
+PPM/PGM, TGA, ...) as a dataset.
+
+Which files are images: a file with an image extension (``IMAGE_EXTENSIONS``) is one (decoding
+reports a damaged one); any other file is one when Pillow recognises its content from its header
+(``sniff_image``: only formats with a signature, so a text file is never taken for a TGA). Every
+other file is not imported and counted (``ignored``); ``skip_summary`` names every file not
+imported in one line: "skipped 3 files: 2 .txt, 1 unreadable: a/x.jpg".
+
+Multi-frame files (animated GIF, multi-page TIFF, animated WebP/APNG) become one record per frame,
+with ``frame`` (0-based) and ``frames`` in the metadata; a GIF gives all its frames, each as Pillow
+composes it (what a viewer shows at that frame, so a frame that changes only a part of the image
+holds the whole picture). Frames are counted when the folder is listed (those files' headers are
+read then).
 
 Two layouts:
 
@@ -17,7 +30,9 @@ over folder names), True requires it, a path names another CSV file, False means
 A folder of images with no class sub-folders and no labels.csv is refused unless
 ``labels_csv=False`` ("unlabelled"): then every image under ``root`` gets label ``0``.
 
-Pixels are returned as stored (EXIF orientation is not applied). Modes: ``L`` -> HxW uint8,
+Pixels are returned as stored: the EXIF orientation is not applied unless ``exif_rotate=True``
+(``--exif-rotate``), which turns them upright as ``PIL.ImageOps.exif_transpose`` does; the summary
+says which. Modes: ``L`` -> HxW uint8,
 ``1`` -> HxW uint8 (0/255), ``RGB`` -> HxWx3, ``RGBA``/``LA``/``PA``/``P`` with transparency ->
 HxWx4, ``P``/``CMYK``/``YCbCr``/... -> HxWx3, ``I;16*`` and ``I`` (16-bit grayscale PNG/TIFF) ->
 HxW uint16 (lossless; ``I`` values outside 0..65535 are an error); 16-bit RGB/RGBA PNG ->
@@ -25,8 +40,8 @@ HxWx3/4 uint16, 16-bit gray+alpha PNG -> HxWx4 uint16 (gray copied to R, G, B), 
 16-bit RGB(A) TIFF -> HxWx3/4 uint16 (these are read directly: Pillow would reduce them to 8 bits;
 interlaced 16-bit colour PNG and compressed 16-bit colour TIFF are refused rather than truncated). Float images are refused.
 
-Files whose extension is not an image extension are ignored and counted (``ignored``, shown by
-``describe()``); hidden files and folders (``.name``) are skipped silently. Order is deterministic:
+Files that are not images are not imported and counted (``ignored``, shown by ``describe()`` and
+``skip_summary``); hidden files and folders (``.name``) are skipped silently. Order is deterministic:
 sorted paths for class folders, row order for labels.csv.
 
 Bad images (corrupt, truncated, unreadable): ``on_error="stop"`` raises ``DatasetError`` naming the
@@ -64,12 +79,29 @@ from ..records import Record
 from . import Notice
 from .base import Dataset, WarnFn
 
-#: extensions read as images (lower case)
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".bmp"})
+#: extensions read as images without looking inside first (lower case); a file with any other
+#: extension is an image when Pillow recognises its content (``sniff_image``)
+IMAGE_EXTENSIONS = frozenset({
+    ".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".bmp", ".dib", ".webp", ".gif",
+    ".jp2", ".j2k", ".jpc", ".jpf", ".jpx", ".j2c", ".ppm", ".pgm", ".pbm", ".pnm", ".pfm", ".tga", ".icb",
+    ".vda", ".vst", ".pcx", ".sgi", ".rgb", ".rgba", ".bw", ".qoi", ".avif", ".avifs", ".dds", ".psd",
+    ".ras", ".xbm", ".xpm", ".ico", ".icns", ".cur", ".msp", ".blp", ".mpo",
+})
+#: extensions whose files may hold several frames (pages): each frame becomes a record
+MULTI_FRAME_EXTENSIONS = frozenset({".gif", ".tif", ".tiff", ".webp", ".apng"})
+#: the Pillow formats whose frames are records (a PSD's "frames" are layers, an MPO's a stereo pair,
+#: an ICO's sizes: those give their main image)
+_MULTI_FRAME_FORMATS = frozenset({"GIF", "TIFF", "WEBP", "PNG"})
+#: formats Pillow identifies but that are not images imgtui can import (documents, video, stubs)
+_NOT_IMAGES = frozenset({"EPS", "PDF", "MPEG", "BUFR", "GRIB", "HDF5", "WMF"})
 
 #: the Pillow format tried first for each extension (any format is tried if that one fails)
-_FORMAT_HINT = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".tif": "TIFF",
-                ".tiff": "TIFF", ".bmp": "BMP"}
+_FORMAT_HINT = {".png": "PNG", ".apng": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG",
+                ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP", ".dib": "DIB", ".webp": "WEBP", ".gif": "GIF",
+                ".jp2": "JPEG2000", ".j2k": "JPEG2000", ".jpc": "JPEG2000", ".jpf": "JPEG2000", ".jpx": "JPEG2000",
+                ".j2c": "JPEG2000", ".ppm": "PPM", ".pgm": "PPM", ".pbm": "PPM", ".pnm": "PPM", ".pfm": "PPM",
+                ".tga": "TGA", ".icb": "TGA", ".vda": "TGA", ".vst": "TGA", ".pcx": "PCX", ".sgi": "SGI",
+                ".rgb": "SGI", ".rgba": "SGI", ".bw": "SGI", ".qoi": "QOI"}
 _INT_RE = re.compile(r"[+-]?\d+")
 _FILE_COLUMNS = ("file", "filename", "path", "image")
 _LABEL_COLUMNS = ("label",)
@@ -136,11 +168,12 @@ def _pillow_limit_lifted():
                 Image.MAX_IMAGE_PIXELS = _lifted[1]
 
 
-def _open_lazy(path: Path, head: bytes, hint: str | None) -> Image.Image:
+def _open_lazy(path: Path, head: bytes, hint: str | None, sniff: bool = False) -> Image.Image:
     """``Image.open`` (which reads only the header) without Pillow's decompression-bomb check: its
     multi-line warning (or its error at twice its limit) would pre-empt imgtui's own one-line limit,
     which ``--max-pixels`` may set above Pillow's. The hinted format is tried first (then any, for
-    a misnamed file)."""
+    a misnamed file). ``sniff``: only formats that recognise their own signature (not TGA, IPTC,
+    ... which would take almost any bytes), none of the non-image formats."""
     Image.preinit()
     tried: set[str] = set()
     for load in (None, Image.init):
@@ -151,6 +184,8 @@ def _open_lazy(path: Path, head: bytes, hint: str | None) -> Image.Image:
                 continue
             tried.add(fmt)
             factory, accept = Image.OPEN[fmt]
+            if sniff and (accept is None or fmt in _NOT_IMAGES):
+                continue
             ok = accept(head) if accept else True
             if not ok or isinstance(ok, str):
                 continue
@@ -217,7 +252,96 @@ def _decode_png16(path: Path) -> np.ndarray:
     return arr
 
 
-def decode_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+def _head(path: Path, n: int = 64) -> bytes | None:
+    """The first bytes of a regular file, None when it cannot be read (or is not a regular file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            return fh.read(n)
+    except OSError:
+        return None
+
+
+def sniff_image(path: str | Path) -> int | None:
+    """The number of frames when Pillow recognises ``path``'s content as an image (by signature,
+    reading only the header), else None. For files whose extension is not an image extension."""
+    path = Path(path)
+    head = _head(path)
+    if not head:
+        return None
+    try:
+        with _open_lazy(path, head, None, sniff=True) as im:
+            if isinstance(im, ImageFile.StubImageFile) or im.format in _NOT_IMAGES:
+                return None
+            return _n_frames(im) if im.format in _MULTI_FRAME_FORMATS else 1
+    except Exception:  # not an image Pillow knows (or a damaged one: then it is not imported either)
+        return None
+
+
+def count_frames(path: str | Path) -> int:
+    """Frames (pages) in a GIF, TIFF, WebP or APNG file; 1 when it has one or cannot be opened here
+    (decoding reports what is wrong with it)."""
+    path = Path(path)
+    head = _head(path)
+    if not head:
+        return 1
+    if head[:4] in (b"II*\0", b"MM\0*") and _tiff_one_page(path, head):
+        return 1  # most TIFFs: one page, told by three small reads instead of parsing every tag
+    try:
+        with _open_lazy(path, head, _FORMAT_HINT.get(path.suffix.lower())) as im:
+            return _n_frames(im) if im.format in _MULTI_FRAME_FORMATS else 1
+    except Exception:
+        return 1
+
+
+def _tiff_one_page(path: Path, head: bytes) -> bool:
+    """True when a classic TIFF's first IFD links to no next one (a single page); False when
+    there are more or it cannot be told (Pillow then counts them)."""
+    order = "<" if head[:2] == b"II" else ">"
+    try:
+        with open(path, "rb") as fh:
+            (ifd,) = struct.unpack(order + "I", head[4:8])
+            fh.seek(ifd)
+            (n,) = struct.unpack(order + "H", fh.read(2))
+            fh.seek(ifd + 2 + 12 * n)
+            nxt = fh.read(4)
+        return len(nxt) == 4 and struct.unpack(order + "I", nxt)[0] == 0
+    except (OSError, struct.error):
+        return False
+
+
+def _n_frames(im: Image.Image) -> int:
+    try:
+        return max(1, int(getattr(im, "n_frames", 1) or 1))
+    except Exception:
+        return 1
+
+
+#: EXIF orientation (tag 0x0112) -> the array operation that shows the image upright (as
+#: ``PIL.ImageOps.exif_transpose``)
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = int(im.getexif().get(0x0112, 1))
+    except Exception:
+        return 1
+    return value if value in _ORIENT else 1
+
+
+def decode_image(path: str | Path, max_pixels: int | None = None, frame: int | None = None,
+                 exif_rotate: bool = False) -> np.ndarray:
     """Decode one image file to an HxW or HxWxC uint8/uint16 array; DatasetError if it cannot.
 
     The image's size is checked from its header before anything is decoded: over ``max_pixels``
@@ -241,22 +365,32 @@ def decode_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
                 raise _too_large(path, w, h, limit)
         im = _open_lazy(path, head, hint)
         with im:
+            if frame:
+                n = _n_frames(im)
+                if frame >= n:
+                    raise DatasetError(f"{path}: has {n} frame(s), no frame {frame} (changed since the folder was listed?)")
+                im.seek(frame)
             w, h = im.size
             if limit and w * h > limit:
                 raise _too_large(path, w, h, limit)
+            arr = None
             if im.format == "TIFF":
-                raw = _raw_tiff16(im, path)
-                if raw is not None:
-                    return raw
-            elif im.format == "PNG" and im.mode in ("RGB", "RGBA", "LA") and _png16(im):
-                return _decode_png16(path)
-            pillow_limit = Image.MAX_IMAGE_PIXELS
-            if pillow_limit and w * h > pillow_limit:  # allowed by --max-pixels: Pillow's own check
-                with _pillow_limit_lifted():  # at load (TIFF) must not warn or refuse it
+                arr = _raw_tiff16(im, path)
+            elif im.format == "PNG" and not frame and im.mode in ("RGB", "RGBA", "LA") and _png16(im):
+                arr = _decode_png16(path)
+            if arr is None:
+                pillow_limit = Image.MAX_IMAGE_PIXELS
+                if pillow_limit and w * h > pillow_limit:  # allowed by --max-pixels: Pillow's own check
+                    with _pillow_limit_lifted():  # at load (TIFF) must not warn or refuse it
+                        im.load()
+                else:
                     im.load()
-            else:
-                im.load()
-            return _to_array(im, path)
+                arr = _to_array(im, path)
+            if exif_rotate:
+                turn = _ORIENT.get(_orientation(im))
+                if turn is not None:
+                    arr = np.ascontiguousarray(turn(arr))
+            return arr
     except DatasetError:
         raise
     except Image.DecompressionBombError as exc:
@@ -317,6 +451,25 @@ def _finite(text: str) -> float:
     return value
 
 
+def skip_line(ignored: list[str], unreadable: list[str], names: int = 5) -> str | None:
+    """"skipped 3 files: 2 .txt, 1 unreadable: a/x.jpg" (None when both lists are empty): files
+    that are not images counted by extension, unreadable images named (the first ``names``)."""
+    bad = list(dict.fromkeys(unreadable))
+    n = len(ignored) + len(bad)
+    if not n:
+        return None
+    by_ext: dict[str, int] = {}
+    for rel in ignored:
+        ext = os.path.splitext(rel.rsplit("/", 1)[-1])[1].lower()
+        key = ext if ext else "without extension"
+        by_ext[key] = by_ext.get(key, 0) + 1
+    parts = [f"{c:,} {ext}" for ext, c in sorted(by_ext.items(), key=lambda kv: (-kv[1], kv[0]))]
+    if bad:
+        more = f" and {len(bad) - names:,} more" if len(bad) > names else ""
+        parts.append(f"{len(bad):,} unreadable: {', '.join(bad[:names])}{more}")
+    return f"skipped {n:,} file{'s' if n != 1 else ''}: {', '.join(parts)}"
+
+
 class FolderDataset(Dataset):
     __doc__ = __doc__
     kind = "folder"
@@ -331,6 +484,7 @@ class FolderDataset(Dataset):
         workers: int | None = None,
         max_pixels: int | None = None,
         follow_symlinks: bool = False,
+        exif_rotate: bool = False,
     ) -> None:
         self.root = Path(root).expanduser()
         if on_error not in ("stop", "skip"):
@@ -342,7 +496,10 @@ class FolderDataset(Dataset):
         self.workers = 0 if workers is None else max(0, int(workers))
         self.max_pixels = check_max_pixels(max_pixels)
         self.follow_symlinks = bool(follow_symlinks)
-        self.ignored: list[str] = []  # relative paths of non-image files
+        #: apply the EXIF orientation (turn the pixels upright); default: pixels as stored
+        self.exif_rotate = bool(exif_rotate)
+        self.ignored: list[str] = []  # relative paths of files that are not images
+        self._frames: dict[str, int] = {}  # relative path -> frames, for files with more than one
         self.skipped: list[str] = []  # relative paths of images skipped on error (last iteration)
         #: symlinks not followed: image files leaving the folder, folders (``name/``)
         self.skipped_symlinks: list[str] = []
@@ -377,7 +534,8 @@ class FolderDataset(Dataset):
             extra = f" ({len(self.ignored)} other files ignored)" if self.ignored else ""
             note = f"; {self.symlink_note}" if self.symlink_note else ""
             raise DatasetError(
-                f"{self.root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}){extra}{note}"
+                f"{self.root}: no images found (looked for .png, .jpg, .tif, .bmp, .webp, .gif, .jp2, .ppm, .tga, ... "
+                f"and any file whose content Pillow recognises){extra}{note}"
             )
         entries: list[tuple[str, object, dict]]
         if csv_path is not None:
@@ -401,6 +559,7 @@ class FolderDataset(Dataset):
                 )
             self.layout = "classes"
             entries = [(rel, rel.split("/", 1)[0], {}) for rel in images]
+        entries = self._expand_frames(entries)
         self.total = len(entries)
         if limit is not None:
             entries = entries[:limit]
@@ -410,6 +569,20 @@ class FolderDataset(Dataset):
         for note in (self.symlink_note, self.loop_note):
             if note:
                 self._notify(Notice(note))
+
+    def _expand_frames(self, entries: list) -> list:
+        """One entry per frame of a multi-frame file (GIF, multi-page TIFF, animated WebP/APNG):
+        its records carry ``frame`` (0-based) and ``frames`` in their metadata."""
+        if not self._frames:
+            return entries
+        out = []
+        for rel, label, extras in entries:
+            n = self._frames.get(rel, 1)
+            if n == 1:
+                out.append((rel, label, extras))
+            else:
+                out.extend((rel, label, {**extras, "__frame__": (k, n)}) for k in range(n))
+        return out
 
     def _auto_workers(self) -> int:
         """Threads only pay off for larger files: tiny images (CIFAR JPEGs of ~1 KB) spend their
@@ -474,18 +647,38 @@ class FolderDataset(Dataset):
                 if name.startswith("."):
                     continue
                 rel = prefix + name
-                if is_image_file(name):
-                    full = os.path.join(dirpath, name)
-                    if not follow and os.path.islink(full) and leaves(full):
+                full = os.path.join(dirpath, name)
+                if skip_resolved is not None and Path(full).resolve() == skip_resolved:
+                    continue  # the labels CSV
+                known = is_image_file(name)
+                if not follow and os.path.islink(full) and leaves(full):  # not read, not even its header
+                    if known:
                         self.skipped_symlinks.append(rel)
                         self._symlinks_leaving.append(rel)
-                        continue
-                    images.append(rel)
-                elif not (skip_resolved is not None and Path(dirpath, name).resolve() == skip_resolved):
+                    else:
+                        self.ignored.append(rel)
+                    continue
+                frames = self._look(full, known)
+                if frames is None:
                     self.ignored.append(rel)
+                    continue
+                if frames > 1:
+                    self._frames[rel] = frames
+                images.append(rel)
         images.sort()
         self.skipped_symlinks.sort()
         return images
+
+    @staticmethod
+    def _look(full: str, known: bool) -> int | None:
+        """Frames of an image file, None for a file that is not an image. A file with an image
+        extension is an image (decoding reports a damaged one) and only GIF/TIFF/WebP/APNG files
+        are opened to count their frames; any other file is an image when Pillow recognises its
+        content from its header."""
+        ext = os.path.splitext(full)[1].lower()
+        if known:
+            return count_frames(full) if ext in MULTI_FRAME_EXTENSIONS else 1
+        return sniff_image(full)
 
     @property
     def symlink_note(self) -> str | None:
@@ -562,7 +755,7 @@ class FolderDataset(Dataset):
                         f"followed in {self.root}; use --follow-symlinks to read it"
                     )
                 if (self.root / rel).is_file():
-                    why = "which is not an image file" if not is_image_file(rel) else "which is skipped"
+                    why = "which is not an image file" if rel in self.ignored else "which is skipped"
                 else:
                     why = "which does not exist"
                 raise DatasetError(f"{csv_path} line {lineno}: row names {rel}, {why} in {self.root}")
@@ -619,14 +812,44 @@ class FolderDataset(Dataset):
             what = f"labels from {self.labels_csv.name}"
         else:
             what = "unlabelled"
-        text = f"folder {self.root}: {n:,} images, {what}"
+        if self._frames:
+            files = len({e[0] for e in self._entries})
+            text = (f"folder {self.root}: {n:,} images from {files:,} files ({len(self._frames):,} multi-frame: "
+                    f"one record per frame), {what}")
+        else:
+            text = f"folder {self.root}: {n:,} images, {what}"
         if n < self.total:
             text += f" (first {n:,} of {self.total:,})"
         if self.ignored:
             text += f"; {len(self.ignored):,} non-image files ignored"
         if self.skipped_symlinks:
             text += f"; {len(self.skipped_symlinks):,} symlinks not followed"
+        if self.exif_rotate:
+            text += "; EXIF orientation applied"
         return text
+
+    @property
+    def exif_note(self) -> str:
+        """Whether the EXIF orientation is applied, for the dataset summary."""
+        if self.exif_rotate:
+            return "EXIF orientation applied (pixels turned upright)"
+        return "EXIF orientation not applied (pixels as stored in the files; --exif-rotate applies it)"
+
+    @property
+    def skip_summary(self) -> str | None:
+        """One line counting and naming every file not imported: files that are not images (by
+        extension) and, after iterating, images that could not be read (with ``on_error="skip"``),
+        e.g. "skipped 3 files: 2 .txt, 1 unreadable: a/x.jpg"; None when every file was imported."""
+        return skip_line(self.ignored, self.skipped)
+
+    def summary(self, sample: int = 200) -> dict:
+        out = super().summary(sample)
+        out["exif"] = self.exif_note
+        out["exif_rotate"] = self.exif_rotate
+        skipped = self.skip_summary
+        if skipped:
+            out["skipped"] = skipped
+        return out
 
     @property
     def classes(self) -> list:
@@ -638,21 +861,31 @@ class FolderDataset(Dataset):
     def files(self) -> list[str]:
         return [e[0] for e in self._entries]
 
-    def _decode(self, rel: str) -> np.ndarray | DatasetError:
+    def _decode(self, entry: tuple[str, object, dict]) -> np.ndarray | DatasetError:
+        rel, _label, extras = entry
+        frame = extras.get("__frame__")
         try:
-            return decode_image(self.root / rel, self.max_pixels)
+            return decode_image(self.root / rel, self.max_pixels, frame=frame[0] if frame else None,
+                                exif_rotate=self.exif_rotate)
         except DatasetError as exc:
             return exc
 
     def _record(self, entry: tuple[str, object, dict], image: np.ndarray) -> Record:
         rel, label, extras = entry
-        if extras.get("__exact__"):
-            return Record(image, label, {k: v for k, v in extras.items() if k != "__exact__"})
+        frame = extras.get("__frame__")
+        if frame or extras.get("__exact__"):
+            extras = {k: v for k, v in extras.items() if k not in ("__exact__", "__frame__")}
+            if frame:
+                extras["frame"], extras["frames"] = frame
+            if entry[2].get("__exact__"):
+                return Record(image, label, extras)
         return Record(image, label, {"file": rel, **extras})
 
     def _handle(self, rel: str, err: DatasetError) -> None:
         if self.on_error == "stop":
             raise err
+        if rel in self.skipped:  # another frame of a file already skipped
+            return
         self.skipped.append(rel)
         self._notify(f"skipped {err}", stacklevel=4)
 
@@ -662,11 +895,18 @@ class FolderDataset(Dataset):
     def records(self, start: int, stop: int | None) -> Iterator[Record]:
         """Records of entries [start, stop) without decoding the files before ``start``
         (parallel conversion gives each worker its own range)."""
+        return self._iter_entries(self._entries[start:stop])
+
+    def records_at(self, indices) -> Iterator[Record]:
+        """Only the files at ``indices`` are decoded (the dataset summary samples the whole set)."""
+        n = len(self._entries)
+        return self._iter_entries([self._entries[i] for i in sorted(set(indices)) if 0 <= i < n])
+
+    def _iter_entries(self, entries: list) -> Iterator[Record]:
         self.skipped = []
-        entries = self._entries[start:stop]
         if self.workers <= 1 or len(entries) <= _BATCH:
             for entry in entries:
-                out = self._decode(entry[0])
+                out = self._decode(entry)
                 if isinstance(out, DatasetError):
                     self._handle(entry[0], out)
                     continue
@@ -680,7 +920,7 @@ class FolderDataset(Dataset):
                     # keep two batches in flight ahead of the consumer
                     while nxt < len(entries) and len(pending) < 2 * _BATCH:
                         batch = entries[nxt : nxt + _BATCH]
-                        pending.extend((e, pool.submit(self._decode, e[0])) for e in batch)
+                        pending.extend((e, pool.submit(self._decode, e)) for e in batch)
                         nxt += len(batch)
                     entry, future = pending.popleft()
                     out = future.result()

@@ -87,6 +87,10 @@ class SyntheticDataset(Dataset):
         meta = {"source_index": i} if self.with_metadata else {}
         return Record(np.ascontiguousarray(img), label, meta)
 
+    def records_at(self, indices) -> Iterator[Record]:
+        for i in sorted(set(indices)):
+            yield self.record(i)
+
     def __iter__(self) -> Iterator[Record]:
         for i in range(self.count):
             yield self.record(i)

@@ -22,6 +22,7 @@ from rich.pretty import Pretty
 from rich.text import Text
 
 from ..backends import detect_backend, open_store, registry
+from ..backends.article import article_text
 from ..bench.backend_info import names as backend_names
 from ..errors import ImgtuiError, first_line
 from ..png import encode_png
@@ -160,9 +161,12 @@ def info_text(info: dict) -> Text:
     """About a store: backend and path; count, shapes, dtypes, size, options; how to read it
     without imgtui (one line each)."""
     text = Text()
-    text.append(f"{info.get('backend', '?')} store ", style="bold")
+    if info.get("article"):  # a store written the classic article's way: read-only, no checksums
+        text.append(f"{article_text(str(info.get('backend')))} ", style="bold")
+    else:
+        text.append(f"{info.get('backend', '?')} store ", style="bold")
     text.append(str(info.get("path", "")))
-    parts = [f"{int(info.get('count') or 0):,} records"]
+    parts = [f"{int(info.get('count') or 0):,} records" + (", no checksums" if info.get("article") else "")]
     shapes = info.get("shapes") or {}
     if shapes:
         names = list(shapes)[:3]

@@ -466,7 +466,7 @@ class LmdbReader(StoreReader):
         if DB_META not in names:
             if any(n not in (DB_BLOCKS, DB_LABELS, DB_META) for n in names):
                 hint = (
-                    "it was written the Real Python article's way (one pickled CIFAR_Image per key); read it as article-lmdb"
+                    f"it was written the Real Python article's way (one pickled CIFAR_Image per key); imgtui reads it as a source (imgtui convert {p} NEW -b lmdb)"
                     if any(len(k) == 8 and k.isdigit() for k in names[:1])
                     else "it holds keys imgtui does not know"
                 )

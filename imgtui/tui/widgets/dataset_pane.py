@@ -120,8 +120,12 @@ def format_summary(summary: dict) -> Text:
         ("shapes", shape_text or "-"),
         ("dtype", ", ".join(summary.get("dtypes", {})) or "-"),
         ("labels", label_histogram(summary.get("labels", {}))),
-        ("sampled", f"first {summary.get('sampled', 0):,} records"),
+        ("sampled", summary.get("sample_note") or f"first {summary.get('sampled', 0):,} records"),
     ]
+    if "exif_rotate" in summary:  # image folders: is the EXIF orientation applied?
+        lines.append(("exif", "orientation applied" if summary["exif_rotate"] else "orientation not applied (as stored)"))
+    if summary.get("skipped"):  # image folders: every file not imported, in one line
+        lines.append(("skipped", summary["skipped"].removeprefix("skipped ")))
     text = Text(no_wrap=False)
     for i, (k, v) in enumerate(lines):
         if i:
@@ -294,7 +298,8 @@ class DatasetPane(Vertical):
         from ...datasets import open_dataset
         from ..imaging import thumbnail
 
-        dataset = open_dataset(spec)
+        # unreadable files are counted and named in the summary ("skipped ...") instead of hiding it
+        dataset = open_dataset(spec, on_error="skip", warn=lambda msg: None)
         summary = dataset.summary()
         summary["kind"] = dataset.kind
         worker = get_current_worker()
