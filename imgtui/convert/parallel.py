@@ -46,7 +46,6 @@ from ..backends.sharded import (
     store_checksum,
     write_json_atomic,
     _RECORD_RE,
-    _SHARD_RE,
 )
 from ..datasets.base import Dataset
 from ..errors import CancelledError, ImgtuiError, StoreExistsError

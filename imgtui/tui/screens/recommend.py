@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on, work
@@ -25,9 +24,6 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from ...bench.model import Finished, Progress, ResultTable, Started
 from ...bench.recommend import Needs, Recommendation
-
-if TYPE_CHECKING:
-    from ..app import ImgtuiApp
 
 ACCESS_CHOICES = [("random batches (training)", "random"), ("sequential (whole set, slices)", "sequential"),
                   ("single records (viewer)", "single")]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Horizontal, HorizontalGroup, ItemGrid, Vertical, VerticalScroll
+from textual.containers import HorizontalGroup, ItemGrid, VerticalScroll
 from textual.message import Message
 from textual.validation import Integer, Regex
 from textual.widgets import Checkbox, Input, Label, Select
