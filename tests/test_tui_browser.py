@@ -564,3 +564,27 @@ async def test_app_started_on_a_store_opens_the_browser_and_back_goes_to_the_mai
         assert "40 records" in info_text(screen)
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
+
+
+async def test_a_pixel_terminal_gets_the_full_image_through_textual_image(fake_store, monkeypatch):
+    """With Kitty/Sixel detected the record goes to textual-image's widget at full resolution
+    (here a stand-in widget: the test terminal has no graphics); half blocks stay for messages."""
+    from textual.widget import Widget
+
+    from imgtui.tui import graphics
+
+    class FakeGfx(Widget):
+        image = None
+
+    monkeypatch.setattr(graphics, "_KIND", "kitty")
+    monkeypatch.setattr(graphics, "_WIDGET", FakeGfx)
+    app = ScreenApp(lambda: BrowserScreen("fake:10"))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        gfx = screen.query_one("#image-gfx", FakeGfx)
+        await wait_for(pilot, lambda: gfx.image is not None and gfx.display)
+        assert np.array_equal(np.asarray(gfx.image), make_record(0).image)
+        assert not screen.image_view.display
+        await pilot.press("n", "n", "n")  # record 3 cannot be read: its message in half blocks
+        await wait_for(pilot, lambda: screen.image_view.display and "record 3" in screen.image_view.message)
+        assert not gfx.display

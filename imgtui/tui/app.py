@@ -14,6 +14,7 @@ from textual.worker import Worker, WorkerState
 
 from ..bench import backend_info
 from ..bench.model import ResultTable
+from . import graphics
 from .commands import help_rows, screen_commands
 from .messages import one_line_error
 from .screens.help import HelpScreen
@@ -144,6 +145,7 @@ def run_app(dataset: str = "synthetic", *, output: str = ".", workdir: str | Non
     """Start the app (the terminal is restored on exit, also after an error); the options come
     from the root command of ``imgtui.cli`` (one parser tree). ``browse``: open the record browser
     on that store at start (``imgtui STORE``)."""
+    graphics.detect()  # ask the terminal for Kitty/Sixel graphics before Textual takes it over
     app = make_app(dataset, output=output, workdir=workdir, theme=LIGHT if light else DARK, browse=browse)
     try:
         app.run()

@@ -55,6 +55,11 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"cannot display an image with {c} channels")
 
 
+def display_rgb(image: np.ndarray, window: str = "minmax") -> np.ndarray:
+    """Any record image as HxWx3 uint8 for a terminal graphics protocol (windowed, alpha over black)."""
+    return np.ascontiguousarray(to_rgb(window_to_uint8(image, window)))
+
+
 def fit_size(height: int, width: int, max_width: int, max_height: int, upscale: bool = True) -> tuple[int, int]:
     """(new_height, new_width) that fits in max_width x max_height and keeps the aspect ratio.
 

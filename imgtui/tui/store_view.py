@@ -115,6 +115,8 @@ class RecordView:
     actual_checksum: int | None = None
     text: Text | None = None
     image: np.ndarray | None = None
+    #: the image for a terminal graphics protocol (Kitty/Sixel), 8-bit RGB at full size
+    rgb: np.ndarray | None = None
 
 
 def read_record_view(reader: Any, index: int, path: str = "") -> RecordView:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image as PILImage
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -28,7 +29,8 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from ...bench.backend_info import names as backend_names, store_suffix
 from ...errors import ImgtuiError
-from ..imaging import thumbnail
+from .. import graphics
+from ..imaging import display_rgb, thumbnail
 from ..store_view import (RecordView, find_sibling_stores, info_text, one_line, open_any_store, read_record_view,
                           record_panel, start_viewer, store_info, write_viewable)
 from ..widgets.image_view import ImageView
@@ -145,6 +147,10 @@ the same record of the other backends' stores; Escape goes back.
                 yield Static("", id="list-status")
             with Vertical(id="record-pane"):
                 yield ImageView("", id="image")
+                gfx = graphics.image_widget(id="image-gfx")
+                if gfx is not None:  # Kitty/Sixel terminal: the image drawn in pixels
+                    gfx.display = False
+                    yield gfx
                 yield Static("", id="record-info")
         yield Input(id="prompt", classes="hidden")
         yield Footer()
@@ -218,8 +224,11 @@ the same record of the other backends' stores; Escape goes back.
         if get_current_worker().is_cancelled:
             return
         if view.image is not None:
-            view.text = thumbnail(view.image, columns, rows)
-            view.image = None  # the cache keeps only the small rendered version
+            if graphics.kind() != "halfblock":
+                view.rgb = display_rgb(view.image)
+            else:
+                view.text = thumbnail(view.image, columns, rows)
+            view.image = None  # the cache keeps only the rendered version
         self.post_message(RecordLoaded(view, (index, columns, rows)))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="filter")
@@ -402,10 +411,25 @@ the same record of the other backends' stores; Escape goes back.
     def _show(self, view: RecordView, key: tuple) -> None:
         if view.index != self.record_list.current_index:
             return  # the cursor moved on while this record was loading
-        if view.text is not None:
-            self.image_view.show_image(view.text, key)
+        gfx = self.query("#image-gfx")
+        if view.rgb is not None and gfx:
+            try:
+                gfx.first().image = PILImage.fromarray(view.rgb)
+                gfx.first().display = True
+                self.image_view.display = False
+                self.image_view.key = key
+            except Exception as exc:  # the protocol failed: half blocks from now on
+                gfx.first().display = False
+                self.image_view.display = True
+                self.image_view.show_message(f"cannot draw the image ({one_line(exc)})", key)
         else:
-            self.image_view.show_message(view.error or "no image", key)
+            if gfx:
+                gfx.first().display = False
+                self.image_view.display = True
+            if view.text is not None:
+                self.image_view.show_image(view.text, key)
+            else:
+                self.image_view.show_message(view.error or "no image", key)
         self._show_info(record_panel(view))
 
     def _show_info(self, panel: Any) -> None:
