@@ -751,3 +751,32 @@ def test_exif_rotate_flag_in_the_cli_and_refused_for_other_sources(tmp_path, cap
     capsys.readouterr()
     assert main(["convert", "synthetic:count=2", str(tmp_path / "s.h5"), "-b", "hdf5", "-q", "--exif-rotate"]) == 1
     assert "--exif-rotate applies to image folders only" in capsys.readouterr().err
+
+
+def test_a_store_with_a_damaged_record_as_a_source_skips_it_when_asked(tmp_path):
+    """The app summarises with skip (a store with one bad record must stay usable); convert
+    --on-error skip leaves the record out and names it; the default stops with the record's error."""
+    import imgtui
+    from imgtui.cli import main
+    from imgtui.datasets import open_dataset
+    from imgtui.errors import ImgtuiError
+    from imgtui.records import Record
+
+    src = tmp_path / "src.disk"
+    with imgtui.writer(src, "disk") as w:
+        for i in range(6):
+            w.write(Record(np.full((4, 5, 3), i, np.uint8), i, {"i": i}))
+    png = sorted(src.rglob("*.png"))[2]
+    data = bytearray(png.read_bytes())
+    data[-20:-12] = b"\0" * 8  # inside the IDAT chunk / its CRC
+    png.write_bytes(bytes(data))
+    warned: list[str] = []
+    summary = open_dataset(str(src), on_error="skip", warn=warned.append).summary()
+    assert summary["sample_note"] == "all 6 records (1 could not be read)"
+    assert len(warned) == 1 and "record 2" in warned[0]
+    with pytest.raises(ImgtuiError, match="record 2"):
+        open_dataset(str(src)).summary()
+    assert main(["convert", str(src), str(tmp_path / "out.h5"), "-b", "hdf5", "--on-error", "skip", "-q"]) == 0
+    out = imgtui.open(tmp_path / "out.h5")
+    assert [r.label for r in out] == [0, 1, 3, 4, 5]
+    assert all(np.array_equal(r.image, np.full((4, 5, 3), r.label, np.uint8)) for r in out)

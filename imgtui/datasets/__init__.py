@@ -177,7 +177,7 @@ def open_dataset(
         from .store import StoreDataset
 
         _not_for(folder_opts, f"{path} (a store in the classic article's layout)")
-        return StoreDataset(path)
+        return StoreDataset(path, on_error=on_error, warn=warn)
     try:
         detect_backend(path)
         is_store = True
@@ -187,7 +187,7 @@ def open_dataset(
         from .store import StoreDataset
 
         _not_for(folder_opts, f"{path} (an imgtui store)")
-        return StoreDataset(path)
+        return StoreDataset(path, on_error=on_error, warn=warn)
     from .dicom import find_dicom_files, is_dicom_file
 
     image_suffixes = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
-from ..records import Record
+from ..backends import open_store
 from ..backends.article import article_text
+from ..errors import first_line
+from ..records import Record
 from .base import Dataset
+
+#: records read at a time
+BATCH = 256
 
 
 class StoreDataset(Dataset):
     kind = "store"
 
-    def __init__(self, path: str | Path) -> None:
-        from ..backends import open_store
-
+    def __init__(self, path: str | Path, on_error: str = "stop", warn: Callable[[str], None] | None = None) -> None:
+        """``on_error="skip"``: a record that cannot be read (damaged, checksum mismatch) is left
+        out and named through ``warn`` instead of ending the read; "stop" raises its error."""
         self.path = Path(path)
+        self.on_error = on_error
+        self.warn = warn
         with open_store(self.path) as reader:  # fail early, with the store's own message
             self._length = len(reader)
             self._backend = reader.backend
@@ -36,16 +43,32 @@ class StoreDataset(Dataset):
         return f"{self._backend} store {self.path} ({self._length:,} records)"
 
     def __iter__(self) -> Iterator[Record]:
-        from ..backends import open_store
-
+        if self.on_error == "skip":
+            yield from self.records_at(range(self._length))
+            return
         with open_store(self.path) as reader:
-            for batch in reader.iter_batches(256):
+            for batch in reader.iter_batches(BATCH):
                 yield from batch
 
-    def records_at(self, indices) -> Iterator[Record]:
-        from ..backends import open_store
-
+    def records_at(self, indices: Sequence[int]) -> Iterator[Record]:
         idx = sorted(set(indices))
         with open_store(self.path) as reader:
-            for k in range(0, len(idx), 256):
-                yield from reader.get_many(idx[k : k + 256])
+            for k in range(0, len(idx), BATCH):
+                part = idx[k : k + BATCH]
+                if self.on_error != "skip":
+                    yield from reader.get_many(part)
+                    continue
+                try:
+                    batch = reader.get_many(part)
+                except Exception:  # one bad record: read this batch one by one, leaving it out
+                    batch = list(self._readable(reader, part))
+                yield from batch
+
+    def _readable(self, reader, indices: Sequence[int]) -> Iterator[Record]:
+        for i in indices:
+            try:
+                yield reader[i]
+            except Exception as exc:
+                msg = first_line(exc)
+                if self.warn is not None:
+                    self.warn(msg if f"record {i}" in msg else f"{self.path}: record {i}: {msg}")
