@@ -562,14 +562,24 @@ def _load_results(path: str):
         raise ImgtuiError(f"{path}: not an imgtui results file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
-def _event_printer(quiet: bool):
+def _event_printer(quiet: bool, stream=None):
+    """Progress on stderr: one line rewritten in place on a terminal, one line per step when
+    stderr is a pipe or a file (a log then reads step by step, not as one long line)."""
     from .bench.model import Started
 
-    def show(ev) -> None:
-        if not quiet and isinstance(ev, Started):
-            print(f"\r[{ev.step}/{ev.steps}] {ev.experiment} {ev.backend}/{ev.method} {ev.count:,}".ljust(70),
-                  end="", file=sys.stderr, flush=True)
+    stream = stream or sys.stderr
+    live = bool(getattr(stream, "isatty", lambda: False)())
 
+    def show(ev) -> None:
+        if quiet or not isinstance(ev, Started):
+            return
+        text = f"[{ev.step}/{ev.steps}] {ev.experiment} {ev.backend}/{ev.method} {ev.count:,}"
+        if live:
+            print("\r" + text.ljust(70), end="", file=stream, flush=True)
+        else:
+            print(text, file=stream, flush=True)
+
+    show.live = live  # type: ignore[attr-defined]
     return show
 
 
@@ -581,9 +591,9 @@ def cmd_claims(args: argparse.Namespace) -> int:
     if args.results:
         table = _load_results(args.results)
     else:
-        table = run_claims(args.dataset, args.count, workdir=args.workdir, repeats=args.repeats,
-                           on_event=_event_printer(args.quiet or args.json))
-        if not (args.quiet or args.json):
+        printer = _event_printer(args.quiet or args.json)
+        table = run_claims(args.dataset, args.count, workdir=args.workdir, repeats=args.repeats, on_event=printer)
+        if not (args.quiet or args.json) and printer.live:
             print(file=sys.stderr)
     if args.save:
         table.to_json(args.save)
@@ -603,9 +613,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     backends = candidates([b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None)
     results = _load_results(args.results) if args.results else None
     if args.dataset:
+        printer = _event_printer(args.quiet or args.json)
         rec, _table = recommend_for_dataset(args.dataset, needs, results, count=args.count, workdir=args.workdir,
-                                            on_event=_event_printer(args.quiet or args.json), backends=backends)
-        if not (args.quiet or args.json) and rec.measured:
+                                            on_event=printer, backends=backends)
+        if not (args.quiet or args.json) and rec.measured and printer.live:
             print("\r" + " " * 70 + "\r", end="", file=sys.stderr)
     elif results is not None:
         rec = recommend(Profile.from_results(results), needs, results, backends)

@@ -319,3 +319,23 @@ def test_bad_targets_get_one_line(tmp_path, monkeypatch, capsys):
         "imgtui: error: give the dataset once: as TARGET (synthetic:count=3) or with --dataset (synthetic)",
     ]
     assert calls == []
+
+
+def test_progress_is_one_line_per_step_when_piped_and_rewritten_on_a_terminal():
+    import io
+
+    from imgtui.bench.model import Started
+    from imgtui.cli import _event_printer
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    events = [Started("store_many", "lmdb", "imgtui", 2000, 1, 2), Started("read_many", "hdf5", "imgtui", 2000, 2, 2)]
+    pipe, tty = io.StringIO(), Tty()
+    for stream in (pipe, tty):
+        show = _event_printer(False, stream)
+        for ev in events:
+            show(ev)
+    assert pipe.getvalue() == "[1/2] store_many lmdb/imgtui 2,000\n[2/2] read_many hdf5/imgtui 2,000\n"
+    assert tty.getvalue().count("\r") == 2 and "\n" not in tty.getvalue()
