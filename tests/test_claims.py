@@ -129,3 +129,29 @@ def test_cli_claims_from_saved_results(tiny, tmp_path, capsys):
     assert main(["claims", "--results", str(path)]) == 0
     text = capsys.readouterr().out
     assert "6. [CONFIRMED] Files drift" in text and "5. [NOT MEASURED] Portability" in text
+
+
+def test_claim3_decides_threads_by_threads_and_processes_by_processes():
+    """The session's hostile case: LMDB 1.25x with processes but 0.73x with threads must not
+    confirm 'HDF5 serialises threads, LMDB scales'."""
+    from imgtui.bench.claims import _claim3
+    from imgtui.bench.model import ResultRow, ResultTable
+
+    def table(th: dict, pr: dict) -> ResultTable:
+        rows = []
+        for exp, figures in (("parallel_threads", th), ("parallel_processes", pr)):
+            for backend, (one, many) in figures.items():
+                rows.append(ResultRow(exp, backend, "imgtui", 2000, median_s=1.0, records_per_s=one, readers=1))
+                rows.append(ResultRow(exp, backend, "imgtui", 2000, median_s=1.0, records_per_s=many, readers=4))
+        return ResultTable(rows=rows)
+
+    verdict, head, _f = _claim3(table({"hdf5": (100, 66), "lmdb": (779.6, 568.8)}, {"hdf5": (100, 208), "lmdb": (100, 125)}))
+    assert verdict == "depends"
+    assert head == ("threads: HDF5 0.66x, LMDB 0.73x; processes: LMDB 1.25x, HDF5 2.08x "
+                    "(threads say refuted, processes say confirmed)")
+    verdict, head, _f = _claim3(table({"hdf5": (100, 95), "lmdb": (100, 180)}, {"hdf5": (100, 150), "lmdb": (100, 170)}))
+    assert verdict == "confirmed" and head.startswith("threads: HDF5 0.95x, LMDB 1.80x")
+    verdict, _h, _f = _claim3(table({"hdf5": (100, 160), "lmdb": (100, 150)}, {"lmdb": (100, 100)}))
+    assert verdict == "refuted"
+    verdict, head, _f = _claim3(table({"hdf5": (100, 95), "lmdb": (100, 180)}, {}))
+    assert verdict == "confirmed" and head.endswith("(processes not measured)")
