@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.cache import LRUCache
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
@@ -130,7 +130,7 @@ the same record of the other backends' stores; Escape goes back.
         self._lock = threading.Lock()
         self._closed = False
         self._labels: list | None = None
-        self._thumbs: OrderedDict[tuple, RecordView] = OrderedDict()
+        self._thumbs: LRUCache[tuple, RecordView] = LRUCache(THUMBNAIL_CACHE)
         self._prompt_mode: str | None = None
         self._filter: str = ""
         self._info_lines = -1
@@ -339,10 +339,7 @@ the same record of the other backends' stores; Escape goes back.
 
     def on_record_loaded(self, message: RecordLoaded) -> None:
         view = message.view
-        self._thumbs[message.key] = view
-        self._thumbs.move_to_end(message.key)
-        while len(self._thumbs) > THUMBNAIL_CACHE:
-            self._thumbs.popitem(last=False)
+        self._thumbs.set(message.key, view)
         self.record_list.set_details({view.index: view.details})
         if view.error:
             self.notify(view.error, severity="error", markup=False)
@@ -401,9 +398,8 @@ the same record of the other backends' stores; Escape goes back.
         key = (index, columns, rows)
         if self.image_view.key == key:
             return
-        cached = self._thumbs.get(key)
+        cached = self._thumbs.get(key)  # (a hit counts as a use)
         if cached is not None:
-            self._thumbs.move_to_end(key)
             self._show(cached, key)
             return
         self.load_image(index, columns, rows)

@@ -14,7 +14,6 @@ request per distinct set of rows); when the cursor moves it posts :class:`Record
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -24,6 +23,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual.binding import Binding
+from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
@@ -98,8 +98,7 @@ class RecordList(ScrollView, can_focus=True):
         self._count = 0
         self._rows: np.ndarray | None = None
         self._labels: Sequence | None = None
-        self._details: OrderedDict[int, RowDetails] = OrderedDict()
-        self._cache_size = cache_size
+        self._details: LRUCache[int, RowDetails] = LRUCache(cache_size)
         self._last_request: tuple[int, ...] = ()
         self._request_scheduled = False
         self._index_width = 1
@@ -187,10 +186,7 @@ class RecordList(ScrollView, can_focus=True):
 
     def set_details(self, details: dict[int, RowDetails]) -> None:
         for index, d in details.items():
-            self._details[index] = d
-            self._details.move_to_end(index)
-        while len(self._details) > self._cache_size:
-            self._details.popitem(last=False)
+            self._details.set(index, d)
         self.refresh()
 
     def _update_virtual_size(self) -> None:
