@@ -588,3 +588,39 @@ async def test_a_pixel_terminal_gets_the_full_image_through_textual_image(fake_s
         await pilot.press("n", "n", "n")  # record 3 cannot be read: its message in half blocks
         await wait_for(pilot, lambda: screen.image_view.display and "record 3" in screen.image_view.message)
         assert not gfx.display
+
+
+def test_zoom_crop_keeps_the_view_inside_the_image():
+    from imgtui.tui.screens.browser import zoom_crop
+
+    img = np.arange(100 * 60).reshape(100, 60)
+    assert zoom_crop(img, 1, (0.5, 0.5)) is img
+    mid = zoom_crop(img, 2, (0.5, 0.5))
+    assert mid.shape == (50, 30) and mid[0, 0] == img[25, 15]
+    corner = zoom_crop(img, 4, (1.0, 0.0))  # panned past the top-right corner: clamped
+    assert corner.shape == (25, 15) and corner[0, 0] == img[0, 45]
+
+
+async def test_z_zooms_and_shift_arrows_pan_and_another_record_fits_again(fake_store):
+    app = ScreenApp(lambda: BrowserScreen("fake:10"))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        view = screen.image_view
+        await wait_for(pilot, lambda: view.has_image)
+        def cells():
+            return [[(seg.text, seg.style) for seg in strip] for strip in view._strips]
+
+        fitted = cells()
+        await pilot.press("z")
+        await wait_for(pilot, lambda: view.key is not None and view.key[3] == 2)
+        assert screen._zoom == 2 and cells() != fitted
+        await pilot.press("shift+right")
+        await wait_for(pilot, lambda: view.key[4] == (0.625, 0.5))
+        await pilot.press("Z")
+        await wait_for(pilot, lambda: view.key[3] == 1)
+        assert view.key[4] == (0.5, 0.5)
+        await pilot.press("z", "z")
+        await wait_for(pilot, lambda: view.key[3] == 4)
+        await pilot.press("down")
+        await wait_for(pilot, lambda: view.key[0] == 1)
+        assert view.key[3] == 1 and screen._zoom == 1

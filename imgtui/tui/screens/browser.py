@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from ...bench.backend_info import names as backend_names, store_suffix
 from ...errors import ImgtuiError
 from .. import graphics
-from ..imaging import display_rgb, thumbnail
+from ..imaging import display_rgb, thumbnail, window_to_uint8
 from ..store_view import (RecordView, find_sibling_stores, info_text, one_line, open_any_store, read_record_view,
                           record_panel, start_viewer, store_info, write_viewable)
 from ..widgets.image_view import ImageView
@@ -41,6 +41,21 @@ from .compare import CompareScreen
 THUMBNAIL_CACHE = 64
 #: records whose metadata the filter reads at a time
 FILTER_BATCH = 256
+#: zoom factors of the image pane (1: the whole image fitted)
+ZOOM_LEVELS = [1, 2, 4, 8, 16]
+
+
+def zoom_crop(image: np.ndarray, zoom: int, pan: tuple[float, float]) -> np.ndarray:
+    """The part of ``image`` seen at ``zoom`` (1/zoom of each side) centred at ``pan`` (fractions
+    of width and height), kept inside the image."""
+    if zoom <= 1:
+        return image
+    h, w = image.shape[:2]
+    ch, cw = max(1, h // zoom), max(1, w // zoom)
+    top = int(round(pan[1] * h - ch / 2))
+    left = int(round(pan[0] * w - cw / 2))
+    top, left = max(0, min(h - ch, top)), max(0, min(w - cw, left))
+    return image[top:top + ch, left:left + cw]
 
 
 # -- messages --------------------------------------------------------------------------------
@@ -105,7 +120,8 @@ Move with the arrow keys, PageUp/PageDown, Home/End, **n**/**p** or a click; **g
 record number; **f** filters: records whose label or metadata contains a text (case-insensitive;
 several texts separated by commas; labels at once, metadata as it is read); **x** jumps to the next
 damaged or unreadable record; **o** opens the record in your image viewer (`$IMGTUI_VIEWER`, else
-xdg-open/open; PNG for 8/16-bit pixels); **y** copies `STORE[INDEX]`; **c** compares the record with
+xdg-open/open; PNG for 8/16-bit pixels); **y** copies `STORE[INDEX]`; **z** zooms into the image
+(2x to 16x, windowed like the whole image), shift+**z** zooms out, shift+arrows pan; **c** compares the record with
 the same record of the other backends' stores; Escape goes back.
 """
 
@@ -118,6 +134,12 @@ the same record of the other backends' stores; Escape goes back.
         Binding("x", "next_bad", "Next bad", tooltip="Jump to the next record that is damaged or cannot be read"),
         Binding("o", "open_viewer", "Open", tooltip="Open the record in the system's image viewer ($IMGTUI_VIEWER)"),
         Binding("y", "copy", "Copy", tooltip="Copy the store path and record index (STORE[INDEX])"),
+        Binding("z", "zoom(1)", "Zoom", tooltip="Zoom into the image (2x, 4x, 8x, 16x); shift+z zooms out"),
+        Binding("Z", "zoom(-1)", "Zoom out", show=False, tooltip="Zoom out of the image"),
+        Binding("shift+left", "pan(-1, 0)", "Pan left", show=False, tooltip="Pan the zoomed image left"),
+        Binding("shift+right", "pan(1, 0)", "Pan right", show=False, tooltip="Pan the zoomed image right"),
+        Binding("shift+up", "pan(0, -1)", "Pan up", show=False, tooltip="Pan the zoomed image up"),
+        Binding("shift+down", "pan(0, 1)", "Pan down", show=False, tooltip="Pan the zoomed image down"),
         Binding("c", "compare", "Compare", tooltip="The same record in every backend's store, side by side"),
     ]
 
@@ -135,6 +157,8 @@ the same record of the other backends' stores; Escape goes back.
         self._filter: str = ""
         self._info_lines = -1
         self._pending_filter = ""
+        self._full: tuple[int, RecordView] | None = None
+        self._zoom, self._zoom_index, self._pan = 1, -1, (0.5, 0.5)
         self._filter_progress = (0, 0)
 
     # -- layout ----------------------------------------------------------------------------
@@ -216,20 +240,32 @@ the same record of the other backends' stores; Escape goes back.
             self.post_message(DetailsLoaded(batch))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="image")
-    def load_image(self, index: int, columns: int, rows: int) -> None:
-        with self._lock:
-            if self._closed or self.reader is None:
-                return
-            view = read_record_view(self.reader, index, self.path)
+    def load_image(self, index: int, columns: int, rows: int, zoom: int = 1,
+                   pan: tuple[float, float] = (0.5, 0.5)) -> None:
+        """Read the record and render it for the image pane; zoomed in, only the visible part is
+        drawn, windowed like the whole image (a 16-bit scan keeps its window/level while panning)."""
+        full = self._full
+        if full is not None and full[0] == index:
+            view = full[1]
+        else:
+            with self._lock:
+                if self._closed or self.reader is None:
+                    return
+                view = read_record_view(self.reader, index, self.path)
+            if view.image is not None:
+                view.image = window_to_uint8(view.image, "minmax")  # once, over the whole image
+            self._full = (index, view)  # the last record at full size, for zoom and pan
         if get_current_worker().is_cancelled:
             return
+        shown = replace(view)
         if view.image is not None:
+            part = zoom_crop(view.image, zoom, pan)
             if graphics.kind() != "halfblock":
-                view.rgb = display_rgb(view.image)
+                shown.rgb = display_rgb(part)
             else:
-                view.text = thumbnail(view.image, columns, rows)
-            view.image = None  # the cache keeps only the rendered version
-        self.post_message(RecordLoaded(view, (index, columns, rows)))
+                shown.text = thumbnail(part, columns, rows)
+            shown.image = None  # the cache keeps only the rendered version
+        self.post_message(RecordLoaded(shown, (index, columns, rows, zoom, pan)))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="filter")
     def run_filter(self, query: str) -> None:
@@ -395,14 +431,16 @@ the same record of the other backends' stores; Escape goes back.
         if self.reader is None:
             return
         columns, rows = self.image_view.cells
-        key = (index, columns, rows)
+        if index != self._zoom_index:  # another record: fit it whole again
+            self._zoom_index, self._zoom, self._pan = index, 1, (0.5, 0.5)
+        key = (index, columns, rows, self._zoom, self._pan)
         if self.image_view.key == key:
             return
         cached = self._thumbs.get(key)  # (a hit counts as a use)
         if cached is not None:
             self._show(cached, key)
             return
-        self.load_image(index, columns, rows)
+        self.load_image(index, columns, rows, self._zoom, self._pan)
 
     def _show(self, view: RecordView, key: tuple) -> None:
         if view.index != self.record_list.current_index:
@@ -466,6 +504,28 @@ the same record of the other backends' stores; Escape goes back.
 
     def action_previous(self) -> None:
         self.record_list.action_cursor_up()
+
+    def action_zoom(self, step: int) -> None:
+        """z zooms in (2x, 4x, 8x, 16x the fitted size), shift+z out; shift+arrows pan."""
+        index = self.record_list.current_index
+        if self.reader is None or index is None:
+            return
+        levels = ZOOM_LEVELS
+        i = levels.index(self._zoom) if self._zoom in levels else 0
+        self._zoom = levels[max(0, min(len(levels) - 1, i + step))]
+        if self._zoom == 1:
+            self._pan = (0.5, 0.5)
+        self._request_image(index)
+        self.notify(f"zoom {self._zoom}x" + ("" if self._zoom == 1 else " · shift+arrows pan"), timeout=1.5)
+
+    def action_pan(self, dx: int, dy: int) -> None:
+        index = self.record_list.current_index
+        if self.reader is None or index is None or self._zoom == 1:
+            return
+        step = 0.25 / self._zoom  # a quarter of the visible part
+        x, y = self._pan
+        self._pan = (min(1.0, max(0.0, x + dx * step)), min(1.0, max(0.0, y + dy * step)))
+        self._request_image(index)
 
     def action_next_bad(self) -> None:
         if self.reader is None:
