@@ -624,3 +624,24 @@ async def test_z_zooms_and_shift_arrows_pan_and_another_record_fits_again(fake_s
         await pilot.press("down")
         await wait_for(pilot, lambda: view.key[0] == 1)
         assert view.key[3] == 1 and screen._zoom == 1
+
+
+async def test_v_shows_a_page_of_thumbnails_and_enter_opens_the_chosen_record(fake_store):
+    from imgtui.tui.screens.grid import GridScreen
+
+    app = ScreenApp(lambda: BrowserScreen("fake:40"))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        await pilot.press("v")
+        await wait_for(pilot, lambda: isinstance(app.screen, GridScreen))
+        grid = app.screen
+        views = [grid.query_one(f"#tile-{n}").query_one(ImageView) for n in range(18)]
+        # record 3 cannot be read: its tile says so, the others show their images
+        await wait_for(pilot, lambda: all(v.has_image or v.message == "cannot be read" for v in views))
+        assert [v.has_image for v in views].count(False) == 1 and not views[3].has_image
+        assert str(grid.query_one("#tile-2").query_one(".tile-caption").content) == "2 · cls2"
+        await pilot.press("right", "down")  # 0 -> 1 -> 7
+        await pilot.press("pagedown")  # the next page, same slot: 25
+        await wait_for(pilot, lambda: str(grid.query_one("#grid-status").content).startswith("record 25 · page 2 of 3"))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.screen is screen and screen.record_list.current_index == 25)

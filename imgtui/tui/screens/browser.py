@@ -36,6 +36,7 @@ from ..store_view import (RecordView, find_sibling_stores, info_text, one_line, 
 from ..widgets.image_view import ImageView
 from ..widgets.record_list import RecordList, RowDetails
 from .compare import CompareScreen
+from .grid import GridScreen
 
 #: decoded thumbnails kept per screen (keyed by record index and cell size)
 THUMBNAIL_CACHE = 64
@@ -121,7 +122,8 @@ record number; **f** filters: records whose label or metadata contains a text (c
 several texts separated by commas; labels at once, metadata as it is read); **x** jumps to the next
 damaged or unreadable record; **o** opens the record in your image viewer (`$IMGTUI_VIEWER`, else
 xdg-open/open; PNG for 8/16-bit pixels); **y** copies `STORE[INDEX]`; **z** zooms into the image
-(2x to 16x, windowed like the whole image), shift+**z** zooms out, shift+arrows pan; **c** compares the record with
+(2x to 16x, windowed like the whole image), shift+**z** zooms out, shift+arrows pan; **v** shows a
+page of thumbnails (Enter opens the selected one); **c** compares the record with
 the same record of the other backends' stores; Escape goes back.
 """
 
@@ -134,6 +136,7 @@ the same record of the other backends' stores; Escape goes back.
         Binding("x", "next_bad", "Next bad", tooltip="Jump to the next record that is damaged or cannot be read"),
         Binding("o", "open_viewer", "Open", tooltip="Open the record in the system's image viewer ($IMGTUI_VIEWER)"),
         Binding("y", "copy", "Copy", tooltip="Copy the store path and record index (STORE[INDEX])"),
+        Binding("v", "grid", "Thumbnails", tooltip="A page of thumbnails; Enter opens the selected record"),
         Binding("z", "zoom(1)", "Zoom", tooltip="Zoom into the image (2x, 4x, 8x, 16x); shift+z zooms out"),
         Binding("Z", "zoom(-1)", "Zoom out", show=False, tooltip="Zoom out of the image"),
         Binding("shift+left", "pan(-1, 0)", "Pan left", show=False, tooltip="Pan the zoomed image left"),
@@ -504,6 +507,24 @@ the same record of the other backends' stores; Escape goes back.
 
     def action_previous(self) -> None:
         self.record_list.action_cursor_up()
+
+    def action_grid(self) -> None:
+        index = self.record_list.current_index
+        if self.reader is None or index is None:
+            return
+        records = self.record_list
+        rows_of = None
+        if records.filtered:
+            def rows_of() -> list[int]:
+                return [records.index_at(r) for r in range(records.row_count)]
+        self.app.push_screen(GridScreen(records.count, index, self._tile, self._lock, rows_of), self._compared)
+
+    def _tile(self, index: int) -> tuple[np.ndarray | None, str]:
+        """(image, caption) of one record for the thumbnail grid (called with the lock held)."""
+        if self._closed or self.reader is None:
+            return None, ""
+        rec = self.reader[index]
+        return rec.image, f"{index:,} · {rec.label}"
 
     def action_zoom(self, step: int) -> None:
         """z zooms in (2x, 4x, 8x, 16x the fitted size), shift+z out; shift+arrows pan."""
