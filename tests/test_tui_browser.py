@@ -645,3 +645,21 @@ async def test_v_shows_a_page_of_thumbnails_and_enter_opens_the_chosen_record(fa
         await wait_for(pilot, lambda: str(grid.query_one("#grid-status").content).startswith("record 25 · page 2 of 3"))
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.screen is screen and screen.record_list.current_index == 25)
+
+
+async def test_l_picks_a_label_and_shows_its_records(fake_store):
+    from imgtui.tui.screens.labels import LabelPicker, label_counts
+
+    assert label_counts(["b", "a", "b", 3, "a", "b"]) == [("b", 3), ("a", 2), ("3", 1)]
+    app = ScreenApp(lambda: BrowserScreen("fake:30"))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        records = screen.record_list
+        await wait_for(pilot, lambda: records.labels_loaded)
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, LabelPicker))
+        assert app.screen.counts == [("cls0", 10), ("cls1", 10), ("cls2", 10)]
+        await pilot.press("down", "enter")  # cls1
+        await wait_for(pilot, lambda: app.screen is screen and records.filtered)
+        assert [records.index_at(r) for r in range(records.row_count)] == list(range(1, 30, 3))
+        assert str(screen.query_one("#list-status").content).endswith("filter: =cls1")

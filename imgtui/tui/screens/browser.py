@@ -37,6 +37,7 @@ from ..widgets.image_view import ImageView
 from ..widgets.record_list import RecordList, RowDetails
 from .compare import CompareScreen
 from .grid import GridScreen
+from .labels import LabelPicker
 
 #: decoded thumbnails kept per screen (keyed by record index and cell size)
 THUMBNAIL_CACHE = 64
@@ -119,7 +120,8 @@ read is shown as a row with its one-line error, and the others stay browsable.
 
 Move with the arrow keys, PageUp/PageDown, Home/End, **n**/**p** or a click; **g** jumps to a
 record number; **f** filters: records whose label or metadata contains a text (case-insensitive;
-several texts separated by commas; labels at once, metadata as it is read); **x** jumps to the next
+several texts separated by commas; `=text` matches a label exactly; labels at once, metadata as it
+is read); **l** picks a label from a list with counts; **x** jumps to the next
 damaged or unreadable record; **o** opens the record in your image viewer (`$IMGTUI_VIEWER`, else
 xdg-open/open; PNG for 8/16-bit pixels); **y** copies `STORE[INDEX]`; **z** zooms into the image
 (2x to 16x, windowed like the whole image), shift+**z** zooms out, shift+arrows pan; **v** shows a
@@ -133,6 +135,7 @@ the same record of the other backends' stores; Escape goes back.
         Binding("p", "previous", "Prev", tooltip="Previous record"),
         Binding("g", "jump", "Go to", tooltip="Jump to a record number"),
         Binding("f", "filter", "Filter", tooltip="Show only the records whose label or metadata contains a text"),
+        Binding("l", "pick_label", "Labels", tooltip="Pick a label from those in the store, with their counts"),
         Binding("x", "next_bad", "Next bad", tooltip="Jump to the next record that is damaged or cannot be read"),
         Binding("o", "open_viewer", "Open", tooltip="Open the record in the system's image viewer ($IMGTUI_VIEWER)"),
         Binding("y", "copy", "Copy", tooltip="Copy the store path and record index (STORE[INDEX])"),
@@ -276,7 +279,9 @@ the same record of the other backends' stores; Escape goes back.
         insensitive): labels first (at once), then the metadata, read in batches with the rows
         found so far posted as it goes."""
         worker = get_current_worker()
-        terms = [t.strip().lower() for t in query.split(",") if t.strip()]
+        parts = [t.strip() for t in query.split(",") if t.strip()]
+        exact = {t[1:] for t in parts if t.startswith("=")}  # "=cat": the label cat itself
+        terms = [t.lower() for t in parts if not t.startswith("=")]
         labels = self._labels
         if labels is None:
             with self._lock:
@@ -284,8 +289,11 @@ the same record of the other backends' stores; Escape goes back.
                     return
                 labels = list(self.reader.labels())
         n = len(labels)
-        match = np.fromiter((any(t in str(label).lower() for t in terms) for label in labels), dtype=bool, count=n)
-        self.post_message(FilterDone(query, np.flatnonzero(match), 0, n))
+        match = np.fromiter((str(label) in exact or any(t in str(label).lower() for t in terms) for label in labels),
+                            dtype=bool, count=n)
+        self.post_message(FilterDone(query, np.flatnonzero(match), 0 if terms else n, n))
+        if not terms:
+            return  # exact labels only: no metadata to search
         last = time.monotonic()
         for start in range(0, n, FILTER_BATCH):
             if worker.is_cancelled:
@@ -507,6 +515,19 @@ the same record of the other backends' stores; Escape goes back.
 
     def action_previous(self) -> None:
         self.record_list.action_cursor_up()
+
+    def action_pick_label(self) -> None:
+        if self.reader is None:
+            return
+        if self._labels is None:
+            self.notify("The labels are still being read; press l again in a moment.", severity="warning")
+            return
+
+        def chosen(label: str | None) -> None:
+            if label is not None:
+                self.apply_filter(f"={label}")
+
+        self.app.push_screen(LabelPicker(self._labels), chosen)
 
     def action_grid(self) -> None:
         index = self.record_list.current_index
