@@ -362,13 +362,7 @@ def _format_article_info(info: dict) -> str:
     of = f" (sampled {sampled:,} of {info['count']:,} spread over the store)" if sampled and sampled < info["count"] else ""
     if info.get("shapes"):
         lines.append(f"  shapes{of}: " + ", ".join(f"{k} ({v:,})" for k, v in list(info["shapes"].items())[:5]))
-    if info.get("dtypes"):
-        lines.append("  dtypes: " + ", ".join(f"{k} ({v:,})" for k, v in info["dtypes"].items()))
-    labels = info.get("labels") or {}
-    if labels:
-        top = ", ".join(f"{k}: {v:,}" for k, v in list(labels.items())[:20])
-        more = f" and {len(labels) - 20} more" if len(labels) > 20 else ""
-        lines.append(f"  labels ({len(labels)}): {top}{more}")
+    lines += _dtype_label_lines(info)
     lines.append("  read-only source: the pickles are read with imgtui's restricted unpickler (no code from the file runs)"
                  if info["backend"] == "article-lmdb" else "  read-only source")
     lines.append(f"  bring it in: imgtui convert {info['path']} NEW -b lmdb (or disk, hdf5, ...); "
@@ -376,6 +370,19 @@ def _format_article_info(info: dict) -> str:
     if info.get("recipe"):
         lines.append(f"  read without imgtui: {info['recipe']}")
     return "\n".join(lines)
+
+
+def _dtype_label_lines(info: dict) -> list[str]:
+    """The dtypes and labels lines of ``imgtui info`` (the 20 most common labels)."""
+    lines = []
+    if info.get("dtypes"):
+        lines.append("  dtypes: " + ", ".join(f"{k} ({v:,})" for k, v in info["dtypes"].items()))
+    labels = info.get("labels") or {}
+    if labels:
+        top = ", ".join(f"{k}: {v:,}" for k, v in list(labels.items())[:20])
+        more = f" and {len(labels) - 20} more" if len(labels) > 20 else ""
+        lines.append(f"  labels ({len(labels)}): {top}{more}")
+    return lines
 
 
 def format_info(info: dict) -> str:
@@ -392,13 +399,7 @@ def format_info(info: dict) -> str:
         top = ", ".join(f"{k} ({v:,})" for k, v in list(shapes.items())[:5])
         more = f" and {len(shapes) - 5} more" if len(shapes) > 5 else ""
         lines.append(f"  shapes: {top}{more}")
-    if info.get("dtypes"):
-        lines.append("  dtypes: " + ", ".join(f"{k} ({v:,})" for k, v in info["dtypes"].items()))
-    labels = info.get("labels") or {}
-    if labels:
-        top = ", ".join(f"{k}: {v:,}" for k, v in list(labels.items())[:20])
-        more = f" and {len(labels) - 20} more" if len(labels) > 20 else ""
-        lines.append(f"  labels ({len(labels)}): {top}{more}")
+    lines += _dtype_label_lines(info)
     opts = info.get("options") or {}
     lines.append("  options: " + (", ".join(f"{k}={v}" for k, v in opts.items()) or "defaults"))
     lines.append(f"  format version {info.get('format_version')}, written by imgtui {info.get('imgtui_version')} at {info.get('created')}")
