@@ -13,6 +13,7 @@ from typing import Any
 from ..errors import ImgtuiError, StoreNotFoundError
 from .base import Backend, StoreReader, StoreWriter, VerifyResult, path_size  # noqa: F401
 
+from .remote import is_url, localize
 from .registry import BACKENDS, available, canonical, get_backend  # noqa: F401
 
 #: every registered backend's name (some may need an optional package: see ``available()``)
@@ -43,6 +44,8 @@ def _check_readable(p: Path) -> None:
 
 
 def detect_backend(path: str | os.PathLike) -> str:
+    if is_url(path):
+        path, _remote = localize(str(path))
     p = Path(path)
     if not p.exists():
         raise StoreNotFoundError(f"{p}: no such file or folder")
@@ -69,6 +72,13 @@ def open_store(path: str | os.PathLike, backend: str | None = None, verify: bool
     """
     from .sharded import ShardedReader, is_sharded
 
+    remote = None
+    if is_url(path):  # a store at a URL: read through the local cache (see backends/remote.py)
+        path, remote = localize(str(path))
+    if remote is not None and remote.sharded:
+        r0: StoreReader = ShardedReader(path, backend, fetch=remote.fetch_member)
+        r0.check_reads = bool(verify)
+        return r0
     if Path(path).exists():
         _check_readable(Path(path))
     if is_sharded(path):

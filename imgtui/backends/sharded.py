@@ -290,8 +290,12 @@ class ShardedReader(StoreReader):
     sharded = True
     checks_reads = False  # each shard's reader checks its own records
 
-    def __init__(self, path: str | os.PathLike, backend: str | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, backend: str | None = None,
+                 fetch: Callable[[str], Any] | None = None) -> None:
+        """``fetch(file)``: for a store at a URL, brings shard ``file`` into the local mirror at
+        ``path`` on first use (``backends.remote``); shards are then checked when fetched."""
         super().__init__(path)
+        self._fetch = fetch
         self._readers: list[StoreReader | None] = []
         m = read_sharded_manifest(self.path)
         if backend is not None and backend not in (m["backend"], "sharded"):
@@ -302,7 +306,7 @@ class ShardedReader(StoreReader):
         self._starts = [int(s["range"][0]) for s in self._shards]
         self._n = int(m["count"])
         self._readers = [None] * len(self._shards)
-        for s in self._shards:
+        for s in self._shards if fetch is None else ():
             if not (self.path / s["file"]).exists():
                 raise StoreNotFoundError(self._missing_message(s))
 
@@ -328,6 +332,11 @@ class ShardedReader(StoreReader):
 
             s = self._shards[k]
             p = self.path / s["file"]
+            if self._fetch is not None:
+                try:
+                    self._fetch(s["file"])
+                except StoreNotFoundError:
+                    raise StoreNotFoundError(self._missing_message(s)) from None
             if not p.exists():
                 raise StoreNotFoundError(self._missing_message(s))
             r = open_store(p, self.backend)

@@ -26,6 +26,7 @@ from typing import Any, Callable
 from ..errors import DatasetError
 from .base import Dataset
 from .synthetic import SyntheticDataset
+from ..backends.remote import is_url
 
 __all__ = ["Dataset", "Notice", "SyntheticDataset", "open_dataset", "parse_synthetic_spec"]
 
@@ -108,6 +109,10 @@ def open_dataset(
     ``max_pixels`` and ``follow_symlinks`` (keywords, or at the end of the spec) apply to image
     folders only: None / False mean the defaults; given for another kind of source, they are an error.
     """
+    if is_url(spec):  # a store at a URL (s3://, gs://, https://, file://): read through the local cache
+        from .store import StoreDataset
+
+        return StoreDataset(str(spec), on_error=on_error, warn=warn)
     slices = bool(options.pop("slices", False))
     folder_opts = {k: options.pop(k) for k in FOLDER_OPTIONS if k in options}
     folder_opts = {k: v for k, v in folder_opts.items() if v is not None and v is not False}

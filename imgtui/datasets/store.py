@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from ..backends import open_store
+from ..backends.remote import is_url
 from ..backends.article import article_text
 from ..errors import first_line
 from ..records import Record
@@ -21,7 +22,7 @@ class StoreDataset(Dataset):
     def __init__(self, path: str | Path, on_error: str = "stop", warn: Callable[[str], None] | None = None) -> None:
         """``on_error="skip"``: a record that cannot be read (damaged, checksum mismatch) is left
         out and named through ``warn`` instead of ending the read; "stop" raises its error."""
-        self.path = Path(path)
+        self.path = path if is_url(path) else Path(path)  # a URL is read through the local cache
         self.on_error = on_error
         self.warn = warn
         with open_store(self.path) as reader:  # fail early, with the store's own message

@@ -1,0 +1,242 @@
+"""Stores at URLs (``s3://``, ``gs://``, ``http(s)://``, ``file://``, any fsspec protocol): read
+through a local cache, filled on first use, with a size limit and least-recently-used eviction
+(the way LitData caches chunks).
+
+Every backend can then read a remote store as it reads a local one: LMDB needs a local file for its
+memory map, and a whole store copied once is read at local speed afterwards. A sharded store is
+fetched shard by shard: opening it fetches the manifest only, and each shard the first time a
+record of it is read, so a reader that touches part of a large store downloads only that part.
+
+- the cache folder: ``$IMGTUI_CACHE`` (default ``~/.cache/imgtui``), its limit
+  ``$IMGTUI_CACHE_LIMIT`` (bytes, or 50GB, 500MB, ...; default 50 GB);
+- credentials and endpoints come from the protocol's usual environment (``AWS_ENDPOINT_URL``,
+  ``AWS_ACCESS_KEY_ID``, ``GOOGLE_APPLICATION_CREDENTIALS``, ...), read by fsspec's filesystem;
+- a cached copy is used while the remote file's size and modification time (or ETag) are
+  unchanged, and fetched again when they change; downloads go to a temporary name and are switched
+  in when complete, under a lock, so DataLoader workers on one machine download a file once and
+  never see half of it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import ImgtuiError, StoreNotFoundError, first_line
+
+#: protocols read through the cache (a plain path is never a URL)
+_URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+#: the sharded manifest's name (the same as ``sharded.MANIFEST``; not imported to keep this module low)
+MANIFEST = "manifest.json"
+DEFAULT_LIMIT = 50 * 10**9
+
+
+def is_url(path: Any) -> bool:
+    return isinstance(path, str) and bool(_URL_RE.match(path)) and not path.startswith("synthetic")
+
+
+def parse_size(text: str) -> int:
+    """``50GB``, ``500MB``, ``1GiB``, ``123`` -> bytes; one-line error otherwise."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMgGtT]?)(i?)[bB]?\s*", text or "")
+    if not m:
+        raise ImgtuiError(f"IMGTUI_CACHE_LIMIT={text!r} is not a size (use e.g. 50GB, 500MB or bytes)")
+    base = 1024 if m.group(3) else 1000
+    power = " KMGT".index(m.group(2).upper() or " ")
+    return int(float(m.group(1)) * base ** power)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("IMGTUI_CACHE") or Path.home() / ".cache" / "imgtui").expanduser()
+
+
+def cache_limit() -> int:
+    text = os.environ.get("IMGTUI_CACHE_LIMIT")
+    return parse_size(text) if text else DEFAULT_LIMIT
+
+
+def _filesystem(url: str) -> tuple[Any, str]:
+    try:
+        import fsspec
+    except ImportError:
+        raise ImgtuiError(f"{url}: reading stores at URLs needs fsspec (pip install 'imgtui[remote]')") from None
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as exc:  # e.g. s3:// without s3fs installed
+        raise ImgtuiError(f"{url}: {first_line(exc)}") from None
+
+
+def _stamp(info: dict) -> dict:
+    """What tells a changed remote file: size and ETag or modification time."""
+    keys = ("size", "ETag", "etag", "mtime", "LastModified", "last_modified", "updated", "created", "md5Hash")
+    return {k: str(info[k]) for k in keys if k in info and info[k] is not None}
+
+
+class RemoteStore:
+    """The local mirror of the store at ``url``: ``local`` is the path to open."""
+
+    def __init__(self, url: str, root: Path | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.fs, self.path = _filesystem(self.url)
+        key = hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", self.path.rstrip("/").rsplit("/", 1)[-1]) or "store"
+        self.entry = (root or cache_root()) / key
+        self.local = self.entry / name
+        self.sharded = False
+
+    # -- remote side -----------------------------------------------------------------------------
+    def _info(self, path: str) -> dict:
+        try:
+            return self.fs.info(path)
+        except FileNotFoundError:
+            raise StoreNotFoundError(f"{self.url}: no such file or folder") from None
+        except Exception as exc:
+            raise ImgtuiError(f"{self.url}: cannot be reached ({first_line(exc)})") from None
+
+    # -- cache -----------------------------------------------------------------------------------
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.entry.mkdir(parents=True, exist_ok=True)
+        with open(self.entry / ".lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _stamps(self) -> dict:
+        """{relative path: remote stamp} of what the cache holds for this store."""
+        try:
+            data = json.loads((self.entry / "stamps.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        files = data.get("files") if isinstance(data, dict) and data.get("url") == self.url else None
+        return files if isinstance(files, dict) else {}
+
+    def _save_stamp(self, rel: str, stamp: dict) -> None:
+        files = self._stamps()
+        files[rel] = stamp
+        tmp = self.entry / f"stamps.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps({"url": self.url, "files": files}))
+        os.replace(tmp, self.entry / "stamps.json")
+
+    def _download(self, remote: str, local: Path, rel: str, is_dir: bool) -> None:
+        """Fetch ``remote`` to ``local`` unless the cached copy has the remote's stamp."""
+        stamp = _stamp(self._info(remote))
+        if local.exists() and self._stamps().get(rel) == stamp:
+            return
+        tmp = local.with_name(f"{local.name}.imgtui-part-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if is_dir:
+                self.fs.get(remote.rstrip("/") + "/", str(tmp), recursive=True)
+            else:
+                self.fs.get_file(remote, str(tmp))
+        except Exception as exc:
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+            raise ImgtuiError(f"{self.url}: downloading {rel or 'the store'} failed ({first_line(exc)})") from None
+        if local.is_dir():
+            shutil.rmtree(local)
+        elif local.exists():
+            local.unlink()
+        os.replace(tmp, local)
+        self._save_stamp(rel, stamp)
+
+    def open_local(self) -> Path:
+        """Fetch what opening needs (the whole store, or a sharded store's manifest) and return
+        the local path; the entry's use time is refreshed and the cache kept under its limit."""
+        info = self._info(self.path)
+        with self._locked():
+            if info.get("type") == "directory":
+                manifest = f"{self.path.rstrip('/')}/{MANIFEST}"
+                self.sharded = self._is_sharded_manifest(manifest)
+                if self.sharded:
+                    self.local.mkdir(parents=True, exist_ok=True)
+                    self._download(manifest, self.local / MANIFEST, MANIFEST, is_dir=False)
+                else:
+                    self._download(self.path, self.local, "", is_dir=True)
+            else:
+                self._download(self.path, self.local, "", is_dir=False)
+            (self.entry / ".used").touch()
+        evict(self.entry.parent, cache_limit(), keep=self.entry)
+        return self.local
+
+    def _is_sharded_manifest(self, manifest: str) -> bool:
+        try:
+            with self.fs.open(manifest, "rb") as fh:
+                data = json.loads(fh.read(1 << 20))
+        except FileNotFoundError:
+            return False
+        except (ValueError, OSError):
+            return False
+        return isinstance(data, dict) and isinstance(data.get("shards"), list)
+
+    def fetch_member(self, rel: str) -> Path:
+        """One file or folder of the store (a shard), fetched on first use."""
+        if ".." in Path(rel).parts or Path(rel).is_absolute():
+            raise ImgtuiError(f"{self.url}: manifest names {rel!r}, outside the store")
+        remote = f"{self.path.rstrip('/')}/{rel}"
+        info = self._info(remote)
+        with self._locked():
+            self._download(remote, self.local / rel, rel, is_dir=info.get("type") == "directory")
+            (self.entry / ".used").touch()
+        evict(self.entry.parent, cache_limit(), keep=self.entry)
+        return self.local / rel
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(dirpath, f))
+            except OSError:
+                pass
+    return total
+
+
+def evict(root: Path, limit: int, keep: Path | None = None) -> list[Path]:
+    """Remove the least recently used cache entries until the cache is under ``limit`` bytes
+    (never ``keep``, the entry in use); returns what was removed."""
+    if not root.is_dir():
+        return []
+    entries = []
+    for e in root.iterdir():
+        if e.is_dir():
+            used = e / ".used"
+            entries.append((used.stat().st_mtime if used.exists() else 0.0, e, _size(e)))
+    total = sum(size for _t, _e, size in entries)
+    removed = []
+    for _t, e, size in sorted(entries, key=lambda x: x[0]):
+        if total <= limit:
+            break
+        if keep is not None and e.resolve() == keep.resolve():
+            continue
+        try:
+            with open(e / ".lock", "a+") as fh:  # not while another process fetches into it
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(e)
+        except OSError:
+            continue
+        total -= size
+        removed.append(e)
+    return removed
+
+
+def localize(url: str) -> tuple[Path, RemoteStore]:
+    """The local path to open for ``url`` (fetched into the cache as needed) and its RemoteStore."""
+    store = RemoteStore(url)
+    started = time.monotonic()
+    path = store.open_local()
+    store.fetch_seconds = time.monotonic() - started  # type: ignore[attr-defined]
+    return path, store

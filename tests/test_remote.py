@@ -1,0 +1,128 @@
+"""Stores at URLs: read through the local cache (fsspec's file:// and memory:// filesystems stand
+in for object storage: the same code path as s3:// or https://)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+fsspec = pytest.importorskip("fsspec")
+
+import imgtui  # noqa: E402
+from imgtui.backends import open_store  # noqa: E402
+from imgtui.backends import remote  # noqa: E402
+from imgtui.cli import main  # noqa: E402
+from imgtui.datasets import open_dataset  # noqa: E402
+from imgtui.errors import ImgtuiError  # noqa: E402
+from imgtui.records import Record  # noqa: E402
+
+
+def records(n: int, seed: int = 0) -> list[Record]:
+    rng = np.random.default_rng(seed)
+    return [Record(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8), i % 4, {"i": i}) for i in range(n)]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "cache"
+    monkeypatch.setenv("IMGTUI_CACHE", str(root))
+    return root
+
+
+@pytest.mark.parametrize("backend", ["hdf5", "lmdb", "disk"])
+def test_a_store_at_a_url_reads_bit_exact_through_the_cache(backend, tmp_path, cache):
+    src = tmp_path / f"s.{backend}"
+    want = records(20)
+    with imgtui.writer(src, backend) as w:
+        for r in want:
+            w.write(r)
+    url = f"file://{src}"
+    with open_store(url) as r:
+        assert [rec for rec in r] == want
+    (entry,) = list(cache.iterdir())
+
+    def fetched_at() -> int:  # the data files' times (not the locks LMDB readers and the cache touch)
+        return max(p.stat().st_mtime_ns for p in entry.rglob("*")
+                   if p.is_file() and not p.name.startswith(".") and p.name not in ("lock.mdb", "stamps.json"))
+
+    mtime = fetched_at()
+    with open_store(url) as r:  # unchanged remote: the cached copy, not fetched again
+        assert r[7] == want[7]
+    assert fetched_at() == mtime
+    # the API, the dataset spec and the CLI take the URL too
+    assert imgtui.open(url)[3] == want[3]
+    assert [rec.label for rec in open_dataset(url)] == [r.label for r in want]
+    assert main(["verify", url, "-q"]) == 0
+
+
+def test_a_changed_remote_file_is_fetched_again(tmp_path, cache):
+    src = tmp_path / "s.h5"
+    with imgtui.writer(src, "hdf5") as w:
+        w.write_many(records(5))
+    url = f"file://{src}"
+    assert len(open_store(url)) == 5
+    imgtui.append(src, records(3, seed=1))
+    with open_store(url) as r:
+        assert len(r) == 8 and r[6] == records(3, seed=1)[1]
+
+
+def test_a_sharded_store_fetches_only_the_shards_it_reads(tmp_path, cache):
+    src = tmp_path / "sharded"
+    want = records(40)
+    from imgtui.datasets.base import Dataset
+
+    class Mem(Dataset):
+        kind = "memory"
+
+        @property
+        def length(self):
+            return len(want)
+
+        def __iter__(self):
+            return iter(want)
+
+    from imgtui.convert.parallel import convert_sharded
+
+    convert_sharded(Mem(), src, "lmdb", shards=4)
+    url = f"file://{src}"
+    with open_store(url) as r:
+        assert len(r) == 40
+        (entry,) = list(cache.iterdir())
+        local = next(p for p in entry.iterdir() if p.is_dir())
+        assert sorted(p.name for p in local.iterdir()) == ["manifest.json"]  # opening fetched the manifest only
+        assert r[25] == want[25]
+        fetched = sorted(p.name for p in local.iterdir() if not p.name.startswith("."))
+        assert len(fetched) == 2  # the manifest and the one shard holding record 25
+        assert [rec for rec in r] == want
+
+
+def test_missing_urls_and_unknown_protocols_are_one_line(tmp_path, cache):
+    with pytest.raises(ImgtuiError) as e:
+        open_store(f"file://{tmp_path}/nope.h5")
+    assert str(e.value) == f"file://{tmp_path}/nope.h5: no such file or folder"
+    with pytest.raises(ImgtuiError) as e:
+        open_store("nosuchproto://bucket/x.h5")
+    assert str(e.value).startswith("nosuchproto://bucket/x.h5: ") and "\n" not in str(e.value)
+
+
+def test_the_cache_stays_under_its_limit_evicting_the_least_recently_used(tmp_path, cache, monkeypatch):
+    paths = []
+    for k in range(3):
+        src = tmp_path / f"s{k}.h5"
+        with imgtui.writer(src, "hdf5") as w:
+            w.write_many(records(30, seed=k))
+        paths.append(src)
+    size = paths[0].stat().st_size
+    monkeypatch.setenv("IMGTUI_CACHE_LIMIT", str(int(size * 2.5)))
+    for k, src in enumerate(paths):
+        assert open_store(f"file://{src}")[0] == records(30, seed=k)[0]
+        os.utime(next(cache.iterdir()), None)
+    names = {e.name for e in cache.iterdir()}
+    assert len(names) == 2  # the first store's copy was evicted
+    assert remote.RemoteStore(f"file://{paths[0]}", cache).entry.name not in names
+    assert remote.parse_size("1.5GB") == 1_500_000_000 and remote.parse_size("2GiB") == 2 << 30
+    with pytest.raises(ImgtuiError, match="is not a size"):
+        remote.parse_size("lots")
