@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from ._version import __version__
+from .backends.remote import is_url
 from .bench import backend_info as bi
 
 class UsageError(Exception):
@@ -244,6 +245,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .errors import CancelledError
     from .datasets import open_dataset
 
+    if is_url(args.dest):
+        return _convert_to_url(args)
     options = backend_options_from_args(args, args.backend).get(args.backend, {})
     warn = _Warnings()
     skipped = warn.skipped
@@ -314,6 +317,42 @@ def cmd_append(args: argparse.Namespace) -> int:
     )
     _print_skip_line(dataset)
     warn.print_notes()
+    return 0
+
+
+def _convert_to_url(args: argparse.Namespace) -> int:
+    """``imgtui convert SRC URL``: build the store in the local staging folder, then upload it
+    (the manifest last); ``--resume`` goes on from what is staged and uploaded already."""
+    import shutil
+
+    from .backends import open_store
+    from .backends.remote import remote_exists, staging_path, upload
+
+    url = args.dest
+    if remote_exists(url) and not (args.overwrite or args.resume):
+        raise UsageError(f"{url} exists; --overwrite replaces it, --resume finishes an interrupted upload")
+    staging = staging_path(url)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    complete = False
+    if args.resume and staging.exists():
+        try:
+            with open_store(staging) as r:
+                complete = len(r) > 0
+        except Exception:
+            complete = False
+    if not complete:
+        local = argparse.Namespace(**vars(args))
+        local.dest = str(staging)
+        sharded = any(getattr(args, f, None) not in (None, False) for f in ("shard_size", "shards", "workers", "dask", "scheduler"))
+        local.overwrite = not (args.resume and sharded and staging.exists())
+        local.resume = bool(args.resume and sharded and staging.exists())
+        code = cmd_convert(local)
+        if code:
+            return code
+    result = upload(staging, url, resume=args.resume)
+    skipped = f", {result['skipped']} already there" if result["skipped"] else ""
+    print(f"uploaded {result['files']} file(s), {result['bytes'] / 1e6:,.1f} MB, to {url}{skipped}")
+    shutil.rmtree(staging, ignore_errors=True) if staging.is_dir() else staging.unlink(missing_ok=True)
     return 0
 
 

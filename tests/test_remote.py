@@ -126,3 +126,55 @@ def test_the_cache_stays_under_its_limit_evicting_the_least_recently_used(tmp_pa
     assert remote.parse_size("1.5GB") == 1_500_000_000 and remote.parse_size("2GiB") == 2 << 30
     with pytest.raises(ImgtuiError, match="is not a size"):
         remote.parse_size("lots")
+
+
+@pytest.mark.parametrize("extra", [[], ["--shards", "3"]])
+def test_convert_to_a_url_uploads_the_store_with_the_manifest_last(extra, tmp_path, cache, capsys):
+    remote_root = tmp_path / "bucket"
+    remote_root.mkdir()
+    url = f"file://{remote_root}/c.lmdb"
+    assert main(["convert", "synthetic:count=30,size=8", url, "-b", "lmdb", "-q", *extra]) == 0
+    assert "to " + url in capsys.readouterr().out
+    want = list(open_dataset("synthetic:count=30,size=8"))
+    with open_store(url) as r:
+        assert [rec for rec in r] == want
+    assert not any((cache / "uploads").rglob("*.mdb"))  # the staging copy is gone once uploaded
+    # again without --overwrite: refused in one line; with it: replaced
+    assert main(["convert", "synthetic:count=30,size=8", url, "-b", "lmdb", "-q", *extra]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"imgtui: error: {url} exists; --overwrite replaces it, --resume finishes an interrupted upload")
+
+
+def test_an_interrupted_upload_resumes_without_sending_the_shards_again(tmp_path, cache, monkeypatch, capsys):
+    remote_root = tmp_path / "bucket"
+    remote_root.mkdir()
+    url = f"file://{remote_root}/s"
+    real_put = remote.upload.__globals__["_filesystem"]
+    calls = {"n": 0}
+
+    class Flaky:  # the filesystem, but the connection drops while the second shard goes up
+        def __init__(self, fs) -> None:
+            self.fs = fs
+
+        def __getattr__(self, name):
+            return getattr(self.fs, name)
+
+        def put(self, src, dest, *a, **k):
+            if "shard-00001" in str(src):
+                calls["n"] += 1
+                raise OSError("connection reset")
+            return self.fs.put(src, dest, *a, **k)
+
+    def flaky(u):
+        fs, path = real_put(u)
+        return Flaky(fs), path
+
+    monkeypatch.setattr(remote, "_filesystem", flaky)
+    assert main(["convert", "synthetic:count=30,size=8", url, "-b", "lmdb", "-q", "--shards", "3"]) == 1
+    err = capsys.readouterr().err
+    assert "failed (connection reset); run the same command with --resume to go on" in err
+    assert not (remote_root / "s" / "manifest.json").exists()  # no store visible yet
+    monkeypatch.setattr(remote, "_filesystem", real_put)
+    assert main(["convert", "synthetic:count=30,size=8", url, "-b", "lmdb", "-q", "--shards", "3", "--resume"]) == 0
+    assert "1 already there" in capsys.readouterr().out
+    assert [rec for rec in open_store(url)] == list(open_dataset("synthetic:count=30,size=8"))

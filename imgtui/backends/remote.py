@@ -240,3 +240,86 @@ def localize(url: str) -> tuple[Path, RemoteStore]:
     path = store.open_local()
     store.fetch_seconds = time.monotonic() - started  # type: ignore[attr-defined]
     return path, store
+
+
+# -- writing to a URL: build locally, upload when complete, the manifest last -----------------------
+def staging_path(url: str) -> Path:
+    """Where ``imgtui convert SRC URL`` builds the store before uploading it (kept until the upload
+    is complete, so ``--resume`` can go on from it)."""
+    key = hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", url.rstrip("/").rsplit("/", 1)[-1]) or "store"
+    return cache_root() / "uploads" / key / name
+
+
+def remote_exists(url: str) -> bool:
+    fs, path = _filesystem(url)
+    try:
+        return bool(fs.exists(path))
+    except Exception as exc:
+        raise ImgtuiError(f"{url}: cannot be reached ({first_line(exc)})") from None
+
+
+def _remote_size(fs: Any, path: str) -> int | None:
+    try:
+        if fs.isdir(path):
+            return int(sum(fs.du(path, total=False).values())) if hasattr(fs, "du") else None
+        return int(fs.info(path).get("size") or 0)
+    except (FileNotFoundError, OSError):
+        return None
+    except Exception:
+        return None
+
+
+def upload(local: Path, url: str, resume: bool = False, progress: Any = None) -> dict:
+    """Upload the complete store at ``local`` to ``url``: a single file as one object; a folder
+    file by file with ``manifest.json`` last (a reader sees no store until it is whole); a sharded
+    store shard by shard, skipping with ``resume`` the shards already there at their full size.
+    Returns {"files": uploaded, "skipped": already there, "bytes": uploaded bytes}."""
+    fs, root = _filesystem(url)
+    root = root.rstrip("/")
+    done = {"files": 0, "skipped": 0, "bytes": 0}
+
+    def put(src: Path, dest: str) -> None:
+        try:
+            if src.is_dir():
+                fs.put(str(src), dest, recursive=True)
+            else:
+                parent = dest.rsplit("/", 1)[0]
+                if parent and parent != dest:
+                    try:
+                        fs.makedirs(parent, exist_ok=True)
+                    except Exception:
+                        pass  # object stores have no folders
+                fs.put_file(str(src), dest)
+        except Exception as exc:
+            raise ImgtuiError(f"uploading {src.name} to {url} failed ({first_line(exc)}); "
+                              "run the same command with --resume to go on") from None
+        done["files"] += 1
+        done["bytes"] += _size(src)
+        if progress is not None:
+            progress(done["files"])
+
+    if local.is_file():
+        if resume and _remote_size(fs, root) == local.stat().st_size:
+            done["skipped"] += 1
+        else:
+            put(local, root)
+        return done
+    manifest = local / MANIFEST
+    try:
+        data = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    except ValueError:
+        data = {}
+    if isinstance(data, dict) and isinstance(data.get("shards"), list):  # sharded: shard by shard
+        members = [local / str(s["file"]) for s in data["shards"]]
+    else:
+        members = sorted(p for p in local.iterdir() if p.name != MANIFEST and not p.name.startswith("."))
+    for m in members:
+        dest = f"{root}/{m.name}"
+        if resume and _remote_size(fs, dest) == _size(m):
+            done["skipped"] += 1
+            continue
+        put(m, dest)
+    if manifest.is_file():
+        put(manifest, f"{root}/{MANIFEST}")  # last: the store is there when this is
+    return done
