@@ -19,7 +19,7 @@ from imgtui.bench.engine import run_to_table
 from imgtui.bench.model import EXPERIMENTS, BenchPlan, ResultTable
 from imgtui.cli import main
 
-NEW = ["slice_read", "parallel_threads", "parallel_processes", "mutate", "space_at_sizes"]
+NEW = ["store_one", "read_one", "slice_read", "parallel_threads", "parallel_processes", "mutate", "space_at_sizes"]
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +90,11 @@ def test_mutate_rows(tiny):
 def test_every_claim_gets_a_verdict(tiny):
     t = ResultTable(rows=tiny.rows + portability_facts() + drift_facts(), machine=tiny.machine)
     verdicts = evaluate_claims(t)
-    assert [v.id for v in verdicts] == [c.id for c in CLAIMS] == list(range(1, 8))
+    assert [v.id for v in verdicts] == [c.id for c in CLAIMS] == list(range(1, 9))
     for v in verdicts:
         assert v.verdict in VERDICTS and v.summary
     measured = {v.id: v for v in verdicts}
-    for i in (1, 2, 3, 5, 6, 7):
+    for i in (1, 2, 3, 5, 6, 7, 8):
         assert measured[i].verdict != "not measured", measured[i]
         assert measured[i].figures
     assert any("records/s" in f for f in measured[2].figures)
@@ -124,7 +124,7 @@ def test_cli_claims_from_saved_results(tiny, tmp_path, capsys):
     ResultTable(rows=tiny.rows + drift_facts(), dataset="tiny").to_json(path)
     assert main(["claims", "--results", str(path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert [c["id"] for c in out["claims"]] == list(range(1, 8))
+    assert [c["id"] for c in out["claims"]] == list(range(1, 9))
     assert out["claims"][5]["verdict"] == "confirmed"
     assert main(["claims", "--results", str(path)]) == 0
     text = capsys.readouterr().out
@@ -155,3 +155,20 @@ def test_claim3_decides_threads_by_threads_and_processes_by_processes():
     assert verdict == "refuted"
     verdict, head, _f = _claim3(table({"hdf5": (100, 95), "lmdb": (100, 180)}, {}))
     assert verdict == "confirmed" and head.endswith("(processes not measured)")
+
+
+def test_claim8_single_image_like_with_like():
+    from imgtui.bench.claims import _claim8
+    from imgtui.bench.model import ResultRow, ResultTable
+
+    def table(store: dict, read: dict, method: str = "article") -> ResultTable:
+        rows = [ResultRow(exp, b, method, 1, median_s=1 / r, records_per_s=r)
+                for exp, figures in (("store_one", store), ("read_one", read)) for b, r in figures.items()]
+        return ResultTable(rows=rows)
+
+    verdict, summary, figures = _claim8(table({"disk": 900, "lmdb": 300, "hdf5": 200}, {"disk": 5000, "lmdb": 2000, "hdf5": 900}))
+    assert verdict == "confirmed"
+    assert figures[0] == "store_one (article method): HDF5 200 vs LMDB 300 vs disk 900 records/s (PNG file 3.0x LMDB)"
+    verdict, summary, _f = _claim8(table({"disk": 900, "lmdb": 300}, {"disk": 1000, "lmdb": 4000}, method="imgtui"))
+    assert verdict == "depends" and summary.endswith("(store_one: confirmed, read_one: refuted)")
+    assert _claim8(ResultTable(rows=[]))[0] == "not measured"

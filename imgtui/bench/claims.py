@@ -36,7 +36,7 @@ FILES, LMDB, HDF5 = "disk", "lmdb", "hdf5"
 PACKED = (LMDB, HDF5)
 #: the experiments a claims run measures (plus the two fact checks)
 CLAIM_EXPERIMENTS = (
-    "store_many", "read_many", "random_batches", "disk_usage",
+    "store_one", "read_one", "store_many", "read_many", "random_batches", "disk_usage",
     "slice_read", "parallel_threads", "parallel_processes", "mutate", "space_at_sizes",
 )
 #: within this factor two figures count as a tie
@@ -75,6 +75,10 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(7, "Space on disk",
           "PNG files take the least disk space; LMDB and HDF5 keep raw pixels and take more.",
           ("disk_usage", "space_at_sizes")),
+    Claim(8, "One image at a time",
+          "For a single image (the classic single-image experiment), a PNG file on disk is the fastest to "
+          "store and to read back; LMDB and HDF5 pay for opening a database or file.",
+          ("store_one", "read_one")),
 )
 
 
@@ -389,7 +393,33 @@ def _claim7(table: ResultTable) -> tuple[str, str, list[str]]:
     return "depends", f"PNG files are smallest at {sum(wins)} of {len(wins)} sizes", figures
 
 
-_EVALUATORS = {1: _claim1, 2: _claim2, 3: _claim3, 4: _claim4, 5: _claim5, 6: _claim6, 7: _claim7}
+def _claim8(table: ResultTable) -> tuple[str, str, list[str]]:
+    """Decided like with like: one image stored, and one image read, per backend, by the same method
+    (the article's, as the classic experiment did, else imgtui's)."""
+    figures, verdicts = [], []
+    for exp in ("store_one", "read_one"):
+        for method in ("article", "imgtui"):
+            rates = _rates(good_rows(table, exp, method=method))
+            if FILES in rates and set(PACKED) & set(rates):
+                break
+        else:
+            continue
+        best = max((b for b in PACKED if b in rates), key=rates.get)
+        figures.append(_rate_line(f"{exp} ({method} method)", rates)
+                       + f" (PNG file {_x(rates[FILES], rates[best])} {_name(best)})")
+        ratio = rates[FILES] / rates[best]
+        verdicts.append("confirmed" if ratio >= TIE else ("refuted" if ratio < 1 / TIE else "tie"))
+    if not verdicts:
+        return "not measured", "no store_one/read_one rows for disk and LMDB/HDF5", figures
+    if all(v == "confirmed" for v in verdicts):
+        return "confirmed", "one PNG file is the fastest to store and to read back here", figures
+    if all(v == "refuted" for v in verdicts):
+        return "refuted", "LMDB or HDF5 store and read a single image faster than a PNG file here", figures
+    what = ", ".join(f"{e}: {v}" for e, v in zip(("store_one", "read_one"), verdicts))
+    return "depends", f"single-image speed differs by operation ({what})", figures
+
+
+_EVALUATORS = {1: _claim1, 2: _claim2, 3: _claim3, 4: _claim4, 5: _claim5, 6: _claim6, 7: _claim7, 8: _claim8}
 
 
 def evaluate_claims(table: ResultTable) -> list[ClaimVerdict]:
