@@ -90,7 +90,7 @@ def test_mutate_rows(tiny):
 def test_every_claim_gets_a_verdict(tiny):
     t = ResultTable(rows=tiny.rows + portability_facts() + drift_facts(), machine=tiny.machine)
     verdicts = evaluate_claims(t)
-    assert [v.id for v in verdicts] == [c.id for c in CLAIMS] == list(range(1, 9))
+    assert [v.id for v in verdicts] == [c.id for c in CLAIMS] == list(range(1, 10))
     for v in verdicts:
         assert v.verdict in VERDICTS and v.summary
     measured = {v.id: v for v in verdicts}
@@ -124,7 +124,7 @@ def test_cli_claims_from_saved_results(tiny, tmp_path, capsys):
     ResultTable(rows=tiny.rows + drift_facts(), dataset="tiny").to_json(path)
     assert main(["claims", "--results", str(path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert [c["id"] for c in out["claims"]] == list(range(1, 9))
+    assert [c["id"] for c in out["claims"]] == list(range(1, 10))
     assert out["claims"][5]["verdict"] == "confirmed"
     assert main(["claims", "--results", str(path)]) == 0
     text = capsys.readouterr().out
@@ -172,3 +172,16 @@ def test_claim8_single_image_like_with_like():
     verdict, summary, _f = _claim8(table({"disk": 900, "lmdb": 300}, {"disk": 1000, "lmdb": 4000}, method="imgtui"))
     assert verdict == "depends" and summary.endswith("(store_one: confirmed, read_one: refuted)")
     assert _claim8(ResultTable(rows=[]))[0] == "not measured"
+
+
+def test_claim9_lmdb_map_size_measured_with_plain_lmdb_and_with_imgtui(tmp_path):
+    from imgtui.bench.claims import _claim9, mapsize_facts
+
+    rows = mapsize_facts(str(tmp_path), mb=12)
+    plain = next(r for r in rows if r.method == "plain")
+    ours = next(r for r in rows if r.method == "imgtui")
+    assert plain.detail.startswith("ok=no mb=12.0 | MapFullError")
+    assert ours.detail.startswith("ok=yes")
+    verdict, summary, figures = _claim9(ResultTable(rows=rows))
+    assert verdict == "depends" and "imgtui's LMDB backend, which sizes and grows the map itself" in summary
+    assert list(tmp_path.iterdir()) == []  # its stores are removed

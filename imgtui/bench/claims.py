@@ -79,6 +79,10 @@ CLAIMS: tuple[Claim, ...] = (
           "For a single image (the classic single-image experiment), a PNG file on disk is the fastest to "
           "store and to read back; LMDB and HDF5 pay for opening a database or file.",
           ("store_one", "read_one")),
+    Claim(9, "LMDB's map size",
+          "LMDB needs its map size set in advance (the most the database may ever hold), which makes it "
+          "complex to configure.",
+          ("fact_mapsize",)),
 )
 
 
@@ -419,7 +423,28 @@ def _claim8(table: ResultTable) -> tuple[str, str, list[str]]:
     return "depends", f"single-image speed differs by operation ({what})", figures
 
 
-_EVALUATORS = {1: _claim1, 2: _claim2, 3: _claim3, 4: _claim4, 5: _claim5, 6: _claim6, 7: _claim7, 8: _claim8}
+def _claim9(table: ResultTable) -> tuple[str, str, list[str]]:
+    facts = {(r.method): parse_detail(r.detail) for r in table.rows if r.experiment == "fact_mapsize"}
+    plain, ours = facts.get("plain"), facts.get("imgtui")
+    if plain is None:
+        return "not measured", "no fact_mapsize rows (the map-size check did not run)", []
+    mb = float(plain.get("mb", "0") or 0)
+    figures = [f"plain py-lmdb, default map: {mb:.1f} MB of records "
+               + ("written" if plain.get("ok") == "yes" else f"refused ({plain.get('how', 'MapFullError')})")]
+    if ours is not None:
+        figures.append(f"imgtui's LMDB writer, no options: {mb:.1f} MB "
+                       + ("written, the map grown as needed" if ours.get("ok") == "yes" else f"failed ({ours.get('how', '')})")
+                       + (f" (map {float(ours.get('map_mb', '0')):.0f} MB)" if ours.get("map_mb") else ""))
+    if plain.get("ok") == "yes":
+        return "refuted", "py-lmdb's default map held these records without any setting", figures
+    if ours is not None and ours.get("ok") == "yes":
+        return "depends", ("true of LMDB itself (its default map refused the records), not of imgtui's LMDB "
+                           "backend, which sizes and grows the map itself"), figures
+    return "confirmed", "the records did not fit without setting the map size", figures
+
+
+_EVALUATORS = {1: _claim1, 2: _claim2, 3: _claim3, 4: _claim4, 5: _claim5, 6: _claim6, 7: _claim7, 8: _claim8,
+               9: _claim9}
 
 
 def evaluate_claims(table: ResultTable) -> list[ClaimVerdict]:
@@ -593,6 +618,49 @@ def portability_facts(workdir: str | None = None) -> list[ResultRow]:
     return rows
 
 
+def mapsize_facts(workdir: str | None = None, mb: float = 16.0) -> list[ResultRow]:
+    """Write ``mb`` MB of records (more than py-lmdb's 10 MB default map) with plain py-lmdb at its
+    defaults, and with imgtui's LMDB writer given no options; one ``fact_mapsize`` row each."""
+    import lmdb
+    import numpy as np
+
+    from ..backends import open_writer
+    from ..records import Record
+
+    n = max(1, int(mb * 1e6 // (256 * 256 * 3)))
+    rng = np.random.default_rng(0)
+    recs = [Record(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8), i % 10) for i in range(n)]
+    total = n * 256 * 256 * 3 / 1e6
+    base = Path(tempfile.mkdtemp(prefix="imgtui-mapsize-", dir=workdir))
+    rows = []
+    try:
+        env = lmdb.open(str(base / "plain.lmdb"))  # the library's defaults, as a first-time user writes
+        try:
+            with env.begin(write=True) as txn:
+                for i, r in enumerate(recs):
+                    txn.put(f"{i:08d}".encode(), r.image.tobytes())
+            ok, how = True, ""
+        except lmdb.MapFullError as exc:
+            ok, how = False, f"MapFullError: {str(exc).splitlines()[0]}"
+        finally:
+            env.close()
+        rows.append(ResultRow("fact_mapsize", "lmdb", "plain", n, cache="",
+                              detail=f"ok={'yes' if ok else 'no'} mb={total:.1f}" + (f" | {how}" if how else "")))
+        try:
+            with open_writer(base / "ours.lmdb", "lmdb") as w:
+                w.write_many(recs)
+            info = lmdb.open(str(base / "ours.lmdb"), readonly=True, lock=False, max_dbs=4)
+            map_mb = info.info()["map_size"] / 1e6
+            info.close()
+            detail = f"ok=yes mb={total:.1f} map_mb={map_mb:.0f}"
+        except Exception as exc:
+            detail = f"ok=no mb={total:.1f} | {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        rows.append(ResultRow("fact_mapsize", "lmdb", "imgtui", n, cache="", detail=detail))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return rows
+
+
 # -- a claims run ----------------------------------------------------------------------------------
 def claims_plan(dataset: str = "synthetic", count: int = 2000, workdir: str | None = None,
                 repeats: int | None = None) -> BenchPlan:
@@ -628,6 +696,6 @@ def run_claims(
         if isinstance(ev, Finished):
             table = ev.results
     if cancel is None or not cancel.is_set():
-        for row in portability_facts(workdir) + drift_facts(workdir):
+        for row in portability_facts(workdir) + drift_facts(workdir) + mapsize_facts(workdir):
             table.add(row)
     return table
