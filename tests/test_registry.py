@@ -256,3 +256,21 @@ async def test_the_app_pane_lists_the_backend_and_its_option(fake, tmp_path):
         assert "Fake" in app.sub_title
     assert store_paths(str(tmp_path), "synthetic", ["fake"]) == [
         ("fake", str(tmp_path.absolute() / "imgtui-stores" / "synthetic.fake"))]
+
+
+def test_an_option_that_requires_another_is_refused_in_one_line_without_it(tmp_path, capsys):
+    """Option.requires, declared once: the CLI refuses the flag naming what it needs (as the user
+    named flags), and accepts it with the other option set."""
+    from imgtui.cli import main
+
+    dest = tmp_path / "x.h5"
+    assert main(["convert", "synthetic:count=3,size=4", str(dest), "-b", "hdf5", "--hdf5-level", "3", "-q"]) == 2
+    assert main(["convert", "synthetic:count=3,size=4", str(dest), "-b", "hdf5", "--level", "3", "-q"]) == 2
+    assert main(["convert", "synthetic:count=3,size=4", str(tmp_path / "x.lmdb"), "-b", "lmdb", "--png-level", "3", "-q"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["imgtui: error: --hdf5-level applies only with --hdf5-compression gzip",
+                   "imgtui: error: --level applies only with --compression gzip",
+                   "imgtui: error: --png-level applies only with --encoding png"]
+    assert not dest.exists()
+    assert main(["convert", "synthetic:count=3,size=4", str(dest), "-b", "hdf5", "--level", "3",
+                 "--compression", "gzip", "-q"]) == 0

@@ -854,6 +854,10 @@ class Option:
     choices: tuple = ()
     min: int | None = None
     max: int | None = None
+    #: (other option, its values) when this option applies only while the other has one of them
+    #: (HDF5 ``level`` with compression gzip); elsewhere the app disables its field and the CLI
+    #: and the writer refuse it in one line
+    requires: tuple[str, tuple] | None = None
 
     @property
     def flag(self) -> str:

@@ -133,29 +133,10 @@ def option_words(opt: "Option") -> str:
     return opt.name.replace("_", " ")
 
 
-def condition(cls: type["Backend"], opt: "Option") -> tuple[str, Any] | None:
-    """(other option, value) when ``opt`` applies only while that option has that value."""
-    others = {o.name: o for o in cls.options if o.name != opt.name}
-    for key, value in re.findall(r"\b(\w+)=(\w+)\b", opt.help or ""):
-        other = others.get(key)
-        if other is None:
-            continue
-        if other.choices and value not in [str(c) for c in other.choices]:
-            continue
-        return key, _coerce(other, value)
-    return None
-
-
-def _coerce(opt: "Option", value: str) -> Any:
-    for c in opt.choices:
-        if str(c) == value:
-            return c
-    if opt.type is int:
-        try:
-            return int(value)
-        except ValueError:
-            return value
-    return value
+def condition(cls: type["Backend"], opt: "Option") -> tuple[str, tuple] | None:
+    """(other option, its values) when ``opt`` applies only while that option has one of them
+    (``Option.requires``)."""
+    return opt.requires
 
 
 def applies(cls: type["Backend"], opt: "Option", options: dict[str, Any]) -> bool:
@@ -163,9 +144,9 @@ def applies(cls: type["Backend"], opt: "Option", options: dict[str, Any]) -> boo
     cond = condition(cls, opt)
     if cond is None:
         return True
-    key, want = cond
+    key, allowed = cond
     default = next((o.default for o in cls.options if o.name == key), None)
-    return str(options.get(key, default)) == str(want)
+    return str(options.get(key, default)) in [str(v) for v in allowed]
 
 
 def effective_default(cls: type["Backend"], opt: "Option") -> Any:
@@ -177,7 +158,7 @@ def effective_default(cls: type["Backend"], opt: "Option") -> Any:
     if cond is None:
         return None
     try:
-        return cls.writer_cls.check_options({cond[0]: cond[1]}).get(opt.name)
+        return cls.writer_cls.check_options({cond[0]: cond[1][0]}).get(opt.name)
     except Exception:
         return None
 
@@ -311,6 +292,15 @@ def options_from_args(args: argparse.Namespace, backend: str | None = None) -> d
                 raise OptionValueError(f"{f.flag} applies to the {human_list(f.backends, 'or')} backend, not {backend}")
             b, opt = targets[0]
             out.setdefault(b, {})[opt.name] = parse_value(opt, text, f.flag)
+        cls = get(backend) if backend in out else None
+        for f, _text in given:
+            b, opt = next((b, o) for b, o in f.targets if b == backend)
+            if cls is not None and not applies(cls, opt, out.get(b, {})):
+                key, allowed = opt.requires  # type: ignore[misc]
+                others = [g for g in flags if any(t[0] == b and t[1].name == key for t in g.targets)]
+                prefix = f"--{b}-"  # name the other flag the way this one was named
+                other = next((g for g in others if g.flag.startswith(prefix) == f.flag.startswith(prefix)), others[0])
+                raise OptionValueError(f"{f.flag} applies only with {other.flag} {' or '.join(map(str, allowed))}")
         return out
     singles = [(f, v) for f, v in given if not f.shared]
     for f, text in singles:

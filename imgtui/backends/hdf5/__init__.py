@@ -34,7 +34,8 @@ class Hdf5Backend(Backend):
     options = (
         Option("layout", str, "auto", "images dataset layout", choices=LAYOUTS),
         Option("compression", str, "none", "filter of the images dataset", choices=COMPRESSIONS),
-        Option("level", int, None, "gzip level 0-9 (compression=gzip)", min=0, max=9),
+        Option("level", int, None, "gzip level 0-9 (compression=gzip)", min=0, max=9,
+               requires=("compression", ("gzip",))),
         Option("chunk_records", int, None, "records per chunk (default: ~1 MiB chunks)", min=1, max=1 << 30),
     )
     capabilities = Capabilities(

@@ -31,7 +31,7 @@ class LmdbBackend(Backend):
     suffix = ".lmdb"
     options = (
         Option("encoding", str, "raw", "how pixels are stored in a block", choices=("raw", "png")),
-        Option("png_level", int, 1, "PNG level when encoding=png", min=0, max=9),
+        Option("png_level", int, 1, "PNG level when encoding=png", min=0, max=9, requires=("encoding", ("png",))),
         Option("block_bytes", int, DEFAULT_BLOCK_BYTES, "bytes of pixels per LMDB value (block)", min=4096, max=1 << 30),
         Option("map_size", int, DEFAULT_MAP_SIZE, "initial map size in bytes (it grows by itself)", min=MIN_MAP_SIZE, max=1 << 50),
     )

@@ -41,7 +41,7 @@ class WebDatasetBackend(Backend):
     mutator_cls = RewriteMutator
     options = (
         Option("encoding", str, "raw", "image member: raw = .npy (exact pixels), png = lossless .png", choices=ENCODINGS),
-        Option("png_level", int, 1, "PNG level when encoding=png", min=0, max=9),
+        Option("png_level", int, 1, "PNG level when encoding=png", min=0, max=9, requires=("encoding", ("png",))),
         Option("shard_bytes", int, DEFAULT_SHARD_BYTES, "bytes per tar shard (a new shard starts before one would pass it)",
                min=MIN_SHARD_BYTES, max=MAX_SHARD_BYTES),
     )

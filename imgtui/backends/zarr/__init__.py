@@ -31,7 +31,8 @@ class ZarrBackend(Backend):
     suffix = ".zarr"
     options = (
         Option("compressor", str, "none", "codec of the pixel chunks (blosc: zstd with byte shuffle)", choices=COMPRESSORS),
-        Option("compression_level", int, None, "level of the compressor: zstd 1-22 (3), blosc and gzip 0-9 (5, 6)", min=0, max=22),
+        Option("compression_level", int, None, "level of the compressor: zstd 1-22 (3), blosc and gzip 0-9 (5, 6)", min=0, max=22,
+               requires=("compressor", ("zstd", "blosc", "gzip"))),
         Option("chunk_records", int, None, "records per chunk (default: whole records filling ~256 KiB, 64 KiB compressed)", min=1, max=1 << 30),
         Option("shard_records", int, None, "records per shard file, a multiple of chunk_records (default: ~16 MiB; 0: no sharding)", min=0, max=1 << 30),
     )
