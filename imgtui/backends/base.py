@@ -27,6 +27,7 @@ batch methods for speed.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -920,6 +921,20 @@ class Backend(ABC):
     @abstractmethod
     def detect(cls, path: Path) -> bool:
         """True if ``path`` looks like a store of this backend (complete or not)."""
+
+    @classmethod
+    def manifest_names_me(cls, folder: Path, manifest: str = "manifest.json") -> bool | None:
+        """For folder backends' ``detect``: True/False when ``folder/manifest`` is an imgtui
+        manifest naming this backend or another; None when there is none or it cannot be read
+        (the caller then looks at the folder's other files)."""
+        path = Path(folder) / manifest
+        if not path.is_file():
+            return None
+        try:
+            m = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None
+        return isinstance(m, dict) and m.get("format") == "imgtui" and m.get("backend") == cls.name
 
     @classmethod
     def recipe(cls) -> str:

@@ -46,13 +46,11 @@ class DiskBackend(Backend):
         path = Path(path)
         if not path.is_dir():
             return False
-        mpath = path / MANIFEST
-        if mpath.is_file():
-            try:
-                m = json.loads(mpath.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, ValueError):
-                return _is_disk_folder(path)
-            return isinstance(m, dict) and m.get("format") == "imgtui" and m.get("backend") == "disk"
+        named = cls.manifest_names_me(path, MANIFEST)
+        if named is not None:
+            return named
+        if (path / MANIFEST).is_file():  # a manifest that cannot be read: the reader says what is wrong
+            return _is_disk_folder(path)
         if not _is_disk_folder(path):
             return False
         try:  # an incomplete store: records.csv written by imgtui (our header) + images/

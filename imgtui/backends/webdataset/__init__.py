@@ -56,13 +56,8 @@ class WebDatasetBackend(Backend):
         p = Path(path)
         if not p.is_dir():
             return False
-        if (p / MANIFEST).is_file():
-            try:
-                m = _load_manifest(p)
-            except Exception:
-                return looks_like_store(p)
-            return m.get("format") == "imgtui" and m.get("backend") == cls.name
-        return looks_like_store(p)
+        named = cls.manifest_names_me(p, MANIFEST)
+        return looks_like_store(p) if named is None else named
 
     @classmethod
     def recipe(cls) -> str:
