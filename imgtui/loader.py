@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from .backends.remote import is_url
 from .records import Record
 
 #: readers inherited from a parent process through fork; kept alive so that their __del__ never
@@ -32,7 +33,7 @@ class ImageDataset:
         transform: Callable[[Record], Any] | None = None,
         with_label: bool = True,
     ) -> None:
-        self.path = Path(path)
+        self.path = path if is_url(path) else Path(path)  # a URL: each process reads the local cache
         self.transform = transform
         self.with_label = with_label
         self._reader = None

@@ -178,3 +178,24 @@ def test_an_interrupted_upload_resumes_without_sending_the_shards_again(tmp_path
     assert main(["convert", "synthetic:count=30,size=8", url, "-b", "lmdb", "-q", "--shards", "3", "--resume"]) == 0
     assert "1 already there" in capsys.readouterr().out
     assert [rec for rec in open_store(url)] == list(open_dataset("synthetic:count=30,size=8"))
+
+
+def test_imgtui_dataset_at_a_url_in_worker_processes(tmp_path, cache):
+    import multiprocessing as mp
+    import pickle
+
+    src = tmp_path / "s.h5"
+    want = records(12)
+    with imgtui.writer(src, "hdf5") as w:
+        w.write_many(want)
+    ds = imgtui.dataset(f"file://{src}")
+    clone = pickle.loads(pickle.dumps(ds))  # what a spawned DataLoader worker gets
+    assert len(clone) == 12 and np.array_equal(clone[5][0], want[5].image)
+    with mp.get_context("spawn").Pool(2) as pool:
+        labels = pool.map(_label_of, [(ds, i) for i in range(12)])
+    assert labels == [r.label for r in want]
+
+
+def _label_of(args):
+    ds, i = args
+    return ds[i][1]
