@@ -1,5 +1,7 @@
 """imgtui: store image datasets on disk, in LMDB and in HDF5, and measure which suits your images."""
 
+from typing import Any
+
 from ._version import __version__  # noqa: E402,F401
 
 from .errors import ImgtuiError  # noqa: E402
@@ -15,11 +17,21 @@ def open(path, **kwargs):  # noqa: A001 - the public name the API promises
     return open_store(path, **kwargs)
 
 
-def dataset(path, transform=None, with_label: bool = True):
-    """A picklable map-style dataset over a store for training loops (PyTorch DataLoader workers).
+def dataset(path, transform=None, with_label: bool = True, *, shuffle: bool | None = None, seed: int = 0,
+            rank: int | None = None, world_size: int | None = None, **split: Any):
+    """A picklable dataset over a store for training loops (PyTorch DataLoader workers).
 
-    ``ds[i]`` is ``(image, label)``, or ``transform(record)``; see ``imgtui.loader.ImageDataset``.
+    By default map-style: ``ds[i]`` is ``(image, label)``, or ``transform(record)``; see
+    ``imgtui.loader.ImageDataset``. With ``shuffle=`` or ``rank=``/``world_size=`` (or under an
+    initialised ``torch.distributed``, with ``shuffle=True``): an iterable dataset whose ranks and
+    workers read disjoint parts covering every record once per epoch, ``set_epoch(e)``,
+    ``state_dict()``/``load_state_dict()``; see ``imgtui.epochs.EpochDataset``.
     """
+    if shuffle is not None or rank is not None or world_size is not None or split:
+        from .epochs import EpochDataset
+
+        return EpochDataset(path, transform, with_label, shuffle=bool(shuffle), seed=seed, rank=rank,
+                            world_size=world_size, **split)
     from .loader import ImageDataset
 
     return ImageDataset(path, transform=transform, with_label=with_label)

@@ -79,3 +79,54 @@ def test_resume_mid_epoch_gives_the_rest_of_the_same_order():
         Split(400, rank=1, world_size=2).load_state_dict(state)
     with pytest.raises(ImgtuiError, match="rank 2 is not in 0..1"):
         Split(10, rank=2, world_size=2).indices()
+
+
+def _write(tmp_path, n=50, backend="lmdb"):
+    import imgtui
+    from imgtui.records import Record
+
+    path = tmp_path / f"s.{backend}"
+    with imgtui.writer(path, backend) as w:
+        for i in range(n):
+            w.write(Record(np.full((3, 3), i % 256, np.uint8), i))
+    return path
+
+
+def test_epoch_dataset_two_ranks_cover_every_record_once_and_resume(tmp_path):
+    import imgtui
+
+    path = _write(tmp_path)
+    ranks = [imgtui.dataset(path, shuffle=True, seed=5, rank=r, world_size=2, block=8) for r in range(2)]
+    for ds in ranks:
+        ds.set_epoch(1)
+    samples = [list(ds) for ds in ranks]
+    seen = [[label for _img, label in s] for s in samples]
+    assert len(seen[0]) == len(seen[1]) == 25 and sorted(seen[0] + seen[1]) == list(range(50))
+    assert all(np.all(img == label % 256) for s in samples for img, label in s)  # pixels match labels
+    assert list(ranks[0]) == []  # the epoch is over for this rank until set_epoch
+    # resume rank 0 after 10 records: the rest of the same epoch order
+    again = imgtui.dataset(path, shuffle=True, seed=5, rank=0, world_size=2, block=8)
+    again.set_epoch(1)
+    it = iter(again)
+    first = [next(it)[1] for _ in range(8)]  # one block
+    state = again.state_dict()
+    resumed = imgtui.dataset(path, shuffle=True, seed=0, rank=0, world_size=2, block=8)
+    resumed.load_state_dict(state)
+    assert first + [label for _i, label in resumed] == seen[0]
+    with pytest.raises(ImgtuiError, match="give both rank and world_size"):
+        imgtui.dataset(path, rank=0)
+
+
+def test_epoch_dataset_with_torch_dataloader_workers(tmp_path):
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DataLoader
+
+    import imgtui
+
+    path = _write(tmp_path, n=64)
+    ds = imgtui.dataset(path, shuffle=True, seed=1, block=8)
+    loader = DataLoader(ds, batch_size=8, num_workers=2, multiprocessing_context="spawn")
+    labels = [int(x) for _imgs, batch in loader for x in batch]
+    assert sorted(labels) == list(range(64))
+    assert labels == [int(i) for i in ds.split.indices()]  # batch_size == block: exactly the epoch's order
+    assert isinstance(ds, torch.utils.data.IterableDataset)
