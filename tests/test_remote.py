@@ -56,6 +56,7 @@ def test_a_store_at_a_url_reads_bit_exact_through_the_cache(backend, tmp_path, c
     assert imgtui.open(url)[3] == want[3]
     assert [rec.label for rec in open_dataset(url)] == [r.label for r in want]
     assert main(["verify", url, "-q"]) == 0
+    assert open_store(url).info()["path"] == url  # info names the URL, not the cache's copy
 
 
 def test_a_changed_remote_file_is_fetched_again(tmp_path, cache):

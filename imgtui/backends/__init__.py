@@ -78,6 +78,7 @@ def open_store(path: str | os.PathLike, backend: str | None = None, verify: bool
     if remote is not None and remote.sharded:
         r0: StoreReader = ShardedReader(path, backend, fetch=remote.fetch_member)
         r0.check_reads = bool(verify)
+        r0.url = remote.url
         return r0
     if Path(path).exists():
         _check_readable(Path(path))
@@ -93,6 +94,8 @@ def open_store(path: str | os.PathLike, backend: str | None = None, verify: bool
     else:
         r = get_backend(backend).open(path)
     r.check_reads = bool(verify)
+    if remote is not None:
+        r.url = remote.url
     return r
 
 

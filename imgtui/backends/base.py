@@ -494,6 +494,8 @@ class StoreReader(ABC):
     backend: ClassVar[str] = ""
     #: a reader that delegates to readers which check (sharded stores) sets this False
     checks_reads: ClassVar[bool] = True
+    #: the URL a store at a URL was opened by (``path`` is then its copy in the local cache)
+    url: str | None = None
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -638,7 +640,7 @@ class StoreReader(ABC):
     def info(self) -> dict:
         m = self.manifest
         return {
-            "path": str(self.path),
+            "path": self.url or str(self.path),
             "backend": self.backend,
             "format_version": m.get("format_version"),
             "imgtui_version": m.get("imgtui_version"),
