@@ -18,6 +18,7 @@ from typing import Any
 from ._version import __version__
 from .backends.remote import is_url
 from .bench import backend_info as bi
+from .errors import one_line
 
 class UsageError(Exception):
     """Bad command-line usage: exit code 2."""
@@ -740,7 +741,6 @@ def _start_app(args: argparse.Namespace, target: str | None, commands: set[str])
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .convert import one_line
     from .errors import ImgtuiError
 
     parser = build_parser()

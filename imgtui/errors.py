@@ -10,6 +10,24 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def one_line(exc: BaseException | None) -> str:
+    """The one line a user sees for ``exc`` (CLI stderr, app notifications, error rows).
+
+    ImgtuiError messages are shown as they are (their first line); an OSError as
+    ``FILE: reason``; anything else as ``TypeName: first line``. Whitespace runs become one space.
+    """
+    if exc is None:
+        return "unknown error"
+    text = str(exc).strip()
+    first = " ".join(text.splitlines()[0].split()) if text else ""
+    if isinstance(exc, ImgtuiError):
+        return first or type(exc).__name__
+    if isinstance(exc, OSError) and getattr(exc, "strerror", None):
+        name = getattr(exc, "filename", None)
+        return f"{name}: {exc.strerror}" if name else str(exc.strerror)
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 class ImgtuiError(Exception):
     """Base class: ``str(err)`` is a complete one-line explanation for the user."""
 

@@ -9,7 +9,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from imgtui.bench.engine import PlanError, plan_steps, run_plan, run_to_table
+from imgtui.bench.plan import PlanError, plan_steps
+from imgtui.bench.run import run_plan, run_to_table
 from imgtui.bench.model import (
     DEFAULT_EXPERIMENTS,
     BenchPlan,

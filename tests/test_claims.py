@@ -15,7 +15,7 @@ from imgtui.bench.claims import (
     parse_detail,
     portability_facts,
 )
-from imgtui.bench.engine import run_to_table
+from imgtui.bench.run import run_to_table
 from imgtui.bench.model import EXPERIMENTS, BenchPlan, ResultTable
 from imgtui.cli import main
 

@@ -20,7 +20,7 @@ def test_backends_and_bench_do_not_import_textual():
 
 
 @pytest.mark.parametrize("modules", [
-    "imgtui.bench.backend_info, imgtui.bench.model, imgtui.bench.engine",
+    "imgtui.bench.backend_info, imgtui.bench.model, imgtui.bench.run",
     "imgtui.bench.recommend, imgtui.bench.claims, imgtui.bench.plot, imgtui.bench.machine",
     "imgtui.bench.cli_bench, imgtui.cli",
 ])

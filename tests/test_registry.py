@@ -130,7 +130,7 @@ def test_an_option_of_the_fake_backend_is_refused_for_another(fake, tmp_path, ca
 
 # -- bench -------------------------------------------------------------------------------------
 def test_bench_plan_validation_knows_the_backend(fake, tmp_path):
-    from imgtui.bench.engine import PlanError, plan_steps, validate_plan
+    from imgtui.bench.plan import PlanError, plan_steps, validate_plan
     from imgtui.bench.model import BenchPlan
 
     assert BenchPlan().backends == ["disk", "lmdb", "hdf5", "fake"]
@@ -162,7 +162,7 @@ def test_bench_cli_takes_the_backend_and_its_flags(fake, tmp_path):
 
 
 def test_a_tiny_benchmark_measures_the_fake_backend(fake, tmp_path):
-    from imgtui.bench.engine import run_to_table
+    from imgtui.bench.run import run_to_table
     from imgtui.bench.model import BenchPlan
     from imgtui.bench.plot import backend_color, save_plot
 

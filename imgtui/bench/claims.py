@@ -28,6 +28,7 @@ from ..backends import registry
 from . import backend_info as bi
 from .fmt import fmt_bytes, fmt_rate
 from .model import BenchPlan, Event, Finished, ResultRow, ResultTable
+from .run import run_plan
 
 VERDICTS = ("confirmed", "refuted", "depends", "not measured")
 #: the claims' subjects, as the classic comparison names them: PNG files on disk against LMDB and
@@ -683,7 +684,6 @@ def run_claims(
 ) -> ResultTable:
     """Run the claims plan on ``dataset`` (``count`` capped at its length) plus the fact checks."""
     from ..datasets import open_dataset
-    from .engine import run_plan
 
     if not str(dataset).startswith("synthetic"):
         n = open_dataset(dataset).length

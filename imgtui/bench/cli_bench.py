@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from . import backend_info as bi
-from .model import EXPERIMENTS, METHODS, BenchPlan, Error, Finished, Progress, Result, ResultRow, Started
+from ..errors import ImgtuiError
+from .experiments import DEFAULT_EXPERIMENTS, EXPERIMENT, EXPERIMENTS
 from .fmt import fmt_bytes, fmt_seconds
+from .model import METHODS, BenchPlan, Error, Finished, Progress, Result, ResultRow, Started
+from .run import run_plan
 
 
 class BenchUsageError(Exception):
@@ -83,7 +86,6 @@ def _list(text: str, known: tuple[str, ...], what: str) -> list[str]:
 
 def plan_from_args(args: argparse.Namespace) -> BenchPlan:
     """A BenchPlan from the parsed options; BenchUsageError (one line) for bad values."""
-    from .model import DEFAULT_EXPERIMENTS
 
     plan = BenchPlan(dataset=args.dataset or "synthetic")
     names = tuple(bi.names())
@@ -146,14 +148,17 @@ def results_table(rows: list[ResultRow], title: str = "imgtui bench"):
         sub = sorted((r for r in rows if r.experiment == exp),
                      key=lambda r: (r.count, r.readers or 0, r.cache, _series_key(r, order)))
         timed = exp != "disk_usage"
-        sized = exp in ("store_many", "disk_usage")
+        meta = EXPERIMENT.get(exp)
+        sized = meta is not None and meta.sized
+        parallel = meta is not None and meta.parallel
+        cold_col = cold and meta is not None and meta.kind == "read"
         t = Table(title=exp, title_justify="left", title_style="bold cyan", header_style="bold",
                   box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
         t.add_column("n", justify="right")
-        if exp == "concurrent_readers":
+        if parallel:
             t.add_column("K", justify="right")
         t.add_column("method")
-        if cold and exp in ("read_one", "read_many", "random_batches", "concurrent_readers"):
+        if cold_col:
             t.add_column("cache")
         if timed:
             t.add_column("median", justify="right")
@@ -174,10 +179,10 @@ def results_table(rows: list[ResultRow], title: str = "imgtui bench"):
                 t.add_section()
             last = r.count
             cells = [f"{r.count:,}"]
-            if exp == "concurrent_readers":
+            if parallel:
                 cells.append(str(r.readers or ""))
             cells.append(series_name(r))
-            if cold and exp in ("read_one", "read_many", "random_batches", "concurrent_readers"):
+            if cold_col:
                 cells.append(r.cache)
             ncols = len(t.columns)
             if r.error:
@@ -200,8 +205,6 @@ def results_table(rows: list[ResultRow], title: str = "imgtui bench"):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ImgtuiError
-    from .engine import run_plan
 
     def usage(msg: str) -> int:
         print(f"imgtui bench: error: {msg}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """The benchmark plan, the events a run yields, and the typed results table (JSON/CSV round trip).
 
-This module is the contract between the engine (``imgtui.bench.engine``), the CLI and the app.
+This module is the contract between the engine (``imgtui.bench.run``), the CLI and the app.
 No UI code here and no I/O besides export/import of results.
 """
 
@@ -13,23 +13,9 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..backends import registry
+#: every experiment (the registry is ``imgtui.bench.experiments.EXPERIMENT``) and the default plan's
+from .experiments import DEFAULT_EXPERIMENTS, EXPERIMENTS  # noqa: F401
 
-#: every experiment the engine knows, in the order they run
-EXPERIMENTS = (
-    "store_one",       # store one image (per-record latency)
-    "read_one",        # read one image
-    "store_many",      # store N records
-    "read_many",       # read all N records sequentially
-    "random_batches",  # batches of 64 random indices (data-loader pattern), records/s
-    "disk_usage",      # bytes on disk vs raw pixel bytes
-    "concurrent_readers",  # K reader processes on one store, aggregate records/s
-    "slice_read",          # contiguous slices of 100 and 1,000 records from the middle, records/s
-    "parallel_threads",    # K reader threads in one process on one store, aggregate records/s
-    "parallel_processes",  # K reader processes on one store, aggregate records/s (as concurrent_readers)
-    "mutate",              # append 10%, overwrite 1%, delete 1% of a store: time, bytes, still valid
-    "space_at_sizes",      # bytes on disk vs raw at 32x32, 256x256, 1024x1024 and variable sizes
-)
-DEFAULT_EXPERIMENTS = ("store_one", "read_one", "store_many", "read_many", "random_batches", "disk_usage")
 METHODS = ("article", "imgtui", "floor")
 DEFAULT_COUNTS = (10, 100, 1000)
 
@@ -155,7 +141,7 @@ class ResultTable:
             return cls(rows=[ResultRow.from_dict(r) for r in csv.DictReader(fh)])
 
 
-# -- events yielded by engine.run_plan(plan, cancel) --------------------------------------
+# -- events yielded by run.run_plan(plan, cancel) --------------------------------------
 @dataclass
 class Started:
     experiment: str

@@ -21,6 +21,7 @@ from . import backend_info as bi
 from .claims import good_rows, mutate_figures, parse_detail
 from .fmt import fmt_bytes, fmt_rate, fmt_seconds
 from .model import BenchPlan, Event, Finished, ResultTable
+from .run import run_plan
 
 ACCESS = ("sequential", "random", "single")
 CHANGES = ("static", "growing", "changing")
@@ -466,7 +467,6 @@ def recommend_for_dataset(
     was based on (given rows + new rows)."""
     cands = candidates(backends)  # an unknown name fails here, before anything is measured
     from ..datasets import open_dataset
-    from .engine import run_plan
 
     ds = open_dataset(dataset)
     profile = Profile.from_dataset(ds)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..datasets.base import Dataset
-from ..errors import CancelledError, ImgtuiError, StoreExistsError
+from ..errors import CancelledError, ImgtuiError, StoreExistsError, one_line  # noqa: F401 (convert.one_line)
 from ..records import dumps_metadata
 from ..backends import open_store, open_writer
 from ..backends.base import path_size, remove_path
@@ -171,15 +171,3 @@ def export_png(
         remove_path(tmp)
         raise
     return {"count": n, "seconds": time.perf_counter() - t0, "path": str(dest)}
-
-
-def one_line(exc: BaseException) -> str:
-    """A user-facing single line for any exception (ImgtuiError messages are already that)."""
-    if isinstance(exc, ImgtuiError):
-        text = str(exc)
-    elif isinstance(exc, OSError) and exc.strerror:
-        where = f"{exc.filename}: " if exc.filename else ""
-        text = f"{where}{exc.strerror}"
-    else:
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return " ".join(text.split()) or type(exc).__name__

@@ -48,7 +48,7 @@ from ..backends.sharded import (
     _RECORD_RE,
 )
 from ..datasets.base import Dataset
-from ..errors import CancelledError, ImgtuiError, StoreExistsError
+from ..errors import CancelledError, ImgtuiError, StoreExistsError, one_line
 from ..records import Record
 
 ProgressFn = Callable[[int, "int | None"], None]
@@ -500,8 +500,6 @@ def _partials(build: Path) -> list[str]:
 
 
 def _worker_failed(task: ShardTask, exc: BaseException) -> ImgtuiError:
-    from .local import one_line
-
     msg = one_line(exc)
     if not msg.startswith(task.file):
         msg = f"{task.file}: {msg}"
@@ -562,8 +560,6 @@ def _run_dask(todo, entries, scheduler, workers, progress, total, done) -> int:
         try:
             client = distributed.Client(scheduler, timeout="20s")
         except Exception as exc:
-            from .local import one_line
-
             raise ImgtuiError(f"cannot connect to the Dask scheduler at {scheduler} ({one_line(exc)})") from None
     else:
         cluster = distributed.LocalCluster(

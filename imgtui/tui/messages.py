@@ -9,21 +9,10 @@ from rich.text import Text
 from textual.message import Message
 
 from ..bench.model import ResultRow, ResultTable
-from ..errors import ImgtuiError
+from ..errors import one_line
 
-
-def one_line_error(exc: BaseException | None) -> str:
-    """The one-line text a notification shows for ``exc`` (ImgtuiError messages as they are)."""
-    if exc is None:
-        return "unknown error"
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    if isinstance(exc, ImgtuiError) and first:
-        return first
-    if isinstance(exc, (OSError,)) and getattr(exc, "strerror", None):
-        name = getattr(exc, "filename", None)
-        return f"{name}: {exc.strerror}" if name else str(exc.strerror)
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+#: the one-line text a notification shows for an error (the one ``imgtui.errors.one_line``)
+one_line_error = one_line
 
 
 @dataclass

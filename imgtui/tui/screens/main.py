@@ -1,7 +1,7 @@
 """The main screen: dataset pane, backend pane, live results (table and plots), run status.
 
 The screen owns the ``BenchPlan`` (a reactive rebuilt from both panes on every change) and the
-benchmark worker. The worker runs ``imgtui.bench.engine.run_plan`` in a thread and posts one
+benchmark worker. The worker runs ``imgtui.bench.run.run_plan`` in a thread and posts one
 message per event (progress throttled to ~10 a second); the ``@on`` handlers below update widgets.
 
 "Make stores" (``m``) writes the dataset into a kept store per enabled backend under
@@ -35,6 +35,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from ...bench import backend_info
 from ...bench.model import BenchPlan, Error, Finished, Progress, Result, ResultRow, ResultTable, Started
+from ...bench.run import run_plan
 from ...datasets.base import Dataset
 from ...errors import ImgtuiError
 from ..messages import (
@@ -738,8 +739,6 @@ class MainScreen(Screen):
     # -- the benchmark worker --------------------------------------------------------------
     @work(thread=True, exclusive=True, exit_on_error=False, group="bench", name="benchmark")
     def run_bench(self, plan: BenchPlan, cancel: threading.Event) -> None:
-        from ...bench.engine import run_plan
-
         worker = get_current_worker()
         interval = 1.0 / PROGRESS_RATE
         last_progress = 0.0

@@ -1,0 +1,111 @@
+"""A benchmark plan before it runs: ``validate_plan`` (one-line PlanError) and ``plan_steps``, the
+steps in execution order (per count the floor first, then each method/backend, each experiment of
+the registry in its run order, one step per reader count for the parallel ones)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..backends import registry
+from ..errors import ImgtuiError, one_line
+from .experiments import EXPERIMENT, EXPERIMENTS, run_order
+from .methods import ARTICLE_BACKENDS
+from .model import METHODS, BenchPlan
+
+
+class PlanError(ImgtuiError):
+    """A benchmark plan that cannot run (bad backend, count, experiment, option...)."""
+
+
+
+def default_repeats(count: int) -> int:
+    return 3 if count < 100_000 else 1
+
+
+def validate_plan(plan: BenchPlan) -> None:
+    """Raise PlanError (one line) when the plan cannot run."""
+
+    def bad(items, known, what):
+        wrong = [x for x in items if x not in known]
+        if wrong:
+            raise PlanError(f"unknown {what} {', '.join(map(repr, wrong))} (choose from {', '.join(known)})")
+
+    names = tuple(registry.BACKENDS)
+    if not plan.backends and any(m != "floor" for m in plan.methods):
+        raise PlanError(f"no backend chosen (choose from {', '.join(names)})")
+    bad(plan.backends, names, "backend")
+    for b in plan.backends:
+        try:
+            registry.get_backend(b)  # registered but its optional package is missing: say what to install
+        except ImgtuiError as exc:
+            raise PlanError(one_line(exc)) from None
+    bad(plan.methods, METHODS, "method")
+    bad(plan.experiments, EXPERIMENTS, "experiment")
+    if not plan.methods:
+        raise PlanError("no method chosen (choose from article, imgtui, floor)")
+    if not plan.experiments:
+        raise PlanError("no experiment chosen")
+    if not plan.counts:
+        raise PlanError("no record count chosen")
+    for c in plan.counts:
+        if not isinstance(c, (int, np.integer)) or isinstance(c, bool) or c < 1:
+            raise PlanError(f"record counts must be whole numbers >= 1, got {c!r}")
+    if plan.repeats is not None and (not isinstance(plan.repeats, int) or plan.repeats < 1):
+        raise PlanError(f"repeats must be a whole number >= 1, got {plan.repeats!r}")
+    if any(EXPERIMENT[e].parallel for e in plan.experiments):
+        if not plan.readers or any(not isinstance(k, int) or k < 1 for k in plan.readers):
+            raise PlanError(f"reader counts must be whole numbers >= 1, got {plan.readers!r}")
+    if plan.workdir is not None and not Path(plan.workdir).is_dir():
+        raise PlanError(f"workdir {plan.workdir} is not an existing folder")
+    for b, opts in (plan.backend_options or {}).items():
+        if b not in names:
+            raise PlanError(f"backend options given for unknown backend {b!r}")
+        if "imgtui" in plan.methods and b in plan.backends:
+            try:
+                registry.get_backend(b).writer_cls.check_options(dict(opts))
+            except ImgtuiError as exc:
+                raise PlanError(one_line(exc)) from None
+            except ImportError:
+                pass
+
+
+@dataclass
+class Step:
+    experiment: str
+    backend: str
+    method: str
+    count: int
+    readers: int | None = None
+
+    @property
+    def group(self) -> tuple[int, str, str]:
+        return (self.count, self.backend, self.method)
+
+
+def plan_steps(plan: BenchPlan) -> list[Step]:
+    """The steps of a plan in execution order: per count, the floor first, then each method/backend."""
+    exps = [EXPERIMENT[e] for e in run_order(plan.experiments)]
+    steps: list[Step] = []
+    for count in plan.counts:
+        combos: list[tuple[str, str]] = []
+        if "floor" in plan.methods:
+            combos.append(("numpy", "floor"))
+            if any(e.memcpy for e in exps):
+                combos.append(("memcpy", "floor"))
+        for m in ("article", "imgtui"):
+            if m in plan.methods:  # the article has functions for its own three formats only
+                combos.extend((b, m) for b in plan.backends if m != "article" or b in ARTICLE_BACKENDS)
+        for b, m in combos:
+            for e in exps:
+                if b == "memcpy" and not e.memcpy:
+                    continue
+                if (m == "article" and not e.article) or (b == "numpy" and not e.floor):
+                    continue
+                if e.parallel:
+                    steps.extend(Step(e.name, b, m, count, k) for k in plan.readers)
+                else:
+                    steps.append(Step(e.name, b, m, count))
+    return steps

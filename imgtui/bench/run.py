@@ -1,0 +1,369 @@
+"""The benchmark run loop: ``run_plan(plan, cancel)`` yields Started/Progress/Result/Error events and
+always ends with ``Finished(results, cancelled)``.
+
+Measurement discipline
+- every method gets the same records: the first N records of the dataset, materialised once
+  (fixed shapes are stacked into one array and the records' images are views of it);
+- per count, the floor (``numpy``) is measured first, so every row gets ``ratio_to_floor``
+  (median / floor median of the same experiment, count, cache and readers; for ``disk_usage``
+  the ratio of bytes on disk);
+- ``repeats`` timed trials (default 3 below 100,000 records, 1 from there), median and min,
+  one untimed warm-up for small operations; each write trial gets a fresh temporary folder that
+  is removed afterwards; the store of the last ``store_many`` trial is kept for the read
+  experiments of the same backend/method/count and removed after them;
+- reads are "warm" (page cache as the write left it); with ``plan.cold`` they are repeated
+  "cold" after ``fsync`` + ``posix_fadvise(DONTNEED)`` on every file of the store;
+- peak RSS is sampled every 20 ms during each timed call (children's RSS for concurrent readers).
+
+The timed work runs in one worker thread; the generator drains its progress so a UI sees a
+Progress event at least every batch of 256 records. Cancellation is checked between batches:
+the worker stops, every temporary store is removed and ``Finished(cancelled=True)`` comes last.
+One failing backend/method yields an Error event and an error row; the others continue.
+
+The plan is checked and cut into steps by ``plan.py``; each step's experiment comes from the
+registry in ``experiments.py``; timing and memory helpers are in ``measure.py``. A UI runs this
+loop in a child process through ``runner.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import statistics
+import tempfile
+import threading
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from ..datasets import open_dataset, parse_synthetic_spec
+from ..errors import CancelledError, ImgtuiError, one_line
+from ..records import Record, validate_record
+from .experiments import EXPERIMENT, exp_memcpy
+from .machine import machine_info
+from .measure import remove_path, rss_now
+from .methods import BATCH, Ctx, Data, Handle, Method, make_method
+from .model import BenchPlan, Error, Event, Finished, Progress, Result, ResultRow, ResultTable, Started
+from .plan import Step, default_repeats, plan_steps, validate_plan
+
+
+class Run:
+    """One run of a plan (``run_plan`` makes it; experiments get it as ``run``)."""
+
+
+    def __init__(self, plan: BenchPlan, cancel: threading.Event) -> None:
+        self.plan = plan
+        self.cancel = cancel
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.steps = plan_steps(plan)
+        self.step_no = 0
+        self.base: Path | None = None
+        self.dataset = None
+        self.dataset_text = str(plan.dataset)
+        self._all: Data | None = None
+        self._data: dict[int, Data] = {}
+        self.floor: dict[tuple, float] = {}
+        self.stores: dict[tuple, Handle] = {}
+        self.store_errors: dict[tuple, str] = {}
+        self.methods: dict[tuple, Method] = {}
+        self.procs: list = []
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def cancelled(self) -> bool:
+        return self.cancel.is_set() or self._stop.is_set()
+
+    def repeats(self, count: int) -> int:
+        return self.plan.repeats or default_repeats(count)
+
+    def trial_dir(self) -> Path:
+        assert self.base is not None
+        return Path(tempfile.mkdtemp(prefix="t-", dir=self.base))
+
+    def _work_loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            job()
+
+    def call(self, fn: Callable[[Ctx], Any], total: int):
+        """Run ``fn(ctx)`` in the worker thread; yield Progress while it runs; return its result."""
+        q: queue.SimpleQueue = queue.SimpleQueue()
+        done = [0]
+        box: dict[str, Any] = {}
+
+        def report(n: int) -> None:
+            done[0] += n
+            q.put(done[0])
+
+        ctx = Ctx(self.cancelled, report)
+        self._baseline_rss = rss_now()
+
+        def target() -> None:
+            try:
+                box["result"] = fn(ctx)
+            except BaseException as exc:  # handed to the generator
+                box["error"] = exc
+            finally:
+                q.put(None)
+
+        if self._thread is None:
+            self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+            self._thread = threading.Thread(target=self._work_loop, daemon=True, name="imgtui-bench")
+            self._thread.start()
+        self._jobs.put(target)
+        finished = False
+        while not finished:
+            try:
+                item = q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            latest = item
+            while latest is not None:  # coalesce what is already queued
+                try:
+                    nxt = q.get_nowait()
+                except queue.Empty:
+                    break
+                latest = nxt
+                if nxt is None:
+                    break
+            if latest is None:
+                finished = True
+                latest = done[0]
+                if latest == 0:
+                    break
+            yield Progress(min(latest, total) if total else latest, total, self.step_no, len(self.steps))
+        if "error" in box:
+            raise box["error"]
+        return box.get("result")
+
+    # -- data -----------------------------------------------------------------------------
+    def open_dataset(self) -> None:
+        spec = self.plan.dataset or "synthetic"
+        extra: dict[str, Any] = {}
+        if str(spec).startswith("synthetic") and "count" not in parse_synthetic_spec(str(spec)):
+            extra["count"] = max(self.plan.counts)
+        self.dataset = open_dataset(spec, **extra)
+        try:
+            self.dataset_text = self.dataset.describe()
+        except Exception:
+            pass
+
+    def load(self):
+        """Materialise the first max(counts) records once (generator; returns Data)."""
+        if self._all is not None:
+            return self._all
+        if self.dataset is None:
+            self.open_dataset()
+        want = max(self.plan.counts)
+        length = self.dataset.length
+        total = min(want, length) if length is not None else want
+
+        def work(ctx: Ctx) -> Data:
+            records: list[Record] = []
+            stacked = None
+            fixed = True
+            for i, rec in enumerate(self.dataset):
+                if i >= want:
+                    break
+                rec = validate_record(rec, i)
+                img = rec.image
+                if fixed:
+                    if stacked is None:
+                        stacked = np.empty((total,) + img.shape, img.dtype)
+                    if img.shape == stacked.shape[1:] and img.dtype == stacked.dtype and i < total:
+                        stacked[i] = img
+                        rec = Record(stacked[i], rec.label, rec.metadata)
+                    else:
+                        fixed = False
+                        stacked = None
+                        records = [Record(r.image.copy(), r.label, r.metadata) for r in records]
+                records.append(rec)
+                if (i + 1) % BATCH == 0:
+                    ctx.advance(BATCH)
+            if stacked is not None and len(records) < stacked.shape[0]:
+                stacked = stacked[: len(records)]
+            return Data(records, stacked if fixed else None, sum(r.image.nbytes for r in records))
+
+        self._all = yield from self.call(work, total)
+        return self._all
+
+    def data(self, count: int):
+        if count not in self._data:
+            full = yield from self.load()
+            if full.n < count:
+                raise ImgtuiError(f"the dataset has only {full.n:,} records; count {count:,} cannot run")
+            self._data[count] = full.prefix(count)
+        return self._data[count]
+
+    def method(self, step: Step) -> Method:
+        key = (step.backend, step.method)
+        if key not in self.methods:
+            self.methods[key] = make_method(step.method, step.backend, self.plan.backend_options)
+        return self.methods[key]
+
+    # -- rows -----------------------------------------------------------------------------
+    def row(self, step: Step, m: Method | None, **kw: Any) -> ResultRow:
+        return ResultRow(
+            experiment=step.experiment, backend=step.backend, method=step.method, count=step.count,
+            options=m.options_text() if m is not None else "", readers=step.readers, **kw,
+        )
+
+    def timed_row(self, step: Step, m: Method, times: list[float], peak: int, records: int,
+                  cache: str, **kw: Any) -> ResultRow:
+        med = statistics.median(times)
+        return self.row(
+            step, m, repeats=len(times), median_s=med, min_s=min(times),
+            records_per_s=(records / med) if med > 0 else None, peak_rss_bytes=peak or None,
+            rss_growth_bytes=max(0, peak - getattr(self, "_baseline_rss", peak)) if peak else None,
+            cache=cache, **kw,
+        )
+
+    def finish_row(self, row: ResultRow) -> ResultRow:
+        key = (row.experiment, row.count, row.cache, row.readers, row.detail)
+        if row.error is not None:
+            return row
+        value = row.bytes_on_disk if row.experiment == "disk_usage" else row.median_s
+        if row.method == "floor" and row.backend == "numpy":
+            if value:
+                self.floor[key] = value
+            row.ratio_to_floor = 1.0 if value else None
+        elif key in self.floor and value is not None:
+            row.ratio_to_floor = value / self.floor[key]
+        return row
+
+    # -- stores -------------------------------------------------------------------------
+    def store_for(self, step: Step, m: Method, data: Data):
+        key = step.group
+        if key in self.store_errors:
+            raise ImgtuiError(self.store_errors[key])
+        if key not in self.stores:
+            folder = self.trial_dir()
+
+            def build(ctx: Ctx) -> Handle:
+                m.check_data(data)
+                return m.store_many(folder, data, ctx)
+
+            try:
+                self.stores[key] = yield from self.call(build, data.n)
+            except CancelledError:
+                raise
+            except Exception as exc:
+                remove_path(folder)
+                self.store_errors[key] = f"could not build the store: {one_line(exc)}"
+                raise ImgtuiError(self.store_errors[key]) from None
+        return self.stores[key]
+
+    def release(self, group: tuple) -> None:
+        h = self.stores.pop(group, None)
+        if h is not None and self.base is not None:
+            p = h.path
+            while p.parent != self.base and self.base in p.parents:
+                p = p.parent
+            remove_path(p)
+
+    def caches(self) -> list[str]:
+        return ["warm", "cold"] if self.plan.cold else ["warm"]
+
+    # -- one step -------------------------------------------------------------------------
+    def run_step(self, step: Step):
+        """Measure one step with its experiment of the registry (generator; returns the rows)."""
+        data = yield from self.data(step.count)
+        m = self.method(step)
+        if step.backend == "memcpy":
+            return (yield from exp_memcpy(self, step, m, data))
+        m.check_data(data)
+        exp = EXPERIMENT[step.experiment]
+        if exp.kind == "write":
+            return (yield from exp.measure(self, step, m, data))
+        handle = yield from self.store_for(step, m, data)
+        if exp.kind == "store":
+            return (yield from exp.measure(self, step, m, data, handle))
+        rows = []
+        for cache in self.caches():
+            try:
+                rows.extend((yield from exp.measure(self, step, m, data, handle, cache)))
+            except CancelledError:
+                raise
+            except Exception as exc:
+                if cache == "warm":
+                    raise
+                rows.append(self.row(step, m, cache=cache, error=one_line(exc)))
+        return rows
+
+    # -- the run ---------------------------------------------------------------------------
+    def error_rows(self, step: Step, message: str) -> list[ResultRow]:
+        m = self.methods.get((step.backend, step.method))
+        cache = "warm" if EXPERIMENT[step.experiment].kind == "read" else ""
+        return [self.row(step, m, cache=cache, error=message)]
+
+    def run(self) -> Iterator[Event]:
+        table = ResultTable(plan=self.plan.to_dict(), dataset=self.dataset_text)
+        cancelled = False
+        last_of_group = {s.group: i for i, s in enumerate(self.steps)}
+        try:
+            self.base = Path(tempfile.mkdtemp(prefix="imgtui-bench-", dir=self.plan.workdir))
+            for i, step in enumerate(self.steps):
+                if self.cancelled():
+                    cancelled = True
+                    break
+                self.step_no = i + 1
+                yield Started(step.experiment, step.backend, step.method, step.count, i + 1, len(self.steps))
+                try:
+                    rows = yield from self.run_step(step)
+                except CancelledError:
+                    cancelled = True
+                    break
+                except Exception as exc:
+                    if os.environ.get("IMGTUI_DEBUG"):
+                        traceback.print_exc()
+                    rows = self.error_rows(step, one_line(exc))
+                for row in rows:
+                    self.finish_row(row)
+                    table.add(row)
+                    if row.error is not None:
+                        yield Error(step.experiment, step.backend, step.method, step.count, row.error)
+                    yield Result(row)
+                if last_of_group[step.group] == i:
+                    self.release(step.group)
+                    if step.count != self.steps[-1].count and all(s.count != step.count for s in self.steps[i + 1 :]):
+                        self._data.pop(step.count, None)
+        finally:
+            self._stop.set()
+            if self._thread is not None:
+                self._jobs.put(None)
+                self._thread.join()
+                self._thread = None
+            for p in self.procs:
+                if p.is_alive():
+                    p.terminate()
+            self.stores.clear()
+            if self.base is not None:
+                shutil.rmtree(self.base, ignore_errors=True)
+        table.dataset = self.dataset_text
+        try:
+            table.machine = machine_info(self.plan.workdir or tempfile.gettempdir())
+        except Exception as exc:  # machine info is a nicety; never lose the results for it
+            table.machine = {"error": one_line(exc)}
+        yield Finished(table, cancelled)
+
+
+def run_plan(plan: BenchPlan, cancel: threading.Event | None = None) -> Iterator[Event]:
+    """Validate ``plan`` (PlanError, one line) and return the event generator that runs it."""
+    validate_plan(plan)
+    engine = Run(plan, cancel if cancel is not None else threading.Event())
+    engine.open_dataset()  # a bad dataset spec fails here, before anything runs
+    return engine.run()
+
+
+def run_to_table(plan: BenchPlan, cancel: threading.Event | None = None) -> ResultTable:
+    """Run a plan to its end and return the ResultTable (for scripts and tests)."""
+    table = ResultTable()
+    for ev in run_plan(plan, cancel):
+        if isinstance(ev, Finished):
+            table = ev.results
+    return table
