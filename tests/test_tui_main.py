@@ -246,6 +246,81 @@ async def test_quit_during_a_run_cancels_it_first(tmp_path):
     assert os.listdir(work) == []
 
 
+def _child_gone(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _long_run_app(work: Path):
+    return make_app(
+        "synthetic:count=10000,size=16",
+        backends=["lmdb", "hdf5"],
+        methods=["imgtui", "floor"],
+        experiments=["store_many", "read_many", "random_batches"],
+        counts=[10, 100, 1000, 10000],
+        repeats=5,
+        workdir=str(work),
+    )
+
+
+async def test_the_benchmark_runs_in_a_child_that_streams_rows_and_cancel_stops_it(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    app = _long_run_app(work)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        screen: MainScreen = app.screen  # type: ignore[assignment]
+        table = screen.query_one(ResultsTable)
+        await pilot.press("s")
+        await wait_until(pilot, lambda: screen.bench_runner is not None and screen.bench_runner.pid is not None,
+                         what="the child to start")
+        pid = screen.bench_runner.pid
+        assert pid != os.getpid()
+        # rows arrive while the child is still measuring
+        await wait_until(pilot, lambda: table.row_count >= 3, what="the first rows")
+        assert screen.running and not _child_gone(pid)
+        assert any(work.iterdir())  # the child's temporary stores
+        await pilot.press("c")
+        await wait_until(pilot, lambda: not screen.running, timeout=10.0, what="the cancel")
+        assert _child_gone(pid)
+        assert os.listdir(work) == []
+        assert screen.last_results is not None and len(screen.last_results.rows) == len(screen.rows) == table.row_count
+        assert "cancelled" in str(screen.query_one("#step-name").content)
+        assert not notifications(app, "error")
+
+
+async def test_a_killed_benchmark_child_is_a_one_line_error(tmp_path):
+    import signal
+
+    work = tmp_path / "work"
+    work.mkdir()
+    app = _long_run_app(work)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        screen: MainScreen = app.screen  # type: ignore[assignment]
+        await pilot.press("s")
+        await wait_until(pilot, lambda: "store_many ·" in str(screen.query_one("#step-name").content),
+                         what="the first step")
+        os.kill(screen.bench_runner.pid, signal.SIGKILL)
+        await wait_until(pilot, lambda: not screen.running, timeout=10.0, what="the run to end")
+        errors = notifications(app, "error")
+        assert [e.message for e in errors] == ["the benchmark process was killed by SIGKILL before it finished"]
+        assert errors[0].title == "Benchmark"
+        assert os.listdir(work) == []  # its stores are removed by the app
+        assert "failed" in str(screen.query_one("#step-name").content)
+        assert app.is_running
+        # the app keeps working: a new run starts
+        await pilot.press("s")
+        await wait_until(pilot, lambda: screen.query_one(ResultsTable).row_count >= 1, what="a new run's rows")
+        await pilot.press("c")
+        await wait_until(pilot, lambda: not screen.running, timeout=10.0, what="the cancel")
+        assert os.listdir(work) == []
+
+
 # -- errors ------------------------------------------------------------------------------------
 async def test_bad_dataset_path_notifies_and_the_app_keeps_running(tmp_path):
     missing = tmp_path / "no-such-folder"
@@ -731,43 +806,24 @@ async def test_b_reuses_matching_stores_and_asks_before_replacing_others(tmp_pat
         assert len(imgtui.open(store)) == 1
 
 
-class _SlowAfter:
-    """A dataset wrapper whose records after the 5th take a while (so cancel lands mid-store)."""
-
-    def __init__(self, inner, started):
-        self.inner, self.started = inner, started
-        self.kind = inner.kind
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def __iter__(self):
-        for i, rec in enumerate(self.inner):
-            if i >= 5:
-                self.started.set()
-                time.sleep(0.01)
-            yield rec
-
-
-async def test_cancel_make_stores_leaves_no_partial_store(tmp_path, monkeypatch):
-    import threading
-
+async def test_cancel_make_stores_leaves_no_partial_store(tmp_path):
     from textual.widgets import Button
 
-    import imgtui.datasets as datasets
-
-    started = threading.Event()
-    real_open = datasets.open_dataset
-    monkeypatch.setattr(datasets, "open_dataset", lambda spec, **kw: _SlowAfter(real_open(spec, **kw), started))
     folder = tmp_path / "imgtui-stores"
     folder.mkdir()
-    app = make_app("synthetic:count=5000,size=8", output=str(tmp_path), counts=[10000])
+    # 100,000 records: the disk store (PNG files) takes long enough for the cancel to land mid-store
+    app = make_app("synthetic:count=100000,size=16", output=str(tmp_path), counts=[100000])
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         screen: MainScreen = app.screen  # type: ignore[assignment]
-        started.clear()  # the summary worker read records too
+        step = screen.query_one("#step-progress")
+
+        def writing() -> bool:
+            return screen.stores_runner is not None and (step.progress or 0) > 0
+
         await pilot.press("m")
-        await wait_until(pilot, started.is_set, what="the first store to be half written")
+        await wait_until(pilot, writing, what="the first store to be half written (in the child process)")
+        assert screen.stores_runner.pid != os.getpid()
         assert any(folder.iterdir())  # the disk store is being built
         assert screen.making
         assert screen.query_one("#start", Button).disabled and not screen.query_one("#cancel", Button).disabled
@@ -776,20 +832,19 @@ async def test_cancel_make_stores_leaves_no_partial_store(tmp_path, monkeypatch)
         await pilot.pause()
         assert not screen.running
         assert "Stores are being made" in notifications(app, "warning")[-1].message
-        assert "make stores 1/3: disk · 5,000 of 5,000" not in str(screen.query_one("#step-name").content)
-        assert "all 5,000 records" in str(screen.query_one("#step-name").content)
+        assert "all 100,000 records" in str(screen.query_one("#step-name").content)
         await pilot.press("c")
         await wait_until(pilot, lambda: not screen.making, what="the cancel")
         assert _stores(folder) == []
+        assert list(folder.iterdir()) == []  # no temporary beside the stores either
         assert "cancelled" in str(screen.query_one("#step-name").content)
         assert "no half-written store is left" in notifications(app, "warning")[-1].message
         assert screen.made_stores == {}
         # the app keeps working; Escape asks first: "n" keeps it running, "y" cancels
         from imgtui.tui.screens.confirm import ConfirmScreen
 
-        started.clear()
         await pilot.press("m")
-        await wait_until(pilot, started.is_set, what="the second run")
+        await wait_until(pilot, writing, what="the second run")
         await pilot.press("escape")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
         assert app.screen.question == "Cancel making the stores? Its temporary stores are removed."
@@ -800,7 +855,7 @@ async def test_cancel_make_stores_leaves_no_partial_store(tmp_path, monkeypatch)
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
         await pilot.press("y")
         await wait_until(pilot, lambda: not screen.making, what="the second cancel")
-        assert _stores(folder) == []
+        assert list(folder.iterdir()) == []
 
 
 async def test_make_stores_into_a_missing_output_folder_is_a_notification(tmp_path):
@@ -831,12 +886,7 @@ async def test_make_stores_into_a_missing_output_folder_is_a_notification(tmp_pa
 
 
 async def test_a_failing_store_write_is_one_notification(tmp_path, monkeypatch):
-    import imgtui.convert as convert_mod
-
-    def boom(*args, **kwargs):
-        raise OSError(28, "No space left on device", str(args[1]))
-
-    monkeypatch.setattr(convert_mod, "convert", boom)
+    monkeypatch.setenv("IMGTUI_FAULT", "enospc:batch")  # the make-stores child's writer hits a full disk
     app = make_app("synthetic:count=5,size=8", output=str(tmp_path), backends=["lmdb"])
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
@@ -845,8 +895,9 @@ async def test_a_failing_store_write_is_one_notification(tmp_path, monkeypatch):
         await wait_until(pilot, lambda: not screen.making, what="make stores to fail")
         dest = tmp_path / "imgtui-stores" / "synthetic.lmdb"
         assert notifications(app, "error")[-1].message == (
-            f"Making the lmdb store {dest} failed: {dest}: No space left on device"
+            f"Making the lmdb store {dest} failed: disk full while writing {dest}: no space left on device"
         )
+        assert not dest.exists()
         assert screen.made_stores == {}
 
 

@@ -167,13 +167,13 @@ def _reader_process(method: str, backend: str, options: dict, path: str, count: 
         out_q.put((k, "error", one_line(exc)))
 
 
-def trials(run: "Run", step: Step, small: bool) -> tuple[int, int]:
+def trials(run: Run, step: Step, small: bool) -> tuple[int, int]:
     reps = run.repeats(step.count)
     warm = 1 if small or step.count <= 1000 else 0
     return warm, reps
 
 
-def exp_store_one(run: "Run", step: Step, m: Method, data: Data):
+def exp_store_one(run: Run, step: Step, m: Method, data: Data):
     warm, reps = trials(run, step, True)
     rec = data.records[0]
 
@@ -195,7 +195,7 @@ def exp_store_one(run: "Run", step: Step, m: Method, data: Data):
     return [run.timed_row(step, m, times, peak, 1, "")]
 
 
-def exp_store_many(run: "Run", step: Step, m: Method, data: Data):
+def exp_store_many(run: Run, step: Step, m: Method, data: Data):
     warm, reps = trials(run, step, False)
     keep = any(s.group == step.group and EXPERIMENT[s.experiment].needs_store for s in run.steps)
 
@@ -222,7 +222,7 @@ def exp_store_many(run: "Run", step: Step, m: Method, data: Data):
     return [run.timed_row(step, m, times, peak, data.n, "", bytes_on_disk=nbytes, raw_bytes=data.raw_bytes)]
 
 
-def exp_memcpy(run: "Run", step: Step, m: Method, data: Data):
+def exp_memcpy(run: Run, step: Step, m: Method, data: Data):
     warm, reps = trials(run, step, False)
 
     def work(ctx: Ctx):
@@ -250,7 +250,7 @@ def prepare_read(m: Method, handle: Handle, cache: str) -> None:
         handle.extra["synced"] = True
 
 
-def exp_read_one(run: "Run", step: Step, m: Method, data: Data, handle: Handle, cache: str):
+def exp_read_one(run: Run, step: Step, m: Method, data: Data, handle: Handle, cache: str):
     warm, reps = trials(run, step, True)
     rng = np.random.default_rng(1000 + step.count)
     idx = [int(i) for i in rng.integers(0, data.n, warm + reps)]
@@ -272,7 +272,7 @@ def exp_read_one(run: "Run", step: Step, m: Method, data: Data, handle: Handle, 
     return [run.timed_row(step, m, times, peak, 1, cache)]
 
 
-def exp_read_many(run: "Run", step: Step, m: Method, data: Data, handle: Handle, cache: str):
+def exp_read_many(run: Run, step: Step, m: Method, data: Data, handle: Handle, cache: str):
     warm, reps = trials(run, step, False)
     if cache == "warm":
         # always one untimed read first: the first big allocation of a process page-faults
@@ -302,7 +302,7 @@ def random_indices(count: int) -> list[np.ndarray]:
     return [rng.integers(0, count, RANDOM_BATCH) for _ in range(nb)]
 
 
-def exp_random(run: "Run", step: Step, m: Method, data: Data, handle: Handle, cache: str):
+def exp_random(run: Run, step: Step, m: Method, data: Data, handle: Handle, cache: str):
     warm, reps = trials(run, step, False)
     batches = random_indices(data.n)
     per_trial = len(batches) * RANDOM_BATCH
@@ -336,7 +336,7 @@ def exp_random(run: "Run", step: Step, m: Method, data: Data, handle: Handle, ca
     return [run.timed_row(step, m, times, peak, per_trial, cache)]
 
 
-def exp_concurrent(run: "Run", step: Step, m: Method, data: Data, handle: Handle, cache: str):
+def exp_concurrent(run: Run, step: Step, m: Method, data: Data, handle: Handle, cache: str):
     k = int(step.readers or 1)
     reps = run.repeats(step.count)
     batches = [b.tolist() for b in random_indices(data.n)]
@@ -416,7 +416,7 @@ def exp_concurrent(run: "Run", step: Step, m: Method, data: Data, handle: Handle
     return [run.timed_row(step, m, times, peak, k * per_reader, cache)]
 
 
-def exp_threads(run: "Run", step: Step, m: Method, data: Data, handle: Handle, cache: str):
+def exp_threads(run: Run, step: Step, m: Method, data: Data, handle: Handle, cache: str):
     """K threads of this process, each with its own reader on the one store, reading the same
     random batches as concurrent readers do; aggregate records/s over the span of all K."""
     k = int(step.readers or 1)
@@ -475,7 +475,7 @@ def exp_threads(run: "Run", step: Step, m: Method, data: Data, handle: Handle, c
     return [run.timed_row(step, m, times, peak, k * per_reader, cache)]
 
 
-def exp_slice(run: "Run", step: Step, m: Method, data: Data, handle: Handle, cache: str):
+def exp_slice(run: Run, step: Step, m: Method, data: Data, handle: Handle, cache: str):
     """Contiguous slices of 100 and 1,000 records (fewer when the store is smaller) from the
     middle of the store; one row per slice length, ``detail="slice=L"``."""
     warm, reps = trials(run, step, True)
@@ -506,7 +506,7 @@ def exp_slice(run: "Run", step: Step, m: Method, data: Data, handle: Handle, cac
     ]
 
 
-def exp_mutate(run: "Run", step: Step, m: Method, data: Data):
+def exp_mutate(run: Run, step: Step, m: Method, data: Data):
     """A fresh store of the N records, then append 10%, overwrite 1%, delete 1% (at least one
     record each) through ``imgtui.append/overwrite/delete``; verify after every change."""
     ops = (mutate_append, mutate_overwrite, mutate_delete)
@@ -562,7 +562,7 @@ def exp_mutate(run: "Run", step: Step, m: Method, data: Data):
     return rows
 
 
-def exp_space(run: "Run", step: Step, m: Method, data: Data):
+def exp_space(run: Run, step: Step, m: Method, data: Data):
     """Bytes on disk vs raw pixel bytes for synthetic images at several sizes (the channels and
     bit depth of the dataset's first record), per backend option variant; one row each."""
     first = data.records[0].image
@@ -613,7 +613,7 @@ def exp_space(run: "Run", step: Step, m: Method, data: Data):
     return rows
 
 
-def exp_disk_usage(run: "Run", step: Step, m: Method, data: Data, handle: Handle):
+def exp_disk_usage(run: Run, step: Step, m: Method, data: Data, handle: Handle):
     """Bytes on disk of the kept store against the raw pixel bytes."""
     yield from ()
     return [run.row(step, m, bytes_on_disk=path_size(handle.path), raw_bytes=data.raw_bytes, cache="")]

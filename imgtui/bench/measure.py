@@ -43,7 +43,7 @@ class RssSampler:
         while not self._stop.wait(self.interval):
             self.sample()
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self.sample()
         self._thread.start()
         return self
@@ -84,7 +84,7 @@ class _SelfRss:
             self.sample()
             time.sleep(self.interval)
 
-    def window(self) -> "_RssWindow":
+    def window(self) -> _RssWindow:
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, daemon=True, name="imgtui-rss")
             self._thread.start()
@@ -96,7 +96,7 @@ class _RssWindow:
         self.owner = owner
         self.peak = 0
 
-    def __enter__(self) -> "_RssWindow":
+    def __enter__(self) -> _RssWindow:
         o = self.owner
         with o._lock:
             o.peak = 0

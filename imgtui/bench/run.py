@@ -345,10 +345,11 @@ class Run:
             if self.base is not None:
                 shutil.rmtree(self.base, ignore_errors=True)
         table.dataset = self.dataset_text
-        try:
-            table.machine = machine_info(self.plan.workdir or tempfile.gettempdir())
-        except Exception as exc:  # machine info is a nicety; never lose the results for it
-            table.machine = {"error": one_line(exc)}
+        if not cancelled:  # (it takes a second or two; a cancel should not wait for it)
+            try:
+                table.machine = machine_info(self.plan.workdir or tempfile.gettempdir())
+            except Exception as exc:  # machine info is a nicety; never lose the results for it
+                table.machine = {"error": one_line(exc)}
         yield Finished(table, cancelled)
 
 

@@ -96,6 +96,9 @@ class ImgtuiApp(App):
         if self.main_screen.running:
             self.notify("Cancelling the benchmark before quitting…")
             await self.main_screen.stop_bench(timeout=5.0)
+        if self.main_screen.making:
+            await self.main_screen.stop_make_stores(timeout=5.0)
+        self.main_screen.shutdown()
         self.exit()
 
     # -- worker errors: one place ----------------------------------------------------------
@@ -150,7 +153,6 @@ def run_app(dataset: str = "synthetic", *, output: str = ".", workdir: str | Non
     try:
         app.run()
     finally:
-        # the benchmark thread (if any) stops at its next check; Python joins it before exiting
-        if app.main_screen.cancel_event is not None:
-            app.main_screen.cancel_event.set()
+        # a benchmark or make-stores child still running is stopped and its temporary stores removed
+        app.main_screen.shutdown()
     return int(app.return_code or 0)

@@ -1,8 +1,10 @@
 """The main screen: dataset pane, backend pane, live results (table and plots), run status.
 
 The screen owns the ``BenchPlan`` (a reactive rebuilt from both panes on every change) and the
-benchmark worker. The worker runs ``imgtui.bench.run.run_plan`` in a thread and posts one
-message per event (progress throttled to ~10 a second); the ``@on`` handlers below update widgets.
+benchmark worker. The worker thread drives ``imgtui.bench.runner.BenchRunner``, which measures in
+a child process, and posts one message per event (progress throttled to ~10 a second); the
+``@on`` handlers below update widgets. The UI process never runs the measurement itself, and the
+make-stores worker drives a ``StoresRunner`` child the same way.
 
 "Make stores" (``m``) writes the dataset into a kept store per enabled backend under
 ``<output>/imgtui-stores/<name><suffix>`` (``.disk``, ``.lmdb``, ``.h5``: ``Backend.suffix``, or
@@ -35,9 +37,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from ...bench import backend_info
 from ...bench.model import BenchPlan, Error, Finished, Progress, Result, ResultRow, ResultTable, Started
-from ...bench.run import run_plan
-from ...datasets.base import Dataset
-from ...errors import ImgtuiError
+from ...bench.runner import BenchRunner, StoresRunner, make_stores_limit
 from ..messages import (
     BenchError,
     BenchFinished,
@@ -169,41 +169,6 @@ def sort_made(jobs: list[tuple[str, str, dict]], spec: str, limit: int | None) -
     return matching, other, missing
 
 
-def make_stores_limit(length: int | None, counts: list[int]) -> tuple[int | None, str]:
-    """How many records make-stores writes (None: all) and the words for the status line."""
-    top = max(counts) if counts else None
-    if length is None:
-        if top is None:
-            return None, "all records"
-        return top, f"up to {top:,} records (largest selected count)"
-    if top is not None and top < length:
-        return top, f"{top:,} of {length:,} records (largest selected count)"
-    return None, f"all {length:,} records"
-
-
-class _CountingDataset(Dataset):
-    """Passes the records of ``inner`` through and calls ``on_record(n)`` after each one is taken."""
-
-    def __init__(self, inner: Dataset, on_record) -> None:
-        self.inner = inner
-        self.kind = inner.kind
-        self.on_record = on_record
-
-    @property
-    def length(self) -> int | None:
-        return self.inner.length
-
-    def describe(self) -> str:
-        return self.inner.describe()
-
-    def __iter__(self):
-        n = 0
-        for rec in self.inner:
-            yield rec
-            n += 1  # the consumer asked for the next record: this one is written
-            self.on_record(n)
-
-
 def plan_summary(plan: BenchPlan) -> str:
     """The one-line description of a plan shown under the panes (the dataset last: it is long)."""
 
@@ -289,6 +254,9 @@ class MainScreen(Screen):
         self.made_stores: dict[str, list[str]] = {}
         self._make_made: dict[str, dict] = {}
         self.make_worker: Worker | None = None
+        #: the child processes of a running benchmark / make-stores (set by their workers)
+        self.bench_runner: BenchRunner | None = None
+        self.stores_runner: StoresRunner | None = None
         self.make_cancel: threading.Event | None = None
         self._make_spec = ""
         self._browse_after_make = False
@@ -632,11 +600,8 @@ class MainScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="convert", name="make stores")
     def make_stores(self, spec: str, jobs: list[tuple[str, str, dict]], counts: list[int],
                     cancel: threading.Event) -> None:
-        """Convert dataset ``spec`` into each (backend, path, options) of ``jobs``, replacing old stores."""
-        from ...convert import convert, one_line
-        from ...datasets import open_dataset
-        from ...errors import CancelledError
-
+        """Convert dataset ``spec`` into each (backend, path, options) of ``jobs`` in a child process
+        (``StoresRunner``), replacing old stores; its events become messages."""
         worker = get_current_worker()
 
         def cancelled() -> bool:
@@ -644,48 +609,19 @@ class MainScreen(Screen):
                 cancel.set()
             return cancel.is_set()
 
-        folder = Path(jobs[0][1]).parent
-        output = folder.parent
-        if not output.is_dir():
-            what = "is not a folder" if output.exists() else "does not exist"
-            raise ImgtuiError(f"Cannot make stores: the output folder {output} {what}.")
+        runner = StoresRunner(spec, jobs, counts)
+        self.stores_runner = runner
         try:
-            folder.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise ImgtuiError(f"Cannot make stores: cannot create {folder} ({one_line(exc)}).") from None
-        dataset = open_dataset(spec)
-        limit, note = make_stores_limit(dataset.length, counts)
-        total = dataset.length if limit is None else (limit if dataset.length is None else min(limit, dataset.length))
-        source = Path(spec).expanduser().resolve() if dataset.kind == "store" else None
-        interval = 1.0 / PROGRESS_RATE
-        done_paths: list[str] = []
-        written = 0
-        for index, (backend, dest, options) in enumerate(jobs):
-            if cancelled():
-                break
-            if source is not None and Path(dest).resolve() == source:
-                done_paths.append(dest)  # the dataset is this store already: keep it as it is
-                continue
-            self.post_message(StoresStarted(backend, dest, index, len(jobs), total, note))
-            last = [time.monotonic()]
-
-            def on_record(n: int, index: int = index, last: list[float] = last) -> None:
-                now = time.monotonic()
-                if now - last[0] >= interval:
-                    last[0] = now
-                    self.post_message(StoresProgress(n, total, index, len(jobs)))
-
-            try:
-                result = convert(_CountingDataset(dataset, on_record), dest, backend, overwrite=True,
-                                 options=options, cancel=cancelled, limit=limit)
-            except CancelledError:
-                break
-            except Exception as exc:
-                raise ImgtuiError(f"Making the {backend} store {dest} failed: {one_line(exc)}") from exc
-            written = result["count"]
-            self.post_message(StoresProgress(written, written, index, len(jobs)))
-            done_paths.append(dest)
-        self.post_message(StoresFinished(spec, done_paths, written, cancelled=cancel.is_set()))
+            for ev in runner.events(cancelled):
+                if ev.kind == "started":
+                    self.post_message(StoresStarted(ev.backend, ev.path, ev.index, ev.backends, ev.total, ev.note))
+                elif ev.kind == "progress":
+                    self.post_message(StoresProgress(ev.done, ev.total, ev.index, ev.backends))
+                elif ev.kind == "finished":
+                    self.post_message(StoresFinished(spec, list(ev.paths), ev.done,
+                                                     cancelled=ev.cancelled or cancel.is_set()))
+        finally:
+            self.stores_runner = None
 
     @on(StoresStarted)
     def _stores_started(self, m: StoresStarted) -> None:
@@ -739,34 +675,44 @@ class MainScreen(Screen):
     # -- the benchmark worker --------------------------------------------------------------
     @work(thread=True, exclusive=True, exit_on_error=False, group="bench", name="benchmark")
     def run_bench(self, plan: BenchPlan, cancel: threading.Event) -> None:
+        """Run ``plan`` in a child process (``BenchRunner``) and post one message per event."""
         worker = get_current_worker()
+
+        def cancelled() -> bool:
+            if worker.is_cancelled:
+                cancel.set()
+            return cancel.is_set()
+
+        runner = BenchRunner(plan)  # a plan that cannot run fails here, in one line
+        self.bench_runner = runner
         interval = 1.0 / PROGRESS_RATE
         last_progress = 0.0
         pending: Progress | None = None
-        for event in run_plan(plan, cancel):
-            if worker.is_cancelled:
-                cancel.set()
-            if isinstance(event, Progress):
-                now = time.monotonic()
-                if now - last_progress < interval and event.done < event.total:
-                    pending = event
+        try:
+            for event in runner.events(cancelled):
+                if isinstance(event, Progress):
+                    now = time.monotonic()
+                    if now - last_progress < interval and event.done < event.total:
+                        pending = event
+                        continue
+                    last_progress, pending = now, None
+                    self.post_message(BenchProgress(event.done, event.total, event.step, event.steps))
                     continue
-                last_progress, pending = now, None
-                self.post_message(BenchProgress(event.done, event.total, event.step, event.steps))
-                continue
-            if pending is not None:
-                self.post_message(BenchProgress(pending.done, pending.total, pending.step, pending.steps))
-                pending = None
-            if isinstance(event, Started):
-                self.post_message(BenchStarted(event.experiment, event.backend, event.method, event.count,
-                                               event.step, event.steps))
-            elif isinstance(event, Result):
-                self.post_message(BenchResult(event.row))
-            elif isinstance(event, Error):
-                self.post_message(BenchError(event.experiment, event.backend, event.method, event.count,
-                                             event.message))
-            elif isinstance(event, Finished):
-                self.post_message(BenchFinished(event.results, event.cancelled))
+                if pending is not None:
+                    self.post_message(BenchProgress(pending.done, pending.total, pending.step, pending.steps))
+                    pending = None
+                if isinstance(event, Started):
+                    self.post_message(BenchStarted(event.experiment, event.backend, event.method, event.count,
+                                                   event.step, event.steps))
+                elif isinstance(event, Result):
+                    self.post_message(BenchResult(event.row))
+                elif isinstance(event, Error):
+                    self.post_message(BenchError(event.experiment, event.backend, event.method, event.count,
+                                                 event.message))
+                elif isinstance(event, Finished):
+                    self.post_message(BenchFinished(event.results, event.cancelled))
+        finally:
+            self.bench_runner = None
 
     @on(BenchStarted)
     def _bench_started(self, m: BenchStarted) -> None:
@@ -906,10 +852,18 @@ class MainScreen(Screen):
             await asyncio.sleep(0.05)
         return worker.is_finished
 
-    def on_unmount(self) -> None:
+    def shutdown(self) -> None:
+        """Stop a benchmark or make-stores at once: their children are killed and their temporary
+        stores removed (the exit path: ctrl+q after a wait, SIGTERM/SIGHUP, the app's end)."""
         for event in (self.cancel_event, self.make_cancel):
             if event is not None:
                 event.set()
+        for runner in (self.bench_runner, self.stores_runner):
+            if runner is not None:
+                runner.close()
+
+    def on_unmount(self) -> None:
+        self.shutdown()
 
     # -- export ----------------------------------------------------------------------------
     @work(thread=True, exclusive=True, exit_on_error=False, group="export", name="export")
