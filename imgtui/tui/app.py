@@ -62,8 +62,8 @@ class ImgtuiApp(App):
             self.main_screen.open_browser(self._browse)
 
     def _on_terminate(self) -> None:
-        if self.main_screen.cancel_event is not None:
-            self.main_screen.cancel_event.set()
+        # as ctrl+q, without the wait: the children are stopped at once and their stores removed
+        self.main_screen.shutdown()
         self.exit(return_code=1)
 
     # -- actions ---------------------------------------------------------------------------
