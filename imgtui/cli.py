@@ -712,8 +712,6 @@ def _is_store(path: str) -> bool:
 
 def _start_app(args: argparse.Namespace, target: str | None, commands: set[str]) -> int:
     """The app, with the root options; TARGET a store opens the browser on it, else selects it as the dataset."""
-    from .convert import one_line
-
     dataset = args.app_dataset
     browse = getattr(args, "store", None) if args.command == "browse" else None
     if browse is not None and not _is_store(browse):

@@ -41,9 +41,8 @@ def test_a_signal_during_a_benchmark_stops_it_and_exits(tmp_path, sig, close_ter
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     env = dict(os.environ, TERM="xterm-256color", PYTHONPATH=str(ROOT), COLUMNS="120", LINES="40")
-    code = ("from imgtui.tui.app import run_app; import sys; "
-            f"sys.exit(run_app(['--workdir', {str(work)!r}, '--dataset', 'synthetic:count=10000,size=16']))")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=slave, stdout=slave, stderr=slave, env=env,
+    argv = [sys.executable, "-m", "imgtui", "--workdir", str(work), "--dataset", "synthetic:count=10000,size=16"]
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
                             cwd=tmp_path, start_new_session=True, close_fds=True)
     os.close(slave)
     out = bytearray()
