@@ -13,7 +13,7 @@ import pytest
 
 from imgtui.bench.model import BenchPlan, Finished, Progress, Result, Started
 from imgtui.bench.plan import PlanError
-from imgtui.bench.runner import BenchRunner, ChildDiedError, StoresRunner
+from imgtui.bench.runner import CHILD_NICE, BenchRunner, ChildDiedError, StoresRunner
 from imgtui.errors import ImgtuiError
 
 #: an upper bound against hangs only
@@ -41,13 +41,16 @@ def test_a_run_streams_its_events_from_a_child_process(tmp_path):
     plan = BenchPlan(dataset="synthetic:count=100,size=8", backends=["lmdb", "hdf5"], methods=["imgtui", "floor"],
                      experiments=["store_many", "read_many"], counts=[10, 100], repeats=1, workdir=str(tmp_path))
     runner = BenchRunner(plan)
-    kinds, rows, pids = [], [], set()
+    kinds, rows, pids, nice = [], [], set(), None
     for ev in runner.events():
         kinds.append(type(ev))
         pids.add(runner.pid)
+        if isinstance(ev, Started) and nice is None:
+            nice = psutil.Process(runner.pid).nice()
         if isinstance(ev, Result):
             rows.append(ev.row)
     assert pids and os.getpid() not in pids  # measured in another process
+    assert nice == min(19, os.nice(0) + CHILD_NICE)  # the app's drawing goes first when the CPU is short
     assert kinds[-1] is Finished and Started in kinds and Progress in kinds
     assert {(r.backend, r.experiment) for r in rows if r.method == "imgtui"} == {
         (b, e) for b in ("lmdb", "hdf5") for e in ("store_many", "read_many")}
