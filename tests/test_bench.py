@@ -175,16 +175,16 @@ def test_closing_the_generator_early_removes_temp_stores(tmp_path):
 
 
 def test_a_failing_backend_gives_error_rows_and_the_others_continue(tmp_path, monkeypatch):
-    import imgtui.backends as backends
+    import imgtui.bench.methods as methods
 
-    real = backends.open_writer
+    real = methods.open_writer
 
     def broken(path, backend, **kw):
         if backend == "hdf5":
             raise OSError("simulated HDF5 failure")
         return real(path, backend, **kw)
 
-    monkeypatch.setattr(backends, "open_writer", broken)
+    monkeypatch.setattr(methods, "open_writer", broken)  # the writer the imgtui method uses
     plan = _plan(tmp_path, counts=[10], backends=["lmdb", "hdf5"], methods=["imgtui", "floor"])
     events = _collect(plan)
     table = events[-1].results

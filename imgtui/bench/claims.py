@@ -24,7 +24,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..backends import registry
+import numpy as np
+
+from ..backends import open_store, open_writer, registry
+from ..backends.disk import TABLE, image_name
+from ..datasets import open_dataset
+from ..datasets.synthetic import SyntheticDataset
+from ..errors import ImgtuiError
 from . import backend_info as bi
 from .fmt import fmt_bytes, fmt_rate
 from .model import BenchPlan, Event, Finished, ResultRow, ResultTable
@@ -478,8 +484,6 @@ DRIFT_EXTRA: tuple[str, ...] = ()
 
 
 def _small_records(n: int = 12):
-    from ..datasets.synthetic import SyntheticDataset
-
     ds = SyntheticDataset(count=n, size=16, seed=11)
     return [ds.record(i) for i in range(n)]
 
@@ -487,10 +491,6 @@ def _small_records(n: int = 12):
 def drift_facts(workdir: str | None = None) -> list[ResultRow]:
     """Break a fresh temporary disk store in each way of ``DRIFT_REQUIRED + DRIFT_EXTRA``, run
     ``verify()`` (and opening), one ``fact_drift`` row each: ``detail="drift=K detected=yes | msg"``."""
-    from ..backends import open_store, open_writer
-    from ..backends.disk import TABLE, image_name
-    from ..errors import ImgtuiError
-
     recs = _small_records()
     base = Path(tempfile.mkdtemp(prefix="imgtui-drift-", dir=workdir))
     rows = []
@@ -534,7 +534,6 @@ def drift_facts(workdir: str | None = None) -> list[ResultRow]:
 def _read_disk_plain(path: Path):
     import csv
 
-    import numpy as np
     from PIL import Image
 
     with open(path / "records.csv", newline="") as fh:
@@ -546,8 +545,6 @@ def _read_disk_plain(path: Path):
 
 def _read_hdf5_plain(path: Path):
     import h5py
-    import numpy as np
-
     with h5py.File(path, "r") as f:
         return np.array(f["images"][0]), "h5py (HDFView/h5dump show the named datasets)", "self-describing"
 
@@ -556,8 +553,6 @@ def _read_lmdb_plain(path: Path):
     import struct
 
     import lmdb
-    import numpy as np
-
     env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=4)
     try:
         db = env.open_db(b"blocks", create=False)
@@ -588,10 +583,6 @@ def portability_facts(workdir: str | None = None) -> list[ResultRow]:
     """Write a tiny store per backend that has a plain reader in ``PLAIN_READERS`` and read record 0
     back with only the backend's own library, the way ``get_backend(b).recipe()`` says; one
     ``fact_portability`` row per backend."""
-    import numpy as np
-
-    from ..backends import open_writer
-
     recs = _small_records(4)
     base = Path(tempfile.mkdtemp(prefix="imgtui-portable-", dir=workdir))
     rows = []
@@ -683,8 +674,6 @@ def run_claims(
     cancel: threading.Event | None = None,
 ) -> ResultTable:
     """Run the claims plan on ``dataset`` (``count`` capped at its length) plus the fact checks."""
-    from ..datasets import open_dataset
-
     if not str(dataset).startswith("synthetic"):
         n = open_dataset(dataset).length
         if n is not None:

@@ -15,6 +15,7 @@ from ..errors import ImgtuiError
 from .experiments import DEFAULT_EXPERIMENTS, EXPERIMENT, EXPERIMENTS
 from .fmt import fmt_bytes, fmt_seconds
 from .model import METHODS, BenchPlan, Error, Finished, Progress, Result, ResultRow, Started
+from .plot import save_plot
 from .run import run_plan
 
 
@@ -276,8 +277,6 @@ def run(args: argparse.Namespace) -> int:
         table.to_csv(args.csv)
         outputs.append(args.csv)
     if args.plot:
-        from .plot import save_plot
-
         save_plot(table, args.plot)
         outputs.append(args.plot)
     for e in errors:

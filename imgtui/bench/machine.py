@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .._version import __version__
 from ..backends import registry
 
 #: what a library knows beyond its package version (the C library it wraps): module -> probe
@@ -119,8 +120,6 @@ def machine_info(workdir: str | os.PathLike | None = None) -> dict[str, Any]:
     info["pillow"] = _version("pillow")
     info["textual"] = _version("textual")  # read from metadata: the bench never imports textual
     info["rich"] = _version("rich")
-    from .._version import __version__
-
     info["imgtui"] = __version__
     wd = Path(workdir) if workdir is not None else None
     if wd is not None:

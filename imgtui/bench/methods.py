@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..backends import article, get_backend, open_store, open_writer
 from ..errors import CancelledError, ImgtuiError
 from ..records import Record
 
@@ -290,8 +291,6 @@ class ImgtuiMethod(Method):
     method = "imgtui"
 
     def __init__(self, backend: str, options: dict | None = None) -> None:
-        from ..backends import get_backend
-
         self.backend = backend
         self.cls = get_backend(backend)
         self.options = dict(options or {})
@@ -309,8 +308,6 @@ class ImgtuiMethod(Method):
         return folder / (name + (self.cls.suffix or ""))
 
     def store_many(self, folder: Path, data: Data, ctx: Ctx) -> Handle:
-        from ..backends import open_writer
-
         path = self._path(folder, "store")
         with open_writer(path, self.backend, expected_count=data.n, **self.options) as w:
             recs = data.records
@@ -325,22 +322,16 @@ class ImgtuiMethod(Method):
         return Handle(path, data.n)
 
     def store_one(self, folder: Path, record: Record) -> Handle:
-        from ..backends import open_writer
-
         path = self._path(folder, "one")
         with open_writer(path, self.backend, expected_count=1, **self.options) as w:
             w.write(record)
         return Handle(path, 1)
 
     def read_one(self, handle: Handle, index: int) -> np.ndarray:
-        from ..backends import open_store
-
         with open_store(handle.path, self.backend) as r:
             return r[index].image
 
     def read_many(self, handle: Handle, ctx: Ctx) -> tuple[list, list]:
-        from ..backends import open_store
-
         with open_store(handle.path, self.backend) as r:
             n = len(r)
             labels = r.labels()
@@ -357,8 +348,6 @@ class ImgtuiMethod(Method):
 
 class _StoreRandomReader(RandomReader):
     def __init__(self, handle: Handle, backend: str) -> None:
-        from ..backends import open_store
-
         self.reader = open_store(handle.path, backend)
 
     def batch(self, indices):
@@ -427,10 +416,6 @@ class ArticleMethod(Method):
 
     def __init__(self, backend: str) -> None:
         self.backend = backend
-        try:
-            from ..backends import article
-        except ImportError:
-            raise ImgtuiError("the article's methods (imgtui.backends.article) are not available") from None
         self.mod = article
 
     def check_data(self, data: Data) -> None:

@@ -16,6 +16,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from ..datasets import open_dataset
 from ..errors import ImgtuiError
 from . import backend_info as bi
 from .claims import good_rows, mutate_figures, parse_detail
@@ -466,8 +467,6 @@ def recommend_for_dataset(
     ``backends``: the candidates (default: all usable). Returns the recommendation and the table it
     was based on (given rows + new rows)."""
     cands = candidates(backends)  # an unknown name fails here, before anything is measured
-    from ..datasets import open_dataset
-
     ds = open_dataset(dataset)
     profile = Profile.from_dataset(ds)
     table = results
