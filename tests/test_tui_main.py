@@ -957,3 +957,34 @@ def test_dataset_pane_summary_states_exif_and_names_skipped_files(tmp_path):
     assert "sampled all 4 records (1 could not be read)" in text
     text = str(format_summary(open_dataset(f"{tmp_path}:exif_rotate=yes", **quiet).summary()))
     assert "exif    orientation applied" in text
+
+
+async def test_skip_unreadable_files_reaches_the_benchmark_plan_and_the_run(tmp_path):
+    """A folder with one corrupt image: with the Dataset pane's skip box the benchmark runs on the
+    readable ones; without it the run stops with the file's one-line error."""
+    from PIL import Image
+    from textual.widgets import Checkbox
+
+    from imgtui.bench.run import run_to_table
+
+    folder = tmp_path / "imgs"
+    (folder / "a").mkdir(parents=True)
+    (folder / "a" / "00.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")  # the first file
+    for i in range(1, 13):
+        Image.fromarray(np.full((6, 6, 3), i, np.uint8)).save(folder / "a" / f"{i:02d}.png")
+    app = make_app(str(folder), output=str(tmp_path), counts=[10], backends=["lmdb"], methods=["imgtui"],
+                   experiments=["store_many"])
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        screen: MainScreen = app.screen  # type: ignore[assignment]
+        assert screen.build_plan().on_error == "stop"
+        screen.query_one("#skip-bad", Checkbox).value = True
+        await pilot.pause()
+        plan = screen.build_plan()
+        assert plan.on_error == "skip" and screen.plan.on_error == "skip"
+    table = run_to_table(plan)
+    assert [r.error for r in table.rows if r.backend == "lmdb"] == [None]
+    assert "(unreadable files skipped)" in table.dataset
+    plan.on_error = "stop"
+    (row,) = [r for r in run_to_table(plan).rows if r.backend == "lmdb"]
+    assert row.error is not None and "00.png: corrupt or truncated image" in row.error

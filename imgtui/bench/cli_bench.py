@@ -33,6 +33,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     b.add_argument("--dataset", default="synthetic", metavar="SPEC",
                    help="dataset spec (default: synthetic CIFAR-like 32x32x3; a folder, CIFAR batches, .npz, a store)")
+    b.add_argument("--on-error", choices=["stop", "skip"], default="stop",
+                   help="unreadable image files or records: stop (default) or skip them")
     b.add_argument("--backends", default=None, metavar="LIST",
                    help=f"comma list of {','.join(names)} (default: all of them)")
     b.add_argument("--experiments", default=None, metavar="LIST",
@@ -88,7 +90,7 @@ def _list(text: str, known: tuple[str, ...], what: str) -> list[str]:
 def plan_from_args(args: argparse.Namespace) -> BenchPlan:
     """A BenchPlan from the parsed options; BenchUsageError (one line) for bad values."""
 
-    plan = BenchPlan(dataset=args.dataset or "synthetic")
+    plan = BenchPlan(dataset=args.dataset or "synthetic", on_error=args.on_error)
     names = tuple(bi.names())
     plan.backends = _list(args.backends, names, "backends") if args.backends is not None else bi.benchmark_defaults()
     plan.methods = _list(args.methods, METHODS, "methods")

@@ -23,6 +23,8 @@ DEFAULT_COUNTS = (10, 100, 1000)
 @dataclass
 class BenchPlan:
     dataset: str = "synthetic"  # a dataset spec for imgtui.datasets.open_dataset
+    #: files of the dataset that cannot be read: "stop" (an error) or "skip" (left out, named)
+    on_error: str = "stop"
     #: backend names (default: every backend of the registry usable here)
     backends: list[str] = field(default_factory=lambda: registry.benchmark_defaults())
     #: per-backend imgtui options, e.g. {"hdf5": {"layout": "chunked", "compression": "gzip"}}

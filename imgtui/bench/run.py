@@ -64,6 +64,8 @@ class Run:
         self.base: Path | None = None
         self.dataset = None
         self.dataset_text = str(plan.dataset)
+        #: files of the dataset left out (plan.on_error == "skip"), one line each
+        self.skipped: list[str] = []
         self._all: Data | None = None
         self._data: dict[int, Data] = {}
         self.floor: dict[tuple, float] = {}
@@ -147,11 +149,15 @@ class Run:
         extra: dict[str, Any] = {}
         if str(spec).startswith("synthetic") and "count" not in parse_synthetic_spec(str(spec)):
             extra["count"] = max(self.plan.counts)
+        if getattr(self.plan, "on_error", "stop") == "skip":
+            extra.update(on_error="skip", warn=self.skipped.append)
         self.dataset = open_dataset(spec, **extra)
         try:
             self.dataset_text = self.dataset.describe()
         except Exception:
             pass
+        if getattr(self.plan, "on_error", "stop") == "skip":
+            self.dataset_text += " (unreadable files skipped)"
 
     def load(self):
         """Materialise the first max(counts) records once (generator; returns Data)."""

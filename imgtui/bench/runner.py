@@ -368,7 +368,7 @@ class _CountingDataset(Dataset):
 
 
 def make_stores(spec: str, jobs: list[tuple[str, str, dict]], counts: list[int],
-                emit: Callable[[StoresEvent], None], cancelled: Callable[[], bool]) -> None:
+                emit: Callable[[StoresEvent], None], cancelled: Callable[[], bool], on_error: str = "stop") -> None:
     """Convert dataset ``spec`` into each (backend, path, options) of ``jobs``, replacing old stores
     (each one is switched in atomically: a cancel or a kill leaves the old store or the new one)."""
     folder = Path(jobs[0][1]).parent
@@ -380,7 +380,7 @@ def make_stores(spec: str, jobs: list[tuple[str, str, dict]], counts: list[int],
         folder.mkdir(exist_ok=True)
     except OSError as exc:
         raise ImgtuiError(f"Cannot make stores: cannot create {folder} ({one_line(exc)}).") from None
-    dataset = open_dataset(spec)
+    dataset = open_dataset(spec, on_error=on_error, warn=lambda msg: None)
     limit, note = make_stores_limit(dataset.length, counts)
     total = dataset.length if limit is None else (limit if dataset.length is None else min(limit, dataset.length))
     source = Path(spec).expanduser().resolve() if dataset.kind == "store" else None
@@ -416,17 +416,19 @@ def make_stores(spec: str, jobs: list[tuple[str, str, dict]], counts: list[int],
     emit(StoresEvent("finished", n, n, paths=tuple(done_paths), done=written, cancelled=cancelled()))
 
 
-def _stores_child(emit: Callable[[Any], None], cancel: threading.Event, spec: str, jobs: list, counts: list) -> None:
-    make_stores(spec, jobs, counts, emit, cancel.is_set)
+def _stores_child(emit: Callable[[Any], None], cancel: threading.Event, spec: str, jobs: list, counts: list,
+                  on_error: str = "stop") -> None:
+    make_stores(spec, jobs, counts, emit, cancel.is_set, on_error)
 
 
 class StoresRunner:
     """Make-stores in a child process; ``events()`` yields StoresEvent and ends with "finished"."""
 
-    def __init__(self, spec: str, jobs: list[tuple[str, str, dict]], counts: list[int]) -> None:
+    def __init__(self, spec: str, jobs: list[tuple[str, str, dict]], counts: list[int], on_error: str = "stop") -> None:
         self.spec = spec
         self.dests = [dest for _b, dest, _o in jobs]
-        self.job = ChildJob(_stores_child, (spec, list(jobs), list(counts)), what="make-stores", grace=STORES_GRACE)
+        self.job = ChildJob(_stores_child, (spec, list(jobs), list(counts), on_error), what="make-stores",
+                            grace=STORES_GRACE)
 
     @property
     def pid(self) -> int | None:

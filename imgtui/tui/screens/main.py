@@ -338,8 +338,10 @@ class MainScreen(Screen):
     def build_plan(self) -> BenchPlan:
         cfg = self.query_one(BackendPane).config()
         self.output = cfg.output
+        pane = self.query_one(DatasetPane)
         return BenchPlan(
-            dataset=self.query_one(DatasetPane).spec,
+            dataset=pane.spec,
+            on_error=pane.on_error,
             backends=cfg.backends,
             backend_options=cfg.backend_options,
             methods=cfg.methods,
@@ -563,7 +565,7 @@ class MainScreen(Screen):
         self._tick()
         self._timer = self.set_interval(0.5, self._tick)
         self.making = True
-        self.make_worker = self.make_stores(plan.dataset, jobs, list(plan.counts), self.make_cancel)
+        self.make_worker = self.make_stores(plan.dataset, jobs, list(plan.counts), self.make_cancel, plan.on_error)
         return True
 
     def cancel_make_stores(self) -> None:
@@ -599,7 +601,7 @@ class MainScreen(Screen):
     # -- the make-stores worker ------------------------------------------------------------
     @work(thread=True, exclusive=True, exit_on_error=False, group="convert", name="make stores")
     def make_stores(self, spec: str, jobs: list[tuple[str, str, dict]], counts: list[int],
-                    cancel: threading.Event) -> None:
+                    cancel: threading.Event, on_error: str = "stop") -> None:
         """Convert dataset ``spec`` into each (backend, path, options) of ``jobs`` in a child process
         (``StoresRunner``), replacing old stores; its events become messages."""
         worker = get_current_worker()
@@ -609,7 +611,7 @@ class MainScreen(Screen):
                 cancel.set()
             return cancel.is_set()
 
-        runner = StoresRunner(spec, jobs, counts)
+        runner = StoresRunner(spec, jobs, counts, on_error)
         self.stores_runner = runner
         try:
             for ev in runner.events(cancelled):

@@ -20,7 +20,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.suggester import Suggester
 from textual.validation import Integer, Regex
-from textual.widgets import Input, Label, Select, Static
+from textual.widgets import Checkbox, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from ...bench import backend_info as bi
@@ -215,6 +215,9 @@ class DatasetPane(Vertical):
                 tooltip="Type a path (→ accepts the completion), Enter loads it",
             )
             yield Static("Enter loads the path; → completes it.", classes="hint")
+            yield Checkbox("skip unreadable files (benchmark and make stores)", id="skip-bad", compact=True,
+                           tooltip="Leave out image files or records that cannot be read, and name them, "
+                                   "instead of stopping at the first (the CLI's --on-error skip)")
         with Horizontal(id="dataset-info"):
             yield Preview(id="preview")
             with VerticalScroll(id="summary-scroll"):
@@ -347,6 +350,16 @@ class DatasetPane(Vertical):
             self.query_one(Preview).placeholder = "no preview"
             self.query_one(Preview).thumbnail = None
             self.post_message(self.Loaded(self))
+
+    @property
+    def on_error(self) -> str:
+        """What the benchmark and make-stores do with files that cannot be read: "stop" or "skip"."""
+        return "skip" if self.query_one("#skip-bad", Checkbox).value else "stop"
+
+    @on(Checkbox.Changed, "#skip-bad")
+    def _skip_changed(self, event: Checkbox.Changed) -> None:
+        event.stop()
+        self.post_message(self.Changed(self, self.spec))
 
     @property
     def store_path(self) -> str | None:
