@@ -50,7 +50,7 @@ from ..errors import (
 )
 import threading
 
-from ..records import CHECKSUM, RAW_CHECKSUMS, Label, LabelDigest, Record, checksum_fn, metadata_json, validate_image, validate_label, validate_record
+from ..records import CHECKSUM, DTYPE_NAMES, RAW_CHECKSUMS, Label, LabelDigest, Record, checksum_fn, metadata_json, validate_image, validate_label, validate_record
 from .safety import (  # noqa: F401  (fsync_dir, remove_path: used by the backends through base)
     WriterLock,
     clean_stale,
@@ -362,8 +362,10 @@ class StoreWriter(ABC):
             return
         first = self.stats.count
         validate_image(images[0], f"record {first} image")  # dtype, channels, size: same for all
-        if images.dtype != images[0].dtype or not images.flags.c_contiguous:
+        if images.dtype != images[0].dtype or not images.flags.c_contiguous or not images.dtype.isnative:
             images = np.ascontiguousarray(images, dtype=images[0].dtype.newbyteorder("="))
+        if images.dtype == np.bool_ and images.view(np.uint8).max(initial=0) > 1:
+            images = images.view(np.uint8) != 0  # truth values, as validate_image stores them
         if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu":
             labels = labels.astype(np.int64).tolist()
         else:
@@ -877,8 +879,8 @@ class Capabilities:
     delete_in_place: bool = True
     #: records of different shapes in one store
     variable_shapes: bool = True
-    #: pixel dtypes it stores losslessly
-    dtypes: tuple[str, ...] = ("uint8", "uint16")
+    #: pixel dtypes it stores losslessly (every backend stores all of them today)
+    dtypes: tuple[str, ...] = tuple(DTYPE_NAMES)
     #: the store is one file (else a folder)
     single_file: bool = False
     #: several processes may read one store at once
