@@ -65,8 +65,19 @@ class Record:
             and self.metadata == other.metadata
             and self.image.dtype == other.image.dtype
             and self.image.shape == other.image.shape
-            and np.array_equal(self.image, other.image)
+            and same_pixels(self.image, other.image)
         )
+
+
+def same_pixels(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when two arrays of one dtype and shape hold the same bytes: NaN equals the same NaN
+    (payload included) and -0.0 differs from 0.0, unlike ``np.array_equal``."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype.kind in "f":
+        a = np.ascontiguousarray(a).view(f"u{a.dtype.itemsize}")
+        b = np.ascontiguousarray(b).view(f"u{b.dtype.itemsize}")
+    return bool(np.array_equal(a, b))
 
 
 def validate_image(image: Any, where: str = "image") -> np.ndarray:
