@@ -6,8 +6,11 @@ samples (HxWxC interleaved as in numpy), ``BitsPerSample`` 8/16/32/64 and ``Samp
 (unsigned), 2 (signed) or 3 (IEEE float), ``Photometric`` MinIsBlack for 1 channel and RGB for 3
 and 4 (the 4th an ``ExtraSamples`` unassociated alpha), ``Compression`` Adobe Deflate (8) with no
 predictor, or none (1) at level 0. The samples are the array's bytes exactly (little-endian), so
-NaN payloads and -0.0 survive. libtiff, tifffile, ImageJ/Fiji, GDAL and ITK read these files;
-Pillow reads the 1-channel int16/int32/float32 ones (modes I;16S, I, F).
+NaN payloads and -0.0 survive. Checked here: ``tifffile.imread`` (an independent reader) returns
+every dtype and channel count bit-exact; Pillow reads the 1-channel int16/int32/float32 ones
+(modes I and F) with their values and refuses the rest. Baseline TIFF with SampleFormat is what
+libtiff-based tools and ImageJ/Fiji open (ImageJ converts float64 and 32-bit integers to float32;
+not tested here).
 
 The reader parses exactly this subset (either byte order, any number of strips, compression
 1/8/32946) and refuses anything else with a ValueError; the size is checked from the header and

@@ -79,6 +79,16 @@ FILE_FORMATS = ("uint8/uint16 -> PNG 8/16-bit; bool -> 8-bit PNG of 0/255; int8,
                 "float32, float64 -> baseline TIFF (deflate, SampleFormat int/float, little-endian)")
 
 
+def file_format(dtype: np.dtype | str) -> str:
+    """How a record of ``dtype`` is stored, for ``info`` ("8-bit PNG", "TIFF float32, deflate")."""
+    dt = np.dtype(dtype)
+    if dt == np.bool_:
+        return "8-bit PNG of 0/255"
+    if dt in PNG_DTYPES:
+        return f"{8 * dt.itemsize}-bit PNG"
+    return f"TIFF {dt.name}"
+
+
 def suffix_of(dtype: np.dtype | str | None) -> str:
     """``.png`` for the dtypes PNG holds, ``.tif`` for the others."""
     return ".png" if dtype is None or np.dtype(dtype) in PNG_DTYPES else ".tif"
@@ -511,4 +521,8 @@ class DiskReader(StoreReader):
         d = super().info()
         d["layout"] = ("one file per record in images/NNN/ (1,000 per folder), records.csv, manifest.json; "
                        + FILE_FORMATS)
+        level = (self.manifest.get("options") or {}).get("png_level", DEFAULT_PNG_LEVEL)
+        comp = "deflate" if level else "uncompressed"
+        d["file_formats"] = {dt: file_format(dt) + ("" if _DTYPES[dt] in PNG_DTYPES else f" ({comp})")
+                             for dt in d.get("dtypes") or {} if dt in _DTYPES}
         return d
