@@ -140,9 +140,22 @@ def test_decode_truncated_and_garbage(tmp_path):
     png = rgb()
     save(tmp_path / "misnamed.jpg", png, fmt="PNG")  # the extension is only a hint
     assert np.array_equal(decode_image(tmp_path / "misnamed.jpg"), png)
-    Image.fromarray(np.zeros((3, 3), np.float32)).save(tmp_path / "float.tif")
-    with pytest.raises(DatasetError, match="floating-point images are not supported"):
-        decode_image(tmp_path / "float.tif")
+    f32 = np.arange(9, dtype=np.float32).reshape(3, 3) - 4.5
+    Image.fromarray(f32).save(tmp_path / "float.tif", compression="tiff_lzw")  # Pillow's own float TIFF
+    got = decode_image(tmp_path / "float.tif")
+    assert got.dtype == np.float32 and np.array_equal(got, f32)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "uint32", "int32", "float32", "float64"])
+def test_signed_wide_and_float_tiffs_import_exactly(tmp_path, dtype):
+    from backend_suite import make_image
+    from imgtui.tiff import encode_tiff
+
+    for shape in ((4, 5), (4, 5, 3), (4, 5, 4)):
+        img = make_image(dtype, shape, 1)
+        (tmp_path / "x.tif").write_bytes(encode_tiff(img, 1))
+        got = decode_image(tmp_path / "x.tif")
+        assert got.dtype == img.dtype and got.shape == img.shape and got.tobytes() == img.tobytes()
 
 
 # -- class sub-folders ------------------------------------------------------------------------
