@@ -219,6 +219,21 @@ class BackendSuite:
                 assert [x == records[i] for i, x in zip(order, r.get_many(order))] == [True] * 5
                 assert r[-1] == records[-1]
 
+    def test_format_version_says_which_records_need_a_newer_imgtui(self, tmp_path):
+        """Stores of uint8/uint16 records stay format version 2 (older imgtui reads them); a store
+        holding other dtypes, written or appended, says 3 (older imgtui then says 'upgrade')."""
+        from imgtui.backends.base import FORMAT_VERSION, PLAIN_FORMAT_VERSION
+
+        p = self.make(tmp_path, recs(3, 1))
+        with open_store(p) as r:
+            assert r.info()["format_version"] == PLAIN_FORMAT_VERSION == 2
+        imgtui.append(p, [Record(make_image("float32", (8, 8, 3), 1), 1, {})])
+        with open_store(p) as r:
+            assert r.info()["format_version"] == FORMAT_VERSION == 3
+        q = self.make(tmp_path, dtype_records()[6:9], name="q")
+        with open_store(q) as r:
+            assert r.info()["format_version"] == 3
+
     def test_mixed_dtypes_in_one_store(self, tmp_path):
         """Records of different dtypes (and shapes) in one store: each keeps its own dtype."""
         records = dtype_records()

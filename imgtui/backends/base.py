@@ -64,10 +64,21 @@ from .safety import (  # noqa: F401  (fsync_dir, remove_path: used by the backen
     temp_path,
 )
 
-#: version of the on-disk layout written by this imgtui; readers refuse newer versions.
+#: the newest on-disk layout this imgtui reads and writes; readers refuse newer versions.
 #: 2: the manifest names its checksum algorithm (xxh3 for new stores) and, for disk stores, its
 #: table (records-N.csv after a change); version 1 stores (crc32, records.csv) still read.
-FORMAT_VERSION = 2
+#: 3: records of dtypes other than uint8/uint16 (int8 ... float64, bool). Only stores holding such
+#: records say 3, so that an older imgtui says "upgrade imgtui" instead of "damaged"; stores of
+#: uint8/uint16 records are still written as version 2, which older versions read.
+FORMAT_VERSION = 3
+#: the version written for stores whose records are all uint8/uint16
+PLAIN_FORMAT_VERSION = 2
+_PLAIN_DTYPES = frozenset({"uint8", "uint16"})
+
+
+def format_version_for(dtypes: Any) -> int:
+    """The format version a store holding records of these dtype names is written as."""
+    return PLAIN_FORMAT_VERSION if set(dtypes or ()) <= _PLAIN_DTYPES else FORMAT_VERSION
 #: distinct shapes / labels remembered in the manifest statistics
 _MAX_DISTINCT = 1000
 
@@ -208,7 +219,7 @@ def make_manifest(backend: str, stats: WriteStats, options: dict, **extra: Any) 
     m = {
         "format": "imgtui",
         "backend": backend,
-        "format_version": FORMAT_VERSION,
+        "format_version": format_version_for(stats.dtypes),
         "imgtui_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "options": options,

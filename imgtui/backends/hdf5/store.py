@@ -74,7 +74,7 @@ from ...errors import (
 )
 from ...records import CODE_DTYPES as _RECORD_DTYPES, DTYPE_CODES as _RECORD_CODES, Label, Record, loads_metadata
 from ..base import (
-    FORMAT_VERSION,
+    PLAIN_FORMAT_VERSION,
     StoreReader,
     StoreWriter,
     _one_line,
@@ -244,7 +244,7 @@ class Hdf5Writer(StoreWriter):
         except OSError as exc:
             raise ImgtuiError(f"cannot create {path}: {_one_line(exc)}") from None
         f.attrs["format"] = "imgtui"
-        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["format_version"] = PLAIN_FORMAT_VERSION  # the manifest says which version the records need
         f.attrs["backend"] = self.backend
         from ..._version import __version__
 

@@ -94,7 +94,7 @@ from ...errors import (
 )
 from ...records import CODE_DTYPES as _RECORD_DTYPES, DTYPE_CODES as _RECORD_CODES, Label, Record, loads_metadata
 from ..base import (
-    FORMAT_VERSION,
+    PLAIN_FORMAT_VERSION,
     StoreReader,
     StoreWriter,
     _one_line,
@@ -314,7 +314,7 @@ class ZarrWriter(StoreWriter):
                 store=LocalStore(self.build_path),
                 zarr_format=3,
                 attributes={"imgtui": {"format": "imgtui", "backend": self.backend,
-                                       "format_version": FORMAT_VERSION, "imgtui_version": __version__}},
+                                       "format_version": PLAIN_FORMAT_VERSION, "imgtui_version": __version__}},
             )
         except OSError as exc:
             raise ImgtuiError(f"cannot create {self.path}: {_one_line(exc)}") from None
