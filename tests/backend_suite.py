@@ -287,6 +287,36 @@ class BackendSuite:
         old = [Record(make_image(dt, (16, 16), i), i, {"k": i}) for i, dt in enumerate(["float32"] * 6 + ["float64"] * 2)]
         self._flip_bits(tmp_path, old, trials=40, seed=11, labels_by_verify=True)
 
+    def test_flipped_bit_in_float_pixels_is_caught(self, tmp_path):
+        """One bit flipped in the stored bytes of a float record (in a NaN payload: still a NaN,
+        which a value comparison would not notice; in -0.0: still == 0.0) is refused on read and
+        reported by verify. The record's bytes are found verbatim in the store's files (raw
+        layouts; the disk backend at png_level=0 writes uncompressed TIFF)."""
+        img = make_image("float32", (16, 16), 5)
+        bits = img.reshape(-1).view(np.uint32)
+        assert bits[0] == 0x7FC00123 and bits[3] == 0x80000000  # a NaN with a payload, -0.0
+        records = [Record(make_image("float32", (16, 16), s), s, {}) for s in range(3)]
+        records[1] = Record(img, 1, {})
+        extra = {"png_level": 0} if self.backend == "disk" else {}
+        needle = img.tobytes()
+        for word, flip in ((0, 1 << 4), (3, 1)):  # NaN payload bit; -0.0 -> smallest negative subnormal
+            p = self.make(tmp_path, records, name=f"f{word}", **extra)
+            files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
+            hits = [(f, f.read_bytes().find(needle)) for f in files]
+            hits = [(f, pos) for f, pos in hits if pos >= 0]
+            if not hits:
+                pytest.skip(f"{self.backend} {self.options}: pixels are not stored verbatim (compressed)")
+            f, pos = hits[0]
+            data = bytearray(f.read_bytes())
+            data[pos + 4 * word] ^= flip
+            f.write_bytes(bytes(data))
+            with open_store(p) as r:
+                assert r[0] == records[0]
+                with pytest.raises(ImgtuiError, match="record 1"):
+                    r[1]
+                v = r.verify()
+                assert not v.ok and "record 1" in v.errors[0]
+
     def test_variable_sizes_and_mixed_labels(self, tmp_path):
         rng = np.random.default_rng(7)
         records = [Record(rng.integers(0, 65535, (5 + i, 9 - i % 4, 3), dtype=np.uint16), i if i % 2 else f"c{i}",
