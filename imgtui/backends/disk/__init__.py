@@ -1,4 +1,4 @@
-"""The disk backend: a folder with one lossless PNG per record, a CSV table and a manifest.
+"""The disk backend: a folder with one lossless PNG (or TIFF, for signed, 32-bit and float pixels) per record, a CSV table and a manifest.
 
 ``store.py`` writes and reads it, ``mutator.py`` changes it; see ``store.py`` for the layout.
 """

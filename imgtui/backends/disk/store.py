@@ -1,4 +1,4 @@
-"""The disk backend: a folder with one lossless PNG per record, a CSV table and a manifest.
+"""The disk backend: a folder with one lossless PNG (or TIFF, for signed, 32-bit and float pixels) per record, a CSV table and a manifest.
 
 Layout of a store ``<path>/``::
 
@@ -20,6 +20,12 @@ one numpy cumulative sum: decoding is ~2.4x cheaper than Pillow's, for ~5% large
 Pillow's adaptive filtering. PNGs written by anything else still read (through Pillow, or this
 module's general filter code for 16-bit colour). An HxWx1 image is stored as a gray PNG; the
 ``shape`` column restores its third axis.
+
+Other dtypes: a bool record is an 8-bit PNG of 0/255 (any viewer shows the mask; the reader
+accepts only 0 and 255 and gives back bool); int8, int16, uint32, int32, float32 and float64
+records are ``.tif`` files written by :mod:`imgtui.tiff` (baseline little-endian TIFF, deflate at
+``png_level`` > 0, uncompressed at 0, SampleFormat int/float: the exact bytes, NaN payloads too).
+The ``dtype`` column says which; the file name's suffix must agree with it.
 
 Writing encodes each batch in a pool of 2 (up to 4) workers, keeping at most two chunks per
 worker in flight, in the order of the table: forked processes when the caller runs no other
