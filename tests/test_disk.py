@@ -393,7 +393,7 @@ def test_newer_format_version(tmp_path):
     m = json.loads(mpath.read_text())
     m["format_version"] = 99
     mpath.write_text(json.dumps(m))
-    with pytest.raises(FormatVersionError, match="uses imgtui format version 99; this imgtui reads up to 2"):
+    with pytest.raises(FormatVersionError, match="uses imgtui format version 99; this imgtui reads up to 3"):
         open_store(tmp_path / "s")
 
 
@@ -418,7 +418,7 @@ def test_damaged_table_is_a_one_line_error(tmp_path):
         open_store(tmp_path / "s")
     # a dtype the table may hold, but not for a PNG file: refused at open, not misread
     t.write_text(lines[0] + lines[1] + lines[2].replace(",uint8,", ",float32,"))
-    with pytest.raises(CorruptStoreError, match=r"records.csv line 3: file 'images/000/000001.png' is not a .tif file"):
+    with pytest.raises(CorruptStoreError, match=r"records.csv line 3: file 'images/000/000001.png' is not a TIFF under images/ of the store \(the float32 records' files are .tif\)"):
         open_store(tmp_path / "s")
 
 

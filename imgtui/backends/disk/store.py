@@ -364,9 +364,10 @@ class DiskReader(StoreReader):
                     meta.append(None if md in ("", "{}") else md)
                     if name != image_name(n, _DTYPES[dtype]):
                         if not FILE_RE.match(name) or name[-4:] != suffix_of(dtype):
+                            kind = "PNG" if suffix_of(dtype) == ".png" else "TIFF"
                             raise CorruptStoreError(
-                                f"{tpath} line {line}: file {name!r} is not a {suffix_of(dtype)} file under "
-                                f"images/ of the store (dtype {dtype})"
+                                f"{tpath} line {line}: file {name!r} is not a {kind} under images/ of the store "
+                                f"(the {dtype} records' files are {suffix_of(dtype)})"
                             )
                         files[n] = name
             except csv.Error as exc:
