@@ -121,6 +121,7 @@ def tiff_info(data: bytes) -> dict:
                 raise ValueError(f"TIFF tag {tag} points past the end of the file")
             raw = data[p : p + size]
         tags[name] = list(struct.unpack(f"{bo}{count}{code}", raw))
+    (tags["next_ifd"],) = struct.unpack_from(bo + "I", data, off + 2 + 12 * n)  # 0: a single image
     for need in ("width", "height", "bits", "offsets", "counts"):
         if need not in tags:
             raise ValueError(f"TIFF has no {need} tag")

@@ -244,8 +244,8 @@ def _exact_tiff(path: Path, limit: int | None) -> np.ndarray | None:
             data = fh.read()
         t = tiff_info(data)
         fmt, bits = t.get("sample_format", [1])[0], t["bits"][0]
-        if fmt == 1 and bits in (8, 16):
-            return None
+        if (fmt == 1 and bits in (8, 16)) or t["next_ifd"]:
+            return None  # unsigned 8/16-bit, or a multi-page file (one record per page): Pillow's
         if t.get("compression", [1])[0] not in (1, 8, 32946):
             return None
         w, h = t["width"][0], t["height"][0]
@@ -370,7 +370,8 @@ def _orientation(im: Image.Image) -> int:
 
 def decode_image(path: str | Path, max_pixels: int | None = None, frame: int | None = None,
                  exif_rotate: bool = False) -> np.ndarray:
-    """Decode one image file to an HxW or HxWxC uint8/uint16 array; DatasetError if it cannot.
+    """Decode one image file to an HxW or HxWxC array (uint8/uint16; signed, 32-bit and float
+    TIFFs keep their dtype); DatasetError if it cannot.
 
     The image's size is checked from its header before anything is decoded: over ``max_pixels``
     (None: ``default_max_pixels()``; 0: no limit) it is refused with a one-line DatasetError.
@@ -391,7 +392,7 @@ def decode_image(path: str | Path, max_pixels: int | None = None, frame: int | N
             w, h = struct.unpack(">II", head[16:24])
             if w * h > limit:
                 raise _too_large(path, w, h, limit)
-        if head[:4] in (b"II*\0", b"MM\0*"):
+        if head[:4] in (b"II*\0", b"MM\0*") and not frame and not exif_rotate:
             exact = _exact_tiff(path, limit)
             if exact is not None:
                 return exact
