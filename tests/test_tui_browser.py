@@ -245,6 +245,25 @@ async def test_click_copy_and_open_in_the_viewer(fake_store, tmp_path, monkeypat
         await wait_for(pilot, lambda: any("cannot start the viewer" in n for n, _s in app.notes))
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "bool", "int8", "int16", "uint32", "int32", "float32", "float64"])
+def test_record_written_for_the_viewer_keeps_its_pixels(dtype):
+    """o writes PNG for 8/16-bit (bool as 0/255) and the exact TIFF for the other dtypes."""
+    from backend_suite import make_image
+    from imgtui.png import decode_png
+    from imgtui.tiff import decode_tiff
+    from imgtui.tui.store_view import write_viewable
+
+    img = make_image(dtype, (5, 4, 3), 2)
+    path = write_viewable(img, 7)
+    data = path.read_bytes()
+    if dtype in ("uint8", "uint16", "bool"):
+        got = decode_png(data)
+        assert path.suffix == ".png" and got.tobytes() == (img.view(np.uint8) * 255 if dtype == "bool" else img).tobytes()
+    else:
+        got = decode_tiff(data)
+        assert path.suffix == ".tif" and got.dtype == img.dtype and got.tobytes() == img.tobytes()
+
+
 async def test_virtual_list_pages_through_200k_records(fake_store):
     app = ScreenApp(lambda: BrowserScreen("fake:200000"))
     async with app.run_test(size=SIZE) as pilot:

@@ -11,8 +11,6 @@ one slice) is one record without ``--slices``; a 3-D volume without it is refuse
 Voxels are the stored values (``scl_slope``/``scl_inter`` are not applied; they are in the
 metadata). Voxels keep their type: uint8, uint16, int8/int16 (CT), int32, uint32, float32/float64
 (PET, MRI maps) are record dtypes; a type records cannot hold (int64, ...) is refused in one line.
-(The code still shifts signed 8/16-bit voxels to unsigned, ``stored_offset`` in the metadata,
-should it run where records hold only uint8/uint16.)
 
 Metadata of each record: ``file``, ``slice`` and ``slices`` (and ``volume``/``volumes`` for 4-D),
 ``spacing`` (the voxel sizes from the header, mm), ``affine`` (the 4x4 voxel-to-world matrix as
