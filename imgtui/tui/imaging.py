@@ -79,7 +79,7 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"cannot display an image with {c} channels")
 
 
-def display_rgb(image: np.ndarray, window: str = "minmax") -> np.ndarray:
+def display_rgb(image: np.ndarray, window: str = "auto") -> np.ndarray:
     """Any record image as HxWx3 uint8 for a terminal graphics protocol (windowed, alpha over black)."""
     return np.ascontiguousarray(to_rgb(window_to_uint8(image, window)))
 

@@ -260,7 +260,7 @@ the same record of the other backends' stores; Escape goes back.
                     return
                 view = read_record_view(self.reader, index, self.path)
             if view.image is not None:
-                view.image = window_to_uint8(view.image, "minmax")  # once, over the whole image
+                view.image = window_to_uint8(view.image)  # once, over the whole image (floats: 1st/99th percentiles)
             self._full = (index, view)  # the last record at full size, for zoom and pan
         if get_current_worker().is_cancelled:
             return
