@@ -417,6 +417,8 @@ def _dtype_label_lines(info: dict) -> list[str]:
     lines = []
     if info.get("dtypes"):
         lines.append("  dtypes: " + ", ".join(f"{k} ({v:,})" for k, v in info["dtypes"].items()))
+    if info.get("file_formats"):  # the disk backend: which dtypes are PNG files and which TIFF
+        lines.append("  files: " + ", ".join(f"{k} as {v}" for k, v in info["file_formats"].items()))
     labels = info.get("labels") or {}
     if labels:
         top = ", ".join(f"{k}: {v:,}" for k, v in list(labels.items())[:20])

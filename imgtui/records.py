@@ -14,8 +14,28 @@ from .errors import InvalidRecordError
 
 Label = Union[int, str]
 
-#: dtypes a record image may have
-SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+#: dtypes a record image may have, each stored bit-exact by every backend (float NaN payloads and
+#: -0.0 included: pixels are copied as bytes, never converted). The number is the dtype's code in
+#: the binary indexes of the LMDB, WebDataset and Zarr backends (1 and 2 were the only codes
+#: before, so stores written then keep reading).
+DTYPE_CODES = {
+    np.dtype(np.uint8): 1,
+    np.dtype(np.uint16): 2,
+    np.dtype(np.int16): 3,
+    np.dtype(np.uint32): 4,
+    np.dtype(np.int32): 5,
+    np.dtype(np.float32): 6,
+    np.dtype(np.float64): 7,
+    np.dtype(np.bool_): 8,
+    np.dtype(np.int8): 9,
+}
+#: code -> the dtype as stored (little-endian)
+CODE_DTYPES = {code: dt.newbyteorder("<") for dt, code in DTYPE_CODES.items()}
+SUPPORTED_DTYPES = tuple(DTYPE_CODES)
+#: dtype name (``str(dtype)``, as manifests and tables write it) -> native dtype
+DTYPE_NAMES = {dt.name: dt for dt in SUPPORTED_DTYPES}
+#: the one-line list used in error messages
+DTYPES_TEXT = ", ".join(dt.name for dt in SUPPORTED_DTYPES)
 #: channel counts allowed for HxWxC images
 SUPPORTED_CHANNELS = (1, 3, 4)
 #: the largest single image imgtui accepts (bytes of pixels); PNG and LMDB values stay below 2 GiB
@@ -45,8 +65,19 @@ class Record:
             and self.metadata == other.metadata
             and self.image.dtype == other.image.dtype
             and self.image.shape == other.image.shape
-            and np.array_equal(self.image, other.image)
+            and same_pixels(self.image, other.image)
         )
+
+
+def same_pixels(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when two arrays of one dtype and shape hold the same bytes: NaN equals the same NaN
+    (payload included) and -0.0 differs from 0.0, unlike ``np.array_equal``."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype.kind in "f":
+        a = np.ascontiguousarray(a).view(f"u{a.dtype.itemsize}")
+        b = np.ascontiguousarray(b).view(f"u{b.dtype.itemsize}")
+    return bool(np.array_equal(a, b))
 
 
 def validate_image(image: Any, where: str = "image") -> np.ndarray:
@@ -54,11 +85,11 @@ def validate_image(image: Any, where: str = "image") -> np.ndarray:
     if not isinstance(image, np.ndarray):
         raise InvalidRecordError(f"{where}: expected a numpy array, got {type(image).__name__}")
     dt = image.dtype
-    if dt.kind == "u" and dt.itemsize in (1, 2) and not dt.isnative:
-        image = image.astype(dt.newbyteorder("="))
+    if not dt.isnative and dt.newbyteorder("=") in DTYPE_CODES:
+        image = image.astype(dt.newbyteorder("="))  # a byte swap: every value (NaN payloads too) kept
         dt = image.dtype
-    if dt not in SUPPORTED_DTYPES:
-        raise InvalidRecordError(f"{where}: unsupported dtype {dt} (imgtui stores uint8 and uint16)")
+    if dt not in DTYPE_CODES:
+        raise InvalidRecordError(f"{where}: unsupported dtype {dt} (imgtui stores {DTYPES_TEXT})")
     if image.ndim == 3:
         if image.shape[2] not in SUPPORTED_CHANNELS:
             raise InvalidRecordError(
@@ -74,7 +105,12 @@ def validate_image(image: Any, where: str = "image") -> np.ndarray:
         raise InvalidRecordError(
             f"{where}: image of {image.nbytes:,} bytes is too large (limit {MAX_IMAGE_BYTES:,})"
         )
-    return np.ascontiguousarray(image)
+    image = np.ascontiguousarray(image)
+    if dt == np.bool_ and image.view(np.uint8).max(initial=0) > 1:
+        # a bool array viewed from other bytes: store its truth values (0/1), which is what
+        # numpy compares and what every backend can write back exactly
+        image = image.view(np.uint8) != 0
+    return image
 
 
 def validate_label(label: Any, where: str = "label") -> Label:

@@ -140,9 +140,22 @@ def test_decode_truncated_and_garbage(tmp_path):
     png = rgb()
     save(tmp_path / "misnamed.jpg", png, fmt="PNG")  # the extension is only a hint
     assert np.array_equal(decode_image(tmp_path / "misnamed.jpg"), png)
-    Image.fromarray(np.zeros((3, 3), np.float32)).save(tmp_path / "float.tif")
-    with pytest.raises(DatasetError, match="floating-point images are not supported"):
-        decode_image(tmp_path / "float.tif")
+    f32 = np.arange(9, dtype=np.float32).reshape(3, 3) - 4.5
+    Image.fromarray(f32).save(tmp_path / "float.tif", compression="tiff_lzw")  # Pillow's own float TIFF
+    got = decode_image(tmp_path / "float.tif")
+    assert got.dtype == np.float32 and np.array_equal(got, f32)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "uint32", "int32", "float32", "float64"])
+def test_signed_wide_and_float_tiffs_import_exactly(tmp_path, dtype):
+    from backend_suite import make_image
+    from imgtui.tiff import encode_tiff
+
+    for shape in ((4, 5), (4, 5, 3), (4, 5, 4)):
+        img = make_image(dtype, shape, 1)
+        (tmp_path / "x.tif").write_bytes(encode_tiff(img, 1))
+        got = decode_image(tmp_path / "x.tif")
+        assert got.dtype == img.dtype and got.shape == img.shape and got.tobytes() == img.tobytes()
 
 
 # -- class sub-folders ------------------------------------------------------------------------
@@ -507,13 +520,32 @@ def test_npy_other_integer_dtypes_are_converted_when_they_fit(tmp_path):
     np.save(tmp_path / "mid.npy", small * 1000)
     assert list(NpzDataset(tmp_path / "mid.npy"))[1].image.dtype == np.uint16
     np.save(tmp_path / "neg.npy", small - 1)
-    with pytest.raises(DatasetError, match=r"neg\.npy: images of dtype int64 have values -1\.\.22, outside uint16"):
-        NpzDataset(tmp_path / "neg.npy")
+    got = list(NpzDataset(tmp_path / "neg.npy"))[1].image
+    assert got.dtype == np.int16 and np.array_equal(got, small[1] - 1)
+    np.save(tmp_path / "big.npy", small * 100_000_000)
+    assert list(NpzDataset(tmp_path / "big.npy"))[1].image.dtype == np.uint32
+    np.save(tmp_path / "huge.npy", small - 2**40)
+    with pytest.raises(DatasetError, match=r"huge\.npy: images of dtype int64 have values .*, outside int32 and uint32"):
+        NpzDataset(tmp_path / "huge.npy")
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "uint32", "int32", "float32", "float64", "bool", ">f4", ">i2"])
+def test_npy_every_record_dtype_passes_through_exactly(tmp_path, dtype):
+    from backend_suite import make_image
+
+    x = np.stack([make_image(np.dtype(dtype).newbyteorder("=").name, (4, 5), s) for s in range(3)]).astype(dtype)
+    np.save(tmp_path / "x.npy", x)
+    recs = list(NpzDataset(tmp_path / "x.npy"))
+    for i, r in enumerate(recs):
+        assert r.image.dtype == np.dtype(dtype).newbyteorder("=") and r.image.dtype.isnative
+        assert r.image.tobytes() == x[i].astype(r.image.dtype).tobytes()
 
 
 @pytest.mark.parametrize("make,msg", [
-    (lambda p: np.save(p / "f.npy", np.zeros((2, 3, 3), np.float32)),
-     r"f\.npy: the images array has dtype float32; imgtui stores uint8/uint16 pixels"),
+    (lambda p: np.save(p / "f.npy", np.zeros((2, 3, 3), np.float16)),
+     r"f\.npy: the images array has dtype float16; imgtui stores uint8, uint16, int16, .* pixels"),
+    (lambda p: np.save(p / "f.npy", np.zeros((2, 3, 3), np.complex64)),
+     r"f\.npy: the images array has dtype complex64; imgtui stores"),
     (lambda p: np.save(p / "f.npy", np.array([None, 1], dtype=object), allow_pickle=True),
      r"f\.npy: the images array is an object array; imgtui never unpickles"),
     (lambda p: np.savez(p / "f.npz", images=np.array([None, 1], dtype=object)),
@@ -526,7 +558,6 @@ def test_npy_other_integer_dtypes_are_converted_when_they_fit(tmp_path):
      r"channel-first N x C x H x W is not supported"),
     (lambda p: np.save(p / "f.npy", np.zeros((5, 7), np.uint8)),
      r"f\.npy: the images array has shape 5x7; expected N x H x W or N x H x W x C"),
-    (lambda p: np.save(p / "f.npy", np.zeros((2, 3, 3), bool)), r"f\.npy: the images array has dtype bool"),
     (lambda p: (p / "f.npz").write_bytes(b"PK not a zip"), r"f\.npz: not a readable \.npz file"),
     (lambda p: (p / "f.npy").write_bytes(b"\x93NUMPY junk"), r"f\.npy: not a valid \.npy array"),
 ])

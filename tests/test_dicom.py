@@ -9,7 +9,7 @@ import pytest
 pydicom = pytest.importorskip("pydicom")
 
 from imgtui.datasets import open_dataset  # noqa: E402
-from imgtui.datasets.dicom import DicomDataset  # noqa: E402
+from imgtui.datasets.dicom import DicomDataset, real_values  # noqa: E402
 from imgtui.errors import DatasetError  # noqa: E402
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -31,16 +31,17 @@ def dicom_dir(tmp_path):
     return d
 
 
-def test_ct_pixels_lossless_with_offset_and_window_metadata(dicom_dir):
+def test_ct_pixels_lossless_as_int16_with_window_metadata(dicom_dir):
     ds = open_dataset(str(dicom_dir))
     assert isinstance(ds, DicomDataset)
     recs = list(ds)
     assert len(recs) == 2
     ct = recs[0]
     original = pydicom.dcmread(dicom_dir / "CT_small.dcm").pixel_array
-    assert ct.image.dtype == np.uint16 and ct.image.shape == original.shape
-    assert ct.metadata["stored_offset"] == -32768
-    assert np.array_equal(ct.image.astype(np.int32) + ct.metadata["stored_offset"], original)
+    assert original.dtype == np.int16
+    assert ct.image.dtype == np.int16 and ct.image.shape == original.shape
+    assert "stored_offset" not in ct.metadata
+    assert np.array_equal(ct.image, original) and real_values(ct) is ct.image
     assert ct.label == "CT"
     assert "RescaleSlope" in ct.metadata and "RescaleIntercept" in ct.metadata
     assert "file" not in ct.metadata and ct.metadata["file_ref"] == "file-000000"
@@ -85,8 +86,54 @@ def test_store_holds_no_patient_name(dicom_dir, tmp_path):
     import imgtui
 
     with imgtui.open(dest) as r:
-        assert r.verify().ok and r[0].metadata["stored_offset"] == -32768
+        assert r.verify().ok and r[0].image.dtype == np.int16 and "stored_offset" not in r[0].metadata
+        assert r.info()["dtypes"] == {"int16": 2}  # CT_small and MR_small are both signed
     del backends
+
+
+@pytest.mark.parametrize("backend", ["disk", "lmdb", "hdf5"])
+def test_stores_with_the_old_offset_keep_reading(dicom_dir, tmp_path, backend):
+    """Stores written before signed pixels were kept as int16 hold uint16 = value + 32768 and
+    ``stored_offset: -32768``: they read as written, and real_values() gives the real values."""
+    import imgtui
+    from imgtui.records import Record
+
+    ct = DicomDataset(dicom_dir).read_file(dicom_dir / "CT_small.dcm")[0]
+    old = Record((ct.image.astype(np.int32) + 32768).astype(np.uint16), ct.label, {**ct.metadata, "stored_offset": -32768})
+    dest = tmp_path / f"old.{backend}"
+    with imgtui.writer(dest, backend) as w:
+        w.write(old)
+    with imgtui.open(dest) as r:
+        got = r[0]
+    assert got == old and got.image.dtype == np.uint16
+    assert real_values(got).dtype == np.int32 and np.array_equal(real_values(got), ct.image)
+
+
+def test_uint32_and_float_dicom_pixels_kept(tmp_path):
+    """An RT dose grid (32-bit unsigned) and float pixels are stored as they are."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    d = tmp_path / "dose"
+    d.mkdir()
+    grid = (np.arange(12 * 10, dtype=np.uint32).reshape(12, 10) * 40_000_000).astype(np.uint32)
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.2"
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.Modality = "RTDOSE"
+    ds.Rows, ds.Columns = grid.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 32
+    ds.HighBit = 31
+    ds.PixelRepresentation = 0
+    ds.PixelData = grid.tobytes()
+    ds.save_as(d / "dose.dcm", enforce_file_format=True)
+    rec = DicomDataset(d).read_file(d / "dose.dcm")[0]
+    assert rec.image.dtype == np.uint32 and np.array_equal(rec.image, grid) and rec.label == "RTDOSE"
 
 
 def test_file_without_pixel_data_and_missing_decoder(tmp_path):

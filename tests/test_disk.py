@@ -393,7 +393,7 @@ def test_newer_format_version(tmp_path):
     m = json.loads(mpath.read_text())
     m["format_version"] = 99
     mpath.write_text(json.dumps(m))
-    with pytest.raises(FormatVersionError, match="uses imgtui format version 99; this imgtui reads up to 2"):
+    with pytest.raises(FormatVersionError, match="uses imgtui format version 99; this imgtui reads up to 3"):
         open_store(tmp_path / "s")
 
 
@@ -413,9 +413,51 @@ def test_damaged_table_is_a_one_line_error(tmp_path):
     write(tmp_path / "s", [Record(rand((3, 3)), 1), Record(rand((3, 3)), 2)])
     t = tmp_path / "s" / "records.csv"
     lines = t.read_text().splitlines(keepends=True)
-    t.write_text(lines[0] + lines[1] + lines[2].replace(",uint8,", ",float32,"))
-    with pytest.raises(CorruptStoreError, match=r"records.csv line 3: bad shape '3x3' or dtype 'float32'"):
+    t.write_text(lines[0] + lines[1] + lines[2].replace(",uint8,", ",complex64,"))
+    with pytest.raises(CorruptStoreError, match=r"records.csv line 3: bad shape '3x3' or dtype 'complex64'"):
         open_store(tmp_path / "s")
+    # a dtype the table may hold, but not for a PNG file: refused at open, not misread
+    t.write_text(lines[0] + lines[1] + lines[2].replace(",uint8,", ",float32,"))
+    with pytest.raises(CorruptStoreError, match=r"records.csv line 3: file 'images/000/000001.png' is not a TIFF under images/ of the store \(the float32 records' files are .tif\)"):
+        open_store(tmp_path / "s")
+
+
+def test_disk_files_per_dtype_read_without_imgtui(tmp_path):
+    """uint8/uint16/bool records are PNG files, the others TIFF files that Pillow (1-channel
+    int16/int32/float32) and tifffile (every dtype, when installed) read with the exact values."""
+    import io
+
+    from PIL import Image
+
+    from backend_suite import DTYPES, make_image
+
+    recs = [Record(make_image(dt, (5, 6), k), k) for k, dt in enumerate(DTYPES)]
+    recs += [Record(make_image(dt, (5, 6, 3), k), k) for k, dt in enumerate(DTYPES)]
+    write(tmp_path / "s", recs)
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "s" / "records.csv", newline="")))
+    try:
+        import tifffile
+    except ImportError:
+        tifffile = None
+    for row, rec in zip(rows, recs):
+        data = (tmp_path / "s" / row["file"]).read_bytes()
+        dt = rec.image.dtype
+        assert row["dtype"] == dt.name
+        if dt in (np.uint8, np.uint16, np.bool_):
+            assert row["file"].endswith(".png") and data[:8] == b"\x89PNG\r\n\x1a\n"
+            if dt == np.bool_:
+                px = np.asarray(Image.open(io.BytesIO(data)))
+                assert set(np.unique(px)) <= {0, 255} and np.array_equal(px > 0, rec.image)
+            continue
+        assert row["file"].endswith(".tif") and data[:4] == b"II*\0"
+        if rec.image.ndim == 2 and dt.name in ("int16", "int32", "float32"):
+            px = np.asarray(Image.open(io.BytesIO(data)))
+            assert np.array_equal(px.astype(dt), rec.image, equal_nan=dt.kind == "f")
+        if tifffile is not None:
+            px = tifffile.imread(io.BytesIO(data))
+            assert px.dtype == dt and px.tobytes() == rec.image.tobytes()
 
 
 # -- verify ---------------------------------------------------------------------------------

@@ -76,6 +76,46 @@ def test_window_constant_and_uint8():
         imaging.window_to_uint8(np.zeros((2, 2), np.uint16), "nope")
 
 
+def test_window_float_uses_percentiles_and_ignores_nan_and_inf():
+    rng = np.random.default_rng(0)
+    img = rng.uniform(-1000.0, 3000.0, (100, 100)).astype(np.float32)
+    img[0, :5] = [np.nan, np.inf, -np.inf, 1e30, -1e30]  # would flatten a min/max window
+    out = imaging.window_to_uint8(img)
+    assert out.dtype == np.uint8 and out.shape == img.shape
+    assert out[0, 0] == 0 and out[0, 1] == 255 and out[0, 2] == 0 and out[0, 3] == 255 and out[0, 4] == 0
+    lo, hi = np.percentile(img[np.isfinite(img)], (1, 99))
+    body = img[1:]
+    want = np.clip(np.rint((body.astype(np.float64) - lo) * 255.0 / (hi - lo)), 0, 255)
+    assert np.abs(out[1:].astype(int) - want).max() <= 1
+    assert 0.0 < (out[1:] == 0).mean() < 0.05 and 0.0 < (out[1:] == 255).mean() < 0.05
+    assert not imaging.window_to_uint8(np.full((3, 3), np.nan, np.float64)).any()
+    assert not imaging.window_to_uint8(np.full((3, 3), 2.5, np.float32)).any()
+
+
+def test_window_bool_signed_and_wide_integers():
+    mask = np.array([[True, False], [False, True]])
+    np.testing.assert_array_equal(imaging.window_to_uint8(mask), [[255, 0], [0, 255]])
+    ct = np.array([[-1024, 0], [1000, 3071]], np.int16)
+    out = imaging.window_to_uint8(ct)
+    assert out[0, 0] == 0 and out[1, 1] == 255 and out[0, 1] == round(1024 * 255 / 4095)
+    big = np.array([[4_000_000_000, 4_000_000_001], [0, 2_000_000_000]], np.uint32)
+    out = imaging.window_to_uint8(big)
+    assert out[1, 0] == 0 and out[0, 1] == 255 and out[1, 1] == 127  # 2e9 of 4e9: exact in float64
+    for dt in ("int8", "int32", "float64"):
+        img = np.arange(-6, 6).reshape(3, 4).astype(dt)
+        out = imaging.window_to_uint8(img)
+        assert out[0, 0] == 0 and out[-1, -1] == 255
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "uint32", "int32", "float32", "float64", "bool"])
+def test_thumbnail_of_every_dtype(dtype):
+    from backend_suite import make_image
+
+    for shape in ((9, 7), (9, 7, 1), (9, 7, 3), (9, 7, 4)):
+        text = imaging.thumbnail(make_image(dtype, shape, 3), 7, 5)
+        assert text.plain.count("\n") == 4 and len(text.plain.split("\n")[0]) == 7
+
+
 def _style_at(text, offset):
     """The Style of the span covering ``offset`` (each cell is covered by exactly one span)."""
     (span,) = [s for s in text.spans if s.start <= offset < s.end]

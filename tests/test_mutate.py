@@ -170,7 +170,7 @@ def test_bad_record_rolls_the_append_back(tmp_path, backend, options, small_txns
 
     def gen():
         yield from records(20, 5)
-        yield Record(np.zeros((4, 4), np.float32), 1, {})
+        yield Record(np.zeros((4, 4), np.complex64), 1, {})
 
     calls = []
     lm = importlib.import_module("imgtui.backends.lmdb.mutator").LmdbMutator
@@ -181,8 +181,8 @@ def test_bad_record_rolls_the_append_back(tmp_path, backend, options, small_txns
     if backend == "lmdb":  # one: nothing was written before the bad record but the cleanup; many: steps, then the cleanup
         assert len(calls) > 2 if small_txns else len(calls) == 1
     msg = str(ei.value)
-    assert msg == (f"cannot append to {path}: record {N + 20} image: unsupported dtype float32 "
-                   "(imgtui stores uint8 and uint16); nothing was appended")
+    assert msg == (f"cannot append to {path}: record {N + 20} image: unsupported dtype complex64 "
+                   "(imgtui stores uint8, uint16, int16, uint32, int32, float32, float64, bool, int8); nothing was appended")
     check_store(path, base)
     assert sorted(os.listdir(tmp_path)) == before  # no temporary file left next to the store
 
@@ -303,8 +303,8 @@ def test_cli_append_errors(tmp_path, capsys):
     plain.mkdir()
     (plain / "notes.txt").write_text("hi")
     assert err("synthetic:count=2", plain) == f"{plain} is not an imgtui store (no disk, LMDB or HDF5 store found there)"
-    np.save(tmp_path / "f.npy", np.zeros((2, 4, 4), np.float32))
-    assert "float32" in err(tmp_path / "f.npy", disk)
+    np.save(tmp_path / "f.npy", np.zeros((2, 4, 4), np.float16))
+    assert "float16" in err(tmp_path / "f.npy", disk)
     assert err(tmp_path / "nope.npz", disk) == f"{tmp_path / 'nope.npz'}: no such file or folder"
     assert err(disk, disk).startswith(f"cannot append {disk} to ")  # refused before anything is read
     sharded = tmp_path / "sharded"

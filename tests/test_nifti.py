@@ -36,9 +36,8 @@ def test_volume_slices_uint8_and_int16_bit_exact(tmp_path):
         assert np.allclose(r.metadata["affine"], AFFINE)
     ct_recs = list(open_dataset(f"{tmp_path / 'ct.nii.gz'}:slices=yes"))
     for k, r in enumerate(ct_recs):
-        offset = r.metadata.get("stored_offset", 0)
-        assert r.metadata["dtype"] == "int16"
-        assert np.array_equal(r.image.astype(np.int64) + offset, ct[:, :, k])  # the real values, lossless
+        assert r.metadata["dtype"] == "int16" and "stored_offset" not in r.metadata
+        assert r.image.dtype == np.int16 and np.array_equal(r.image, ct[:, :, k])  # the real values, as stored
 
 
 def test_folder_of_volumes_labels_and_cli_convert(tmp_path, capsys):
@@ -69,11 +68,12 @@ def test_one_line_refusals(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith(f"imgtui: error: {tmp_path / 'bad.nii'}: not a readable NIfTI file")
     assert main(["convert", "synthetic:count=2", str(tmp_path / "s.h5"), "-b", "hdf5", "-q", "--slices"]) == 1
     assert capsys.readouterr().err.strip() == "imgtui: error: --slices applies to NIfTI volumes (.nii, .nii.gz) only"
-    from imgtui.records import SUPPORTED_DTYPES
-
-    _save(tmp_path / "pet.nii.gz", np.ones((3, 3, 2), np.float32))
-    if np.dtype(np.float32) not in SUPPORTED_DTYPES:
-        with pytest.raises(DatasetError, match=r"pet\.nii\.gz: float32 voxels are not supported"):
-            open_dataset(tmp_path / "pet.nii.gz", slices=True)
-    else:  # records hold float32 (another branch adds it): stored as they are
-        assert list(open_dataset(tmp_path / "pet.nii.gz", slices=True))[0].image.dtype == np.float32
+    pet = np.linspace(-1.5, 7.25, 18, dtype=np.float32).reshape(3, 3, 2)
+    pet[0, 0, 1] = np.nan
+    _save(tmp_path / "pet.nii.gz", pet)
+    got = list(open_dataset(tmp_path / "pet.nii.gz", slices=True))
+    assert [r.image.dtype for r in got] == [np.float32, np.float32]  # stored as they are
+    assert all(r.image.tobytes() == np.ascontiguousarray(pet[:, :, k]).tobytes() for k, r in enumerate(got))
+    nib.save(nib.Nifti1Image(np.ones((3, 3, 2), np.int64), AFFINE, dtype=np.int64), str(tmp_path / "wide.nii.gz"))
+    with pytest.raises(DatasetError, match=r"wide\.nii\.gz: int64 voxels are not supported"):
+        open_dataset(tmp_path / "wide.nii.gz", slices=True)

@@ -19,12 +19,12 @@ SUFFIX = {"disk": "", "lmdb": ".lmdb", "hdf5": ".h5"}
 
 
 class BadRecord(SyntheticDataset):
-    """Record 25 has an image imgtui refuses (float32)."""
+    """Record 25 has an image imgtui refuses (complex64)."""
 
     def record(self, i):
         rec = super().record(i)
         if i == 25:
-            rec.image = rec.image.astype(np.float32)
+            rec.image = rec.image.astype(np.complex64)
         return rec
 
 
@@ -60,7 +60,7 @@ def test_worker_exception_names_shard_and_writes_no_manifest(tmp_path):
     with pytest.raises(ImgtuiError) as err:
         convert_sharded(BadRecord(count=40, size=4), dest, "hdf5", shards=4, workers=2)
     msg = one_line(err.value)
-    assert msg.startswith("writing shard-00002.h5: source record 25 image: unsupported dtype float32")
+    assert msg.startswith("writing shard-00002.h5: source record 25 image: unsupported dtype complex64")
     assert msg.endswith("; no manifest was written (finish the conversion with --resume)")
     assert not (dest / MANIFEST).exists()
     assert not [p for p in dest.iterdir() if p.name.endswith(".partial")]
@@ -188,5 +188,5 @@ def test_dask_task_failure_names_shard(tmp_path, dask_cluster):
     dest = tmp_path / "s"
     with pytest.raises(ImgtuiError) as err:
         convert_sharded(BadRecord(count=40, size=4), dest, "hdf5", shards=4, scheduler=dask_cluster.scheduler_address)
-    assert one_line(err.value).startswith("writing shard-00002.h5: source record 25 image: unsupported dtype float32")
+    assert one_line(err.value).startswith("writing shard-00002.h5: source record 25 image: unsupported dtype complex64")
     assert not (dest / MANIFEST).exists()

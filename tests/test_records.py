@@ -41,7 +41,11 @@ def test_missing_dataset_path(tmp_path):
 
 
 @pytest.mark.parametrize("image,msg", [
-    (np.zeros((4, 4), np.float32), "unsupported dtype float32"),
+    (np.zeros((4, 4), np.complex64), "unsupported dtype complex64 \\(imgtui stores uint8, uint16, int16, uint32, "
+                                     "int32, float32, float64, bool, int8\\)"),
+    (np.zeros((4, 4), np.float16), "unsupported dtype float16"),
+    (np.zeros((4, 4), np.int64), "unsupported dtype int64"),
+    (np.zeros((4, 4), "U2"), "unsupported dtype <U2"),
     (np.zeros((4, 4, 2), np.uint8), "unsupported channel count 2"),
     (np.zeros((0, 4), np.uint8), "0 pixels"),
     (np.zeros((2, 2, 2, 3), np.uint8), "4 dimensions"),
@@ -50,6 +54,47 @@ def test_missing_dataset_path(tmp_path):
 def test_bad_images(image, msg):
     with pytest.raises(InvalidRecordError, match=msg):
         validate_record(Record(image, 0, {}), 7)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int8", "int16", "uint32", "int32", "float32", "float64", "bool"])
+def test_every_record_dtype_is_accepted_and_byte_swapped_to_native(dtype):
+    from backend_suite import make_image
+
+    img = make_image(dtype, (3, 4, 3), 1)
+    rec = validate_record(Record(img, 0, {}))
+    assert rec.image.dtype == np.dtype(dtype) and rec.image.tobytes() == img.tobytes()
+    swapped = img.astype(img.dtype.newbyteorder(">" if np.little_endian else "<"))
+    rec2 = validate_record(Record(swapped, 0, {}))
+    assert rec2.image.dtype.isnative and rec2.image.tobytes() == img.tobytes()
+    assert checksum(rec2.image) == checksum(img)
+
+
+def test_bool_from_other_bytes_is_stored_as_its_truth_values():
+    raw = np.array([[0, 1], [2, 255]], np.uint8).view(bool)
+    rec = validate_record(Record(raw, 0, {}))
+    assert rec.image.view(np.uint8).tolist() == [[0, 1], [1, 1]]
+
+
+def test_record_equality_is_bit_exact_for_floats():
+    a = np.array([np.nan, 0.0], np.float32)[None]
+    b = a.copy()
+    assert Record(a, 0) == Record(b, 0)  # NaN equals the same NaN (np.array_equal says no)
+    b.view(np.uint32)[0, 0] ^= 1  # another NaN payload
+    assert Record(a, 0) != Record(b, 0)
+    c = a.copy()
+    c[0, 1] = -0.0
+    assert Record(a, 0) != Record(c, 0)  # -0.0 is not 0.0 bit for bit
+
+
+def test_synthetic_dtype_option():
+    for dt in ("int8", "int16", "uint32", "int32", "float32", "float64", "bool"):
+        ds = open_dataset(f"synthetic:count=3,size=6x5,channels=3,dtype={dt}")
+        recs = list(ds)
+        assert all(r.image.dtype == np.dtype(dt) and r.image.shape == (6, 5, 3) for r in recs)
+        assert recs == list(SyntheticDataset(count=3, size=(6, 5), dtype=dt)) and dt in ds.describe()
+    assert list(SyntheticDataset(count=2, dtype="uint16")) == list(SyntheticDataset(count=2, bits=16))
+    with pytest.raises(DatasetError, match="dtype must be one of uint8, uint16"):
+        open_dataset("synthetic:dtype=complex64")
 
 
 def test_bad_label_and_metadata():

@@ -215,14 +215,14 @@ def test_failed_conversion_leaves_no_manifest(tmp_path):
         def record(self, i):
             rec = super().record(i)
             if i == 25:
-                rec.image = rec.image.astype(np.float32)
+                rec.image = rec.image.astype(np.complex64)
             return rec
 
     dest = tmp_path / "s"
     with pytest.raises(ImgtuiError) as err:
         convert_sharded(Bad(count=40, size=4), dest, "hdf5", shards=4)
     # the shard and the source record are named, not the shard-local index
-    assert one_line(err.value).startswith("shard-00002.h5: source record 25 image: unsupported dtype float32")
+    assert one_line(err.value).startswith("shard-00002.h5: source record 25 image: unsupported dtype complex64")
     assert not (dest / MANIFEST).exists()
     assert sorted(p.name for p in dest.iterdir()) == [PROGRESS_DIR, "shard-00000.h5", "shard-00001.h5"]
     with pytest.raises(IncompleteStoreError):

@@ -245,6 +245,25 @@ async def test_click_copy_and_open_in_the_viewer(fake_store, tmp_path, monkeypat
         await wait_for(pilot, lambda: any("cannot start the viewer" in n for n, _s in app.notes))
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "bool", "int8", "int16", "uint32", "int32", "float32", "float64"])
+def test_record_written_for_the_viewer_keeps_its_pixels(dtype):
+    """o writes PNG for 8/16-bit (bool as 0/255) and the exact TIFF for the other dtypes."""
+    from backend_suite import make_image
+    from imgtui.png import decode_png
+    from imgtui.tiff import decode_tiff
+    from imgtui.tui.store_view import write_viewable
+
+    img = make_image(dtype, (5, 4, 3), 2)
+    path = write_viewable(img, 7)
+    data = path.read_bytes()
+    if dtype in ("uint8", "uint16", "bool"):
+        got = decode_png(data)
+        assert path.suffix == ".png" and got.tobytes() == (img.view(np.uint8) * 255 if dtype == "bool" else img).tobytes()
+    else:
+        got = decode_tiff(data)
+        assert path.suffix == ".tif" and got.dtype == img.dtype and got.tobytes() == img.tobytes()
+
+
 async def test_virtual_list_pages_through_200k_records(fake_store):
     app = ScreenApp(lambda: BrowserScreen("fake:200000"))
     async with app.run_test(size=SIZE) as pilot:
@@ -323,6 +342,45 @@ async def test_browser_on_real_store_with_16bit_images(tmp_path, backend):
         await wait_for(pilot, lambda: screen.record_list.details_of(29) is not None)
         assert screen.record_list.details_of(29).status == "ok"
         assert screen.record_list.details_of(29).shape == "x".join(map(str, records[29].image.shape))
+
+
+def every_dtype_records() -> list[Record]:
+    from backend_suite import DTYPES, make_image
+
+    return [Record(make_image(dt, (10, 24) if k % 2 else (10, 24, 3), k), k, {"dtype": dt}) for k, dt in enumerate(DTYPES)]
+
+
+@pytest.mark.skipif(not REAL, reason="the disk, LMDB and HDF5 backends are not all importable yet")
+@pytest.mark.parametrize("backend", ["disk", "hdf5"])
+async def test_browser_shows_every_dtype(tmp_path, backend):
+    """float (NaN, inf and all), signed, 32-bit and bool records are drawn, with their dtype."""
+    records = every_dtype_records()
+    (path,) = write_stores(tmp_path, {backend: records})
+    app = ScreenApp(lambda: BrowserScreen(path))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        assert screen.error is None
+        for k, rec in enumerate(records):
+            if k:
+                await pilot.press("down")
+            await wait_for(pilot, lambda: f"record {k}\n" in record_text(screen))
+            await wait_for(pilot, lambda: screen.image_view.has_image)
+            text = record_text(screen)
+            assert f"dtype     {rec.image.dtype.name}" in text and "checksum  ok (" in text, text
+
+
+@pytest.mark.skipif(not REAL, reason="the disk, LMDB and HDF5 backends are not all importable yet")
+async def test_compare_float_records_with_nan_identical(tmp_path):
+    """NaN pixels (same payload) are identical across stores; a changed NaN payload is a difference."""
+    records = every_dtype_records()
+    changed = [Record(r.image.copy(), r.label, r.metadata) for r in records]
+    f32 = next(i for i, r in enumerate(records) if r.image.dtype == np.float32)
+    changed[f32].image.reshape(-1).view(np.uint32)[0] ^= 1  # another NaN payload: still NaN
+    assert np.isnan(changed[f32].image.reshape(-1)[0])
+    paths = write_stores(tmp_path, {"disk": records, "lmdb": records, "hdf5": changed})
+    results = await run_compare(paths, f32 - 1, presses=[("n", f32)])
+    assert results[0][1] is True, results[0][2]
+    assert results[1][1] is False and results[1][2] == "DIFFERENT: hdf5 pixels differ from disk (1 values)"
 
 
 KILLED_WRITER = """

@@ -117,5 +117,5 @@ def article_kind(path: str | os.PathLike) -> str | None:
 
     try:
         return detect_article(path) if Path(path).exists() else None
-    except (ImgtuiError, OSError, ImportError):
-        return None
+    except Exception:  # a probe: a damaged file (h5py raises RuntimeError on bad metadata
+        return None    # checksums, lmdb its own errors) is not an article store; the caller's error stands

@@ -50,7 +50,7 @@ from ..errors import (
 )
 import threading
 
-from ..records import CHECKSUM, RAW_CHECKSUMS, Label, LabelDigest, Record, checksum_fn, metadata_json, validate_image, validate_label, validate_record
+from ..records import CHECKSUM, DTYPE_NAMES, RAW_CHECKSUMS, Label, LabelDigest, Record, checksum_fn, metadata_json, validate_image, validate_label, validate_record
 from .safety import (  # noqa: F401  (fsync_dir, remove_path: used by the backends through base)
     WriterLock,
     clean_stale,
@@ -64,10 +64,21 @@ from .safety import (  # noqa: F401  (fsync_dir, remove_path: used by the backen
     temp_path,
 )
 
-#: version of the on-disk layout written by this imgtui; readers refuse newer versions.
+#: the newest on-disk layout this imgtui reads and writes; readers refuse newer versions.
 #: 2: the manifest names its checksum algorithm (xxh3 for new stores) and, for disk stores, its
 #: table (records-N.csv after a change); version 1 stores (crc32, records.csv) still read.
-FORMAT_VERSION = 2
+#: 3: records of dtypes other than uint8/uint16 (int8 ... float64, bool). Only stores holding such
+#: records say 3, so that an older imgtui says "upgrade imgtui" instead of "damaged"; stores of
+#: uint8/uint16 records are still written as version 2, which older versions read.
+FORMAT_VERSION = 3
+#: the version written for stores whose records are all uint8/uint16
+PLAIN_FORMAT_VERSION = 2
+_PLAIN_DTYPES = frozenset({"uint8", "uint16"})
+
+
+def format_version_for(dtypes: Any) -> int:
+    """The format version a store holding records of these dtype names is written as."""
+    return PLAIN_FORMAT_VERSION if set(dtypes or ()) <= _PLAIN_DTYPES else FORMAT_VERSION
 #: distinct shapes / labels remembered in the manifest statistics
 _MAX_DISTINCT = 1000
 
@@ -208,7 +219,7 @@ def make_manifest(backend: str, stats: WriteStats, options: dict, **extra: Any) 
     m = {
         "format": "imgtui",
         "backend": backend,
-        "format_version": FORMAT_VERSION,
+        "format_version": format_version_for(stats.dtypes),
         "imgtui_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "options": options,
@@ -362,8 +373,10 @@ class StoreWriter(ABC):
             return
         first = self.stats.count
         validate_image(images[0], f"record {first} image")  # dtype, channels, size: same for all
-        if images.dtype != images[0].dtype or not images.flags.c_contiguous:
+        if images.dtype != images[0].dtype or not images.flags.c_contiguous or not images.dtype.isnative:
             images = np.ascontiguousarray(images, dtype=images[0].dtype.newbyteorder("="))
+        if images.dtype == np.bool_ and images.view(np.uint8).max(initial=0) > 1:
+            images = images.view(np.uint8) != 0  # truth values, as validate_image stores them
         if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu":
             labels = labels.astype(np.int64).tolist()
         else:
@@ -877,8 +890,8 @@ class Capabilities:
     delete_in_place: bool = True
     #: records of different shapes in one store
     variable_shapes: bool = True
-    #: pixel dtypes it stores losslessly
-    dtypes: tuple[str, ...] = ("uint8", "uint16")
+    #: pixel dtypes it stores losslessly (every backend stores all of them today)
+    dtypes: tuple[str, ...] = tuple(DTYPE_NAMES)
     #: the store is one file (else a folder)
     single_file: bool = False
     #: several processes may read one store at once

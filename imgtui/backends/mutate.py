@@ -61,7 +61,7 @@ from ..errors import (
 )
 from ..records import Record, checksum_fn, validate_record
 from .registry import get_backend
-from .base import WriteStats, is_disk_full_error, path_size
+from .base import WriteStats, format_version_for, is_disk_full_error, path_size
 from .safety import WriterLock, clean_stale, is_locked, stale_temporaries
 from .sharded import is_sharded
 
@@ -294,6 +294,8 @@ def _stats_remove(stats: WriteStats, shapes: list, dtypes: list, nbytes: list, l
 def _new_manifest(old: dict, stats: WriteStats, **extra: Any) -> dict:
     m = dict(old)
     m.update(stats.to_dict())
+    if isinstance(m.get("format_version"), int):  # records of new dtypes: older imgtui must say "upgrade"
+        m["format_version"] = max(m["format_version"], format_version_for(stats.dtypes))
     m["label_kinds"] = sorted(stats.label_kinds) if stats.count else []
     m["modified"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     m.update(extra)

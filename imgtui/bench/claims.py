@@ -565,7 +565,7 @@ def _read_lmdb_plain(path: Path):
                       ("c", "<u2"), ("dtype", "u1"), ("ndim", "u1"), ("enc", "u1"), ("pad", "V7")])
     table = np.frombuffer(value, entry, count, struct.calcsize("<4sIQ"))
     e = table[0]
-    dt = {1: np.uint8, 2: np.uint16}[int(e["dtype"])]
+    dt = {1: "<u1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<f8", 8: "?", 9: "<i1"}[int(e["dtype"])]
     shape = (int(e["h"]), int(e["w"]), int(e["c"]))[: int(e["ndim"])]
     start = int(e["offset"])
     data = value[start : start + int(e["nbytes"])]

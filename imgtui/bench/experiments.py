@@ -567,7 +567,7 @@ def exp_space(run: Run, step: Step, m: Method, data: Data):
     bit depth of the dataset's first record), per backend option variant; one row each."""
     first = data.records[0].image
     channels = 1 if first.ndim == 2 else int(first.shape[2])
-    bits = 16 if first.dtype == np.uint16 else 8
+    dtype = first.dtype.name  # uint8/uint16 give the same images as bits=8/16
     variants = SPACE_OPTIONS.get(step.backend, ({},))
     if step.method == "imgtui" and (run.plan.backend_options or {}).get(step.backend):
         variants = (dict(run.plan.backend_options[step.backend]),) + tuple(variants)
@@ -579,7 +579,7 @@ def exp_space(run: Run, step: Step, m: Method, data: Data):
             if label == "32x32":
                 cnt = min(cnt, step.count)
             kw = {"variable": size} if isinstance(size, tuple) else {"size": size}
-            ds = SyntheticDataset(count=cnt, channels=channels, bits=bits, seed=7, **kw)
+            ds = SyntheticDataset(count=cnt, channels=channels, dtype=dtype, seed=7, **kw)
             recs = [ds.record(i) for i in range(cnt)]
             raw = sum(r.image.nbytes for r in recs)
             seen = set()

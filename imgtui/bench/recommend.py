@@ -16,8 +16,11 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
 from ..datasets import open_dataset
 from ..errors import ImgtuiError
+from ..records import DTYPE_NAMES
 from . import backend_info as bi
 from .claims import good_rows, mutate_figures, parse_detail
 from .fmt import fmt_bytes, fmt_rate, fmt_seconds
@@ -66,6 +69,7 @@ class Profile:
     fixed_size: bool = True
     bit_depth: int = 8
     channels: int = 3
+    dtype: str = "uint8"            # the widest / most common pixel dtype seen
     has_labels: bool = True
     has_metadata: bool = False
     shape: str = ""                 # the most common shape, e.g. "32x32x3"
@@ -83,8 +87,10 @@ class Profile:
         shapes: Counter = Counter()
         nbytes = seen = 0
         bits, channels, labels, meta = 8, 3, set(), False
+        dtypes: Counter = Counter()
         for rec in dataset:
             img = rec.image
+            dtypes[img.dtype.name] += 1
             shapes["x".join(map(str, img.shape))] += 1
             nbytes += img.nbytes
             bits = max(bits, img.dtype.itemsize * 8)
@@ -98,7 +104,7 @@ class Profile:
         mean = nbytes / seen if seen else 0
         return cls(
             count=int(count), total_bytes=int(mean * count), fixed_size=len(shapes) <= 1, bit_depth=bits,
-            channels=channels, has_labels=len(labels) > 1, has_metadata=meta,
+            channels=channels, dtype=dtypes.most_common(1)[0][0] if dtypes else "uint8", has_labels=len(labels) > 1, has_metadata=meta,
             shape=shapes.most_common(1)[0][0] if shapes else "", source=dataset.describe(),
         )
 
@@ -109,9 +115,11 @@ class Profile:
         dtypes = info.get("dtypes") or {}
         first = next(iter(shapes), "")
         dims = first.split("x") if first else []
+        widest = max((np.dtype(d).itemsize * 8 for d in dtypes if d in DTYPE_NAMES), default=8)
+        main = max(dtypes, key=lambda d: dtypes[d]) if dtypes else "uint8"
         return cls(
             count=int(info.get("count") or 0), total_bytes=int(info.get("raw_bytes") or 0),
-            fixed_size=len(shapes) <= 1, bit_depth=16 if "uint16" in dtypes else 8,
+            fixed_size=len(shapes) <= 1, bit_depth=widest, dtype=main,
             channels=int(dims[2]) if len(dims) > 2 else 1 if dims else 3,
             has_labels=len(info.get("labels") or {}) > 1, has_metadata=False, shape=first,
             source=str(info.get("path", "")),
@@ -128,7 +136,8 @@ class Profile:
 
     def describe(self) -> str:
         size = self.shape if self.fixed_size and self.shape else "variable sizes"
-        return (f"{self.count:,} records, {size}, {self.bit_depth}-bit, {fmt_bytes(self.total_bytes)} raw"
+        depth = f"{self.bit_depth}-bit" if self.dtype in ("uint8", "uint16") else self.dtype
+        return (f"{self.count:,} records, {size}, {depth}, {fmt_bytes(self.total_bytes)} raw"
                 + (", labels" if self.has_labels else "") + (", metadata" if self.has_metadata else ""))
 
 
@@ -418,16 +427,18 @@ def recommend(profile: Profile, needs: Needs, results: ResultTable | None = None
             reasons.append(c.describe(best, nearest))
         for b in better:
             tradeoffs.append(c.describe(b, best))
-    if profile.bit_depth == 16:
-        keep = [b for b in cands if "uint16" in bi.get(b).capabilities.dtypes]
+    dtype = profile.dtype if profile.dtype != "uint8" else ("uint16" if profile.bit_depth == 16 else "uint8")
+    if dtype != "uint8":
+        what = "16-bit pixels" if dtype == "uint16" else f"{dtype} pixels"
+        keep = [b for b in cands if dtype in bi.get(b).capabilities.dtypes]
         if len(keep) == len(cands):
             every = {1: "it", 2: "both", 3: "all three", 4: "all four", 5: "all five"}.get(len(cands), f"all {len(cands)}")
-            reasons.append(f"16-bit pixels: {every} keep{'s' if len(cands) == 1 else ''} them exactly (uint16 is stored losslessly)")
+            reasons.append(f"{what}: {every} keep{'s' if len(cands) == 1 else ''} them exactly ({dtype} is stored losslessly)")
         elif best in keep:
-            reasons.append(f"16-bit pixels: {SHORT(best)} keeps them exactly "
+            reasons.append(f"{what}: {SHORT(best)} keeps them exactly "
                            f"({bi.human_list([SHORT(b) for b in cands if b not in keep], 'and')} would not)")
         else:
-            tradeoffs.append(f"16-bit pixels: {SHORT(best)} does not declare uint16 among the dtypes it keeps")
+            tradeoffs.append(f"{what}: {SHORT(best)} does not declare {dtype} among the dtypes it keeps")
     if not profile.fixed_size and best == "hdf5":
         tradeoffs.append("variable sizes: HDF5 keeps them as flat byte rows plus a shapes table (no N x H x W array view)")
     options, notes = _options(best, profile, needs, results)

@@ -129,12 +129,15 @@ def export_png(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
 ) -> dict[str, Any]:
-    """Write every record of ``store`` as PNG files plus ``labels.csv`` (file,label,label_type,metadata).
+    """Write every record of ``store`` as image files plus ``labels.csv`` (file,label,label_type,metadata):
+    PNG for uint8/uint16 (and bool, as 0/255), TIFF (imgtui.tiff) for int8, int16, uint32, int32,
+    float32 and float64, as the disk backend writes them.
 
-    The folder reads back with ``imgtui convert DEST ...`` (flat folder + labels.csv), bit-exact.
+    The folder reads back with ``imgtui convert DEST ...`` (flat folder + labels.csv), bit-exact,
+    except bool records, which come back as uint8 0/255 masks.
     Files go into sub-folders of 1,000 so no folder holds 100,000 files.
     """
-    from ..png import encode_png
+    from ..backends.disk.store import encode_image, suffix_of
 
     dest = Path(dest)
     if dest.exists():
@@ -154,9 +157,9 @@ def export_png(
             w.writerow(["file", "label", "label_type", "metadata"])
             for batch in reader.iter_batches(256):
                 for rec in batch:
-                    rel = f"{n // 1000:03d}/{n:06d}.png"
+                    rel = f"{n // 1000:03d}/{n:06d}{suffix_of(rec.image.dtype)}"
                     (tmp / rel).parent.mkdir(exist_ok=True)
-                    (tmp / rel).write_bytes(encode_png(rec.image))
+                    (tmp / rel).write_bytes(encode_image(rec.image, 1))
                     kind = "int" if isinstance(rec.label, int) else "str"
                     w.writerow([rel, rec.label, kind, dumps_metadata(rec.metadata)])
                     n += 1

@@ -2,6 +2,7 @@
 
 Specs:
 - ``synthetic`` or ``synthetic:count=1000,size=32,variable=16-64,channels=3,bits=16,seed=0,labels=10``
+  (``dtype=float32`` etc. for any record dtype instead of ``bits``)
 - ``medical`` (``medical:count=N,...``): 2,000 synthetic 16-bit grayscale scans of 256-768 px
 - a folder of images (class sub-folders, or flat plus labels.csv), optionally with folder options:
   ``photos:max_pixels=200000000,follow_symlinks=yes`` (``max_pixels``: refuse images with more
@@ -36,7 +37,7 @@ class Notice(str):
     did not follow): it goes through ``warn`` like the others; the CLI prints it at the end."""
 
 
-_SYNTH_KEYS = {"count", "size", "variable", "channels", "bits", "seed", "labels"}
+_SYNTH_KEYS = {"count", "size", "variable", "channels", "bits", "seed", "labels", "dtype"}
 #: the "medical" scenario: scan-like 16-bit grayscale images of varying size (median about 512x512)
 MEDICAL_DEFAULTS: dict[str, Any] = {"count": 2000, "variable": (256, 768), "channels": 1, "bits": 16, "num_labels": 2}
 
@@ -59,6 +60,8 @@ def parse_synthetic_spec(spec: str) -> dict[str, Any]:
             elif key == "variable":
                 lo, _, hi = value.partition("-")
                 kwargs["variable"] = (int(lo), int(hi or lo))
+            elif key == "dtype":
+                kwargs["dtype"] = value.strip().lower()
             elif key == "labels":
                 kwargs["num_labels"] = int(value)
             else:

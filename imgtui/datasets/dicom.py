@@ -1,9 +1,11 @@
 """DICOM folders as a dataset source (optional extra ``imgtui[dicom]``, which brings pydicom).
 
 Each image frame becomes a record:
-- image: the pixel array, kept lossless. uint8/uint16 stay as they are. Signed 16-bit pixels
-  (CT) are shifted by +32768 into uint16 and the record's metadata says ``"stored_offset": -32768``
-  (original value = stored + offset), so nothing is lost and windowing stays monotonic.
+- image: the pixel array with its real values and its own dtype: uint8/uint16/uint32, signed
+  int8/int16/int32 (CT is int16) and float32/float64 (Float Pixel Data) stay as they are.
+  Stores written by imgtui before 0.2 hold signed pixels shifted by +32768 into uint16 with
+  ``"stored_offset": -32768`` in the record's metadata (original value = stored + offset); they
+  read as they were written, and :func:`real_values` undoes the shift for either kind of record.
 - label: the value of a chosen tag (default ``Modality``) or the ``label`` column of a CSV
   (``file,label``).
 - metadata: rescale slope/intercept, window centre/width, pixel spacing and other
@@ -27,7 +29,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..errors import DatasetError
-from ..records import Record
+from ..records import DTYPE_CODES, DTYPES_TEXT, Record
 from .base import Dataset
 
 #: acquisition tags copied into metadata by default: none of them identifies a patient
@@ -201,25 +203,21 @@ class DicomDataset(Dataset):
         label = self._label(ds, rel)
         records = []
         for f, frame in enumerate(arr):
-            frame, offset = self._to_unsigned(np.asarray(frame), rel)
+            frame = self._pixels(np.asarray(frame), rel)
             if samples == 1 and frame.ndim != 2:
                 raise DatasetError(f"{rel}: unexpected pixel array shape {frame.shape}")
             meta = dict(meta_common)
             if frames > 1:
                 meta["frame"] = f
-            if offset:
-                meta["stored_offset"] = offset
             records.append(Record(np.ascontiguousarray(frame), label, meta))
         return records
 
-    def _to_unsigned(self, a: np.ndarray, rel: str) -> tuple[np.ndarray, int]:
-        if a.dtype.kind == "u" and a.dtype.itemsize <= 2:
-            return a.astype(a.dtype.newbyteorder("=")), 0
-        if a.dtype.kind == "i" and a.dtype.itemsize <= 2:
-            if a.dtype.itemsize == 1:
-                return (a.astype(np.int16) + 128).astype(np.uint8), -128
-            return (a.astype(np.int32) + 32768).astype(np.uint16), -32768
-        raise DatasetError(f"{rel}: {a.dtype} pixels are not supported (imgtui stores 8- and 16-bit images)")
+    def _pixels(self, a: np.ndarray, rel: str) -> np.ndarray:
+        """The frame as it is (native byte order): every DICOM pixel type is a record dtype."""
+        dt = a.dtype.newbyteorder("=")
+        if dt not in DTYPE_CODES:
+            raise DatasetError(f"{rel}: {a.dtype} pixels are not supported (imgtui stores {DTYPES_TEXT})")
+        return a.astype(dt, copy=False)
 
     def _label(self, ds: Any, rel: str) -> int | str:
         if self.labels is not None:
@@ -255,3 +253,13 @@ class DicomDataset(Dataset):
                 self._fail(str(exc))
                 continue
             yield from recs
+
+
+def real_values(record: Record) -> np.ndarray:
+    """The record's pixels as the scanner's stored values: the image itself, or, for a record of a
+    store written before signed pixels were kept as int16 (``stored_offset`` in its metadata), the
+    uint16 image shifted back (as int32)."""
+    offset = (record.metadata or {}).get("stored_offset")
+    if isinstance(offset, int) and not isinstance(offset, bool) and offset and record.image.dtype.kind == "u":
+        return record.image.astype(np.int32) + offset
+    return record.image

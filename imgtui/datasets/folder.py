@@ -35,10 +35,13 @@ Pixels are returned as stored: the EXIF orientation is not applied unless ``exif
 says which. Modes: ``L`` -> HxW uint8,
 ``1`` -> HxW uint8 (0/255), ``RGB`` -> HxWx3, ``RGBA``/``LA``/``PA``/``P`` with transparency ->
 HxWx4, ``P``/``CMYK``/``YCbCr``/... -> HxWx3, ``I;16*`` and ``I`` (16-bit grayscale PNG/TIFF) ->
-HxW uint16 (lossless; ``I`` values outside 0..65535 are an error); 16-bit RGB/RGBA PNG ->
+HxW uint16 (lossless; ``I`` values outside 0..65535: int32); 16-bit RGB/RGBA PNG ->
 HxWx3/4 uint16, 16-bit gray+alpha PNG -> HxWx4 uint16 (gray copied to R, G, B), uncompressed
 16-bit RGB(A) TIFF -> HxWx3/4 uint16 (these are read directly: Pillow would reduce them to 8 bits;
-interlaced 16-bit colour PNG and compressed 16-bit colour TIFF are refused rather than truncated). Float images are refused.
+interlaced 16-bit colour PNG and compressed 16-bit colour TIFF are refused rather than truncated).
+Signed, 32-bit and float TIFFs (uncompressed or deflate, any channel count: what imgtui's disk
+backend and export write) are read exactly by :mod:`imgtui.tiff` as int8/int16/uint32/int32/
+float32/float64; other ``F`` images -> float32, ``I`` images outside 0..65535 -> int32.
 
 Files that are not images are not imported and counted (``ignored``, shown by ``describe()`` and
 ``skip_summary``); hidden files and folders (``.name``) are skipped silently. Order is deterministic:
@@ -230,6 +233,31 @@ def _raw_tiff16(im: Image.Image, path: Path) -> np.ndarray | None:
     return out
 
 
+def _exact_tiff(path: Path, limit: int | None) -> np.ndarray | None:
+    """Signed, 32-bit and float TIFFs (what imgtui's disk backend and export write for int8, int16,
+    uint32, int32, float32, float64) decoded exactly by :mod:`imgtui.tiff`, any channel count;
+    None for other TIFFs (8/16-bit unsigned ones, or compressions it does not read)."""
+    from ..tiff import decode_tiff, tiff_info
+
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        t = tiff_info(data)
+        fmt, bits = t.get("sample_format", [1])[0], t["bits"][0]
+        if (fmt == 1 and bits in (8, 16)) or t["next_ifd"]:
+            return None  # unsigned 8/16-bit, or a multi-page file (one record per page): Pillow's
+        if t.get("compression", [1])[0] not in (1, 8, 32946):
+            return None
+        w, h = t["width"][0], t["height"][0]
+        if limit and w * h > limit:
+            raise _too_large(path, w, h, limit)
+        return decode_tiff(data)
+    except OSError:
+        return None
+    except ValueError:
+        return None  # not this subset: Pillow decides
+
+
 def _png16(im: Image.Image) -> bool:
     """A 16-bit colour (or gray+alpha) PNG, which Pillow would reduce to 8 bits."""
     return any(str(t[3][0] if isinstance(t[3], tuple) else t[3]).endswith("16B") for t in im.tile)
@@ -342,7 +370,8 @@ def _orientation(im: Image.Image) -> int:
 
 def decode_image(path: str | Path, max_pixels: int | None = None, frame: int | None = None,
                  exif_rotate: bool = False) -> np.ndarray:
-    """Decode one image file to an HxW or HxWxC uint8/uint16 array; DatasetError if it cannot.
+    """Decode one image file to an HxW or HxWxC array (uint8/uint16; signed, 32-bit and float
+    TIFFs keep their dtype); DatasetError if it cannot.
 
     The image's size is checked from its header before anything is decoded: over ``max_pixels``
     (None: ``default_max_pixels()``; 0: no limit) it is refused with a one-line DatasetError.
@@ -363,6 +392,10 @@ def decode_image(path: str | Path, max_pixels: int | None = None, frame: int | N
             w, h = struct.unpack(">II", head[16:24])
             if w * h > limit:
                 raise _too_large(path, w, h, limit)
+        if head[:4] in (b"II*\0", b"MM\0*") and not frame and not exif_rotate:
+            exact = _exact_tiff(path, limit)
+            if exact is not None:
+                return exact
         im = _open_lazy(path, head, hint)
         with im:
             if frame:
@@ -420,12 +453,10 @@ def _to_array(im: Image.Image, path: Path) -> np.ndarray:
     elif mode == "I":
         arr = np.asarray(im)
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
-            raise DatasetError(
-                f"{path}: 32-bit integer image has values outside 0..65535 (imgtui stores up to 16 bits)"
-            )
+            return np.ascontiguousarray(arr.astype(np.int32, copy=False))  # kept as int32, lossless
         return arr.astype(np.uint16)
     elif mode == "F":
-        raise DatasetError(f"{path}: floating-point images are not supported (imgtui stores uint8/uint16)")
+        return np.ascontiguousarray(np.asarray(im).astype(np.float32, copy=False))
     elif mode in ("LA", "La", "PA", "RGBa") or (mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
     else:  # P, CMYK, YCbCr, LAB, HSV, RGBX, ...

@@ -9,10 +9,8 @@ no resampling). A 4-D series gives the slices of each volume in turn. A 2-D imag
 one slice) is one record without ``--slices``; a 3-D volume without it is refused in one line.
 
 Voxels are the stored values (``scl_slope``/``scl_inter`` are not applied; they are in the
-metadata). uint8 and uint16 are kept as they are; signed 8/16-bit voxels (CT) are kept as they are
-when imgtui's records hold that dtype, otherwise shifted to unsigned like DICOM (+128 / +32768,
-``stored_offset`` in the metadata, lossless); other types (float32, int32, ...) are stored when
-the records hold them and refused in one line otherwise.
+metadata). Voxels keep their type: uint8, uint16, int8/int16 (CT), int32, uint32, float32/float64
+(PET, MRI maps) are record dtypes; a type records cannot hold (int64, ...) is refused in one line.
 
 Metadata of each record: ``file``, ``slice`` and ``slices`` (and ``volume``/``volumes`` for 4-D),
 ``spacing`` (the voxel sizes from the header, mm), ``affine`` (the 4x4 voxel-to-world matrix as

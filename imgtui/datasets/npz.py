@@ -12,10 +12,12 @@
 Labels: shape ``(N,)`` or ``(N, 1)`` of integers -> ``int``; of strings -> ``str``; shape
 ``(N, k)`` with k > 1 (multi-label) -> ``str`` like ``"0,1,0"``. Float or bool labels are refused.
 
-Pixels: uint8 and uint16 pass through (non-native byte order is swapped). Other integer dtypes are
-checked once at construction (a full pass over the array) and converted to uint8 when all values
-fit 0..255, else to uint16 when they fit 0..65535, else refused. Float, bool and object arrays are
-refused with a one-line ``DatasetError`` naming the file, array and dtype. ``np.load`` is always
+Pixels: every record dtype (uint8, uint16, int8, int16, uint32, int32, float32, float64, bool)
+passes through as it is (non-native byte order is swapped). int64/uint64 arrays are checked once
+at construction (a full pass over the array) and converted to the smallest of uint8, uint16,
+uint32 (no negative values) or int16, int32 that holds every value, else refused. float16,
+complex and object arrays are refused with a one-line ``DatasetError`` naming the file, array and
+dtype. ``np.load`` is always
 called with ``allow_pickle=False``.
 
 Metadata per record: ``{"index": i}`` plus ``{"split": <key>}`` for npz files.
@@ -30,7 +32,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import DatasetError
-from ..records import Record
+from ..records import DTYPE_CODES, DTYPES_TEXT, Record
 from .base import Dataset
 
 _SPLITS = ("train", "val", "test")
@@ -58,10 +60,10 @@ def _check_dtype(dtype: np.dtype, where: str, what: str) -> None:
         raise DatasetError(
             f"{where}: {what} is an object array; imgtui never unpickles (save a numeric uint8/uint16 array)"
         )
-    if dtype.kind not in "iu":
+    if dtype.newbyteorder("=") not in DTYPE_CODES and dtype.kind not in "iu":
         raise DatasetError(
-            f"{where}: {what} has dtype {dtype}; imgtui stores uint8/uint16 pixels "
-            "(convert floats yourself, e.g. (x * 255).round().astype('uint8'))"
+            f"{where}: {what} has dtype {dtype}; imgtui stores {DTYPES_TEXT} pixels "
+            "(convert it yourself, e.g. x.astype('float32'))"
         )
 
 
@@ -81,10 +83,9 @@ def _check_shape(shape: tuple[int, ...], where: str, what: str) -> None:
 
 
 def _target_dtype(dtype: np.dtype) -> np.dtype | None:
-    """uint8/uint16 (any byte order) -> native; other ints -> None (decided by a range scan)."""
-    if dtype.kind == "u" and dtype.itemsize in (1, 2):
-        return np.dtype(f"u{dtype.itemsize}")
-    return None
+    """A record dtype (any byte order) -> native; int64/uint64 -> None (decided by a range scan)."""
+    native = dtype.newbyteorder("=")
+    return native if native in DTYPE_CODES else None
 
 
 class NpzDataset(Dataset):
@@ -221,11 +222,13 @@ class NpzDataset(Dataset):
         for start, block in self._blocks(convert=False):
             if block.size:
                 lo, hi = min(lo, int(block.min())), max(hi, int(block.max()))
-        if lo < 0 or hi > 65535:
-            raise DatasetError(
-                f"{self._where}: images of dtype {self.dtype} have values {lo}..{hi}, outside uint16 0..65535"
-            )
-        return np.dtype(np.uint8) if hi <= 255 else np.dtype(np.uint16)
+        for dt in (np.uint8, np.uint16, np.int16, np.uint32, np.int32):
+            info = np.iinfo(dt)
+            if info.min <= lo and hi <= info.max:
+                return np.dtype(dt)
+        raise DatasetError(
+            f"{self._where}: images of dtype {self.dtype} have values {lo}..{hi}, outside int32 and uint32"
+        )
 
     # -- reading --------------------------------------------------------------------------------
     def _blocks(self, convert: bool = True) -> Iterator[tuple[int, np.ndarray]]:

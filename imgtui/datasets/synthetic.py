@@ -7,7 +7,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import DatasetError
-from ..records import Record
+from ..records import DTYPE_CODES, DTYPES_TEXT, Record
 from .base import Dataset
 
 
@@ -17,6 +17,9 @@ class SyntheticDataset(Dataset):
     - fixed size: ``size`` (HxW, int or (h, w)); variable sizes: ``variable=(lo, hi)`` draws H and W
       independently from [lo, hi] per record.
     - ``channels``: 1 (stored as HxW), 3 or 4; ``bits``: 8 (uint8) or 16 (uint16).
+    - ``dtype``: any record dtype instead (overrides ``bits``): float32/float64 images hold values
+      around -300..700 (CT-like), int8/int16/int32 the same gradients centred on 0, uint32 values up to
+      ~4e9, bool a thresholded mask.
     - ``num_labels`` integer labels; metadata carries the seed-derived ``source_index``.
 
     Images are smooth gradients plus noise, so PNG compresses them roughly like photographs.
@@ -34,6 +37,7 @@ class SyntheticDataset(Dataset):
         num_labels: int = 10,
         seed: int = 0,
         metadata: bool = True,
+        dtype: str | None = None,
     ) -> None:
         if count < 0:
             raise DatasetError(f"synthetic: count must be >= 0, got {count}")
@@ -41,6 +45,17 @@ class SyntheticDataset(Dataset):
             raise DatasetError(f"synthetic: channels must be 1, 3 or 4, got {channels}")
         if bits not in (8, 16):
             raise DatasetError(f"synthetic: bits must be 8 or 16, got {bits}")
+        if dtype is not None:
+            try:
+                dt = np.dtype(dtype)
+            except TypeError:
+                dt = None
+            if dt not in DTYPE_CODES:
+                raise DatasetError(f"synthetic: dtype must be one of {DTYPES_TEXT}, got {dtype!r}")
+            if dt in (np.uint8, np.uint16):
+                bits, dt = 8 * dt.itemsize, None  # the same images as bits=8/16
+            dtype = dt
+        self.dtype = dtype
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         if h <= 0 or w <= 0:
             raise DatasetError(f"synthetic: size must be positive, got {h}x{w}")
@@ -63,7 +78,8 @@ class SyntheticDataset(Dataset):
             size = f"{self.variable[0]}-{self.variable[1]} px x{self.channels}"
         else:
             size = f"{self.size[0]}x{self.size[1]}x{self.channels}"
-        return f"synthetic {self.count:,} x {size} uint{self.bits} (seed {self.seed})"
+        kind = self.dtype.name if self.dtype is not None else f"uint{self.bits}"
+        return f"synthetic {self.count:,} x {size} {kind} (seed {self.seed})"
 
     def record(self, i: int) -> Record:
         if not 0 <= i < self.count:
@@ -80,7 +96,10 @@ class SyntheticDataset(Dataset):
         gy = np.linspace(0.0, rng.random() * 0.4, h, dtype=np.float32)[:, None, None]
         gx = np.linspace(0.0, rng.random() * 0.4, w, dtype=np.float32)[None, :, None]
         noise = rng.random((h, w, c), dtype=np.float32) * 0.15
-        img = np.clip((base[None, None, :] + gy + gx + noise) * top, 0, top).astype(dtype)
+        if self.dtype is not None:
+            img = _other_dtype(base[None, None, :] + gy + gx + noise, self.dtype)
+        else:
+            img = np.clip((base[None, None, :] + gy + gx + noise) * top, 0, top).astype(dtype)
         if c == 1:
             img = img[:, :, 0]
         label = int(rng.integers(0, self.num_labels))
@@ -94,3 +113,20 @@ class SyntheticDataset(Dataset):
     def __iter__(self) -> Iterator[Record]:
         for i in range(self.count):
             yield self.record(i)
+
+
+#: dtype -> (scale, shift) applied to the 0..~1.15 gradients before the cast
+_SCALES = {"int8": (200.0, -0.5), "int16": (2000.0, -0.3), "int32": (2e6, -0.5), "uint32": (3.7e9, 0.0),
+           "float32": (1000.0, -0.3), "float64": (1000.0, -0.3)}
+
+
+def _other_dtype(v: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """The gradients ``v`` (float32, about 0..1.15) as pixels of ``dt`` (not uint8/uint16)."""
+    if dt == np.bool_:
+        return v > 0.6
+    scale, shift = _SCALES[dt.name]
+    x = (v.astype(np.float64) + shift) * scale
+    if dt.kind == "f":
+        return x.astype(dt)
+    info = np.iinfo(dt)
+    return np.clip(np.rint(x), info.min, info.max).astype(dt)

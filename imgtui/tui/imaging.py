@@ -1,4 +1,4 @@
-"""Pure image helpers for the TUI: window 16-bit to 8-bit, fit and resize, draw with half blocks.
+"""Pure image helpers for the TUI: window any record dtype (16-bit, signed, float, bool) to 8-bit, fit and resize, draw with half blocks.
 
 No Textual here: these run in worker threads and in tests. A terminal cell is about twice as tall
 as it is wide, so one cell shows two stacked pixels with "▀" (foreground = top pixel, background =
@@ -16,28 +16,52 @@ from rich.text import Text
 UPPER_HALF = "\u2580"  # ▀
 
 
-def window_to_uint8(
-    image: np.ndarray, mode: str = "minmax", percentiles: tuple[float, float] = (0.5, 99.5)
-) -> np.ndarray:
-    """Map an image to uint8 for display.
+#: the percentiles ``mode="auto"`` windows float images by
+FLOAT_PERCENTILES = (1.0, 99.0)
 
-    uint8 images are returned unchanged. Other dtypes are windowed: ``mode="minmax"`` maps the
-    image minimum to 0 and its maximum to 255; ``mode="percentile"`` uses the given percentiles
-    (robust against a few hot pixels). A constant image maps to 0.
+
+def window_to_uint8(
+    image: np.ndarray, mode: str = "auto", percentiles: tuple[float, float] = (0.5, 99.5)
+) -> np.ndarray:
+    """Map an image of any record dtype to uint8 for display.
+
+    uint8 images are returned unchanged; bool images show False as 0 and True as 255. Other dtypes
+    are windowed: ``mode="minmax"`` maps the image minimum to 0 and its maximum to 255;
+    ``mode="percentile"`` uses the given percentiles (robust against a few hot pixels);
+    ``mode="auto"`` (the default) is minmax for integer images and the 1st/99th percentiles for
+    float images. NaN and infinite values are left out of the window; NaN shows as 0, +inf as 255
+    and -inf as 0. A constant image maps to 0.
     """
     if image.dtype == np.uint8:
         return image
-    data = image.astype(np.float32, copy=False)
-    if mode == "percentile":
-        lo, hi = (float(v) for v in np.percentile(data, percentiles))
-    elif mode == "minmax":
-        lo, hi = float(data.min()), float(data.max())
-    else:
-        raise ValueError(f"unknown window mode {mode!r} (use 'minmax' or 'percentile')")
-    if hi <= lo:
+    if image.dtype == np.bool_:
+        return image.view(np.uint8) * np.uint8(255)
+    if mode == "auto":
+        mode, percentiles = ("percentile", FLOAT_PERCENTILES) if image.dtype.kind == "f" else ("minmax", percentiles)
+    if mode not in ("minmax", "percentile"):
+        raise ValueError(f"unknown window mode {mode!r} (use 'auto', 'minmax' or 'percentile')")
+    # float64 for 32/64-bit samples: float32 would round large integers and overflow big floats
+    with np.errstate(invalid="ignore"):  # a signalling NaN warns when cast
+        data = image.astype(np.float64 if image.dtype.itemsize >= 4 else np.float32, copy=False)
+    finite = np.isfinite(data) if image.dtype.kind == "f" else None
+    vals = data[finite] if finite is not None and not finite.all() else data
+    if vals.size == 0:
         return np.zeros(image.shape, dtype=np.uint8)
-    scaled = (data - lo) * (255.0 / (hi - lo))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    if mode == "percentile":
+        lo, hi = (float(v) for v in np.percentile(vals, percentiles))
+    else:
+        lo, hi = float(vals.min()), float(vals.max())
+    if hi <= lo:
+        out = np.zeros(image.shape, dtype=np.uint8)
+        if finite is not None:
+            out[np.isposinf(data)] = 255
+        return out
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = (data - lo) * (255.0 / (hi - lo))
+        out = np.clip(np.rint(scaled), 0, 255)
+    if finite is not None:
+        out[np.isnan(out)] = 0
+    return out.astype(np.uint8)
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -55,7 +79,7 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"cannot display an image with {c} channels")
 
 
-def display_rgb(image: np.ndarray, window: str = "minmax") -> np.ndarray:
+def display_rgb(image: np.ndarray, window: str = "auto") -> np.ndarray:
     """Any record image as HxWx3 uint8 for a terminal graphics protocol (windowed, alpha over black)."""
     return np.ascontiguousarray(to_rgb(window_to_uint8(image, window)))
 
@@ -129,7 +153,7 @@ def half_block_text(rgb: np.ndarray) -> Text:
 
 
 def thumbnail(
-    image: np.ndarray, columns: int, rows: int, window: str = "minmax", upscale: bool = True
+    image: np.ndarray, columns: int, rows: int, window: str = "auto", upscale: bool = True
 ) -> Text:
     """The whole pipeline: window to 8-bit, fit into ``columns`` x ``rows`` cells, half blocks."""
     img8 = window_to_uint8(image, window)

@@ -26,16 +26,24 @@ from ..backends.article import article_text
 from ..bench.backend_info import names as backend_names
 from ..errors import ImgtuiError, first_line
 from ..png import encode_png
+from ..tiff import TIFF_DTYPES, encode_tiff
 from ..records import checksum
 from .widgets.record_list import RowDetails
 
 def write_viewable(image: np.ndarray, index: int) -> Path:
-    """The record as a file an image viewer opens: PNG for 8/16-bit pixels (lossless), else .npy."""
+    """The record as a file an image viewer opens, as the disk backend writes it: PNG for 8/16-bit
+    pixels (lossless; bool as 0/255), TIFF for int8/int16/uint32/int32/float32/float64 (exact), else
+    .npy."""
     folder = Path(tempfile.mkdtemp(prefix="imgtui-view-"))
-    if image.dtype in (np.uint8, np.uint16) and (image.ndim == 2 or image.shape[-1] in (1, 3, 4)):
-        path = folder / f"record-{index}.png"
-        path.write_bytes(encode_png(image))
-        return path
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (1, 3, 4)):
+        if image.dtype in (np.uint8, np.uint16, np.bool_):
+            path = folder / f"record-{index}.png"
+            path.write_bytes(encode_png(image.view(np.uint8) * np.uint8(255) if image.dtype == np.bool_ else image))
+            return path
+        if image.dtype in TIFF_DTYPES:
+            path = folder / f"record-{index}.tif"
+            path.write_bytes(encode_tiff(image, 1))
+            return path
     path = folder / f"record-{index}.npy"
     np.save(path, image)
     return path

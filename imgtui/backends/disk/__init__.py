@@ -1,4 +1,4 @@
-"""The disk backend: a folder with one lossless PNG per record, a CSV table and a manifest.
+"""The disk backend: a folder with one lossless PNG (or TIFF, for signed, 32-bit and float pixels) per record, a CSV table and a manifest.
 
 ``store.py`` writes and reads it, ``mutator.py`` changes it; see ``store.py`` for the layout.
 """
@@ -28,7 +28,7 @@ from .store import (  # noqa: F401
 class DiskBackend(Backend):
     name = "disk"
     display_name = "disk (PNG files)"
-    description = "a folder with one lossless PNG per record, records.csv and manifest.json"
+    description = "a folder with one lossless PNG (TIFF for signed/32-bit/float pixels) per record, records.csv and manifest.json"
     colour = "#4c9be8"
     suffix = ""
     writer_cls = DiskWriter
@@ -64,5 +64,8 @@ class DiskBackend(Backend):
             "pandas.read_csv(T, dtype={'label': str}) lists every record, where T is the table manifest.json "
             "names ('table'; records.csv until the store is changed); "
             "PIL.Image.open(file) reads each PNG (reshape to the shape column; 16-bit RGB/RGBA files "
-            "need a 16-bit reader such as imgtui.backends.disk.decode_png or OpenCV)"
+            "need a 16-bit reader such as imgtui.backends.disk.decode_png or OpenCV; a bool record is a 0/255 "
+            "8-bit PNG: image > 0); int8/int16/uint32/int32/float32/float64 records are baseline TIFF files (.tif, "
+            "deflate, SampleFormat int/float): tifffile.imread reads them exactly, Pillow the 1-channel int16/int32/"
+            "float32 ones; ImageJ/Fiji opens baseline TIFF but makes float64 and 32-bit integers float32"
         )

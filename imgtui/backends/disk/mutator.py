@@ -113,16 +113,17 @@ class DiskMutator(_Mutator):
         return self.stats.label_kinds if len(self.stats.label_kinds) <= 1 else set(self._new_kinds)
 
     # -- helpers ---------------------------------------------------------------------------
-    def _fresh_name(self, i: int, used: set[str]) -> str:
+    def _fresh_name(self, i: int, used: set[str], dtype: np.dtype | None = None) -> str:
         """A file name no generation of the store has used: records written by a change carry the
         new generation (``000123-g4.png``), so a reader still on an older table never finds another
         record's pixels under a name it knows (it finds its file, or none: 'reopen it')."""
+        suffix = disk.suffix_of(dtype)
         stem = disk.image_name(i)[: -len(".png")]
-        name = f"{stem}-g{self.generation + 1}.png" if self.generation + 1 > 0 else disk.image_name(i)
+        name = f"{stem}-g{self.generation + 1}{suffix}" if self.generation + 1 > 0 else disk.image_name(i, dtype)
         k = 0
         while name in used:
             k += 1
-            name = f"{stem}-g{self.generation + 1}-{k}.png"
+            name = f"{stem}-g{self.generation + 1}-{k}{suffix}"
         used.add(name)
         return name
 
@@ -181,7 +182,7 @@ class DiskMutator(_Mutator):
                     recs = [self._valid(r, i + k) for k, r in enumerate(batch)]
                     items, rows = [], []
                     for rec in recs:
-                        name = self._fresh_name(i, used)
+                        name = self._fresh_name(i, used, rec.image.dtype)
                         items.append((os.path.join(root, name), rec.image))
                         rows.append(self._row(i, name, rec, self.crc(rec.image)))
                         kinds.add(rows[-1][3])
@@ -203,7 +204,7 @@ class DiskMutator(_Mutator):
         except BaseException:
             self._rollback(table, created)
             raise
-        self.how = (f"appended {self.done:,} records as new PNG files and a new records table, "
+        self.how = (f"appended {self.done:,} records as new image files and a new records table, "
                     "switched in by one atomic manifest replace")
 
     def overwrite(self, changes: dict[int, Record]) -> None:
@@ -212,7 +213,7 @@ class DiskMutator(_Mutator):
         rows = [list(r) for r in self.rows]
         items, stale, created = [], [], []
         for i, rec in changes.items():
-            name = self._fresh_name(i, used)
+            name = self._fresh_name(i, used, rec.image.dtype)
             items.append((os.path.join(str(self.path), name), rec.image))
             created.append(name)
             stale.append(rows[i][1])
@@ -232,7 +233,7 @@ class DiskMutator(_Mutator):
             self._rollback(table, created)
             raise
         self.done = len(changes)
-        self.how = (f"wrote {len(changes):,} new PNG files and a new records table, switched them in by one "
+        self.how = (f"wrote {len(changes):,} new image files and a new records table, switched them in by one "
                     f"atomic manifest replace, then removed the {len(changes):,} old files")
 
     def delete(self, idx: list[int]) -> None:

@@ -1,4 +1,4 @@
-"""The disk backend: a folder with one lossless PNG per record, a CSV table and a manifest.
+"""The disk backend: a folder with one lossless PNG (or TIFF, for signed, 32-bit and float pixels) per record, a CSV table and a manifest.
 
 Layout of a store ``<path>/``::
 
@@ -20,6 +20,12 @@ one numpy cumulative sum: decoding is ~2.4x cheaper than Pillow's, for ~5% large
 Pillow's adaptive filtering. PNGs written by anything else still read (through Pillow, or this
 module's general filter code for 16-bit colour). An HxWx1 image is stored as a gray PNG; the
 ``shape`` column restores its third axis.
+
+Other dtypes: a bool record is an 8-bit PNG of 0/255 (any viewer shows the mask; the reader
+accepts only 0 and 255 and gives back bool); int8, int16, uint32, int32, float32 and float64
+records are ``.tif`` files written by :mod:`imgtui.tiff` (baseline little-endian TIFF, deflate at
+``png_level`` > 0, uncompressed at 0, SampleFormat int/float: the exact bytes, NaN payloads too).
+The ``dtype`` column says which; the file name's suffix must agree with it.
 
 Writing encodes each batch in a pool of 2 (up to 4) workers, keeping at most two chunks per
 worker in flight, in the order of the table: forked processes when the caller runs no other
@@ -56,8 +62,9 @@ from ...errors import (
     StoreNotFoundError,
     WrongBackendError,
 )
-from ...records import Label, Record, loads_metadata
+from ...records import DTYPE_NAMES, Label, Record, loads_metadata
 from ...png import DEFAULT_PNG_LEVEL, PNG_FILTER, decode_png, encode_png, png_size  # noqa: F401
+from ...tiff import decode_tiff, encode_tiff, tiff_size
 from ..safety import die_with_parent
 from ..base import StoreReader, StoreWriter, atomic_write_text, check_manifest
 
@@ -69,12 +76,42 @@ IMAGES = "images"
 FILES_PER_FOLDER = 1000
 COLUMNS = ("index", "file", "label", "label_type", "shape", "dtype", "crc32", "metadata")
 
-_DTYPES = {"uint8": np.dtype(np.uint8), "uint16": np.dtype(np.uint16)}
+_DTYPES = DTYPE_NAMES
+#: dtypes written as PNG (bool as 8-bit gray/RGB(A) 0/255, which every viewer shows as a mask);
+#: every other dtype is written as a lossless TIFF (:mod:`imgtui.tiff`)
+PNG_DTYPES = frozenset(np.dtype(t) for t in ("uint8", "uint16", "bool"))
+#: what ``info`` and the README say about the files
+FILE_FORMATS = ("uint8/uint16 -> PNG 8/16-bit; bool -> 8-bit PNG of 0/255; int8, int16, uint32, int32, "
+                "float32, float64 -> baseline TIFF (deflate, SampleFormat int/float, little-endian)")
 
 
-def image_name(index: int) -> str:
-    """Relative path of record ``index``'s PNG inside a store."""
-    return f"{IMAGES}/{index // FILES_PER_FOLDER:03d}/{index:06d}.png"
+def file_format(dtype: np.dtype | str) -> str:
+    """How a record of ``dtype`` is stored, for ``info`` ("8-bit PNG", "TIFF float32, deflate")."""
+    dt = np.dtype(dtype)
+    if dt == np.bool_:
+        return "8-bit PNG of 0/255"
+    if dt in PNG_DTYPES:
+        return f"{8 * dt.itemsize}-bit PNG"
+    return f"TIFF {dt.name}"
+
+
+def suffix_of(dtype: np.dtype | str | None) -> str:
+    """``.png`` for the dtypes PNG holds, ``.tif`` for the others."""
+    return ".png" if dtype is None or np.dtype(dtype) in PNG_DTYPES else ".tif"
+
+
+def image_name(index: int, dtype: np.dtype | str | None = None) -> str:
+    """Relative path of record ``index``'s image file inside a store (PNG, or TIFF by dtype)."""
+    return f"{IMAGES}/{index // FILES_PER_FOLDER:03d}/{index:06d}{suffix_of(dtype)}"
+
+
+def encode_image(image: np.ndarray, level: int) -> bytes:
+    """The file bytes of one record: PNG for uint8/uint16/bool, TIFF for the other dtypes."""
+    if image.dtype == np.bool_:
+        return encode_png(image.view(np.uint8) * np.uint8(255), level)
+    if image.dtype in PNG_DTYPES:
+        return encode_png(image, level)
+    return encode_tiff(image, level)
 
 
 def _write_file(path: str, data: bytes) -> None:
@@ -84,7 +121,7 @@ def _write_file(path: str, data: bytes) -> None:
 
 def _encode_and_write(items: list[tuple[str, np.ndarray]], level: int) -> None:
     for path, image in items:
-        _write_file(path, encode_png(image, level))
+        _write_file(path, encode_image(image, level))
 
 
 def _worker_init() -> None:
@@ -166,7 +203,7 @@ class DiskWriter(StoreWriter):
             if folder not in self._dirs_made:
                 os.makedirs(os.path.join(root, IMAGES, f"{folder:03d}"), exist_ok=True)
                 self._dirs_made.add(folder)
-            name = image_name(i)
+            name = image_name(i, rec.image.dtype)
             items.append((os.path.join(root, name), rec.image))
             label = rec.label
             rows.append((
@@ -192,8 +229,9 @@ class DiskWriter(StoreWriter):
         self._table.flush()
 
     def manifest(self, **extra: Any) -> dict:
-        layout = {"images": "images/{index//1000:03d}/{index:06d}.png", "files_per_folder": FILES_PER_FOLDER,
-                  "table": TABLE, "columns": list(COLUMNS)}
+        layout = {"images": "images/{index//1000:03d}/{index:06d}.png (.tif for dtypes PNG cannot hold)",
+                  "files_per_folder": FILES_PER_FOLDER, "table": TABLE, "columns": list(COLUMNS),
+                  "file_formats": FILE_FORMATS}
         return super().manifest(layout=layout, **extra)
 
     def _finalize(self, manifest: dict) -> None:
@@ -233,7 +271,7 @@ class DiskWriter(StoreWriter):
 _SHAPE_RE = re.compile(r"^[1-9][0-9]*x[1-9][0-9]*(x[134])?$")
 #: the only file names a table may list: PNGs under images/NNN/ (a hostile table cannot make
 #: imgtui read, or a change remove, anything outside the store)
-FILE_RE = re.compile(r"^images/[0-9]{3,}/[0-9]{6,}(-g[0-9]+)?(-[0-9]+)?\.png$")
+FILE_RE = re.compile(r"^images/[0-9]{3,}/[0-9]{6,}(-g[0-9]+)?(-[0-9]+)?\.(png|tif)$")
 _TABLE_NAME_RE = re.compile(r"^records(-[0-9]+)?\.csv$")
 
 
@@ -324,10 +362,12 @@ class DiskReader(StoreReader):
                     labels.append(label)
                     crcs.append(int(crc))
                     meta.append(None if md in ("", "{}") else md)
-                    if name != image_name(n):
-                        if not FILE_RE.match(name):
+                    if name != image_name(n, _DTYPES[dtype]):
+                        if not FILE_RE.match(name) or name[-4:] != suffix_of(dtype):
+                            kind = "PNG" if suffix_of(dtype) == ".png" else "TIFF"
                             raise CorruptStoreError(
-                                f"{tpath} line {line}: file {name!r} is not a PNG under images/ of the store"
+                                f"{tpath} line {line}: file {name!r} is not a {kind} under images/ of the store "
+                                f"(the {dtype} records' files are {suffix_of(dtype)})"
                             )
                         files[n] = name
             except csv.Error as exc:
@@ -353,15 +393,17 @@ class DiskReader(StoreReader):
         return self._n
 
     def file_of(self, index: int) -> str:
-        """Relative path (from the store folder) of record ``index``'s PNG."""
-        return self._files.get(index) or image_name(index)
+        """Relative path (from the store folder) of record ``index``'s PNG or TIFF."""
+        return self._files.get(index) or image_name(index, self._shape_list[self._shape_codes[index]][1])
 
     def _label(self, i: int) -> Label:
         return int(self._labels_col[i]) if self._int_labels else self._labels_col[i]
 
     def _decode(self, i: int) -> np.ndarray:
-        path = os.path.join(self._root, self._files.get(i) or image_name(i))
         shape, dtype, size = self._shape_list[self._shape_codes[i]]
+        path = os.path.join(self._root, self._files.get(i) or image_name(i, dtype))
+        png = dtype in PNG_DTYPES
+        kind = "PNG" if png else "TIFF"
         try:
             with open(path, "rb") as f:
                 data = f.read()
@@ -371,18 +413,23 @@ class DiskReader(StoreReader):
         except OSError as exc:
             raise CorruptStoreError(f"{path}: cannot read record {i} ({exc.strerror})") from None
         try:
-            hw = png_size(data)
+            hw = png_size(data) if png else tiff_size(data)
         except ValueError:
             hw = None
         if hw is not None and hw != tuple(shape[:2]):  # checked before anything is inflated
             raise CorruptStoreError(
-                f"{path}: record {i} is a {hw[0]}x{hw[1]} PNG, records.csv says {'x'.join(map(str, shape))} {dtype}"
+                f"{path}: record {i} is a {hw[0]}x{hw[1]} {kind}, records.csv says {'x'.join(map(str, shape))} {dtype}"
             )
         try:
-            img = decode_png(data)
+            img = decode_png(data) if png else decode_tiff(data)
         except Exception as exc:  # Pillow raises many kinds of errors on damaged files
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CorruptStoreError(f"{path}: record {i} is not a readable PNG ({msg})") from None
+            raise CorruptStoreError(f"{path}: record {i} is not a readable {kind} ({msg})") from None
+        if dtype == np.bool_ and img.dtype == np.uint8:
+            mask = img != 0
+            if not (img[mask] == 255).all():  # a mask PNG holds 0 and 255 only
+                raise CorruptStoreError(f"{path}: record {i} is a bool mask but its PNG holds values other than 0 and 255")
+            img = mask
         if img.dtype != dtype or img.size != size or img.shape[:2] != shape[:2]:
             raise CorruptStoreError(
                 f"{path}: record {i} decodes to {'x'.join(map(str, img.shape))} {img.dtype}, "
@@ -479,5 +526,10 @@ class DiskReader(StoreReader):
 
     def info(self) -> dict:
         d = super().info()
-        d["layout"] = "one PNG per record in images/NNN/ (1,000 per folder), records.csv, manifest.json"
+        d["layout"] = ("one file per record in images/NNN/ (1,000 per folder), records.csv, manifest.json; "
+                       + FILE_FORMATS)
+        level = (self.manifest.get("options") or {}).get("png_level", DEFAULT_PNG_LEVEL)
+        comp = "deflate" if level else "uncompressed"
+        d["file_formats"] = {dt: file_format(dt) + ("" if _DTYPES[dt] in PNG_DTYPES else f" ({comp})")
+                             for dt in d.get("dtypes") or {} if dt in _DTYPES}
         return d

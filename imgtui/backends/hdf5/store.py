@@ -3,12 +3,14 @@
 Layout of a store (everything at the root group)
 -----------------------------------------------
 Fixed shapes (every record has the shape and dtype of the first one):
-  ``images``       N x H x W [x C] uint8/uint16. HxW and HxWx1 stay distinct (3-D vs 4-D dataset).
+  ``images``       N x H x W [x C] of the records' dtype (uint8, uint16, int8, int16, uint32, int32,
+                   float32, float64 or bool, h5py's enum of int8). HxW and HxWx1 stay distinct.
 Variable shapes (a record's shape or dtype differed from the first one):
   ``images_flat``  N vlen uint8 (``h5py.vlen_dtype(np.uint8)``): each image's raw C-order bytes,
-                   uint16 little-endian
+                   multi-byte samples little-endian
   ``shapes``       N x 3 int64 (H, W, C); C = 0 for a 2-D HxW image
-  ``dtypes``       N uint8 code: 0 = uint8, 1 = uint16
+  ``dtypes``       N uint8 code: 0 = uint8, 1 = uint16, 2 = int16, 3 = uint32, 4 = int32,
+                   5 = float32, 6 = float64, 7 = bool, 8 = int8
 Always:
   ``labels``       N int64 when every label is an int, else vlen UTF-8 str
   ``label_is_int`` N uint8, only in stores mixing int and str labels (then ``labels`` is str and
@@ -70,9 +72,9 @@ from ...errors import (
     InvalidRecordError,
     StoreNotFoundError,
 )
-from ...records import Label, Record, loads_metadata
+from ...records import CODE_DTYPES as _RECORD_DTYPES, DTYPE_CODES as _RECORD_CODES, Label, Record, loads_metadata
 from ..base import (
-    FORMAT_VERSION,
+    PLAIN_FORMAT_VERSION,
     StoreReader,
     StoreWriter,
     _one_line,
@@ -104,8 +106,9 @@ MAX_BATCH_BYTES = 64 << 20
 #: bytes copied per step while migrating a store to another layout
 COPY_BYTES = 64 << 20
 
-DTYPE_CODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1}
-CODE_DTYPES = {0: np.dtype("<u1"), 1: np.dtype("<u2")}
+#: the ``dtypes`` dataset's codes: imgtui.records' codes minus 1 (0 = uint8, 1 = uint16 as before)
+DTYPE_CODES = {dt: code - 1 for dt, code in _RECORD_CODES.items()}
+CODE_DTYPES = {code - 1: dt for code, dt in _RECORD_DTYPES.items()}
 
 _STR = h5py.string_dtype("utf-8")
 _VLEN_U8 = h5py.vlen_dtype(np.uint8)
@@ -241,7 +244,7 @@ class Hdf5Writer(StoreWriter):
         except OSError as exc:
             raise ImgtuiError(f"cannot create {path}: {_one_line(exc)}") from None
         f.attrs["format"] = "imgtui"
-        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["format_version"] = PLAIN_FORMAT_VERSION  # the manifest says which version the records need
         f.attrs["backend"] = self.backend
         from ..._version import __version__
 

@@ -7,9 +7,11 @@ Layout of a store (a folder, ``lmdb.open(path, subdir=True, max_dbs=4)``):
 
   * 16-byte header ``struct '<4sIQ'``: magic ``b"IMB1"``, record count, first record index;
   * ``count`` entries of the 32-byte little-endian table :data:`ENTRY` (byte offset of the payload
-    in the value, payload bytes, crc32 of the pixels, h, w, c, dtype code 1=uint8 2=uint16, ndim,
+    in the value, payload bytes, crc32 of the pixels, h, w, c, dtype code (1=uint8 2=uint16 3=int16
+    4=uint32 5=int32 6=float32 7=float64 8=bool 9=int8), ndim,
     encoding 0=raw 1=png);
-  * the payloads: raw C-order pixel bytes (little-endian) or one lossless PNG per record.
+  * the payloads: raw C-order pixel bytes (little-endian) or one lossless PNG per record
+    (``encoding=png`` applies to uint8/uint16 only; the other dtypes are always raw).
 
   A writer picks the records per block ``B`` from the first record's size so that a block is
   about ``block_bytes`` (256 KiB); B=1 for images of 256 KiB or more. A block is closed early
@@ -51,7 +53,7 @@ from ...errors import (
     StoreNotFoundError,
     WrongBackendError,
 )
-from ...records import Label, Record
+from ...records import CODE_DTYPES, DTYPE_CODES, Label, Record
 from ..base import StoreReader, StoreWriter, check_manifest, disk_nearly_full
 
 _LABEL_JSON = json.JSONEncoder(ensure_ascii=False)
@@ -74,8 +76,7 @@ ENTRY = np.dtype(
     ]
 )
 assert ENTRY.itemsize == 32
-DTYPES = {1: np.dtype("<u1"), 2: np.dtype("<u2")}
-DTYPE_CODES = {np.dtype(np.uint8): 1, np.dtype(np.uint16): 2}
+DTYPES = CODE_DTYPES  # code -> dtype (1 uint8, 2 uint16, ...: imgtui.records.DTYPE_CODES)
 ENC_RAW, ENC_PNG = 0, 1
 LAYOUT = "imgtui-lmdb-blocks-1"
 MAX_DBS = 4
@@ -101,8 +102,8 @@ def _png_encode(image: np.ndarray, level: int) -> bytes | None:
     a = image
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
-    if a.dtype == np.uint16 and a.ndim == 3:
-        return None  # Pillow has no 16-bit RGB/RGBA mode: such records are stored raw
+    if a.dtype not in (np.uint8, np.uint16) or (a.dtype == np.uint16 and a.ndim == 3):
+        return None  # Pillow has no 16-bit RGB/RGBA mode, PNG no signed/float/wider samples: stored raw
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, format="PNG", compress_level=level)
     return buf.getvalue()

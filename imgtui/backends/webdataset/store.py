@@ -14,7 +14,7 @@ Each record ``i`` is two or three consecutive tar members sharing the key ``f"{i
 
 - ``000000012.npy``: the pixels as a ``.npy`` file (``encoding=raw``, the default: exact, any
   dtype and shape, HxW and HxWx1 kept apart), or ``000000012.png`` (``encoding=png``: lossless,
-  8/16-bit, written by :mod:`imgtui.png`; an HxWx1 image is a gray PNG, the index restores its
+  8/16-bit, written by :mod:`imgtui.png`; uint8/uint16 only, other dtypes stay .npy; an HxWx1 image is a gray PNG, the index restores its
   third axis);
 - ``000000012.cls`` (an int label as decimal text) or ``000000012.txt`` (a str label, UTF-8);
 - ``000000012.json`` (the metadata), only when the record has metadata.
@@ -64,7 +64,7 @@ from ...errors import (
     WrongBackendError,
 )
 from ...png import DEFAULT_PNG_LEVEL, decode_png, encode_png
-from ...records import MAX_IMAGE_BYTES, Label, Record, loads_metadata
+from ...records import CODE_DTYPES, DTYPE_CODES, MAX_IMAGE_BYTES, Label, Record, loads_metadata
 from ..base import StoreReader, StoreWriter, atomic_write_text, check_manifest, fsync_dir
 
 BACKEND = "webdataset"
@@ -90,7 +90,8 @@ RECORD_SIZE = 20 * BLOCK
 
 #: one row per record; little-endian, packed. Offsets are of member *data* (after the 512-byte
 #: tar header), in the shard file ``shard``. ``hdr``: bytes of the .npy header before the pixels
-#: (0 for PNG). ``c``: channels, 0 for an HxW image. ``dtype``: 1 = uint8, 2 = uint16.
+#: (0 for PNG). ``c``: channels, 0 for an HxW image. ``dtype``: 1 = uint8, 2 = uint16, 3 = int16,
+#: 4 = uint32, 5 = int32, 6 = float32, 7 = float64, 8 = bool, 9 = int8 (``imgtui.records``).
 #: ``enc``: 0 = npy, 1 = png. ``lkind``: 0 = int label (in ``label`` and the .cls member),
 #: 1 = str label (the .txt member). ``meta_size`` 0: no .json member.
 INDEX_DTYPE = np.dtype([
@@ -101,8 +102,12 @@ INDEX_DTYPE = np.dtype([
     ("h", "<u4"), ("w", "<u4"), ("c", "u1"), ("dtype", "u1"), ("enc", "u1"), ("lkind", "u1"),
     ("label", "<i8"), ("checksum", "<u4"),
 ])
-_DTYPES = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16)}
-_DTYPE_CODES = {np.dtype(np.uint8): 1, np.dtype(np.uint16): 2}
+_DTYPES = CODE_DTYPES  # code -> dtype: imgtui.records.DTYPE_CODES (1 = uint8, 2 = uint16, ...)
+_DTYPE_CODES = DTYPE_CODES
+#: dtypes a .png member holds (encoding=png); records of other dtypes are .npy members
+_PNG_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+#: dtype code -> bytes per sample
+_ITEMSIZE = np.array([_DTYPES[k].itemsize if k in _DTYPES else 1 for k in range(max(_DTYPES) + 1)], np.uint64)
 _IMG_EXT = {0: "npy", 1: "png"}
 _LAB_EXT = {0: "cls", 1: "txt"}
 _LAB_EXT_B = {0: b".cls", 1: b".txt"}
@@ -259,10 +264,9 @@ class WdsWriter(StoreWriter):
     def _write_batch(self, records: list[Record], checksums: list[int], start: int) -> None:
         limit = self.options["shard_bytes"]
         level = self.options["png_level"]
-        enc = self._enc
+        store_enc = self._enc
         header = self._tar.header
-        img_ext = b"." + _IMG_EXT[enc].encode()
-        img_ext_sum = sum(img_ext)
+        exts = {e: b"." + _IMG_EXT[e].encode() for e in _IMG_EXT}
         zeros = _ZEROS
         out = bytearray()  # the batch's bytes, from shard offset ``pos0``
         pos0 = self._pos
@@ -272,6 +276,10 @@ class WdsWriter(StoreWriter):
             key = b"%09d" % i
             ksum = sum(key)
             img = rec.image
+            # encoding=png holds uint8/uint16; other dtypes are exact .npy members either way
+            enc = store_enc if img.dtype in _PNG_DTYPES else 0
+            img_ext = exts[enc]
+            img_ext_sum = sum(img_ext)
             if enc == 0:
                 hdr = npy_header(img.dtype, img.shape)
                 size = len(hdr) + img.nbytes
@@ -327,7 +335,7 @@ class WdsWriter(StoreWriter):
             "shard_name": "shard-{shard:06d}.tar",
             "key": "{index:09d}",
             "members": {
-                "image": ".npy (encoding=raw) or .png (encoding=png)",
+                "image": ".npy (encoding=raw, and every dtype but uint8/uint16) or .png (encoding=png)",
                 "label": ".cls (int, decimal text) or .txt (str, UTF-8)",
                 "metadata": ".json, only when the record has metadata",
             },
@@ -485,10 +493,10 @@ class WdsReader(StoreReader):
         bad |= outside(ix["img_off"], ix["img_size"]) | outside(ix["lab_off"], ix["lab_size"])
         has_meta = ix["meta_size"] > 0
         bad |= has_meta & outside(np.where(has_meta, ix["meta_off"], BLOCK), ix["meta_size"])
-        bad |= ~np.isin(ix["dtype"], (1, 2)) | ~np.isin(ix["c"], (0, 1, 3, 4)) | (ix["enc"] > 1) | (ix["lkind"] > 1)
+        bad |= ~np.isin(ix["dtype"], tuple(_DTYPES)) | ((ix["enc"] == 1) & ~np.isin(ix["dtype"], (1, 2))) | ~np.isin(ix["c"], (0, 1, 3, 4)) | (ix["enc"] > 1) | (ix["lkind"] > 1)
         h, w = ix["h"].astype(np.uint64), ix["w"].astype(np.uint64)
         bad |= (h == 0) | (w == 0) | (h * w > MAX_IMAGE_BYTES)
-        pix = np.where(bad, 0, h * w) * np.maximum(ix["c"], 1).astype(np.uint64) * np.where(ix["dtype"] == 2, 2, 1).astype(np.uint64)
+        pix = np.where(bad, 0, h * w) * np.maximum(ix["c"], 1).astype(np.uint64) * _ITEMSIZE[np.where(bad, 1, ix["dtype"])]
         npy = ix["enc"] == 0
         bad |= npy & ((ix["hdr"] < 10) | (ix["img_size"] != pix + ix["hdr"].astype(np.uint64)))
         bad |= ~npy & (ix["hdr"] != 0)

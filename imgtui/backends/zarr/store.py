@@ -3,15 +3,17 @@
 Layout (arrays of the root group, every one little-endian, C order)
 -------------------------------------------------------------------
 Fixed shapes (every record has the shape and dtype of the first one):
-  ``images``       N x H x W [x C] uint8/uint16 (HxW and HxWx1 stay distinct: 3-D vs 4-D array).
+  ``images``       N x H x W [x C] of the records' dtype (uint8, uint16, int8, int16, uint32, int32,
+                   float32, float64, bool; HxW and HxWx1 stay distinct: 3-D vs 4-D array).
                    Chunks hold whole records (``chunk_records`` of them); the sharding codec packs
                    ``shard_records`` records (a whole number of chunks) into one file.
 Variable shapes (a record's shape or dtype differed from the first one):
-  ``pixels``       flat uint8: every image's raw C-order bytes (uint16 little-endian), one after
+  ``pixels``       flat uint8: every image's raw C-order bytes (little-endian), one after
                    another, in chunks of 256 KiB (64 KiB compressed) grouped into ~16 MiB shards
   ``offsets``      N + 1 uint64: record i is ``pixels[offsets[i]:offsets[i + 1]]``
   ``shapes``       N x 3 int64 (H, W, C); C = 0 for a 2-D HxW image
-  ``dtypes``       N uint8 code: 0 = uint8, 1 = uint16
+  ``dtypes``       N uint8 code: 0 = uint8, 1 = uint16, 2 = int16, 3 = uint32, 4 = int32,
+                   5 = float32, 6 = float64, 7 = bool, 8 = int8
 Always:
   ``labels``       N int64 when every label is an int, else N str (zarr's ``string`` data type)
   ``label_is_int`` N uint8, only in stores mixing int and str labels (then ``labels`` is str and a 1
@@ -90,9 +92,9 @@ from ...errors import (
     StoreChangedError,
     StoreNotFoundError,
 )
-from ...records import Label, Record, loads_metadata
+from ...records import CODE_DTYPES as _RECORD_DTYPES, DTYPE_CODES as _RECORD_CODES, Label, Record, loads_metadata
 from ..base import (
-    FORMAT_VERSION,
+    PLAIN_FORMAT_VERSION,
     StoreReader,
     StoreWriter,
     _one_line,
@@ -120,8 +122,9 @@ AUX_SHARD_CHUNKS = 64
 #: rows copied per step when a fixed-shape store switches to the variable-shape layout
 COPY_BYTES = 64 << 20
 
-DTYPE_CODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1}
-CODE_DTYPES = {0: np.dtype("<u1"), 1: np.dtype("<u2")}
+#: the ``dtypes`` array's codes: imgtui.records' codes minus 1 (0 = uint8, 1 = uint16 as before)
+DTYPE_CODES = {dt: code - 1 for dt, code in _RECORD_CODES.items()}
+CODE_DTYPES = {code - 1: dt for code, dt in _RECORD_DTYPES.items()}
 LAYOUTS = ("fixed", "variable", "empty")
 
 
@@ -311,7 +314,7 @@ class ZarrWriter(StoreWriter):
                 store=LocalStore(self.build_path),
                 zarr_format=3,
                 attributes={"imgtui": {"format": "imgtui", "backend": self.backend,
-                                       "format_version": FORMAT_VERSION, "imgtui_version": __version__}},
+                                       "format_version": PLAIN_FORMAT_VERSION, "imgtui_version": __version__}},
             )
         except OSError as exc:
             raise ImgtuiError(f"cannot create {self.path}: {_one_line(exc)}") from None
@@ -440,6 +443,7 @@ class ZarrWriter(StoreWriter):
         arr = self._create(
             "images", (0, *tail), (chunk, *tail), self._dtype,
             (shard, *tail) if shard and shard > chunk else None, self._compressors,
+            False if self._dtype == np.bool_ else 0,
         )
         self._cols["images"] = _Column(arr, shard or chunk)
 
@@ -896,7 +900,7 @@ class ZarrReader(StoreReader):
             "labels": ((n,), ("int64", "string")), "metadata": ((n,), ("string",)), "checksums": ((n,), ("uint32",)),
         }
         if self._kind == "fixed":
-            need["images"] = (None, ("uint8", "uint16"))
+            need["images"] = (None, tuple(dt.name for dt in DTYPE_CODES))
         elif self._kind == "variable":
             need.update(pixels=(None, ("uint8",)), offsets=((n + 1,), ("uint64",)), shapes=((n, 3), ("int64",)),
                         dtypes=((n,), ("uint8",)))

@@ -123,9 +123,10 @@ record number; **f** filters: records whose label or metadata contains a text (c
 several texts separated by commas; `=text` matches a label exactly; labels at once, metadata as it
 is read); **l** picks a label from a list with counts; **x** jumps to the next
 damaged or unreadable record; **o** opens the record in your image viewer (`$IMGTUI_VIEWER`, else
-xdg-open/open; PNG for 8/16-bit pixels); **y** copies `STORE[INDEX]`; **z** zooms into the image
-(2x to 16x, windowed like the whole image), shift+**z** zooms out, shift+arrows pan; **v** shows a
-page of thumbnails (Enter opens the selected one); **c** compares the record with
+xdg-open/open; PNG for 8/16-bit and bool pixels, TIFF for signed, 32-bit and float ones); **y**
+copies `STORE[INDEX]`; **z** zooms into the image (2x to 16x, windowed like the whole image),
+shift+**z** zooms out, shift+arrows pan; **v** shows a page of thumbnails (Enter opens the selected
+one); **c** compares the record with
 the same record of the other backends' stores; Escape goes back.
 """
 
@@ -259,7 +260,7 @@ the same record of the other backends' stores; Escape goes back.
                     return
                 view = read_record_view(self.reader, index, self.path)
             if view.image is not None:
-                view.image = window_to_uint8(view.image, "minmax")  # once, over the whole image
+                view.image = window_to_uint8(view.image)  # once, over the whole image (floats: 1st/99th percentiles)
             self._full = (index, view)  # the last record at full size, for zoom and pan
         if get_current_worker().is_cancelled:
             return

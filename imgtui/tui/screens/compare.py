@@ -23,6 +23,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from ...records import same_pixels
 from ...bench.backend_info import names as backend_names
 from ..imaging import thumbnail
 from ..widgets.image_view import ImageView
@@ -46,8 +47,9 @@ def compare_views(names: list[str], views: list[RecordView | None], images: list
                 problems.append(f"{n} shape {v.details.shape} != {ref_name} {ref_view.details.shape}")
             elif im.dtype != ref.dtype:
                 problems.append(f"{n} dtype {im.dtype} != {ref_name} {ref.dtype}")
-            elif not np.array_equal(im, ref):
-                diff = int(np.count_nonzero(im != ref))
+            elif not same_pixels(im, ref):  # bit-exact: NaN equals the same NaN, -0.0 is not 0.0
+                a, b = (np.ascontiguousarray(x).view(f"u{x.dtype.itemsize}") if x.dtype.kind == "f" else x for x in (im, ref))
+                diff = int(np.count_nonzero(a != b))
                 problems.append(f"{n} pixels differ from {ref_name} ({diff:,} values)")
             if v.label != ref_view.label or type(v.label) is not type(ref_view.label):
                 problems.append(f"{n} label {v.label!r} != {ref_name} {ref_view.label!r}")
