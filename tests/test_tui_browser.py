@@ -721,3 +721,39 @@ async def test_l_picks_a_label_and_shows_its_records(fake_store):
         await wait_for(pilot, lambda: app.screen is screen and records.filtered)
         assert [records.index_at(r) for r in range(records.row_count)] == list(range(1, 30, 3))
         assert str(screen.query_one("#list-status").content).endswith("filter: =cls1")
+
+
+# -- snapshots of the browser and its screens at both sizes ------------------------------------------
+def _browser_ready(size_name: str):
+    async def run_before(pilot) -> None:
+        app = pilot.app
+        screen = await open_browser(pilot, app)
+        records = screen.record_list
+        await wait_for(pilot, lambda: screen.image_view.has_image and records.labels_loaded)
+        await wait_for(pilot, lambda: all(records.details_of(i) is not None for i in records.visible_indices()))
+        await pilot.pause()
+    return run_before
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 50)], ids=["80x24", "160x50"])
+def test_snapshot_browser(snap_compare, fake_store, size):
+    app = ScreenApp(lambda: BrowserScreen("fake:40"))
+    assert snap_compare(app, terminal_size=size, run_before=_browser_ready("x"))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 50)], ids=["80x24", "160x50"])
+def test_snapshot_thumbnails(snap_compare, fake_store, size):
+    from imgtui.tui.screens.grid import GridScreen
+
+    async def run_before(pilot) -> None:
+        await _browser_ready("x")(pilot)
+        await pilot.press("v")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, GridScreen))
+        grid = pilot.app.screen
+        views = [grid.query_one(f"#tile-{n}").query_one(ImageView) for n in range(18)]
+        await wait_for(pilot, lambda: all(v.has_image or v.message == "cannot be read"
+                                          for v, t in zip(views, range(18)) if grid.query_one(f"#tile-{t}").display))
+        await pilot.pause()
+
+    app = ScreenApp(lambda: BrowserScreen("fake:40"))
+    assert snap_compare(app, terminal_size=size, run_before=run_before)

@@ -988,3 +988,26 @@ async def test_skip_unreadable_files_reaches_the_benchmark_plan_and_the_run(tmp_
     plan.on_error = "stop"
     (row,) = [r for r in run_to_table(plan).rows if r.backend == "lmdb"]
     assert row.error is not None and "00.png: corrupt or truncated image" in row.error
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 50)], ids=["80x24", "160x50"])
+def test_snapshot_help_and_recommend(snap_compare, size):
+    app = make_app("synthetic:count=20,size=8")
+
+    async def run_before(pilot) -> None:
+        await _loaded(pilot)
+        await pilot.press("r")
+        await _loaded(pilot)
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+def test_snapshot_help_80x24(snap_compare):
+    app = make_app("synthetic:count=20,size=8")
+
+    async def run_before(pilot) -> None:
+        await _loaded(pilot)
+        await pilot.press("f1")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
