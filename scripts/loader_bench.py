@@ -85,14 +85,16 @@ class PerItem(Dataset):
         return self.ds[i]
 
 
-def epoch_rate(ds, batch_size: int, workers: int, seed: int) -> float:
+def epoch_rate(ds, batch_size: int, workers: int, seed: int, max_batches: int = 0) -> float:
     g = torch.Generator()
     g.manual_seed(seed)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers, generator=g)
     n = 0
     t0 = time.perf_counter()
-    for batch in loader:
+    for k, batch in enumerate(loader):
         n += len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch)
+        if max_batches and k + 1 >= max_batches:
+            break
     return n / (time.perf_counter() - t0)
 
 
@@ -142,6 +144,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--max-batches", type=int, default=0, help="time at most this many batches per epoch (0: all)")
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "imgtui-loader-bench"))
     ap.add_argument("--litdata", action="store_true", help="add LitData's StreamingDataset as a peer")
     ap.add_argument("--json")
@@ -167,7 +170,7 @@ def main() -> None:
         rates: dict[str, list[float]] = {m: [] for m in methods}
         for rep in range(a.repeats):  # interleaved: each repeat measures every method once
             for m, d in methods.items():
-                rates[m].append(epoch_rate(d, a.batch_size, a.workers, seed=rep))
+                rates[m].append(epoch_rate(d, a.batch_size, a.workers, seed=rep, max_batches=a.max_batches))
         floor = statistics.median(rates["memmap floor"])
         for m, rs in rates.items():
             med = statistics.median(rs)
@@ -177,7 +180,7 @@ def main() -> None:
                   f"({', '.join(f'{r:,.0f}' for r in rs)})", flush=True)
     if a.json:
         with open(a.json, "w") as fh:
-            json.dump({"batch_size": a.batch_size, "workers": a.workers, "repeats": a.repeats,
+            json.dump({"batch_size": a.batch_size, "workers": a.workers, "repeats": a.repeats, "max_batches": a.max_batches,
                        "torch": torch.__version__, "rows": rows}, fh, indent=1)
 
 

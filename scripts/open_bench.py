@@ -18,6 +18,8 @@ import sys
 
 CHILD = r"""
 import random, sys, time
+if sys.path and sys.path[0] == "":
+    del sys.path[0]  # imgtui from PYTHONPATH (or the installed one), not from the current folder
 import imgtui
 from imgtui.backends import detect_backend, get_backend
 path = sys.argv[1]

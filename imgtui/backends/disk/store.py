@@ -32,6 +32,7 @@ CIFAR-10 images: plain ``Image.fromarray(img).save(path)`` loop 1.41 s, imgtui s
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -277,16 +278,90 @@ class DiskReader(StoreReader):
         self.manifest = check_manifest(manifest, "disk", p)
         self._table_name = _table_of(self.manifest, p)
         self._generation = self.manifest.get("generation", 0)
-        self._load_table()
+        self._rows: dict[int, tuple] = {}
+        self._open_table()
+
+    # -- the table: checked on open, parsed whole only when a column is needed -------------------
+    #: the columns the full parse makes (``__getattr__`` parses the table on first access)
+    _TABLE_COLUMNS: ClassVar[frozenset] = frozenset(
+        ("_labels_col", "_int_labels", "_shape_list", "_shape_codes", "_root", "_crc", "_meta", "_files")
+    )
+
+    def __getattr__(self, name: str) -> Any:
+        if name in DiskReader._TABLE_COLUMNS and "_table" in self.__dict__:
+            self._load_table()
+            return self.__dict__[name]
+        raise AttributeError(name)
+
+    def _open_table(self) -> None:
+        """Read the table's bytes (kept: a change may remove the file later) and check its row count
+        against the manifest without parsing it: with no line break inside a quoted cell (the
+        writer writes none: metadata is JSON), the table has ``count`` rows exactly when it has
+        ``count + 1`` lines and the last begins with index ``count - 1``. Anything else is parsed
+        whole now, as before, and refused when its rows differ from the manifest's count."""
+        tpath = self.path / self._table_name
+        try:
+            with open(tpath, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise CorruptStoreError(f"{tpath}: cannot be read ({exc.strerror})") from None
+        self._table = data
         count = self.manifest.get("count")
-        if isinstance(count, int) and count != self._n:  # a table cut (even at a row boundary) or padded
-            raise CorruptStoreError(
-                f"{p / self._table_name} has {self._n:,} rows but {MANIFEST} says {count:,} records; "
-                "the store is damaged"
-            )
+        end = data.find(b"\n")
+        if isinstance(count, int) and count > 0 and end > 0 and data.endswith(b"\n") and data.count(b"\n") == count + 1:
+            last = data.rfind(b"\n", 0, len(data) - 1) + 1
+            if data.startswith(b"%d," % (count - 1), last):
+                self._header(data[: end + 1], tpath)
+                self._n = count
+                return
+        self._load_table()
+
+    def _header(self, line: bytes, tpath: Path) -> None:
+        try:
+            header = next(csv.reader([line.decode("utf-8")]), None)
+        except (UnicodeDecodeError, csv.Error):
+            header = None
+        if header is None or tuple(header[: len(COLUMNS)]) != COLUMNS:
+            raise CorruptStoreError(f"{tpath}: header is not {','.join(COLUMNS)}")
+
+    def _row(self, i: int) -> tuple:
+        """Row ``i`` parsed alone from the table's bytes (before the table is parsed whole):
+        (file, label, (shape, dtype, size), crc, metadata cell)."""
+        row = self._rows.get(i)
+        if row is not None:
+            return row
+        data, tpath = self._table, self.path / self._table_name
+        # every line starts with its index and no line break sits inside a cell (checked on open)
+        start = data.find(b"\n%d," % i, 20 * i) + 1
+        end = data.find(b"\n", start)
+        try:
+            cells = next(csv.reader([data[start:end].decode("utf-8")]))
+        except (UnicodeDecodeError, csv.Error, StopIteration):
+            raise CorruptStoreError(f"{tpath} line {i + 2}: cannot be read") from None
+        if start <= 0 or len(cells) < len(COLUMNS) or cells[0] != str(i):
+            raise CorruptStoreError(f"{tpath} line {i + 2}: expected record {i} with {len(COLUMNS)} columns")
+        _idx, name, label, ltype, shape, dtype, crc, md = cells[: len(COLUMNS)]
+        try:
+            if ltype == "int":
+                label = int(label)
+            elif ltype != "str":
+                raise CorruptStoreError(f"{tpath} line {i + 2}: label_type {ltype!r} is not int or str")
+            if dtype not in _DTYPES or not _SHAPE_RE.match(shape):
+                raise CorruptStoreError(f"{tpath} line {i + 2}: bad shape {shape!r} or dtype {dtype!r}")
+            shp = tuple(int(s) for s in shape.split("x"))
+            crc = int(crc)
+        except ValueError as exc:
+            raise CorruptStoreError(f"{tpath} line {i + 2}: bad value ({exc})") from None
+        if name != image_name(i) and not FILE_RE.match(name):
+            raise CorruptStoreError(f"{tpath} line {i + 2}: file {name!r} is not a PNG under images/ of the store")
+        if len(self._rows) >= 64:
+            self._rows.clear()
+        row = self._rows[i] = (name, label, (shp, _DTYPES[dtype], int(np.prod(shp))), crc, None if md in ("", "{}") else md)
+        return row
 
     def _load_table(self) -> None:
         tpath = self.path / self._table_name
+        data = self.__dict__.pop("_table", None)
         labels: list[Label] = []
         int_labels = True
         shape_codes: list[int] = []
@@ -295,7 +370,9 @@ class DiskReader(StoreReader):
         meta: list[str | None] = []
         files: dict[int, str] = {}
         try:
-            f = open(tpath, encoding="utf-8", newline="")
+            f = io.StringIO(data.decode("utf-8"), newline="") if data is not None else open(tpath, encoding="utf-8", newline="")
+        except UnicodeDecodeError:
+            raise CorruptStoreError(f"{tpath}: not UTF-8 text") from None
         except OSError as exc:
             raise CorruptStoreError(f"{tpath}: cannot be read ({exc.strerror})") from None
         with f:
@@ -336,7 +413,13 @@ class DiskReader(StoreReader):
                 raise CorruptStoreError(f"{tpath} line {reader.line_num}: bad value ({exc})") from None
             except UnicodeDecodeError:
                 raise CorruptStoreError(f"{tpath}: not UTF-8 text") from None
+        count = self.manifest.get("count")
+        if isinstance(count, int) and count != len(crcs):  # a table cut (even at a row boundary) or padded
+            raise CorruptStoreError(
+                f"{tpath} has {len(crcs):,} rows but {MANIFEST} says {count:,} records; the store is damaged"
+            )
         self._n = len(crcs)
+        self._rows = {}
         self._int_labels = int_labels
         self._labels_col: Any = np.array(labels, dtype=np.int64) if int_labels else labels
         self._shape_list = [
@@ -360,8 +443,14 @@ class DiskReader(StoreReader):
         return int(self._labels_col[i]) if self._int_labels else self._labels_col[i]
 
     def _decode(self, i: int) -> np.ndarray:
+        if "_table" in self.__dict__:  # the table is not parsed yet: this record's row only
+            name, _label, (shape, dtype, size), _crc, _md = self._row(i)
+            return self._decode_file(i, os.path.join(str(self.path), name), shape, dtype, size)
         path = os.path.join(self._root, self._files.get(i) or image_name(i))
         shape, dtype, size = self._shape_list[self._shape_codes[i]]
+        return self._decode_file(i, path, shape, dtype, size)
+
+    def _decode_file(self, i: int, path: str, shape: tuple, dtype: np.dtype, size: int) -> np.ndarray:
         try:
             with open(path, "rb") as f:
                 data = f.read()
@@ -401,6 +490,13 @@ class DiskReader(StoreReader):
             raise StoreChangedError(f"{self.path}: the store changed since it was opened; reopen it")
 
     def _read(self, index: int) -> Record:
+        if "_table" in self.__dict__:  # the table is not parsed yet: this record's row only
+            _name, label, _shape, _crc, md = self._row(index)
+            try:
+                meta = loads_metadata(md) if md else {}
+            except ValueError:
+                raise CorruptStoreError(f"{self.path / self._table_name}: record {index}: its metadata is not valid JSON") from None
+            return Record(self._decode(index), label, meta)
         md = self._meta[index]
         try:
             meta = loads_metadata(md) if md else {}
@@ -434,6 +530,8 @@ class DiskReader(StoreReader):
         return self._crc[idx]
 
     def _stored_checksum(self, index: int) -> int | None:
+        if "_table" in self.__dict__:
+            return self._row(index)[3]
         return int(self._crc[index])
 
     def _verify_extra(self) -> list[str]:
