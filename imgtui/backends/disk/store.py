@@ -331,8 +331,14 @@ class DiskReader(StoreReader):
         if row is not None:
             return row
         data, tpath = self._table, self.path / self._table_name
-        # every line starts with its index and no line break sits inside a cell (checked on open)
-        start = data.find(b"\n%d," % i, 20 * i) + 1
+        # every line starts with its index and no line break sits inside a cell (checked on open),
+        # so b"\n<i>," occurs once, at row i: look near where rows of the average length put it
+        key = b"\n%d," % i
+        guess = len(data) * (i + 1) // (self._n + 1)
+        start = data.find(key, max(0, guess - 8192), guess + 8192)
+        if start < 0:
+            start = data.find(key)
+        start += 1
         end = data.find(b"\n", start)
         try:
             cells = next(csv.reader([data[start:end].decode("utf-8")]))
