@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import mmap
 import os
 import re
 from array import array
@@ -302,15 +303,20 @@ class DiskReader(StoreReader):
         tpath = self.path / self._table_name
         try:
             with open(tpath, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise CorruptStoreError(f"{tpath}: cannot be read ({exc.strerror})") from None
+                size = os.fstat(f.fileno()).st_size
+                # mapped, not read: the line count below is one vectorised pass over the map (a
+                # change never edits a table in place, it writes a new one; the map keeps this one)
+                data: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        except (OSError, ValueError) as exc:
+            raise CorruptStoreError(f"{tpath}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
         self._table = data
         count = self.manifest.get("count")
         end = data.find(b"\n")
-        if isinstance(count, int) and count > 0 and end > 0 and data.endswith(b"\n") and data.count(b"\n") == count + 1:
+        if (isinstance(count, int) and count > 0 and end > 0 and data[-1:] == b"\n"
+                and int(np.count_nonzero(np.frombuffer(data, np.uint8) == 10)) == count + 1):
             last = data.rfind(b"\n", 0, len(data) - 1) + 1
-            if data.startswith(b"%d," % (count - 1), last):
+            want = b"%d," % (count - 1)
+            if data[last : last + len(want)] == want:
                 self._header(data[: end + 1], tpath)
                 self._n = count
                 return
@@ -376,7 +382,7 @@ class DiskReader(StoreReader):
         meta: list[str | None] = []
         files: dict[int, str] = {}
         try:
-            f = io.StringIO(data.decode("utf-8"), newline="") if data is not None else open(tpath, encoding="utf-8", newline="")
+            f = io.StringIO(bytes(data).decode("utf-8"), newline="") if data is not None else open(tpath, encoding="utf-8", newline="")
         except UnicodeDecodeError:
             raise CorruptStoreError(f"{tpath}: not UTF-8 text") from None
         except OSError as exc:
