@@ -451,14 +451,16 @@ class WdsReader(StoreReader):
             raise CorruptStoreError(f"{ipath}: cannot be read ({exc.strerror})") from None
         try:
             with os.fdopen(fd, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise CorruptStoreError(f"{ipath}: cannot be read ({exc.strerror})") from None
+                # mapped, not read (the crc32 below reads the map; the rows are viewed in it)
+                size = os.fstat(f.fileno()).st_size
+                data: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        except (OSError, ValueError) as exc:
+            raise CorruptStoreError(f"{ipath}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
         want = layout.get("index_crc32")
         if want != zlib.crc32(data) & 0xFFFFFFFF:
             raise CorruptStoreError(f"{ipath}: its crc32 does not match the manifest's (damaged or replaced)")
         try:  # the header only (np.load would copy the rows): the rows are viewed in place
-            f = io.BytesIO(data)
+            f = io.BytesIO(data[:65536])
             version = np.lib.format.read_magic(f)
             read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
             if read is None:
