@@ -5,6 +5,11 @@ multiprocessing Pool), without importing torch.
 store itself on first use. It also reopens when the process id changes, so a forked DataLoader
 worker never reuses the parent's LMDB environment or HDF5 file handle.
 
+``ds.__getitems__(indices)`` is PyTorch's batched fetch (torch >= 2.1 calls it from the default
+fetcher when the dataset has it): one batch read of the store (``get_images``, or ``get_many`` with
+a ``transform``) instead of one read per record, returning the same list ``[ds[i] for i in
+indices]`` would. Reads are checked against the stored checksums either way.
+
     from torch.utils.data import DataLoader
     ds = imgtui.dataset("cifar.lmdb", transform=lambda rec: (to_tensor(rec.image), rec.label))
     loader = DataLoader(ds, batch_size=64, shuffle=True, num_workers=4)
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .backends.remote import is_url
 from .records import Record
@@ -38,6 +43,9 @@ class ImageDataset:
         self.with_label = with_label
         self._reader = None
         self._pid: int | None = None
+        #: labels of the open reader, read once per process on the first fetch (None: not yet;
+        #: False: they cannot all be read, so records are read with their own labels instead)
+        self._label_col: list | bool | None = None
         reader = self.reader  # fail now, with the store's own one-line message
         self._len = len(reader)
         self.backend = reader.backend
@@ -52,6 +60,7 @@ class ImageDataset:
                 # a reader inherited through fork belongs to the parent: never close or use it here
                 _INHERITED.append(self._reader)
                 self._reader = None
+            self._label_col = None  # belongs to the reader it was read from
             self._reader = open_store(self.path)
             self._pid = os.getpid()
         return self._reader
@@ -59,16 +68,58 @@ class ImageDataset:
     def __len__(self) -> int:
         return self._len
 
+    def _labels(self) -> list | None:
+        """All labels of this process's reader (read once), or None when they cannot all be read
+        (then each record is read with its own label, and a damaged one fails only that read)."""
+        reader = self.reader
+        if self._label_col is None:
+            from .errors import ImgtuiError
+
+            try:
+                self._label_col = list(reader.labels())
+            except ImgtuiError:
+                self._label_col = False
+        return self._label_col or None
+
     def __getitem__(self, index: int) -> Any:
+        if self.transform is None:
+            reader = self.reader
+            if not self.with_label:
+                return _first(reader.get_images([index]))
+            labels = self._labels()
+            if labels is not None:
+                image = _first(reader.get_images([index]))  # checked; bounds-checked
+                return image, labels[index]
         rec = self.reader[index]
         if self.transform is not None:
             return self.transform(rec)
         return (rec.image, rec.label) if self.with_label else rec.image
 
+    def __getitems__(self, indices: Sequence[int]) -> list:
+        """``[self[i] for i in indices]`` from one batch read of the store (PyTorch's batched fetch)."""
+        reader = self.reader
+        if not isinstance(indices, (list, tuple, range)):
+            indices = list(indices)
+        if not len(indices):
+            return []
+        if self.transform is None:
+            labels = self._labels() if self.with_label else None
+            if labels is not None or not self.with_label:
+                images = reader.get_images(indices)
+                if not self.with_label:
+                    return list(images)
+                n = len(labels)
+                return [(im, labels[i if i >= 0 else i + n]) for im, i in zip(images, map(int, indices))]
+        recs = reader.get_many(indices)
+        if self.transform is not None:
+            return [self.transform(rec) for rec in recs]
+        return [(rec.image, rec.label) for rec in recs]
+
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_reader"] = None
         state["_pid"] = None
+        state["_label_col"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -78,6 +129,12 @@ class ImageDataset:
         if self._reader is not None and self._pid == os.getpid():
             self._reader.close()
         self._reader = None
+        self._label_col = None
 
     def __repr__(self) -> str:
         return f"ImageDataset({str(self.path)!r}, {self._len:,} records, {self.backend})"
+
+
+def _first(images: Any) -> Any:
+    """The one image of a one-record ``get_images`` (an N x ... array or a list), as its own array."""
+    return images[0]

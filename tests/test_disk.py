@@ -414,11 +414,44 @@ def test_damaged_table_is_a_one_line_error(tmp_path):
     t = tmp_path / "s" / "records.csv"
     lines = t.read_text().splitlines(keepends=True)
     t.write_text(lines[0] + lines[1] + lines[2].replace(",uint8,", ",complex64,"))
-    with pytest.raises(CorruptStoreError, match=r"records.csv line 3: bad shape '3x3' or dtype 'complex64'"):
-        open_store(tmp_path / "s")
-    # a dtype the table may hold, but not for a PNG file: refused at open, not misread
+    # the table is parsed whole when first needed, its one row when one record is read first:
+    # either way the damaged row is refused before any of its data is returned
+    with pytest.raises(CorruptStoreError, match=r"records.csv line 3: bad shape '3x3' or dtype 'complex64'$"):
+        open_store(tmp_path / "s")[1]
+    with pytest.raises(CorruptStoreError, match=r"records.csv line 3: bad shape '3x3' or dtype 'complex64'$"):
+        open_store(tmp_path / "s").labels()
+    assert open_store(tmp_path / "s")[0].label == 1
+    # a dtype the table may hold, but not for a PNG file: refused, not misread
     t.write_text(lines[0] + lines[1] + lines[2].replace(",uint8,", ",float32,"))
-    with pytest.raises(CorruptStoreError, match=r"records.csv line 3: file 'images/000/000001.png' is not a TIFF under images/ of the store \(the float32 records' files are .tif\)"):
+    for read in (lambda r: r[1], lambda r: r.labels()):
+        with pytest.raises(CorruptStoreError, match=r"records.csv line 3: file 'images/000/000001.png' is not a TIFF under images/ of the store \(the float32 records' files are .tif\)"):
+            read(open_store(tmp_path / "s"))
+
+
+def test_open_parses_no_table_and_reads_one_row(tmp_path):
+    recs = [Record(rand((4, 5, 3)), i % 3 if i % 2 else f"s{i}", {"i": i}) for i in range(30)]
+    write(tmp_path / "s", recs)
+    r = open_store(tmp_path / "s")
+    assert "_crc" not in r.__dict__ and len(r) == 30
+    assert r[17] == recs[17] and r[-1] == recs[-1] and r[0] == recs[0]
+    assert "_crc" not in r.__dict__  # single reads parsed their rows only
+    assert r.get_many([3, 17, 29]) == [recs[3], recs[17], recs[29]]  # the whole table, parsed now
+    assert "_crc" in r.__dict__ and r.labels() == [x.label for x in recs] and r[17] == recs[17]
+
+
+def test_a_label_with_a_line_break_is_read_by_the_full_parse(tmp_path):
+    recs = [Record(rand((3, 3)), "two\nlines" if i == 2 else i, {}) for i in range(6)]
+    write(tmp_path / "s", recs)
+    r = open_store(tmp_path / "s")
+    assert r[4] == recs[4] and r[2] == recs[2] and r.labels()[2] == "two\nlines"
+
+
+def test_a_table_missing_a_middle_row_is_refused_on_open(tmp_path):
+    write(tmp_path / "s", [Record(rand((3, 3)), i) for i in range(6)])
+    t = tmp_path / "s" / "records.csv"
+    lines = t.read_text().splitlines(keepends=True)
+    t.write_text("".join(lines[:3] + lines[4:]))
+    with pytest.raises(CorruptStoreError, match="records.csv line 4: index '3', expected 2$"):
         open_store(tmp_path / "s")
 
 

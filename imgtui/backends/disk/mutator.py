@@ -68,6 +68,10 @@ class DiskMutator(_Mutator):
         self.table_name = table_name(manifest)
         self.table = path / self.table_name
         self.generation = int(manifest.get("generation", 0))
+        # every row checked (file names under images/, shapes, labels) before anything changes: a
+        # reader parses its table only when first needed, so parse it whole here
+        with disk.DiskReader(path) as reader:
+            reader._load_table()
         with open(self.table, encoding="utf-8", newline="") as f:
             rows = list(csv.reader(f))
         self.header, self.rows = rows[0], rows[1:]

@@ -38,7 +38,9 @@ CIFAR-10 images: plain ``Image.fromarray(img).save(path)`` loop 1.41 s, imgtui s
 from __future__ import annotations
 
 import csv
+import io
 import json
+import mmap
 import os
 import re
 from array import array
@@ -315,16 +317,103 @@ class DiskReader(StoreReader):
         self.manifest = check_manifest(manifest, "disk", p)
         self._table_name = _table_of(self.manifest, p)
         self._generation = self.manifest.get("generation", 0)
-        self._load_table()
+        self._rows: dict[int, tuple] = {}
+        self._open_table()
+
+    # -- the table: checked on open, parsed whole only when a column is needed -------------------
+    #: the columns the full parse makes (``__getattr__`` parses the table on first access)
+    _TABLE_COLUMNS: ClassVar[frozenset] = frozenset(
+        ("_labels_col", "_int_labels", "_shape_list", "_shape_codes", "_root", "_crc", "_meta", "_files")
+    )
+
+    def __getattr__(self, name: str) -> Any:
+        if name in DiskReader._TABLE_COLUMNS and "_table" in self.__dict__:
+            self._load_table()
+            return self.__dict__[name]
+        raise AttributeError(name)
+
+    def _open_table(self) -> None:
+        """Read the table's bytes (kept: a change may remove the file later) and check its row count
+        against the manifest without parsing it: with no line break inside a quoted cell (the
+        writer writes none: metadata is JSON), the table has ``count`` rows exactly when it has
+        ``count + 1`` lines and the last begins with index ``count - 1``. Anything else is parsed
+        whole now, as before, and refused when its rows differ from the manifest's count."""
+        tpath = self.path / self._table_name
+        try:
+            with open(tpath, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                # mapped, not read: the line count below is one vectorised pass over the map (a
+                # change never edits a table in place, it writes a new one; the map keeps this one)
+                data: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        except (OSError, ValueError) as exc:
+            raise CorruptStoreError(f"{tpath}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+        self._table = data
         count = self.manifest.get("count")
-        if isinstance(count, int) and count != self._n:  # a table cut (even at a row boundary) or padded
-            raise CorruptStoreError(
-                f"{p / self._table_name} has {self._n:,} rows but {MANIFEST} says {count:,} records; "
-                "the store is damaged"
-            )
+        end = data.find(b"\n")
+        if (isinstance(count, int) and count > 0 and end > 0 and data[-1:] == b"\n"
+                and int(np.count_nonzero(np.frombuffer(data, np.uint8) == 10)) == count + 1):
+            last = data.rfind(b"\n", 0, len(data) - 1) + 1
+            want = b"%d," % (count - 1)
+            if data[last : last + len(want)] == want:
+                self._header(data[: end + 1], tpath)
+                self._n = count
+                return
+        self._load_table()
+
+    def _header(self, line: bytes, tpath: Path) -> None:
+        try:
+            header = next(csv.reader([line.decode("utf-8")]), None)
+        except (UnicodeDecodeError, csv.Error):
+            header = None
+        if header is None or tuple(header[: len(COLUMNS)]) != COLUMNS:
+            raise CorruptStoreError(f"{tpath}: header is not {','.join(COLUMNS)}")
+
+    def _row(self, i: int) -> tuple:
+        """Row ``i`` parsed alone from the table's bytes (before the table is parsed whole):
+        (file, label, (shape, dtype, size), crc, metadata cell)."""
+        row = self._rows.get(i)
+        if row is not None:
+            return row
+        data, tpath = self._table, self.path / self._table_name
+        # every line starts with its index and no line break sits inside a cell (checked on open),
+        # so b"\n<i>," occurs once, at row i: look near where rows of the average length put it
+        key = b"\n%d," % i
+        guess = len(data) * (i + 1) // (self._n + 1)
+        start = data.find(key, max(0, guess - 8192), guess + 8192)
+        if start < 0:
+            start = data.find(key)
+        start += 1
+        end = data.find(b"\n", start)
+        try:
+            cells = next(csv.reader([data[start:end].decode("utf-8")]))
+        except (UnicodeDecodeError, csv.Error, StopIteration):
+            raise CorruptStoreError(f"{tpath} line {i + 2}: cannot be read") from None
+        if start <= 0 or len(cells) < len(COLUMNS) or cells[0] != str(i):
+            raise CorruptStoreError(f"{tpath} line {i + 2}: expected record {i} with {len(COLUMNS)} columns")
+        _idx, name, label, ltype, shape, dtype, crc, md = cells[: len(COLUMNS)]
+        try:
+            if ltype == "int":
+                label = int(label)
+            elif ltype != "str":
+                raise CorruptStoreError(f"{tpath} line {i + 2}: label_type {ltype!r} is not int or str")
+            if dtype not in _DTYPES or not _SHAPE_RE.match(shape):
+                raise CorruptStoreError(f"{tpath} line {i + 2}: bad shape {shape!r} or dtype {dtype!r}")
+            shp = tuple(int(s) for s in shape.split("x"))
+            crc = int(crc)
+        except ValueError as exc:
+            raise CorruptStoreError(f"{tpath} line {i + 2}: bad value ({exc})") from None
+        if name != image_name(i, _DTYPES[dtype]) and (not FILE_RE.match(name) or name[-4:] != suffix_of(dtype)):
+            kind = "PNG" if suffix_of(dtype) == ".png" else "TIFF"
+            raise CorruptStoreError(f"{tpath} line {i + 2}: file {name!r} is not a {kind} under images/ of the store "
+                                    f"(the {dtype} records' files are {suffix_of(dtype)})")
+        if len(self._rows) >= 64:
+            self._rows.clear()
+        row = self._rows[i] = (name, label, (shp, _DTYPES[dtype], int(np.prod(shp))), crc, None if md in ("", "{}") else md)
+        return row
 
     def _load_table(self) -> None:
         tpath = self.path / self._table_name
+        data = self.__dict__.pop("_table", None)
         labels: list[Label] = []
         int_labels = True
         shape_codes: list[int] = []
@@ -333,7 +422,9 @@ class DiskReader(StoreReader):
         meta: list[str | None] = []
         files: dict[int, str] = {}
         try:
-            f = open(tpath, encoding="utf-8", newline="")
+            f = io.StringIO(bytes(data).decode("utf-8"), newline="") if data is not None else open(tpath, encoding="utf-8", newline="")
+        except UnicodeDecodeError:
+            raise CorruptStoreError(f"{tpath}: not UTF-8 text") from None
         except OSError as exc:
             raise CorruptStoreError(f"{tpath}: cannot be read ({exc.strerror})") from None
         with f:
@@ -376,7 +467,13 @@ class DiskReader(StoreReader):
                 raise CorruptStoreError(f"{tpath} line {reader.line_num}: bad value ({exc})") from None
             except UnicodeDecodeError:
                 raise CorruptStoreError(f"{tpath}: not UTF-8 text") from None
+        count = self.manifest.get("count")
+        if isinstance(count, int) and count != len(crcs):  # a table cut (even at a row boundary) or padded
+            raise CorruptStoreError(
+                f"{tpath} has {len(crcs):,} rows but {MANIFEST} says {count:,} records; the store is damaged"
+            )
         self._n = len(crcs)
+        self._rows = {}
         self._int_labels = int_labels
         self._labels_col: Any = np.array(labels, dtype=np.int64) if int_labels else labels
         self._shape_list = [
@@ -400,8 +497,14 @@ class DiskReader(StoreReader):
         return int(self._labels_col[i]) if self._int_labels else self._labels_col[i]
 
     def _decode(self, i: int) -> np.ndarray:
+        if "_table" in self.__dict__:  # the table is not parsed yet: this record's row only
+            name, _label, (shape, dtype, size), _crc, _md = self._row(i)
+            return self._decode_file(i, os.path.join(str(self.path), name), shape, dtype, size)
         shape, dtype, size = self._shape_list[self._shape_codes[i]]
         path = os.path.join(self._root, self._files.get(i) or image_name(i, dtype))
+        return self._decode_file(i, path, shape, dtype, size)
+
+    def _decode_file(self, i: int, path: str, shape: tuple, dtype: np.dtype, size: int) -> np.ndarray:
         png = dtype in PNG_DTYPES
         kind = "PNG" if png else "TIFF"
         try:
@@ -448,6 +551,13 @@ class DiskReader(StoreReader):
             raise StoreChangedError(f"{self.path}: the store changed since it was opened; reopen it")
 
     def _read(self, index: int) -> Record:
+        if "_table" in self.__dict__:  # the table is not parsed yet: this record's row only
+            _name, label, _shape, _crc, md = self._row(index)
+            try:
+                meta = loads_metadata(md) if md else {}
+            except ValueError:
+                raise CorruptStoreError(f"{self.path / self._table_name}: record {index}: its metadata is not valid JSON") from None
+            return Record(self._decode(index), label, meta)
         md = self._meta[index]
         try:
             meta = loads_metadata(md) if md else {}
@@ -481,6 +591,8 @@ class DiskReader(StoreReader):
         return self._crc[idx]
 
     def _stored_checksum(self, index: int) -> int | None:
+        if "_table" in self.__dict__:
+            return self._row(index)[3]
         return int(self._crc[index])
 
     def _verify_extra(self) -> list[str]:

@@ -607,6 +607,8 @@ class Hdf5Reader(StoreReader):
         self._mm: np.memmap | None = None
         self._chunks: tuple[int, np.ndarray, np.memmap] | None = None
         self._cache: dict[str, np.ndarray] = {}
+        self._lookups: dict[str, int] = {}  # single-row reads of each column not loaded whole
+        self._dsets: dict[str, h5py.Dataset] = {}
         p = self.path
         if not p.exists():
             raise StoreNotFoundError(f"{p}: no such file or folder")
@@ -658,18 +660,21 @@ class Hdf5Reader(StoreReader):
         self._mixed = "label_is_int" in f
         if self._mixed:
             need.append("label_is_int")
+        self._dsets: dict[str, h5py.Dataset] = {}
         for name in need:
-            if name not in f:
+            ds = f.get(name)
+            if ds is None:
                 raise CorruptStoreError(f"{p}: dataset {name!r} is missing")
-            if f[name].shape[0] != self._n:
+            if ds.shape[0] != self._n:
                 raise CorruptStoreError(
-                    f"{p}: dataset {name!r} has {f[name].shape[0]:,} rows but the manifest says {self._n:,} records"
+                    f"{p}: dataset {name!r} has {ds.shape[0]:,} rows but the manifest says {self._n:,} records"
                 )
+            self._dsets[name] = ds
         if self._kind is None and self._n:
             raise CorruptStoreError(f"{p}: no images dataset but the manifest says {self._n:,} records")
-        self._labels_ds = f["labels"]
+        self._labels_ds = self._dsets["labels"]
         self._str_labels = self._labels_ds.dtype.kind != "i"
-        self._meta_ds = f["metadata"]
+        self._meta_ds = self._dsets["metadata"]
         if self._kind == "fixed":
             ds = f["images"]
             if ds.chunks is not None:
@@ -694,6 +699,7 @@ class Hdf5Reader(StoreReader):
     def close(self) -> None:
         self._mm = None
         self._chunks = None
+        self._dsets = {}
         f, self._f = getattr(self, "_f", None), None
         if f is not None:
             try:
@@ -714,8 +720,25 @@ class Hdf5Reader(StoreReader):
         arr = self._cache.get(name)
         if arr is None:
             f = self._check_open()
-            arr = self._cache[name] = self._guard(repr(name), lambda: f[name][()])
+            ds = self._dsets.get(name)
+            arr = self._cache[name] = self._guard(repr(name), lambda: (ds if ds is not None else f[name])[()])
         return arr
+
+    def _small_at(self, name: str, key: Any) -> np.ndarray:
+        """``self._small(name)[key]``, reading only the rows of a one-record ``key`` while the column
+        is not loaded (opening a store and reading one record should not load every label and
+        checksum); the column is loaded whole after a few such reads."""
+        arr = self._cache.get(name)
+        if arr is not None:
+            return arr[key]
+        single = key.stop - key.start == 1 if isinstance(key, slice) else np.size(key) == 1
+        ds = self._dsets.get(name)
+        lookups = self._lookups.get(name, 0)
+        if not single or ds is None or lookups >= 32:
+            return self._small(name)[key]
+        self._lookups[name] = lookups + 1
+        row = int(key.start) if isinstance(key, slice) else int(np.asarray(key).reshape(-1)[0])
+        return self._guard(repr(name), lambda: ds[row : row + 1])
 
     # -- reading ---------------------------------------------------------------------------
     def _read(self, index: int) -> Record:
@@ -757,7 +780,7 @@ class Hdf5Reader(StoreReader):
         return self._small("checksums")[idx].astype(np.uint32, copy=False)
 
     def _stored_checksum(self, index: int) -> int | None:
-        return int(self._small("checksums")[index])
+        return int(self._small_at("checksums", slice(index, index + 1))[0])
 
     # -- internals -------------------------------------------------------------------------
     def _selection(self, indices: Sequence[int]) -> tuple[Any, np.ndarray | None] | None:
@@ -849,14 +872,14 @@ class Hdf5Reader(StoreReader):
 
     def _label_values(self, key: Any, inv: np.ndarray | None) -> list[Label]:
         if not self._str_labels:
-            vals = self._small("labels")[key]
+            vals = self._small_at("labels", key)
             out: list[Label] = vals.tolist()
         else:
             ds = self._labels_ds.asstr()
             raw = self._guard("labels", lambda: ds[key] if isinstance(key, slice) else _read_rows(ds, key))
             out = list(raw)
             if self._mixed:
-                flags = self._small("label_is_int")[key]
+                flags = self._small_at("label_is_int", key)
                 out = [int(v) if fl else v for v, fl in zip(out, flags)]
         if inv is not None:
             out = [out[k] for k in inv]

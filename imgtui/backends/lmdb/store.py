@@ -401,6 +401,10 @@ class LmdbReader(StoreReader):
         self._region = None
         self._indexed = False
         self._label_cache: tuple[list, list] | None = None
+        #: the last block (first record, entry table, bytes) and labels block (first record,
+        #: parsed items) a single lookup read: consecutive lookups in one block parse it once
+        self._last_block: tuple | None = None
+        self._last_labels: tuple | None = None
         p = self.path
         if not p.exists():
             raise StoreNotFoundError(f"{p}: no such file or folder")
@@ -513,6 +517,8 @@ class LmdbReader(StoreReader):
 
     def close(self) -> None:
         # drop every view into the map before the map goes away
+        self._last_block = None
+        self._last_labels = None
         self._region = None
         self._strided = None
         self._views = []
@@ -701,14 +707,19 @@ class LmdbReader(StoreReader):
                 return None
             first = self._firsts[b]
         try:
-            v = self._txn.get(first.to_bytes(8, "big"), db=self._db_labels)
-            items = json.loads(bytes(v)) if v is not None else None
+            last = self._last_labels
+            if last is not None and last[0] == first:
+                items = last[1]  # the labels block of the previous lookup, already parsed
+            else:
+                v = self._txn.get(first.to_bytes(8, "big"), db=self._db_labels)
+                items = json.loads(bytes(v)) if v is not None else None
+                self._last_labels = (first, items)
             lab, meta = items[i - first]
         except (lmdb.Error, ValueError, TypeError, IndexError):
             return None
         if isinstance(lab, bool) or not isinstance(lab, (int, str)) or not isinstance(meta, dict):
             return None
-        return lab, meta
+        return lab, dict(meta)
 
     def _labels(self) -> list[Label]:
         labels, metas = self._ensure_labels()
@@ -728,17 +739,23 @@ class LmdbReader(StoreReader):
         if not isinstance(per, int) or per <= 0:
             return None
         first = (i // per) * per
-        try:
-            self._live()
-            v = self._txn.get(_key(first), db=self._db_blocks)
-            if v is None:
+        last = self._last_block
+        if last is not None and last[0] == first and self._txn is not None:
+            _, table, view = last  # the block of the previous lookup, already parsed
+        else:
+            try:
+                self._live()
+                v = self._txn.get(_key(first), db=self._db_blocks)
+                if v is None:
+                    return None
+                table, _ = self._parse_block(first, v, self._n)
+            except (lmdb.Error, CorruptStoreError):
                 return None
-            table, _ = self._parse_block(first, v, self._n)
-        except (lmdb.Error, CorruptStoreError):
-            return None
+            view = np.frombuffer(v, np.uint8)
+            self._last_block = (first, table, view)
         if i - first >= len(table):
             return None
-        return table[i - first], np.frombuffer(v, np.uint8), first
+        return table[i - first], view, first
 
     def _image(self, i: int) -> np.ndarray:
         hit = self._locate(i)

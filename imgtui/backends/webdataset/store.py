@@ -430,8 +430,25 @@ class WdsReader(StoreReader):
             self._dir_fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             raise CorruptStoreError(f"{p}: cannot be opened ({exc.strerror})") from None
-        self._ix = self._load_index(layout)
+        self._ix_raw = self._load_index(layout)
+        self._rows_checked = False
         self._check_index()
+
+    @property
+    def _ix(self) -> np.ndarray:
+        """The index, every row checked (on first use: opening checks the shards and the index's
+        crc32 and count; a single read checks its own row, see ``_row``)."""
+        if not self._rows_checked:
+            self._check_rows(self._ix_raw)
+            self._rows_checked = True
+        return self._ix_raw
+
+    def _row(self, index: int) -> np.ndarray:
+        """Row ``index`` of the index, checked (alone while the whole index is not checked yet)."""
+        if self._rows_checked:
+            return self._ix_raw[index]
+        self._check_rows(self._ix_raw[index : index + 1], index)
+        return self._ix_raw[index]
 
     # -- opening ---------------------------------------------------------------------------------
     def _load_index(self, layout: dict) -> np.ndarray:
@@ -442,14 +459,16 @@ class WdsReader(StoreReader):
             raise CorruptStoreError(f"{ipath}: cannot be read ({exc.strerror})") from None
         try:
             with os.fdopen(fd, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise CorruptStoreError(f"{ipath}: cannot be read ({exc.strerror})") from None
+                # mapped, not read (the crc32 below reads the map; the rows are viewed in it)
+                size = os.fstat(f.fileno()).st_size
+                data: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        except (OSError, ValueError) as exc:
+            raise CorruptStoreError(f"{ipath}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
         want = layout.get("index_crc32")
         if want != zlib.crc32(data) & 0xFFFFFFFF:
             raise CorruptStoreError(f"{ipath}: its crc32 does not match the manifest's (damaged or replaced)")
         try:  # the header only (np.load would copy the rows): the rows are viewed in place
-            f = io.BytesIO(data)
+            f = io.BytesIO(data[:65536])
             version = np.lib.format.read_magic(f)
             read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
             if read is None:
@@ -479,7 +498,19 @@ class WdsReader(StoreReader):
                 raise CorruptStoreError(f"{self.path / shard_name(k)}: not a regular file")
             sizes[k] = st.st_size
         self._sizes = sizes.tolist()
-        ix = self._ix
+        self._sizes_arr = sizes
+        # the last row of every shard (rows are in shard and offset order) on open: a shard cut
+        # short is refused now, without checking every row (the rest are checked on first use)
+        ix = self._ix_raw
+        if len(ix):
+            last = np.searchsorted(ix["shard"], np.arange(self._n_shards), side="right") - 1
+            for i in sorted({int(j) for j in last.tolist() if j >= 0} | {0, len(ix) - 1}):
+                self._check_rows(ix[i : i + 1], i)
+
+    def _check_rows(self, ix: np.ndarray, first: int = 0) -> None:
+        """The rows ``ix`` (rows ``first ...`` of the index) name an existing shard and lie inside
+        it; their shapes, dtypes and codes are valid."""
+        sizes = self._sizes_arr
         if not len(ix):
             return
         bad = ix["shard"] >= self._n_shards
@@ -501,7 +532,7 @@ class WdsReader(StoreReader):
         bad |= npy & ((ix["hdr"] < 10) | (ix["img_size"] != pix + ix["hdr"].astype(np.uint64)))
         bad |= ~npy & (ix["hdr"] != 0)
         if bad.any():
-            i = int(np.flatnonzero(bad)[0])
+            i = first + int(np.flatnonzero(bad)[0])
             raise CorruptStoreError(
                 f"{self.path / INDEX}: row {i} is invalid (a shard, offset or size outside the store's shards, "
                 f"or a bad shape/dtype/code){f' (+{int(bad.sum()) - 1} more)' if bad.sum() > 1 else ''}"
@@ -603,7 +634,7 @@ class WdsReader(StoreReader):
 
     # -- records ---------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._ix)
+        return len(self._ix_raw)
 
     def _decode(self, i: int, row: tuple) -> Record:
         """Record ``i`` from its index row."""
@@ -690,7 +721,7 @@ class WdsReader(StoreReader):
         return img if img.shape == shape else img.reshape(shape)
 
     def _read(self, index: int) -> Record:
-        return self._decode(index, self._ix[index].tolist())
+        return self._decode(index, self._row(index).tolist())
 
     def _gather(self, sel: np.ndarray) -> np.ndarray | None:
         """The images of same-shape .npy records as one array, gathered from the mapped shards by
@@ -744,7 +775,7 @@ class WdsReader(StoreReader):
 
     def _indices(self, indices: Sequence[int]) -> np.ndarray:
         """``indices`` as an int64 array, negative ones counted from the end; IndexError if out of range."""
-        n = len(self._ix)
+        n = len(self._ix_raw)
         if isinstance(indices, range):
             idx = np.arange(indices.start, indices.stop, indices.step, dtype=np.int64)
         else:
@@ -834,7 +865,7 @@ class WdsReader(StoreReader):
         return labels
 
     def _stored_checksum(self, index: int) -> int | None:
-        return int(self._ix["checksum"][index])
+        return int(self._row(index)["checksum"])
 
     # -- checks ----------------------------------------------------------------------------------
     def _verify_extra(self) -> list[str]:
