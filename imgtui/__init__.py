@@ -6,6 +6,7 @@ from ._version import __version__  # noqa: E402,F401
 
 from .errors import ImgtuiError  # noqa: E402
 from .records import Record  # noqa: E402
+from .reports import ChangeReport, ConvertReport, RepairReport  # noqa: E402,F401
 
 
 def open(path, **kwargs):  # noqa: A001 - the public name the API promises
@@ -44,28 +45,28 @@ def writer(path, backend: str, **kwargs):
     return open_writer(path, backend, **kwargs)
 
 
-def append(store, records, **kwargs) -> dict:
+def append(store, records, **kwargs) -> ChangeReport:
     """Append records to an existing store; returns a report (see ``imgtui.backends.mutate``)."""
     from .backends.mutate import append as _append
 
     return _append(store, records, **kwargs)
 
 
-def overwrite(store, changes) -> dict:
+def overwrite(store, changes) -> ChangeReport:
     """Replace records ``{index: record}`` of an existing store; returns a report."""
     from .backends.mutate import overwrite as _overwrite
 
     return _overwrite(store, changes)
 
 
-def delete(store, indices) -> dict:
+def delete(store, indices) -> ChangeReport:
     """Delete records of an existing store (later records shift down); returns a report."""
     from .backends.mutate import delete as _delete
 
     return _delete(store, indices)
 
 
-def repair(store) -> dict:
+def repair(store) -> RepairReport:
     """Finish or roll back what an interrupted write or change left, remove stale temporaries;
     returns ``{"path", "backend", "actions"}`` (one line per action; empty: nothing to do)."""
     from .backends.mutate import repair as _repair

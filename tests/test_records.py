@@ -123,3 +123,29 @@ def test_medical_scenario_is_16bit_variable_gray():
     assert all(256 <= s <= 768 for r in recs for s in r.image.shape)
     assert len({r.image.shape for r in recs}) > 1
     assert len(open_dataset("medical")) == 2000
+
+
+def test_reports_are_typed_and_read_as_the_mappings_the_api_documented(tmp_path):
+    import json
+
+    import imgtui
+    from imgtui.reports import ChangeReport, ConvertReport, RepairReport
+
+    store = tmp_path / "s.lmdb"
+    with imgtui.writer(store, "lmdb") as w:
+        w.write(Record(np.zeros((2, 2), np.uint8), 0))
+    r = imgtui.append(store, [Record(np.ones((2, 2), np.uint8), 1)])
+    assert isinstance(r, ChangeReport) and r.count == 2 and r["count"] == 2 and r.operation == "append"
+    assert set(dict(r)) == {"operation", "backend", "path", "records", "count", "seconds", "in_place", "how",
+                            "bytes_before", "bytes_after"}
+    assert json.loads(json.dumps(r.to_dict()))["records"] == 1
+    with pytest.raises(KeyError):
+        r["nope"]
+    rep = imgtui.repair(store)
+    assert isinstance(rep, RepairReport) and rep.actions == [] and rep == {"path": str(store), "backend": "lmdb",
+                                                                          "actions": []}
+    from imgtui.convert import convert
+    from imgtui.datasets import open_dataset
+
+    c = convert(open_dataset("synthetic:count=3,size=4"), tmp_path / "c.h5", "hdf5")
+    assert isinstance(c, ConvertReport) and c.count == 3 and c["backend"] == "hdf5" and c.bytes_on_disk > 0

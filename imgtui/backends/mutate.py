@@ -60,6 +60,7 @@ from ..errors import (
     StoreFullError,
 )
 from ..records import Record, checksum_fn, validate_record
+from ..reports import ChangeReport, RepairReport
 from .registry import get_backend
 from .base import WriteStats, format_version_for, is_disk_full_error, path_size
 from .safety import WriterLock, clean_stale, is_locked, stale_temporaries
@@ -85,7 +86,7 @@ def append(
     *,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
-) -> dict:
+) -> ChangeReport:
     """Append ``records`` (an iterable of Records or (image, label[, metadata]) tuples) to ``store``.
 
     All or nothing: a record that cannot be stored (or a cancel) rolls the append back.
@@ -103,7 +104,7 @@ def append(
             raise InvalidRecordError(f"cannot append to {path}: {exc}; nothing was appended") from None
 
 
-def overwrite(store: str | os.PathLike, changes: Mapping[int, Record | tuple]) -> dict:
+def overwrite(store: str | os.PathLike, changes: Mapping[int, Record | tuple]) -> ChangeReport:
     """Replace records: ``changes`` maps a record index to its new record (any shape, label, metadata)."""
     path = Path(store)
     if not isinstance(changes, Mapping):
@@ -118,7 +119,7 @@ def overwrite(store: str | os.PathLike, changes: Mapping[int, Record | tuple]) -
         return m.run("overwrite", lambda: m.overwrite(dict(sorted(clean.items()))))
 
 
-def delete(store: str | os.PathLike, indices: Iterable[int]) -> dict:
+def delete(store: str | os.PathLike, indices: Iterable[int]) -> ChangeReport:
     """Delete the records at ``indices``; the records behind them shift down (indices stay dense)."""
     path = Path(store)
     with _Change(path, "delete") as m:
@@ -126,7 +127,7 @@ def delete(store: str | os.PathLike, indices: Iterable[int]) -> dict:
         return m.run("delete", lambda: m.delete(idx))
 
 
-def repair(store: str | os.PathLike) -> dict:
+def repair(store: str | os.PathLike) -> RepairReport:
     """Finish or roll back what an interrupted write or change left behind, and remove stale
     temporaries. Returns ``{"path", "backend", "actions": [one line each]}``; ``actions`` is
     empty when there was nothing to do. A damaged store (bit rot, missing files) is not repaired:
@@ -144,7 +145,7 @@ def repair(store: str | os.PathLike) -> dict:
         cls = get_backend(backend).mutator_cls
         if cls is not None:
             actions += cls.repair(path)
-    return {"path": str(path), "backend": backend, "actions": actions}
+    return RepairReport(path=str(path), backend=backend, actions=actions)
 
 
 def leftovers(store: str | os.PathLike) -> list[str]:
@@ -334,7 +335,7 @@ class _Mutator:
     def _valid(self, raw: Any, index: int) -> Record:
         return self.check(validate_record(raw, index), index)
 
-    def run(self, op: str, fn: Callable[[], None]) -> dict:
+    def run(self, op: str, fn: Callable[[], None]) -> ChangeReport:
         before = path_size(self.path)
         t0 = time.perf_counter()
         try:
@@ -347,18 +348,9 @@ class _Mutator:
                 ) from None
             raise
         seconds = time.perf_counter() - t0
-        return {
-            "operation": op,
-            "backend": self.backend,
-            "path": str(self.path),
-            "records": self.done,
-            "count": self.stats.count,
-            "seconds": seconds,
-            "in_place": self.in_place,
-            "how": self.how,
-            "bytes_before": before,
-            "bytes_after": path_size(self.path),
-        }
+        return ChangeReport(operation=op, backend=self.backend, path=str(self.path), records=self.done,
+                            count=self.stats.count, seconds=seconds, in_place=self.in_place, how=self.how,
+                            bytes_before=before, bytes_after=path_size(self.path))
 
 
 def _cancelled(cancel: CancelFn | None) -> None:

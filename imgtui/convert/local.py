@@ -12,6 +12,7 @@ from typing import Any, Callable
 from ..datasets.base import Dataset
 from ..errors import CancelledError, ImgtuiError, StoreExistsError, one_line  # noqa: F401 (convert.one_line)
 from ..records import dumps_metadata
+from ..reports import ConvertReport
 from ..backends import open_store, open_writer
 from ..backends.base import path_size, remove_path
 
@@ -32,7 +33,7 @@ def convert(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     limit: int | None = None,
-) -> dict[str, Any]:
+) -> ConvertReport:
     """Write every record of ``dataset`` into a new ``backend`` store at ``dest``.
 
     On any exception (including KeyboardInterrupt and cancellation) the new store is rolled back
@@ -57,7 +58,7 @@ def convert(
         if progress is not None:
             progress(n, total)
     seconds = time.perf_counter() - t0
-    return {"count": n, "seconds": seconds, "bytes_on_disk": path_size(dest), "backend": backend, "path": str(dest)}
+    return ConvertReport(count=n, seconds=seconds, path=str(dest), backend=backend, bytes_on_disk=path_size(dest))
 
 
 # -- source and destination must not overlap ------------------------------------------------------
@@ -128,7 +129,7 @@ def export_png(
     overwrite: bool = False,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
-) -> dict[str, Any]:
+) -> ConvertReport:
     """Write every record of ``store`` as image files plus ``labels.csv`` (file,label,label_type,metadata):
     PNG for uint8/uint16 (and bool, as 0/255), TIFF (imgtui.tiff) for int8, int16, uint32, int32,
     float32 and float64, as the disk backend writes them.
@@ -173,4 +174,4 @@ def export_png(
     except BaseException:
         remove_path(tmp)
         raise
-    return {"count": n, "seconds": time.perf_counter() - t0, "path": str(dest)}
+    return ConvertReport(count=n, seconds=time.perf_counter() - t0, path=str(dest))
