@@ -60,7 +60,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -75,7 +75,7 @@ from ...errors import (
 from ...records import CODE_DTYPES as _RECORD_DTYPES, DTYPE_CODES as _RECORD_CODES, Label, Record, loads_metadata
 from ..base import (
     PLAIN_FORMAT_VERSION,
-    StoreReader,
+    ArrayReader,
     StoreWriter,
     _one_line,
     check_manifest,
@@ -598,7 +598,7 @@ def _raw_bytes(image: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-class Hdf5Reader(StoreReader):
+class Hdf5Reader(ArrayReader):
     backend = "hdf5"
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -744,37 +744,8 @@ class Hdf5Reader(StoreReader):
     def _read(self, index: int) -> Record:
         return self._records(np.array([index], dtype=np.int64), None)[0]
 
-    def get_many(self, indices: Sequence[int]) -> list[Record]:
-        sel = self._selection(indices)
-        if sel is None:
-            return []
-        return self._records(*sel)
-
-    def get_images(self, indices: Sequence[int]) -> np.ndarray | list[np.ndarray]:
-        sel = self._selection(indices)
-        if sel is None:
-            return []
-        imgs = self._read_images(*sel)
-        if isinstance(imgs, np.ndarray):
-            return imgs
-        if imgs and all(im.shape == imgs[0].shape and im.dtype == imgs[0].dtype for im in imgs):
-            return np.stack(imgs)
-        return imgs
-
-    def iter_batches(self, batch_size: int = 256) -> Iterator[list[Record]]:
-        n = len(self)
-        batch_size = max(1, int(batch_size))
-        for start in range(0, n, batch_size):
-            yield self.get_many(range(start, min(n, start + batch_size)))
-
     def labels(self) -> list[Label]:
         return self._labels()
-
-    def _labels(self) -> list[Label]:
-        self._check_open()
-        if self._n == 0:
-            return []
-        return self._label_values(slice(0, self._n), None)
 
     def _stored_checksums(self, idx: np.ndarray) -> np.ndarray | None:
         return self._small("checksums")[idx].astype(np.uint32, copy=False)
@@ -783,40 +754,6 @@ class Hdf5Reader(StoreReader):
         return int(self._small_at("checksums", slice(index, index + 1))[0])
 
     # -- internals -------------------------------------------------------------------------
-    def _selection(self, indices: Sequence[int]) -> tuple[Any, np.ndarray | None] | None:
-        """(key, inverse): key is a slice or sorted unique int array; inverse reorders to request."""
-        if isinstance(indices, range) and indices.step == 1 and len(indices):
-            a, b = self._index(indices.start), self._index(indices.stop - 1)
-            if b >= a:
-                return slice(a, b + 1), None
-        idx = np.asarray(indices if isinstance(indices, np.ndarray) else list(indices))
-        if idx.size == 0:
-            return None
-        if idx.ndim != 1 or idx.dtype.kind not in "iu":
-            idx = np.fromiter((self._index(i) for i in idx.ravel()), dtype=np.int64)
-        else:
-            idx = idx.astype(np.int64, copy=True)
-            n = self._n
-            neg = idx < 0
-            if neg.any():
-                idx[neg] += n
-            bad = (idx < 0) | (idx >= n)
-            if bad.any():
-                i = int(np.asarray(indices).ravel()[np.flatnonzero(bad)[0]])
-                self._index(i)  # raises the standard IndexError
-        if idx.size == 1 or (idx[-1] - idx[0] == idx.size - 1 and np.all(np.diff(idx) == 1)):
-            return slice(int(idx[0]), int(idx[-1]) + 1), None
-        uniq, inv = np.unique(idx, return_inverse=True)
-        if uniq.size == idx.size and np.array_equal(uniq, idx):
-            inv = None
-        return uniq, inv
-
-    def _records(self, key: Any, inv: np.ndarray | None) -> list[Record]:
-        imgs = self._read_images(key, inv)
-        labels = self._label_values(key, inv)
-        metas = self._metadata(key, inv, len(labels))
-        return [Record(im, lab, meta) for im, lab, meta in zip(imgs, labels, metas)]
-
     def _guard(self, what: str, fn: Any) -> Any:
         self._check_open()
         try:

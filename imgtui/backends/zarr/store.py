@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,7 @@ from ...errors import (
 from ...records import CODE_DTYPES as _RECORD_DTYPES, DTYPE_CODES as _RECORD_CODES, Label, Record, loads_metadata
 from ..base import (
     PLAIN_FORMAT_VERSION,
-    StoreReader,
+    ArrayReader,
     StoreWriter,
     _one_line,
     atomic_write_text,
@@ -821,7 +821,7 @@ class _ChunkMap:
 # ----------------------------------------------------------------------------------------------
 
 
-class ZarrReader(StoreReader):
+class ZarrReader(ArrayReader):
     backend = "zarr"
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -1006,35 +1006,6 @@ class ZarrReader(StoreReader):
     def _read(self, index: int) -> Record:
         return self._records(slice(index, index + 1), None)[0]
 
-    def get_many(self, indices: Sequence[int]) -> list[Record]:
-        sel = self._selection(indices)
-        if sel is None:
-            return []
-        return self._records(*sel)
-
-    def get_images(self, indices: Sequence[int]) -> np.ndarray | list[np.ndarray]:
-        sel = self._selection(indices)
-        if sel is None:
-            return []
-        imgs = self._read_images(*sel)
-        if isinstance(imgs, np.ndarray):
-            return imgs
-        if imgs and all(im.shape == imgs[0].shape and im.dtype == imgs[0].dtype for im in imgs):
-            return np.stack(imgs)
-        return imgs
-
-    def iter_batches(self, batch_size: int = 256) -> Iterator[list[Record]]:
-        n = len(self)
-        batch_size = max(1, int(batch_size))
-        for start in range(0, n, batch_size):
-            yield self.get_many(range(start, min(n, start + batch_size)))
-
-    def _labels(self) -> list[Label]:
-        self._check_open()
-        if self._n == 0:
-            return []
-        return self._label_values(slice(0, self._n), None)
-
     def _stored_checksum(self, index: int) -> int | None:
         return int(self._checksums[index])
 
@@ -1042,38 +1013,6 @@ class ZarrReader(StoreReader):
         return self._checksums[np.asarray(idx, dtype=np.int64)]
 
     # -- internals -------------------------------------------------------------------------
-    def _selection(self, indices: Sequence[int]) -> tuple[Any, np.ndarray | None] | None:
-        """(key, inverse): key is a slice or a sorted unique int array; inverse reorders to request."""
-        if isinstance(indices, range) and indices.step == 1 and len(indices):
-            a, b = self._index(indices.start), self._index(indices.stop - 1)
-            if b >= a:
-                return slice(a, b + 1), None
-        idx = np.asarray(indices if isinstance(indices, np.ndarray) else list(indices))
-        if idx.size == 0:
-            return None
-        if idx.ndim != 1 or idx.dtype.kind not in "iu":
-            idx = np.fromiter((self._index(i) for i in idx.ravel()), dtype=np.int64)
-        else:
-            idx = idx.astype(np.int64, copy=True)
-            neg = idx < 0
-            if neg.any():
-                idx[neg] += self._n
-            bad = (idx < 0) | (idx >= self._n)
-            if bad.any():
-                self._index(int(np.asarray(indices).ravel()[np.flatnonzero(bad)[0]]))  # IndexError
-        if idx.size == 1 or (idx[-1] - idx[0] == idx.size - 1 and np.all(np.diff(idx) == 1)):
-            return slice(int(idx[0]), int(idx[-1]) + 1), None
-        uniq, inv = np.unique(idx, return_inverse=True)
-        if uniq.size == idx.size and np.array_equal(uniq, idx):
-            inv = None
-        return uniq, inv
-
-    def _records(self, key: Any, inv: np.ndarray | None) -> list[Record]:
-        imgs = self._read_images(key, inv)
-        labels = self._label_values(key, inv)
-        metas = self._metadata(key, inv, len(labels))
-        return [Record(im, lab, meta) for im, lab, meta in zip(imgs, labels, metas)]
-
     def _read_images(self, key: Any, inv: np.ndarray | None) -> np.ndarray | list[np.ndarray]:
         if self._kind == "fixed":
             fast = self._maps.get("images")
