@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import threading
 from typing import Any, Iterable
 
 from textual import on
@@ -21,6 +23,10 @@ from .screens.help import HelpScreen
 from .screens.main import MainScreen
 from .screens.recommend import RecommendScreen
 from .themes import DARK, LIGHT, THEMES, other_theme
+
+
+#: seconds a SIGHUP/SIGTERM'd app may take to restore its terminal before the process ends anyway
+TERMINATE_GRACE = 3.0
 
 
 class ImgtuiApp(App):
@@ -64,6 +70,12 @@ class ImgtuiApp(App):
     def _on_terminate(self) -> None:
         # as ctrl+q, without the wait: the children are stopped at once and their stores removed
         self.main_screen.shutdown()
+        # the terminal may be gone (tmux kill-session): Textual's shutdown can then block forever
+        # writing to it (seen: its output queue full, the writer thread stuck); the work is already
+        # stopped and cleaned up, so the process ends within seconds whatever the terminal does
+        watchdog = threading.Timer(TERMINATE_GRACE, os._exit, args=(1,))
+        watchdog.daemon = True
+        watchdog.start()
         self.exit(return_code=1)
 
     # -- actions ---------------------------------------------------------------------------
