@@ -79,14 +79,20 @@ def _stamp(info: dict) -> dict:
     return {k: str(info[k]) for k in keys if k in info and info[k] is not None}
 
 
+def _entry(url: str) -> tuple[str, str]:
+    """(cache key, file name) of the store at ``url``: one folder per URL, named after its last part."""
+    url = url.rstrip("/")
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return key, re.sub(r"[^A-Za-z0-9._-]+", "_", url.rsplit("/", 1)[-1]) or "store"
+
+
 class RemoteStore:
     """The local mirror of the store at ``url``: ``local`` is the path to open."""
 
     def __init__(self, url: str, root: Path | None = None) -> None:
         self.url = url.rstrip("/")
         self.fs, self.path = _filesystem(self.url)
-        key = hashlib.sha256(self.url.encode()).hexdigest()[:16]
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", self.path.rstrip("/").rsplit("/", 1)[-1]) or "store"
+        key, name = _entry(self.url)
         self.entry = (root or cache_root()) / key
         self.local = self.entry / name
         self.sharded = False
@@ -246,8 +252,7 @@ def localize(url: str) -> tuple[Path, RemoteStore]:
 def staging_path(url: str) -> Path:
     """Where ``imgtui convert SRC URL`` builds the store before uploading it (kept until the upload
     is complete, so ``--resume`` can go on from it)."""
-    key = hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", url.rstrip("/").rsplit("/", 1)[-1]) or "store"
+    key, name = _entry(url)
     return cache_root() / "uploads" / key / name
 
 
