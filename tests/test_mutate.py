@@ -315,3 +315,27 @@ def test_cli_append_errors(tmp_path, capsys):
     check_store(disk, base)
     os.unlink(disk / "manifest.json")
     assert err("synthetic:count=2", disk).startswith(f"{disk} is incomplete")
+
+
+def test_refused_writer_names_a_holder_that_has_not_written_its_line_yet(tmp_path):
+    """Seen in CI: two writers started together; the refused one read the lock file between the
+    holder's flock and its line, and said "another process". It waits briefly for the line."""
+    import fcntl
+    import threading
+
+    from imgtui.backends.safety import StoreLockedError, WriterLock, lock_path
+
+    store = tmp_path / "s.lmdb"
+    store.mkdir()
+    lp = lock_path(store)
+    fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the holder has the lock, its line not yet
+        timer = threading.Timer(0.15, lambda: os.write(fd, b"process 4242 (append: imgtui append)\n"))
+        timer.start()
+        with pytest.raises(StoreLockedError) as err:
+            WriterLock(store, "append").acquire()
+        timer.join()
+        assert "is being written by process 4242 (append" in str(err.value)
+    finally:
+        os.close(fd)

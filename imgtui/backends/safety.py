@@ -99,12 +99,19 @@ def temp_path(path: str | os.PathLike, what: str) -> Path:
     return p.with_name(f"{p.name}.imgtui-{what}-{os.getpid()}")
 
 
-def _holder(lp: Path) -> str:
-    try:
-        text = lp.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
-        return "another process"
-    return text.splitlines()[0] if text else "another process"
+def _holder(lp: Path, patience: float = 0.0) -> str:
+    """The holder's line of the lock file ``lp``. The holder writes it just after it took the lock:
+    an empty file is read again for up to ``patience`` seconds (seen: two writers started together,
+    the refused one named "another process" instead of the holder)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            text = lp.read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            return "another process"
+        if text or time.monotonic() >= deadline:
+            return text.splitlines()[0] if text else "another process"
+        time.sleep(0.01)
 
 
 #: descriptors of the locks this process holds: a forked child closes its copies at once (the lock
@@ -156,7 +163,7 @@ class WriterLock:
                 if time.monotonic() >= deadline:
                     os.close(fd)
                     raise StoreLockedError(
-                        f"{self.path} is being written by {_holder(lp)}; wait for it to finish "
+                        f"{self.path} is being written by {_holder(lp, patience=0.5)}; wait for it to finish "
                         "(one writer at a time)"
                     ) from None
                 time.sleep(0.05)
