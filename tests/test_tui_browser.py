@@ -757,3 +757,39 @@ def test_snapshot_thumbnails(snap_compare, fake_store, size):
 
     app = ScreenApp(lambda: BrowserScreen("fake:40"))
     assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+async def test_screens_closed_before_they_are_mounted_do_not_crash(fake_store):
+    """Seen in CI: escape pressed just after `b` popped the browser before its Mount ran, whose
+    handler then found no widgets (NoMatches): a traceback that ended the app."""
+    import threading
+
+    from textual.screen import Screen
+    from textual.widgets import Static
+
+    from imgtui.tui.screens.grid import GridScreen
+    from imgtui.tui.screens.help import HelpScreen
+
+    class Home(Screen):
+        def compose(self):
+            yield Static("home")
+
+    factories = [
+        lambda: BrowserScreen("fake:50"),
+        lambda: CompareScreen(["fake:5", "fake:6"]),
+        lambda: HelpScreen([("q", "quit")]),
+        lambda: GridScreen(50, 0, lambda i: (make_record(i).image, "x"), threading.Lock()),
+    ]
+    app = ScreenApp(Home)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        for factory in factories:
+            for _ in range(5):
+                app.push_screen(factory())
+                app.pop_screen()
+                await pilot.pause()
+        await pilot.pause(0.3)
+        assert app.is_running and isinstance(app.screen, Home)
+        app.push_screen(BrowserScreen("fake:50"))  # and one that stays opens as usual
+        screen = await open_browser(pilot, app)
+        assert "50 records" in info_text(screen)

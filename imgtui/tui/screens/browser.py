@@ -195,6 +195,8 @@ the same record of the other backends' stores; Escape goes back.
         return self.query_one("#image", ImageView)
 
     def on_mount(self) -> None:
+        if self not in self.app.screen_stack:
+            return  # closed (escape) before it was mounted: its widgets are gone, nothing to open
         self.record_list.focus()
         self.open_store()
 

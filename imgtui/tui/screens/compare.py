@@ -119,6 +119,8 @@ pixels, label and metadata are identical in all of them.
         yield Footer()
 
     def on_mount(self) -> None:
+        if self not in self.app.screen_stack:
+            return  # closed before it was mounted
         # a grid of equal columns (1fr widths with one border less on the last came out unequal)
         self.query_one("#compare-body").styles.grid_size_columns = max(1, len(self.paths))
         most = max(3, len(backend_names()))

@@ -117,6 +117,8 @@ page, Enter (or a double click) opens the selected record in the browser, Escape
 
     # -- drawing ---------------------------------------------------------------------------
     def _load_page(self) -> None:
+        if self not in self.app.screen_stack:
+            return  # closed before the refresh that loads the page
         per = COLUMNS * ROWS
         first = self.page * per
         cells = self.query_one("#tile-0", Tile).query_one(ImageView).cells

@@ -74,5 +74,7 @@ class HelpScreen(ModalScreen[None]):
             yield Markdown((self._text or intro()) + "\n" + bindings_markdown(self._rows), id="help-text")
 
     def on_mount(self) -> None:
+        if self not in self.app.screen_stack:
+            return  # closed before it was mounted
         self.query_one("#help-body").border_title = "Help"
         self.query_one("#help-body").border_subtitle = "Escape closes"
