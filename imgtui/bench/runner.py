@@ -49,7 +49,7 @@ STORES_GRACE = 3.0
 #: Measured with scripts/latency.py on 2 busy cores: help on screen p50 ~0.9 s at nice 0, ~0.6 s at 10
 CHILD_NICE = 10
 #: at most this many Progress events a second cross the queue
-PROGRESS_RATE = 20.0
+PROGRESS_RATE = 10.0
 _SPAWN = mp.get_context("spawn")
 
 

@@ -2,7 +2,7 @@
 
 The screen owns the ``BenchPlan`` (a reactive rebuilt from both panes on every change) and the
 benchmark worker. The worker thread drives ``imgtui.bench.runner.BenchRunner``, which measures in
-a child process, and posts one message per event (progress throttled to ~10 a second); the
+a child process, and posts one message per event (the child throttles progress to ~10 a second); the
 ``@on`` handlers below update widgets. The UI process never runs the measurement itself, and the
 make-stores worker drives a ``StoresRunner`` child the same way.
 
@@ -57,8 +57,6 @@ from ..widgets.dataset_pane import DatasetPane
 from ..widgets.plots import Plots
 from ..widgets.results_table import ResultsTable
 
-#: at most this many progress messages a second
-PROGRESS_RATE = 10.0
 #: the folder (inside the output folder) where make-stores writes
 STORES_FOLDER = "imgtui-stores"
 
@@ -687,23 +685,11 @@ class MainScreen(Screen):
 
         runner = BenchRunner(plan)  # a plan that cannot run fails here, in one line
         self.bench_runner = runner
-        interval = 1.0 / PROGRESS_RATE
-        last_progress = 0.0
-        pending: Progress | None = None
         try:
-            for event in runner.events(cancelled):
+            for event in runner.events(cancelled):  # progress comes throttled by the child
                 if isinstance(event, Progress):
-                    now = time.monotonic()
-                    if now - last_progress < interval and event.done < event.total:
-                        pending = event
-                        continue
-                    last_progress, pending = now, None
                     self.post_message(BenchProgress(event.done, event.total, event.step, event.steps))
-                    continue
-                if pending is not None:
-                    self.post_message(BenchProgress(pending.done, pending.total, pending.step, pending.steps))
-                    pending = None
-                if isinstance(event, Started):
+                elif isinstance(event, Started):
                     self.post_message(BenchStarted(event.experiment, event.backend, event.method, event.count,
                                                    event.step, event.steps))
                 elif isinstance(event, Result):
