@@ -133,3 +133,38 @@ def test_make_stores_in_a_child_process(tmp_path):
 
     with imgtui.open(dest) as r:
         assert len(r) == 10
+
+
+def test_scratch_folders_of_killed_apps_are_removed_by_the_next_run(tmp_path):
+    """An app killed with SIGKILL leaves its child's scratch folder (no cleanup ran): the next job
+    started in the same folder removes it, and keeps those of apps still running."""
+    import subprocess
+    import sys
+
+    from imgtui.bench.runner import OLD_SCRATCH_AGE, SCRATCH_PREFIX
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folders = {
+        "dead": tmp_path / f"{SCRATCH_PREFIX}{dead.pid}-k2j1",
+        "alive": tmp_path / f"{SCRATCH_PREFIX}{os.getppid()}-a8x0",
+        "old-name, old": tmp_path / f"{SCRATCH_PREFIX}q7w2e9",
+        "old-name, new": tmp_path / f"{SCRATCH_PREFIX}z3x4c5",
+        "not ours": tmp_path / "imgtui-children",
+    }
+    for f in folders.values():
+        (f / "store.lmdb").mkdir(parents=True)
+    past = time.time() - OLD_SCRATCH_AGE - 60
+    os.utime(folders["old-name, old"], (past, past))
+    plan = BenchPlan(dataset="synthetic:count=10,size=8", backends=["lmdb"], methods=["imgtui"],
+                     experiments=["store_many"], counts=[10], repeats=1, workdir=str(tmp_path))
+    runner = BenchRunner(plan)
+    runner.start()
+    left = set(os.listdir(tmp_path))
+    for ev in runner.events():
+        pass
+    assert isinstance(ev, Finished)
+    assert runner.scratch.name.startswith(f"{SCRATCH_PREFIX}{os.getpid()}-")
+    assert runner.scratch.name in left
+    assert {n for n in left if n != runner.scratch.name} == {
+        folders[k].name for k in ("alive", "old-name, new", "not ours")}

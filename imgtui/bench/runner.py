@@ -4,7 +4,7 @@ A UI (the app) keeps a worker thread that iterates ``runner.events()``; the meas
 spawned child, so the UI process never waits on it and drawing does not disturb the figures.
 
 - The child sends its events through a queue: the engine's Started/Progress/Result/Error/Finished
-  for a benchmark (Progress coalesced to at most ~20 a second), ``StoresEvent`` for make-stores.
+  for a benchmark (Progress coalesced to at most ~10 a second), ``StoresEvent`` for make-stores.
 - ``cancel()`` (or the ``cancelled`` callable given to ``events``) asks the child to stop; it
   stops between batches, removes its temporary stores and says Finished. If it has not ended
   ``GRACE`` seconds later it is terminated, then killed, and the parent removes the child's
@@ -13,6 +13,8 @@ spawned child, so the UI process never waits on it and drawing does not disturb 
 - A child that dies (killed, crashed) ends ``events()`` with ``ChildDiedError``: one line.
 - The child dies with its parent (``die_with_parent``) and ignores Ctrl-C (the parent decides).
 - The child runs at ``CHILD_NICE``: when the CPU is short, the app's drawing goes first.
+- Scratch folders are named ``imgtui-child-<app pid>-*``: those of apps that were killed (no
+  cleanup ran) are removed by the next job started in the same folder.
 """
 
 from __future__ import annotations
@@ -123,6 +125,47 @@ def _ensure_resource_tracker() -> None:
             sys.stderr = saved
 
 
+#: a child's scratch folder: ``imgtui-child-<parent pid>-<random>`` under the plan's workdir or /tmp
+SCRATCH_PREFIX = "imgtui-child-"
+#: a scratch folder of the old name (no pid) is removed when it is older than this (seconds)
+OLD_SCRATCH_AGE = 24 * 3600
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: somebody else's live process
+        return True
+    return True
+
+
+def clean_dead_scratch(parent_dir: str | None = None) -> list[str]:
+    """Remove the scratch folders of apps that were killed (SIGKILL, power cut: no cleanup ran):
+    those whose parent pid is gone. Returns the names removed."""
+    folder = Path(parent_dir or tempfile.gettempdir())
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(SCRATCH_PREFIX)]
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        pid_text = name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        path = folder / name
+        if pid_text.isdigit() and "-" in name[len(SCRATCH_PREFIX):]:
+            dead = int(pid_text) != os.getpid() and not _pid_alive(int(pid_text))
+        else:  # named before the pid was part of the name
+            try:
+                dead = time.time() - path.stat().st_mtime > OLD_SCRATCH_AGE
+            except OSError:
+                continue
+        if dead and path.is_dir() and not path.is_symlink():
+            remove_path(path)
+            removed.append(name)
+    return removed
+
+
 class ChildJob:
     """``target(emit, cancel, *args)`` in a spawned child; iterate ``events()`` for what it emits.
 
@@ -134,7 +177,8 @@ class ChildJob:
         self.what = what
         self.grace = grace
         self.nice = nice
-        self.scratch = Path(tempfile.mkdtemp(prefix="imgtui-child-", dir=parent_dir))
+        clean_dead_scratch(parent_dir)
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=parent_dir))
         _ensure_resource_tracker()  # before the queue: its lock registers with the tracker
         self._q = _SPAWN.Queue()
         self._stop = _SPAWN.RawValue("b", 0)  # 1: stop
