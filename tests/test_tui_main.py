@@ -383,7 +383,7 @@ async def test_help_opens_on_question_mark_and_f1():
         await pilot.press("question_mark")
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
-        text = app.screen.query_one("#help-text").source
+        text = app.screen.source
         for key in ("`s`", "`c`", "`e`", "`b`", "`p`", "`t`", "`o`", "`?"):
             assert key in text, key
         assert "Quit (cancels a running benchmark first)" in text
@@ -436,7 +436,7 @@ async def test_palette_and_help_list_the_actions_of_the_screen_they_open_on(tmp_
         assert keys["? / f1"] == "Help"
         await pilot.press("question_mark")
         await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
-        text = app.screen.query_one("#help-text").source
+        text = app.screen.source
         assert text.startswith("# Record browser")
         assert "`g`" in text and "`f`" in text and "`c`" in text
         assert "Stop the running benchmark" not in text
