@@ -811,3 +811,32 @@ def test_a_store_with_a_damaged_record_as_a_source_skips_it_when_asked(tmp_path)
     out = imgtui.open(tmp_path / "out.h5")
     assert [r.label for r in out] == [0, 1, 3, 4, 5]
     assert all(np.array_equal(r.image, np.full((4, 5, 3), r.label, np.uint8)) for r in out)
+
+
+def test_synthetic_record_i_is_the_same_whatever_else_is_asked():
+    """Record i depends on (seed, i) only: any order, any thread, iteration or random access."""
+    import threading
+
+    from imgtui.datasets import SyntheticDataset
+
+    for kw in ({"size": 9}, {"variable": (3, 12), "channels": 4, "bits": 16}, {"size": 6, "channels": 1, "dtype": "float32"},
+               {"size": 1}, {"size": (2, 7), "dtype": "bool"}):
+        ds = SyntheticDataset(count=40, seed=5, **kw)
+        forward = list(ds)
+        assert [ds.record(i) for i in reversed(range(40))][::-1] == forward
+        assert list(ds.records_at([30, 2, 17])) == [forward[2], forward[17], forward[30]]
+        from_threads: dict[int, object] = {}
+
+        def read(part: range) -> None:
+            for i in part:
+                from_threads[i] = ds.record(i)
+
+        threads = [threading.Thread(target=read, args=(range(k, 40, 3),)) for k in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [from_threads[i] for i in range(40)] == forward
+        other = list(SyntheticDataset(count=40, seed=6, **kw))
+        assert sum(a == b for a, b in zip(forward, other)) < 5  # another seed, other images
+        assert len({r.image.tobytes() for r in forward}) > 35  # records differ from one another

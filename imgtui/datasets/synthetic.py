@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Iterator
 
 import numpy as np
@@ -81,25 +82,49 @@ class SyntheticDataset(Dataset):
         kind = self.dtype.name if self.dtype is not None else f"uint{self.bits}"
         return f"synthetic {self.count:,} x {size} {kind} (seed {self.seed})"
 
+    def _rng(self, i: int) -> np.random.Generator:
+        """Record ``i``'s random stream: Philox keyed by (seed, i), counter from 0. One generator per
+        thread, re-keyed per record (a new ``default_rng((seed, i))`` cost ~80 us of SeedSequence
+        hashing, most of a small record's time: 1,000,000 records were 10 minutes to convert)."""
+        local = _LOCAL.__dict__
+        gen = local.get("gen")
+        if gen is None:
+            gen = local["gen"] = np.random.Generator(np.random.Philox(key=0))
+            local["state"] = gen.bit_generator.state
+        state = local["state"]
+        state["state"]["key"][0] = self.seed & _U64
+        state["state"]["key"][1] = i
+        state["state"]["counter"][:] = 0
+        state["buffer_pos"] = 4  # the buffer is empty: the first draw starts at counter 0
+        state["has_uint32"] = 0
+        gen.bit_generator.state = state
+        return gen
+
     def record(self, i: int) -> Record:
         if not 0 <= i < self.count:
             raise IndexError(i)
-        rng = np.random.default_rng((self.seed, i))
+        rng = self._rng(i)
         if self.variable:
             h, w = (int(v) for v in rng.integers(self.variable[0], self.variable[1] + 1, size=2))
         else:
             h, w = self.size
-        dtype = np.uint8 if self.bits == 8 else np.uint16
-        top = 255 if self.bits == 8 else 65535
         c = self.channels
-        base = rng.random(c) * 0.6
-        gy = np.linspace(0.0, rng.random() * 0.4, h, dtype=np.float32)[:, None, None]
-        gx = np.linspace(0.0, rng.random() * 0.4, w, dtype=np.float32)[None, :, None]
-        noise = rng.random((h, w, c), dtype=np.float32) * 0.15
+        base = (rng.random(c) * 0.6).astype(np.float32)
+        ry, rx = rng.random(2) * 0.4
+        gy = _ramp(h, ry)[:, None, None]
+        gx = _ramp(w, rx)[None, :, None]
+        v = rng.random((h, w, c), dtype=np.float32)
+        v *= np.float32(0.15)
+        v += base
+        v += gy
+        v += gx  # about 0..1.15, never below 0
         if self.dtype is not None:
-            img = _other_dtype(base[None, None, :] + gy + gx + noise, self.dtype)
+            img = _other_dtype(v, self.dtype)
         else:
-            img = np.clip((base[None, None, :] + gy + gx + noise) * top, 0, top).astype(dtype)
+            top = 255 if self.bits == 8 else 65535
+            np.minimum(v, np.float32(1.0), out=v)
+            v *= np.float32(top)
+            img = v.astype(np.uint8 if self.bits == 8 else np.uint16)
         if c == 1:
             img = img[:, :, 0]
         label = int(rng.integers(0, self.num_labels))
@@ -113,6 +138,18 @@ class SyntheticDataset(Dataset):
     def __iter__(self) -> Iterator[Record]:
         for i in range(self.count):
             yield self.record(i)
+
+
+_LOCAL = threading.local()
+_U64 = (1 << 64) - 1
+
+
+def _ramp(n: int, top: float) -> np.ndarray:
+    """``n`` float32 values from 0 to about ``top``, evenly spaced (np.linspace without its ~30 us
+    of overhead)."""
+    if n == 1:
+        return np.zeros(1, np.float32)
+    return np.arange(n, dtype=np.float32) * np.float32(top / (n - 1))
 
 
 #: dtype -> (scale, shift) applied to the 0..~1.15 gradients before the cast
