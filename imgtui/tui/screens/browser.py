@@ -159,6 +159,7 @@ the same record of the other backends' stores; Escape goes back.
         self._lock = threading.Lock()
         self._closed = False
         self._labels: list | None = None
+        self._labels_requested = False
         self._thumbs: LRUCache[tuple, RecordView] = LRUCache(THUMBNAIL_CACHE)
         self._prompt_mode: str | None = None
         self._filter: str = ""
@@ -372,7 +373,6 @@ the same record of the other backends' stores; Escape goes back.
         self._update_status()
         if len(self.reader) == 0:
             self.image_view.show_message("this store has no records")
-        self.load_labels()
 
     def on_store_failed(self, message: StoreFailed) -> None:
         self.error = message.error
@@ -391,6 +391,11 @@ the same record of the other backends' stores; Escape goes back.
         view = message.view
         self._thumbs.set(message.key, view)
         self.record_list.set_details({view.index: view.details})
+        if not self._labels_requested:
+            # after the first image: reading every label holds the reader (1,000,000 LMDB labels:
+            # 7.9 s), and the first image waited for it
+            self._labels_requested = True
+            self.load_labels()
         if view.error:
             self.notify(view.error, severity="error", markup=False)
         self._show(view, message.key)
