@@ -1011,3 +1011,40 @@ def test_snapshot_help_80x24(snap_compare):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def _fixed_rows() -> list[ResultRow]:
+    """Results of a small run, made up but shaped like real ones (the plots' snapshot must not
+    depend on measured times)."""
+    rows = []
+    for experiment, base in (("store_many", 2e-5), ("read_many", 4e-6)):
+        for k, (backend, method, factor) in enumerate((("numpy", "floor", 1.0), ("lmdb", "imgtui", 2.5),
+                                                       ("hdf5", "imgtui", 1.6), ("disk", "article", 40.0),
+                                                       ("lmdb", "article", 9.0))):
+            for count in (10, 100, 1000):
+                t = base * factor * count * (1.0 + 0.1 * k)
+                rows.append(ResultRow(experiment, backend, method, count, repeats=3, median_s=t, min_s=t,
+                                      records_per_s=count / t, bytes_on_disk=int(count * 3100 * (1 + k / 10)),
+                                      raw_bytes=count * 3072))
+    return rows
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 50)], ids=["80x24", "160x50"])
+def test_snapshot_plots(snap_compare, size):
+    """The plots view with fixed results: log axes in units, one colour per backend, the legend below."""
+    from imgtui.tui.messages import BenchResult
+
+    app = make_app("synthetic:count=20,size=8", output="results")
+
+    async def run_before(pilot) -> None:
+        await _loaded(pilot)
+        screen = pilot.app.screen
+        rows = _fixed_rows()
+        for row in rows:
+            screen.post_message(BenchResult(row))
+        await wait_until(pilot, lambda: len(screen.rows) == len(rows), what="every result row")
+        await pilot.press("p")
+        await pilot.pause()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)

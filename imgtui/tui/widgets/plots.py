@@ -11,8 +11,9 @@ import math
 from collections import defaultdict
 
 from rich.text import Text
-from textual.app import ComposeResult
+from textual.app import ComposeResult, RenderResult
 from textual.containers import Grid, Vertical
+from textual.widget import Widget
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
@@ -41,10 +42,17 @@ def fmt_time_tick(s: float) -> str:
     return f"{s:.0e} s"
 
 
-def time_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
+def time_ticks(lo: float, hi: float, most: int = 12) -> tuple[list[float], list[str]]:
     """Ticks inside [lo, hi] (a tick outside the data is drawn outside the plot): the powers of ten
-    there, or the two ends when there are fewer than two."""
+    there (every second or third one when more than ``most`` would not fit: plotext otherwise drops
+    some itself, differently from run to run), or the two ends when there are fewer than two."""
+    if most < 2:  # a plot one row high: two ticks would share it (plotext then picks either)
+        return [hi], [fmt_seconds(hi)]
     decades = [10.0 ** e for e in range(math.ceil(math.log10(lo) - 1e-9), math.floor(math.log10(hi) + 1e-9) + 1)]
+    step = 1
+    while len(decades[::step]) > most:
+        step += 1
+    decades = decades[::step]
     if len(decades) >= 2:
         return decades, [fmt_time_tick(t) for t in decades]
     ends = sorted({lo, hi})
@@ -106,6 +114,8 @@ class TimePlot(PlotextPlot):
     def __init__(self, experiment: str, **kwargs) -> None:
         super().__init__(**kwargs)
         self.experiment = experiment
+        #: (smallest, largest) median time plotted, for the ticks
+        self._span: tuple[float, float] | None = None
 
     def update_rows(self, rows: list[ResultRow]) -> None:
         plt = self.plt
@@ -122,24 +132,49 @@ class TimePlot(PlotextPlot):
             xs = sorted({x for xs, _ys in data.values() for x in xs})
             ys = [y for _xs, ys in data.values() for y in ys if y > 0]
             plt.xticks(xs, [fmt_count(x) for x in xs])
-            if ys:
-                plt.yticks(*time_ticks(min(ys), max(ys)))
+            self._span = (min(ys), max(ys)) if ys else None
+        else:
+            self._span = None
         self.refresh()
 
+    def render(self) -> RenderResult:
+        if self._span is not None:  # ticks for the height drawn: a tick needs a row and one between
+            self.plt.yticks(*time_ticks(*self._span, most=(self.size.height - 5) // 2))
+        return super().render()
 
-class DiskPlot(PlotextPlot):
-    """Bytes on disk per backend/method at the largest count measured."""
+
+class DiskBars(Widget):
+    """Bytes on disk per backend/method at the largest count measured: one bar a row, drawn here
+    (plotext's bars came out different from run to run: its fill depends on set order)."""
+
+    DEFAULT_CSS = "DiskBars { height: 1fr; padding: 0 1; }"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._usage: tuple[list[str], list[float], int | None] = ([], [], None)
 
     def update_rows(self, rows: list[ResultRow]) -> None:
-        plt = self.plt
-        plt.clear_data()
-        plt.clear_figure()
-        labels, mb, count = disk_usage(rows)
-        plt.title("disk usage (MB)" + (f" at {fmt_count(count)} records" if count else ""))
-        if labels:
-            plt.bar(labels, mb, orientation="horizontal", width=0.3,
-                    color=[series_colour(label) for label in labels])
+        self._usage = disk_usage(rows)
         self.refresh()
+
+    def render(self) -> Text:
+        labels, mb, count = self._usage
+        text = Text("disk usage" + (f" at {fmt_count(count)} records" if count else ""), style="bold", justify="center")
+        if not labels:
+            return text
+        width = max(1, self.content_size.width)
+        name_w = min(max(len(label) for label in labels), max(4, width // 3))
+        figures = [f" {v:,.1f} MB" if v < 100 else f" {v:,.0f} MB" for v in mb]
+        bar_w = max(1, width - name_w - 1 - max(len(f) for f in figures))
+        top = max(mb) or 1.0
+        for label, value, figure in zip(labels, mb, figures):
+            r, g, b = series_colour(label)
+            cells = max(1, round(bar_w * value / top)) if value > 0 else 0
+            text.append("\n\n")
+            text.append(label[:name_w].rjust(name_w) + " ")
+            text.append("█" * cells, style=f"rgb({r},{g},{b})")
+            text.append(figure)
+        return text
 
 
 class Plots(Vertical):
@@ -149,7 +184,7 @@ class Plots(Vertical):
         with Grid(id="plot-grid"):
             yield TimePlot("store_many", id="plot-store")
             yield TimePlot("read_many", id="plot-read")
-            yield DiskPlot(id="plot-disk")
+            yield DiskBars(id="plot-disk")
         yield Static("", id="plot-legend")
 
     def on_mount(self) -> None:
@@ -158,5 +193,5 @@ class Plots(Vertical):
     def update_rows(self, rows: list[ResultRow]) -> None:
         for plot in self.query(TimePlot):
             plot.update_rows(rows)
-        self.query_one(DiskPlot).update_rows(rows)
+        self.query_one(DiskBars).update_rows(rows)
         self.query_one("#plot-legend", Static).update(legend(rows))
