@@ -793,3 +793,18 @@ async def test_screens_closed_before_they_are_mounted_do_not_crash(fake_store):
         app.push_screen(BrowserScreen("fake:50"))  # and one that stays opens as usual
         screen = await open_browser(pilot, app)
         assert "50 records" in info_text(screen)
+
+
+async def test_app_exiting_while_screens_mount_does_not_crash(fake_store):
+    """Seen in CI: the test (like a user's ctrl+q) ended the app just after the browser was pushed;
+    the screen, still on the stack, mounted without its widgets (NoMatches)."""
+    from imgtui.tui.screens.help import HelpScreen
+
+    for factory in (lambda: BrowserScreen("fake:50"), lambda: CompareScreen(["fake:5", "fake:6"]),
+                    lambda: HelpScreen([("q", "quit")])):
+        app = ScreenApp(lambda: BrowserScreen("fake:9"))
+        async with app.run_test(size=SIZE) as pilot:
+            await open_browser(pilot, app)
+            app.push_screen(factory())
+            app.exit()
+        assert app.return_code in (0, None)

@@ -43,8 +43,22 @@ async def settle(app: ImgtuiApp, pilot) -> None:
     await pilot.pause()
 
 
+@pytest.fixture(autouse=True)
+def _keep_notifications(monkeypatch):
+    """Every notification an app shows, kept after it expires (on a loaded machine a notification
+    timed out before the test looked: seen in CI)."""
+    shown = ImgtuiApp._on_notify
+
+    def on_notify(self, event) -> None:
+        self.__dict__.setdefault("_seen_notes", []).append(event.notification)
+        shown(self, event)
+
+    monkeypatch.setattr(ImgtuiApp, "_on_notify", on_notify)
+
+
 def notifications(app: ImgtuiApp, severity: str | None = None) -> list:
-    return [n for n in app._notifications if severity is None or n.severity == severity]
+    """The notifications ``app`` has shown so far (expired ones too)."""
+    return [n for n in app.__dict__.get("_seen_notes", []) if severity is None or n.severity == severity]
 
 
 # -- start-up --------------------------------------------------------------------------------

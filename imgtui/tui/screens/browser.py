@@ -20,6 +20,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.cache import LRUCache
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
@@ -197,8 +198,12 @@ the same record of the other backends' stores; Escape goes back.
 
     def on_mount(self) -> None:
         if self not in self.app.screen_stack:
-            return  # closed (escape) before it was mounted: its widgets are gone, nothing to open
-        self.record_list.focus()
+            return  # closed (escape) before it was mounted: nothing to open
+        try:
+            records = self.record_list
+        except NoMatches:  # removed before it was mounted (closed at once, or the app is exiting)
+            return
+        records.focus()
         self.open_store()
 
     def on_unmount(self) -> None:

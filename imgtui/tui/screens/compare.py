@@ -17,6 +17,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
@@ -120,9 +121,13 @@ pixels, label and metadata are identical in all of them.
 
     def on_mount(self) -> None:
         if self not in self.app.screen_stack:
-            return  # closed before it was mounted
+            return  # closed before it was mounted: nothing to open
+        try:
+            body = self.query_one("#compare-body")
+        except NoMatches:  # removed before it was mounted (closed at once, or the app is exiting)
+            return
         # a grid of equal columns (1fr widths with one border less on the last came out unequal)
-        self.query_one("#compare-body").styles.grid_size_columns = max(1, len(self.paths))
+        body.styles.grid_size_columns = max(1, len(self.paths))
         most = max(3, len(backend_names()))
         if not 2 <= len(self.paths) <= most:
             self.notify(f"Compare needs 2 to {most} stores, got {len(self.paths)}.", severity="warning", markup=False)

@@ -11,6 +11,7 @@ from rich.text import Text
 from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.containers import Grid, Vertical
 from textual.message import Message
 from textual.screen import Screen
@@ -121,7 +122,10 @@ page, Enter (or a double click) opens the selected record in the browser, Escape
             return  # closed before the refresh that loads the page
         per = COLUMNS * ROWS
         first = self.page * per
-        cells = self.query_one("#tile-0", Tile).query_one(ImageView).cells
+        try:
+            cells = self.query_one("#tile-0", Tile).query_one(ImageView).cells
+        except NoMatches:  # removed before the refresh that loads the page
+            return
         for slot in range(per):
             tile = self.query_one(f"#tile-{slot}", Tile)
             tile.display = first + slot < self.total

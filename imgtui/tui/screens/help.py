@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from rich.markdown import Markdown
@@ -77,7 +78,9 @@ class HelpScreen(ModalScreen[None]):
             yield Static(Markdown(self.source), id="help-text")
 
     def on_mount(self) -> None:
-        if self not in self.app.screen_stack:
-            return  # closed before it was mounted
-        self.query_one("#help-body").border_title = "Help"
-        self.query_one("#help-body").border_subtitle = "Escape closes"
+        try:
+            body = self.query_one("#help-body")
+        except NoMatches:  # removed before it was mounted (closed at once, or the app is exiting)
+            return
+        body.border_title = "Help"
+        body.border_subtitle = "Escape closes"
