@@ -101,8 +101,8 @@ BIG_READ_BYTES = 16 << 20
 #: rows per chunk of the small per-record datasets
 AUX_CHUNK = 4096
 STR_CHUNK = 1024
-#: the writer flushes its batch early once it holds this many pixel bytes
-MAX_BATCH_BYTES = 64 << 20
+#: the writer flushes its batch early once it holds this many pixel bytes (``max_batch_bytes``)
+MAX_BATCH_BYTES = 16 << 20
 #: bytes copied per step while migrating a store to another layout
 COPY_BYTES = 64 << 20
 
@@ -166,8 +166,9 @@ def _attr_str(value: Any) -> str | None:
 
 class Hdf5Writer(StoreWriter):
     backend = "hdf5"
-    #: fewer, larger HDF5 writes; write() also flushes once a batch holds MAX_BATCH_BYTES of pixels
+    #: fewer, larger HDF5 writes; a batch is also flushed once it holds MAX_BATCH_BYTES of pixels
     default_batch_size = 1024
+    max_batch_bytes = MAX_BATCH_BYTES
 
     @classmethod
     def check_options(cls, options: dict) -> dict:
@@ -223,7 +224,6 @@ class Hdf5Writer(StoreWriter):
         self._chunk_records: int | None = None
         self._label_mode: str | None = None  # None | "int" | "str" | "mixed"
         self._metadata_records = 0  # records with non-empty metadata
-        self._pending_bytes = 0
         #: open dataset handles of the file being written (fewer short-lived h5py objects)
         self._dsets: dict[str, h5py.Dataset] = {}
         if self.options["layout"] == "contiguous" and self.options["compression"] != "none":
@@ -251,16 +251,6 @@ class Hdf5Writer(StoreWriter):
         f.attrs["imgtui_version"] = __version__
         f.attrs["options"] = json.dumps(self.requested_options)
         return f
-
-    def write(self, record: Record | tuple) -> None:
-        super().write(record)
-        if not self._batch:
-            self._pending_bytes = 0
-            return
-        self._pending_bytes += self._batch[-1].image.nbytes
-        if self._pending_bytes >= MAX_BATCH_BYTES:
-            self.flush()
-            self._pending_bytes = 0
 
     def _check_record(self, record: Record, index: int) -> None:
         label = record.label

@@ -86,6 +86,9 @@ MANIFEST_KEY = b"manifest"
 MAX_VALUE_BYTES = (1 << 31) - 1
 DEFAULT_BLOCK_BYTES = 256 * 1024
 DEFAULT_MAP_SIZE = 64 * 1024 * 1024
+#: the writer puts its blocks in one write transaction per this many bytes of blocks (the blocks
+#: and LMDB's copies of the dirty pages are held in memory until the commit)
+TXN_BYTES = 8 << 20
 MIN_MAP_SIZE = 64 * 1024
 
 _OPTION_DEFAULTS = {"encoding": "raw", "png_level": 1, "block_bytes": DEFAULT_BLOCK_BYTES, "map_size": DEFAULT_MAP_SIZE}
@@ -251,17 +254,25 @@ class LmdbWriter(StoreWriter):
         return key, value, labels.encode("utf-8")
 
     def _write_batch(self, records: list[Record], checksums: list[int], start: int) -> None:
-        blocks = []
+        blocks: list[tuple[bytes, bytes, bytes]] = []
+        held = 0  # bytes of the blocks not yet put
         limit = self.options["block_bytes"]
         for rec, crc in zip(records, checksums):
             nb = rec.image.nbytes
             if self._pending and self._pending_bytes + nb > limit:
                 self._uniform = False  # closed before B records: readers must look the block up
                 blocks.append(self._make_block())
+                held += len(blocks[-1][1])
             self._pending.append((rec, crc))
             self._pending_bytes += nb
             if len(self._pending) >= self._rpb:
                 blocks.append(self._make_block())
+                held += len(blocks[-1][1])
+            if held >= TXN_BYTES:
+                # one transaction per TXN_BYTES of blocks: the blocks' bytes and the transaction's
+                # dirty pages (LMDB copies them in memory until the commit) stay bounded
+                self._put_blocks(blocks)
+                blocks, held = [], 0
         if blocks:
             self._put_blocks(blocks)
 

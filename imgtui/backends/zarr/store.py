@@ -477,17 +477,16 @@ class ZarrWriter(StoreWriter):
         offsets = np.empty(n, dtype=np.uint64)
         shapes = np.zeros((n, 3), dtype=np.int64)
         codes = np.empty(n, dtype=np.uint8)
-        flats = []
+        pixels = self._cols["pixels"]
         pos = self._pixel_bytes
         for k, im in enumerate(images):
             raw = _raw_bytes(im)
-            flats.append(raw)
+            pixels.append(raw)  # copied into the column's shard buffer: no concatenated batch
             offsets[k] = pos
             pos += raw.size
             shapes[k, : im.ndim] = im.shape
             codes[k] = DTYPE_CODES[im.dtype]
         self._pixel_bytes = pos
-        self._cols["pixels"].append(np.concatenate(flats) if flats else np.empty(0, np.uint8))
         self._cols["offsets"].append(offsets)
         self._cols["shapes"].append(shapes)
         self._cols["dtypes"].append(codes)
