@@ -383,31 +383,43 @@ class StoreWriter(ABC):
             images = np.ascontiguousarray(images, dtype=images[0].dtype.newbyteorder("="))
         if images.dtype == np.bool_ and images.view(np.uint8).max(initial=0) > 1:
             images = images.view(np.uint8) != 0  # truth values, as validate_image stores them
-        if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu":
-            labels = labels.astype(np.int64).tolist()
-        else:
-            labels = [validate_label(lab, f"record {first + i} label") for i, lab in enumerate(labels)]
-        metas = (
-            [metadata_json(m, f"record {first + i} metadata") for i, m in enumerate(metadata)]
-            if metadata is not None
-            else None
-        )
-        step = max(1, min(self.batch_size, self.max_batch_bytes // max(1, images[0].nbytes)))
+        labels = _array_labels(labels, first)
+        metas = _array_metas(metadata, first)
+        per = max(1, images[0].nbytes)
+        fast = type(self)._write_arrays is not StoreWriter._write_arrays
+        # a backend with its own array write takes max_batch_bytes at a time (the images are in
+        # memory already: nothing is copied to batch them); the others their batch of Records
+        step = max(1, self.max_batch_bytes // per) if fast else max(1, min(self.batch_size, self.max_batch_bytes // per))
+        self.flush()
         for a in range(0, n, step):
-            self.flush()
             chunk = images[a : a + step]
-            recs = [Record(chunk[j], labels[a + j], metas[a + j][0] if metas is not None else {}) for j in range(len(chunk))]
-            for j, r in enumerate(recs):
-                r.__dict__["_meta_json"] = metas[a + j][1] if metas is not None else "{}"
-            for i, r in enumerate(recs):
-                self._check_record(r, self.stats.count + i)
             k = len(chunk)
-            self.stats.add_many([chunk.shape[1:]] * k, [chunk.dtype] * k, [chunk.nbytes], labels[a : a + k])
-            for r in recs:
-                self.label_digest.add(r.label, r.meta_json)
-            self._batch = recs
-            self._checksums_batch = [self._crc(im) for im in chunk]
-            self.flush()
+            labs = labels[a : a + k]
+            mchunk = metas[a : a + k] if metas is not None else None
+            start = self.stats.count
+            block = self._array_block(chunk, labs, mchunk, start)  # backend checks, before counting
+            sums = block_checksums(chunk, self.checksum_kind)
+            self.stats.add_many([chunk.shape[1:]] * k, [chunk.dtype] * k, [chunk.nbytes], labs)
+            self.label_digest.add_many(labs, [m[1] for m in mchunk] if mchunk is not None else None)
+            self._guarded(lambda: self._write_arrays(block, chunk, labs, mchunk, sums, start), chunk.nbytes)
+
+    def _array_block(self, images: np.ndarray, labels: list, metas: list | None, first: int) -> Any:
+        """Check a block of ``write_array`` (same shape and dtype) against the backend's limits
+        before it is counted; return what ``_write_arrays`` gets as ``block``. The default makes
+        one Record per image and checks each (``_check_record``); a backend with a vectorised
+        write returns None where it checks the block as a whole."""
+        recs = [Record(images[j], labels[j], metas[j][0] if metas is not None else {}) for j in range(len(images))]
+        for j, r in enumerate(recs):
+            r.__dict__["_meta_json"] = metas[j][1] if metas is not None else "{}"
+            self._check_record(r, first + j)
+        return recs
+
+    def _write_arrays(self, block: Any, images: np.ndarray, labels: list, metas: list | None,
+                      checksums: list[int], start: int) -> None:
+        """Write records ``start ..`` of one ``write_array`` block: ``images`` one C-contiguous
+        native array, ``labels`` validated, ``metas`` None (no record has metadata) or
+        (dict, JSON) pairs, ``block`` what ``_array_block`` returned. Default: the Records path."""
+        self._write_batch(block, checksums, start)
 
     def _check_record(self, record: Record, index: int) -> None:
         """Backend-specific limits; raise InvalidRecordError."""
@@ -418,7 +430,12 @@ class StoreWriter(ABC):
         start = self.stats.count - len(self._batch)
         batch, sums = self._batch, self._checksums_batch
         self._batch, self._checksums_batch = [], []
-        nbytes, self._batch_bytes = sum(r.image.nbytes for r in batch), 0
+        nbytes, self._batch_bytes = self._batch_bytes, 0
+        self._guarded(lambda: self._write_batch(batch, sums, start), nbytes)
+
+    def _guarded(self, write: Callable[[], None], nbytes: int) -> None:
+        """Run one batch write: refused before the filesystem is full, a full disk reported as
+        StoreFullError."""
         # stop cleanly before the filesystem is full: libraries fail badly on ENOSPC
         # (h5py can crash on close, a memory-mapped write gets SIGBUS)
         need = 2 * nbytes + (8 << 20)
@@ -427,7 +444,7 @@ class StoreWriter(ABC):
                 f"disk full while writing {self.path}: less than {need >> 20} MB free; nothing was kept"
             )
         try:
-            self._write_batch(batch, sums, start)
+            write()
             fault_point("batch")
             if nbytes >= self.max_batch_bytes // 2:
                 release_free_memory()
@@ -512,6 +529,39 @@ def release_free_memory() -> None:
             pass
     if _malloc_trim:
         _malloc_trim(0)
+
+
+def _array_labels(labels: Sequence[Label] | np.ndarray, first: int) -> list[Label]:
+    """``write_array``'s labels validated as a list: an int array or a list of Python ints in one
+    pass (no per-label call), anything else label by label."""
+    if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu":
+        return labels.astype(np.int64).tolist()
+    if isinstance(labels, (list, tuple)) and labels and set(map(type, labels)) == {int}:
+        if -(1 << 63) <= min(labels) and max(labels) < (1 << 63):
+            return list(labels)
+    return [validate_label(lab, f"record {first + i} label") for i, lab in enumerate(labels)]
+
+
+def _array_metas(metadata: Sequence[dict] | None, first: int) -> list[tuple[dict, str]] | None:
+    """``write_array``'s metadata as (dict, JSON) pairs, or None when no record has any."""
+    if metadata is None:
+        return None
+    if set(map(type, metadata)) <= {dict, type(None)} and not any(metadata):
+        return None  # every one empty (or None): nothing to encode
+    return [metadata_json(m, f"record {first + i} metadata") for i, m in enumerate(metadata)]
+
+
+def block_checksums(images: np.ndarray, kind: str) -> list[int]:
+    """The per-record checksums of N same-shape images in one C-contiguous native array: the
+    values ``checksum_fn(kind)`` gives image by image, hashed from slices of one buffer (no
+    per-image array, contiguity check or memoryview cast)."""
+    fn = RAW_CHECKSUMS[kind]
+    n = len(images)
+    if not n:
+        return []
+    nb = images[0].nbytes
+    mv = memoryview(np.ascontiguousarray(images).reshape(-1).view(np.uint8))
+    return [fn(mv[o : o + nb]) & 0xFFFFFFFF for o in range(0, n * nb, nb)]
 
 
 @dataclass
