@@ -204,6 +204,8 @@ class LabelDigest:
             return
         if metas_json is None and set(map(type, labels)) == {int}:
             text = "i:" + "\x1f{}\x1ei:".join(map(str, labels)) + "\x1f{}\x1e"
+        elif set(map(type, labels)) == {int} and "" not in metas_json:
+            text = "".join(map("i:{}\x1f{}\x1e".format, labels, metas_json))  # no Python frame per record
         else:
             metas = metas_json if metas_json is not None else ("{}",) * len(labels)
             text = "".join(

@@ -599,17 +599,19 @@ class BackendSuite:
         n = 700
         imgs = np.stack([make_image(dtype, (5, 4, 3), i) for i in range(n)])
         labels = [(i * 7) % 11 for i in range(n)]
-        want = [Record(imgs[i], labels[i], {}) for i in range(n)]
+        # metadata on some records of the blocks from 269 on (the blocks before have none)
+        metas = [{"source_index": i, "é": [i]} if i >= 269 and i % 3 else {} for i in range(n)]
+        want = [Record(imgs[i], labels[i], metas[i]) for i in range(n)]
         a = self.path(tmp_path, "a")
         with imgtui.writer(a, self.backend, **self.options) as w:
             w.write_many(want[:5])
             pos = 5
             for k in (64, 1, 200, 3, 300):
-                w.write_array(imgs[pos : pos + k], labels[pos : pos + k], [{}] * k)
+                w.write_array(imgs[pos : pos + k], labels[pos : pos + k], metas[pos : pos + k])
                 pos += k
             w.write_many(want[pos : pos + 7])
             pos += 7
-            w.write_array(imgs[pos:], np.array(labels[pos:]))
+            w.write_array(imgs[pos:], np.array(labels[pos:]), metas[pos:])
         b = self.make(tmp_path, want, name="b")
         self.assert_store(a, want)
         with open_store(a) as ra, open_store(b) as rb:

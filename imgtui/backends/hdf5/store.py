@@ -226,8 +226,8 @@ class Hdf5Writer(StoreWriter):
         self._chunk_records: int | None = None
         self._label_mode: str | None = None  # None | "int" | "str" | "mixed"
         self._metadata_records = 0  # records with non-empty metadata
-        #: (start, labels, checksums) of write_array blocks not written yet (see _write_arrays)
-        self._aux: list[tuple[int, list, list]] = []
+        #: (start, labels, checksums, metadata texts or None) of write_array blocks not written yet
+        self._aux: list[tuple[int, list, list, list | None]] = []
         self._aux_rows = 0
         #: images of write_array blocks gathered before one write: rows _img_start.._img_start+_img_n
         self._img_buf: np.ndarray | None = None
@@ -326,14 +326,20 @@ class Hdf5Writer(StoreWriter):
         _append(self._ds("checksums"), start, np.asarray(checksums, dtype=np.uint32))
 
     def _array_block(self, images: np.ndarray, labels: list, metas: list | None, first: int) -> Any:
-        if metas is None and set(map(type, labels)) == {int}:
-            return None  # int labels, no metadata: nothing _check_record would refuse
+        if set(map(type, labels)) == {int}:
+            if metas is None:
+                return None  # int labels, no metadata: nothing _check_record would refuse
+            try:
+                "".join(j for _, j in metas).encode("utf-8")  # what _check_record asks of each
+                return None
+            except UnicodeEncodeError:
+                pass  # the record-by-record check names the record
         return super()._array_block(images, labels, metas, first)
 
     def _write_arrays(self, block: Any, images: np.ndarray, labels: list, metas: list | None,
                       checksums: list[int], start: int) -> None:
-        """A ``write_array`` block of int-labelled records without metadata, written as it is:
-        one write of the images array, one of the labels, the checksums and the (empty) metadata.
+        """A ``write_array`` block of int-labelled records, written as it is: one write of the
+        images array, one of the labels, the checksums and the metadata.
         Anything that changes the layout (another shape, more records than a contiguous dataset
         holds, a str label) goes through the Records path, which handles it."""
         n = len(images)
@@ -346,21 +352,25 @@ class Hdf5Writer(StoreWriter):
                 block = super()._array_block(images, labels, metas, start)
             self._write_batch(block, checksums, start)
             return
+        texts = None
+        if metas is not None:  # the metadata column: JSON, "" for an empty dict (as _write_batch)
+            texts = [j if m else "" for m, j in metas]
+            self._metadata_records += n - texts.count("")
         if self._label_mode != "int":  # the first labels, or a change of label mode: written now
             self._flush_kept()
             self._write_images(images, start)
             self._write_labels(self._f, labels, start)
-            _append(self._ds("metadata"), start, np.full(n, "", dtype=object))
+            _append(self._ds("metadata"), start, np.array(texts, dtype=object) if texts else np.full(n, "", dtype=object))
             _append(self._ds("checksums"), start, np.asarray(checksums, dtype=np.uint32))
             return
         # small blocks are gathered (a copy of the pixels costs less than an h5py write call):
-        # images up to MAX_BATCH_BYTES, the labels, checksums and (empty) metadata up to AUX_ROWS
+        # images up to MAX_BATCH_BYTES, the labels, checksums and metadata up to AUX_ROWS
         # records, each written in one call; measured on 10,000 CIFAR images given 256 at a time
         # (imgtui bench): 40 x 4 h5py writes and resizes were most of the time
         if self._aux and self._aux[-1][0] + len(self._aux[-1][1]) != start:
             self._flush_kept()
         self._keep_images(images, start)
-        self._aux.append((start, labels, checksums))
+        self._aux.append((start, labels, checksums, texts))
         self._aux_rows += n
         if self._aux_rows >= AUX_ROWS:
             self._flush_aux()
@@ -406,15 +416,21 @@ class Hdf5Writer(StoreWriter):
         self._flush_aux()
 
     def _flush_aux(self) -> None:
-        """Write the labels, checksums and (empty) metadata that ``_write_arrays`` kept."""
+        """Write the labels, checksums and metadata that ``_write_arrays`` kept."""
         aux, self._aux, self._aux_rows = self._aux, [], 0
         if not aux:
             return
         start = aux[0][0]
-        labels = np.concatenate([np.asarray(labs, dtype=np.int64) for _, labs, _ in aux])
-        sums = np.concatenate([np.asarray(cs, dtype=np.uint32) for _, _, cs in aux])
+        labels = np.concatenate([np.asarray(a[1], dtype=np.int64) for a in aux])
+        sums = np.concatenate([np.asarray(a[2], dtype=np.uint32) for a in aux])
+        metas = np.full(len(labels), "", dtype=object)
+        pos = 0
+        for a in aux:
+            if a[3] is not None:
+                metas[pos : pos + len(a[1])] = a[3]
+            pos += len(a[1])
         _append(self._ds("labels"), start, labels)
-        _append(self._ds("metadata"), start, np.full(len(labels), "", dtype=object))
+        _append(self._ds("metadata"), start, metas)
         _append(self._ds("checksums"), start, sums)
 
     def _finalize(self, manifest: dict) -> None:

@@ -94,6 +94,10 @@ MIN_MAP_SIZE = 64 * 1024
 _OPTION_DEFAULTS = {"encoding": "raw", "png_level": 1, "block_bytes": DEFAULT_BLOCK_BYTES, "map_size": DEFAULT_MAP_SIZE}
 
 
+def _part(metas: list | None, a: int, b: int) -> list | None:
+    return None if metas is None else metas[a:b]
+
+
 def _key(i: int) -> bytes:
     return int(i).to_bytes(8, "big")
 
@@ -162,8 +166,9 @@ class LmdbWriter(StoreWriter):
         self._env = None
         self._pending: list[tuple[Record, int]] = []
         self._pending_bytes = 0
-        #: the last records of a write_array call short of a whole block: (images, labels, checksums)
-        self._tail: tuple[np.ndarray, list, list] | None = None
+        #: the last records of a write_array call short of a whole block: (images, labels,
+        #: checksums, (metadata, JSON) pairs or None)
+        self._tail: tuple[np.ndarray, list, list, list | None] | None = None
         self._next_index = 0  # first record of the pending block
         self._rpb = 0  # records per block, chosen from the first record
         self._uniform = True
@@ -257,8 +262,7 @@ class LmdbWriter(StoreWriter):
 
     # -- write_array: whole blocks straight from the array ------------------------------------
     def _array_block(self, images: np.ndarray, labels: list, metas: list | None, first: int) -> Any:
-        if (self.options["encoding"] != "raw" or metas is not None or not np.little_endian
-                or set(map(type, labels)) != {int}):
+        if self.options["encoding"] != "raw" or not np.little_endian or set(map(type, labels)) != {int}:
             return super()._array_block(images, labels, metas, first)
         nb = images[0].nbytes
         if nb + HEADER.size + ENTRY.itemsize > MAX_VALUE_BYTES:
@@ -273,7 +277,7 @@ class LmdbWriter(StoreWriter):
     def _write_arrays(self, block: Any, images: np.ndarray, labels: list, metas: list | None,
                       checksums: list[int], start: int) -> None:
         """Raw blocks of B records cut from the array: the block table is one numpy record
-        array per block, the labels one join, no Record per image. Records pending from
+        array per block, the labels value one join, no Record per image. Records pending from
         ``write`` complete their block through the Records path first; the last records short
         of a block wait (copied) for the next call or the close."""
         if block is not None:
@@ -283,38 +287,42 @@ class LmdbWriter(StoreWriter):
         pos = 0
         if self._pending:  # a block begun by write(): finish it record by record
             take = min(n, self._rpb - len(self._pending))
-            recs = super()._array_block(images[:take], labels[:take], None, start)
+            recs = super()._array_block(images[:take], labels[:take], _part(metas, 0, take), start)
             self._write_batch(recs, checksums[:take], start)
             pos = take
             if self._pending:  # closed early by bytes: the block is still open, go on by Records
-                recs = super()._array_block(images[pos:], labels[pos:], None, start + pos)
+                recs = super()._array_block(images[pos:], labels[pos:], _part(metas, pos, n), start + pos)
                 self._write_batch(recs, checksums[pos:], start + pos)
                 return
         if self._tail is not None:  # the short end of the previous array: one block with it
-            t_imgs, t_labs, t_sums = self._tail
+            t_imgs, t_labs, t_sums, t_metas = self._tail
             if t_imgs.shape[1:] != images.shape[1:] or t_imgs.dtype != images.dtype:
                 self._tail_to_pending()
-                self._write_arrays(None, images[pos:], labels[pos:], None, checksums[pos:], start + pos)
+                self._write_arrays(None, images[pos:], labels[pos:], _part(metas, pos, n), checksums[pos:], start + pos)
                 return
             take = min(n - pos, self._rpb - len(t_imgs))
             self._tail = None
             images_ = np.concatenate([t_imgs, images[pos : pos + take]])
             labels_ = t_labs + labels[pos : pos + take]
             sums_ = t_sums + checksums[pos : pos + take]
+            metas_ = None
+            if t_metas is not None or metas is not None:
+                metas_ = (t_metas or [({}, "{}")] * len(t_imgs)) + (_part(metas, pos, pos + take) or [({}, "{}")] * take)
             pos += take
             if len(images_) < self._rpb:
-                self._tail = (images_, labels_, sums_)
+                self._tail = (images_, labels_, sums_, metas_)
                 return
-            self._put_array_blocks(images_, labels_, sums_)
+            self._put_array_blocks(images_, labels_, sums_, metas_)
         rpb = self._rpb
         full = (n - pos) // rpb * rpb
         if full:
-            self._put_array_blocks(images[pos : pos + full], labels[pos : pos + full], checksums[pos : pos + full])
+            self._put_array_blocks(images[pos : pos + full], labels[pos : pos + full], checksums[pos : pos + full],
+                                   _part(metas, pos, pos + full))
             pos += full
         if pos < n:
-            self._tail = (images[pos:].copy(), list(labels[pos:]), list(checksums[pos:]))
+            self._tail = (images[pos:].copy(), list(labels[pos:]), list(checksums[pos:]), _part(metas, pos, n))
 
-    def _put_array_blocks(self, images: np.ndarray, labels: list, checksums: list[int]) -> None:
+    def _put_array_blocks(self, images: np.ndarray, labels: list, checksums: list[int], metas: list | None) -> None:
         """Blocks of ``rpb`` records (the last may be shorter) from one array, put in
         transactions of about TXN_BYTES."""
         rpb = self._rpb
@@ -322,7 +330,7 @@ class LmdbWriter(StoreWriter):
         nb = images[0].nbytes
         shape = images.shape[1:]
         code = DTYPE_CODES[images.dtype]
-        flat = images.reshape(n, -1).view(np.uint8) if images.dtype != np.bool_ else images.reshape(n, -1).view(np.uint8)
+        flat = images.reshape(n, -1).view(np.uint8)
         sums = np.asarray(checksums, dtype=np.uint32)
         blocks: list[tuple[bytes, bytes, bytes]] = []
         held = 0
@@ -341,8 +349,12 @@ class LmdbWriter(StoreWriter):
             table["crc"] = sums[a : a + cnt]
             first = self._next_index
             value = b"".join([HEADER.pack(MAGIC, cnt, first), table.tobytes(), flat[a : a + cnt].data])
-            labs = "[[" + ",{}],[".join(map(str, labels[a : a + cnt])) + ",{}]]"
-            blocks.append((_key(first), value, labs.encode()))
+            # the labels value _make_block writes: [[label,metadata JSON],...]
+            if metas is None:
+                labs = "[[" + ",{}],[".join(map(str, labels[a : a + cnt])) + ",{}]]"
+            else:
+                labs = "[" + ",".join(f"[{lab},{m[1]}]" for lab, m in zip(labels[a : a + cnt], metas[a : a + cnt])) + "]"
+            blocks.append((_key(first), value, labs.encode("utf-8")))
             self._next_index = first + cnt
             self._nblocks += 1
             held += len(value)
@@ -356,10 +368,10 @@ class LmdbWriter(StoreWriter):
         """The short end of an array as pending Records (a write() or another shape follows)."""
         if self._tail is None:
             return
-        imgs, labs, sums = self._tail
+        imgs, labs, sums, metas = self._tail
         self._tail = None
         first = self._next_index
-        recs = super()._array_block(imgs, labs, None, first)
+        recs = super()._array_block(imgs, labs, metas, first)
         self._pending.extend(zip(recs, sums))
         self._pending_bytes += imgs.nbytes
 
@@ -423,9 +435,9 @@ class LmdbWriter(StoreWriter):
 
     def _finalize(self, manifest: dict) -> None:
         if self._tail is not None:
-            imgs, labs, sums = self._tail
+            imgs, labs, sums, metas = self._tail
             self._tail = None
-            self._put_array_blocks(imgs, labs, sums)
+            self._put_array_blocks(imgs, labs, sums, metas)
         if self._pending:
             self._put_blocks([self._make_block()])
         manifest.update(
