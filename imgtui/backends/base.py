@@ -542,6 +542,34 @@ def _array_labels(labels: Sequence[Label] | np.ndarray, first: int) -> list[Labe
     return [validate_label(lab, f"record {first + i} label") for i, lab in enumerate(labels)]
 
 
+def _uniform_metadata(metadata: Sequence[Any]) -> list[tuple[dict, str]] | None:
+    """(dict, JSON) pairs for metadata whose dicts all have the same str keys in the same order
+    and, per key, only ints or only strs (``{"source_index": i}``, ``{"file": name}``): the JSON
+    text made column by column with C-level maps (str of an int, json's string encoder, one
+    format string), the same text ``dumps_metadata`` gives. None: not such metadata."""
+    from json.encoder import encode_basestring
+    from operator import itemgetter
+
+    keys = set(map(tuple, metadata))
+    if len(keys) != 1:
+        return None
+    names = next(iter(keys))
+    if not names or not all(type(k) is str for k in names):
+        return None
+    columns = []
+    for k in names:
+        values = list(map(itemgetter(k), metadata))
+        kinds = set(map(type, values))
+        if kinds == {int}:
+            columns.append(map(int.__repr__, values))
+        elif kinds == {str}:
+            columns.append(map(encode_basestring, values))
+        else:
+            return None
+    template = "{{" + ",".join(encode_basestring(k).replace("{", "{{").replace("}", "}}") + ":{}" for k in names) + "}}"
+    return list(zip(metadata, map(template.format, *columns)))
+
+
 def _metadata_encoder() -> Callable[[Any, int], Any]:
     """The C JSON encoder that ``dumps_metadata`` uses (compact, ensure_ascii off, NaN refused),
     made once per call of ``write_array`` instead of once per dict by ``JSONEncoder.encode``
@@ -569,6 +597,9 @@ def _array_metas(metadata: Sequence[dict] | None, first: int) -> list[tuple[dict
         if not any(metadata):
             return None  # every one empty (or None): nothing to encode
         try:  # one C-encoder call per dict, no per-record message text made in advance
+            uniform = _uniform_metadata(metadata)
+            if uniform is not None:
+                return uniform
             enc = _metadata_encoder()
             return [(m, "".join(enc(m, 0))) if m else ({}, "{}") for m in metadata]
         except (TypeError, ValueError, RecursionError):
