@@ -198,6 +198,21 @@ class LabelDigest:
         kind = "i" if isinstance(label, int) else "s"
         self._h.update(f"{kind}:{label}\x1f{meta_json or '{}'}\x1e".encode("utf-8", "surrogatepass"))
 
+    def add_many(self, labels: list, metas_json: list | None = None) -> None:
+        """``add`` for many records in one hash update (the same digest as one ``add`` each)."""
+        if not labels:
+            return
+        if metas_json is None and set(map(type, labels)) == {int}:
+            text = "i:" + "\x1f{}\x1ei:".join(map(str, labels)) + "\x1f{}\x1e"
+        elif set(map(type, labels)) == {int} and "" not in metas_json:
+            text = "".join(map("i:{}\x1f{}\x1e".format, labels, metas_json))  # no Python frame per record
+        else:
+            metas = metas_json if metas_json is not None else ("{}",) * len(labels)
+            text = "".join(
+                f"{'i' if isinstance(lab, int) else 's'}:{lab}\x1f{meta or '{}'}\x1e" for lab, meta in zip(labels, metas)
+            )
+        self._h.update(text.encode("utf-8", "surrogatepass"))
+
     def add_record(self, label: Label, metadata: dict) -> None:
         self.add(label, dumps_metadata(metadata))
 

@@ -86,9 +86,16 @@ MANIFEST_KEY = b"manifest"
 MAX_VALUE_BYTES = (1 << 31) - 1
 DEFAULT_BLOCK_BYTES = 256 * 1024
 DEFAULT_MAP_SIZE = 64 * 1024 * 1024
+#: the writer puts its blocks in one write transaction per this many bytes of blocks (the blocks
+#: and LMDB's copies of the dirty pages are held in memory until the commit)
+TXN_BYTES = 8 << 20
 MIN_MAP_SIZE = 64 * 1024
 
 _OPTION_DEFAULTS = {"encoding": "raw", "png_level": 1, "block_bytes": DEFAULT_BLOCK_BYTES, "map_size": DEFAULT_MAP_SIZE}
+
+
+def _part(metas: list | None, a: int, b: int) -> list | None:
+    return None if metas is None else metas[a:b]
 
 
 def _key(i: int) -> bytes:
@@ -159,6 +166,12 @@ class LmdbWriter(StoreWriter):
         self._env = None
         self._pending: list[tuple[Record, int]] = []
         self._pending_bytes = 0
+        #: the last records of a write_array call short of a whole block: (images, labels,
+        #: checksums, (metadata, JSON) pairs or None)
+        self._tail: tuple[np.ndarray, list, list, list | None] | None = None
+        #: blocks made from arrays, not put yet (at most about TXN_BYTES)
+        self._held: list[tuple[bytes, bytes, bytes]] = []
+        self._held_bytes = 0
         self._next_index = 0  # first record of the pending block
         self._rpb = 0  # records per block, chosen from the first record
         self._uniform = True
@@ -250,18 +263,146 @@ class LmdbWriter(StoreWriter):
         self._nblocks += 1
         return key, value, labels.encode("utf-8")
 
+    # -- write_array: whole blocks straight from the array ------------------------------------
+    def _array_block(self, images: np.ndarray, labels: list, metas: list | None, first: int) -> Any:
+        if self.options["encoding"] != "raw" or not np.little_endian or set(map(type, labels)) != {int}:
+            return super()._array_block(images, labels, metas, first)
+        nb = images[0].nbytes
+        if nb + HEADER.size + ENTRY.itemsize > MAX_VALUE_BYTES:
+            self._check_record(Record(images[0], labels[0]), first)  # raises its one-line error
+        if self._rpb == 0:
+            self._rpb = max(1, self.options["block_bytes"] // max(1, nb))
+        if self._rpb > 1 and self._rpb * nb > self.options["block_bytes"]:
+            # larger images than the first record's: blocks close by bytes (the Records path)
+            return super()._array_block(images, labels, metas, first)
+        return None
+
+    def _write_arrays(self, block: Any, images: np.ndarray, labels: list, metas: list | None,
+                      checksums: list[int], start: int) -> None:
+        """Raw blocks of B records cut from the array: the block table is one numpy record
+        array per block, the labels value one join, no Record per image. Records pending from
+        ``write`` complete their block through the Records path first; the last records short
+        of a block wait (copied) for the next call or the close."""
+        if block is not None:
+            self._write_batch(block, checksums, start)
+            return
+        n = len(images)
+        pos = 0
+        if self._pending:  # a block begun by write(): finish it record by record
+            take = min(n, self._rpb - len(self._pending))
+            recs = super()._array_block(images[:take], labels[:take], _part(metas, 0, take), start)
+            self._write_batch(recs, checksums[:take], start)
+            pos = take
+            if self._pending:  # closed early by bytes: the block is still open, go on by Records
+                recs = super()._array_block(images[pos:], labels[pos:], _part(metas, pos, n), start + pos)
+                self._write_batch(recs, checksums[pos:], start + pos)
+                return
+        if self._tail is not None:  # the short end of the previous array: one block with it
+            t_imgs, t_labs, t_sums, t_metas = self._tail
+            if t_imgs.shape[1:] != images.shape[1:] or t_imgs.dtype != images.dtype:
+                self._tail_to_pending()
+                self._write_arrays(None, images[pos:], labels[pos:], _part(metas, pos, n), checksums[pos:], start + pos)
+                return
+            take = min(n - pos, self._rpb - len(t_imgs))
+            self._tail = None
+            images_ = np.concatenate([t_imgs, images[pos : pos + take]])
+            labels_ = t_labs + labels[pos : pos + take]
+            sums_ = t_sums + checksums[pos : pos + take]
+            metas_ = None
+            if t_metas is not None or metas is not None:
+                metas_ = (t_metas or [({}, "{}")] * len(t_imgs)) + (_part(metas, pos, pos + take) or [({}, "{}")] * take)
+            pos += take
+            if len(images_) < self._rpb:
+                self._tail = (images_, labels_, sums_, metas_)
+                return
+            self._put_array_blocks(images_, labels_, sums_, metas_)
+        rpb = self._rpb
+        full = (n - pos) // rpb * rpb
+        if full:
+            self._put_array_blocks(images[pos : pos + full], labels[pos : pos + full], checksums[pos : pos + full],
+                                   _part(metas, pos, pos + full))
+            pos += full
+        if pos < n:
+            self._tail = (images[pos:].copy(), list(labels[pos:]), list(checksums[pos:]), _part(metas, pos, n))
+
+    def _put_array_blocks(self, images: np.ndarray, labels: list, checksums: list[int], metas: list | None) -> None:
+        """Blocks of ``rpb`` records (the last may be shorter) from one array, put in
+        transactions of about TXN_BYTES."""
+        rpb = self._rpb
+        n = len(images)
+        nb = images[0].nbytes
+        shape = images.shape[1:]
+        code = DTYPE_CODES[images.dtype]
+        flat = images.reshape(n, -1).view(np.uint8)
+        sums = np.asarray(checksums, dtype=np.uint32)
+        blocks = self._held  # put TXN_BYTES at a time, across calls (a commit costs ~1 ms)
+        table = None
+        for a in range(0, n, rpb):
+            cnt = min(rpb, n - a)
+            if table is None or len(table) != cnt:
+                table = np.zeros(cnt, ENTRY)
+                table["offset"] = HEADER.size + cnt * ENTRY.itemsize + np.arange(cnt, dtype=np.int64) * nb
+                table["nbytes"] = nb
+                table["h"], table["w"] = shape[0], shape[1]
+                table["c"] = shape[2] if len(shape) == 3 else 0
+                table["ndim"] = len(shape)
+                table["dtype"] = code
+                table["enc"] = ENC_RAW
+            table["crc"] = sums[a : a + cnt]
+            first = self._next_index
+            value = b"".join([HEADER.pack(MAGIC, cnt, first), table.tobytes(), flat[a : a + cnt].data])
+            # the labels value _make_block writes: [[label,metadata JSON],...]
+            if metas is None:
+                labs = "[[" + ",{}],[".join(map(str, labels[a : a + cnt])) + ",{}]]"
+            else:
+                labs = "[" + ",".join(f"[{lab},{m[1]}]" for lab, m in zip(labels[a : a + cnt], metas[a : a + cnt])) + "]"
+            blocks.append((_key(first), value, labs.encode("utf-8")))
+            self._next_index = first + cnt
+            self._nblocks += 1
+            self._held_bytes += len(value)
+            if self._held_bytes >= TXN_BYTES:
+                self._put_held()
+                blocks = self._held
+
+    def _put_held(self) -> None:
+        """Put the blocks ``_put_array_blocks`` made and kept (before any later block)."""
+        blocks, self._held, self._held_bytes = self._held, [], 0
+        if blocks:
+            self._put_blocks(blocks)
+
+    def _tail_to_pending(self) -> None:
+        """The short end of an array as pending Records (a write() or another shape follows)."""
+        if self._tail is None:
+            return
+        imgs, labs, sums, metas = self._tail
+        self._tail = None
+        first = self._next_index
+        recs = super()._array_block(imgs, labs, metas, first)
+        self._pending.extend(zip(recs, sums))
+        self._pending_bytes += imgs.nbytes
+
     def _write_batch(self, records: list[Record], checksums: list[int], start: int) -> None:
-        blocks = []
+        self._put_held()
+        self._tail_to_pending()
+        blocks: list[tuple[bytes, bytes, bytes]] = []
+        held = 0  # bytes of the blocks not yet put
         limit = self.options["block_bytes"]
         for rec, crc in zip(records, checksums):
             nb = rec.image.nbytes
             if self._pending and self._pending_bytes + nb > limit:
                 self._uniform = False  # closed before B records: readers must look the block up
                 blocks.append(self._make_block())
+                held += len(blocks[-1][1])
             self._pending.append((rec, crc))
             self._pending_bytes += nb
             if len(self._pending) >= self._rpb:
                 blocks.append(self._make_block())
+                held += len(blocks[-1][1])
+            if held >= TXN_BYTES:
+                # one transaction per TXN_BYTES of blocks: the blocks' bytes and the transaction's
+                # dirty pages (LMDB copies them in memory until the commit) stay bounded
+                self._put_blocks(blocks)
+                blocks, held = [], 0
         if blocks:
             self._put_blocks(blocks)
 
@@ -300,6 +441,11 @@ class LmdbWriter(StoreWriter):
         self._retry_grow(txn_fn)
 
     def _finalize(self, manifest: dict) -> None:
+        if self._tail is not None:
+            imgs, labs, sums, metas = self._tail
+            self._tail = None
+            self._put_array_blocks(imgs, labs, sums, metas)
+        self._put_held()
         if self._pending:
             self._put_blocks([self._make_block()])
         manifest.update(

@@ -76,6 +76,8 @@ KEY_DIGITS = 9
 ENCODINGS = ("raw", "png")
 DEFAULT_SHARD_BYTES = 256 << 20
 MIN_SHARD_BYTES = 4096
+#: the writer hands its tar bytes to the file once it holds this many (bounded memory)
+OUT_BYTES = 8 << 20
 MAX_SHARD_BYTES = 1 << 40
 #: the most shards a store may have (a sanity limit on the manifest)
 MAX_SHARDS = 10_000_000
@@ -319,6 +321,11 @@ class WdsWriter(StoreWriter):
                 out += mtext
                 out += zeros[: -len(mtext) % BLOCK]
             self._in_shard += 1
+            if len(out) >= OUT_BYTES:  # written as it fills: the batch's tar bytes are not held whole
+                self._fh.write(out)
+                pos0 += len(out)
+                self._pos = pos0
+                out = bytearray()
             shape = img.shape
             rows.append((
                 self._shard, img_off, size, len(hdr), lab_off, len(ltext), meta_off, len(mtext),

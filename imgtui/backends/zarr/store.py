@@ -121,6 +121,9 @@ STR_CHUNK = 256
 AUX_SHARD_CHUNKS = 64
 #: rows copied per step when a fixed-shape store switches to the variable-shape layout
 COPY_BYTES = 64 << 20
+#: single lookups read the chunk holding their row of a per-record array; after this many chunk
+#: reads a reader reads each such array whole (once)
+CHUNK_MISSES = 64
 
 #: the ``dtypes`` array's codes: imgtui.records' codes minus 1 (0 = uint8, 1 = uint16 as before)
 DTYPE_CODES = {dt: code - 1 for dt, code in _RECORD_CODES.items()}
@@ -477,17 +480,16 @@ class ZarrWriter(StoreWriter):
         offsets = np.empty(n, dtype=np.uint64)
         shapes = np.zeros((n, 3), dtype=np.int64)
         codes = np.empty(n, dtype=np.uint8)
-        flats = []
+        pixels = self._cols["pixels"]
         pos = self._pixel_bytes
         for k, im in enumerate(images):
             raw = _raw_bytes(im)
-            flats.append(raw)
+            pixels.append(raw)  # copied into the column's shard buffer: no concatenated batch
             offsets[k] = pos
             pos += raw.size
             shapes[k, : im.ndim] = im.shape
             codes[k] = DTYPE_CODES[im.dtype]
         self._pixel_bytes = pos
-        self._cols["pixels"].append(np.concatenate(flats) if flats else np.empty(0, np.uint8))
         self._cols["offsets"].append(offsets)
         self._cols["shapes"].append(shapes)
         self._cols["dtypes"].append(codes)
@@ -556,8 +558,17 @@ class _ChunkError(Exception):
     """Damage found by a direct chunk read (the reader reports it as a CorruptStoreError)."""
 
 
+def _crc32c_strip(data: bytes) -> bytes:
+    """The ``crc32c`` codec's decode: the bytes before the 4-byte little-endian crc32c, checked."""
+    if len(data) < 4 or np.uint32(google_crc32c.value(data[:-4])).tobytes() != data[-4:]:
+        raise _ChunkError("a chunk fails its crc32c check")
+    return data[:-4]
+
+
 def _decoder(codec: dict) -> Callable[[bytes], bytes] | None:
     name = codec.get("name")
+    if name == "crc32c":
+        return _crc32c_strip
     if name == "zstd":
         return Zstd().decode
     if name == "blosc":
@@ -571,6 +582,10 @@ def _is_bytes_le(codec: Any) -> bool:
     if not isinstance(codec, dict) or codec.get("name") != "bytes":
         return False
     return (codec.get("configuration") or {}).get("endian", "little") == "little"
+
+
+#: data types of the per-record arrays the reader also reads straight from their chunks
+_AUX_DTYPES = frozenset(np.dtype(t) for t in ("uint8", "uint32", "int64", "uint64"))
 
 
 class _ChunkMap:
@@ -594,9 +609,12 @@ class _ChunkMap:
     """
 
     def __init__(self, root: Path, name: str, meta: dict) -> None:
-        """``meta``: the array's zarr.json (parsed)."""
+        """``meta``: the array's zarr.json (parsed). Also the small per-record arrays (int64
+        labels, uint32 checksums, uint64 offsets, ...: ``bytes`` plus ``crc32c`` in shards), so a
+        single lookup reads one chunk instead of the whole array."""
         dt = np.dtype(meta["data_type"])
-        if dt not in DTYPE_CODES or meta.get("zarr_format") != 3 or meta.get("storage_transformers"):
+        if ((dt not in DTYPE_CODES and dt not in _AUX_DTYPES) or meta.get("zarr_format") != 3
+                or meta.get("storage_transformers")):
             raise ValueError("not a layout of this writer")
         key = meta.get("chunk_key_encoding") or {}
         grid = meta.get("chunk_grid") or {}
@@ -625,7 +643,8 @@ class _ChunkMap:
         self.decode = _decoder(codecs[1]) if len(codecs) == 2 else None
         if len(codecs) == 2 and self.decode is None:
             raise ValueError(f"codec {codecs[1].get('name')}")
-        self.folder = root / name / "c"
+        self.folder = os.path.join(os.fspath(root), name, "c")  # a str: formatted per file opened
+        self.name = name
         self.tail = "/0" * (len(shape) - 1)
         self.rows = shape[0]
         self.rec_shape = shape[1:]
@@ -664,7 +683,7 @@ class _ChunkMap:
     def _pread(self, fd: int, n: int, offset: int) -> bytes:
         data = os.pread(fd, n, offset)
         if len(data) != n:
-            raise _ChunkError(f"a chunk file of {self.folder.parent.name!r} is truncated")
+            raise _ChunkError(f"a chunk file of {self.name!r} is truncated")
         return data
 
     def _locate(self, chunk: int) -> tuple[int, int, int] | None:
@@ -682,7 +701,7 @@ class _ChunkMap:
         if off == _EMPTY and n == _EMPTY:
             return None
         if off + n > size - (self.per_shard * 16 + 4):
-            raise _ChunkError(f"a shard index of {self.folder.parent.name!r} points past its data")
+            raise _ChunkError(f"a shard index of {self.name!r} points past its data")
         return fd, off, n
 
     def _shard_index(self, shard: int, fd: int, size: int) -> np.ndarray:
@@ -691,10 +710,10 @@ class _ChunkMap:
         if index is None:
             nbytes = self.per_shard * 16 + 4
             if size < nbytes:
-                raise _ChunkError(f"a shard of {self.folder.parent.name!r} is truncated (no room for its index)")
+                raise _ChunkError(f"a shard of {self.name!r} is truncated (no room for its index)")
             raw = self._pread(fd, nbytes, size - nbytes)
             if np.uint32(google_crc32c.value(raw[:-4])).tobytes() != raw[-4:]:
-                raise _ChunkError(f"the index of a shard of {self.folder.parent.name!r} fails its crc32c check")
+                raise _ChunkError(f"the index of a shard of {self.name!r} fails its crc32c check")
             index = self._index.setdefault(shard, np.frombuffer(raw[:-4], dtype="<u8").reshape(-1, 2))
         return index
 
@@ -715,7 +734,7 @@ class _ChunkMap:
             data_end = size - (self.per_shard * 16 + 4)
             bad = ~empty & ((n != self.chunk_bytes) | (off > data_end) | (off + n > data_end))
             if bad.any():
-                raise _ChunkError(f"a shard index of {self.folder.parent.name!r} does not match its chunks")
+                raise _ChunkError(f"a shard index of {self.name!r} does not match its chunks")
             offsets = np.where(empty, -1, off.astype(np.int64))
             mm = np.memmap(f"{self.folder}/{shard}{self.tail}", dtype=np.uint8, mode="r", shape=(data_end,)).view(np.ndarray)
             rb = self.row_bytes
@@ -769,21 +788,21 @@ class _ChunkMap:
         fd, off, n = where
         if self.decode is None:
             if n != self.chunk_bytes:
-                raise _ChunkError(f"a chunk of {self.folder.parent.name!r} has {n:,} bytes, not {self.chunk_bytes:,}")
+                raise _ChunkError(f"a chunk of {self.name!r} has {n:,} bytes, not {self.chunk_bytes:,}")
             return self._pread(fd, hi - lo, off + lo)
         data = decoded.get(chunk)
         if data is None:
             decoded.clear()  # rows come sorted: an earlier chunk is not asked for again
             data = bytes(self.decode(self._pread(fd, n, off)))
             if len(data) != self.chunk_bytes:
-                raise _ChunkError(f"a chunk of {self.folder.parent.name!r} decodes to {len(data):,} bytes, not {self.chunk_bytes:,}")
+                raise _ChunkError(f"a chunk of {self.name!r} decodes to {len(data):,} bytes, not {self.chunk_bytes:,}")
             decoded[chunk] = data
         return data[lo:hi]
 
     def read_rows(self, rows: np.ndarray) -> np.ndarray:
         """Rows ``rows`` (sorted, unique, in range) as one array."""
-        if self.sharded and self.decode is None:
-            return self._read_rows_mapped(rows)
+        if self.sharded and self.decode is None and (rows.size > 1 or int(rows[0]) // self.shard_rows in self._maps):
+            return self._read_rows_mapped(rows)  # (one row of a shard not mapped yet: one pread)
         out = np.empty((rows.size, *self.rec_shape), dtype=self.dtype.newbyteorder("<"))
         flat = out.reshape(-1).view(np.uint8)
         rb, cr = self.row_bytes, self.chunk_rows
@@ -858,7 +877,7 @@ class ZarrReader(ArrayReader):
         """What changes when the store at ``path`` is replaced: the folder and its manifest file."""
         st = os.stat(self.path)
         try:
-            ms = os.stat(self.path / MANIFEST)
+            ms = os.stat(os.path.join(self.path, MANIFEST))
             m = (ms.st_ino, ms.st_mtime_ns, ms.st_size)
         except FileNotFoundError:
             m = None
@@ -883,8 +902,10 @@ class ZarrReader(ArrayReader):
         meta_records = z.get("metadata_records", 1)
         self._meta_empty = isinstance(meta_records, int) and meta_records == 0
         self._store = LocalStore(p, read_only=True)
+        root = os.fspath(p)  # plain strings: pathlib's joins cost more than the stats at open
         present = {name for name in ("images", "pixels", "offsets", "shapes", "dtypes", "labels",
-                                     "label_is_int", "metadata", "checksums") if (p / name / "zarr.json").is_file()}
+                                     "label_is_int", "metadata", "checksums")
+                   if os.path.isfile(f"{root}/{name}/zarr.json")}
         if "images" in present:
             self._kind = "fixed"
         elif "pixels" in present:
@@ -914,7 +935,8 @@ class ZarrReader(ArrayReader):
             if name not in present:
                 raise CorruptStoreError(f"{p}: array {name!r} is missing")
             try:
-                meta = json.loads((p / name / "zarr.json").read_text(encoding="utf-8"))
+                with open(f"{root}/{name}/zarr.json", "rb") as fh:
+                    meta = json.loads(fh.read().decode("utf-8"))
             except (ValueError, UnicodeDecodeError):
                 raise CorruptStoreError(f"{p}: {name}/zarr.json is not valid JSON") from None
             if not isinstance(meta, dict) or meta.get("node_type") != "array" or meta.get("zarr_format") != 3:
@@ -935,13 +957,19 @@ class ZarrReader(ArrayReader):
             if (shape[0] != n or len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] not in (1, 3, 4))
                     or 0 in shape[1:]):
                 raise CorruptStoreError(f"{p}: array 'images' has shape {shape}, not N x H x W [x C]")
-        for name in ("images", "pixels"):
-            if name in self._meta:
-                try:
-                    self._maps[name] = _ChunkMap(p, name, self._meta[name])
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    pass  # not a layout this writer makes: zarr-python reads it
-        self._checksums = self._small("checksums")
+        # the images, and the numeric per-record arrays (checksums, int labels, offsets ...), are
+        # read straight from their chunk files where the layout is this writer's; nothing is read
+        # here: a single lookup reads its own chunks, a batch reads the small arrays whole once
+        # (reading the 100,000 checksums at open took ~25-40 ms of the 38-57 ms open + read one)
+        for name in self._meta:
+            if name in ("metadata",) or (name == "labels" and self._str_labels):
+                continue
+            try:
+                self._maps[name] = _ChunkMap(p, name, self._meta[name])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                pass  # not a layout this writer makes: zarr-python reads it
+        self._chunk_cache: dict[str, tuple[int, np.ndarray]] = {}
+        self._chunk_misses = 0
 
     def _array(self, name: str) -> zarr.Array:
         """Array ``name`` opened with zarr-python (when first needed)."""
@@ -958,6 +986,7 @@ class ZarrReader(ArrayReader):
         self._store = None
         self._arrays = {}
         self._cache = {}
+        self._chunk_cache = {}
         maps, self._maps = getattr(self, "_maps", {}), {}
         for m in maps.values():
             m.close()
@@ -998,19 +1027,52 @@ class ZarrReader(ArrayReader):
         """A per-record array read whole once (a few bytes per record)."""
         arr = self._cache.get(name)
         if arr is None:
-            a = self._array(name)
-            arr = self._cache[name] = self._guard(repr(name), lambda: np.asarray(a[...]))
+            m = self._maps.get(name)
+            if m is not None:
+                n = int(self._meta[name]["shape"][0])
+                arr = self._guard(repr(name), lambda: m.read_rows(np.arange(n, dtype=np.int64)))
+                arr = self._cache.setdefault(name, arr)
+            else:
+                a = self._array(name)
+                arr = self._cache[name] = self._guard(repr(name), lambda: np.asarray(a[...]))
         return arr
+
+    def _one(self, name: str, i: int) -> Any:
+        """Row ``i`` of a per-record array: from the whole array once it was read, else from the
+        one chunk holding it (the last chunk read is kept, so neighbouring lookups reuse it). After
+        ``CHUNK_MISSES`` chunk reads the whole array is read: scattered single lookups (a DataLoader
+        sampling at random) then cost one index each."""
+        arr = self._cache.get(name)
+        if arr is not None:
+            return arr[i]
+        m = self._maps.get(name)
+        if m is None or self._chunk_misses >= CHUNK_MISSES:
+            return self._small(name)[i]
+        cr = m.chunk_rows
+        c = i // cr
+        got = self._chunk_cache.get(name)
+        if got is None or got[0] != c:
+            self._chunk_misses += 1
+            rows = np.arange(c * cr, min(m.rows, (c + 1) * cr), dtype=np.int64)
+            got = self._chunk_cache[name] = (c, self._guard(repr(name), lambda: m.read_rows(rows)))
+        return got[1][i - c * cr]
+
+    def _rows(self, name: str, key: Any) -> np.ndarray:
+        """Rows ``key`` (a slice or sorted unique ints) of a per-record array: one row through
+        ``_one``, more from the whole array."""
+        if isinstance(key, slice) and key.stop - key.start == 1 and name not in self._cache:
+            return np.asarray(self._one(name, key.start))[None]
+        return self._small(name)[key]
 
     # -- reading ---------------------------------------------------------------------------
     def _read(self, index: int) -> Record:
         return self._records(slice(index, index + 1), None)[0]
 
     def _stored_checksum(self, index: int) -> int | None:
-        return int(self._checksums[index])
+        return int(self._one("checksums", int(index)))
 
     def _stored_checksums(self, idx: np.ndarray) -> np.ndarray | None:
-        return self._checksums[np.asarray(idx, dtype=np.int64)]
+        return self._small("checksums")[np.asarray(idx, dtype=np.int64)]
 
     # -- internals -------------------------------------------------------------------------
     def _read_images(self, key: Any, inv: np.ndarray | None) -> np.ndarray | list[np.ndarray]:
@@ -1032,13 +1094,22 @@ class ZarrReader(ArrayReader):
         return out
 
     def _variable_images(self, rows: np.ndarray) -> list[np.ndarray]:
-        offsets = self._small("offsets")
-        shapes = self._small("shapes")
-        codes = self._small("dtypes")
+        if rows.size == 1 and "offsets" not in self._cache:  # one record: its own chunks only
+            r0 = int(rows[0])
+            one = {r0: 0}
+            shapes = np.asarray(self._one("shapes", r0))[None]
+            codes = np.asarray(self._one("dtypes", r0))[None]
+            starts = np.array([int(self._one("offsets", r0))], dtype=np.int64)
+            ends = np.array([int(self._one("offsets", r0 + 1))], dtype=np.int64)
+        else:
+            one = None
+            offsets = self._small("offsets")
+            shapes = self._small("shapes")
+            codes = self._small("dtypes")
+            starts = offsets[rows].astype(np.int64)
+            ends = offsets[rows + 1].astype(np.int64)
         fast = self._maps.get("pixels")
         pixels = self._array("pixels") if fast is None else None
-        starts = offsets[rows].astype(np.int64)
-        ends = offsets[rows + 1].astype(np.int64)
         if (ends < starts).any() or (ends > int(self._meta["pixels"]["shape"][0])).any():
             raise CorruptStoreError(f"{self.path}: the 'offsets' array is inconsistent with 'pixels'")
         # consecutive records are one contiguous byte range: read each run with one zarr call
@@ -1055,10 +1126,11 @@ class ZarrReader(ArrayReader):
                 raw = self._guard("pixels", lambda a=a, b=b: np.asarray(pixels[a:b]))
             for k in run:
                 r = int(rows[k])
-                dt = CODE_DTYPES.get(int(codes[r]))
+                j = r if one is None else one[r]
+                dt = CODE_DTYPES.get(int(codes[j]))
                 if dt is None:
-                    raise CorruptStoreError(f"{self.path}: unknown dtype code {int(codes[r])} in 'dtypes'")
-                h, w, c = (int(v) for v in shapes[r])
+                    raise CorruptStoreError(f"{self.path}: unknown dtype code {int(codes[j])} in 'dtypes'")
+                h, w, c = (int(v) for v in shapes[j])
                 shape = (h, w, c) if c else (h, w)
                 piece = raw[int(starts[k]) - a : int(ends[k]) - a]
                 if h <= 0 or w <= 0 or c < 0 or piece.size != h * w * max(c, 1) * dt.itemsize:
@@ -1067,10 +1139,10 @@ class ZarrReader(ArrayReader):
         return out
 
     def _label_values(self, key: Any, inv: np.ndarray | None) -> list[Label]:
-        vals = self._small("labels")[key]
+        vals = self._rows("labels", key)
         out: list[Label] = vals.tolist()
         if self._mixed:
-            flags = self._small("label_is_int")[key]
+            flags = self._rows("label_is_int", key)
             try:
                 out = [int(v) if fl else v for v, fl in zip(out, flags)]
             except ValueError:
