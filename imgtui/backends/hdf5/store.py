@@ -747,6 +747,21 @@ class Hdf5Reader(ArrayReader):
     def labels(self) -> list[Label]:
         return self._labels()
 
+    def _label_column(self) -> np.ndarray:
+        """int labels: the ``labels`` dataset read once (int64, 8 bytes a record, shared with the
+        single-record lookups, so returned read-only); str labels: one object array."""
+        if not self._str_labels:
+            view = self._small("labels").view()
+            view.flags.writeable = False
+            return view
+        ds = self._labels_ds.asstr()
+        out = np.asarray(self._guard("labels", lambda: ds[()]), dtype=object)
+        if self._mixed:
+            flags = self._small("label_is_int").astype(bool)
+            for i in np.flatnonzero(flags).tolist():
+                out[i] = int(out[i])
+        return out
+
     def _stored_checksums(self, idx: np.ndarray) -> np.ndarray | None:
         return self._small("checksums")[idx].astype(np.uint32, copy=False)
 

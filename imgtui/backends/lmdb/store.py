@@ -54,7 +54,7 @@ from ...errors import (
     WrongBackendError,
 )
 from ...records import CODE_DTYPES, DTYPE_CODES, Label, Record
-from ..base import StoreReader, StoreWriter, check_manifest, disk_nearly_full
+from ..base import StoreReader, StoreWriter, check_manifest, disk_nearly_full, labels_to_array
 
 _LABEL_JSON = json.JSONEncoder(ensure_ascii=False)
 #: the block header: magic, record count, index of the first record
@@ -87,6 +87,9 @@ MAX_VALUE_BYTES = (1 << 31) - 1
 DEFAULT_BLOCK_BYTES = 256 * 1024
 DEFAULT_MAP_SIZE = 64 * 1024 * 1024
 MIN_MAP_SIZE = 64 * 1024
+#: stores of more records than this are read without the whole-store record index (56 bytes a
+#: record and one pass over every block): a batch looks up the blocks of its own records
+INDEX_MAX_RECORDS = 4_000_000
 
 _OPTION_DEFAULTS = {"encoding": "raw", "png_level": 1, "block_bytes": DEFAULT_BLOCK_BYTES, "map_size": DEFAULT_MAP_SIZE}
 
@@ -727,6 +730,47 @@ class LmdbReader(StoreReader):
             raise CorruptStoreError(f"{self.path}: {self._label_problems[0]}")
         return list(labels)
 
+    def _labels_array(self) -> np.ndarray:
+        """The labels blocks parsed one at a time into one int64 array (an object array once a
+        str label appears): no label list and no metadata dict per record is kept."""
+        if self._label_cache is not None:
+            labels, _metas = self._label_cache
+            if self._label_problems:
+                raise CorruptStoreError(f"{self.path}: {self._label_problems[0]}")
+            return labels_to_array(labels)
+        self._live()
+        n = self._n
+        out = np.zeros(n, np.int64)
+        seen = np.zeros(n, bool)
+        is_obj = False
+        try:
+            for k, v in self._txn.cursor(db=self._db_labels):
+                first = int.from_bytes(bytes(k), "big")
+                if first >= n:
+                    break
+                try:
+                    items = json.loads(bytes(v))
+                    if not isinstance(items, list) or first + len(items) > n:
+                        raise ValueError("wrong length")
+                    labs = [it[0] for it in items]
+                    if not all(type(lab) is int for lab in labs):
+                        if not all(type(lab) in (int, str) for lab in labs):
+                            raise ValueError("bad item")
+                        if not is_obj:
+                            out, is_obj = out.astype(object), True
+                    if not all(type(it[1]) is dict for it in items):
+                        raise ValueError("bad item")
+                    out[first : first + len(labs)] = labs
+                    seen[first : first + len(labs)] = True
+                except (ValueError, TypeError, IndexError, OverflowError):
+                    raise CorruptStoreError(f"{self.path}: labels of the block at record {first} are damaged") from None
+        except lmdb.Error as exc:
+            raise CorruptStoreError(f"{self.path}: the labels database cannot be read ({_one_line(exc)})") from None
+        if n and not seen.all():
+            missing = np.flatnonzero(~seen)
+            raise CorruptStoreError(f"{self.path}: {len(missing):,} record(s) have no label (first: record {int(missing[0])})")
+        return out
+
     # -- records ---------------------------------------------------------------------------
     def _locate(self, i: int) -> tuple[Any, np.ndarray, int] | None:
         """Entry, block bytes and first index of record ``i`` read from its own block, before the
@@ -800,6 +844,9 @@ class LmdbReader(StoreReader):
         return int(self._ent[index]["crc"])
 
     def _stored_checksums(self, idx: np.ndarray) -> np.ndarray | None:
+        if self._lookup_only():
+            vals = self._by_block(idx, self._stored_checksum)
+            return None if any(v is None for v in vals) else np.asarray(vals, dtype=np.uint32)
         self._ensure_index()
         if not self._all_ok and (self._blk[idx] < 0).any():
             return None
@@ -820,7 +867,27 @@ class LmdbReader(StoreReader):
                 raise IndexError(f"record index {int(idx[bad][0])} out of range for a store of {n:,} records")
         return idx
 
+    def _lookup_only(self) -> bool:
+        """True for a store too large for the whole-store index (``INDEX_MAX_RECORDS``) while it
+        is not built: batches then read the blocks of their own records only."""
+        return not self._indexed and self._n > INDEX_MAX_RECORDS
+
+    def _by_block(self, idx: np.ndarray, fn: Any) -> list:
+        """``[fn(i) for i in idx]`` called in record order (each block is then parsed once per
+        batch: the single lookups keep the last block they read), results in ``idx``'s order."""
+        idx = np.asarray(idx, dtype=np.int64)
+        order = np.argsort(idx, kind="stable")
+        out: list = [None] * len(idx)
+        for k, i in zip(order.tolist(), idx[order].tolist()):
+            out[k] = fn(i)
+        return out
+
     def get_images(self, indices: Sequence[int]) -> np.ndarray | list[np.ndarray]:
+        if self._lookup_only():
+            imgs = self._by_block(self._indices(indices), self._image)
+            if imgs and all(im.shape == imgs[0].shape and im.dtype == imgs[0].dtype for im in imgs):
+                return np.stack(imgs)
+            return imgs
         self._ensure_index()
         idx = self._indices(indices)
         fixed = self._fixed
@@ -841,6 +908,8 @@ class LmdbReader(StoreReader):
         return imgs
 
     def get_many(self, indices: Sequence[int]) -> list[Record]:
+        if self._lookup_only():
+            return self._by_block(self._indices(indices), self._read)
         self._ensure_index()
         idx = self._indices(indices)
         if self._fixed is None:

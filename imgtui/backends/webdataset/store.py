@@ -65,7 +65,7 @@ from ...errors import (
 )
 from ...png import DEFAULT_PNG_LEVEL, decode_png, encode_png
 from ...records import CODE_DTYPES, DTYPE_CODES, MAX_IMAGE_BYTES, Label, Record, loads_metadata
-from ..base import StoreReader, StoreWriter, atomic_write_text, check_manifest, fsync_dir
+from ..base import StoreReader, StoreWriter, atomic_write_text, check_manifest, fsync_dir, labels_to_array
 
 BACKEND = "webdataset"
 MANIFEST = "manifest.json"
@@ -863,6 +863,12 @@ class WdsReader(StoreReader):
                 self._str_labels = out
             labels = list(self._str_labels)
         return labels
+
+    def _labels_array(self) -> np.ndarray:
+        ix = self._ix
+        if not len(ix) or not (ix["lkind"] != 0).any():
+            return ix["label"].astype(np.int64)  # the index's int label column: 8 bytes a record
+        return labels_to_array(self._labels())
 
     def _stored_checksum(self, index: int) -> int | None:
         return int(self._row(index)["checksum"])
