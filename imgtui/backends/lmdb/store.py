@@ -35,6 +35,7 @@ import io
 import json
 import os
 import struct
+import warnings
 import weakref
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -120,6 +121,28 @@ def _png_decode(data: bytes, dtype: np.dtype, shape: tuple) -> np.ndarray:
     if arr.dtype != dtype:
         arr = arr.astype(dtype)
     return np.ascontiguousarray(arr).reshape(shape)
+
+
+def _int_labels_block(raw: bytes) -> np.ndarray | None:
+    """The labels of a labels block ``[[3,{}],[5,{}],...]`` (int labels, empty metadata) as int64,
+    parsed by numpy; None for any other block (str labels, metadata, anything unexpected), which
+    the caller parses as JSON."""
+    s = raw.replace(b",{}", b"")
+    if not s.startswith(b"[[") or s.translate(None, b"0123456789,-[]"):
+        return None
+    count = raw.count(b",{}")
+    digits = s.translate(None, b"[]")
+    if not digits or digits.count(b",") != count - 1 or s.count(b"[") != count + 1:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy warns (and stops) at text it cannot parse
+        try:
+            arr = np.fromstring(digits, dtype=np.int64, sep=",")
+        except (ValueError, DeprecationWarning, OverflowError):
+            return None
+    if len(arr) != count or (arr == np.iinfo(np.int64).max).any() or (arr == np.iinfo(np.int64).min).any():
+        return None  # (numpy saturates numbers past int64: those blocks are parsed as JSON)
+    return arr
 
 
 def _shape_of(e: np.void | np.ndarray) -> tuple:
@@ -749,7 +772,15 @@ class LmdbReader(StoreReader):
                 if first >= n:
                     break
                 try:
-                    items = json.loads(bytes(v))
+                    raw = bytes(v)
+                    fast = None if is_obj else _int_labels_block(raw)
+                    if fast is not None:  # int labels, no metadata: parsed without a Python object a record
+                        if first + len(fast) > n:
+                            raise ValueError("wrong length")
+                        out[first : first + len(fast)] = fast
+                        seen[first : first + len(fast)] = True
+                        continue
+                    items = json.loads(raw)
                     if not isinstance(items, list) or first + len(items) > n:
                         raise ValueError("wrong length")
                     labs = [it[0] for it in items]
