@@ -203,13 +203,24 @@ SUFFIX = {"hdf5": ".h5", "lmdb": ".lmdb"}
 # -- measuring (each in a fresh process) ---------------------------------------------------------
 def _rss() -> tuple[int, int]:
     """(VmRSS, VmHWM) of this process in bytes."""
+    got = _status()
+    return got["VmRSS"], got["VmHWM"]
+
+
+def _anon() -> int:
+    """RssAnon: the process's private memory (RSS also counts pages of mapped store files, which
+    belong to the page cache and are shared)."""
+    return _status()["RssAnon"]
+
+
+def _status() -> dict:
     got = {}
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith(("VmRSS:", "VmHWM:")):
+            if line.startswith(("VmRSS:", "VmHWM:", "RssAnon:")):
                 k, v = line.split(":")
                 got[k] = int(v.split()[0]) * 1024
-    return got["VmRSS"], got["VmHWM"]
+    return got
 
 
 def _drop_cache(path: Path) -> None:
@@ -233,6 +244,7 @@ def measure(what: str, path: Path) -> dict:
 
     gc.collect()
     base, _ = _rss()
+    base_anon = _anon()
     out: dict = {"what": what}
     if what == "batch":
         _drop_cache(path)
@@ -240,6 +252,7 @@ def measure(what: str, path: Path) -> dict:
     r = imgtui.open(path)
     out["open_s"] = time.perf_counter() - t
     out["rss_open_mb"] = (_rss()[0] - base) / 1e6
+    out["anon_open_mb"] = (_anon() - base_anon) / 1e6
     if what == "labels_array":  # a second open in the same process: without the first one's imports
         t = time.perf_counter()
         imgtui.open(path).close()
@@ -264,6 +277,7 @@ def measure(what: str, path: Path) -> dict:
         rec = r[i]
         assert rec.label == int(label_of(np.array([i]))[0]) and (rec.image == pixel_of(np.array([i]))[0]).all()
         out["rss_after_batches_mb"] = (_rss()[0] - base) / 1e6
+        out["anon_after_batches_mb"] = (_anon() - base_anon) / 1e6
     elif what == "labels_array":
         t = time.perf_counter()
         arr = r.labels_array()
@@ -271,6 +285,7 @@ def measure(what: str, path: Path) -> dict:
         out["labels_dtype"] = str(arr.dtype)
         out["labels_nbytes_mb"] = arr.nbytes / 1e6
         out["rss_labels_mb"] = (_rss()[0] - base) / 1e6
+        out["anon_labels_mb"] = (_anon() - base_anon) / 1e6
         out["peak_rss_mb"] = (_rss()[1] - base) / 1e6
         assert arr[n // 3] == label_of(np.array([n // 3]))[0]
     elif what == "labels_list":
@@ -278,6 +293,7 @@ def measure(what: str, path: Path) -> dict:
         lst = r.labels()
         out["labels_s"] = time.perf_counter() - t
         out["rss_labels_mb"] = (_rss()[0] - base) / 1e6
+        out["anon_labels_mb"] = (_anon() - base_anon) / 1e6
         out["peak_rss_mb"] = (_rss()[1] - base) / 1e6
         assert len(lst) == n
     elif what == "verify":

@@ -57,8 +57,10 @@ as incomplete, as they do for a file without the ``complete`` attribute.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -598,10 +600,26 @@ def _raw_bytes(image: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
+#: readers of stores opened through a file object: closed before the interpreter exits (h5py
+#: crashes at exit on a file-object file still open)
+_FILEOBJ_READERS: "weakref.WeakSet[Hdf5Reader]" = weakref.WeakSet()
+
+
+def _close_fileobj_readers() -> None:
+    for r in list(_FILEOBJ_READERS):
+        r.close()
+
+
+atexit.register(_close_fileobj_readers)
+
+
 class Hdf5Reader(ArrayReader):
     backend = "hdf5"
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, fileobj: Any = None) -> None:
+        """``fileobj``: read the store through this seekable file object instead of the file at
+        ``path`` (a store at a URL read with ranged requests, ``remote.RangedFile``; ``path`` then
+        only names it). Nothing is memory-mapped then."""
         super().__init__(path)
         self._f: h5py.File | None = None
         self._mm: np.memmap | None = None
@@ -609,15 +627,20 @@ class Hdf5Reader(ArrayReader):
         self._cache: dict[str, np.ndarray] = {}
         self._lookups: dict[str, int] = {}  # single-row reads of each column not loaded whole
         self._dsets: dict[str, h5py.Dataset] = {}
+        self._fileobj = fileobj
+        if fileobj is not None:
+            _FILEOBJ_READERS.add(self)
         p = self.path
-        if not p.exists():
-            raise StoreNotFoundError(f"{p}: no such file or folder")
-        if p.is_dir():
-            raise CorruptStoreError(f"{p} is a folder, not an HDF5 file")
-        if not _has_signature(p):
-            raise CorruptStoreError(f"{p} is not an HDF5 file (it does not start with the HDF5 signature)")
+        if fileobj is None:
+            if not p.exists():
+                raise StoreNotFoundError(f"{p}: no such file or folder")
+            if p.is_dir():
+                raise CorruptStoreError(f"{p} is a folder, not an HDF5 file")
+            if not _has_signature(p):
+                raise CorruptStoreError(f"{p} is not an HDF5 file (it does not start with the HDF5 signature)")
         try:
-            self._f = h5py.File(p, "r", rdcc_nbytes=CACHE_MIN_BYTES, rdcc_nslots=CACHE_SLOTS)
+            self._f = h5py.File(fileobj if fileobj is not None else p, "r", rdcc_nbytes=CACHE_MIN_BYTES,
+                                rdcc_nslots=CACHE_SLOTS)
         except OSError as exc:
             raise _open_error(p, exc) from None
         try:
@@ -685,14 +708,17 @@ class Hdf5Reader(ArrayReader):
                 # (HDF5 shares an open dataset: the probe handle must be closed before reopening)
                 chunk_bytes = int(np.prod(ds.chunks)) * ds.dtype.itemsize
                 nbytes = _cache_bytes(chunk_bytes) if ds.compression else 0
-                ds = None
+                # (the handle kept in _dsets too: while one is open, the reopen gets the same
+                # dataset with its 32 MiB cache, and a random row reads its whole ~1 MiB chunk)
+                ds = self._dsets["images"] = None
                 dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
                 dapl.set_chunk_cache(CACHE_SLOTS, nbytes, 0.75)
-                ds = h5py.Dataset(h5py.h5d.open(f.id, b"images", dapl=dapl), readonly=True)
+                ds = self._dsets["images"] = h5py.Dataset(h5py.h5d.open(f.id, b"images", dapl=dapl), readonly=True)
             self._images = ds
             self._row_bytes = int(np.prod(ds.shape[1:])) * ds.dtype.itemsize
-            self._mm = _try_memmap(p, ds)
-            self._chunks = None if self._mm is not None else _try_chunk_map(p, ds)
+            if self._fileobj is None:  # (a store read through a file object has no local file to map)
+                self._mm = _try_memmap(p, ds)
+                self._chunks = None if self._mm is not None else _try_chunk_map(p, ds)
         elif self._kind == "variable":
             self._flat = f["images_flat"]
 
@@ -704,6 +730,12 @@ class Hdf5Reader(ArrayReader):
         if f is not None:
             try:
                 f.close()
+            except Exception:
+                pass
+        fh, self._fileobj = getattr(self, "_fileobj", None), None
+        if fh is not None:
+            try:
+                fh.close()
             except Exception:
                 pass
 
