@@ -9,9 +9,10 @@ then measures each store in fresh processes:
   of its backends; ``reopen_s`` is a second open) and the process's resident memory after it
   (above the baseline of a process that imported imgtui, numpy, h5py and lmdb);
 - ``batch``: 64 random records with ``get_images`` (what ``imgtui.dataset`` reads) and with
-  ``get_many`` (records with labels), checked against their stored checksums, first batch and the
-  median of the next 20; the store's files are dropped from the page cache first
-  (``posix_fadvise(DONTNEED)``), so the first batch reads from the device;
+  ``get_many`` (records with labels), checked against their stored checksums: the first batch,
+  the median of the next 20 (``cold``: the store's files are dropped from the page cache with
+  ``posix_fadvise(DONTNEED)`` before the store is opened, so new random records come from the
+  device) and the median of the same 20 batches again (``warm``: from the page cache);
 - ``labels``: ``labels_array()`` time and the memory it adds (int64: 8 bytes a record), and for
   comparison ``labels()`` (a Python list) up to 10M records.
 
@@ -261,17 +262,23 @@ def measure(what: str, path: Path) -> dict:
     out["count"] = n
     rng = np.random.default_rng(0)
     if what == "batch":
-        for fn in ("get_images", "get_many"):
-            times = []
-            for _ in range(21):
-                idx = rng.integers(0, n, 64)
-                t = time.perf_counter()
-                got = getattr(r, fn)(idx)
-                times.append(time.perf_counter() - t)
-                assert len(got) == 64
-            out[f"{fn}_first_ms"] = times[0] * 1e3
-            out[f"{fn}_median_ms"] = statistics.median(times[1:]) * 1e3
-            out[f"{fn}_records_per_s"] = 64 / statistics.median(times[1:])
+        t = time.perf_counter()
+        imgtui.open(path).close()
+        out["reopen_s"] = time.perf_counter() - t
+        for k, fn in enumerate(("get_images", "get_many")):
+            rng = np.random.default_rng(k)
+            batches = [rng.integers(0, n, 64) for _ in range(21)]
+            for phase in ("cold", "warm"):  # new random records (from the device), then the same again
+                times = []
+                for idx in batches:
+                    t = time.perf_counter()
+                    got = getattr(r, fn)(idx)
+                    times.append(time.perf_counter() - t)
+                    assert len(got) == 64
+                if phase == "cold":
+                    out[f"{fn}_first_ms"] = times[0] * 1e3
+                out[f"{fn}_{phase}_median_ms"] = statistics.median(times[1:]) * 1e3
+                out[f"{fn}_{phase}_records_per_s"] = 64 / statistics.median(times[1:])
         # a record read back equals what the builder wrote
         i = int(rng.integers(0, n))
         rec = r[i]

@@ -100,6 +100,9 @@ CACHE_SLOTS = 10007  # a prime, well above the number of chunks such a cache hol
 #: slices of a contiguous dataset at least this big are read with one pread (h5py read_direct);
 #: smaller reads and random rows are copied out of a read-only memory map of the same bytes
 BIG_READ_BYTES = 16 << 20
+#: stores of more records than this read a batch's labels and checksums row by row instead of
+#: loading those columns whole on the first batch (``labels_array()`` still loads the labels)
+COLUMN_MAX_RECORDS = 4_000_000
 #: rows per chunk of the small per-record datasets
 AUX_CHUNK = 4096
 STR_CHUNK = 1024
@@ -765,6 +768,14 @@ class Hdf5Reader(ArrayReader):
             return arr[key]
         single = key.stop - key.start == 1 if isinstance(key, slice) else np.size(key) == 1
         ds = self._dsets.get(name)
+        if ds is not None and self._n > COLUMN_MAX_RECORDS:
+            # a large store: the rows of this batch only (the whole column would be read on the
+            # first batch: 1.2 GB of labels and checksums at 100M records)
+            if isinstance(key, slice):
+                return self._guard(repr(name), lambda: ds[key])
+            rows = np.asarray(key, dtype=np.int64).reshape(-1)
+            uniq, inv = np.unique(rows, return_inverse=True)
+            return self._guard(repr(name), lambda: _read_rows(ds, uniq))[inv.reshape(-1)]
         lookups = self._lookups.get(name, 0)
         if not single or ds is None or lookups >= 32:
             return self._small(name)[key]
@@ -795,7 +806,7 @@ class Hdf5Reader(ArrayReader):
         return out
 
     def _stored_checksums(self, idx: np.ndarray) -> np.ndarray | None:
-        return self._small("checksums")[idx].astype(np.uint32, copy=False)
+        return self._small_at("checksums", idx).astype(np.uint32, copy=False)
 
     def _stored_checksum(self, index: int) -> int | None:
         return int(self._small_at("checksums", slice(index, index + 1))[0])
