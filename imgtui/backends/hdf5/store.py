@@ -603,6 +603,9 @@ def _raw_bytes(image: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
+#: ``Hdf5Reader._chunks`` before the chunk map is built (on the first random read)
+_LATER: Any = object()
+
 #: readers of stores opened through a file object: closed before the interpreter exits (h5py
 #: crashes at exit on a file-object file still open)
 _FILEOBJ_READERS: "weakref.WeakSet[Hdf5Reader]" = weakref.WeakSet()
@@ -721,7 +724,9 @@ class Hdf5Reader(ArrayReader):
             self._row_bytes = int(np.prod(ds.shape[1:])) * ds.dtype.itemsize
             if self._fileobj is None:  # (a store read through a file object has no local file to map)
                 self._mm = _try_memmap(p, ds)
-                self._chunks = None if self._mm is not None else _try_chunk_map(p, ds)
+                # the chunk offset table is built on the first random read, not on open (one
+                # callback per chunk: ~300,000 of them for 100M CIFAR-sized records)
+                self._chunks = None if self._mm is not None else _LATER
         elif self._kind == "variable":
             self._flat = f["images_flat"]
 
@@ -850,6 +855,8 @@ class Hdf5Reader(ArrayReader):
             if out.shape[0]:
                 ds.read_direct(out, source_sel=key)
             return out
+        if self._chunks is _LATER:
+            self._chunks = _try_chunk_map(self.path, ds)
         if self._chunks is not None:
             return self._rows_from_chunks(key)
         return _read_rows(ds, key)
