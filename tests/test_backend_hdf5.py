@@ -35,6 +35,7 @@ def test_large_store_reads_only_the_rows_of_a_batch_from_labels_and_checksums(tm
         assert np.array_equal(r.get_images(idx), np.stack([records[i].image for i in idx]))
         assert r.get_many(range(10, 20)) == records[10:20]
         assert "labels" not in r._cache and "checksums" not in r._cache
+        assert r._col_maps["checksums"] is not None and r._col_maps["labels"] is not None  # gathered from a map
         assert r.labels_array().tolist() == [x.label for x in records]
     import h5py
 

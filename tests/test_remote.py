@@ -204,6 +204,8 @@ def _label_of(args):
 
 @pytest.mark.parametrize("layout", ["contiguous", "chunked"])
 def test_a_large_hdf5_store_at_a_url_is_read_with_ranged_requests_not_downloaded(layout, tmp_path, cache, monkeypatch):
+    from imgtui.backends.hdf5 import store as hdf5_store
+
     monkeypatch.setenv("IMGTUI_RANGED_MIN", "1MB")
     monkeypatch.setenv("IMGTUI_RANGED_BLOCK", "64KiB")
     rng = np.random.default_rng(5)
@@ -223,6 +225,9 @@ def test_a_large_hdf5_store_at_a_url_is_read_with_ranged_requests_not_downloaded
             fetched = r._fileobj.fetched
             assert fetched < size / 10, (fetched, size)  # opening and one record: a few blocks
             assert r.get_many([5, 2999, 17, 100]) == [want[5], want[2999], want[17], want[100]]
+            monkeypatch.setattr(hdf5_store, "COLUMN_MAX_RECORDS", 100)  # a batch's own rows, read ranged
+            assert r.get_many([2999, 5, 5]) == [want[2999], want[5], want[5]]
+            monkeypatch.setattr(hdf5_store, "COLUMN_MAX_RECORDS", 4_000_000)
             assert r.labels_array().tolist() == [x.label for x in want]
             assert r.info()["path"] == url
             assert r.verify().ok

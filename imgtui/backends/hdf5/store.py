@@ -633,6 +633,8 @@ class Hdf5Reader(ArrayReader):
         self._cache: dict[str, np.ndarray] = {}
         self._lookups: dict[str, int] = {}  # single-row reads of each column not loaded whole
         self._dsets: dict[str, h5py.Dataset] = {}
+        #: labels/checksums columns of a large store: (rows per chunk, chunk offsets, file map)
+        self._col_maps: dict[str, Any] = {}
         self._fileobj = fileobj
         if fileobj is not None:
             _FILEOBJ_READERS.add(self)
@@ -733,6 +735,7 @@ class Hdf5Reader(ArrayReader):
     def close(self) -> None:
         self._mm = None
         self._chunks = None
+        self._col_maps = {}
         self._dsets = {}
         f, self._f = getattr(self, "_f", None), None
         if f is not None:
@@ -779,6 +782,14 @@ class Hdf5Reader(ArrayReader):
             if isinstance(key, slice):
                 return self._guard(repr(name), lambda: ds[key])
             rows = np.asarray(key, dtype=np.int64).reshape(-1)
+            cmap = self._col_maps.get(name, _LATER)
+            if cmap is _LATER:  # unfiltered chunks (as the writer makes them): gathered from a map
+                cmap = self._col_maps[name] = None if self._fileobj is not None or ds.ndim != 1 else _try_chunk_map(self.path, ds)
+            if cmap is not None:
+                per, offsets, mm = cmap
+                size = ds.dtype.itemsize
+                starts = offsets[rows // per] + (rows % per) * size
+                return mm[starts[:, None] + np.arange(size)].view(ds.dtype).reshape(-1)
             uniq, inv = np.unique(rows, return_inverse=True)
             return self._guard(repr(name), lambda: _read_rows(ds, uniq))[inv.reshape(-1)]
         lookups = self._lookups.get(name, 0)

@@ -145,6 +145,32 @@ def _int_labels_block(raw: bytes) -> np.ndarray | None:
     return arr
 
 
+class _LabelsBlock:
+    """One labels block for single lookups: ``block[j]`` -> (label, metadata). A block of int
+    labels without metadata (``[[3,{}],[5,{}],...]``) is not parsed: item j is found from the
+    positions of its brackets (one numpy pass over the block's bytes); any other block is parsed
+    as JSON once."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.items = None
+        self.starts = None
+        self.raw = raw
+        s = raw.replace(b",{}", b"")
+        count = raw.count(b",{}")
+        if s.startswith(b"[[") and not s.translate(None, b"0123456789,-[]") and s.count(b"[") == count + 1:
+            self.starts = np.flatnonzero(np.frombuffer(raw, np.uint8) == 0x5B)[1:]  # each item's "["
+        else:
+            self.items = json.loads(raw)
+
+    def __getitem__(self, j: int) -> tuple:
+        if self.items is not None:
+            return self.items[j]
+        if j < 0:
+            raise IndexError(j)
+        a = int(self.starts[j]) + 1
+        return int(self.raw[a : self.raw.index(b",", a)]), {}
+
+
 def _shape_of(e: np.void | np.ndarray) -> tuple:
     if int(e["ndim"]) == 2:
         return (int(e["h"]), int(e["w"]))
@@ -738,7 +764,7 @@ class LmdbReader(StoreReader):
                 items = last[1]  # the labels block of the previous lookup, already parsed
             else:
                 v = self._txn.get(first.to_bytes(8, "big"), db=self._db_labels)
-                items = json.loads(bytes(v)) if v is not None else None
+                items = _LabelsBlock(bytes(v)) if v is not None else None
                 self._last_labels = (first, items)
             lab, meta = items[i - first]
         except (lmdb.Error, ValueError, TypeError, IndexError):
@@ -816,21 +842,29 @@ class LmdbReader(StoreReader):
         first = (i // per) * per
         last = self._last_block
         if last is not None and last[0] == first and self._txn is not None:
-            _, table, view = last  # the block of the previous lookup, already parsed
+            _, cnt, view = last  # the block of the previous lookup
         else:
             try:
                 self._live()
                 v = self._txn.get(_key(first), db=self._db_blocks)
-                if v is None:
+                if v is None or len(v) < HEADER.size:
                     return None
-                table, _ = self._parse_block(first, v, self._n)
-            except (lmdb.Error, CorruptStoreError):
+                magic, cnt, hfirst = HEADER.unpack_from(v, 0)
+            except (lmdb.Error, struct.error):
                 return None
+            if magic != MAGIC or hfirst != first or cnt == 0 or first + cnt > self._n or HEADER.size + cnt * ENTRY.itemsize > len(v):
+                return None  # damaged: the whole-store index says how
             view = np.frombuffer(v, np.uint8)
-            self._last_block = (first, table, view)
-        if i - first >= len(table):
+            self._last_block = (first, cnt, view)
+        j = i - first
+        if j >= cnt:
             return None
-        return table[i - first], view, first
+        # this record's entry only (not the whole table: 4,096 entries for 64-byte records)
+        e = np.frombuffer(view, ENTRY, count=1, offset=HEADER.size + j * ENTRY.itemsize)[0].copy()
+        off, nb = int(e["offset"]), int(e["nbytes"])
+        if off < HEADER.size + cnt * ENTRY.itemsize or off + nb > len(view):
+            return None
+        return e, view, first
 
     def _image(self, i: int) -> np.ndarray:
         hit = self._locate(i)
