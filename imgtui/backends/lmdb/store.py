@@ -77,6 +77,10 @@ ENTRY = np.dtype(
     ]
 )
 assert ENTRY.itemsize == 32
+#: one ENTRY read with struct (single lookups)
+_ENTRY_STRUCT = struct.Struct("<IIIIIHBBB7x")
+_ENTRY_FIELDS = ("offset", "nbytes", "crc", "h", "w", "c", "dtype", "ndim", "enc")
+assert _ENTRY_STRUCT.size == ENTRY.itemsize
 DTYPES = CODE_DTYPES  # code -> dtype (1 uint8, 2 uint16, ...: imgtui.records.DTYPE_CODES)
 ENC_RAW, ENC_PNG = 0, 1
 LAYOUT = "imgtui-lmdb-blocks-1"
@@ -859,9 +863,10 @@ class LmdbReader(StoreReader):
         j = i - first
         if j >= cnt:
             return None
-        # this record's entry only (not the whole table: 4,096 entries for 64-byte records)
-        e = np.frombuffer(view, ENTRY, count=1, offset=HEADER.size + j * ENTRY.itemsize)[0].copy()
-        off, nb = int(e["offset"]), int(e["nbytes"])
+        # this record's entry only (not the whole table: 4,096 entries for 64-byte records), as a
+        # dict with the fields of ENTRY (struct is ~10x cheaper than a numpy record here)
+        e = dict(zip(_ENTRY_FIELDS, _ENTRY_STRUCT.unpack_from(view, HEADER.size + j * ENTRY.itemsize)))
+        off, nb = e["offset"], e["nbytes"]
         if off < HEADER.size + cnt * ENTRY.itemsize or off + nb > len(view):
             return None
         return e, view, first
