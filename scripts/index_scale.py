@@ -14,7 +14,9 @@ then measures each store in fresh processes:
   ``posix_fadvise(DONTNEED)`` before the store is opened, so new random records come from the
   device) and the median of the same 20 batches again (``warm``: from the page cache);
 - ``labels``: ``labels_array()`` time and the memory it adds (int64: 8 bytes a record), and for
-  comparison ``labels()`` (a Python list) up to 10M records.
+  comparison ``labels()`` (a Python list) up to 10M records;
+- ``ranged`` (HDF5): the store opened as a ``file://`` URL with ranged reads (``IMGTUI_RANGED_MIN=0``):
+  bytes fetched to open it, to read one record and a random batch of 64.
 
 The stores built here are ordinary imgtui stores: the same datasets, blocks, checksums (xxh3),
 manifest and ``labels_digest`` the writers make, so the normal reader opens them and ``--verify``
@@ -303,6 +305,30 @@ def measure(what: str, path: Path) -> dict:
         out["anon_labels_mb"] = (_anon() - base_anon) / 1e6
         out["peak_rss_mb"] = (_rss()[1] - base) / 1e6
         assert len(lst) == n
+    elif what == "ranged":
+        # the same store as a URL (file://: fsspec's local filesystem, the code path of s3:// and
+        # https://), read with ranged requests: bytes fetched to open it, read one record, a batch
+        r.close()
+        os.environ["IMGTUI_RANGED_MIN"] = "0"
+        os.environ.setdefault("IMGTUI_CACHE", str(path.parent / ".imgtui-cache"))
+        out["file_mb"] = path.stat().st_size / 1e6
+        for block in ("64KiB", "1MiB"):
+            os.environ["IMGTUI_RANGED_BLOCK"] = block
+            t = time.perf_counter()
+            r = imgtui.open(f"file://{path.resolve()}")
+            out[f"url_{block}_open_s"] = time.perf_counter() - t
+            fh = r._fileobj
+            out[f"url_{block}_open_fetched_kb"] = fh.fetched / 1e3
+            t = time.perf_counter()
+            r[int(rng.integers(0, n))]
+            out[f"url_{block}_record_s"] = time.perf_counter() - t
+            out[f"url_{block}_record_fetched_kb"] = fh.fetched / 1e3
+            t = time.perf_counter()
+            r.get_images(rng.integers(0, n, 64))
+            out[f"url_{block}_batch_s"] = time.perf_counter() - t
+            out[f"url_{block}_batch_fetched_kb"] = fh.fetched / 1e3
+            out[f"url_{block}_requests"] = fh.requests
+            r.close()
     elif what == "verify":
         t = time.perf_counter()
         v = r.verify()
@@ -336,6 +362,7 @@ def run(backends: list[str], counts: list[int], out: Path, keep: bool, verify_up
 
             row["store_gb"] = path_size(path) / 1e9
             whats = ["batch", "labels_array"] + (["labels_list"] if n <= list_upto else []) + (["verify"] if n <= verify_upto else [])
+            whats += ["ranged"] if b == "hdf5" else []
             for what in whats:
                 row[what] = _child(what, path)
             results.append(row)
@@ -357,7 +384,7 @@ def main() -> None:
     r.add_argument("--list-upto", type=int, default=10_000_000)
     r.add_argument("--json", type=Path, help="append the results to this JSON-lines file")
     m = sub.add_parser("measure")
-    m.add_argument("what", choices=("batch", "labels_array", "labels_list", "verify"))
+    m.add_argument("what", choices=("batch", "labels_array", "labels_list", "verify", "ranged"))
     m.add_argument("path", type=Path)
     b = sub.add_parser("build")
     b.add_argument("backend", choices=tuple(BUILDERS))
