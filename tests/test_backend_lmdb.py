@@ -53,3 +53,24 @@ def test_large_store_reads_batches_without_the_whole_store_index(tmp_path, monke
         with pytest.raises(CorruptStoreError, match="record 300"):
             r.get_images([5, 300])
         assert not r._indexed
+
+
+def test_single_label_lookup_in_a_labels_block():
+    """A labels block without strings is read item by item; anything else (strings, metadata,
+    nested arrays, odd numbers) is parsed as JSON or refused, never misread."""
+    import pytest
+
+    from imgtui.backends.lmdb.store import _LabelsBlock, _int_labels_block
+
+    b = _LabelsBlock(b"[[3,{}],[-5,{}],[100,{}]]")
+    assert b.starts is not None and [b[j] for j in range(3)] == [(3, {}), (-5, {}), (100, {})]
+    with pytest.raises(IndexError):
+        b[3]
+    assert _LabelsBlock(b'[["x",{}],[4,{"a":[1]}]]')[1] == [4, {"a": [1]}]  # JSON
+    assert _LabelsBlock(b"[[3,{}],[[1,2],{}]]").starts is None  # a nested array: JSON
+    for raw in (b"[[1,2,{}]]", b"[[1_0,{}]]", b"[[--1,{}]]", b"[[1.5,{}]]"):
+        with pytest.raises(ValueError):
+            _LabelsBlock(raw)[0]
+    assert _int_labels_block(b"[[3,{}],[-5,{}]]").tolist() == [3, -5]
+    for raw in (b'[["x",{}]]', b'[[3,{"a":1}]]', b"[[3,,{}]]", b"[[--3,{}]]", b"[]", b"[[99999999999999999999999,{}]]"):
+        assert _int_labels_block(raw) is None

@@ -150,20 +150,22 @@ def _int_labels_block(raw: bytes) -> np.ndarray | None:
 
 
 class _LabelsBlock:
-    """One labels block for single lookups: ``block[j]`` -> (label, metadata). A block of int
-    labels without metadata (``[[3,{}],[5,{}],...]``) is not parsed: item j is found from the
-    positions of its brackets (one numpy pass over the block's bytes); any other block is parsed
-    as JSON once."""
+    """One labels block for single lookups: ``block[j]`` -> (label, metadata). A block without
+    any string (no ``"``: int labels, empty metadata, ``[[3,{}],[5,{}],...]``) is not parsed: item
+    j starts at the j-th ``[`` after the first (numpy passes over the block's bytes; as many
+    ``[`` as ``{`` rules out nested arrays) and must read exactly ``[<int>,{}]``; any other block is
+    parsed as JSON once."""
 
     def __init__(self, raw: bytes) -> None:
         self.items = None
         self.starts = None
         self.raw = raw
-        s = raw.replace(b",{}", b"")
-        count = raw.count(b",{}")
-        if s.startswith(b"[[") and not s.translate(None, b"0123456789,-[]") and s.count(b"[") == count + 1:
-            self.starts = np.flatnonzero(np.frombuffer(raw, np.uint8) == 0x5B)[1:]  # each item's "["
-        else:
+        if raw.startswith(b"[[") and b'"' not in raw:  # (without strings a "{" can only open a "{}")
+            arr = np.frombuffer(raw, np.uint8)
+            starts = np.flatnonzero(arr == 0x5B)[1:]
+            if len(starts) == np.count_nonzero(arr == 0x7B):
+                self.starts = starts
+        if self.starts is None:
             self.items = json.loads(raw)
 
     def __getitem__(self, j: int) -> tuple:
@@ -171,8 +173,14 @@ class _LabelsBlock:
             return self.items[j]
         if j < 0:
             raise IndexError(j)
+        raw = self.raw
         a = int(self.starts[j]) + 1
-        return int(self.raw[a : self.raw.index(b",", a)]), {}
+        c = raw.index(b",", a)
+        tok = raw[a:c]
+        digits = tok[1:] if tok[:1] == b"-" else tok
+        if raw[c : c + 4] != b",{}]" or not digits.isdigit() or len(digits) > 18:
+            raise ValueError("not an int label with empty metadata")
+        return int(tok), {}
 
 
 def _shape_of(e: np.void | np.ndarray) -> tuple:
