@@ -21,6 +21,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from .backends.remote import is_url
 from .records import Record
 
@@ -43,9 +45,10 @@ class ImageDataset:
         self.with_label = with_label
         self._reader = None
         self._pid: int | None = None
-        #: labels of the open reader, read once per process on the first fetch (None: not yet;
-        #: False: they cannot all be read, so records are read with their own labels instead)
-        self._label_col: list | bool | None = None
+        #: labels of the open reader as one numpy array (``labels_array``: int64, 8 bytes a record
+        #: in every worker), read once per process on the first fetch (None: not yet; False: they
+        #: cannot all be read, so records are read with their own labels instead)
+        self._label_col: Any = None
         reader = self.reader  # fail now, with the store's own one-line message
         self._len = len(reader)
         self.backend = reader.backend
@@ -68,7 +71,7 @@ class ImageDataset:
     def __len__(self) -> int:
         return self._len
 
-    def _labels(self) -> list | None:
+    def _labels(self) -> Any:
         """All labels of this process's reader (read once), or None when they cannot all be read
         (then each record is read with its own label, and a damaged one fails only that read)."""
         reader = self.reader
@@ -76,10 +79,10 @@ class ImageDataset:
             from .errors import ImgtuiError
 
             try:
-                self._label_col = list(reader.labels())
+                self._label_col = reader.labels_array()
             except ImgtuiError:
                 self._label_col = False
-        return self._label_col or None
+        return None if self._label_col is False else self._label_col
 
     def __getitem__(self, index: int) -> Any:
         if self.transform is None:
@@ -89,7 +92,7 @@ class ImageDataset:
             labels = self._labels()
             if labels is not None:
                 image = _first(reader.get_images([index]))  # checked; bounds-checked
-                return image, labels[index]
+                return image, labels[int(index) : int(index) + 1 or None].tolist()[0]  # a Python int or str
         rec = self.reader[index]
         if self.transform is not None:
             return self.transform(rec)
@@ -108,8 +111,8 @@ class ImageDataset:
                 images = reader.get_images(indices)
                 if not self.with_label:
                     return list(images)
-                n = len(labels)
-                return [(im, labels[i if i >= 0 else i + n]) for im, i in zip(images, map(int, indices))]
+                picked = labels[np.asarray(indices, dtype=np.int64)].tolist()  # Python ints or strs
+                return list(zip(images, picked))
         recs = reader.get_many(indices)
         if self.transform is not None:
             return [self.transform(rec) for rec in recs]

@@ -169,6 +169,14 @@ class BackendSuite:
             for i, (a, b) in enumerate(zip(r, records)):
                 assert a == b, f"record {i} differs"
             assert r.labels() == [x.label for x in records]
+            arr = r.labels_array()
+            assert isinstance(arr, np.ndarray) and len(arr) == len(records)
+            assert arr.tolist() == [x.label for x in records]
+            assert [type(v) for v in arr.tolist()] == [type(x.label) for x in records]
+            if all(type(x.label) is int for x in records):
+                assert arr.dtype == np.int64
+            else:
+                assert arr.dtype == object
             v = r.verify()
             assert v.ok, v.summary()
 
@@ -325,6 +333,46 @@ class BackendSuite:
         records = [Record(rng.integers(0, 65535, (5 + i, 9 - i % 4, 3), dtype=np.uint16), i if i % 2 else f"c{i}",
                           {"i": i}) for i in range(9)]
         self.assert_store(self.make(tmp_path, records), records)
+
+    # -- labels as one numpy array -------------------------------------------------------------
+    def test_labels_array_of_int_labels_is_int64_8_bytes_a_record(self, tmp_path):
+        rng = np.random.default_rng(3)
+        labels = [int(v) for v in rng.integers(-(2**40), 2**40, 300)]
+        records = [Record(np.full((2, 3), i % 251, np.uint8), lab) for i, lab in enumerate(labels)]
+        p = self.make(tmp_path, records)
+        with open_store(p) as r:
+            arr = r.labels_array()
+            assert arr.dtype == np.int64 and arr.shape == (300,) and arr.nbytes == 8 * 300
+            assert arr.tolist() == labels
+            assert r.labels() == labels and all(type(v) is int for v in r.labels())
+            arr2 = r.labels_array().copy()  # the reader's own column is not changed through it
+            arr2[:] = 0
+            assert r.labels_array().tolist() == labels and r[5].label == labels[5]
+            assert r.verify().ok
+
+    @pytest.mark.parametrize("kind", ("str", "mixed"))
+    def test_labels_array_of_str_and_mixed_labels_is_an_object_array(self, tmp_path, kind):
+        labels = [f"cls-{i % 7}" if (kind == "str" or i % 3) else i for i in range(50)]
+        records = [Record(np.full((2, 2), i, np.uint8), lab, {"i": i} if i % 5 == 0 else {}) for i, lab in enumerate(labels)]
+        p = self.make(tmp_path, records)
+        with open_store(p) as r:
+            arr = r.labels_array()
+            assert arr.dtype == object and arr.tolist() == labels
+            assert [type(v) for v in arr.tolist()] == [type(v) for v in labels]
+            assert r.labels() == labels
+
+    def test_dataset_labels_come_from_the_label_column_as_python_values(self, tmp_path):
+        records = [Record(np.full((2, 2), i, np.uint8), i * 3 if i % 2 else f"s{i}") for i in range(10)]
+        ints = [Record(np.full((2, 2), i, np.uint8), i * 3) for i in range(10)]
+        for name, recs in (("mixed", records), ("ints", ints)):
+            ds = imgtui.dataset(self.make(tmp_path, recs, name=name))
+            got = [ds[i][1] for i in range(10)] + [ds[-1][1]]
+            assert got == [x.label for x in recs] + [recs[-1].label]
+            assert all(type(a) is type(b.label) for a, b in zip(got, recs))
+            batch = ds.__getitems__([3, -2, 0])
+            assert [lab for _im, lab in batch] == [recs[3].label, recs[-2].label, recs[0].label]
+            assert all(type(lab) in (int, str) for _im, lab in batch)
+            ds.close()
 
     def test_empty_store(self, tmp_path):
         p = self.make(tmp_path, [])

@@ -5,3 +5,72 @@ from backend_suite import BackendSuite
 
 class TestLmdb(BackendSuite):
     backend = "lmdb"
+
+
+def test_large_store_reads_batches_without_the_whole_store_index(tmp_path, monkeypatch):
+    """Past INDEX_MAX_RECORDS a batch reads only its own records' blocks (no 56-byte-a-record
+    index over every block); the records, labels and checked reads are the same."""
+    import numpy as np
+
+    import imgtui
+    from imgtui.backends import open_store
+    from imgtui.backends.lmdb import store as lmdb_store
+    from imgtui.errors import CorruptStoreError
+    from imgtui.records import Record
+
+    records = [Record(np.full((16, 16), i % 256, np.uint8), i % 7 if i % 11 else f"s{i}", {"i": i} if i % 13 == 0 else {})
+               for i in range(600)]
+    p = tmp_path / "s.lmdb"
+    with imgtui.writer(p, "lmdb", block_bytes=4096) as w:  # 16 records a block: many blocks
+        w.write_many(records)
+    idx = [599, 3, 17, 3, -1, 255, 256, 0, 42]
+    with open_store(p) as r:
+        want_many = r.get_many(idx)
+        want_images = r.get_images(idx)
+    monkeypatch.setattr(lmdb_store, "INDEX_MAX_RECORDS", 100)
+    with open_store(p) as r:
+        assert r.get_many(idx) == want_many
+        assert np.array_equal(r.get_images(idx), want_images)
+        assert r.labels_array().tolist() == [x.label for x in records]
+        assert not r._indexed and r._label_cache is None  # neither whole-store index was built
+    # a damaged pixel is still refused by a lookup-only batch read
+    with open_store(p) as r:
+        e, view, first = r._locate(300)
+        off = int(e["offset"])
+    import lmdb
+
+    env = lmdb.open(str(p), max_dbs=4, subdir=True)
+    with env.begin(write=True) as txn:
+        db = env.open_db(b"blocks", txn=txn)
+        key = first.to_bytes(8, "big")
+        v = bytearray(txn.get(key, db=db))
+        v[off] ^= 0xFF
+        txn.put(key, bytes(v), db=db)
+    env.close()
+    with open_store(p) as r:
+        import pytest
+
+        with pytest.raises(CorruptStoreError, match="record 300"):
+            r.get_images([5, 300])
+        assert not r._indexed
+
+
+def test_single_label_lookup_in_a_labels_block():
+    """A labels block without strings is read item by item; anything else (strings, metadata,
+    nested arrays, odd numbers) is parsed as JSON or refused, never misread."""
+    import pytest
+
+    from imgtui.backends.lmdb.store import _LabelsBlock, _int_labels_block
+
+    b = _LabelsBlock(b"[[3,{}],[-5,{}],[100,{}]]")
+    assert b.starts is not None and [b[j] for j in range(3)] == [(3, {}), (-5, {}), (100, {})]
+    with pytest.raises(IndexError):
+        b[3]
+    assert _LabelsBlock(b'[["x",{}],[4,{"a":[1]}]]')[1] == [4, {"a": [1]}]  # JSON
+    assert _LabelsBlock(b"[[3,{}],[[1,2],{}]]").starts is None  # a nested array: JSON
+    for raw in (b"[[1,2,{}]]", b"[[1_0,{}]]", b"[[--1,{}]]", b"[[1.5,{}]]"):
+        with pytest.raises(ValueError):
+            _LabelsBlock(raw)[0]
+    assert _int_labels_block(b"[[3,{}],[-5,{}]]").tolist() == [3, -5]
+    for raw in (b'[["x",{}]]', b'[[3,{"a":1}]]', b"[[3,,{}]]", b"[[--3,{}]]", b"[]", b"[[99999999999999999999999,{}]]"):
+        assert _int_labels_block(raw) is None

@@ -364,3 +364,46 @@ def test_a_reader_reads_the_old_shards_after_a_rewrite_or_is_told_to_reopen(tmp_
         r.close()
     with open_store(p) as r2:
         assert list(r2) == recs[1:]
+
+
+def test_large_index_is_not_read_whole_on_open(tmp_path, monkeypatch):
+    """Past LAZY_CRC_BYTES of index the crc32 is checked when the index is used whole (labels,
+    verify), and batch reads check only their own rows; a damaged index is still refused."""
+    import numpy as np
+    import pytest
+
+    import imgtui
+    from imgtui.backends import open_store
+    from imgtui.backends.webdataset import store as wds
+    from imgtui.errors import CorruptStoreError
+    from imgtui.records import Record
+
+    records = [Record(np.full((4, 4), i % 256, np.uint8), i % 9) for i in range(300)]
+    p = tmp_path / "s.wds"
+    with imgtui.writer(p, "webdataset") as w:
+        w.write_many(records)
+    monkeypatch.setattr(wds, "LAZY_CRC_BYTES", 1000)
+    with open_store(p) as r:
+        assert r._index_data is not None and not r._rows_checked  # nothing read whole yet
+        idx = [299, 5, 5, 0]
+        assert r.get_many(idx) == [records[i] for i in idx]
+        assert np.array_equal(r.get_images(idx), np.stack([records[i].image for i in idx]))
+        assert not r._rows_checked
+        assert r.labels_array().tolist() == [x.label for x in records] and r._index_data is None
+        assert r.verify().ok
+    # a label changed in the index: open still works, the whole-index uses refuse it
+    ipath = p / "index.npy"
+    raw = bytearray(ipath.read_bytes())
+    arr = np.frombuffer(raw, wds.INDEX_DTYPE, 300, len(raw) - 300 * wds.INDEX_DTYPE.itemsize)
+    off = len(raw) - 300 * wds.INDEX_DTYPE.itemsize + 7 * wds.INDEX_DTYPE.itemsize + wds.INDEX_DTYPE.fields["label"][1]
+    raw[off] ^= 1
+    ipath.write_bytes(bytes(raw))
+    del arr
+    with open_store(p) as r:
+        with pytest.raises(CorruptStoreError, match="crc32"):
+            r.labels_array()
+    with open_store(p) as r:
+        assert not r.verify().ok
+    monkeypatch.setattr(wds, "LAZY_CRC_BYTES", 256 << 20)
+    with pytest.raises(CorruptStoreError, match="crc32"):
+        open_store(p)

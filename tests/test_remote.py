@@ -200,3 +200,55 @@ def test_imgtui_dataset_at_a_url_in_worker_processes(tmp_path, cache):
 def _label_of(args):
     ds, i = args
     return ds[i][1]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "chunked"])
+def test_a_large_hdf5_store_at_a_url_is_read_with_ranged_requests_not_downloaded(layout, tmp_path, cache, monkeypatch):
+    from imgtui.backends.hdf5 import store as hdf5_store
+
+    monkeypatch.setenv("IMGTUI_RANGED_MIN", "1MB")
+    monkeypatch.setenv("IMGTUI_RANGED_BLOCK", "64KiB")
+    rng = np.random.default_rng(5)
+    want = [Record(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), i % 10, {"i": i} if i % 100 == 0 else {})
+            for i in range(3000)]
+    src = tmp_path / "big.h5"
+    with imgtui.writer(src, "hdf5", layout=layout, **({"expected_count": 3000} if layout == "contiguous" else {})) as w:
+        w.write_many(want)
+    size = src.stat().st_size
+    assert size > 9_000_000
+    mem = fsspec.filesystem("memory")
+    mem.pipe(f"/ranged-{layout}/big.h5", src.read_bytes())
+    for url in (f"file://{src}", f"memory:///ranged-{layout}/big.h5"):
+        with open_store(url) as r:
+            assert isinstance(r._fileobj, remote.RangedFile)
+            assert r[1234] == want[1234]
+            fetched = r._fileobj.fetched
+            assert fetched < size / 10, (fetched, size)  # opening and one record: a few blocks
+            assert r.get_many([5, 2999, 17, 100]) == [want[5], want[2999], want[17], want[100]]
+            monkeypatch.setattr(hdf5_store, "COLUMN_MAX_RECORDS", 100)  # a batch's own rows, read ranged
+            assert r.get_many([2999, 5, 5]) == [want[2999], want[5], want[5]]
+            monkeypatch.setattr(hdf5_store, "COLUMN_MAX_RECORDS", 4_000_000)
+            assert r.labels_array().tolist() == [x.label for x in want]
+            assert r.info()["path"] == url
+            assert r.verify().ok
+        assert not [p for p in cache.rglob("*") if p.is_file() and p.stat().st_size > 100_000]  # nothing downloaded
+    assert main(["verify", f"file://{src}", "-q"]) == 0
+    assert imgtui.dataset(f"file://{src}")[7][1] == 7
+    # below the threshold: downloaded into the cache as before
+    monkeypatch.setenv("IMGTUI_RANGED_MIN", "1GB")
+    with open_store(f"file://{src}") as r:
+        assert getattr(r, "_fileobj", None) is None and r[3] == want[3]
+    assert any(p.name == "big.h5" for p in cache.rglob("*.h5"))
+
+
+def test_ranged_file_reads_exact_bytes_across_blocks(tmp_path):
+    data = np.random.default_rng(1).integers(0, 256, 300_001, dtype=np.uint8).tobytes()
+    (tmp_path / "f").write_bytes(data)
+    fs = fsspec.filesystem("file")
+    f = remote.RangedFile(fs, str(tmp_path / "f"), len(data), "file://f", block=4096, keep=3)
+    for a, n in ((0, 10), (4090, 20), (100_000, 50_000), (299_990, 100), (150_000, 0), (5, 300_001)):
+        f.seek(a)
+        assert f.read(n) == data[a : a + n]
+    f.seek(-3, 2)
+    assert f.read() == data[-3:]
+    assert f.fetched >= 50_000 and len(f._blocks) <= 74

@@ -337,3 +337,29 @@ def test_cli_sharded_errors(tmp_path, capsys):
     assert main(["convert", "synthetic:count=6", str(tmp_path / "s"), "-b", "hdf5", "--shards", "0", "-q"]) == 1
     assert "--shards must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_labels_array_of_a_sharded_store_joins_its_shards(tmp_path):
+    import numpy as np
+
+    import imgtui
+    from imgtui.backends.sharded import ShardedReader
+
+    recs = [imgtui.Record(np.full((2, 2), i, np.uint8), i % 5) for i in range(30)]
+    folder = tmp_path / "sh"
+    folder.mkdir()
+    from imgtui.backends.sharded import make_sharded_manifest, write_json_atomic, store_checksum
+
+    entries = []
+    for k, (a, b) in enumerate(((0, 10), (10, 10), (10, 30))):
+        p = folder / f"shard-{k:05d}.h5"
+        with imgtui.writer(p, "hdf5") as w:
+            w.write_many(recs[a:b])
+        with imgtui.open(p) as r:
+            entries.append({"file": p.name, "range": [a, b], "count": b - a, "raw_bytes": 4 * (b - a),
+                            "checksum": f"{store_checksum(r):08x}", "stats": r.manifest})
+    write_json_atomic(folder / "manifest.json", make_sharded_manifest("hdf5", {}, entries))
+    with imgtui.open(folder) as r:
+        assert isinstance(r, ShardedReader)
+        arr = r.labels_array()
+        assert arr.dtype == np.int64 and arr.tolist() == [x.label for x in recs] == r.labels()

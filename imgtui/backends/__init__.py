@@ -43,8 +43,35 @@ def _check_readable(p: Path) -> None:
         pass  # missing or odd: the caller's own checks say what
 
 
+def _open_ranged(url: str, backend: str | None) -> StoreReader | None:
+    """A single-file HDF5 store at ``url`` big enough to read with ranged requests instead of a
+    download into the cache (``remote.ranged_file``), opened that way; else None."""
+    if backend not in (None, "hdf5"):
+        return None
+    from .remote import ranged_file
+
+    fh = ranged_file(url, b"\x89HDF\r\n\x1a\n")
+    if fh is None:
+        return None
+    from .remote import RemoteStore
+
+    try:
+        r = get_backend("hdf5").reader_cls(RemoteStore(url).local, fileobj=fh)
+    except BaseException:
+        fh.close()
+        raise
+    r.url = url.rstrip("/")
+    return r
+
+
 def detect_backend(path: str | os.PathLike) -> str:
     if is_url(path):
+        from .remote import ranged_file
+
+        fh = ranged_file(str(path), b"\x89HDF\r\n\x1a\n")
+        if fh is not None:
+            fh.close()
+            return "hdf5"
         path, _remote = localize(str(path))
     p = Path(path)
     if not p.exists():
@@ -73,7 +100,11 @@ def open_store(path: str | os.PathLike, backend: str | None = None, verify: bool
     from .sharded import ShardedReader, is_sharded
 
     remote = None
-    if is_url(path):  # a store at a URL: read through the local cache (see backends/remote.py)
+    if is_url(path):  # a store at a URL: ranged reads (large HDF5 files) or the local cache (remote.py)
+        ranged = _open_ranged(str(path), backend)
+        if ranged is not None:
+            ranged.check_reads = bool(verify)
+            return ranged
         path, remote = localize(str(path))
     if remote is not None and remote.sharded:
         r0: StoreReader = ShardedReader(path, backend, fetch=remote.fetch_member)

@@ -20,9 +20,10 @@ Readers
 -------
 ``len(r)``, ``r[i]`` -> Record, ``r.get_many(indices)`` -> list of Records,
 ``r.get_images(indices)`` -> one array (when shapes agree) or a list, iteration, ``r.labels()``
-(without loading images), ``r.info()``, ``r.verify()``. Readers are context managers.
-Subclasses implement ``_read(i)``, ``_labels()``, ``_stored_checksum(i)`` and may override the
-batch methods for speed.
+(a list, without loading images), ``r.labels_array()`` (the same labels as one numpy array: int64
+when every label is an int, 8 bytes a record, else an object array), ``r.info()``, ``r.verify()``.
+Readers are context managers. Subclasses implement ``_read(i)``, ``_labels()``,
+``_stored_checksum(i)`` and may override the batch methods and ``_labels_array()`` for speed.
 """
 
 from __future__ import annotations
@@ -790,6 +791,15 @@ class StoreReader(ABC):
     def labels(self) -> list[Label]:
         return self._labels()
 
+    def labels_array(self) -> np.ndarray:
+        """Every label as one numpy array, without loading images: ``int64`` when every label is
+        an int (8 bytes a record, no Python object per record), else an ``object`` array holding
+        the str (and int) labels. Backends read it from their label column, not through a list."""
+        return self._labels_array()
+
+    def _labels_array(self) -> np.ndarray:
+        return labels_to_array(self._labels())
+
     def info(self) -> dict:
         m = self.manifest
         return {
@@ -889,7 +899,12 @@ class StoreReader(ABC):
         if not isinstance(want, dict) or self.manifest.get("labels_truncated"):
             return []
         try:
-            got = Counter(str(lab) for lab in self.labels())
+            arr = self.labels_array()
+            if arr.dtype.kind in "iu":  # one counting pass, no Python object per record
+                vals, counts = np.unique(arr, return_counts=True)
+                got = Counter(dict(zip((str(v) for v in vals.tolist()), counts.tolist())))
+            else:
+                got = Counter(str(lab) for lab in arr.tolist())
         except Exception as exc:
             return [f"labels cannot be read ({_one_line(exc)})"]
         if got == Counter({str(k): int(v) for k, v in want.items()}):
@@ -904,6 +919,23 @@ class StoreReader(ABC):
 
 
 _one_line = first_line  # (backends import it from here)
+
+
+def labels_to_array(labels: Sequence[Label] | np.ndarray) -> np.ndarray:
+    """``labels`` as ``StoreReader.labels_array`` returns them: int64 when all are ints, else an
+    object array (str labels stay str, int labels of a mixed store stay int)."""
+    if isinstance(labels, np.ndarray):
+        if labels.dtype.kind in "iu":
+            return labels.astype(np.int64, copy=False)
+        if labels.dtype.kind == "O":
+            return labels
+        labels = labels.tolist()
+    labels = list(labels)
+    if all(type(v) is int for v in labels):
+        return np.array(labels, dtype=np.int64) if labels else np.zeros(0, np.int64)
+    out = np.empty(len(labels), dtype=object)
+    out[:] = labels
+    return out
 
 
 #: per thread: reader id -> depth of nested read calls (only the outermost checks)
@@ -1048,6 +1080,16 @@ class ArrayReader(StoreReader):
         if self._n == 0:
             return []
         return self._label_values(slice(0, self._n), None)
+
+    def _labels_array(self) -> np.ndarray:
+        self._check_open()
+        if self._n == 0:
+            return np.zeros(0, np.int64)
+        return self._label_column()
+
+    def _label_column(self) -> np.ndarray:
+        """Every label as ``labels_array`` returns them (backends read their column whole)."""
+        return labels_to_array(self._label_values(slice(0, self._n), None))
 
     def _selection(self, indices: Sequence[int]) -> tuple[Any, np.ndarray | None] | None:
         """(key, inverse): key is a slice or a sorted unique int array; inverse reorders to request."""

@@ -388,6 +388,14 @@ class ShardedReader(StoreReader):
                 out.extend(self.shard(k).labels())
         return out
 
+    def _labels_array(self) -> np.ndarray:
+        parts = [self.shard(k).labels_array() for k in range(len(self._shards)) if int(self._shards[k]["count"])]
+        if not parts:
+            return np.zeros(0, np.int64)
+        if all(p.dtype == np.int64 for p in parts):
+            return np.concatenate(parts)
+        return np.concatenate([p.astype(object) for p in parts])
+
     def _stored_checksum(self, index: int) -> int | None:
         k, j = self.locate(index)
         return self.shard(k)._stored_checksum(j)

@@ -68,7 +68,7 @@ from ...records import DTYPE_NAMES, Label, Record, loads_metadata
 from ...png import DEFAULT_PNG_LEVEL, PNG_FILTER, decode_png, encode_png, png_size  # noqa: F401
 from ...tiff import decode_tiff, encode_tiff, tiff_size
 from ..safety import die_with_parent
-from ..base import StoreReader, StoreWriter, atomic_write_text, check_manifest
+from ..base import StoreReader, StoreWriter, atomic_write_text, check_manifest, labels_to_array
 
 MANIFEST = "manifest.json"
 TABLE = "records.csv"
@@ -586,6 +586,13 @@ class DiskReader(StoreReader):
 
     def _labels(self) -> list[Label]:
         return self._labels_col.tolist() if self._int_labels else list(self._labels_col)
+
+    def _labels_array(self) -> np.ndarray:
+        if self._int_labels:  # the table's int64 label column, read-only (the reader's own)
+            view = self._labels_col.view()
+            view.flags.writeable = False
+            return view
+        return labels_to_array(self._labels_col)
 
     def _stored_checksums(self, idx: np.ndarray) -> np.ndarray | None:
         return self._crc[idx]

@@ -57,8 +57,11 @@ as incomplete, as they do for a file without the ``complete`` attribute.
 
 from __future__ import annotations
 
+import atexit
 import json
+import mmap
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +101,9 @@ CACHE_SLOTS = 10007  # a prime, well above the number of chunks such a cache hol
 #: slices of a contiguous dataset at least this big are read with one pread (h5py read_direct);
 #: smaller reads and random rows are copied out of a read-only memory map of the same bytes
 BIG_READ_BYTES = 16 << 20
+#: stores of more records than this read a batch's labels and checksums row by row instead of
+#: loading those columns whole on the first batch (``labels_array()`` still loads the labels)
+COLUMN_MAX_RECORDS = 4_000_000
 #: rows per chunk of the small per-record datasets
 AUX_CHUNK = 4096
 STR_CHUNK = 1024
@@ -707,10 +713,29 @@ def _raw_bytes(image: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
+#: ``Hdf5Reader._chunks`` before the chunk map is built (on the first random read)
+_LATER: Any = object()
+
+#: readers of stores opened through a file object: closed before the interpreter exits (h5py
+#: crashes at exit on a file-object file still open)
+_FILEOBJ_READERS: "weakref.WeakSet[Hdf5Reader]" = weakref.WeakSet()
+
+
+def _close_fileobj_readers() -> None:
+    for r in list(_FILEOBJ_READERS):
+        r.close()
+
+
+atexit.register(_close_fileobj_readers)
+
+
 class Hdf5Reader(ArrayReader):
     backend = "hdf5"
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, fileobj: Any = None) -> None:
+        """``fileobj``: read the store through this seekable file object instead of the file at
+        ``path`` (a store at a URL read with ranged requests, ``remote.RangedFile``; ``path`` then
+        only names it). Nothing is memory-mapped then."""
         super().__init__(path)
         self._f: h5py.File | None = None
         self._mm: np.memmap | None = None
@@ -718,15 +743,22 @@ class Hdf5Reader(ArrayReader):
         self._cache: dict[str, np.ndarray] = {}
         self._lookups: dict[str, int] = {}  # single-row reads of each column not loaded whole
         self._dsets: dict[str, h5py.Dataset] = {}
+        #: labels/checksums columns of a large store: (rows per chunk, chunk offsets, file map)
+        self._col_maps: dict[str, Any] = {}
+        self._fileobj = fileobj
+        if fileobj is not None:
+            _FILEOBJ_READERS.add(self)
         p = self.path
-        if not p.exists():
-            raise StoreNotFoundError(f"{p}: no such file or folder")
-        if p.is_dir():
-            raise CorruptStoreError(f"{p} is a folder, not an HDF5 file")
-        if not _has_signature(p):
-            raise CorruptStoreError(f"{p} is not an HDF5 file (it does not start with the HDF5 signature)")
+        if fileobj is None:
+            if not p.exists():
+                raise StoreNotFoundError(f"{p}: no such file or folder")
+            if p.is_dir():
+                raise CorruptStoreError(f"{p} is a folder, not an HDF5 file")
+            if not _has_signature(p):
+                raise CorruptStoreError(f"{p} is not an HDF5 file (it does not start with the HDF5 signature)")
         try:
-            self._f = h5py.File(p, "r", rdcc_nbytes=CACHE_MIN_BYTES, rdcc_nslots=CACHE_SLOTS)
+            self._f = h5py.File(fileobj if fileobj is not None else p, "r", rdcc_nbytes=CACHE_MIN_BYTES,
+                                rdcc_nslots=CACHE_SLOTS)
         except OSError as exc:
             raise _open_error(p, exc) from None
         try:
@@ -794,25 +826,37 @@ class Hdf5Reader(ArrayReader):
                 # (HDF5 shares an open dataset: the probe handle must be closed before reopening)
                 chunk_bytes = int(np.prod(ds.chunks)) * ds.dtype.itemsize
                 nbytes = _cache_bytes(chunk_bytes) if ds.compression else 0
-                ds = None
+                # (the handle kept in _dsets too: while one is open, the reopen gets the same
+                # dataset with its 32 MiB cache, and a random row reads its whole ~1 MiB chunk)
+                ds = self._dsets["images"] = None
                 dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
                 dapl.set_chunk_cache(CACHE_SLOTS, nbytes, 0.75)
-                ds = h5py.Dataset(h5py.h5d.open(f.id, b"images", dapl=dapl), readonly=True)
+                ds = self._dsets["images"] = h5py.Dataset(h5py.h5d.open(f.id, b"images", dapl=dapl), readonly=True)
             self._images = ds
             self._row_bytes = int(np.prod(ds.shape[1:])) * ds.dtype.itemsize
-            self._mm = _try_memmap(p, ds)
-            self._chunks = None if self._mm is not None else _try_chunk_map(p, ds)
+            if self._fileobj is None:  # (a store read through a file object has no local file to map)
+                self._mm = _try_memmap(p, ds)
+                # the chunk offset table is built on the first random read, not on open (one
+                # callback per chunk: ~300,000 of them for 100M CIFAR-sized records)
+                self._chunks = None if self._mm is not None else _LATER
         elif self._kind == "variable":
             self._flat = f["images_flat"]
 
     def close(self) -> None:
         self._mm = None
         self._chunks = None
+        self._col_maps = {}
         self._dsets = {}
         f, self._f = getattr(self, "_f", None), None
         if f is not None:
             try:
                 f.close()
+            except Exception:
+                pass
+        fh, self._fileobj = getattr(self, "_fileobj", None), None
+        if fh is not None:
+            try:
+                fh.close()
             except Exception:
                 pass
 
@@ -842,6 +886,22 @@ class Hdf5Reader(ArrayReader):
             return arr[key]
         single = key.stop - key.start == 1 if isinstance(key, slice) else np.size(key) == 1
         ds = self._dsets.get(name)
+        if ds is not None and self._n > COLUMN_MAX_RECORDS:
+            # a large store: the rows of this batch only (the whole column would be read on the
+            # first batch: 1.2 GB of labels and checksums at 100M records)
+            if isinstance(key, slice):
+                return self._guard(repr(name), lambda: ds[key])
+            rows = np.asarray(key, dtype=np.int64).reshape(-1)
+            cmap = self._col_maps.get(name, _LATER)
+            if cmap is _LATER:  # unfiltered chunks (as the writer makes them): gathered from a map
+                cmap = self._col_maps[name] = None if self._fileobj is not None or ds.ndim != 1 else _try_chunk_map(self.path, ds)
+            if cmap is not None:
+                per, offsets, mm = cmap
+                size = ds.dtype.itemsize
+                starts = offsets[rows // per] + (rows % per) * size
+                return mm[starts[:, None] + np.arange(size)].view(ds.dtype).reshape(-1)
+            uniq, inv = np.unique(rows, return_inverse=True)
+            return self._guard(repr(name), lambda: _read_rows(ds, uniq))[inv.reshape(-1)]
         lookups = self._lookups.get(name, 0)
         if not single or ds is None or lookups >= 32:
             return self._small(name)[key]
@@ -856,8 +916,23 @@ class Hdf5Reader(ArrayReader):
     def labels(self) -> list[Label]:
         return self._labels()
 
+    def _label_column(self) -> np.ndarray:
+        """int labels: the ``labels`` dataset read once (int64, 8 bytes a record, shared with the
+        single-record lookups, so returned read-only); str labels: one object array."""
+        if not self._str_labels:
+            view = self._small("labels").view()
+            view.flags.writeable = False
+            return view
+        ds = self._labels_ds.asstr()
+        out = np.asarray(self._guard("labels", lambda: ds[()]), dtype=object)
+        if self._mixed:
+            flags = self._small("label_is_int").astype(bool)
+            for i in np.flatnonzero(flags).tolist():
+                out[i] = int(out[i])
+        return out
+
     def _stored_checksums(self, idx: np.ndarray) -> np.ndarray | None:
-        return self._small("checksums")[idx].astype(np.uint32, copy=False)
+        return self._small_at("checksums", idx).astype(np.uint32, copy=False)
 
     def _stored_checksum(self, index: int) -> int | None:
         return int(self._small_at("checksums", slice(index, index + 1))[0])
@@ -901,6 +976,8 @@ class Hdf5Reader(ArrayReader):
             if out.shape[0]:
                 ds.read_direct(out, source_sel=key)
             return out
+        if self._chunks is _LATER:
+            self._chunks = _try_chunk_map(self.path, ds)
         if self._chunks is not None:
             return self._rows_from_chunks(key)
         return _read_rows(ds, key)
@@ -974,6 +1051,20 @@ def _read_rows(ds: Any, rows: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def _random_access(mm: np.memmap, rows: int) -> np.ndarray:
+    """``mm`` as a plain array; for a store of more than COLUMN_MAX_RECORDS records the map is
+    advised MADV_RANDOM: a page fault then reads its page, not the ~128 KiB of read-around that
+    makes cold random rows of a large store several times slower (LMDB maps the same way)."""
+    if rows > COLUMN_MAX_RECORDS:
+        raw = getattr(mm, "_mmap", None)
+        if raw is not None and hasattr(raw, "madvise") and hasattr(mmap, "MADV_RANDOM"):
+            try:
+                raw.madvise(mmap.MADV_RANDOM)
+            except (OSError, ValueError):
+                pass
+    return mm.view(np.ndarray)
+
+
 def _try_memmap(path: Path, ds: h5py.Dataset) -> np.memmap | None:
     """Contiguous, unfiltered, allocated datasets are plain bytes in the file: map them."""
     try:
@@ -984,7 +1075,7 @@ def _try_memmap(path: Path, ds: h5py.Dataset) -> np.memmap | None:
             return None
         if offset + ds.id.get_storage_size() > path.stat().st_size:
             return None  # truncated: let h5py report it
-        return np.memmap(path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape).view(np.ndarray)
+        return _random_access(np.memmap(path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape), ds.shape[0])
     except Exception:
         return None
 
@@ -1016,7 +1107,7 @@ def _try_chunk_map(path: Path, ds: h5py.Dataset) -> tuple[int, np.ndarray, np.me
         ds.id.chunk_iter(visit)
         if bad or (offsets < 0).any() or int(offsets.max()) + chunk_bytes > path.stat().st_size:
             return None
-        return per_chunk, offsets, np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray)
+        return per_chunk, offsets, _random_access(np.memmap(path, dtype=np.uint8, mode="r"), ds.shape[0])
     except Exception:
         return None
 

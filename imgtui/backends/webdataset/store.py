@@ -65,7 +65,7 @@ from ...errors import (
 )
 from ...png import DEFAULT_PNG_LEVEL, decode_png, encode_png
 from ...records import CODE_DTYPES, DTYPE_CODES, MAX_IMAGE_BYTES, Label, Record, loads_metadata
-from ..base import StoreReader, StoreWriter, atomic_write_text, check_manifest, fsync_dir
+from ..base import StoreReader, StoreWriter, atomic_write_text, check_manifest, fsync_dir, labels_to_array
 
 BACKEND = "webdataset"
 MANIFEST = "manifest.json"
@@ -83,6 +83,9 @@ MAX_SHARD_BYTES = 1 << 40
 MAX_SHARDS = 10_000_000
 #: shard files a reader keeps mapped (or open) at once; past that a read opens and closes its shard
 MAX_OPEN_SHARDS = 256
+#: an index.npy larger than this (~3.8M records) has its crc32 checked when first used whole,
+#: not when the store is opened (batch reads check their own rows)
+LAZY_CRC_BYTES = 256 << 20
 #: bytes verify reads at once while it walks a shard's tar headers
 VERIFY_WINDOW = 1 << 20
 
@@ -441,14 +444,37 @@ class WdsReader(StoreReader):
         self._rows_checked = False
         self._check_index()
 
+    def _check_index_crc(self) -> None:
+        data = getattr(self, "_index_data", None)
+        if data is None:
+            return
+        if self._index_crc != zlib.crc32(data) & 0xFFFFFFFF:
+            raise CorruptStoreError(f"{self.path / INDEX}: its crc32 does not match the manifest's (damaged or replaced)")
+        self._index_data = None
+
     @property
     def _ix(self) -> np.ndarray:
         """The index, every row checked (on first use: opening checks the shards and the index's
         crc32 and count; a single read checks its own row, see ``_row``)."""
         if not self._rows_checked:
+            self._check_index_crc()
             self._check_rows(self._ix_raw)
             self._rows_checked = True
         return self._ix_raw
+
+    def _rows_of(self, idx: np.ndarray) -> np.ndarray:
+        """The index rows ``idx`` (non-negative, in range), checked: the whole index on first use
+        for a store of up to LAZY_CRC_BYTES of index, else only these rows."""
+        if self._rows_checked or len(self._ix_raw) * INDEX_DTYPE.itemsize <= LAZY_CRC_BYTES:
+            return self._ix[idx]
+        sel = self._ix_raw[idx]
+        try:
+            self._check_rows(sel)
+        except CorruptStoreError:
+            for i in np.asarray(idx).reshape(-1).tolist():  # name the first bad row
+                self._check_rows(self._ix_raw[i : i + 1], i)
+            raise
+        return sel
 
     def _row(self, index: int) -> np.ndarray:
         """Row ``index`` of the index, checked (alone while the whole index is not checked yet)."""
@@ -471,9 +497,11 @@ class WdsReader(StoreReader):
                 data: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         except (OSError, ValueError) as exc:
             raise CorruptStoreError(f"{ipath}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
-        want = layout.get("index_crc32")
-        if want != zlib.crc32(data) & 0xFFFFFFFF:
-            raise CorruptStoreError(f"{ipath}: its crc32 does not match the manifest's (damaged or replaced)")
+        self._index_data, self._index_crc = data, layout.get("index_crc32")
+        if len(data) <= LAZY_CRC_BYTES:
+            self._check_index_crc()
+        # (a larger index is checked when it is first used whole: a batch or single read checks
+        # its own rows against the shards, so opening 100M records does not read 7 GB of index)
         try:  # the header only (np.load would copy the rows): the rows are viewed in place
             f = io.BytesIO(data[:65536])
             version = np.lib.format.read_magic(f)
@@ -801,7 +829,7 @@ class WdsReader(StoreReader):
         idx_arr = self._indices(indices)
         if not idx_arr.size:
             return []
-        sel = self._ix[idx_arr]
+        sel = self._rows_of(idx_arr)
         idx = idx_arr.tolist()
         images = self._gather(sel)
         if images is None:
@@ -818,7 +846,7 @@ class WdsReader(StoreReader):
         idx_arr = self._indices(indices)
         if not idx_arr.size:
             return []
-        sel = self._ix[idx_arr]
+        sel = self._rows_of(idx_arr)
         images = self._gather(sel)
         if images is not None:
             return images
@@ -871,11 +899,22 @@ class WdsReader(StoreReader):
             labels = list(self._str_labels)
         return labels
 
+    def _labels_array(self) -> np.ndarray:
+        self._check_index_crc()  # (the label column only: the rows' offsets are not needed)
+        ix = self._ix_raw
+        if not len(ix) or not (ix["lkind"] != 0).any():
+            return ix["label"].astype(np.int64)  # the index's int label column: 8 bytes a record
+        return labels_to_array(self._labels())
+
     def _stored_checksum(self, index: int) -> int | None:
         return int(self._row(index)["checksum"])
 
     # -- checks ----------------------------------------------------------------------------------
     def _verify_extra(self) -> list[str]:
+        try:
+            self._check_index_crc()  # (opened without it: a large index)
+        except CorruptStoreError as exc:
+            return [str(exc)]
         problems: list[str] = []
         count = self.manifest.get("count")
         if count != len(self):

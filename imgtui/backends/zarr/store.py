@@ -1151,6 +1151,25 @@ class ZarrReader(ArrayReader):
             out = [out[k] for k in inv]
         return out
 
+    def _label_column(self) -> np.ndarray:
+        """int labels: the ``labels`` array read once (int64, shared with record reads, so
+        returned read-only); str labels: one object array."""
+        vals = self._small("labels")
+        if not self._str_labels:
+            view = np.asarray(vals, dtype=np.int64).view()
+            view.flags.writeable = False
+            return view
+        out = np.empty(len(vals), dtype=object)
+        out[:] = vals.tolist()
+        if self._mixed:
+            flags = self._small("label_is_int")
+            try:
+                for i in np.flatnonzero(flags).tolist():
+                    out[i] = int(out[i])
+            except ValueError:
+                raise CorruptStoreError(f"{self.path}: a label marked as an int is not a number") from None
+        return out
+
     def _metadata(self, key: Any, inv: np.ndarray | None, n: int) -> list[dict]:
         if self._meta_empty:
             return [{} for _ in range(n)]
