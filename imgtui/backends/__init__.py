@@ -82,8 +82,12 @@ def detect_backend(path: str | os.PathLike) -> str:
     try:
         if is_sharded(p):  # a folder of shards: report the shards' backend
             return sharded_backend(p)
-        for name in available():
-            if get_backend(name).detect(p):
+        for name in BACKENDS:  # imported one at a time: an LMDB store does not import zarr (~0.3 s)
+            try:
+                backend = get_backend(name)
+            except ImgtuiError:  # its optional package is not installed
+                continue
+            if backend.detect(p):
                 return name
     except PermissionError:
         raise _unreadable(p) from None

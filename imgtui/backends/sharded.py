@@ -61,12 +61,12 @@ _ENTRY_RE = re.compile(r"^shard-(\d{5,})((?:\.[a-z0-9]+)?)(\.partial)?(\.imgtui-
 
 def _suffix_backends() -> dict[str, str]:
     """Store suffix -> backend name, for every registered backend ('' is a folder store: disk)."""
-    from .registry import BACKENDS, get_backend
+    from .registry import BACKENDS, suffix_of
 
     out: dict[str, str] = {}
     for name in BACKENDS:
         try:
-            suffix = get_backend(name).suffix
+            suffix = suffix_of(name)
         except ImgtuiError:
             continue  # an optional backend that is not installed
         out.setdefault(suffix, name)
