@@ -287,3 +287,14 @@ def test_cli_bad_repeats_and_results_folder_are_one_line_errors(tmp_path, capsys
                  "--workdir", str(tmp_path), "--quiet"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("imgtui: error: cannot write the results folder")
+
+
+def test_claims_facts_are_kept_and_counted_when_reused(tmp_path):
+    folder = tmp_path / "results"
+    kw = dict(count=10, repeats=1, results_folder=folder, workdir=str(tmp_path), experiments=["disk_usage"])
+    first = run_claims("synthetic:count=10,size=8", **kw)
+    facts = [r for r in first.rows if r.experiment.startswith("fact_")]
+    assert facts and notes(first) == []
+    second = run_claims("synthetic:count=10,size=8", **kw)
+    assert notes(second)[0].startswith(f"reused {len(first.rows)} figures measured ")
+    assert [v.verdict for v in evaluate_claims(second)] == [v.verdict for v in evaluate_claims(first)]

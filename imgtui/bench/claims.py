@@ -842,6 +842,18 @@ def claims_plan(dataset: str = "synthetic", count: int = 2000, workdir: str | No
     )
 
 
+def _count_reused(table: ResultTable, n: int, when: list[str], memory) -> None:
+    """Add ``n`` reused fact rows to the table's "reused N figures" note (or make the note)."""
+    from .memory import reused_note
+
+    for i, note in enumerate(table.notes):
+        m = re.match(r"reused (\d+) figures?", note)
+        if m:
+            table.notes[i] = note.replace(m.group(0), f"reused {int(m.group(1)) + n} figures", 1)
+            return
+    table.notes.append(reused_note(n, when) + f" (results folder {memory.folder})")
+
+
 def run_claims(
     dataset: str = "synthetic",
     count: int = 2000,
@@ -882,7 +894,8 @@ def run_claims(
     table.notes[:0] = notes
     if facts and (cancel is None or not cancel.is_set()):
         if memory is not None and not fresh and all(memory.covers(f, [], 1) for f in FACT_EXPERIMENTS):
-            rows, _when = memory.rows(FACT_EXPERIMENTS)
+            rows, when = memory.rows(FACT_EXPERIMENTS)
+            _count_reused(table, len(rows), when, memory)
         else:
             rows = portability_facts(workdir) + drift_facts(workdir) + mapsize_facts(workdir)
             if memory is not None:
