@@ -298,3 +298,16 @@ def test_claims_facts_are_kept_and_counted_when_reused(tmp_path):
     second = run_claims("synthetic:count=10,size=8", **kw)
     assert notes(second)[0].startswith(f"reused {len(first.rows)} figures measured ")
     assert [v.verdict for v in evaluate_claims(second)] == [v.verdict for v in evaluate_claims(first)]
+
+
+def test_bench_interleave_flag_and_max_column(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert main(["bench", "--dataset", "synthetic:count=10,size=8", "--counts", "10", "--backends", "disk,lmdb",
+                 "--methods", "imgtui", "--experiments", "read_many", "--interleave", "--repeats", "2",
+                 "--workdir", str(tmp_path), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert " max " in text
+    t = ResultTable.from_json(out)
+    reads = [r for r in t.rows if r.experiment == "read_many"]
+    assert t.plan["interleave"] is True and len(reads) == 2
+    assert all(r.repeats == 2 and r.min_s <= r.median_s <= r.max_s for r in reads)
