@@ -344,6 +344,9 @@ def exp_random(run: Run, step: Step, m: Method, data: Data, handle: Handle, cach
 def exp_concurrent(run: Run, step: Step, m: Method, data: Data, handle: Handle, cache: str):
     k = int(step.readers or 1)
     reps = run.repeats(step.count)
+    # an interleaved plan times one trial per fresh set of processes: one untimed trial first in
+    # each, or every figure would carry a new process's first-read costs (imports, page faults)
+    warm = 1 if getattr(run.plan, "interleave", False) and cache == "warm" else 0
     batches = [b.tolist() for b in random_indices(data.n)]
     per_reader = len(batches) * RANDOM_BATCH
     options = dict((run.plan.backend_options or {}).get(step.backend, {})) if step.method == "imgtui" else {}
@@ -360,7 +363,7 @@ def exp_concurrent(run: Run, step: Step, m: Method, data: Data, handle: Handle, 
             ctxmp.Process(
                 target=_reader_process,
                 args=(step.method, step.backend, options, str(handle.path), handle.count, handle.extra,
-                      batches, reps, barrier, stop, counter, i, out_q),
+                      batches, warm + reps, barrier, stop, counter, i, out_q),
                 daemon=True,
             )
             for i in range(k)
@@ -402,7 +405,7 @@ def exp_concurrent(run: Run, step: Step, m: Method, data: Data, handle: Handle, 
             if errors:
                 raise ImgtuiError(f"reader process failed: {errors[0]}")
             durations = []
-            for r in range(reps):
+            for r in range(warm, warm + reps):
                 spans = [results[i][1][r] for i in range(k)]
                 durations.append(max(e for _s, e in spans) - min(st for st, _e in spans))
             return durations, max(s.peaks) if s.peaks else 0
@@ -417,7 +420,7 @@ def exp_concurrent(run: Run, step: Step, m: Method, data: Data, handle: Handle, 
             out_q.close()
             run.procs = []
 
-    times, peak = yield from run.call(work, reps * k * per_reader)
+    times, peak = yield from run.call(work, (warm + reps) * k * per_reader)
     return [run.timed_row(step, m, times, peak, k * per_reader, cache)]
 
 
