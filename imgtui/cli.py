@@ -571,7 +571,10 @@ def add_claims_parsers(sub) -> None:
     cl = sub.add_parser("claims", help="test the classic comparison's claims on your images (confirmed/refuted/depends)")
     cl.add_argument("--dataset", default="synthetic", metavar="SPEC", help="dataset spec (default: synthetic)")
     cl.add_argument("--count", type=int, default=2000, help="records to measure with (default 2,000)")
-    cl.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3)")
+    cl.add_argument("--repeats", type=int, default=None,
+                    help="rounds: every backend timed once per round, the order rotated each round (default 3)")
+    cl.add_argument("--fresh", action="store_true", help="measure everything again (ignore the stored results)")
+    cl.add_argument("--quick", action="store_true", help="at most 500 records and 2 rounds (wider ranges)")
     cl.add_argument("--results", metavar="FILE", help="evaluate an earlier claims run (JSON) instead of measuring")
     cl.add_argument("--save", metavar="FILE", help="write the measured rows as JSON")
     cl.add_argument("--workdir", metavar="DIR", help="folder for the temporary stores")
@@ -588,6 +591,10 @@ def add_claims_parsers(sub) -> None:
     r.add_argument("--backends", metavar="LIST", help="comma list of the backends to choose from (default: all)")
     r.add_argument("--results", metavar="FILE", help="benchmark results (JSON or CSV) to decide on")
     r.add_argument("--count", type=int, default=2000, help="records for missing measurements (default 2,000)")
+    r.add_argument("--repeats", type=int, default=None,
+                   help="rounds: every backend timed once per round, the order rotated each round (default 3)")
+    r.add_argument("--fresh", action="store_true", help="measure everything again (ignore the stored results)")
+    r.add_argument("--quick", action="store_true", help="at most 500 records and 2 rounds (wider ranges)")
     r.add_argument("--workdir", metavar="DIR", help="folder for the temporary stores")
     r.add_argument("--json", action="store_true", help="print the recommendation as JSON")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
@@ -617,6 +624,8 @@ def _event_printer(quiet: bool, stream=None):
         if quiet or not isinstance(ev, Started):
             return
         text = f"[{ev.step}/{ev.steps}] {ev.experiment} {ev.backend}/{ev.method} {ev.count:,}"
+        if getattr(ev, "rounds", 1) > 1:
+            text += f" round {ev.round + 1}/{ev.rounds}"
         if live:
             print("\r" + text.ljust(70), end="", file=stream, flush=True)
         else:
@@ -626,25 +635,49 @@ def _event_printer(quiet: bool, stream=None):
     return show
 
 
+def _check_repeats(args: argparse.Namespace) -> None:
+    if args.repeats is not None and args.repeats < 1:
+        raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
+    if args.workdir is not None and not os.path.isdir(args.workdir):
+        raise UsageError(f"--workdir {args.workdir} is not an existing folder")
+
+
+def _print_notes(notes: list[str], quiet: bool) -> None:
+    """Warnings (a busy machine) on stderr, one line each; the other notes go with the output."""
+    for n in notes:
+        if n.startswith("warning:"):
+            print(f"imgtui: {n}", file=sys.stderr)
+
+
 def cmd_claims(args: argparse.Namespace) -> int:
     from .bench.claims import evaluate_claims, format_claims, run_claims
+    from .bench.memory import results_dir
 
     if args.count < 1:
         raise UsageError(f"--count must be at least 1, got {args.count}")
+    _check_repeats(args)
     if args.results:
         table = _load_results(args.results)
     else:
         printer = _event_printer(args.quiet or args.json)
-        table = run_claims(args.dataset, args.count, workdir=args.workdir, repeats=args.repeats, on_event=printer)
+        table = run_claims(args.dataset, args.count, workdir=args.workdir, repeats=args.repeats, on_event=printer,
+                           results_folder=results_dir(), fresh=args.fresh, quick=args.quick)
         if not (args.quiet or args.json) and printer.live:
             print(file=sys.stderr)
+        _print_notes(table.notes, args.quiet)
     if args.save:
         table.to_json(args.save)
     verdicts = evaluate_claims(table)
     if args.json:
-        print(json.dumps({"dataset": table.dataset, "claims": [v.to_dict() for v in verdicts]}, indent=1))
+        print(json.dumps({"dataset": table.dataset, "notes": table.notes,
+                          "load": {k: table.machine.get(k) for k in ("load_start", "load_end", "load_cores", "busy")},
+                          "claims": [v.to_dict() for v in verdicts]}, indent=1))
     else:
-        print(f"Claims tested on {table.dataset or args.dataset}\n")
+        print(f"Claims tested on {table.dataset or args.dataset}")
+        for n in table.notes:
+            if not n.startswith("warning:"):
+                print(n)
+        print()
         print(format_claims(verdicts), end="")
     return 0
 
@@ -652,15 +685,22 @@ def cmd_claims(args: argparse.Namespace) -> int:
 def cmd_recommend(args: argparse.Namespace) -> int:
     from .bench.recommend import Needs, Profile, candidates, recommend, recommend_for_dataset
 
+    from .bench.memory import results_dir
+
+    if args.count < 1:
+        raise UsageError(f"--count must be at least 1, got {args.count}")
+    _check_repeats(args)
     needs = Needs(args.access, args.changes, args.readers, args.people_open_files, args.single_file)
     backends = candidates([b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None)
     results = _load_results(args.results) if args.results else None
     if args.dataset:
         printer = _event_printer(args.quiet or args.json)
         rec, _table = recommend_for_dataset(args.dataset, needs, results, count=args.count, workdir=args.workdir,
-                                            on_event=printer, backends=backends)
+                                            on_event=printer, backends=backends, results_folder=results_dir(),
+                                            fresh=args.fresh, quick=args.quick, repeats=args.repeats)
         if not (args.quiet or args.json) and rec.measured and printer.live:
             print("\r" + " " * 70 + "\r", end="", file=sys.stderr)
+        _print_notes(rec.notes, args.quiet)
     elif results is not None:
         rec = recommend(Profile.from_results(results), needs, results, backends)
     else:

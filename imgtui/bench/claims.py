@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -34,9 +34,12 @@ from ..errors import ImgtuiError
 from . import backend_info as bi
 from .fmt import fmt_bytes, fmt_rate
 from .model import BenchPlan, Event, Finished, ResultRow, ResultTable
+from .plan import default_repeats
 from .run import run_plan
 
-VERDICTS = ("confirmed", "refuted", "depends", "not measured")
+#: "too close to call": the figures' measured ranges allow more than one verdict (see evaluate_claims)
+VERDICTS = ("confirmed", "refuted", "depends", "too close to call", "not measured")
+TOO_CLOSE = "too close to call"
 #: the claims' subjects, as the classic comparison names them: PNG files on disk against LMDB and
 #: HDF5. Every other measured backend shows in the figures; the verdicts are about these.
 FILES, LMDB, HDF5 = "disk", "lmdb", "hdf5"
@@ -146,6 +149,28 @@ def _rates(rows: list[ResultRow]) -> dict[str, float]:
     return _by_backend(rows, lambda r: r.records_per_s)
 
 
+def _ranges(rows: list[ResultRow]) -> dict[str, tuple[float, float]]:
+    """backend -> (slowest, fastest) records/s of rows measured with a spread (min < max)."""
+    out: dict[str, tuple[float, float]] = {}
+    for r in rows:
+        rr = r.rate_range()
+        if r.spread and rr is not None and r.backend not in out:
+            out[r.backend] = rr
+    return out
+
+
+def _r3(x: float) -> str:
+    for unit, div in (("M", 1e6), ("k", 1e3)):
+        if x >= div:
+            return f"{x / div:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def fmt_rate_range(lo: float, hi: float) -> str:
+    """``950-1.15k``: a range of records/s, three significant digits each."""
+    return f"{_r3(lo)}-{_r3(hi)}"
+
+
 def _name(b: str) -> str:
     return "numpy floor" if b == "numpy" else bi.short_name(b)
 
@@ -156,9 +181,14 @@ def _order(keys) -> list[str]:
     return sorted(keys, key=lambda b: (order.index(b) if b in order else len(order), b))
 
 
-def _rate_line(what: str, rates: dict[str, float], order: tuple[str, ...] | None = None) -> str:
+def _rate_line(what: str, rates: dict[str, float], order: tuple[str, ...] | None = None,
+               ranges: dict[str, tuple[float, float]] | None = None) -> str:
+    """``what: HDF5 1.2k vs LMDB 3.4k records/s``; with ``ranges`` each median is followed by its
+    range over the repeats: ``LMDB 3.4k (3.1k-3.6k)``."""
     order = tuple(reversed(_order(rates))) if order is None else order
-    parts = [f"{_name(b)} {fmt_rate(rates[b])}" for b in order if b in rates]
+    ranges = ranges or {}
+    parts = [f"{_name(b)} {fmt_rate(rates[b])}" + (f" ({fmt_rate_range(*ranges[b])})" if b in ranges else "")
+             for b in order if b in rates]
     return f"{what}: " + " vs ".join(parts) + " records/s"
 
 
@@ -177,7 +207,8 @@ def _claim1(table: ResultTable) -> tuple[str, str, list[str]]:
         best = max((b for b in PACKED if b in rates), key=rates.get)
         ratio = rates[best] / rates[FILES]
         ratios.append(ratio)
-        figures.append(_rate_line(f"{exp} of {rows[0].count:,}", rates) + f" ({_name(best)} {_x(rates[best], rates[FILES])} {_name(FILES)})")
+        figures.append(_rate_line(f"{exp} of {rows[0].count:,}", rates, ranges=_ranges(rows))
+                       + f" ({_name(best)} {_x(rates[best], rates[FILES])} {_name(FILES)})")
     if not ratios:
         return "not measured", "no store_many/read_many/random_batches rows for disk and LMDB/HDF5", figures
     if all(r >= 2 for r in ratios):
@@ -198,7 +229,8 @@ def _claim2(table: ResultTable) -> tuple[str, str, list[str]]:
         if HDF5 not in rates or len(rates) < 2:
             continue
         best = max(rates, key=rates.get)
-        figures.append(_rate_line(f"HDF5 slice of {int(length):,}" if length.isdigit() else "slice", rates)
+        figures.append(_rate_line(f"HDF5 slice of {int(length):,}" if length.isdigit() else "slice", rates,
+                                  ranges=_ranges(by_len[length]))
                        + (f" (fastest: {_name(best)})"))
         wins.append(rates[HDF5] * TIE >= rates[best])
     if not wins:
@@ -225,9 +257,31 @@ def _scaling(table: ResultTable, exp: str) -> tuple[dict[str, float], dict[str, 
     return scale, detail
 
 
+def _scaling_ranges(table: ResultTable, exp: str) -> dict[str, tuple[float, float]]:
+    """backend -> (lowest, highest) scaling 1 -> K readers over the measured ranges (rows with a
+    spread only): K's slowest over 1's fastest, K's fastest over 1's slowest."""
+    per: dict[str, dict[int, tuple[float, float]]] = {}
+    for r in good_rows(table, exp):
+        rr = r.rate_range()
+        if r.readers and rr is not None and r.spread:
+            per.setdefault(r.backend, {})[int(r.readers)] = rr
+    out = {}
+    for b, d in per.items():
+        if 1 in d and len(d) > 1:
+            k = max(d)
+            out[b] = (d[k][0] / d[1][1], d[k][1] / d[1][0])
+    return out
+
+
+def _sx(value: float, rng: tuple[float, float] | None) -> str:
+    """``1.25x`` or, measured with a spread, ``1.25x (1.10-1.31x)``."""
+    return f"{value:.2f}x" + (f" ({rng[0]:.2f}-{rng[1]:.2f}x)" if rng else "")
+
+
 def _claim3(table: ResultTable) -> tuple[str, str, list[str]]:
     th, th_d = _scaling(table, "parallel_threads")
     pr, pr_d = _scaling(table, "parallel_processes")
+    th_r, pr_r = _scaling_ranges(table, "parallel_threads"), _scaling_ranges(table, "parallel_processes")
     cpus = (table.machine or {}).get("cpu_count") or (table.machine or {}).get("cpus")
     figures = []
     for label, d in (("threads", th_d), ("processes", pr_d)):
@@ -253,13 +307,16 @@ def _claim3(table: ResultTable) -> tuple[str, str, list[str]]:
         threads = "refuted"
     else:
         threads = "depends"
-    head = f"threads: {who} {h_th:.2f}x, {other} {l_th:.2f}x"
+    h_b = max(serial, key=lambda b: th[b])
+    head = f"threads: {who} {_sx(h_th, th_r.get(h_b))}, {other} {_sx(l_th, th_r.get(par))}"
     if par not in pr:
         return threads, head + " (processes not measured)", figures
     l_pr = pr[par]
     h_pr = max((pr[b] for b in serial if b in pr), default=None)
     procs = "confirmed" if l_pr >= 1.2 else ("refuted" if l_pr < 1.05 else "depends")
-    head += f"; processes: {other} {l_pr:.2f}x" + (f", {who} {h_pr:.2f}x" if h_pr is not None else "")
+    h_pb = max((b for b in serial if b in pr), key=lambda b: pr[b], default=None)
+    head += (f"; processes: {other} {_sx(l_pr, pr_r.get(par))}"
+             + (f", {who} {_sx(h_pr, pr_r.get(h_pb))}" if h_pr is not None and h_pb is not None else ""))
     if threads == procs:
         return threads, head, figures
     return "depends", head + f" (threads say {threads}, processes say {procs})", figures
@@ -275,6 +332,7 @@ def mutate_figures(table: ResultTable) -> dict[str, dict[str, dict]]:
             continue
         out.setdefault(r.backend, {})[op] = {
             "seconds": r.median_s, "rate": r.records_per_s, "in_place": d.get("in_place") == "yes",
+            "range": r.seconds_range() if r.spread else None,
             "valid": d.get("valid") == "yes", "bytes": r.bytes_on_disk, "how": d.get("how", ""),
             "n": int(d.get("n", "0") or 0),
         }
@@ -290,7 +348,8 @@ def _claim4(table: ResultTable) -> tuple[str, str, list[str]]:
             f = mf.get(b, {}).get(op)
             if f:
                 flags = ("in place" if f["in_place"] else "rewrite") + ("" if f["valid"] else ", INVALID after")
-                parts.append(f"{_name(b)} {f['seconds'] * 1000:,.0f} ms ({flags})")
+                rng = f" [{f['range'][0] * 1000:,.0f}-{f['range'][1] * 1000:,.0f}]" if f.get("range") else ""
+                parts.append(f"{_name(b)} {f['seconds'] * 1000:,.0f}{rng} ms ({flags})")
         if parts:
             n = next((mf[b][op]["n"] for b in mf if op in mf[b]), 0)
             figures.append(f"{op} {n:,}: " + ", ".join(parts))
@@ -416,7 +475,8 @@ def _claim8(table: ResultTable) -> tuple[str, str, list[str]]:
         else:
             continue
         best = max((b for b in PACKED if b in rates), key=rates.get)
-        figures.append(_rate_line(f"{exp} ({method} method)", rates)
+        figures.append(_rate_line(f"{exp} ({method} method)", rates,
+                                  ranges=_ranges(good_rows(table, exp, method=method)))
                        + f" (PNG file {_x(rates[FILES], rates[best])} {_name(best)})")
         ratio = rates[FILES] / rates[best]
         verdicts.append("confirmed" if ratio >= TIE else ("refuted" if ratio < 1 / TIE else "tie"))
@@ -454,11 +514,122 @@ _EVALUATORS = {1: _claim1, 2: _claim2, 3: _claim3, 4: _claim4, 5: _claim5, 6: _c
                9: _claim9}
 
 
+def _favour_packed(r: ResultRow) -> int:
+    return 1 if r.backend in PACKED else -1 if r.backend == FILES else 0
+
+
+def _favour_files(r: ResultRow) -> int:
+    return -_favour_packed(r)
+
+
+def _favour_hdf5(r: ResultRow) -> int:
+    return 1 if r.backend == HDF5 else -1 if r.method != "floor" else 0
+
+
+def _favour_claim3(r: ResultRow) -> int:
+    """LMDB scaling well and HDF5 not (with threads; processes decide on LMDB)."""
+    who = 1 if r.backend == LMDB else -1 if r.backend in PACKED else 0
+    return who * (1 if (r.readers or 1) > 1 else -1)
+
+
+#: claim -> which rows' best end favours the claim (+1), which rows' best end speaks against it
+#: (-1): the claim's verdict taken at both ends of every measured range (see evaluate_claims)
+_FAVOUR: dict[int, Callable[[ResultRow], int]] = {
+    1: _favour_packed, 2: _favour_hdf5, 3: _favour_claim3, 4: _favour_files, 8: _favour_files,
+}
+
+
+def range_view(table: ResultTable, favour: Callable[[ResultRow], int], sign: int) -> ResultTable:
+    """``table`` with every timed row that has a spread moved to one end of its range: rows that
+    ``favour`` marks +1 to their fastest trial and -1 rows to their slowest (``sign`` -1: the
+    other way round); rows without a spread as they are."""
+    rows = []
+    for r in table.rows:
+        f = favour(r) * sign
+        n = r.records
+        if f and r.spread and n:
+            secs = r.min_s if f > 0 else r.max_s
+            rows.append(replace(r, median_s=secs, records_per_s=n / secs if secs else r.records_per_s))
+        else:
+            rows.append(r)
+    return ResultTable(rows=rows, machine=table.machine, plan=table.plan, dataset=table.dataset)
+
+
+def _pair(rows: list[ResultRow], a: str, others: Iterable[str]) -> str | None:
+    """``LMDB 5.1k-5.6k vs PNG files 4.9k-5.3k``: ``a`` against the fastest of ``others``."""
+    rates, ranges = _rates(rows), _ranges(rows)
+    rivals = [b for b in others if b in rates and b != a]
+    if a not in rates or not rivals:
+        return None
+    b = max(rivals, key=rates.get)
+
+    def one(x: str) -> str:
+        lo, hi = ranges.get(x, (rates[x], rates[x]))
+        return f"{_name(x)} {fmt_rate_range(lo, hi)}"
+
+    return f"{one(a)} vs {one(b)}"
+
+
+def headline_ranges(claim: int, table: ResultTable) -> str:
+    """The ranges (records/s, or ms for changes) of the comparisons that decide ``claim``."""
+    parts: list[str] = []
+    if claim == 1:
+        for exp in ("store_many", "read_many", "random_batches"):
+            rows = good_rows(table, exp)
+            rates = _rates(rows)
+            packed = [b for b in PACKED if b in rates]
+            if packed and FILES in rates:
+                best = max(packed, key=rates.get)
+                p = _pair(rows, best, [FILES])
+                parts += [f"{exp} {p}"] if p else []
+    elif claim == 2:
+        rows = good_rows(table, "slice_read")
+        for length in sorted({parse_detail(r.detail).get("slice", "?") for r in rows}, key=lambda x: int(x) if x.isdigit() else 0):
+            sub = [r for r in rows if parse_detail(r.detail).get("slice", "?") == length]
+            p = _pair(sub, HDF5, [r.backend for r in sub])
+            parts += [f"slice of {length} {p}"] if p else []
+    elif claim == 8:
+        for exp in ("store_one", "read_one"):
+            for method in ("article", "imgtui"):
+                rows = good_rows(table, exp, method=method)
+                rates = _rates(rows)
+                if FILES in rates and set(PACKED) & set(rates):
+                    p = _pair(rows, FILES, PACKED)
+                    parts += [f"{exp} {p}"] if p else []
+                    break
+    elif claim == 4:
+        mf = mutate_figures(table)
+        for op in ("append", "overwrite", "delete"):
+            have = [b for b in (FILES,) + PACKED if op in mf.get(b, {})]
+            if FILES in have and len(have) > 1:
+                def ms(b: str) -> str:
+                    f = mf[b][op]
+                    lo, hi = f.get("range") or (f["seconds"], f["seconds"])
+                    return f"{_name(b)} {lo * 1000:,.0f}-{hi * 1000:,.0f} ms"
+                parts.append(f"{op} " + " vs ".join(ms(b) for b in have))
+    return "; ".join(parts)
+
+
 def evaluate_claims(table: ResultTable) -> list[ClaimVerdict]:
-    """A verdict per claim of ``CLAIMS`` from the rows of ``table`` (missing rows: "not measured")."""
+    """A verdict per claim of ``CLAIMS`` from the rows of ``table`` (missing rows: "not measured").
+
+    A timed claim is decided on the medians and again at both ends of the measured ranges: every
+    figure at the end that favours the claim, then every figure at the end that speaks against it
+    (``range_view``). When the three verdicts differ, the ranges overlap where it matters and the
+    verdict is "too close to call", the headline quoting the medians and ranges it was decided on."""
     out = []
     for c in CLAIMS:
         verdict, summary, figures = _EVALUATORS[c.id](table)
+        favour = _FAVOUR.get(c.id)
+        if favour is not None and verdict != "not measured" and any(r.spread for r in table.rows):
+            pro = _EVALUATORS[c.id](range_view(table, favour, +1))[0]
+            con = _EVALUATORS[c.id](range_view(table, favour, -1))[0]
+            if len({verdict, pro, con}) > 1:
+                alts = " or ".join(dict.fromkeys(v for v in (con, verdict, pro)))
+                ranges = headline_ranges(c.id, table)
+                summary = (f"too close to call: within the measured ranges the figures say {alts}"
+                           + (f" ({ranges})" if ranges else "") + f"; on the medians {verdict}: {summary}")
+                verdict = TOO_CLOSE
         out.append(ClaimVerdict(c.id, c.title, c.text, verdict, summary, figures, list(c.experiments)))
     return out
 
@@ -654,14 +825,33 @@ def mapsize_facts(workdir: str | None = None, mb: float = 16.0) -> list[ResultRo
 
 
 # -- a claims run ----------------------------------------------------------------------------------
+#: ``--quick``: at most this many records, and this many rounds unless repeats are given
+QUICK_COUNT, QUICK_REPEATS = 500, 2
+FACT_EXPERIMENTS = ("fact_portability", "fact_drift", "fact_mapsize")
+
+
 def claims_plan(dataset: str = "synthetic", count: int = 2000, workdir: str | None = None,
-                repeats: int | None = None) -> BenchPlan:
-    """The plan that measures every claim: imgtui's backends (all usable) and the numpy floor, one count."""
+                repeats: int | None = None, backend_options: dict | None = None,
+                experiments: Iterable[str] | None = None) -> BenchPlan:
+    """The plan that measures every claim: imgtui's backends (all usable) and the numpy floor, one
+    count, interleaved (each round every backend once, the order rotated each round)."""
     return BenchPlan(
         dataset=dataset, backends=bi.names(), methods=["imgtui", "floor"],
-        experiments=list(CLAIM_EXPERIMENTS), counts=[int(count)], repeats=repeats, workdir=workdir,
-        readers=[1, 2, 4],
+        experiments=list(experiments or CLAIM_EXPERIMENTS), counts=[int(count)], repeats=repeats, workdir=workdir,
+        readers=[1, 2, 4], backend_options=dict(backend_options or {}), interleave=True,
     )
+
+
+def _count_reused(table: ResultTable, n: int, when: list[str], memory) -> None:
+    """Add ``n`` reused fact rows to the table's "reused N figures" note (or make the note)."""
+    from .memory import reused_note
+
+    for i, note in enumerate(table.notes):
+        m = re.match(r"reused (\d+) figures?", note)
+        if m:
+            table.notes[i] = note.replace(m.group(0), f"reused {int(m.group(1)) + n} figures", 1)
+            return
+    table.notes.append(reused_note(n, when) + f" (results folder {memory.folder})")
 
 
 def run_claims(
@@ -672,19 +862,44 @@ def run_claims(
     repeats: int | None = None,
     on_event: Callable[[Event], None] | None = None,
     cancel: threading.Event | None = None,
+    results_folder: str | Path | None = None,
+    fresh: bool = False,
+    quick: bool = False,
+    backend_options: dict | None = None,
+    experiments: Iterable[str] | None = None,
+    facts: bool = True,
 ) -> ResultTable:
-    """Run the claims plan on ``dataset`` (``count`` capped at its length) plus the fact checks."""
+    """Run the claims plan on ``dataset`` (``count`` capped at its length) plus the fact checks.
+
+    ``results_folder``: keep the rows there per dataset fingerprint (``memory.py``) and measure
+    only what it lacks (``fresh``: measure everything again); ``quick``: at most 500 records and 2
+    rounds. The table's ``notes`` say what was reused, quick, or measured on a busy machine."""
+    from .memory import Memory, fingerprint, run_remembered
+
+    notes = []
+    if quick:
+        count = min(count, QUICK_COUNT)
+        repeats = repeats or QUICK_REPEATS
     if not str(dataset).startswith("synthetic"):
         n = open_dataset(dataset).length
         if n is not None:
             count = min(count, n)
-    table = ResultTable()
-    for ev in run_plan(claims_plan(dataset, count, workdir, repeats), cancel):
-        if on_event is not None:
-            on_event(ev)
-        if isinstance(ev, Finished):
-            table = ev.results
-    if cancel is None or not cancel.is_set():
-        for row in portability_facts(workdir) + drift_facts(workdir) + mapsize_facts(workdir):
-            table.add(row)
+    plan = claims_plan(dataset, count, workdir, repeats, backend_options, experiments)
+    rounds = plan.repeats or default_repeats(count)
+    if quick:
+        notes.append(f"quick: {count:,} records, {rounds} rounds (wider ranges, more verdicts too close to call)")
+    memory = Memory(fingerprint(dataset, count, backend_options), results_folder) if results_folder is not None else None
+    table, _measured = run_remembered(plan, memory=memory, fresh=fresh, on_event=on_event,
+                                      run=lambda p: run_plan(p, cancel))
+    table.notes[:0] = notes
+    if facts and (cancel is None or not cancel.is_set()):
+        if memory is not None and not fresh and all(memory.covers(f, [], 1) for f in FACT_EXPERIMENTS):
+            rows, when = memory.rows(FACT_EXPERIMENTS)
+            _count_reused(table, len(rows), when, memory)
+        else:
+            rows = portability_facts(workdir) + drift_facts(workdir) + mapsize_facts(workdir)
+            if memory is not None:
+                memory.put(rows, 1)
+                memory.save()
+        table.rows.extend(rows)
     return table

@@ -14,6 +14,7 @@ from . import backend_info as bi
 from ..errors import ImgtuiError
 from .experiments import DEFAULT_EXPERIMENTS, EXPERIMENT, EXPERIMENTS
 from .fmt import fmt_bytes, fmt_seconds
+from .machine import busy_warning
 from .model import METHODS, BenchPlan, Error, Finished, Progress, Result, ResultRow, Started
 from .plot import save_plot
 from .run import run_plan
@@ -44,6 +45,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--methods", default=",".join(METHODS), metavar="LIST", help="comma list of article,imgtui,floor")
     b.add_argument("--readers", default="1,2,4", metavar="LIST", help="reader processes for concurrent_readers")
     b.add_argument("--cold", action="store_true", help="also read with a cold page cache (fadvise DONTNEED)")
+    b.add_argument("--interleave", action="store_true",
+                   help="time in rounds, every backend once per round, the order rotated each round (as claims and recommend do)")
     b.add_argument("--workdir", default=None, metavar="DIR", help="folder for the temporary stores (default: system temp)")
     b.add_argument("--json", default=None, metavar="FILE", help="write the results as JSON")
     b.add_argument("--csv", default=None, metavar="FILE", help="write the results as CSV")
@@ -101,6 +104,7 @@ def plan_from_args(args: argparse.Namespace) -> BenchPlan:
     plan.repeats = _int(args.repeats, "--repeats") if args.repeats is not None else None
     plan.readers = [_int(k, "--readers") for k in str(args.readers).split(",") if k.strip()]
     plan.cold = bool(args.cold)
+    plan.interleave = bool(getattr(args, "interleave", False))
     if args.workdir is not None:
         if not Path(args.workdir).is_dir():
             raise BenchUsageError(f"--workdir {args.workdir}: no such folder")
@@ -166,6 +170,7 @@ def results_table(rows: list[ResultRow], title: str = "imgtui bench"):
         if timed:
             t.add_column("median", justify="right")
             t.add_column("min", justify="right")
+            t.add_column("max", justify="right")
             t.add_column("rec/s", justify="right")
         t.add_column("x floor", justify="right")
         if sized:
@@ -194,7 +199,7 @@ def results_table(rows: list[ResultRow], title: str = "imgtui bench"):
                 t.add_row(*cells)
                 continue
             if timed:
-                cells += [fmt_seconds(r.median_s, ""), fmt_seconds(r.min_s, ""),
+                cells += [fmt_seconds(r.median_s, ""), fmt_seconds(r.min_s, ""), fmt_seconds(r.max_s, ""),
                           "" if r.records_per_s is None else f"{r.records_per_s:,.0f}"]
             cells.append("" if r.ratio_to_floor is None else f"{r.ratio_to_floor:,.2f}")
             if sized:
@@ -283,6 +288,9 @@ def run(args: argparse.Namespace) -> int:
         outputs.append(args.plot)
     for e in errors:
         print(f"imgtui bench: {e.experiment} {e.backend}/{e.method} at {e.count:,}: {e.message}", file=sys.stderr)
+    warn = busy_warning(table.machine)
+    if warn:
+        print(f"imgtui bench: {warn}", file=sys.stderr)
     if not args.quiet:
         print(f"{len(table.rows)} results in {wall:,.1f} s" + (f"; wrote {', '.join(outputs)}" if outputs else ""),
               file=sys.stderr)

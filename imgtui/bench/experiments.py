@@ -80,6 +80,8 @@ class Experiment:
     memcpy: bool = False
     #: its rows carry bytes on disk
     sized: bool = False
+    #: its figure does not vary between trials (bytes): an interleaved plan measures it once
+    once: bool = False
 
     @property
     def needs_store(self) -> bool:
@@ -170,6 +172,8 @@ def _reader_process(method: str, backend: str, options: dict, path: str, count: 
 def trials(run: Run, step: Step, small: bool) -> tuple[int, int]:
     reps = run.repeats(step.count)
     warm = 1 if small or step.count <= 1000 else 0
+    if step.round > 0:  # an interleaved plan warms up in its first round only
+        warm = 0
     return warm, reps
 
 
@@ -218,6 +222,7 @@ def exp_store_many(run: Run, step: Step, m: Method, data: Data):
 
     times, peak, nbytes, kept = yield from run.call(work, (warm + reps) * data.n)
     if kept is not None:
+        run.release(step.group)  # an interleaved plan's earlier round kept one: the newest is read
         run.stores[step.group] = kept
     return [run.timed_row(step, m, times, peak, data.n, "", bytes_on_disk=nbytes, raw_bytes=data.raw_bytes)]
 
@@ -274,7 +279,7 @@ def exp_read_one(run: Run, step: Step, m: Method, data: Data, handle: Handle, ca
 
 def exp_read_many(run: Run, step: Step, m: Method, data: Data, handle: Handle, cache: str):
     warm, reps = trials(run, step, False)
-    if cache == "warm":
+    if cache == "warm" and step.round == 0:
         # always one untimed read first: the first big allocation of a process page-faults
         # (np.load of 307 MB: 0.7 s the first time, 25 ms after), whichever method comes first
         warm = 1
@@ -339,6 +344,9 @@ def exp_random(run: Run, step: Step, m: Method, data: Data, handle: Handle, cach
 def exp_concurrent(run: Run, step: Step, m: Method, data: Data, handle: Handle, cache: str):
     k = int(step.readers or 1)
     reps = run.repeats(step.count)
+    # an interleaved plan times one trial per fresh set of processes: one untimed trial first in
+    # each, or every figure would carry a new process's first-read costs (imports, page faults)
+    warm = 1 if getattr(run.plan, "interleave", False) and cache == "warm" else 0
     batches = [b.tolist() for b in random_indices(data.n)]
     per_reader = len(batches) * RANDOM_BATCH
     options = dict((run.plan.backend_options or {}).get(step.backend, {})) if step.method == "imgtui" else {}
@@ -355,7 +363,7 @@ def exp_concurrent(run: Run, step: Step, m: Method, data: Data, handle: Handle, 
             ctxmp.Process(
                 target=_reader_process,
                 args=(step.method, step.backend, options, str(handle.path), handle.count, handle.extra,
-                      batches, reps, barrier, stop, counter, i, out_q),
+                      batches, warm + reps, barrier, stop, counter, i, out_q),
                 daemon=True,
             )
             for i in range(k)
@@ -397,7 +405,7 @@ def exp_concurrent(run: Run, step: Step, m: Method, data: Data, handle: Handle, 
             if errors:
                 raise ImgtuiError(f"reader process failed: {errors[0]}")
             durations = []
-            for r in range(reps):
+            for r in range(warm, warm + reps):
                 spans = [results[i][1][r] for i in range(k)]
                 durations.append(max(e for _s, e in spans) - min(st for st, _e in spans))
             return durations, max(s.peaks) if s.peaks else 0
@@ -412,7 +420,7 @@ def exp_concurrent(run: Run, step: Step, m: Method, data: Data, handle: Handle, 
             out_q.close()
             run.procs = []
 
-    times, peak = yield from run.call(work, reps * k * per_reader)
+    times, peak = yield from run.call(work, (warm + reps) * k * per_reader)
     return [run.timed_row(step, m, times, peak, k * per_reader, cache)]
 
 
@@ -555,7 +563,7 @@ def exp_mutate(run: Run, step: Step, m: Method, data: Data):
         if not valid:
             detail += f" (verify: {vsum})"
         rows.append(run.row(
-            step, m, repeats=1, median_s=secs, min_s=secs, records_per_s=(k / secs) if secs > 0 else None,
+            step, m, repeats=1, median_s=secs, min_s=secs, max_s=secs, records_per_s=(k / secs) if secs > 0 else None,
             bytes_on_disk=after, raw_bytes=raw, peak_rss_bytes=peak or None, cache="",
             detail=detail,
         ))
@@ -606,7 +614,7 @@ def exp_space(run: Run, step: Step, m: Method, data: Data):
     measured = yield from run.call(work, total)
     rows = []
     for label, cnt, text, nbytes, raw, dt in measured:
-        row = run.row(step, m, repeats=1, median_s=dt, min_s=dt, records_per_s=cnt / dt if dt > 0 else None,
+        row = run.row(step, m, repeats=1, median_s=dt, min_s=dt, max_s=dt, records_per_s=cnt / dt if dt > 0 else None,
                        bytes_on_disk=nbytes, raw_bytes=raw, cache="", detail=f"size={label.replace(' ', '_')} n={cnt}")
         row.options = text
         rows.append(row)
@@ -629,7 +637,7 @@ EXPERIMENT: dict[str, Experiment] = {e.name: e for e in (
     Experiment("random_batches", "batches of 64 random indices (data-loader pattern), records/s", "read", 4,
                exp_random, default=True),
     Experiment("disk_usage", "bytes on disk vs raw pixel bytes", "store", 5, exp_disk_usage, default=True,
-               sized=True),
+               sized=True, once=True),
     Experiment("concurrent_readers", "K reader processes on one store, aggregate records/s", "read", 6,
                exp_concurrent, parallel=True),
     Experiment("slice_read", "contiguous slices of 100 and 1,000 records from the middle, records/s", "read", 7,
@@ -641,7 +649,7 @@ EXPERIMENT: dict[str, Experiment] = {e.name: e for e in (
     Experiment("mutate", "append 10%, overwrite 1%, delete 1% of a store: time, bytes, still valid", "write", 10,
                exp_mutate, article=False, floor=False),
     Experiment("space_at_sizes", "bytes on disk vs raw at 32x32, 256x256, 1024x1024 and variable sizes", "write", 11,
-               exp_space, article=False, floor=False),
+               exp_space, article=False, floor=False, once=True),
 )}
 #: every experiment's name, in the listed order
 EXPERIMENTS: tuple[str, ...] = tuple(EXPERIMENT)

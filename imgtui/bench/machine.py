@@ -135,3 +135,60 @@ def machine_info(workdir: str | os.PathLike | None = None) -> dict[str, Any]:
         except OSError:
             pass
     return info
+
+
+#: load per core above this at the start or the end of a run: the machine was busy
+BUSY_LOAD_PER_CORE = 0.7
+
+
+def load_now() -> float | None:
+    """The 1-minute load average (None where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def load_record(start: float | None, end: float | None) -> dict[str, Any]:
+    """What a results table keeps of the machine's load: ``load_start``, ``load_end`` (1-minute
+    load averages), ``load_cores`` and ``busy`` (load per core above BUSY_LOAD_PER_CORE at either)."""
+    n = cores()
+    busy = any(v is not None and v / n > BUSY_LOAD_PER_CORE for v in (start, end))
+    return {"load_start": start, "load_end": end, "load_cores": n, "busy": busy}
+
+
+def busy_warning(machine: dict[str, Any]) -> str | None:
+    """One line when the machine was busy at the start or the end of the run, else None."""
+    if not machine or not machine.get("busy"):
+        return None
+    n = machine.get("load_cores") or cores()
+    start, end = machine.get("load_start"), machine.get("load_end")
+    fmt = lambda v: "?" if v is None else f"{v:.2f}"  # noqa: E731
+    return (f"warning: the machine was busy (load {fmt(start)} at the start, {fmt(end)} at the end, on {n} "
+            f"core{'s' if n != 1 else ''}): figures may be noisy; ranges that overlap are reported as too close to call")
+
+
+def machine_id() -> str:
+    """A short stable id of this machine for the results folder: /etc/machine-id (or the host
+    name), the CPU model and the number of cores usable, hashed."""
+    import hashlib
+
+    ident = ""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            ident = Path(path).read_text().strip()
+            if ident:
+                break
+        except OSError:
+            pass
+    if not ident:
+        ident = platform.node()
+    text = "|".join([ident, platform.machine(), cpu_model(), str(cores())])
+    return hashlib.sha1(text.encode()).hexdigest()[:12]

@@ -40,6 +40,11 @@ class BenchPlan:
     readers: list[int] = field(default_factory=lambda: [1, 2, 4])
     #: try cold-cache reads (drop caches / fadvise) in addition to warm ones
     cold: bool = False
+    #: measure in rounds: each round times every backend once per experiment (one trial each),
+    #: the backends' order rotated every round (A B C, B C A, C A B), so drift of a shared machine
+    #: hits all alike; ``repeats`` is then the number of rounds and a row's median/min/max are over
+    #: the rounds (``imgtui claims`` and ``imgtui recommend`` measure this way)
+    interleave: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,6 +64,8 @@ class ResultRow:
     repeats: int = 0
     median_s: float | None = None
     min_s: float | None = None
+    #: the slowest of the ``repeats`` trials: with ``min_s`` the range of the measured times
+    max_s: float | None = None
     records_per_s: float | None = None
     ratio_to_floor: float | None = None   # median_s / floor median_s of the same experiment+count
     bytes_on_disk: int | None = None
@@ -81,6 +88,35 @@ class ResultRow:
             return None
         return self.bytes_on_disk / self.raw_bytes
 
+    @property
+    def records(self) -> float | None:
+        """Records one timed trial handled (records/s x seconds), None for untimed rows."""
+        if self.records_per_s is None or not self.median_s:
+            return None
+        return self.records_per_s * self.median_s
+
+    @property
+    def spread(self) -> bool:
+        """True when the row carries a range of trials (min < max)."""
+        return self.min_s is not None and self.max_s is not None and self.max_s > self.min_s
+
+    def rate_range(self) -> tuple[float, float] | None:
+        """(slowest, fastest) records/s over the trials; (rate, rate) without a spread; None untimed."""
+        if self.records_per_s is None:
+            return None
+        n = self.records
+        if not self.spread or not n or not self.min_s or not self.max_s:
+            return (self.records_per_s, self.records_per_s)
+        return (n / self.max_s, n / self.min_s)
+
+    def seconds_range(self) -> tuple[float, float] | None:
+        """(fastest, slowest) seconds over the trials; (median, median) without a spread."""
+        if self.median_s is None:
+            return None
+        if not self.spread:
+            return (self.median_s, self.median_s)
+        return (self.min_s, self.max_s)  # type: ignore[return-value]
+
     @classmethod
     def from_dict(cls, d: dict) -> "ResultRow":
         kwargs: dict[str, Any] = {}
@@ -93,7 +129,7 @@ class ResultRow:
             if v is not None:
                 if f.name in ("count", "repeats", "bytes_on_disk", "raw_bytes", "peak_rss_bytes", "rss_growth_bytes", "readers"):
                     v = int(float(v))
-                elif f.name in ("median_s", "min_s", "records_per_s", "ratio_to_floor"):
+                elif f.name in ("median_s", "min_s", "max_s", "records_per_s", "ratio_to_floor"):
                     v = float(v)
             kwargs[f.name] = v
         return cls(**kwargs)
@@ -105,6 +141,8 @@ class ResultTable:
     machine: dict[str, Any] = field(default_factory=dict)
     plan: dict[str, Any] = field(default_factory=dict)
     dataset: str = ""
+    #: lines about how the figures came to be (reused from the results folder, quick, busy machine)
+    notes: list[str] = field(default_factory=list)
 
     def add(self, row: ResultRow) -> None:
         self.rows.append(row)
@@ -115,6 +153,7 @@ class ResultTable:
             "dataset": self.dataset,
             "machine": self.machine,
             "plan": self.plan,
+            "notes": self.notes,
             "rows": [asdict(r) for r in self.rows],
         }
         Path(path).write_text(json.dumps(data, indent=1))
@@ -127,6 +166,7 @@ class ResultTable:
             machine=data.get("machine", {}),
             plan=data.get("plan", {}),
             dataset=data.get("dataset", ""),
+            notes=list(data.get("notes", []) or []),
         )
 
     def to_csv(self, path: str | Path) -> None:
@@ -152,6 +192,8 @@ class Started:
     count: int
     step: int = 0        # index of this step in the plan
     steps: int = 0       # total steps in the plan
+    round: int = 0       # interleaved plans: the round of this step (0-based) ...
+    rounds: int = 1      # ... of this many
 
 
 @dataclass

@@ -25,6 +25,22 @@ def default_repeats(count: int) -> int:
     return 3 if count < 100_000 else 1
 
 
+def rounds_for(plan: BenchPlan, count: int, experiment: str | None = None) -> int:
+    """Rounds of an interleaved plan at ``count`` (the plan's repeats, else the default); an
+    experiment whose figure does not vary between trials (bytes on disk) runs once."""
+    if experiment is not None and EXPERIMENT[experiment].once:
+        return 1
+    return plan.repeats or default_repeats(count)
+
+
+def rotated(items: list, round_no: int) -> list:
+    """``items`` rotated left by ``round_no``: round 0 A B C, round 1 B C A, round 2 C A B."""
+    if not items:
+        return []
+    k = round_no % len(items)
+    return items[k:] + items[:k]
+
+
 def validate_plan(plan: BenchPlan) -> None:
     """Raise PlanError (one line) when the plan cannot run."""
 
@@ -79,6 +95,13 @@ class Step:
     method: str
     count: int
     readers: int | None = None
+    #: interleaved plans: the round of this step (0-based)
+    round: int = 0
+
+    @property
+    def block(self) -> tuple[int, str]:
+        """(count, experiment): an interleaved plan's rows are combined over the rounds per block."""
+        return (self.count, self.experiment)
 
     @property
     def group(self) -> tuple[int, str, str]:
@@ -86,7 +109,10 @@ class Step:
 
 
 def plan_steps(plan: BenchPlan) -> list[Step]:
-    """The steps of a plan in execution order: per count, the floor first, then each method/backend."""
+    """The steps of a plan in execution order: per count, the floor first, then each method/backend
+    (each with every experiment). An interleaved plan (``plan.interleave``) runs per count, per
+    experiment, ``rounds_for`` rounds, each round every method/backend once in an order rotated
+    by the round (A B C, B C A, C A B; the reader counts of a parallel experiment together)."""
     exps = [EXPERIMENT[e] for e in run_order(plan.experiments)]
     steps: list[Step] = []
     for count in plan.counts:
@@ -98,14 +124,27 @@ def plan_steps(plan: BenchPlan) -> list[Step]:
         for m in ("article", "imgtui"):
             if m in plan.methods:  # the article has functions for its own three formats only
                 combos.extend((b, m) for b in plan.backends if m != "article" or b in ARTICLE_BACKENDS)
+
+        def wanted(b: str, m: str, e) -> bool:
+            if b == "memcpy" and not e.memcpy:
+                return False
+            return not ((m == "article" and not e.article) or (b == "numpy" and not e.floor))
+
+        def add(b: str, m: str, e, r: int = 0) -> None:
+            if e.parallel:
+                steps.extend(Step(e.name, b, m, count, k, r) for k in plan.readers)
+            else:
+                steps.append(Step(e.name, b, m, count, None, r))
+
+        if getattr(plan, "interleave", False):
+            for e in exps:
+                todo = [(b, m) for b, m in combos if wanted(b, m, e)]
+                for r in range(rounds_for(plan, count, e.name)):
+                    for b, m in rotated(todo, r):
+                        add(b, m, e, r)
+            continue
         for b, m in combos:
             for e in exps:
-                if b == "memcpy" and not e.memcpy:
-                    continue
-                if (m == "article" and not e.article) or (b == "numpy" and not e.floor):
-                    continue
-                if e.parallel:
-                    steps.extend(Step(e.name, b, m, count, k) for k in plan.readers)
-                else:
-                    steps.append(Step(e.name, b, m, count))
+                if wanted(b, m, e):
+                    add(b, m, e)
     return steps

@@ -12,6 +12,7 @@ No UI code here.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -167,6 +168,10 @@ class Recommendation:
     scores: dict[str, float] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
     needs: dict[str, Any] = field(default_factory=dict)
+    #: criteria where the choice and its nearest rival measured ranges that overlap
+    too_close: list[str] = field(default_factory=list)
+    #: how the figures came to be (reused from the results folder, quick, busy machine)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -181,9 +186,12 @@ class Recommendation:
         lines += [f"  - {r}" for r in self.reasons] or ["  - (no measured figure decided it)"]
         if self.tradeoffs:
             lines += ["", "Trade-offs accepted:"] + [f"  - {t}" for t in self.tradeoffs]
+        if self.too_close:
+            lines += ["", "Too close to call (the measured ranges overlap):"] + [f"  - {t}" for t in self.too_close]
         lines += ["", f"Measured: {', '.join(self.measured) or 'nothing'}"]
         if self.missing:
             lines.append(f"Not measured: {', '.join(self.missing)}")
+        lines += [n for n in self.notes if not n.startswith("warning:")]
         return "\n".join(lines)
 
 
@@ -218,18 +226,37 @@ class _Criterion:
     higher: bool                    # True: higher value is better
     weight: float
     describe: Callable[[str, str], str]  # (winner, other) -> the sentence quoting figures
+    #: backend -> (low, high) of the value over the measured repeats (rows with a spread only)
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: how a value prints in a range ("1.2k", "35 ms")
+    unit: Callable[[float], str] = fmt_rate
+
+    def overlap(self, a: str, b: str) -> bool:
+        """True when the measured ranges of ``a`` and ``b`` overlap (too close to call)."""
+        if a not in self.ranges or b not in self.ranges:
+            return False
+        (alo, ahi), (blo, bhi) = self.ranges[a], self.ranges[b]
+        return alo <= bhi and blo <= ahi
+
+    def range_text(self, b: str) -> str:
+        lo, hi = self.ranges[b]
+        return f"{self.unit(lo)}-{self.unit(hi)}"
 
 
 def _rate_criterion(name: str, label: str, rows, weight: float, cands: tuple[str, ...]) -> _Criterion | None:
     rates = {r.backend: r.records_per_s for r in rows if r.records_per_s and r.backend in cands}
     if len(rates) < 2:
         return None
+    ranges = {r.backend: r.rate_range() for r in rows if r.backend in rates and r.spread and r.rate_range()}
+
+    def rng(b: str) -> str:
+        return f" [{fmt_rate(ranges[b][0])}-{fmt_rate(ranges[b][1])}]" if b in ranges else ""
 
     def describe(w: str, o: str) -> str:
         return (f"{SHORT(w)}: {rates[w] / rates[o]:.1f}x faster {label} than {SHORT(o)} on your images "
-                f"({fmt_rate(rates[w])} vs {fmt_rate(rates[o])} records/s)")
+                f"({fmt_rate(rates[w])}{rng(w)} vs {fmt_rate(rates[o])}{rng(o)} records/s)")
 
-    return _Criterion(name, rates, True, weight, describe)
+    return _Criterion(name, rates, True, weight, describe, ranges)
 
 
 def _criteria(profile: Profile, needs: Needs, results: ResultTable,
@@ -258,20 +285,28 @@ def _criteria(profile: Profile, needs: Needs, results: ResultTable,
     else:
         rows = good_rows(results, "read_one")
         lat = {r.backend: r.median_s for r in rows if r.median_s and r.backend in cands}
+        lat_r = {r.backend: r.seconds_range() for r in rows if r.backend in lat and r.spread}
         if len(lat) >= 2:
+            def lrng(b: str) -> str:
+                return f" [{fmt_seconds(lat_r[b][0])}-{fmt_seconds(lat_r[b][1])}]" if b in lat_r else ""
+
             crits.append(_Criterion("read_one", lat, False, 2.0, lambda w, o: (
                 f"{SHORT(w)}: opens and reads one record {lat[o] / lat[w]:.1f}x faster than {SHORT(o)} "
-                f"({fmt_seconds(lat[w])} vs {fmt_seconds(lat[o])})")))
+                f"({fmt_seconds(lat[w])}{lrng(w)} vs {fmt_seconds(lat[o])}{lrng(o)})"), lat_r, fmt_seconds))
             used.append("read_one")
     # changes
     if needs.changes != "static":
         mf = mutate_figures(results)
         ops = ("append",) if needs.changes == "growing" else ("append", "overwrite", "delete")
         cost: dict[str, float] = {}
+        cost_r: dict[str, tuple[float, float]] = {}
         for b, per in mf.items():
             if b in cands and all(op in per for op in ops) and all(per[op]["valid"] for op in ops):
                 # a rewrite costs what it costs now, and more as the store grows: count it double
                 cost[b] = sum(per[op]["seconds"] * (1 if per[op]["in_place"] else 2) for op in ops)
+                if all(per[op].get("range") for op in ops):
+                    cost_r[b] = tuple(sum(per[op]["range"][i] * (1 if per[op]["in_place"] else 2) for op in ops)
+                                      for i in (0, 1))  # type: ignore[assignment]
         if len(cost) >= 2:
             label = "appends" if needs.changes == "growing" else "appends, overwrites and deletes"
 
@@ -283,7 +318,8 @@ def _criteria(profile: Profile, needs: Needs, results: ResultTable,
                 return (f"{SHORT(w)}: {label} {to / tw:.1f}x cheaper than {SHORT(o)} on your images "
                         f"({fmt_seconds(tw)} {how} vs {fmt_seconds(to)} {other})")
 
-            crits.append(_Criterion("mutate", cost, False, 3.0 if needs.changes == "changing" else 2.5, describe))
+            crits.append(_Criterion("mutate", cost, False, 3.0 if needs.changes == "changing" else 2.5, describe,
+                                    cost_r, fmt_seconds))
             used.append("mutate")
     # many reader processes
     if needs.readers == "many":
@@ -385,6 +421,7 @@ def recommend(profile: Profile, needs: Needs, results: ResultTable | None = None
                 score[b] -= c.weight * 0.5  # not measured for that backend: a small penalty
     reasons: list[str] = []
     tradeoffs: list[str] = []
+    close: list[str] = []
     forced: str | None = None
     if needs.single_file:
         files = [b for b in cands if bi.single_file(b)]
@@ -420,8 +457,11 @@ def recommend(profile: Profile, needs: Needs, results: ResultTable | None = None
             tradeoffs.append(f"{c.name} was not measured for {SHORT(best)}")
             continue
         rivals = [b for b in cands if b != best and b in c.values]
-        worse = [b for b in rivals if _ratio(c, best, b) > 1.05]
-        better = [b for b in rivals if _ratio(c, b, best) > 1.05]
+        for b in rivals:
+            if c.overlap(best, b):
+                close.append(f"{c.name}: {SHORT(best)} {c.range_text(best)} vs {SHORT(b)} {c.range_text(b)}")
+        worse = [b for b in rivals if _ratio(c, best, b) > 1.05 and not c.overlap(best, b)]
+        better = [b for b in rivals if _ratio(c, b, best) > 1.05 and not c.overlap(best, b)]
         if worse:
             nearest = min(worse, key=lambda b: _ratio(c, best, b))
             reasons.append(c.describe(best, nearest))
@@ -446,7 +486,7 @@ def recommend(profile: Profile, needs: Needs, results: ResultTable | None = None
     return Recommendation(
         backend=best, options=options, reasons=reasons, tradeoffs=tradeoffs, measured=sorted(set(used)),
         missing=missing, scores={b: round(s, 3) for b, s in score.items()},
-        profile=asdict(profile), needs=asdict(needs),
+        profile=asdict(profile), needs=asdict(needs), too_close=close,
     )
 
 
@@ -472,23 +512,44 @@ def recommend_for_dataset(
     on_event: Callable[[Event], None] | None = None,
     cancel: threading.Event | None = None,
     backends: list[str] | tuple[str, ...] | None = None,
+    results_folder: str | os.PathLike | None = None,
+    fresh: bool = False,
+    quick: bool = False,
+    repeats: int | None = None,
+    backend_options: dict | None = None,
 ) -> tuple[Recommendation, ResultTable]:
-    """Profile ``dataset``, measure what ``results`` lacks for ``needs`` (a small plan), recommend.
+    """Profile ``dataset``, measure what ``results`` lacks for ``needs`` (a small interleaved plan,
+    ``repeats`` rounds, default 3), recommend.
 
-    ``backends``: the candidates (default: all usable). Returns the recommendation and the table it
-    was based on (given rows + new rows)."""
+    ``backends``: the candidates (default: all usable). ``results_folder``: reuse the rows kept
+    there for this dataset's fingerprint and measure only what is missing (``fresh``: measure
+    again); ``quick``: at most 500 records and 2 rounds. Returns the recommendation and the table
+    it was based on (given rows + reused rows + new rows)."""
+    from .claims import QUICK_COUNT, QUICK_REPEATS
+    from .memory import Memory, fingerprint, run_remembered
+
     cands = candidates(backends)  # an unknown name fails here, before anything is measured
     ds = open_dataset(dataset)
     profile = Profile.from_dataset(ds)
     table = results
+    notes: list[str] = []
     missing = missing_experiments(needs, results)
     if missing and run_missing:
+        if quick:
+            count = min(count, QUICK_COUNT)
+            repeats = repeats or QUICK_REPEATS
         n = min(count, profile.count) if profile.count else count
-        new = ResultTable()
-        for ev in run_plan(small_plan(dataset, missing, n, workdir, cands), cancel):
-            if on_event is not None:
-                on_event(ev)
-            if isinstance(ev, Finished):
-                new = ev.results
+        plan = small_plan(dataset, missing, n, workdir, cands)
+        plan.repeats = repeats
+        plan.interleave = True
+        plan.backend_options = dict(backend_options or {})
+        if quick:
+            notes.append(f"quick: {n:,} records, {repeats} rounds (wider ranges, more comparisons too close to call)")
+        memory = Memory(fingerprint(dataset, n, backend_options), results_folder) if results_folder is not None else None
+        new, _measured = run_remembered(plan, memory=memory, fresh=fresh, on_event=on_event,
+                                        run=lambda p: run_plan(p, cancel))
+        notes += new.notes
         table = merge_tables(results, new) if results is not None else new
-    return recommend(profile, needs, table, cands), (table or ResultTable())
+    rec = recommend(profile, needs, table, cands)
+    rec.notes = notes
+    return rec, (table or ResultTable())

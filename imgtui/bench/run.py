@@ -43,7 +43,7 @@ from ..datasets import open_dataset, parse_synthetic_spec
 from ..errors import CancelledError, ImgtuiError, one_line
 from ..records import Record, validate_record
 from .experiments import EXPERIMENT, exp_memcpy
-from .machine import machine_info
+from .machine import load_now, load_record, machine_info
 from .measure import remove_path, rss_now
 from .methods import BATCH, Ctx, Data, Handle, Method, make_method
 from .model import BenchPlan, Error, Event, Finished, Progress, Result, ResultRow, ResultTable, Started
@@ -79,6 +79,9 @@ class Run:
         return self.cancel.is_set() or self._stop.is_set()
 
     def repeats(self, count: int) -> int:
+        """Timed trials per step: one in an interleaved plan (its rounds are the repeats)."""
+        if getattr(self.plan, "interleave", False):
+            return 1
         return self.plan.repeats or default_repeats(count)
 
     def trial_dir(self) -> Path:
@@ -223,7 +226,7 @@ class Run:
                   cache: str, **kw: Any) -> ResultRow:
         med = statistics.median(times)
         return self.row(
-            step, m, repeats=len(times), median_s=med, min_s=min(times),
+            step, m, repeats=len(times), median_s=med, min_s=min(times), max_s=max(times),
             records_per_s=(records / med) if med > 0 else None, peak_rss_bytes=peak or None,
             rss_growth_bytes=max(0, peak - getattr(self, "_baseline_rss", peak)) if peak else None,
             cache=cache, **kw,
@@ -307,10 +310,37 @@ class Run:
         cache = "warm" if EXPERIMENT[step.experiment].kind == "read" else ""
         return [self.row(step, m, cache=cache, error=message)]
 
+    def _emit(self, table: ResultTable, step: Step, rows: list[ResultRow]) -> Iterator[Event]:
+        for row in rows:
+            self.finish_row(row)
+            table.add(row)
+            if row.error is not None:
+                yield Error(row.experiment, row.backend, row.method, row.count, row.error)
+            yield Result(row)
+
+    def _flush(self, table: ResultTable, pending: dict) -> Iterator[Event]:
+        """An interleaved block done: one row per key, combined over its rounds, floor rows first
+        (the others' ``ratio_to_floor`` divide by the floor's combined median)."""
+        combined = [(step, combine_rounds(rows)) for step, rows in pending.values()]
+        pending.clear()
+        combined.sort(key=lambda sr: 0 if sr[1].method == "floor" and sr[1].backend == "numpy" else 1)
+        for step, row in combined:
+            yield from self._emit(table, step, [row])
+
     def run(self) -> Iterator[Event]:
         table = ResultTable(plan=self.plan.to_dict(), dataset=self.dataset_text)
         cancelled = False
+        interleave = bool(getattr(self.plan, "interleave", False))
         last_of_group = {s.group: i for i, s in enumerate(self.steps)}
+        # a kept store is removed after the last step that reads it (an interleaved plan keeps
+        # every backend's store through the read experiments, not through mutate/space)
+        last_store_use: dict[tuple, int] = {}
+        for i, s in enumerate(self.steps):
+            if EXPERIMENT[s.experiment].needs_store or s.experiment == "store_many":
+                last_store_use[s.group] = i
+        rounds = {s.block: s.round + 1 for s in self.steps}
+        pending: dict[tuple, tuple[Step, list[ResultRow]]] = {}
+        load_start = load_now()
         try:
             self.base = Path(tempfile.mkdtemp(prefix="imgtui-bench-", dir=self.plan.workdir))
             for i, step in enumerate(self.steps):
@@ -318,7 +348,8 @@ class Run:
                     cancelled = True
                     break
                 self.step_no = i + 1
-                yield Started(step.experiment, step.backend, step.method, step.count, i + 1, len(self.steps))
+                yield Started(step.experiment, step.backend, step.method, step.count, i + 1, len(self.steps),
+                              step.round, rounds.get(step.block, 1) if interleave else 1)
                 try:
                     rows = yield from self.run_step(step)
                 except CancelledError:
@@ -328,16 +359,22 @@ class Run:
                     if os.environ.get("IMGTUI_DEBUG"):
                         traceback.print_exc()
                     rows = self.error_rows(step, one_line(exc))
-                for row in rows:
-                    self.finish_row(row)
-                    table.add(row)
-                    if row.error is not None:
-                        yield Error(step.experiment, step.backend, step.method, step.count, row.error)
-                    yield Result(row)
+                if interleave:
+                    for j, row in enumerate(rows):
+                        key = (step.count, step.experiment, step.backend, step.method, step.readers, j)
+                        pending.setdefault(key, (step, []))[1].append(row)
+                    if i + 1 == len(self.steps) or self.steps[i + 1].block != step.block:
+                        yield from self._flush(table, pending)
+                else:
+                    yield from self._emit(table, step, rows)
+                if last_store_use.get(step.group) == i:
+                    self.release(step.group)
                 if last_of_group[step.group] == i:
                     self.release(step.group)
                     if step.count != self.steps[-1].count and all(s.count != step.count for s in self.steps[i + 1 :]):
                         self._data.pop(step.count, None)
+            if pending:  # cancelled within a block: what was measured still counts
+                yield from self._flush(table, pending)
         finally:
             self._stop.set()
             if self._thread is not None:
@@ -356,7 +393,34 @@ class Run:
                 table.machine = machine_info(self.plan.workdir or tempfile.gettempdir())
             except Exception as exc:  # machine info is a nicety; never lose the results for it
                 table.machine = {"error": one_line(exc)}
+        table.machine.update(load_record(load_start, load_now()))
         yield Finished(table, cancelled)
+
+
+def combine_rounds(rows: list[ResultRow]) -> ResultRow:
+    """One row from the rounds of an interleaved plan (one trial each, same key): median of the
+    rounds' times, min and max beside it, records/s at the median; bytes from the last round;
+    the first error (if any round failed) decides the row."""
+    from dataclasses import replace
+
+    errors = [r for r in rows if r.error is not None]
+    if errors:
+        return replace(errors[0], repeats=len(rows) - len(errors))
+    last = rows[-1]
+    timed = [r for r in rows if r.median_s is not None]
+    if not timed:
+        return replace(last)
+    med = statistics.median(r.median_s for r in timed)  # type: ignore[misc]
+    records = next((r.records for r in timed if r.records), None)
+    peaks = [r.peak_rss_bytes for r in rows if r.peak_rss_bytes]
+    growth = [r.rss_growth_bytes for r in rows if r.rss_growth_bytes is not None]
+    return replace(
+        last, repeats=sum(max(1, r.repeats) for r in timed), median_s=med,
+        min_s=min(r.min_s if r.min_s is not None else r.median_s for r in timed),  # type: ignore[type-var]
+        max_s=max(r.max_s if r.max_s is not None else r.median_s for r in timed),  # type: ignore[type-var]
+        records_per_s=(records / med) if records and med > 0 else last.records_per_s,
+        peak_rss_bytes=max(peaks) if peaks else None, rss_growth_bytes=max(growth) if growth else None,
+    )
 
 
 def run_plan(plan: BenchPlan, cancel: threading.Event | None = None) -> Iterator[Event]:
