@@ -184,3 +184,47 @@ async def test_recommend_screen_shows_a_recommendation(tmp_path):
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, RecommendScreen)
+
+
+async def test_recommend_screen_measures_in_a_child_process_and_reuses_the_results_folder(tmp_path, monkeypatch):
+    """What the needs ask for and the app lacks is measured in a child process (never the app's),
+    kept in the results folder, and reused by the next recommendation."""
+    import os
+
+    from imgtui.bench import runner as runner_mod
+    from imgtui.tui.app import make_app
+    from imgtui.tui.screens.recommend import RecommendScreen
+
+    pids: list[int | None] = []
+    real_events = runner_mod.RecommendRunner.events
+
+    def events(self, cancelled=None):
+        for ev in real_events(self, cancelled):
+            pids.append(self.pid)
+            yield ev
+
+    monkeypatch.setattr(runner_mod.RecommendRunner, "events", events)
+    folder = tmp_path / "results"
+    monkeypatch.setenv("IMGTUI_RESULTS", str(folder))
+    app = make_app("synthetic:count=30,size=8", workdir=str(tmp_path))
+    async with app.run_test(size=(140, 44)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press("r")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, RecommendScreen)
+        await pilot.click("#rec-go")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        first = screen.recommendation
+        assert first is not None and first.backend
+        assert pids and all(p is not None and p != os.getpid() for p in pids)
+        assert any(folder.iterdir())  # the measurements are kept
+        assert not any(n.startswith("reused") for n in first.notes)
+        await pilot.press("ctrl+r")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        second = screen.recommendation
+        assert any(n.startswith("reused") for n in second.notes), second.notes
+        assert second.backend == first.backend
+    assert [p for p in os.listdir(tmp_path) if p.startswith("imgtui-child-")] == []

@@ -40,6 +40,7 @@ from ..datasets.base import Dataset
 from ..errors import CancelledError, ImgtuiError, one_line
 from .model import BenchPlan, Finished, Progress, Result, ResultTable
 from .plan import validate_plan
+from .recommend import recommend_for_dataset
 from .run import run_plan
 
 #: seconds a cancelled benchmark child gets to stop by itself before it is terminated
@@ -285,28 +286,39 @@ class ChildJob:
 
 
 # -- the benchmark ------------------------------------------------------------------------------------
+class _Throttled:
+    """Forwards events to ``emit``, Progress at most PROGRESS_RATE a second: a Progress held back is
+    sent before the next other event, and the last one of a step (done == total) always goes."""
+
+    def __init__(self, emit: Callable[[Any], None]) -> None:
+        self.emit = emit
+        self.last = 0.0
+        self.pending: Progress | None = None
+
+    def __call__(self, ev: Any) -> None:
+        if isinstance(ev, Progress):
+            now = time.monotonic()
+            if now - self.last < 1.0 / PROGRESS_RATE and ev.done < ev.total:
+                self.pending = ev
+                return
+            self.last, self.pending = now, None
+            self.emit(ev)
+            return
+        if self.pending is not None:
+            self.emit(self.pending)
+            self.pending = None
+        self.emit(ev)
+
+
 def _bench_child(emit: Callable[[Any], None], cancel: threading.Event, plan_dict: dict, workdir: str | None,
                  scratch: str) -> None:
     plan = BenchPlan.from_dict(plan_dict)
     plan.workdir = scratch  # every temporary store under the scratch folder the parent removes
-    interval = 1.0 / PROGRESS_RATE
-    last = 0.0
-    pending: Progress | None = None
+    send = _Throttled(emit)
     for ev in run_plan(plan, cancel):
-        if isinstance(ev, Progress):
-            now = time.monotonic()
-            if now - last < interval and ev.done < ev.total:
-                pending = ev
-                continue
-            last, pending = now, None
-            emit(ev)
-            continue
-        if pending is not None:
-            emit(pending)
-            pending = None
         if isinstance(ev, Finished):
             ev.results.plan["workdir"] = workdir
-        emit(ev)
+        send(ev)
 
 
 class BenchRunner:
@@ -465,14 +477,10 @@ def _stores_child(emit: Callable[[Any], None], cancel: threading.Event, spec: st
     make_stores(spec, jobs, counts, emit, cancel.is_set, on_error)
 
 
-class StoresRunner:
-    """Make-stores in a child process; ``events()`` yields StoresEvent and ends with "finished"."""
+class _JobRunner:
+    """A job in a child process (``self.job``): its pid, cancel and close."""
 
-    def __init__(self, spec: str, jobs: list[tuple[str, str, dict]], counts: list[int], on_error: str = "stop") -> None:
-        self.spec = spec
-        self.dests = [dest for _b, dest, _o in jobs]
-        self.job = ChildJob(_stores_child, (spec, list(jobs), list(counts), on_error), what="make-stores",
-                            grace=STORES_GRACE)
+    job: ChildJob
 
     @property
     def pid(self) -> int | None:
@@ -484,6 +492,19 @@ class StoresRunner:
     def close(self) -> None:
         self.job.cancel()
         self.job.close()
+
+
+class StoresRunner(_JobRunner):
+    """Make-stores in a child process; ``events()`` yields StoresEvent and ends with "finished"."""
+
+    def __init__(self, spec: str, jobs: list[tuple[str, str, dict]], counts: list[int], on_error: str = "stop") -> None:
+        self.spec = spec
+        self.dests = [dest for _b, dest, _o in jobs]
+        self.job = ChildJob(_stores_child, (spec, list(jobs), list(counts), on_error), what="make-stores",
+                            grace=STORES_GRACE)
+
+    def close(self) -> None:
+        super().close()
         self._clean()
 
     def _clean(self) -> None:
@@ -505,3 +526,35 @@ class StoresRunner:
                 self._clean()
         if not finished:  # cancelled, and the child had to be killed
             yield StoresEvent("finished", cancelled=True)
+
+
+# -- recommend -----------------------------------------------------------------------------------------
+@dataclass
+class RecommendDone:
+    """The last event of a recommend job: the recommendation and the table it was based on."""
+
+    recommendation: Any
+    table: ResultTable
+
+
+def _recommend_child(emit: Callable[[Any], None], cancel: threading.Event, dataset: str, needs: Any,
+                     results: ResultTable | None, count: int, scratch: str, results_folder: str | None) -> None:
+    send = _Throttled(emit)
+    rec, table = recommend_for_dataset(dataset, needs, results, count=count, workdir=scratch, on_event=send,
+                                       cancel=cancel, results_folder=results_folder)
+    send(RecommendDone(rec, table))
+
+
+class RecommendRunner(_JobRunner):
+    """``recommend_for_dataset`` in a child process (what is missing is measured there, like a
+    benchmark: never in the app's process); ``events()`` yields the run's Started/Progress/Finished
+    and ends with RecommendDone, or ends without it when cancelled. ``results_folder``: reuse and
+    keep measurements there (``bench/memory.py``)."""
+
+    def __init__(self, dataset: str, needs: Any, results: ResultTable | None, *, count: int,
+                 workdir: str | None = None, results_folder: str | None = None) -> None:
+        self.job = ChildJob(_recommend_child, what="recommend", parent_dir=workdir)
+        self.job._args = (dataset, needs, results, count, str(self.job.scratch), results_folder)
+
+    def events(self, cancelled: Callable[[], bool] | None = None) -> Iterator[Any]:
+        return self.job.events(cancelled)

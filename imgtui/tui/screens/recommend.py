@@ -9,7 +9,6 @@ running measurement).
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -23,7 +22,9 @@ from textual.widgets import Button, Checkbox, Footer, Header, Label, ProgressBar
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from ...bench.model import Finished, Progress, ResultTable, Started
-from ...bench.recommend import Needs, Recommendation
+from ...bench.memory import results_dir
+from ...bench.recommend import Needs, Recommendation, missing_experiments
+from ...bench.runner import RecommendDone, RecommendRunner
 
 ACCESS_CHOICES = [("random batches (training)", "random"), ("sequential (whole set, slices)", "sequential"),
                   ("single records (viewer)", "single")]
@@ -180,28 +181,32 @@ one with the measured reasons.
     @work(thread=True, exclusive=True, exit_on_error=False, group="recommend")
     def run_recommend(self, needs: Needs, dataset: str, results: ResultTable | None,
                       cancel: threading.Event) -> None:
-        from ...bench.recommend import missing_experiments, recommend_for_dataset
-
+        """What the needs ask for and the results lack is measured in a child process (like a
+        benchmark: the app's drawing neither slows nor is slowed by it), reusing the measurements
+        kept in the results folder for this dataset (``imgtui/bench/memory.py``)."""
         worker = get_current_worker()
         ran = missing_experiments(needs, results)
-        last = [0.0]
 
-        def on_event(ev) -> None:
+        def cancelled() -> bool:
             if worker.is_cancelled:
                 cancel.set()
-            if isinstance(ev, Started):
-                self.post_message(RecommendProgress(f"measuring {ev.experiment} · {ev.backend}", ev.step, ev.steps))
-            elif isinstance(ev, Progress) and time.monotonic() - last[0] > 0.1:
-                last[0] = time.monotonic()
-                frac = ev.done / ev.total if ev.total else 0.0
-                self.post_message(RecommendProgress("", max(0, ev.step - 1) + frac, ev.steps))
-            elif isinstance(ev, Finished) and ev.cancelled:
-                self.post_message(RecommendProgress("cancelled", 0, 0))
+            return cancel.is_set()
 
-        rec, _table = recommend_for_dataset(dataset, needs, results, count=self.count, workdir=self.workdir,
-                                            on_event=on_event, cancel=cancel)
-        if not cancel.is_set():
-            self.post_message(RecommendReady(rec, ran))
+        runner = RecommendRunner(dataset, needs, results, count=self.count, workdir=self.workdir,
+                                 results_folder=str(results_dir()))
+        try:
+            for ev in runner.events(cancelled):
+                if isinstance(ev, Started):
+                    self.post_message(RecommendProgress(f"measuring {ev.experiment} · {ev.backend}", ev.step, ev.steps))
+                elif isinstance(ev, Progress):  # throttled by the child
+                    frac = ev.done / ev.total if ev.total else 0.0
+                    self.post_message(RecommendProgress("", max(0, ev.step - 1) + frac, ev.steps))
+                elif isinstance(ev, Finished) and ev.cancelled:
+                    self.post_message(RecommendProgress("cancelled", 0, 0))
+                elif isinstance(ev, RecommendDone) and not cancel.is_set():
+                    self.post_message(RecommendReady(ev.recommendation, ran))
+        finally:
+            runner.close()
 
     # -- handlers --------------------------------------------------------------------------------
     @on(RecommendProgress)
