@@ -228,3 +228,28 @@ async def test_recommend_screen_measures_in_a_child_process_and_reuses_the_resul
         assert any(n.startswith("reused") for n in second.notes), second.notes
         assert second.backend == first.backend
     assert [p for p in os.listdir(tmp_path) if p.startswith("imgtui-child-")] == []
+
+
+async def test_recommend_screen_recommends_when_the_results_folder_cannot_be_written(tmp_path, monkeypatch):
+    from imgtui.tui.app import make_app
+    from imgtui.tui.screens.recommend import RecommendScreen
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("IMGTUI_RESULTS", str(blocker / "results"))
+    app = make_app("synthetic:count=20,size=8", workdir=str(tmp_path))
+    shown: list[tuple[str, str]] = []
+    notify = app.notify
+    monkeypatch.setattr(app, "notify", lambda message, **k: (shown.append((str(message), k.get("severity"))),
+                                                             notify(message, **k))[1])
+    async with app.run_test(size=(140, 44)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press("r")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, RecommendScreen)
+        await pilot.click("#rec-go")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert screen.recommendation is not None and screen.recommendation.backend
+        assert (f"Measurements are not kept: cannot write {blocker / 'results'} (Not a directory).", "warning") in shown

@@ -8,6 +8,7 @@ running measurement).
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 
@@ -192,8 +193,16 @@ one with the measured reasons.
                 cancel.set()
             return cancel.is_set()
 
+        folder: str | None = str(results_dir())
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:  # recommend all the same, without keeping what it measures
+            self.app.call_from_thread(
+                self.notify, f"Measurements are not kept: cannot write {folder} ({exc.strerror or exc}).",
+                severity="warning", markup=False)
+            folder = None
         runner = RecommendRunner(dataset, needs, results, count=self.count, workdir=self.workdir,
-                                 results_folder=str(results_dir()))
+                                 results_folder=folder)
         try:
             for ev in runner.events(cancelled):
                 if isinstance(ev, Started):
