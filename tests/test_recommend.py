@@ -148,6 +148,20 @@ def test_cli_recommend_measures_what_is_missing(tmp_path, capsys):
     assert out["profile"]["count"] == 40 and out["profile"]["shape"] == "8x8x3"
 
 
+async def _recommend_now(app, pilot):
+    """Open the recommend screen (r), press Recommend and wait for its run."""
+    from imgtui.tui.screens.recommend import RecommendScreen
+
+    await pilot.press("r")
+    await pilot.pause()
+    screen = app.screen
+    assert isinstance(screen, RecommendScreen)
+    await pilot.click("#rec-go")
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    return screen
+
+
 async def test_recommend_screen_shows_a_recommendation(tmp_path):
     from imgtui.tui.app import make_app
     from imgtui.tui.screens.recommend import RecommendScreen
@@ -161,13 +175,7 @@ async def test_recommend_screen_shows_a_recommendation(tmp_path):
             rate("random_batches", "hdf5", 210_000, 60),
             usage("disk", 258_000, 46_080, 60), usage("lmdb", 98_000, 46_080, 60), usage("hdf5", 122_000, 46_080, 60),
         )
-        await pilot.press("r")
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, RecommendScreen)
-        await pilot.click("#rec-go")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        screen = await _recommend_now(app, pilot)
         rec = screen.recommendation
         assert rec is not None and rec.backend == "disk" and rec.missing == []
         text = str(screen.query_one("#rec-output").content)
@@ -193,7 +201,6 @@ async def test_recommend_screen_measures_in_a_child_process_and_reuses_the_resul
 
     from imgtui.bench import runner as runner_mod
     from imgtui.tui.app import make_app
-    from imgtui.tui.screens.recommend import RecommendScreen
 
     pids: list[int | None] = []
     real_events = runner_mod.RecommendRunner.events
@@ -209,13 +216,7 @@ async def test_recommend_screen_measures_in_a_child_process_and_reuses_the_resul
     app = make_app("synthetic:count=30,size=8", workdir=str(tmp_path))
     async with app.run_test(size=(140, 44)) as pilot:
         await app.workers.wait_for_complete()
-        await pilot.press("r")
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, RecommendScreen)
-        await pilot.click("#rec-go")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        screen = await _recommend_now(app, pilot)
         first = screen.recommendation
         assert first is not None and first.backend
         assert pids and all(p is not None and p != os.getpid() for p in pids)
@@ -232,7 +233,6 @@ async def test_recommend_screen_measures_in_a_child_process_and_reuses_the_resul
 
 async def test_recommend_screen_recommends_when_the_results_folder_cannot_be_written(tmp_path, monkeypatch):
     from imgtui.tui.app import make_app
-    from imgtui.tui.screens.recommend import RecommendScreen
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -244,12 +244,6 @@ async def test_recommend_screen_recommends_when_the_results_folder_cannot_be_wri
                                                              notify(message, **k))[1])
     async with app.run_test(size=(140, 44)) as pilot:
         await app.workers.wait_for_complete()
-        await pilot.press("r")
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, RecommendScreen)
-        await pilot.click("#rec-go")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        screen = await _recommend_now(app, pilot)
         assert screen.recommendation is not None and screen.recommendation.backend
         assert (f"Measurements are not kept: cannot write {blocker / 'results'} (Not a directory).", "warning") in shown
