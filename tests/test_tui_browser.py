@@ -808,3 +808,26 @@ async def test_app_exiting_while_screens_mount_does_not_crash(fake_store):
             app.push_screen(factory())
             app.exit()
         assert app.return_code in (0, None)
+
+
+@pytest.mark.skipif(not REAL, reason="the LMDB backend is not importable")
+async def test_l_and_the_filter_on_a_real_store_read_its_labels_as_one_array(tmp_path):
+    """A real store's labels come as one numpy array (labels_array): the picker counts them and
+    "=label" filters by them, like the list a duck-typed reader gives."""
+    from imgtui.tui.screens.labels import LabelPicker
+
+    records = [Record(np.full((4, 5), k, np.uint8), k % 3, {"k": k}) for k in range(30)]
+    (path,) = write_stores(tmp_path, {"lmdb": records})
+    app = ScreenApp(lambda: BrowserScreen(path))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        rows = screen.record_list
+        await wait_for(pilot, lambda: rows.labels_loaded)
+        assert isinstance(screen._labels, np.ndarray) and screen._labels.dtype == np.int64
+        assert rows.label_of(4) == 1
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, LabelPicker))
+        assert app.screen.counts == [("0", 10), ("1", 10), ("2", 10)]
+        await pilot.press("down", "down", "enter")  # label 2
+        await wait_for(pilot, lambda: app.screen is screen and rows.filtered)
+        assert [rows.index_at(r) for r in range(rows.row_count)] == list(range(2, 30, 3))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Sequence
 
+import numpy as np
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -15,8 +16,12 @@ from textual.widgets.option_list import Option
 
 def label_counts(labels: Sequence) -> list[tuple[str, int]]:
     """(label text, records) most common first, ties by label."""
-    counts = Counter(str(label) for label in labels)
-    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu":  # int labels: counted by numpy
+        values, n = np.unique(labels, return_counts=True)
+        pairs = [(str(int(v)), int(c)) for v, c in zip(values, n)]
+    else:
+        pairs = list(Counter(str(label) for label in labels).items())
+    return sorted(pairs, key=lambda kv: (-kv[1], kv[0]))
 
 
 class LabelPicker(ModalScreen[str | None]):
