@@ -874,6 +874,15 @@ class LmdbReader(StoreReader):
         return table, int(base)
 
     # -- labels ----------------------------------------------------------------------------
+    def _label_blocks(self, n: int) -> Iterator[tuple[int, bytes]]:
+        """(first record, raw JSON) of each labels block in key order, up to record ``n``
+        (lmdb.Error propagates to the caller)."""
+        for k, v in self._txn.cursor(db=self._db_labels):
+            first = int.from_bytes(bytes(k), "big")
+            if first >= n:
+                break
+            yield first, bytes(v)
+
     def _ensure_labels(self) -> tuple[list, list]:
         if self._label_cache is not None:
             return self._label_cache
@@ -883,12 +892,9 @@ class LmdbReader(StoreReader):
         metas: list = [None] * n
         self._label_problems = []
         try:
-            for k, v in self._txn.cursor(db=self._db_labels):
-                first = int.from_bytes(bytes(k), "big")
-                if first >= n:
-                    break
+            for first, raw in self._label_blocks(n):
                 try:
-                    items = _loads_block(bytes(v))
+                    items = _loads_block(raw)
                     if not isinstance(items, list) or first + len(items) > n:
                         raise ValueError("wrong length")
                     for j, (lab, meta) in enumerate(items):
@@ -967,12 +973,8 @@ class LmdbReader(StoreReader):
         seen = np.zeros(n, bool)
         is_obj = False
         try:
-            for k, v in self._txn.cursor(db=self._db_labels):
-                first = int.from_bytes(bytes(k), "big")
-                if first >= n:
-                    break
+            for first, raw in self._label_blocks(n):
                 try:
-                    raw = bytes(v)
                     fast = None if is_obj else _int_labels_block(raw)
                     if fast is not None:  # int labels, no metadata: parsed without a Python object a record
                         if first + len(fast) > n:
