@@ -46,14 +46,19 @@ async def settle(app: ImgtuiApp, pilot) -> None:
 @pytest.fixture(autouse=True)
 def _keep_notifications(monkeypatch):
     """Every notification an app shows, kept after it expires (on a loaded machine a notification
-    timed out before the test looked: seen in CI)."""
-    shown = ImgtuiApp._on_notify
+    timed out before the test looked: seen in CI), and kept when ``notify`` is called, not when the
+    app's queue gets to it (a worker's end set ``making = False`` right after its ``notify``, and a
+    test that waited for ``making`` looked before the queue had: seen in CI)."""
+    from textual.notifications import Notify
 
-    def on_notify(self, event) -> None:
-        self.__dict__.setdefault("_seen_notes", []).append(event.notification)
-        shown(self, event)
+    post = ImgtuiApp.post_message
 
-    monkeypatch.setattr(ImgtuiApp, "_on_notify", on_notify)
+    def post_message(self, message) -> bool:
+        if isinstance(message, Notify):
+            self.__dict__.setdefault("_seen_notes", []).append(message.notification)
+        return post(self, message)
+
+    monkeypatch.setattr(ImgtuiApp, "post_message", post_message)
 
 
 def notifications(app: ImgtuiApp, severity: str | None = None) -> list:
@@ -870,6 +875,16 @@ async def test_cancel_make_stores_leaves_no_partial_store(tmp_path):
         await pilot.press("y")
         await wait_until(pilot, lambda: not screen.making, what="the second cancel")
         assert list(folder.iterdir()) == []
+
+
+async def test_notifications_are_seen_as_soon_as_notify_returns():
+    """The tests' record of notifications is taken at ``notify``: a test that waits for a state set
+    right after a ``notify`` must see that notification (it did not, under load in CI)."""
+    app = make_app("synthetic:count=5,size=8")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.screen.notify("written before making = False", severity="error")
+        assert notifications(app, "error")[-1].message == "written before making = False"
 
 
 async def test_make_stores_into_a_missing_output_folder_is_a_notification(tmp_path):
