@@ -90,16 +90,16 @@ def validate_image(image: Any, where: str = "image") -> np.ndarray:
         dt = image.dtype
     if dt not in DTYPE_CODES:
         raise InvalidRecordError(f"{where}: unsupported dtype {dt} (imgtui stores {DTYPES_TEXT})")
-    if image.ndim == 3:
-        if image.shape[2] not in SUPPORTED_CHANNELS:
+    if image.ndim == 4:
+        if image.shape[3] not in SUPPORTED_CHANNELS:
             raise InvalidRecordError(
-                f"{where}: unsupported channel count {image.shape[2]} (use 1, 3 or 4)"
+                f"{where}: unsupported channel count {image.shape[3]} in a DxHxWxC volume (use 1, 3 or 4)"
             )
-    elif image.ndim != 2:
+    elif image.ndim not in (2, 3):
         raise InvalidRecordError(
-            f"{where}: expected HxW or HxWxC, got {image.ndim} dimensions {tuple(image.shape)}"
+            f"{where}: expected HxW, HxWxC, DxHxW or DxHxWxC, got {image.ndim} dimensions {tuple(image.shape)}"
         )
-    if image.shape[0] == 0 or image.shape[1] == 0:
+    if 0 in image.shape:
         raise InvalidRecordError(f"{where}: image has 0 pixels (shape {tuple(image.shape)})")
     if image.nbytes > MAX_IMAGE_BYTES:
         raise InvalidRecordError(
@@ -111,6 +111,47 @@ def validate_image(image: Any, where: str = "image") -> np.ndarray:
         # numpy compares and what every backend can write back exactly
         image = image.view(np.uint8) != 0
     return image
+
+
+def is_volume(shape: tuple) -> bool:
+    """A 3-D record: DxHxWxC, or a 3-D array whose last axis is not a channel count (1, 3 or 4).
+    An HxWx1/3/4 array is an image with channels; a DxHxW volume whose width is 1, 3 or 4 is stored
+    bit-exact all the same (every backend keeps the shape as given), only shown as an image."""
+    return len(shape) == 4 or (len(shape) == 3 and shape[2] not in SUPPORTED_CHANNELS)
+
+
+def shape4(shape: tuple) -> tuple[int, int, int, int]:
+    """A record's shape as the (D, H, W, C) the backends' indexes keep: D = 0 for an image, C = 0
+    for no channel axis. Every shape validate_image accepts maps to one tuple and back."""
+    if len(shape) == 2:
+        return (0, int(shape[0]), int(shape[1]), 0)
+    if len(shape) == 3:
+        if shape[2] in SUPPORTED_CHANNELS:
+            return (0, int(shape[0]), int(shape[1]), int(shape[2]))
+        return (int(shape[0]), int(shape[1]), int(shape[2]), 0)
+    d, h, w, c = shape
+    return (int(d), int(h), int(w), int(c))
+
+
+def shape_from4(d: int, h: int, w: int, c: int) -> tuple[int, ...]:
+    """The inverse of :func:`shape4`."""
+    head = (int(h), int(w)) if not d else (int(d), int(h), int(w))
+    return head + ((int(c),) if c else ())
+
+
+def shapes4(shapes: np.ndarray) -> np.ndarray:
+    """An N x 3 (H, W, C) index of stores written before 3-D records, or an N x 4 (D, H, W, C)
+    one, as N x 4."""
+    shapes = np.asarray(shapes)
+    if shapes.ndim == 2 and shapes.shape[1] == 3:
+        return np.concatenate([np.zeros((len(shapes), 1), shapes.dtype), shapes], axis=1)
+    return shapes
+
+
+def shape_text(shape: tuple) -> str:
+    """``32x32x3``; a volume says so: ``volume 40x64x64``."""
+    text = "x".join(map(str, shape))
+    return f"volume {text}" if is_volume(shape) else text
 
 
 def validate_label(label: Any, where: str = "label") -> Label:

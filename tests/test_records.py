@@ -46,14 +46,38 @@ def test_missing_dataset_path(tmp_path):
     (np.zeros((4, 4), np.float16), "unsupported dtype float16"),
     (np.zeros((4, 4), np.int64), "unsupported dtype int64"),
     (np.zeros((4, 4), "U2"), "unsupported dtype <U2"),
-    (np.zeros((4, 4, 2), np.uint8), "unsupported channel count 2"),
+    (np.zeros((2, 4, 4, 2), np.uint8), "unsupported channel count 2 in a DxHxWxC volume"),
     (np.zeros((0, 4), np.uint8), "0 pixels"),
-    (np.zeros((2, 2, 2, 3), np.uint8), "4 dimensions"),
+    (np.zeros((3, 0, 4), np.uint8), "0 pixels"),
+    (np.zeros((2, 2, 2, 3, 1), np.uint8), "expected HxW, HxWxC, DxHxW or DxHxWxC, got 5 dimensions"),
+    (np.zeros(4, np.uint8), "got 1 dimensions"),
     ([[1, 2]], "expected a numpy array"),
 ])
 def test_bad_images(image, msg):
     with pytest.raises(InvalidRecordError, match=msg):
         validate_record(Record(image, 0, {}), 7)
+
+
+@pytest.mark.parametrize("shape,volume,packed", [
+    ((5, 7), False, (0, 5, 7, 0)),
+    ((5, 7, 1), False, (0, 5, 7, 1)),
+    ((5, 7, 3), False, (0, 5, 7, 3)),
+    ((5, 7, 4), False, (0, 5, 7, 4)),
+    ((5, 7, 2), True, (5, 7, 2, 0)),
+    ((40, 64, 64), True, (40, 64, 64, 0)),
+    ((2, 5, 7, 1), True, (2, 5, 7, 1)),
+    ((2, 5, 7, 3), True, (2, 5, 7, 3)),
+])
+def test_volumes_and_images_each_have_one_packed_shape(shape, volume, packed):
+    """A 3-D record is DxHxW (last axis not 1, 3 or 4) or DxHxWxC; every accepted shape packs to
+    one (D, H, W, C) and back, the form the backends' indexes keep."""
+    from imgtui.records import is_volume, shape4, shape_from4, shapes4
+
+    img = validate_record(Record(np.zeros(shape, np.int16), 0, {}), 0).image
+    assert img.shape == shape and is_volume(shape) is volume
+    assert shape4(shape) == packed and shape_from4(*packed) == shape
+    old = np.array([[5, 7, 0], [5, 7, 3]])  # an N x 3 index of stores written before volumes
+    assert shapes4(old).tolist() == [[0, 5, 7, 0], [0, 5, 7, 3]]
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "int8", "int16", "uint32", "int32", "float32", "float64", "bool"])

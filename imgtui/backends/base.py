@@ -51,7 +51,7 @@ from ..errors import (
 )
 import threading
 
-from ..records import CHECKSUM, DTYPE_NAMES, RAW_CHECKSUMS, Label, LabelDigest, Record, checksum_fn, dumps_metadata, metadata_json, validate_image, validate_label, validate_record
+from ..records import CHECKSUM, DTYPE_NAMES, is_volume, RAW_CHECKSUMS, Label, LabelDigest, Record, checksum_fn, dumps_metadata, metadata_json, validate_image, validate_label, validate_record
 from .safety import (  # noqa: F401  (fsync_dir, remove_path: used by the backends through base)
     WriterLock,
     clean_stale,
@@ -71,15 +71,30 @@ from .safety import (  # noqa: F401  (fsync_dir, remove_path: used by the backen
 #: 3: records of dtypes other than uint8/uint16 (int8 ... float64, bool). Only stores holding such
 #: records say 3, so that an older imgtui says "upgrade imgtui" instead of "damaged"; stores of
 #: uint8/uint16 records are still written as version 2, which older versions read.
-FORMAT_VERSION = 3
+#: 4: 3-D records (DxHxW, DxHxWxC): their indexes keep a depth (N x 4 shapes in HDF5 and Zarr,
+#: the depth in the LMDB entry's spare bytes, a multi-page TIFF per record on disk). Only stores
+#: holding a 3-D record say 4.
+FORMAT_VERSION = 4
 #: the version written for stores whose records are all uint8/uint16
 PLAIN_FORMAT_VERSION = 2
+#: the version of stores with records of other dtypes (no 3-D records)
+DTYPES_FORMAT_VERSION = 3
 _PLAIN_DTYPES = frozenset({"uint8", "uint16"})
 
 
-def format_version_for(dtypes: Any) -> int:
-    """The format version a store holding records of these dtype names is written as."""
-    return PLAIN_FORMAT_VERSION if set(dtypes or ()) <= _PLAIN_DTYPES else FORMAT_VERSION
+def format_version_for(dtypes: Any, volumes: bool = False) -> int:
+    """The format version a store holding records of these dtype names (and 3-D records, if
+    ``volumes``) is written as: the lowest that can hold them, so older imgtui reads what it can."""
+    if volumes:
+        return FORMAT_VERSION
+    return PLAIN_FORMAT_VERSION if set(dtypes or ()) <= _PLAIN_DTYPES else DTYPES_FORMAT_VERSION
+
+
+def _volume_key(key: str) -> bool:
+    try:
+        return is_volume(tuple(int(v) for v in key.split("x")))
+    except ValueError:
+        return False
 #: distinct shapes / labels remembered in the manifest statistics
 _MAX_DISTINCT = 1000
 
@@ -152,6 +167,8 @@ class WriteStats:
     label_kinds: set = field(default_factory=set)
     shapes_truncated: bool = False
     labels_truncated: bool = False
+    #: a 3-D record was counted (sticky: the format version never goes down)
+    volumes: bool = False
 
     def add(self, record: Record) -> None:
         """Count one record (the per-record write path: no temporary lists or Counters)."""
@@ -175,6 +192,8 @@ class WriteStats:
 
     def _count_shape(self, shape: tuple, n: int) -> None:
         key = "x".join(map(str, shape))
+        if len(shape) > 2 and not self.volumes and is_volume(shape):
+            self.volumes = True
         if key in self.shapes or len(self.shapes) < _MAX_DISTINCT:
             self.shapes[key] += n
         else:
@@ -212,6 +231,7 @@ class WriteStats:
             shapes_truncated=bool(d.get("shapes_truncated", False)),
             labels_truncated=bool(d.get("labels_truncated", False)),
         )
+        s.volumes = any(_volume_key(str(k)) for k in s.shapes) or d.get("format_version", 0) == FORMAT_VERSION
         return s
 
 
@@ -220,7 +240,7 @@ def make_manifest(backend: str, stats: WriteStats, options: dict, **extra: Any) 
     m = {
         "format": "imgtui",
         "backend": backend,
-        "format_version": format_version_for(stats.dtypes),
+        "format_version": format_version_for(stats.dtypes, stats.volumes),
         "imgtui_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "options": options,

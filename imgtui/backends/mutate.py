@@ -296,7 +296,7 @@ def _new_manifest(old: dict, stats: WriteStats, **extra: Any) -> dict:
     m = dict(old)
     m.update(stats.to_dict())
     if isinstance(m.get("format_version"), int):  # records of new dtypes: older imgtui must say "upgrade"
-        m["format_version"] = max(m["format_version"], format_version_for(stats.dtypes))
+        m["format_version"] = max(m["format_version"], format_version_for(stats.dtypes, stats.volumes))
     m["label_kinds"] = sorted(stats.label_kinds) if stats.count else []
     m["modified"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     m.update(extra)

@@ -733,11 +733,13 @@ def _read_lmdb_plain(path: Path):
         env.close()
     magic, count, first = struct.unpack_from("<4sIQ", value)
     entry = np.dtype([("offset", "<u4"), ("nbytes", "<u4"), ("crc", "<u4"), ("h", "<u4"), ("w", "<u4"),
-                      ("c", "<u2"), ("dtype", "u1"), ("ndim", "u1"), ("enc", "u1"), ("pad", "V7")])
+                      ("c", "<u2"), ("dtype", "u1"), ("ndim", "u1"), ("enc", "u1"), ("d", "<u4"), ("pad", "V3")])
     table = np.frombuffer(value, entry, count, struct.calcsize("<4sIQ"))
     e = table[0]
     dt = {1: "<u1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<f8", 8: "?", 9: "<i1"}[int(e["dtype"])]
     shape = (int(e["h"]), int(e["w"]), int(e["c"]))[: int(e["ndim"])]
+    if int(e["d"]):  # a 3-D record: depth d, then h, w and c if it has channels
+        shape = (int(e["d"]), int(e["h"]), int(e["w"])) + ((int(e["c"]),) if int(e["c"]) else ())
     start = int(e["offset"])
     data = value[start : start + int(e["nbytes"])]
     if len(data) != int(e["nbytes"]):  # offsets relative to the end of the record table

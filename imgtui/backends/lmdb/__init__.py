@@ -48,7 +48,7 @@ class LmdbBackend(Backend):
         return (
             "lmdb.open(path, readonly=True, max_dbs=4) (keep the lock: a writer may change the store); db 'blocks': key = first record index "
             "(8-byte big-endian), value = '<4sIQ' header (b'IMB1', count, first) + count 32-byte entries "
-            "'<u4 offset,nbytes,crc,h,w; <u2 c; u1 dtype(1=u8,2=u16,3=i16,4=u4,5=i4,6=f4,7=f8,8=bool,9=i1),ndim,enc(0=raw,1=png); 7 pad' + payloads; "
+            "'<u4 offset,nbytes,crc,h,w; <u2 c; u1 dtype(1=u8,2=u16,3=i16,4=u4,5=i4,6=f4,7=f8,8=bool,9=i1),ndim,enc(0=raw,1=png); <u4 d (depth of a 3-D record, 0 for an image); 3 pad' + payloads; "
             "db 'labels': same keys, JSON [[label, metadata], ...]; db 'meta': key 'manifest' (JSON)"
         )
 

@@ -9,7 +9,8 @@ Layout of a store (a folder, ``lmdb.open(path, subdir=True, max_dbs=4)``):
   * ``count`` entries of the 32-byte little-endian table :data:`ENTRY` (byte offset of the payload
     in the value, payload bytes, crc32 of the pixels, h, w, c, dtype code (1=uint8 2=uint16 3=int16
     4=uint32 5=int32 6=float32 7=float64 8=bool 9=int8), ndim,
-    encoding 0=raw 1=png);
+    encoding 0=raw 1=png, and d: the depth of a 3-D record (DxHxW[xC] kept as d, h, w, c), 0 for
+    an image (bytes that were padding before 3-D records, so older stores read unchanged));
   * the payloads: raw C-order pixel bytes (little-endian) or one lossless PNG per record
     (``encoding=png`` applies to uint8/uint16 only; the other dtypes are always raw).
 
@@ -55,7 +56,7 @@ from ...errors import (
     StoreNotFoundError,
     WrongBackendError,
 )
-from ...records import CODE_DTYPES, DTYPE_CODES, Label, Record
+from ...records import CODE_DTYPES, DTYPE_CODES, Label, Record, is_volume, shape4, shape_from4
 from ..base import StoreReader, StoreWriter, check_manifest, disk_nearly_full, labels_to_array
 
 _LABEL_JSON = json.JSONEncoder(ensure_ascii=False)
@@ -74,13 +75,14 @@ ENTRY = np.dtype(
         ("dtype", "u1"),
         ("ndim", "u1"),
         ("enc", "u1"),
-        ("pad", "V7"),
+        ("d", "<u4"),
+        ("pad", "V3"),
     ]
 )
 assert ENTRY.itemsize == 32
 #: one ENTRY read with struct (single lookups)
-_ENTRY_STRUCT = struct.Struct("<IIIIIHBBB7x")
-_ENTRY_FIELDS = ("offset", "nbytes", "crc", "h", "w", "c", "dtype", "ndim", "enc")
+_ENTRY_STRUCT = struct.Struct("<IIIIIHBBBI3x")
+_ENTRY_FIELDS = ("offset", "nbytes", "crc", "h", "w", "c", "dtype", "ndim", "enc", "d")
 assert _ENTRY_STRUCT.size == ENTRY.itemsize
 DTYPES = CODE_DTYPES  # code -> dtype (1 uint8, 2 uint16, ...: imgtui.records.DTYPE_CODES)
 ENC_RAW, ENC_PNG = 0, 1
@@ -116,6 +118,8 @@ def _png_encode(image: np.ndarray, level: int) -> bytes | None:
     from PIL import Image
 
     a = image
+    if a.ndim > 2 and is_volume(a.shape):
+        return None  # a PNG holds one plane: volumes are stored raw
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     if a.dtype not in (np.uint8, np.uint16) or (a.dtype == np.uint16 and a.ndim == 3):
@@ -204,7 +208,18 @@ class _LabelsBlock:
         return int(tok), {}
 
 
-def _shape_of(e: np.void | np.ndarray) -> tuple:
+def _set_shapes(table: np.ndarray, shapes: list[tuple]) -> None:
+    """The shape fields of entries: an image keeps h, w, c (d = 0, as before 3-D records); a
+    volume keeps its depth in d (written in bytes that were padding, zero in older stores)."""
+    packed = np.array([shape4(s) for s in shapes], dtype=np.int64).reshape(-1, 4)
+    table["d"], table["h"], table["w"], table["c"] = packed.T
+    table["ndim"] = [len(s) for s in shapes]
+
+
+def _shape_of(e: np.void | np.ndarray | dict) -> tuple:
+    d = int(e["d"])
+    if d:
+        return shape_from4(d, int(e["h"]), int(e["w"]), int(e["c"]))
     if int(e["ndim"]) == 2:
         return (int(e["h"]), int(e["w"]))
     return (int(e["h"]), int(e["w"]), int(e["c"]))
@@ -322,11 +337,7 @@ class LmdbWriter(StoreWriter):
         ent["offset"] = offs
         ent["nbytes"] = nbytes
         ent["crc"] = [c for _, c in pend]
-        shapes = [rec.image.shape for rec, _ in pend]
-        ent["h"] = [s[0] for s in shapes]
-        ent["w"] = [s[1] for s in shapes]
-        ent["c"] = [s[2] if len(s) == 3 else 0 for s in shapes]
-        ent["ndim"] = [len(s) for s in shapes]
+        _set_shapes(ent, [rec.image.shape for rec, _ in pend])
         ent["dtype"] = [DTYPE_CODES[rec.image.dtype] for rec, _ in pend]
         ent["enc"] = encs
         value = b"".join([HEADER.pack(MAGIC, cnt, first), ent.tobytes(), *payloads])
@@ -421,9 +432,7 @@ class LmdbWriter(StoreWriter):
                 table = np.zeros(cnt, ENTRY)
                 table["offset"] = HEADER.size + cnt * ENTRY.itemsize + np.arange(cnt, dtype=np.int64) * nb
                 table["nbytes"] = nb
-                table["h"], table["w"] = shape[0], shape[1]
-                table["c"] = shape[2] if len(shape) == 3 else 0
-                table["ndim"] = len(shape)
+                _set_shapes(table, [shape] * cnt)
                 table["dtype"] = code
                 table["enc"] = ENC_RAW
             table["crc"] = sums[a : a + cnt]
@@ -843,7 +852,7 @@ class LmdbReader(StoreReader):
                     self._roff = addr - lo
         if n and self._all_ok and (ent["enc"] == ENC_RAW).all():
             e0 = ent[0]
-            same = all((ent[f] == e0[f]).all() for f in ("h", "w", "c", "ndim", "dtype"))
+            same = all((ent[f] == e0[f]).all() for f in ("d", "h", "w", "c", "ndim", "dtype"))
             if same:
                 shape = _shape_of(e0)
                 dt = DTYPES.get(int(e0["dtype"]))
@@ -1055,7 +1064,7 @@ class LmdbReader(StoreReader):
             e, view = self._ent[i], self._views[b]
         dt = DTYPES.get(int(e["dtype"]))
         ndim = int(e["ndim"])
-        if dt is None or ndim not in (2, 3):
+        if dt is None or ndim not in (2, 3, 4) or (ndim == 4 and not int(e["d"])):
             raise CorruptStoreError(f"{self.path}: record {i} has a damaged entry (dtype or shape)")
         shape = _shape_of(e)
         off, nb = int(e["offset"]), int(e["nbytes"])
