@@ -541,3 +541,37 @@ def test_shared_cifar_sample_if_present(tmp_path):
             break
     got, _ = read_all(write(tmp_path / "c.h5", recs))
     assert_same(got, recs)
+
+
+def _as_written_before_volumes(path: Path) -> None:
+    """Turn a variable-shape store into what imgtui wrote before 3-D records: ``shapes`` N x 3."""
+    with h5py.File(path, "r+") as f:
+        rows = f["shapes"][()]
+        assert rows.shape[1] == 4 and not rows[:, 0].any()
+        del f["shapes"]
+        f.create_dataset("shapes", data=rows[:, 1:], maxshape=(None, 3), chunks=(64, 3), dtype=np.int64)
+
+
+@pytest.mark.parametrize("change", ["append", "overwrite"])
+def test_store_with_n_by_3_shapes_reads_and_takes_volumes(tmp_path, change):
+    """A variable-shape store written before 3-D records (shapes N x 3) still reads bit-exact, and
+    a change bringing a volume widens its shapes to N x 4 without losing a record."""
+    rng = np.random.default_rng(3)
+    old = [Record(rng.integers(0, 255, s, dtype=np.uint8), i, {}) for i, s in enumerate([(4, 5), (6, 5, 3), (3, 3, 1)])]
+    p = tmp_path / "old.h5"
+    with imgtui.writer(p, "hdf5") as w:
+        w.write_many(old)
+    _as_written_before_volumes(p)
+    with open_store(p) as r:
+        assert list(r) == old and r.verify().ok
+    vol = Record(rng.standard_normal((3, 4, 6)).astype(np.float32), 9, {"v": 1})
+    if change == "append":
+        imgtui.append(p, [vol])
+        want = old + [vol]
+    else:
+        imgtui.overwrite(p, {1: vol})
+        want = [old[0], vol, old[2]]
+    with h5py.File(p, "r") as f:
+        assert f["shapes"].shape == (len(want), 4)
+    with open_store(p) as r:
+        assert list(r) == want and r.verify().ok and r.info()["format_version"] == 4

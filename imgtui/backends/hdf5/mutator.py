@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from ...errors import StoreError, StoreFullError
-from ...records import LabelDigest, Record
+from ...records import LabelDigest, Record, is_volume
 from ..base import WriteStats
 from ..mutate import BATCH, _batches, _cancelled, _first_line, _Mutator, _new_manifest, _stat_items, _stats_remove
 from ..safety import copy_file, fault_point, fsync_file, remove_path, replace_path, temp_path
@@ -279,9 +279,10 @@ class Hdf5Mutator(_Mutator):
                     flat = np.empty(1, dtype=H._VLEN_U8)
                     flat[0] = H._raw_bytes(rec.image)
                     f["images_flat"].write_direct(flat, dest_sel=np.s_[i : i + 1])
-                    shp = np.zeros(3, np.int64)
-                    shp[: rec.image.ndim] = rec.image.shape
-                    f["shapes"][i] = shp
+                    ds = f["shapes"]
+                    if ds.shape[1] == 3 and rec.image.ndim > 2 and is_volume(rec.image.shape):
+                        ds = H.widen_shapes(f)
+                    ds[i] = H.shape_rows([rec.image.shape], ds.shape[1])[0]
                     f["dtypes"][i] = H.DTYPE_CODES[rec.image.dtype]
                 if mode == "int":
                     f["labels"][i] = rec.label

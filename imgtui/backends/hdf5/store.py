@@ -8,7 +8,9 @@ Fixed shapes (every record has the shape and dtype of the first one):
 Variable shapes (a record's shape or dtype differed from the first one):
   ``images_flat``  N vlen uint8 (``h5py.vlen_dtype(np.uint8)``): each image's raw C-order bytes,
                    multi-byte samples little-endian
-  ``shapes``       N x 3 int64 (H, W, C); C = 0 for a 2-D HxW image
+  ``shapes``       N x 4 int64 (D, H, W, C); D = 0 for an image, C = 0 for no channel axis
+                   (stores written before 3-D records: N x 3 (H, W, C), still read and widened
+                   when a change brings a 3-D record)
   ``dtypes``       N uint8 code: 0 = uint8, 1 = uint16, 2 = int16, 3 = uint32, 4 = int32,
                    5 = float32, 6 = float64, 7 = bool, 8 = int8
 Always:
@@ -75,7 +77,7 @@ from ...errors import (
     InvalidRecordError,
     StoreNotFoundError,
 )
-from ...records import CODE_DTYPES as _RECORD_DTYPES, DTYPE_CODES as _RECORD_CODES, Label, Record, loads_metadata
+from ...records import CODE_DTYPES as _RECORD_DTYPES, DTYPE_CODES as _RECORD_CODES, Label, Record, is_volume, loads_metadata, shape4, shape_from4, shapes4
 from ..base import (
     PLAIN_FORMAT_VERSION,
     ArrayReader,
@@ -490,6 +492,16 @@ class Hdf5Writer(StoreWriter):
         remove_path(self._rewrite_path)
 
     # -- helpers ---------------------------------------------------------------------------
+    def _shapes_ds(self, f: h5py.File, images: list[np.ndarray]) -> h5py.Dataset:
+        """The ``shapes`` dataset, widened from N x 3 (a store written before 3-D records) to
+        N x 4 when a 3-D record comes (writers and changes work on a copy: nothing is lost)."""
+        ds = self._ds("shapes")
+        if ds.shape[1] == 3 and any(im.ndim > 2 and is_volume(im.shape) for im in images):
+            self._dsets.pop("shapes", None)
+            ds = widen_shapes(f)
+            self._dsets["shapes"] = ds
+        return ds
+
     def _ds(self, name: str) -> h5py.Dataset:
         d = self._dsets.get(name)
         if d is None:
@@ -559,7 +571,7 @@ class Hdf5Writer(StoreWriter):
     def _create_variable(self, f: h5py.File, rows: int) -> None:
         comp = self._compression_kwargs()
         f.create_dataset("images_flat", shape=(rows,), maxshape=(None,), chunks=(STR_CHUNK,), dtype=_VLEN_U8)
-        f.create_dataset("shapes", shape=(rows, 3), maxshape=(None, 3), chunks=(AUX_CHUNK, 3), dtype=np.int64, **comp)
+        f.create_dataset("shapes", shape=(rows, 4), maxshape=(None, 4), chunks=(AUX_CHUNK, 4), dtype=np.int64, **comp)
         f.create_dataset("dtypes", shape=(rows,), maxshape=(None,), chunks=(AUX_CHUNK,), dtype=np.uint8, **comp)
 
     def _create_aux(self, f: h5py.File, label_mode: str, rows: int = 0) -> None:
@@ -610,14 +622,12 @@ class Hdf5Writer(StoreWriter):
     def _write_variable(self, f: h5py.File, images: list[np.ndarray], start: int) -> None:
         n = len(images)
         flat = np.empty(n, dtype=_VLEN_U8)
-        shapes = np.zeros((n, 3), dtype=np.int64)
         codes = np.empty(n, dtype=np.uint8)
         for k, im in enumerate(images):
             flat[k] = _raw_bytes(im)
-            shapes[k, : im.ndim] = im.shape
             codes[k] = DTYPE_CODES[im.dtype]
         _append_vlen(self._ds("images_flat"), start, flat)
-        _append(self._ds("shapes"), start, shapes)
+        _append(self._shapes_ds(f, images), start, shape_rows([im.shape for im in images], self._ds("shapes").shape[1]))
         _append(self._ds("dtypes"), start, codes)
 
     def _rewrite(self, n: int, kind: str, layout: str = "chunked", alloc: int | None = None) -> None:
@@ -662,10 +672,8 @@ class Hdf5Writer(StoreWriter):
         flat = np.empty(n, dtype=_VLEN_U8)
         for k in range(n):
             flat[k] = _raw_bytes(block[k])
-        shapes = np.zeros((n, 3), dtype=np.int64)
-        shapes[:, : block.ndim - 1] = block.shape[1:]
         _append_vlen(ds_flat, start, flat)
-        ds_shapes[start : start + n] = shapes
+        ds_shapes[start : start + n] = shape_rows([block.shape[1:]] * n, ds_shapes.shape[1])
         ds_codes[start : start + n] = DTYPE_CODES[block.dtype]
 
 
@@ -697,6 +705,22 @@ def _append_vlen(ds: h5py.Dataset, start: int, values: np.ndarray) -> None:
         ds.resize(end, axis=0)
     if len(values):
         ds.write_direct(values, dest_sel=np.s_[start:end])
+
+
+def shape_rows(shapes: list[tuple], width: int = 4) -> np.ndarray:
+    """Rows of the ``shapes`` dataset: (D, H, W, C) per record, or (H, W, C) in a store written
+    before 3-D records (N x 3; only images go there, see :meth:`Hdf5Writer._shapes_ds`)."""
+    rows = np.array([shape4(s) for s in shapes], dtype=np.int64).reshape(-1, 4)
+    return rows if width == 4 else rows[:, 1:]
+
+
+def widen_shapes(f: h5py.File) -> h5py.Dataset:
+    """Replace an N x 3 ``shapes`` dataset by the N x 4 one of the same records."""
+    old = f["shapes"]
+    rows, comp = shapes4(old[()]), {"compression": old.compression, "compression_opts": old.compression_opts}
+    del f["shapes"]
+    return f.create_dataset("shapes", data=rows, maxshape=(None, 4), chunks=(AUX_CHUNK, 4), dtype=np.int64,
+                            **{k: v for k, v in comp.items() if v is not None})
 
 
 def _raw_bytes(image: np.ndarray) -> np.ndarray:
@@ -950,14 +974,14 @@ class Hdf5Reader(ArrayReader):
             block = self._guard("images", lambda: self._fixed_block(key))
             return block if inv is None else block[inv]
         flats = self._guard("images", lambda: self._flat[key] if isinstance(key, slice) else _read_rows(self._flat, key))
-        shapes = self._small("shapes")[key]
+        shapes = shapes4(self._small("shapes")[key])
         codes = self._small("dtypes")[key]
         out = []
         for raw, shp, code in zip(flats, shapes, codes):
             dt = CODE_DTYPES.get(int(code))
             if dt is None:
                 raise CorruptStoreError(f"{self.path}: unknown dtype code {int(code)} in 'dtypes'")
-            shape = (int(shp[0]), int(shp[1]), int(shp[2])) if shp[2] else (int(shp[0]), int(shp[1]))
+            shape = shape_from4(*shp)
             im = np.frombuffer(raw, dtype=dt)
             if im.size != int(np.prod(shape)):
                 raise CorruptStoreError(f"{self.path}: an image's byte count does not match its stored shape {shape}")
