@@ -289,3 +289,25 @@ def test_convert_cli_writes_a_zarr_store(tmp_path):
     with open_store(dest) as r:
         assert len(r) == 30 and r.verify().ok and r.info()["zarr"]["compressor"] == "zstd"
     shutil.rmtree(dest)
+
+
+def test_store_with_n_by_3_shapes_still_reads_and_takes_volumes(tmp_path):
+    """A variable-shape store written before 3-D records (``shapes`` N x 3) reads bit-exact and
+    verifies; appending a volume rewrites it with N x 4 shapes, every record kept."""
+    rng = np.random.default_rng(5)
+    old = [Record(rng.integers(0, 255, s, dtype=np.uint8), i, {}) for i, s in enumerate([(4, 5), (6, 5, 3), (3, 3, 1)])]
+    p = tmp_path / "old.zarr"
+    with imgtui.writer(p, "zarr") as w:
+        w.write_many(old)
+    g = zarr.open_group(str(p), mode="r+")
+    rows = np.asarray(g["shapes"][:])
+    assert rows.shape == (3, 4) and not rows[:, 0].any()
+    del g["shapes"]
+    g.create_array("shapes", data=rows[:, 1:].copy())
+    with open_store(p) as r:
+        assert list(r) == old and r.verify().ok
+    vol = Record(rng.standard_normal((3, 4, 6)).astype(np.float32), 9, {})
+    imgtui.append(p, [vol])
+    assert zarr.open_group(str(p), mode="r")["shapes"].shape == (4, 4)
+    with open_store(p) as r:
+        assert list(r) == old + [vol] and r.verify().ok

@@ -11,7 +11,8 @@ Variable shapes (a record's shape or dtype differed from the first one):
   ``pixels``       flat uint8: every image's raw C-order bytes (little-endian), one after
                    another, in chunks of 256 KiB (64 KiB compressed) grouped into ~16 MiB shards
   ``offsets``      N + 1 uint64: record i is ``pixels[offsets[i]:offsets[i + 1]]``
-  ``shapes``       N x 3 int64 (H, W, C); C = 0 for a 2-D HxW image
+  ``shapes``       N x 4 int64 (D, H, W, C); D = 0 for an image, C = 0 for no channel axis
+                   (N x 3 (H, W, C) in stores written before 3-D records: still read)
   ``dtypes``       N uint8 code: 0 = uint8, 1 = uint16, 2 = int16, 3 = uint32, 4 = int32,
                    5 = float32, 6 = float64, 7 = bool, 8 = int8
 Always:
@@ -92,7 +93,7 @@ from ...errors import (
     StoreChangedError,
     StoreNotFoundError,
 )
-from ...records import CODE_DTYPES as _RECORD_DTYPES, DTYPE_CODES as _RECORD_CODES, Label, Record, loads_metadata
+from ...records import CODE_DTYPES as _RECORD_DTYPES, DTYPE_CODES as _RECORD_CODES, Label, Record, loads_metadata, shape4, shape_from4, shapes4
 from ..base import (
     PLAIN_FORMAT_VERSION,
     ArrayReader,
@@ -456,7 +457,7 @@ class ZarrWriter(StoreWriter):
         arr = self._create("pixels", (0,), (chunk,), np.uint8, (shard,), self._compressors)
         self._cols["pixels"] = _Column(arr, shard)
         self._aux("offsets", np.uint64)
-        self._aux("shapes", np.int64, width=3)
+        self._aux("shapes", np.int64, width=4)
         self._aux("dtypes", np.uint8)
 
     def _to_variable(self) -> None:
@@ -478,7 +479,7 @@ class ZarrWriter(StoreWriter):
     def _append_variable(self, images: list[np.ndarray]) -> None:
         n = len(images)
         offsets = np.empty(n, dtype=np.uint64)
-        shapes = np.zeros((n, 3), dtype=np.int64)
+        shapes = np.array([shape4(im.shape) for im in images], dtype=np.int64).reshape(-1, 4)
         codes = np.empty(n, dtype=np.uint8)
         pixels = self._cols["pixels"]
         pos = self._pixel_bytes
@@ -487,7 +488,6 @@ class ZarrWriter(StoreWriter):
             pixels.append(raw)  # copied into the column's shard buffer: no concatenated batch
             offsets[k] = pos
             pos += raw.size
-            shapes[k, : im.ndim] = im.shape
             codes[k] = DTYPE_CODES[im.dtype]
         self._pixel_bytes = pos
         self._cols["offsets"].append(offsets)
@@ -923,7 +923,7 @@ class ZarrReader(ArrayReader):
         if self._kind == "fixed":
             need["images"] = (None, tuple(dt.name for dt in DTYPE_CODES))
         elif self._kind == "variable":
-            need.update(pixels=(None, ("uint8",)), offsets=((n + 1,), ("uint64",)), shapes=((n, 3), ("int64",)),
+            need.update(pixels=(None, ("uint8",)), offsets=((n + 1,), ("uint64",)), shapes=(None, ("int64",)),
                         dtypes=((n,), ("uint8",)))
         elif n:
             raise CorruptStoreError(f"{p}: no images array but the manifest says {n:,} records")
@@ -944,6 +944,8 @@ class ZarrReader(ArrayReader):
             got = meta.get("shape")
             if not isinstance(got, list) or not all(isinstance(v, int) and v >= 0 for v in got):
                 raise CorruptStoreError(f"{p}: array {name!r} has no valid shape")
+            if name == "shapes" and tuple(got) not in ((n, 3), (n, 4)):
+                raise CorruptStoreError(f"{p}: array 'shapes' has shape {tuple(got)}, not {n:,} x 4 (or 3)")
             if shape is not None and tuple(got) != shape:
                 raise CorruptStoreError(f"{p}: array {name!r} has shape {tuple(got)} but the manifest says {n:,} records")
             if meta.get("data_type") not in types:
@@ -954,9 +956,9 @@ class ZarrReader(ArrayReader):
             raise CorruptStoreError(f"{p}: 'label_is_int' is present but the labels are not strings")
         if self._kind == "fixed":
             shape = tuple(self._meta["images"]["shape"])
-            if (shape[0] != n or len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] not in (1, 3, 4))
+            if (shape[0] != n or len(shape) not in (3, 4, 5) or (len(shape) == 5 and shape[4] not in (1, 3, 4))
                     or 0 in shape[1:]):
-                raise CorruptStoreError(f"{p}: array 'images' has shape {shape}, not N x H x W [x C]")
+                raise CorruptStoreError(f"{p}: array 'images' has shape {shape}, not N x [D x] H x W [x C]")
         # the images, and the numeric per-record arrays (checksums, int labels, offsets ...), are
         # read straight from their chunk files where the layout is this writer's; nothing is read
         # here: a single lookup reads its own chunks, a batch reads the small arrays whole once
@@ -1097,14 +1099,14 @@ class ZarrReader(ArrayReader):
         if rows.size == 1 and "offsets" not in self._cache:  # one record: its own chunks only
             r0 = int(rows[0])
             one = {r0: 0}
-            shapes = np.asarray(self._one("shapes", r0))[None]
+            shapes = shapes4(np.asarray(self._one("shapes", r0))[None])
             codes = np.asarray(self._one("dtypes", r0))[None]
             starts = np.array([int(self._one("offsets", r0))], dtype=np.int64)
             ends = np.array([int(self._one("offsets", r0 + 1))], dtype=np.int64)
         else:
             one = None
             offsets = self._small("offsets")
-            shapes = self._small("shapes")
+            shapes = shapes4(self._small("shapes"))
             codes = self._small("dtypes")
             starts = offsets[rows].astype(np.int64)
             ends = offsets[rows + 1].astype(np.int64)
@@ -1130,10 +1132,10 @@ class ZarrReader(ArrayReader):
                 dt = CODE_DTYPES.get(int(codes[j]))
                 if dt is None:
                     raise CorruptStoreError(f"{self.path}: unknown dtype code {int(codes[j])} in 'dtypes'")
-                h, w, c = (int(v) for v in shapes[j])
-                shape = (h, w, c) if c else (h, w)
+                d, h, w, c = (int(v) for v in shapes[j])
+                shape = shape_from4(d, h, w, c)
                 piece = raw[int(starts[k]) - a : int(ends[k]) - a]
-                if h <= 0 or w <= 0 or c < 0 or piece.size != h * w * max(c, 1) * dt.itemsize:
+                if h <= 0 or w <= 0 or c < 0 or d < 0 or piece.size != max(d, 1) * h * w * max(c, 1) * dt.itemsize:
                     raise CorruptStoreError(f"{self.path}: record {r}: its byte count does not match its stored shape {shape}")
                 out.append(piece.view(dt).astype(dt.newbyteorder("="), copy=True).reshape(shape))
         return out
