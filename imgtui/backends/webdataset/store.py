@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from numpy.lib.recfunctions import repack_fields
 
 from ...errors import (
     CorruptStoreError,
@@ -64,7 +65,7 @@ from ...errors import (
     WrongBackendError,
 )
 from ...png import DEFAULT_PNG_LEVEL, decode_png, encode_png
-from ...records import CODE_DTYPES, DTYPE_CODES, MAX_IMAGE_BYTES, Label, Record, loads_metadata
+from ...records import CODE_DTYPES, DTYPE_CODES, MAX_IMAGE_BYTES, Label, Record, is_volume, loads_metadata, shape4, shape_from4
 from ..base import StoreReader, StoreWriter, atomic_write_text, check_manifest, fsync_dir, labels_to_array
 
 BACKEND = "webdataset"
@@ -107,6 +108,26 @@ INDEX_DTYPE = np.dtype([
     ("h", "<u4"), ("w", "<u4"), ("c", "u1"), ("dtype", "u1"), ("enc", "u1"), ("lkind", "u1"),
     ("label", "<i8"), ("checksum", "<u4"),
 ])
+#: the index of a store holding 3-D records: the same fields plus ``d``, the depth of a DxHxW[xC]
+#: record (0 for an image; h, w, c are then the slices' height, width and channels). Stores of
+#: images only keep INDEX_DTYPE, which older imgtui reads.
+INDEX_DTYPE_3D = np.dtype(INDEX_DTYPE.descr + [("d", "<u4")])
+_INDEX_DTYPES = (INDEX_DTYPE, INDEX_DTYPE_3D)
+
+
+def _row_shape(row: tuple) -> tuple:
+    """A record's shape from its index row (a tuple of INDEX_DTYPE or INDEX_DTYPE_3D fields)."""
+    return shape_from4(row[16] if len(row) > 16 else 0, row[8], row[9], row[10])
+
+
+def _sel_shape(sel: np.ndarray, j: int = 0) -> tuple:
+    row = sel[j]
+    return shape_from4(int(row["d"]) if "d" in sel.dtype.names else 0, int(row["h"]), int(row["w"]), int(row["c"]))
+
+
+def _same_shapes(sel: np.ndarray) -> bool:
+    first = sel[0]
+    return all((sel[f] == first[f]).all() for f in ("h", "w", "c", "dtype", "d") if f in sel.dtype.names)
 _DTYPES = CODE_DTYPES  # code -> dtype: imgtui.records.DTYPE_CODES (1 = uint8, 2 = uint16, ...)
 _DTYPE_CODES = DTYPE_CODES
 #: dtypes a .png member holds (encoding=png); records of other dtypes are .npy members
@@ -245,6 +266,8 @@ class WdsWriter(StoreWriter):
     def _open_store(self) -> None:
         self._fh = None
         self._rows: list[tuple] = []
+        #: a 3-D record was written: the index is INDEX_DTYPE_3D
+        self._volumes = False
         self._tar = _TarHeaders(int(time.time()))
         self._enc = 0 if self.options["encoding"] == "raw" else 1
         os.mkdir(self.build_path)
@@ -282,7 +305,7 @@ class WdsWriter(StoreWriter):
             ksum = sum(key)
             img = rec.image
             # encoding=png holds uint8/uint16; other dtypes are exact .npy members either way
-            enc = store_enc if img.dtype in _PNG_DTYPES else 0
+            enc = store_enc if img.dtype in _PNG_DTYPES and not (img.ndim > 2 and is_volume(img.shape)) else 0
             img_ext = exts[enc]
             img_ext_sum = sum(img_ext)
             if enc == 0:
@@ -329,15 +352,19 @@ class WdsWriter(StoreWriter):
                 pos0 += len(out)
                 self._pos = pos0
                 out = bytearray()
-            shape = img.shape
+            d, h, w, c = shape4(img.shape)
+            self._volumes |= d > 0
             rows.append((
                 self._shard, img_off, size, len(hdr), lab_off, len(ltext), meta_off, len(mtext),
-                shape[0], shape[1], shape[2] if len(shape) == 3 else 0, _DTYPE_CODES[img.dtype], enc, lkind,
-                label if lkind == 0 else 0, crc,
+                h, w, c, _DTYPE_CODES[img.dtype], enc, lkind, label if lkind == 0 else 0, crc, d,
             ))
         self._fh.write(out)
         self._pos = pos0 + len(out)
         self._fh.flush()
+
+    @property
+    def _index_dtype(self) -> np.dtype:
+        return INDEX_DTYPE_3D if self._volumes else INDEX_DTYPE
 
     def manifest(self, **extra: Any) -> dict:
         layout = {
@@ -350,14 +377,16 @@ class WdsWriter(StoreWriter):
                 "metadata": ".json, only when the record has metadata",
             },
             "index": INDEX,
-            "index_fields": [[name, INDEX_DTYPE.fields[name][0].str] for name in INDEX_DTYPE.names],
+            "index_fields": [[name, self._index_dtype.fields[name][0].str] for name in self._index_dtype.names],
         }
         return super().manifest(layout=layout, **extra)
 
     def _finalize(self, manifest: dict) -> None:
         try:
             self._end_shard()
-            rows = np.array(self._rows, dtype=INDEX_DTYPE) if self._rows else np.zeros(0, INDEX_DTYPE)
+            rows = np.array(self._rows, dtype=INDEX_DTYPE_3D) if self._rows else np.zeros(0, INDEX_DTYPE_3D)
+            if not self._volumes:  # images only: the index older imgtui reads
+                rows = repack_fields(rows[list(INDEX_DTYPE.names)])
             buf = io.BytesIO()
             np.save(buf, rows, allow_pickle=False)
             data = buf.getvalue()
@@ -465,7 +494,7 @@ class WdsReader(StoreReader):
     def _rows_of(self, idx: np.ndarray) -> np.ndarray:
         """The index rows ``idx`` (non-negative, in range), checked: the whole index on first use
         for a store of up to LAZY_CRC_BYTES of index, else only these rows."""
-        if self._rows_checked or len(self._ix_raw) * INDEX_DTYPE.itemsize <= LAZY_CRC_BYTES:
+        if self._rows_checked or self._ix_raw.nbytes <= LAZY_CRC_BYTES:
             return self._ix[idx]
         sel = self._ix_raw[idx]
         try:
@@ -511,11 +540,11 @@ class WdsReader(StoreReader):
             shape, fortran, dtype = read(f)  # a checked literal, never a pickle
         except Exception as exc:
             raise CorruptStoreError(f"{ipath}: not a readable .npy file ({str(exc).splitlines()[0] if str(exc) else exc})") from None
-        if dtype != INDEX_DTYPE or len(shape) != 1 or fortran:
+        if dtype not in _INDEX_DTYPES or len(shape) != 1 or fortran:
             raise CorruptStoreError(f"{ipath}: not an imgtui webdataset index (dtype {dtype}, {len(shape)} dimensions)")
-        if len(data) - f.tell() != shape[0] * INDEX_DTYPE.itemsize:
+        if len(data) - f.tell() != shape[0] * dtype.itemsize:
             raise CorruptStoreError(f"{ipath}: holds {len(data) - f.tell():,} bytes of rows, not {shape[0]:,} rows")
-        idx = np.frombuffer(data, INDEX_DTYPE, shape[0], f.tell())
+        idx = np.frombuffer(data, dtype, shape[0], f.tell())
         count = self.manifest.get("count")
         if count != len(idx):
             raise CorruptStoreError(f"{ipath} has {len(idx):,} rows but {MANIFEST} says {count} records")
@@ -561,8 +590,12 @@ class WdsReader(StoreReader):
         bad |= has_meta & outside(np.where(has_meta, ix["meta_off"], BLOCK), ix["meta_size"])
         bad |= ~np.isin(ix["dtype"], tuple(_DTYPES)) | ((ix["enc"] == 1) & ~np.isin(ix["dtype"], (1, 2))) | ~np.isin(ix["c"], (0, 1, 3, 4)) | (ix["enc"] > 1) | (ix["lkind"] > 1)
         h, w = ix["h"].astype(np.uint64), ix["w"].astype(np.uint64)
-        bad |= (h == 0) | (w == 0) | (h * w > MAX_IMAGE_BYTES)
-        pix = np.where(bad, 0, h * w) * np.maximum(ix["c"], 1).astype(np.uint64) * _ITEMSIZE[np.where(bad, 1, ix["dtype"])]
+        d = ix["d"].astype(np.uint64) if "d" in ix.dtype.names else np.ones(1, np.uint64)
+        d = np.maximum(d, 1)
+        bad |= (h == 0) | (w == 0) | (h * w > MAX_IMAGE_BYTES) | (d * h * w > MAX_IMAGE_BYTES)
+        if "d" in ix.dtype.names:
+            bad |= (ix["d"] > 0) & (ix["enc"] != 0)  # a volume is always a .npy member
+        pix = np.where(bad, 0, d * h * w) * np.maximum(ix["c"], 1).astype(np.uint64) * _ITEMSIZE[np.where(bad, 1, ix["dtype"])]
         npy = ix["enc"] == 0
         bad |= npy & ((ix["hdr"] < 10) | (ix["img_size"] != pix + ix["hdr"].astype(np.uint64)))
         bad |= ~npy & (ix["hdr"] != 0)
@@ -674,8 +707,8 @@ class WdsReader(StoreReader):
     def _decode(self, i: int, row: tuple) -> Record:
         """Record ``i`` from its index row."""
         (k, img_off, img_size, hdr, lab_off, lab_size, meta_off, meta_size,
-         h, w, c, dt, enc, _lkind, _label, _crc) = row
-        shape = (h, w) if c == 0 else (h, w, c)
+         h, w, c, dt, enc, _lkind, _label, _crc) = row[:16]
+        shape = _row_shape(row)
         dtype = _DTYPES[dt]
         end = self._end(row)
         buf: Any = self._map(k)
@@ -686,7 +719,7 @@ class WdsReader(StoreReader):
                     f"{self.path / shard_name(k)}: record {i} ends past the end of the shard (truncated?)"
                 )
             if enc == 0:
-                img = np.frombuffer(buf, dtype, h * w * (c or 1), img_off + hdr).reshape(shape).copy()
+                img = np.frombuffer(buf, dtype, int(np.prod(shape)), img_off + hdr).reshape(shape).copy()
             else:
                 img = self._png(i, k, buf[img_off : img_off + img_size], shape, dtype)
         elif enc == 0:  # straight into the image array; label and metadata follow the image
@@ -764,15 +797,11 @@ class WdsReader(StoreReader):
         strided view of the map with one row per 64 bytes holds every record as a row); None
         when that does not apply."""
         first = sel[0]
-        if not (
-            self.use_mmap and (sel["enc"] == 0).all() and (sel["h"] == first["h"]).all()
-            and (sel["w"] == first["w"]).all() and (sel["c"] == first["c"]).all()
-            and (sel["dtype"] == first["dtype"]).all()
-        ):
+        if not (self.use_mmap and (sel["enc"] == 0).all() and _same_shapes(sel)):
             return None
-        h, w, c = int(first["h"]), int(first["w"]), int(first["c"])
+        shape = _sel_shape(sel)
         dtype = _DTYPES[int(first["dtype"])]
-        step = h * w * (c or 1) * dtype.itemsize
+        step = int(np.prod(shape)) * dtype.itemsize
         pix = sel["img_off"].astype(np.int64) + sel["hdr"]
         if (pix % 64).any():
             return None
@@ -792,7 +821,7 @@ class WdsReader(StoreReader):
             for k, view in zip(ks, views):
                 m = shards == k
                 out[m] = view[rows[m]]
-        return out.view(dtype).reshape((len(sel),) + ((h, w) if c == 0 else (h, w, c)))
+        return out.view(dtype).reshape((len(sel),) + shape)
 
     def _strided(self, k: int, step: int) -> np.ndarray | None:
         """Shard ``k``'s map as rows of ``step`` bytes starting every 64 bytes (read-only), or
@@ -852,14 +881,9 @@ class WdsReader(StoreReader):
             return images
         idx = idx_arr.tolist()
         first = sel[0]
-        same = (
-            (sel["enc"] == 0).all() and (sel["h"] == first["h"]).all() and (sel["w"] == first["w"]).all()
-            and (sel["c"] == first["c"]).all() and (sel["dtype"] == first["dtype"]).all()
-        )
-        if not same:
+        if not ((sel["enc"] == 0).all() and _same_shapes(sel)):
             return super().get_images(idx)
-        h, w, c = int(first["h"]), int(first["w"]), int(first["c"])
-        out = np.empty((len(idx),) + ((h, w) if c == 0 else (h, w, c)), _DTYPES[int(first["dtype"])])
+        out = np.empty((len(idx),) + _sel_shape(sel), _DTYPES[int(first["dtype"])])
         rows = out.reshape(len(idx), -1).view(np.uint8)
         flat = None
         step = out[0].nbytes
@@ -935,10 +959,11 @@ class WdsReader(StoreReader):
         sub = self._ix[rows]
         # data offset -> (member name, size, record, bytes its data must start with)
         want: dict[int, tuple[str, int, int, bytes]] = {}
-        for i, (_k, img_off, img_size, hdr, lab_off, lab_size, meta_off, meta_size, h, w, c, dt, enc, lkind,
-                label, _crc) in zip(rows.tolist(), sub.tolist()):
+        for i, row in zip(rows.tolist(), sub.tolist()):
+            (_k, img_off, img_size, hdr, lab_off, lab_size, meta_off, meta_size, h, w, c, dt, enc, lkind,
+             label, _crc) = row[:16]
             key = record_key(i)
-            head = npy_header(_DTYPES[dt], (h, w) if c == 0 else (h, w, c)) if enc == 0 else b""
+            head = npy_header(_DTYPES[dt], _row_shape(row)) if enc == 0 else b""
             want[img_off] = (f"{key}.{_IMG_EXT[enc]}", img_size, i, head)
             want[lab_off] = (f"{key}.{_LAB_EXT[lkind]}", lab_size, i, b"" if lkind else str(label).encode())
             if meta_size:
