@@ -35,6 +35,24 @@ TIFF_DTYPES = tuple(np.dtype(t) for t in ("int8", "int16", "uint32", "int32", "f
 
 def encode_tiff(image: np.ndarray, level: int = 1) -> bytes:
     """A standard lossless TIFF of an HxW or HxWxC (C in 1, 3, 4) integer or float array."""
+    return b"II*\0" + struct.pack("<I", 8) + _page(image, level, 8, last=True)
+
+
+def encode_tiff_pages(volume: np.ndarray, level: int = 1) -> bytes:
+    """A multi-page TIFF of a DxHxW or DxHxWxC volume: one page (IFD and strip) per slice, in
+    order, as ImageJ/Fiji, tifffile and libtiff tools read a stack."""
+    parts = [b"II*\0", struct.pack("<I", 8)]
+    pos = 8
+    for k in range(volume.shape[0]):
+        page = _page(volume[k], level, pos, last=k == volume.shape[0] - 1)
+        parts.append(page)
+        pos += len(page)
+    return b"".join(parts)
+
+
+def _page(image: np.ndarray, level: int, start: int, last: bool) -> bytes:
+    """One page at file offset ``start``: its IFD, the IFD's long values, the strip; padded to an
+    even length; the IFD's next-page offset is the byte after it (0 when ``last``)."""
     h, w = image.shape[:2]
     spp = 1 if image.ndim == 2 else image.shape[2]
     dt = image.dtype
@@ -62,7 +80,7 @@ def encode_tiff(image: np.ndarray, level: int = 1) -> bytes:
     entries.append((339, 3, [fmt] * spp))
     ifd_size = 2 + 12 * len(entries) + 4
     extra = bytearray()
-    pos_extra = 8 + ifd_size
+    pos_extra = start + ifd_size
 
     def pack_values(typ: int, vals: list[int]) -> bytes:
         return struct.pack(f"<{len(vals)}{_TYPES[typ]}", *vals)
@@ -88,16 +106,21 @@ def encode_tiff(image: np.ndarray, level: int = 1) -> bytes:
             extra_pos += len(payload) + (len(payload) % 2)
         else:
             ifd += struct.pack("<HHI", tag, typ, len(vals)) + payload.ljust(4, b"\0")
-    ifd += struct.pack("<I", 0)  # no next IFD
-    return b"".join((b"II*\0", struct.pack("<I", 8), bytes(ifd), bytes(extra), b"\0" * pad, data))
+    size = len(ifd) + 4 + len(extra) + pad + len(data)
+    size += size % 2
+    ifd += struct.pack("<I", 0 if last else start + size)  # the next page's IFD follows this page
+    page = b"".join((bytes(ifd), bytes(extra), b"\0" * pad, data))
+    return page + b"\0" * (size - len(page))
 
 
-def tiff_info(data: bytes) -> dict:
-    """The tags of the first image of a TIFF this module can read (ValueError otherwise)."""
+def tiff_info(data: bytes, off: int | None = None) -> dict:
+    """The tags of the first image (or of the page whose IFD is at ``off``) of a TIFF this module
+    can read (ValueError otherwise)."""
     if len(data) < 8 or data[:4] not in (b"II*\0", b"MM\0*"):
         raise ValueError("not a TIFF file")
     bo = "<" if data[:2] == b"II" else ">"
-    (off,) = struct.unpack_from(bo + "I", data, 4)
+    if off is None:
+        (off,) = struct.unpack_from(bo + "I", data, 4)
     if off + 2 > len(data):
         raise ValueError("TIFF directory past the end of the file (truncated)")
     (n,) = struct.unpack_from(bo + "H", data, off)
@@ -135,9 +158,38 @@ def tiff_size(data: bytes) -> tuple[int, int]:
     return t["height"][0], t["width"][0]
 
 
+def decode_tiff_pages(data: bytes, pages: int) -> np.ndarray:
+    """Decode a multi-page TIFF of exactly ``pages`` pages of one size and type (what
+    :func:`encode_tiff_pages` writes) to a DxHxW[xC] array; ValueError for any other page count,
+    a loop in the page chain or pages that differ."""
+    out = []
+    seen: set[int] = set()
+    off = None
+    while True:
+        if len(out) == pages:
+            raise ValueError(f"TIFF has more than the {pages} pages expected")
+        t = tiff_info(data, off)
+        page = _decode_page(data, t)
+        if out and (page.shape != out[0].shape or page.dtype != out[0].dtype):
+            raise ValueError(f"TIFF page {len(out) + 1} is {page.shape} {page.dtype}, page 1 {out[0].shape} {out[0].dtype}")
+        out.append(page)
+        off = t["next_ifd"]
+        if not off:
+            break
+        if off in seen or off < 8:
+            raise ValueError("TIFF pages form a loop")
+        seen.add(off)
+    if len(out) != pages:
+        raise ValueError(f"TIFF has {len(out)} pages, expected {pages}")
+    return np.stack(out)
+
+
 def decode_tiff(data: bytes) -> np.ndarray:
     """Decode a TIFF of the subset imgtui writes to a native-order array (HxW, or HxWxC)."""
-    t = tiff_info(data)
+    return _decode_page(data, tiff_info(data))
+
+
+def _decode_page(data: bytes, t: dict) -> np.ndarray:
     h, w = t["height"][0], t["width"][0]
     spp = t.get("spp", [1])[0]
     bits = t["bits"]

@@ -158,7 +158,7 @@ def export_png(
             w.writerow(["file", "label", "label_type", "metadata"])
             for batch in reader.iter_batches(256):
                 for rec in batch:
-                    rel = f"{n // 1000:03d}/{n:06d}{suffix_of(rec.image.dtype)}"
+                    rel = f"{n // 1000:03d}/{n:06d}{suffix_of(rec.image.dtype, rec.image.shape)}"
                     (tmp / rel).parent.mkdir(exist_ok=True)
                     (tmp / rel).write_bytes(encode_image(rec.image, 1))
                     kind = "int" if isinstance(rec.label, int) else "str"

@@ -117,13 +117,13 @@ class DiskMutator(_Mutator):
         return self.stats.label_kinds if len(self.stats.label_kinds) <= 1 else set(self._new_kinds)
 
     # -- helpers ---------------------------------------------------------------------------
-    def _fresh_name(self, i: int, used: set[str], dtype: np.dtype | None = None) -> str:
+    def _fresh_name(self, i: int, used: set[str], dtype: np.dtype | None = None, shape: tuple | None = None) -> str:
         """A file name no generation of the store has used: records written by a change carry the
         new generation (``000123-g4.png``), so a reader still on an older table never finds another
         record's pixels under a name it knows (it finds its file, or none: 'reopen it')."""
-        suffix = disk.suffix_of(dtype)
+        suffix = disk.suffix_of(dtype, shape)
         stem = disk.image_name(i)[: -len(".png")]
-        name = f"{stem}-g{self.generation + 1}{suffix}" if self.generation + 1 > 0 else disk.image_name(i, dtype)
+        name = f"{stem}-g{self.generation + 1}{suffix}" if self.generation + 1 > 0 else disk.image_name(i, dtype, shape)
         k = 0
         while name in used:
             k += 1
@@ -186,7 +186,7 @@ class DiskMutator(_Mutator):
                     recs = [self._valid(r, i + k) for k, r in enumerate(batch)]
                     items, rows = [], []
                     for rec in recs:
-                        name = self._fresh_name(i, used, rec.image.dtype)
+                        name = self._fresh_name(i, used, rec.image.dtype, rec.image.shape)
                         items.append((os.path.join(root, name), rec.image))
                         rows.append(self._row(i, name, rec, self.crc(rec.image)))
                         kinds.add(rows[-1][3])
@@ -217,7 +217,7 @@ class DiskMutator(_Mutator):
         rows = [list(r) for r in self.rows]
         items, stale, created = [], [], []
         for i, rec in changes.items():
-            name = self._fresh_name(i, used, rec.image.dtype)
+            name = self._fresh_name(i, used, rec.image.dtype, rec.image.shape)
             items.append((os.path.join(str(self.path), name), rec.image))
             created.append(name)
             stale.append(rows[i][1])

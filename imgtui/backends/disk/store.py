@@ -64,9 +64,9 @@ from ...errors import (
     StoreNotFoundError,
     WrongBackendError,
 )
-from ...records import DTYPE_NAMES, Label, Record, loads_metadata
+from ...records import DTYPE_NAMES, Label, Record, is_volume, loads_metadata
 from ...png import DEFAULT_PNG_LEVEL, PNG_FILTER, decode_png, encode_png, png_size  # noqa: F401
-from ...tiff import decode_tiff, encode_tiff, tiff_size
+from ...tiff import decode_tiff, decode_tiff_pages, encode_tiff, encode_tiff_pages, tiff_size
 from ..safety import die_with_parent
 from ..base import StoreReader, StoreWriter, atomic_write_text, check_manifest, labels_to_array
 
@@ -97,23 +97,41 @@ def file_format(dtype: np.dtype | str) -> str:
     return f"TIFF {dt.name}"
 
 
-def suffix_of(dtype: np.dtype | str | None) -> str:
-    """``.png`` for the dtypes PNG holds, ``.tif`` for the others."""
+def suffix_of(dtype: np.dtype | str | None, shape: tuple | None = None) -> str:
+    """``.png`` for the images of the dtypes PNG holds, ``.tif`` for the others and for every
+    3-D record (a multi-page TIFF, one page per slice)."""
+    if shape is not None and len(shape) > 2 and is_volume(shape):
+        return ".tif"
     return ".png" if dtype is None or np.dtype(dtype) in PNG_DTYPES else ".tif"
 
 
-def image_name(index: int, dtype: np.dtype | str | None = None) -> str:
-    """Relative path of record ``index``'s image file inside a store (PNG, or TIFF by dtype)."""
-    return f"{IMAGES}/{index // FILES_PER_FOLDER:03d}/{index:06d}{suffix_of(dtype)}"
+def image_name(index: int, dtype: np.dtype | str | None = None, shape: tuple | None = None) -> str:
+    """Relative path of record ``index``'s image file inside a store (PNG, or TIFF by dtype and shape)."""
+    return f"{IMAGES}/{index // FILES_PER_FOLDER:03d}/{index:06d}{suffix_of(dtype, shape)}"
+
+
+def is_png(dtype: np.dtype, shape: tuple) -> bool:
+    """Whether a record of this dtype and shape is a PNG file (else a TIFF)."""
+    return dtype in PNG_DTYPES and not (len(shape) > 2 and is_volume(shape))
 
 
 def encode_image(image: np.ndarray, level: int) -> bytes:
-    """The file bytes of one record: PNG for uint8/uint16/bool, TIFF for the other dtypes."""
+    """The file bytes of one record: PNG for uint8/uint16/bool images, TIFF for the other dtypes,
+    a multi-page TIFF for a 3-D record (bool as 0/255 bytes, as in the mask PNGs)."""
+    if image.ndim > 2 and is_volume(image.shape):
+        return encode_tiff_pages(image.view(np.uint8) * np.uint8(255) if image.dtype == np.bool_ else image, level)
     if image.dtype == np.bool_:
         return encode_png(image.view(np.uint8) * np.uint8(255), level)
     if image.dtype in PNG_DTYPES:
         return encode_png(image, level)
     return encode_tiff(image, level)
+
+
+def _bad_file_name(where: str, name: str, dtype: str, shape: tuple) -> str:
+    suffix = suffix_of(dtype, shape)
+    what = f"the {'x'.join(map(str, shape))} {dtype} records' files" if suffix != suffix_of(dtype) else f"the {dtype} records' files"
+    return (f"{where}: file {name!r} is not a {'PNG' if suffix == '.png' else 'TIFF'} under images/ of the store "
+            f"({what} are {suffix})")
 
 
 def _write_file(path: str, data: bytes) -> None:
@@ -205,7 +223,7 @@ class DiskWriter(StoreWriter):
             if folder not in self._dirs_made:
                 os.makedirs(os.path.join(root, IMAGES, f"{folder:03d}"), exist_ok=True)
                 self._dirs_made.add(folder)
-            name = image_name(i, rec.image.dtype)
+            name = image_name(i, rec.image.dtype, rec.image.shape)
             items.append((os.path.join(root, name), rec.image))
             label = rec.label
             rows.append((
@@ -270,7 +288,7 @@ class DiskWriter(StoreWriter):
 # ---------------------------------------------------------------------------------------------
 # reader
 # ---------------------------------------------------------------------------------------------
-_SHAPE_RE = re.compile(r"^[1-9][0-9]*x[1-9][0-9]*(x[134])?$")
+_SHAPE_RE = re.compile(r"^[1-9][0-9]*x[1-9][0-9]*(x[1-9][0-9]*)?(x[134])?$")
 #: the only file names a table may list: PNGs under images/NNN/ (a hostile table cannot make
 #: imgtui read, or a change remove, anything outside the store)
 FILE_RE = re.compile(r"^images/[0-9]{3,}/[0-9]{6,}(-g[0-9]+)?(-[0-9]+)?\.(png|tif)$")
@@ -402,10 +420,8 @@ class DiskReader(StoreReader):
             crc = int(crc)
         except ValueError as exc:
             raise CorruptStoreError(f"{tpath} line {i + 2}: bad value ({exc})") from None
-        if name != image_name(i, _DTYPES[dtype]) and (not FILE_RE.match(name) or name[-4:] != suffix_of(dtype)):
-            kind = "PNG" if suffix_of(dtype) == ".png" else "TIFF"
-            raise CorruptStoreError(f"{tpath} line {i + 2}: file {name!r} is not a {kind} under images/ of the store "
-                                    f"(the {dtype} records' files are {suffix_of(dtype)})")
+        if name != image_name(i, _DTYPES[dtype], shp) and (not FILE_RE.match(name) or name[-4:] != suffix_of(dtype, shp)):
+            raise CorruptStoreError(_bad_file_name(f"{tpath} line {i + 2}", name, dtype, shp))
         if len(self._rows) >= 64:
             self._rows.clear()
         row = self._rows[i] = (name, label, (shp, _DTYPES[dtype], int(np.prod(shp))), crc, None if md in ("", "{}") else md)
@@ -453,13 +469,9 @@ class DiskReader(StoreReader):
                     labels.append(label)
                     crcs.append(int(crc))
                     meta.append(None if md in ("", "{}") else md)
-                    if name != image_name(n, _DTYPES[dtype]):
-                        if not FILE_RE.match(name) or name[-4:] != suffix_of(dtype):
-                            kind = "PNG" if suffix_of(dtype) == ".png" else "TIFF"
-                            raise CorruptStoreError(
-                                f"{tpath} line {line}: file {name!r} is not a {kind} under images/ of the store "
-                                f"(the {dtype} records' files are {suffix_of(dtype)})"
-                            )
+                    if name != image_name(n, _DTYPES[dtype], key[0]):
+                        if not FILE_RE.match(name) or name[-4:] != suffix_of(dtype, key[0]):
+                            raise CorruptStoreError(_bad_file_name(f"{tpath} line {line}", name, dtype, key[0]))
                         files[n] = name
             except csv.Error as exc:
                 raise CorruptStoreError(f"{tpath} line {reader.line_num}: {exc}") from None
@@ -491,7 +503,8 @@ class DiskReader(StoreReader):
 
     def file_of(self, index: int) -> str:
         """Relative path (from the store folder) of record ``index``'s PNG or TIFF."""
-        return self._files.get(index) or image_name(index, self._shape_list[self._shape_codes[index]][1])
+        shape, dtype, _size = self._shape_list[self._shape_codes[index]]
+        return self._files.get(index) or image_name(index, dtype, shape)
 
     def _label(self, i: int) -> Label:
         return int(self._labels_col[i]) if self._int_labels else self._labels_col[i]
@@ -501,11 +514,12 @@ class DiskReader(StoreReader):
             name, _label, (shape, dtype, size), _crc, _md = self._row(i)
             return self._decode_file(i, os.path.join(str(self.path), name), shape, dtype, size)
         shape, dtype, size = self._shape_list[self._shape_codes[i]]
-        path = os.path.join(self._root, self._files.get(i) or image_name(i, dtype))
+        path = os.path.join(self._root, self._files.get(i) or image_name(i, dtype, shape))
         return self._decode_file(i, path, shape, dtype, size)
 
     def _decode_file(self, i: int, path: str, shape: tuple, dtype: np.dtype, size: int) -> np.ndarray:
-        png = dtype in PNG_DTYPES
+        png = is_png(dtype, shape)
+        volume = not png and len(shape) > 2 and is_volume(shape)
         kind = "PNG" if png else "TIFF"
         try:
             with open(path, "rb") as f:
@@ -519,12 +533,12 @@ class DiskReader(StoreReader):
             hw = png_size(data) if png else tiff_size(data)
         except ValueError:
             hw = None
-        if hw is not None and hw != tuple(shape[:2]):  # checked before anything is inflated
+        if hw is not None and hw != tuple(shape[1:3] if volume else shape[:2]):  # checked before anything is inflated
             raise CorruptStoreError(
                 f"{path}: record {i} is a {hw[0]}x{hw[1]} {kind}, records.csv says {'x'.join(map(str, shape))} {dtype}"
             )
         try:
-            img = decode_png(data) if png else decode_tiff(data)
+            img = decode_png(data) if png else decode_tiff_pages(data, shape[0]) if volume else decode_tiff(data)
         except Exception as exc:  # Pillow raises many kinds of errors on damaged files
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CorruptStoreError(f"{path}: record {i} is not a readable {kind} ({msg})") from None
@@ -533,7 +547,8 @@ class DiskReader(StoreReader):
             if not (img[mask] == 255).all():  # a mask PNG holds 0 and 255 only
                 raise CorruptStoreError(f"{path}: record {i} is a bool mask but its PNG holds values other than 0 and 255")
             img = mask
-        if img.dtype != dtype or img.size != size or img.shape[:2] != shape[:2]:
+        want = tuple(shape[:3]) if volume else tuple(shape[:2])
+        if img.dtype != dtype or img.size != size or img.shape[: len(want)] != want:
             raise CorruptStoreError(
                 f"{path}: record {i} decodes to {'x'.join(map(str, img.shape))} {img.dtype}, "
                 f"records.csv says {'x'.join(map(str, shape))} {dtype}"
