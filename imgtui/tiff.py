@@ -107,7 +107,8 @@ def _page(image: np.ndarray, level: int, start: int, last: bool) -> bytes:
         else:
             ifd += struct.pack("<HHI", tag, typ, len(vals)) + payload.ljust(4, b"\0")
     size = len(ifd) + 4 + len(extra) + pad + len(data)
-    size += size % 2
+    if not last:
+        size += size % 2  # the next IFD starts on a word boundary
     ifd += struct.pack("<I", 0 if last else start + size)  # the next page's IFD follows this page
     page = b"".join((bytes(ifd), bytes(extra), b"\0" * pad, data))
     return page + b"\0" * (size - len(page))

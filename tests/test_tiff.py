@@ -73,3 +73,53 @@ def test_unsupported_files_are_refused():
         decode_tiff(b"\x89PNG\r\n\x1a\n" + bytes(40))
     with pytest.raises(ValueError, match="cannot store dtype"):
         encode_tiff(np.zeros((2, 2), np.complex64))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32", "float64"])
+@pytest.mark.parametrize("shape", [(4, 6, 5), (3, 6, 5, 3), (1, 7, 9), (2, 5, 4, 4)])
+def test_volume_pages_round_trip_and_pillow_reads_the_stack(dtype, shape):
+    """A DxHxW[xC] volume is a multi-page TIFF, one page per slice: read back bit-exact, and
+    Pillow (an independent reader) sees D frames with the slices' values."""
+    import io
+
+    from PIL import Image
+
+    from imgtui.tiff import decode_tiff_pages, encode_tiff_pages
+
+    vol = make_image(dtype, shape, 3)
+    data = encode_tiff_pages(vol, 1)
+    got = decode_tiff_pages(data, shape[0])
+    assert got.dtype == vol.dtype and got.shape == (vol.shape if len(shape) == 3 or shape[3] != 1 else shape[:3])
+    assert got.reshape(vol.shape).tobytes() == vol.tobytes()
+    assert tiff_size(data) == shape[1:3]
+    if dtype in ("uint8", "uint16", "int16", "float32") and len(shape) == 3:
+        im = Image.open(io.BytesIO(data))
+        assert im.n_frames == shape[0]
+        for k in range(shape[0]):
+            im.seek(k)
+            assert np.asarray(im).astype(vol.dtype).tobytes() == vol[k].tobytes()  # NaN payloads too
+
+
+def test_volume_with_other_page_count_or_a_page_loop_is_refused():
+    from imgtui.tiff import decode_tiff_pages, encode_tiff_pages
+
+    vol = make_image("int16", (3, 4, 5), 1)
+    data = encode_tiff_pages(vol, 0)
+    with pytest.raises(ValueError, match="has 3 pages, expected 4"):
+        decode_tiff_pages(data, 4)
+    with pytest.raises(ValueError, match="more than the 2 pages"):
+        decode_tiff_pages(data, 2)
+    # the last page's next-IFD offset pointed back at the first page: a loop, not an endless read
+    first = struct.unpack_from("<I", data, 4)[0]
+    offs = [first]
+    while True:
+        (n,) = struct.unpack_from("<H", data, offs[-1])
+        (nxt,) = struct.unpack_from("<I", data, offs[-1] + 2 + 12 * n)
+        if not nxt:
+            break
+        offs.append(nxt)
+    (n,) = struct.unpack_from("<H", data, offs[-1])
+    looped = bytearray(data)
+    struct.pack_into("<I", looped, offs[-1] + 2 + 12 * n, offs[1])
+    with pytest.raises(ValueError, match="loop|more than"):
+        decode_tiff_pages(bytes(looped), 10)
