@@ -83,7 +83,7 @@ def test_plain_zarr_reads_the_variable_layout_with_the_recipe(tmp_path):
     o = g["offsets"][:]
     for i, rec in enumerate(records):  # what ZarrBackend.recipe() says
         shape = [int(v) for v in g["shapes"][i]]
-        shape = shape if shape[-1] else shape[:-1]
+        shape = [v for v in shape if v]  # (D, H, W, C) without its zeros
         im = np.frombuffer(g["pixels"][o[i] : o[i + 1]].tobytes(), ["<u1", "<u2"][int(g["dtypes"][i])]).reshape(shape)
         assert im.dtype == rec.image.dtype and np.array_equal(im, rec.image)
     assert "g['images'][i]" in get_backend("zarr").recipe()

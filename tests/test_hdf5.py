@@ -133,7 +133,7 @@ def test_variable_shapes_from_the_start(tmp_path):
     assert info["hdf5"]["images_layout"] == "variable"
     with h5py.File(p, "r") as f:
         assert "images" not in f
-        assert f["shapes"][1].tolist() == [7, 2, 0] and f["shapes"][2].tolist() == [3, 3, 1]
+        assert f["shapes"][1].tolist() == [0, 7, 2, 0] and f["shapes"][2].tolist() == [0, 3, 3, 1]
         assert f["dtypes"][0] == 0 and f["dtypes"][1] == 1
         assert f["images_flat"][1].size == 7 * 2 * 2  # raw bytes of a 7x2 uint16 image
 

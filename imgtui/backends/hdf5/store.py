@@ -108,6 +108,8 @@ BIG_READ_BYTES = 16 << 20
 COLUMN_MAX_RECORDS = 4_000_000
 #: rows per chunk of the small per-record datasets
 AUX_CHUNK = 4096
+#: rows per chunk of the N x 4 ``shapes`` dataset: the 96 KiB chunks of the N x 3 one before it
+SHAPES_CHUNK = AUX_CHUNK * 3 // 4
 STR_CHUNK = 1024
 #: the writer flushes its batch early once it holds this many pixel bytes (``max_batch_bytes``)
 MAX_BATCH_BYTES = 16 << 20
@@ -571,7 +573,7 @@ class Hdf5Writer(StoreWriter):
     def _create_variable(self, f: h5py.File, rows: int) -> None:
         comp = self._compression_kwargs()
         f.create_dataset("images_flat", shape=(rows,), maxshape=(None,), chunks=(STR_CHUNK,), dtype=_VLEN_U8)
-        f.create_dataset("shapes", shape=(rows, 4), maxshape=(None, 4), chunks=(AUX_CHUNK, 4), dtype=np.int64, **comp)
+        f.create_dataset("shapes", shape=(rows, 4), maxshape=(None, 4), chunks=(SHAPES_CHUNK, 4), dtype=np.int64, **comp)
         f.create_dataset("dtypes", shape=(rows,), maxshape=(None,), chunks=(AUX_CHUNK,), dtype=np.uint8, **comp)
 
     def _create_aux(self, f: h5py.File, label_mode: str, rows: int = 0) -> None:
@@ -719,7 +721,7 @@ def widen_shapes(f: h5py.File) -> h5py.Dataset:
     old = f["shapes"]
     rows, comp = shapes4(old[()]), {"compression": old.compression, "compression_opts": old.compression_opts}
     del f["shapes"]
-    return f.create_dataset("shapes", data=rows, maxshape=(None, 4), chunks=(AUX_CHUNK, 4), dtype=np.int64,
+    return f.create_dataset("shapes", data=rows, maxshape=(None, 4), chunks=(SHAPES_CHUNK, 4), dtype=np.int64,
                             **{k: v for k, v in comp.items() if v is not None})
 
 

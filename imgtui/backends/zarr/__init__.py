@@ -54,7 +54,7 @@ class ZarrBackend(Backend):
         return (
             "g = zarr.open_group(path, mode='r'); g['images'][i] is record i (N x H x W [x C]); "
             "variable shapes: o = g['offsets']; np.frombuffer(g['pixels'][o[i]:o[i+1]].tobytes(), "
-            "['<u1','<u2','<i2','<u4','<i4','<f4','<f8','?','<i1'][g['dtypes'][i]]).reshape(g['shapes'][i] without a trailing 0); labels in "
+            "['<u1','<u2','<i2','<u4','<i4','<f4','<f8','?','<i1'][g['dtypes'][i]]).reshape(g['shapes'][i] without its zeros: (D, H, W, C), D = 0 for an image, C = 0 for no channels); labels in "
             "g['labels'] (a str label is an int where g['label_is_int'] is 1), metadata JSON in "
             "g['metadata']; complete when imgtui-manifest.json is there"
         )
