@@ -19,6 +19,7 @@ from ._version import __version__
 from .backends.remote import is_url
 from .bench import backend_info as bi
 from .errors import one_line
+from .records import shape_text
 
 class UsageError(Exception):
     """Bad command-line usage: exit code 2."""
@@ -401,7 +402,7 @@ def _format_article_info(info: dict) -> str:
     sampled = info.get("sampled")
     of = f" (sampled {sampled:,} of {info['count']:,} spread over the store)" if sampled and sampled < info["count"] else ""
     if info.get("shapes"):
-        lines.append(f"  shapes{of}: " + ", ".join(f"{k} ({v:,})" for k, v in list(info["shapes"].items())[:5]))
+        lines.append(f"  shapes{of}: " + ", ".join(f"{shape_text(k)} ({v:,})" for k, v in list(info["shapes"].items())[:5]))
     lines += _dtype_label_lines(info)
     lines.append("  read-only source: the pickles are read with imgtui's restricted unpickler (no code from the file runs)"
                  if info["backend"] == "article-lmdb" else "  read-only source")
@@ -438,7 +439,7 @@ def format_info(info: dict) -> str:
         lines.append(f"  size on disk: {disk:,} bytes{ratio}")
     shapes = info.get("shapes") or {}
     if shapes:
-        top = ", ".join(f"{k} ({v:,})" for k, v in list(shapes.items())[:5])
+        top = ", ".join(f"{shape_text(k)} ({v:,})" for k, v in list(shapes.items())[:5])
         more = f" and {len(shapes) - 5} more" if len(shapes) > 5 else ""
         lines.append(f"  shapes: {top}{more}")
     lines += _dtype_label_lines(info)
@@ -486,7 +487,7 @@ def format_dataset_info(s: dict) -> str:
     lines.append(f"  summary from: {s.get('sample_note', '')}")
     shapes = s.get("shapes") or {}
     if shapes:
-        lines.append("  shapes: " + ", ".join(f"{k} ({v:,})" for k, v in list(shapes.items())[:5])
+        lines.append("  shapes: " + ", ".join(f"{shape_text(k)} ({v:,})" for k, v in list(shapes.items())[:5])
                      + (f" and {len(shapes) - 5} more" if len(shapes) > 5 else ""))
     if s.get("dtypes"):
         lines.append("  dtypes: " + ", ".join(f"{k} ({v:,})" for k, v in s["dtypes"].items()))

@@ -148,10 +148,16 @@ def shapes4(shapes: np.ndarray) -> np.ndarray:
     return shapes
 
 
-def shape_text(shape: tuple) -> str:
-    """``32x32x3``; a volume says so: ``volume 40x64x64``."""
+def shape_text(shape: tuple | str) -> str:
+    """``32x32x3``; a volume says so: ``volume 40x64x64``. ``shape`` may be a manifest's shape key
+    (``"40x64x64"``)."""
+    if isinstance(shape, str):
+        try:
+            shape = tuple(int(v) for v in shape.split("x"))
+        except ValueError:
+            return shape
     text = "x".join(map(str, shape))
-    return f"volume {text}" if is_volume(shape) else text
+    return f"volume {text}" if len(shape) > 2 and is_volume(shape) else text
 
 
 def validate_label(label: Any, where: str = "label") -> Label:

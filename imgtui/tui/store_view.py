@@ -27,7 +27,7 @@ from ..bench.backend_info import names as backend_names
 from ..errors import ImgtuiError, first_line
 from ..png import encode_png
 from ..tiff import TIFF_DTYPES, encode_tiff
-from ..records import checksum
+from ..records import checksum, shape_text
 from .widgets.record_list import RowDetails
 
 def write_viewable(image: np.ndarray, index: int) -> Path:
@@ -180,7 +180,7 @@ def info_text(info: dict) -> Text:
     shapes = info.get("shapes") or {}
     if shapes:
         names = list(shapes)[:3]
-        parts.append("shapes " + ", ".join(names) + (" …" if len(shapes) > 3 else ""))
+        parts.append("shapes " + ", ".join(map(shape_text, names)) + (" …" if len(shapes) > 3 else ""))
     dtypes = info.get("dtypes") or {}
     if dtypes:
         parts.append("/".join(dtypes))

@@ -67,5 +67,6 @@ class DiskBackend(Backend):
             "need a 16-bit reader such as imgtui.backends.disk.decode_png or OpenCV; a bool record is a 0/255 "
             "8-bit PNG: image > 0); int8/int16/uint32/int32/float32/float64 records are baseline TIFF files (.tif, "
             "deflate, SampleFormat int/float): tifffile.imread reads them exactly, Pillow the 1-channel int16/int32/"
-            "float32 ones; ImageJ/Fiji opens baseline TIFF but makes float64 and 32-bit integers float32"
+            "float32 ones; ImageJ/Fiji opens baseline TIFF but makes float64 and 32-bit integers float32; "
+            "a 3-D record (DxHxW[xC]) is a multi-page TIFF of its slices: tifffile.imread gives the stack"
         )

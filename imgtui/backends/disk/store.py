@@ -64,7 +64,7 @@ from ...errors import (
     StoreNotFoundError,
     WrongBackendError,
 )
-from ...records import DTYPE_NAMES, Label, Record, is_volume, loads_metadata
+from ...records import DTYPE_NAMES, Label, Record, is_volume, loads_metadata, shape_text
 from ...png import DEFAULT_PNG_LEVEL, PNG_FILTER, decode_png, encode_png, png_size  # noqa: F401
 from ...tiff import decode_tiff, decode_tiff_pages, encode_tiff, encode_tiff_pages, tiff_size
 from ..safety import die_with_parent
@@ -666,4 +666,6 @@ class DiskReader(StoreReader):
         comp = "deflate" if level else "uncompressed"
         d["file_formats"] = {dt: file_format(dt) + ("" if _DTYPES[dt] in PNG_DTYPES else f" ({comp})")
                              for dt in d.get("dtypes") or {} if dt in _DTYPES}
+        if any(shape_text(k).startswith("volume") for k in d.get("shapes") or {}):
+            d["file_formats"]["3-D records"] = f"multi-page TIFF, one page per slice ({comp})"
         return d

@@ -24,6 +24,7 @@ from textual.widgets import Checkbox, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from ...bench import backend_info as bi
+from ...records import shape_text as shape_name
 from ..messages import DatasetSummary, one_line_error
 from .preview import Preview
 
@@ -111,7 +112,7 @@ def label_histogram(labels: dict[str, int], width: int = 24) -> str:
 def format_summary(summary: dict) -> Text:
     count = summary.get("count")
     shapes = summary.get("shapes", {})
-    shape_text = ", ".join(f"{k} ({v})" for k, v in list(shapes.items())[:3])
+    shape_text = ", ".join(f"{shape_name(k)} ({v})" for k, v in list(shapes.items())[:3])
     if len(shapes) > 3:
         shape_text += f", +{len(shapes) - 3} more"
     lines = [
