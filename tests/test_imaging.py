@@ -152,3 +152,19 @@ def test_thumbnail_fits_cells():
     lines = text.plain.split("\n")
     # 128x64 pixels into 40 columns x 40 pixel rows: width limits -> 40x20 pixels -> 10 lines
     assert len(lines) == 10 and all(len(line) == 40 for line in lines)
+
+
+def test_a_volume_is_drawn_as_its_middle_slice_windowed_over_the_whole_volume():
+    """Thumbnails, the compare view and pixel terminals draw a 3-D record's middle slice, with the
+    window of the whole volume (a slice of one grey level stays that grey, not black)."""
+    from imgtui.tui.imaging import depth_of, display_rgb, plane
+
+    vol = np.stack([np.full((6, 8), 100 * k, np.uint16) for k in range(5)])  # slices 0, 100, ..., 400
+    assert depth_of(vol) == 5 and depth_of(vol[0]) == 0 and depth_of(np.zeros((4, 4, 3), np.uint8)) == 0
+    assert plane(vol).tolist() == vol[2].tolist() and plane(vol, 9).tolist() == vol[4].tolist()
+    rgb = display_rgb(vol)
+    assert rgb.shape == (6, 8, 3) and (rgb == 128).all()  # 200 of 0..400
+    assert imaging.thumbnail(vol, 8, 3).spans == imaging.thumbnail(np.full((6, 8), 128, np.uint8), 8, 3).spans
+    rgbvol = np.zeros((3, 4, 4, 3), np.uint8)
+    rgbvol[1, :, :, 0] = 255
+    assert (display_rgb(rgbvol)[..., 0] == 255).all()

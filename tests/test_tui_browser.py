@@ -831,3 +831,40 @@ async def test_l_and_the_filter_on_a_real_store_read_its_labels_as_one_array(tmp
         await pilot.press("down", "down", "enter")  # label 2
         await wait_for(pilot, lambda: app.screen is screen and rows.filtered)
         assert [rows.index_at(r) for r in range(rows.row_count)] == list(range(2, 30, 3))
+
+
+@pytest.mark.skipif(not REAL, reason="the disk, LMDB and HDF5 backends are not all importable yet")
+@pytest.mark.parametrize("backend", ["disk", "lmdb"])
+async def test_volume_opens_on_its_middle_slice_and_brackets_move_through_the_slices(tmp_path, backend):
+    """A 3-D record is drawn slice by slice: it opens on the middle slice, ] and [ step, } and {
+    jump by ten (clamped), every slice is drawn differently; a 2-D record says it has no slices."""
+    rng = np.random.default_rng(4)
+    depth = 13
+    vol = np.stack([np.full((16, 20), k * 1000, np.int16) for k in range(depth)])  # each slice its own grey
+    vol[:, :4, :4] = rng.integers(-1000, 1000, (depth, 4, 4), dtype=np.int16)
+    records = [Record(vol, 1, {"spacing": [2.5, 0.8, 0.8]}), Record(rng.integers(0, 255, (10, 12), dtype=np.uint8), 2, {})]
+    (path,) = write_stores(tmp_path, {backend: records})
+    app = ScreenApp(lambda: BrowserScreen(path))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        view = screen.image_view
+        await wait_for(pilot, lambda: "slice     7/13" in record_text(screen))
+        assert "shape     volume 13x16x20" in record_text(screen)
+        await wait_for(pilot, lambda: view.has_image)
+
+        def cells():
+            return [[(seg.text, seg.style) for seg in strip] for strip in view._strips]
+
+        seen = [cells()]
+        for key, want in (("right_square_bracket", 8), ("left_square_bracket", 7), ("left_square_bracket", 6),
+                          ("right_curly_bracket", 13), ("right_square_bracket", 13), ("left_curly_bracket", 3)):
+            await pilot.press(key)
+            await wait_for(pilot, lambda: f"slice     {want}/13" in record_text(screen))
+            await wait_for(pilot, lambda: view.key is not None and view.key[5] == want - 1)
+            seen.append(cells())
+        assert len({str(c) for c in seen}) == 5  # 7, 8, 6, 13, 3 (7 twice, 13 twice): each slice its own picture
+        await pilot.press("down")
+        await wait_for(pilot, lambda: "record 1\n" in record_text(screen))
+        assert "slice" not in record_text(screen)
+        await pilot.press("right_square_bracket")
+        await wait_for(pilot, lambda: any("has no slices" in m for m, _ in app.notes))

@@ -13,6 +13,8 @@ from rich.color import Color
 from rich.style import Style
 from rich.text import Text
 
+from ..records import is_volume
+
 UPPER_HALF = "\u2580"  # ▀
 
 
@@ -64,6 +66,21 @@ def window_to_uint8(
     return out.astype(np.uint8)
 
 
+def plane(image: np.ndarray, index: int | None = None) -> np.ndarray:
+    """The 2-D image to draw: the image itself, or slice ``index`` of a 3-D record (the middle
+    slice when None; clamped to the volume)."""
+    if image.ndim < 3 or not is_volume(image.shape):
+        return image
+    depth = image.shape[0]
+    k = depth // 2 if index is None else max(0, min(depth - 1, int(index)))
+    return image[k]
+
+
+def depth_of(image: np.ndarray | None) -> int:
+    """The number of slices of a 3-D record, 0 for an image."""
+    return int(image.shape[0]) if image is not None and image.ndim > 2 and is_volume(image.shape) else 0
+
+
 def to_rgb(image: np.ndarray) -> np.ndarray:
     """HxW, HxWx1, HxWx3 or HxWx4 uint8 -> HxWx3 uint8 (alpha is composited over black)."""
     if image.ndim == 2:
@@ -80,8 +97,9 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def display_rgb(image: np.ndarray, window: str = "auto") -> np.ndarray:
-    """Any record image as HxWx3 uint8 for a terminal graphics protocol (windowed, alpha over black)."""
-    return np.ascontiguousarray(to_rgb(window_to_uint8(image, window)))
+    """Any record image as HxWx3 uint8 for a terminal graphics protocol (windowed, alpha over black;
+    a 3-D record's middle slice, windowed like the whole volume)."""
+    return np.ascontiguousarray(to_rgb(plane(window_to_uint8(image, window))))
 
 
 def fit_size(height: int, width: int, max_width: int, max_height: int, upscale: bool = True) -> tuple[int, int]:
@@ -155,7 +173,8 @@ def half_block_text(rgb: np.ndarray) -> Text:
 def thumbnail(
     image: np.ndarray, columns: int, rows: int, window: str = "auto", upscale: bool = True
 ) -> Text:
-    """The whole pipeline: window to 8-bit, fit into ``columns`` x ``rows`` cells, half blocks."""
-    img8 = window_to_uint8(image, window)
+    """The whole pipeline: window to 8-bit, fit into ``columns`` x ``rows`` cells, half blocks (a
+    3-D record: its middle slice, windowed over the whole volume)."""
+    img8 = plane(window_to_uint8(image, window))
     small = downscale(img8, max(1, columns), max(1, rows) * 2, upscale=upscale)
     return half_block_text(small)

@@ -26,8 +26,8 @@ from ..backends.article import article_text
 from ..bench.backend_info import names as backend_names
 from ..errors import ImgtuiError, first_line
 from ..png import encode_png
-from ..tiff import TIFF_DTYPES, encode_tiff
-from ..records import checksum, shape_text
+from ..tiff import TIFF_DTYPES, encode_tiff, encode_tiff_pages
+from ..records import checksum, is_volume, shape_text as shape_name
 from .widgets.record_list import RowDetails
 
 def write_viewable(image: np.ndarray, index: int) -> Path:
@@ -35,6 +35,10 @@ def write_viewable(image: np.ndarray, index: int) -> Path:
     pixels (lossless; bool as 0/255), TIFF for int8/int16/uint32/int32/float32/float64 (exact), else
     .npy."""
     folder = Path(tempfile.mkdtemp(prefix="imgtui-view-"))
+    if image.ndim > 2 and is_volume(image.shape) and (image.shape[-1] in (1, 3, 4) or image.ndim == 3):
+        path = folder / f"record-{index}.tif"  # a stack: one page per slice, as the disk backend writes it
+        path.write_bytes(encode_tiff_pages(image.view(np.uint8) * np.uint8(255) if image.dtype == np.bool_ else image, 1))
+        return path
     if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (1, 3, 4)):
         if image.dtype in (np.uint8, np.uint16, np.bool_):
             path = folder / f"record-{index}.png"
@@ -107,7 +111,8 @@ def _open_article(path: str) -> Any | None:
 
 
 def shape_text(image: np.ndarray) -> str:
-    return "x".join(str(s) for s in image.shape)
+    """``32x32x3``; ``volume 30x64x64`` for a 3-D record."""
+    return shape_name(image.shape)
 
 
 @dataclass
@@ -125,6 +130,9 @@ class RecordView:
     image: np.ndarray | None = None
     #: the image for a terminal graphics protocol (Kitty/Sixel), 8-bit RGB at full size
     rgb: np.ndarray | None = None
+    #: a 3-D record: its number of slices and the one shown (0, 0 for an image)
+    depth: int = 0
+    slice: int = 0
 
 
 def read_record_view(reader: Any, index: int, path: str = "") -> RecordView:
@@ -180,7 +188,7 @@ def info_text(info: dict) -> Text:
     shapes = info.get("shapes") or {}
     if shapes:
         names = list(shapes)[:3]
-        parts.append("shapes " + ", ".join(map(shape_text, names)) + (" …" if len(shapes) > 3 else ""))
+        parts.append("shapes " + ", ".join(map(shape_name, names)) + (" …" if len(shapes) > 3 else ""))
     dtypes = info.get("dtypes") or {}
     if dtypes:
         parts.append("/".join(dtypes))
@@ -198,6 +206,12 @@ def info_text(info: dict) -> Text:
     return text
 
 
+def slice_bar(index: int, depth: int, width: int = 20) -> str:
+    """A slider of ``width`` cells with a knob where slice ``index`` of ``depth`` lies."""
+    knob = 0 if depth <= 1 else round(index * (width - 1) / (depth - 1))
+    return "━" * knob + "●" + "━" * (width - 1 - knob)
+
+
 def record_panel(view: RecordView) -> Group:
     """Label, shape, dtype, checksum and metadata of one record, for a Static."""
     head = Text()
@@ -208,6 +222,10 @@ def record_panel(view: RecordView) -> Group:
     head.append("label     ")
     head.append(f"{view.label!r}\n", style="bold")
     head.append(f"shape     {view.details.shape}\ndtype     {view.details.dtype}\n")
+    if view.depth:
+        head.append("slice     ")
+        head.append(f"{view.slice + 1}/{view.depth} ", style="bold")
+        head.append(slice_bar(view.slice, view.depth) + "  [ ] move, { } by 10\n")
     head.append("checksum  ")
     if view.details.status == "ok":
         head.append(f"ok ({view.actual_checksum:08x})", style="green")

@@ -31,7 +31,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from ...bench.backend_info import names as backend_names, store_suffix
 from ...errors import ImgtuiError
 from .. import graphics
-from ..imaging import display_rgb, thumbnail, window_to_uint8
+from ..imaging import depth_of, display_rgb, plane, thumbnail, window_to_uint8
 from ..store_view import (RecordView, find_sibling_stores, info_text, one_line, open_any_store, read_record_view,
                           record_panel, start_viewer, store_info, write_viewable)
 from ..widgets.image_view import ImageView
@@ -133,8 +133,9 @@ is read); **l** picks a label from a list with counts; **x** jumps to the next
 damaged or unreadable record; **o** opens the record in your image viewer (`$IMGTUI_VIEWER`, else
 xdg-open/open; PNG for 8/16-bit and bool pixels, TIFF for signed, 32-bit and float ones); **y**
 copies `STORE[INDEX]`; **z** zooms into the image (2x to 16x, windowed like the whole image),
-shift+**z** zooms out, shift+arrows pan; **v** shows a page of thumbnails (Enter opens the selected
-one); **c** compares the record with
+shift+**z** zooms out, shift+arrows pan; **[** and **]** step through the slices of a 3-D record
+(**{** and **}** by ten; it opens on its middle slice, windowed over the whole volume); **v** shows a
+page of thumbnails (Enter opens the selected one); **c** compares the record with
 the same record of the other backends' stores; Escape goes back.
 """
 
@@ -156,6 +157,10 @@ the same record of the other backends' stores; Escape goes back.
         Binding("shift+up", "pan(0, -1)", "Pan up", show=False, tooltip="Pan the zoomed image up"),
         Binding("shift+down", "pan(0, 1)", "Pan down", show=False, tooltip="Pan the zoomed image down"),
         Binding("c", "compare", "Compare", tooltip="The same record in every backend's store, side by side"),
+        Binding("right_square_bracket", "slice(1)", "Next slice", show=False, tooltip="A 3-D record: the next slice"),
+        Binding("left_square_bracket", "slice(-1)", "Prev slice", show=False, tooltip="A 3-D record: the previous slice"),
+        Binding("right_curly_bracket", "slice(10)", "+10 slices", show=False, tooltip="A 3-D record: 10 slices on"),
+        Binding("left_curly_bracket", "slice(-10)", "-10 slices", show=False, tooltip="A 3-D record: 10 slices back"),
     ]
 
     def __init__(self, path: str) -> None:
@@ -175,6 +180,9 @@ the same record of the other backends' stores; Escape goes back.
         self._pending_filter = ""
         self._full: tuple[int, RecordView] | None = None
         self._zoom, self._zoom_index, self._pan = 1, -1, (0.5, 0.5)
+        #: the slice shown of a 3-D record (None: its middle one) and the shown record's depth
+        self._slice: int | None = None
+        self._depth = 0
         self._filter_progress = (0, 0)
 
     # -- layout ----------------------------------------------------------------------------
@@ -263,7 +271,7 @@ the same record of the other backends' stores; Escape goes back.
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="image")
     def load_image(self, index: int, columns: int, rows: int, zoom: int = 1,
-                   pan: tuple[float, float] = (0.5, 0.5)) -> None:
+                   pan: tuple[float, float] = (0.5, 0.5), slice_: int | None = None) -> None:
         """Read the record and render it for the image pane; zoomed in, only the visible part is
         drawn, windowed like the whole image (a 16-bit scan keeps its window/level while panning)."""
         full = self._full
@@ -276,18 +284,21 @@ the same record of the other backends' stores; Escape goes back.
                 view = read_record_view(self.reader, index, self.path)
             if view.image is not None:
                 view.image = window_to_uint8(view.image)  # once, over the whole image (floats: 1st/99th percentiles)
+                view.depth = depth_of(view.image)  # a volume: windowed as a whole, so slices compare
             self._full = (index, view)  # the last record at full size, for zoom and pan
         if get_current_worker().is_cancelled:
             return
         shown = replace(view)
         if view.image is not None:
-            part = zoom_crop(view.image, zoom, pan)
+            if view.depth:
+                shown.slice = view.depth // 2 if slice_ is None else max(0, min(view.depth - 1, slice_))
+            part = zoom_crop(plane(view.image, shown.slice), zoom, pan)
             if graphics.kind() != "halfblock":
                 shown.rgb = display_rgb(part)
             else:
                 shown.text = thumbnail(part, columns, rows)
             shown.image = None  # the cache keeps only the rendered version
-        self.post_message(RecordLoaded(shown, (index, columns, rows, zoom, pan)))
+        self.post_message(RecordLoaded(shown, (index, columns, rows, zoom, pan, slice_)))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="filter")
     def run_filter(self, query: str) -> None:
@@ -462,20 +473,23 @@ the same record of the other backends' stores; Escape goes back.
         if self.reader is None:
             return
         columns, rows = self.image_view.cells
-        if index != self._zoom_index:  # another record: fit it whole again
-            self._zoom_index, self._zoom, self._pan = index, 1, (0.5, 0.5)
-        key = (index, columns, rows, self._zoom, self._pan)
+        if index != self._zoom_index:  # another record: fit it whole again (a volume: its middle slice)
+            self._zoom_index, self._zoom, self._pan, self._slice = index, 1, (0.5, 0.5), None
+        key = (index, columns, rows, self._zoom, self._pan, self._slice)
         if self.image_view.key == key:
             return
         cached = self._thumbs.get(key)  # (a hit counts as a use)
         if cached is not None:
             self._show(cached, key)
             return
-        self.load_image(index, columns, rows, self._zoom, self._pan)
+        self.load_image(index, columns, rows, self._zoom, self._pan, self._slice)
 
     def _show(self, view: RecordView, key: tuple) -> None:
         if view.index != self.record_list.current_index:
             return  # the cursor moved on while this record was loading
+        self._depth = view.depth
+        if view.depth:
+            self._slice = view.slice
         gfx = self.query("#image-gfx")
         if view.rgb is not None and gfx:
             try:
@@ -579,6 +593,18 @@ the same record of the other backends' stores; Escape goes back.
             self._pan = (0.5, 0.5)
         self._request_image(index)
         self.notify(f"zoom {self._zoom}x" + ("" if self._zoom == 1 else " · shift+arrows pan"), timeout=1.5)
+
+    def action_slice(self, step: int) -> None:
+        """[ and ] step through a 3-D record's slices, { and } by ten."""
+        index = self.record_list.current_index
+        if self.reader is None or index is None:
+            return
+        if not self._depth:
+            self.notify(f"Record {index} is a 2-D image: it has no slices.", timeout=2)
+            return
+        now = self._depth // 2 if self._slice is None else self._slice
+        self._slice = max(0, min(self._depth - 1, now + step))
+        self._request_image(index)
 
     def action_pan(self, dx: int, dy: int) -> None:
         index = self.record_list.current_index
