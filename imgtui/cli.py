@@ -184,8 +184,8 @@ def _add_folder_flags(p: argparse.ArgumentParser) -> None:
                    "Pillow's limit, 89,478,485; 0 = no limit)")
     p.add_argument("--follow-symlinks", action="store_true", help="image folders: read image files linked from "
                    "outside the folder and enter symlinked folders (default: skip them and say which)")
-    p.add_argument("--slices", action="store_true", help="NIfTI volumes (.nii, .nii.gz): one record per slice "
-                   "(data[:, :, k]), spacing and affine in the metadata")
+    p.add_argument("--slices", action="store_true", help="NIfTI volumes (.nii, .nii.gz): one 2-D record per slice "
+                   "(data[:, :, k]) instead of one 3-D record per volume; spacing and affine in the metadata either way")
     p.add_argument("--exif-rotate", action="store_true", help="image folders: apply the EXIF orientation (turn "
                    "photos upright; default: pixels as stored in the file, the summary says which)")
 

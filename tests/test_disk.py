@@ -393,7 +393,7 @@ def test_newer_format_version(tmp_path):
     m = json.loads(mpath.read_text())
     m["format_version"] = 99
     mpath.write_text(json.dumps(m))
-    with pytest.raises(FormatVersionError, match="uses imgtui format version 99; this imgtui reads up to 3"):
+    with pytest.raises(FormatVersionError, match="uses imgtui format version 99; this imgtui reads up to 4"):
         open_store(tmp_path / "s")
 
 

@@ -56,9 +56,6 @@ def test_folder_of_volumes_labels_and_cli_convert(tmp_path, capsys):
 
 
 def test_one_line_refusals(tmp_path, capsys):
-    _save(tmp_path / "vol.nii.gz", np.zeros((4, 4, 3), np.uint8))
-    with pytest.raises(DatasetError, match=r"vol\.nii\.gz: a 3-D volume \(4x4x3\); .*use --slices"):
-        open_dataset(tmp_path / "vol.nii.gz")
     _save(tmp_path / "flat.nii", np.arange(12, dtype=np.uint8).reshape(4, 3, 1))
     (rec,) = list(open_dataset(tmp_path / "flat.nii"))  # a single slice is one 2-D record without --slices
     assert np.array_equal(rec.image, np.arange(12, dtype=np.uint8).reshape(4, 3))
@@ -77,3 +74,35 @@ def test_one_line_refusals(tmp_path, capsys):
     nib.save(nib.Nifti1Image(np.ones((3, 3, 2), np.int64), AFFINE, dtype=np.int64), str(tmp_path / "wide.nii.gz"))
     with pytest.raises(DatasetError, match=r"wide\.nii\.gz: int64 voxels are not supported"):
         open_dataset(tmp_path / "wide.nii.gz", slices=True)
+
+
+@pytest.mark.parametrize("backend", ["disk", "lmdb", "hdf5"])
+def test_volume_is_one_3d_record_in_every_backend(tmp_path, backend):
+    """Without --slices a 3-D volume is one K x I x J record (record[k] = data[:, :, k]), a 4-D
+    series one record per volume; stored and read back bit-exact, spacing and affine kept."""
+    rng = np.random.default_rng(7)
+    ct = rng.integers(-1024, 3071, (9, 8, 5)).astype(np.int16)
+    series = rng.standard_normal((6, 7, 4, 2)).astype(np.float32)
+    narrow = rng.integers(0, 255, (6, 3, 4), dtype=np.uint8)  # J = 3 voxels: kept a volume, not RGB
+    src = tmp_path / "src"
+    src.mkdir()
+    _save(src / "a_ct.nii.gz", ct)
+    _save(src / "b_series.nii.gz", series)
+    _save(src / "c_narrow.nii", narrow)
+    ds = open_dataset(src)
+    recs = list(ds)
+    assert ds.length == len(recs) == 4 and "one 3-D record per volume" in ds.describe()
+    assert recs[0].image.shape == (5, 9, 8) and recs[0].image.dtype == np.int16
+    assert all(np.array_equal(recs[0].image[k], ct[:, :, k]) for k in range(5))
+    for t in (0, 1):
+        r = recs[1 + t]
+        assert r.image.shape == (4, 6, 7) and r.metadata["volume"] == t and r.metadata["volumes"] == 2
+        assert all(r.image[k].tobytes() == np.ascontiguousarray(series[:, :, k, t]).tobytes() for k in range(4))
+    assert recs[3].image.shape == (4, 6, 3, 1)
+    assert np.array_equal(recs[3].image[2, :, :, 0], narrow[:, :, 2])
+    assert recs[0].metadata["spacing"] == [0.5, 0.75, 2.5] and recs[0].metadata["slices"] == 5
+    dest = tmp_path / ("v" + {"disk": "", "lmdb": ".lmdb", "hdf5": ".h5"}[backend])
+    assert main(["convert", str(src), str(dest), "-b", backend, "-q"]) == 0
+    with imgtui.open(dest) as r:
+        assert list(r) == recs and r.verify().ok
+        assert r.info()["format_version"] == 4

@@ -2,17 +2,20 @@
 (``pip install 'imgtui[nifti]'``).
 
 A source is one NIfTI file or a folder of them (files in sub-folders take the sub-folder's name as
-their label, files at the top label 0). imgtui records are 2-D images today, so a 3-D volume is
-read **one record per slice** (``--slices``, or ``PATH:slices=yes``): slice ``k`` is
-``data[:, :, k]`` exactly as nibabel returns the stored array (array axes i, j; no reorientation,
-no resampling). A 4-D series gives the slices of each volume in turn. A 2-D image (or a volume of
-one slice) is one record without ``--slices``; a 3-D volume without it is refused in one line.
+their label, files at the top label 0). Each 3-D volume is **one 3-D record** of shape K x I x J:
+slice ``k`` of the record (``record.image[k]``) is ``data[:, :, k]`` exactly as nibabel returns the
+stored array (array axes i, j; no reorientation, no resampling); a volume whose J axis is 1, 3 or
+4 voxels long gets a trailing axis of 1 (K x I x J x 1), so it is never taken for an image with
+channels. A 4-D series gives one record per volume. With ``--slices`` (or ``PATH:slices=yes``)
+each slice is a record instead (``data[:, :, k]``; for 4-D, the slices of each volume in turn).
+A 2-D image (or a volume of one slice) is one 2-D record either way.
 
 Voxels are the stored values (``scl_slope``/``scl_inter`` are not applied; they are in the
 metadata). Voxels keep their type: uint8, uint16, int8/int16 (CT), int32, uint32, float32/float64
 (PET, MRI maps) are record dtypes; a type records cannot hold (int64, ...) is refused in one line.
 
-Metadata of each record: ``file``, ``slice`` and ``slices`` (and ``volume``/``volumes`` for 4-D),
+Metadata of each record: ``file``; ``slices`` (and ``slice`` with ``--slices``); ``volume`` and
+``volumes`` for 4-D; ``axes`` for a 3-D record (how its axes map to the file's array),
 ``spacing`` (the voxel sizes from the header, mm), ``affine`` (the 4x4 voxel-to-world matrix as
 nested lists), ``dtype`` (the stored voxel type), ``scl_slope``/``scl_inter`` when set.
 """
@@ -126,19 +129,16 @@ class NiftiDataset(Dataset):
                 shape = shape[:3]
             if len(shape) == 3 and shape[2] == 1 and not self.slices:
                 shape = shape[:2]
-            if len(shape) > 2 and not self.slices:
-                raise DatasetError(
-                    f"{path_}: a {len(shape)}-D volume ({'x'.join(map(str, shape))}); imgtui records are 2-D images: "
-                    "use --slices (or PATH:slices=yes) to make one record per slice"
-                )
             self._check_dtype(dtype, path_)
             k = len(self._heads)
             self._heads.append((rel, label, shape, dtype, meta))
             self._paths.append(path_)
+            vols = shape[3] if len(shape) == 4 else 1
             if len(shape) == 2:
                 self._entries.append((k, -1, -1))
+            elif not self.slices:  # one 3-D record per volume (z = -1: the whole volume)
+                self._entries.extend((k, t, -1) for t in range(vols))
             else:
-                vols = shape[3] if len(shape) == 4 else 1
                 self._entries.extend((k, t, z) for t in range(vols) for z in range(shape[2]))
 
     def _notify(self, msg: str) -> None:
@@ -164,7 +164,7 @@ class NiftiDataset(Dataset):
 
     def describe(self) -> str:
         vols = len(self._heads)
-        what = "one record per slice" if self.slices else "one record per image"
+        what = "one record per slice" if self.slices else "one 3-D record per volume"
         return f"NIfTI {self.root}: {len(self._entries):,} records from {vols:,} file(s), {what}"
 
     def _pixels(self, a: np.ndarray) -> tuple[np.ndarray, int]:
@@ -209,6 +209,14 @@ class NiftiDataset(Dataset):
             md = dict(meta)
             if t < 0:
                 img = vol.reshape(vol.shape[:2])
+            elif z < 0:  # the whole volume: K x I x J, slice k = data[:, :, k]
+                img = np.moveaxis(vol[:, :, :, t] if vol.ndim == 4 else vol, 2, 0)
+                if img.shape[-1] in (1, 3, 4):  # J of 1, 3 or 4: an axis of 1 keeps it a volume
+                    img = img[..., None]
+                md["slices"] = shape[2]
+                md["axes"] = "record[k] = data[:, :, k]" + (f", volume {t}" if len(shape) == 4 else "")
+                if len(shape) == 4:
+                    md["volume"], md["volumes"] = t, shape[3]
             else:
                 img = vol[:, :, z, t] if vol.ndim == 4 else vol[:, :, z]
                 md["slice"], md["slices"] = z, shape[2]
