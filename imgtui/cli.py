@@ -186,13 +186,16 @@ def _add_folder_flags(p: argparse.ArgumentParser) -> None:
                    "outside the folder and enter symlinked folders (default: skip them and say which)")
     p.add_argument("--slices", action="store_true", help="NIfTI volumes (.nii, .nii.gz): one 2-D record per slice "
                    "(data[:, :, k]) instead of one 3-D record per volume; spacing and affine in the metadata either way")
+    p.add_argument("--series", action="store_true", help="DICOM folders: one 3-D record per series (same "
+                   "SeriesInstanceUID), slices in order of position, instead of one record per file")
     p.add_argument("--exif-rotate", action="store_true", help="image folders: apply the EXIF orientation (turn "
                    "photos upright; default: pixels as stored in the file, the summary says which)")
 
 
 def _source_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"max_pixels": args.max_pixels, "follow_symlinks": args.follow_symlinks,
-            "exif_rotate": getattr(args, "exif_rotate", False), "slices": getattr(args, "slices", False)}
+            "exif_rotate": getattr(args, "exif_rotate", False), "slices": getattr(args, "slices", False),
+            "series": getattr(args, "series", False)}
 
 
 class _Warnings:

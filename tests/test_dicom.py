@@ -166,3 +166,67 @@ def test_labels_from_csv(dicom_dir):
     (dicom_dir.parent / "labels.csv").write_text("file,label\nCT_small.dcm,1\nMR_small.dcm,0\n")
     recs = list(DicomDataset(dicom_dir, labels_csv=dicom_dir.parent / "labels.csv"))
     assert [r.label for r in recs] == [1, 0]
+
+
+def _series(folder: Path, uid: str, depth: int, *, shape_of=None, order=None) -> list[np.ndarray]:
+    """``depth`` slices of CT_small.dcm with their own pixels, positions along the slice normal and
+    instance numbers, written under shuffled file names; returns the slices in position order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = pydicom.dcmread(sample("CT_small.dcm"))
+    rng = np.random.default_rng(len(uid))
+    slices = []
+    for z in range(depth):
+        ds = pydicom.dcmread(sample("CT_small.dcm"))
+        arr = rng.integers(-1000, 2000, base.pixel_array.shape).astype(np.int16)
+        if shape_of is not None and z == shape_of:
+            arr = arr[:32, :32].copy()
+            ds.Rows, ds.Columns = arr.shape
+        ds.PixelData = arr.tobytes()
+        ds.SeriesInstanceUID = uid
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [-10.0, 5.0, 100.0 - 2.5 * z]  # descending z: file order is not slice order
+        ds.InstanceNumber = depth - z
+        name = (order or (lambda z: f"img{(z * 7) % depth:03d}"))(z)
+        ds.save_as(folder / f"{name}.dcm")
+        slices.append(arr)
+    return slices[::-1]  # ascending position along the normal (0, 0, 1)
+
+
+def test_series_is_one_volume_ordered_by_position(tmp_path):
+    """--series: the files of a series are one D x H x W int16 record, slices in order of position
+    (not of file name), spacing from the positions; two series give two records; no UID copied."""
+    from imgtui.cli import main
+
+    import imgtui
+
+    a = _series(tmp_path / "scans", "1.2.3.4.5", 6)
+    b = _series(tmp_path / "scans" / "other", "1.2.3.4.6", 3)
+    ds = open_dataset(tmp_path / "scans", series=True)
+    recs = list(ds)
+    assert len(recs) == 2 and "one 3-D record per series" in ds.describe()
+    vol = recs[0].image
+    assert vol.dtype == np.int16 and vol.shape == (6, *a[0].shape)
+    assert all(np.array_equal(vol[k], a[k]) for k in range(6))
+    assert np.array_equal(recs[1].image, np.stack(b))
+    meta = recs[0].metadata
+    assert meta["slices"] == 6 and meta["series_ref"] == "series-0000" and recs[1].metadata["series_ref"] == "series-0001"
+    assert meta["slice_positions"] == [87.5, 90.0, 92.5, 95.0, 97.5, 100.0]
+    assert meta["spacing"][0] == 2.5 and "1.2.3.4" not in repr(meta)
+    store = tmp_path / "ct.h5"
+    assert main(["convert", str(tmp_path / "scans"), str(store), "-b", "hdf5", "-q", "--series"]) == 0
+    with imgtui.open(store) as r:
+        assert list(r) == recs and r.info()["shapes"] == {f"6x{a[0].shape[0]}x{a[0].shape[1]}": 1,
+                                                          f"3x{a[0].shape[0]}x{a[0].shape[1]}": 1}
+
+
+def test_series_of_unequal_slices_is_one_line_or_skipped(tmp_path, capsys):
+    from imgtui.cli import main
+
+    _series(tmp_path / "bad", "9.9", 4, shape_of=2)
+    with pytest.raises(DatasetError, match=r"series-0000 \(.*\): slice \d is 32x32 int16, slice 0 .*not one volume"):
+        list(open_dataset(tmp_path / "bad", series=True))
+    notes = []
+    assert list(open_dataset(tmp_path / "bad", series=True, on_error="skip", warn=notes.append)) == []
+    assert len(notes) == 1 and "not one volume" in notes[0]
+    assert main(["convert", "synthetic:count=2", str(tmp_path / "s.h5"), "-b", "hdf5", "-q", "--series"]) == 1
+    assert capsys.readouterr().err.strip() == "imgtui: error: --series applies to DICOM folders only"

@@ -104,6 +104,24 @@ def open_dataset(
     *,
     on_error: str = "stop",
     warn: Callable[[str], None] | None = None,
+    series: bool = False,
+    **options: Any,
+) -> Dataset:
+    """Turn a dataset spec (see module doc) into a Dataset; one-line DatasetError when it cannot.
+    ``series`` (``--series``): a DICOM folder gives one 3-D record per series; an error for any
+    other kind of source."""
+    ds = _open_dataset(spec, on_error=on_error, warn=warn, series=bool(series), **options)
+    if series and getattr(ds, "kind", "") != "dicom":
+        raise DatasetError("--series applies to DICOM folders only")
+    return ds
+
+
+def _open_dataset(
+    spec: str | Path | None = None,
+    *,
+    on_error: str = "stop",
+    warn: Callable[[str], None] | None = None,
+    series: bool = False,
     **options: Any,
 ) -> Dataset:
     """Turn a dataset spec (see module doc) into a Dataset; one-line DatasetError when it cannot.
@@ -157,7 +175,7 @@ def open_dataset(
         from .dicom import DicomDataset
 
         _not_for(folder_opts, "DICOM files")
-        return DicomDataset(text[len("dicom:"):], on_error=on_error, warn=warn, **options)
+        return DicomDataset(text[len("dicom:"):], on_error=on_error, warn=warn, series=series, **options)
     key = None
     if ":" in text and not Path(text).exists():
         text, _, key = text.rpartition(":")
@@ -208,7 +226,7 @@ def open_dataset(
         from .dicom import DicomDataset
 
         _not_for(folder_opts, f"{path} (DICOM files)")
-        return DicomDataset(path, on_error=on_error, warn=warn, **options)
+        return DicomDataset(path, on_error=on_error, warn=warn, series=series, **options)
     if path.is_dir():
         from .folder import FolderDataset
 

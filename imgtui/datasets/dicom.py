@@ -14,6 +14,14 @@ Each image frame becomes a record:
   list of the folder's DICOM files (hospital exports often name files after the patient, so the
   name is not copied); with ``allow_identifying=True`` the file's relative path as ``file``.
 
+With ``series=True`` (``--series``) the files of one series (same SeriesInstanceUID) become one
+3-D record, D x H x W: slices ordered by their position along the slice normal
+(ImagePositionPatient on the normal of ImageOrientationPatient), else by InstanceNumber, else by
+file name; a series file with several frames gives its frames in order. Its metadata: the first
+slice's tags, ``slices``, ``series_ref`` (``series-NNNN``, never the UID), ``slice_positions``
+(mm along the normal, when the files have positions) and ``spacing`` (slice step, then
+PixelSpacing). A series whose slices differ in size or pixel type is one-line error (or skipped).
+
 Patient-identifying attributes (the DICOM PS3.15 basic de-identification profile: names, IDs,
 dates, addresses, UIDs, institution, physicians, free-text descriptions ...) are never copied
 unless ``allow_identifying=True``; asking for one of them in ``extra_tags`` without that flag is
@@ -123,8 +131,10 @@ class DicomDataset(Dataset):
         allow_identifying: bool = False,
         on_error: str = "stop",
         warn: Callable[[str], None] | None = None,
+        series: bool = False,
     ) -> None:
         self.pydicom = _require_pydicom()
+        self.series = bool(series)
         self.root = Path(root)
         if not self.root.exists():
             raise DatasetError(f"{self.root}: no such file or folder")
@@ -162,7 +172,8 @@ class DicomDataset(Dataset):
         return None  # multi-frame files add records; known only after reading headers
 
     def describe(self) -> str:
-        return f"DICOM folder {self.root} ({len(self.files):,} files)"
+        what = ", one 3-D record per series" if self.series else ""
+        return f"DICOM folder {self.root} ({len(self.files):,} files{what})"
 
     def _rel(self, path: Path) -> str:
         return path.name if self.root.is_file() else str(path.relative_to(self.root))
@@ -246,6 +257,9 @@ class DicomDataset(Dataset):
         return meta
 
     def __iter__(self) -> Iterator[Record]:
+        if self.series:
+            yield from self._series_records()
+            return
         for path in self.files:
             try:
                 recs = self.read_file(path)
@@ -253,6 +267,72 @@ class DicomDataset(Dataset):
                 self._fail(str(exc))
                 continue
             yield from recs
+
+
+    # -- series -----------------------------------------------------------------------------
+    def _series_of(self) -> list[list[tuple[tuple, Path]]]:
+        """The files grouped by SeriesInstanceUID (in order of first appearance), each group
+        sorted: [(sort key, path), ...]. Only headers are read here."""
+        groups: dict[str, list[tuple[tuple, Path]]] = {}
+        for n, path in enumerate(self.files):
+            try:
+                ds = self.pydicom.dcmread(path, stop_before_pixels=True)
+            except Exception as exc:
+                self._fail(f"{self._rel(path)}: not a readable DICOM file ({str(exc).splitlines()[0]})")
+                continue
+            uid = str(ds.get("SeriesInstanceUID", "") or f"no-series-{n}")
+            groups.setdefault(uid, []).append((_slice_key(ds, n), path))
+        return [sorted(g, key=lambda kp: kp[0]) for g in groups.values()]
+
+    def _series_records(self) -> Iterator[Record]:
+        for k, group in enumerate(self._series_of()):
+            rels = [self._rel(p) for _key, p in group]
+            where = f"series-{k:04d} ({rels[0]}{f' … {rels[-1]}' if len(rels) > 1 else ''})"
+            try:
+                frames: list[Record] = []
+                for _key, path in group:
+                    frames.extend(self.read_file(path))
+                first = frames[0].image
+                odd = next((j for j, r in enumerate(frames) if r.image.shape != first.shape or r.image.dtype != first.dtype), None)
+                if odd is not None:
+                    raise DatasetError(
+                        f"{where}: slice {odd} is {'x'.join(map(str, frames[odd].image.shape))} {frames[odd].image.dtype}, "
+                        f"slice 0 {'x'.join(map(str, first.shape))} {first.dtype}: not one volume (import it without --series)"
+                    )
+            except DatasetError as exc:
+                self._fail(str(exc))
+                continue
+            volume = np.stack([r.image for r in frames])
+            if volume.ndim == 3 and volume.shape[-1] in (1, 3, 4):  # keep it a volume, not an image with channels
+                volume = volume[..., None]
+            meta = {key: v for key, v in frames[0].metadata.items() if key not in ("InstanceNumber", "frame")}
+            meta.update(series_ref=f"series-{k:04d}", slices=len(frames))
+            positions = [key[1] for key, _p in group if key[0] == 0]
+            if len(positions) == len(group) == len(frames):
+                meta["slice_positions"] = [round(float(v), 6) for v in positions]
+                step = float(np.median(np.diff(positions))) if len(positions) > 1 else None
+                spacing = meta.get("PixelSpacing")
+                if step is not None and isinstance(spacing, list) and len(spacing) == 2:
+                    meta["spacing"] = [round(step, 6), *spacing]
+            yield Record(volume, frames[0].label, meta)
+
+
+def _slice_key(ds: Any, n: int) -> tuple:
+    """How a file sorts within its series: (0, position along the slice normal) when the header has
+    ImagePositionPatient and ImageOrientationPatient, else (1, InstanceNumber), else (2, file order)."""
+    try:
+        ipp = [float(v) for v in ds.ImagePositionPatient]
+        iop = [float(v) for v in ds.ImageOrientationPatient]
+        if len(ipp) == 3 and len(iop) == 6:
+            normal = np.cross(iop[:3], iop[3:])
+            return (0, float(np.dot(normal, ipp)), n)
+    except (AttributeError, TypeError, ValueError):
+        pass
+    number = ds.get("InstanceNumber")
+    try:
+        return (1, float(number), n)
+    except (TypeError, ValueError):
+        return (2, float(n), n)
 
 
 def real_values(record: Record) -> np.ndarray:
