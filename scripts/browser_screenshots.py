@@ -96,7 +96,48 @@ async def take_browser_screenshots(out_dir: str | Path, store_dir: str | Path | 
             await pilot.pause(0.3)
             app.save_screenshot(filename="compare.svg", path=str(out))
             saved.append(out / "compare.svg")
+        records = float_records()
+        fpath = Path(store_dir or tmp) / "float.lmdb"
+        from imgtui.backends import open_writer
+
+        with open_writer(fpath, "lmdb") as w:
+            w.write_many(records)
+        browser = BrowserScreen(str(fpath))
+        app = ShotApp(browser)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: browser.reader is not None)
+            await until(pilot, lambda: browser.image_view.key is not None and browser.image_view.key[0] == 0)
+            await pilot.pause(0.3)
+            app.save_screenshot(filename="browser-float32.svg", path=str(out))
+            saved.append(out / "browser-float32.svg")
+            await pilot.press("down")
+            await until(pilot, lambda: browser.image_view.key is not None and browser.image_view.key[0] == 1)
+            for _ in range(7):
+                await pilot.press("right_square_bracket")
+            await until(pilot, lambda: browser.image_view.key is not None and browser.image_view.key[5] == 27)
+            await pilot.pause(0.3)
+            app.save_screenshot(filename="browser-volume.svg", path=str(out))
+            saved.append(out / "browser-volume.svg")
     return saved
+
+
+def float_records():
+    """A float32 2-D map (a smooth field with NaN outside a disc) and a float32 40x64x64 volume
+    (two hot spheres in a warm body, as a PET SUV map), with the metadata such files carry."""
+    import numpy as np
+
+    from imgtui.records import Record
+
+    y, x = np.mgrid[-1:1:96j, -1:1:128j]
+    field = (np.sin(3 * x) * np.cos(2 * y) * 2.5 + 1.0).astype(np.float32)
+    field[x**2 + y**2 > 0.95] = np.nan
+    z, y, x = np.mgrid[-1:1:40j, -1:1:64j, -1:1:64j]
+    body = np.where((x / 0.9) ** 2 + (y / 0.7) ** 2 < 1, 1.2, 0.05)
+    hot = 8 * np.exp(-((x - 0.3) ** 2 + (y + 0.1) ** 2 + (z - 0.3) ** 2) / 0.02)
+    hot += 5 * np.exp(-((x + 0.35) ** 2 + (y - 0.2) ** 2 + (z + 0.2) ** 2) / 0.01)
+    vol = (body + hot + np.random.default_rng(1).normal(0, 0.08, body.shape)).astype(np.float32)
+    return [Record(field, "t1-map", {"units": "ms", "spacing": [1.0, 1.0]}),
+            Record(vol, "pet", {"units": "SUV", "spacing": [3.0, 2.0, 2.0], "axes": "record[k] = data[:, :, k]"})]
 
 
 if __name__ == "__main__":
