@@ -217,12 +217,14 @@ def test_export_then_convert_back_is_bit_exact(tmp_path, backend, capsys):
         w.write(imgtui.Record(np.arange(2 * 3 * 4, dtype=np.uint16).reshape(2, 3, 4) * 2000, -1, {"k": None}))
         for k, dt in enumerate(("int8", "int16", "uint32", "int32", "float32", "float64")):
             w.write(imgtui.Record(make_image(dt, (4, 3) if k % 2 else (4, 3, 3), k), k, {"dtype": dt}))
+        for k, (dt, shape) in enumerate((("uint8", (3, 4, 5)), ("float32", (2, 4, 3, 3)), ("int16", (4, 3, 2, 1)))):
+            w.write(imgtui.Record(make_image(dt, shape, 20 + k), f"vol{k}", {"volume": k}))  # 3-D records
     out = tmp_path / "out"
     assert main(["export", str(src), str(out), "-q"]) == 0
     back = dest_for(tmp_path, backend, "back")
     assert main(["convert", str(out), str(back), "-b", backend, "-q"]) == 0
     with imgtui.open(src) as a, imgtui.open(back) as b:
-        assert len(a) == len(b) == 9
+        assert len(a) == len(b) == 12
         for ra, rb in zip(a, b):
             assert ra == rb  # bit-exact, NaN payloads and -0.0 included
 
@@ -358,3 +360,21 @@ def test_progress_is_one_line_per_step_when_piped_and_rewritten_on_a_terminal():
             show(ev)
     assert pipe.getvalue() == "[1/2] store_many lmdb/imgtui 2,000\n[2/2] read_many hdf5/imgtui 2,000\n"
     assert tty.getvalue().count("\r") == 2 and "\n" not in tty.getvalue()
+
+
+def test_export_volume_cell_that_lies_is_one_line(tmp_path, capsys):
+    """An exported volume whose labels.csv says another shape, or a shape that is not a volume, is
+    refused in one line naming the file (or skipped with --on-error skip)."""
+    src = tmp_path / "v"
+    with imgtui.writer(src, "disk") as w:
+        w.write(imgtui.Record(make_image("int16", (3, 4, 5), 1), 0))
+        w.write(imgtui.Record(make_image("uint8", (4, 5), 2), 1))
+    out = tmp_path / "out"
+    assert main(["export", str(src), str(out), "-q"]) == 0
+    table = (out / "labels.csv").read_text(encoding="utf-8")
+    assert ",3x4x5\n" in table.replace("\r\n", "\n")
+    for cell, want in (("4x4x5", "not the 4x4x5 volume labels.csv says"), ("4x5x3", "is '4x5x3', not a DxHxW[xC] shape")):
+        (out / "labels.csv").write_text(table.replace(",3x4x5", f",{cell}"), encoding="utf-8")
+        assert main(["convert", str(out), str(tmp_path / f"b{cell}"), "-b", "disk", "-q"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and want in err[0], err

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from ..datasets.base import Dataset
 from ..errors import CancelledError, ImgtuiError, StoreExistsError, one_line  # noqa: F401 (convert.one_line)
-from ..records import dumps_metadata
+from ..records import dumps_metadata, is_volume
 from ..reports import ConvertReport
 from ..backends import open_store, open_writer
 from ..backends.base import path_size, remove_path
@@ -130,9 +130,10 @@ def export_png(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
 ) -> ConvertReport:
-    """Write every record of ``store`` as image files plus ``labels.csv`` (file,label,label_type,metadata):
+    """Write every record of ``store`` as image files plus ``labels.csv`` (file,label,label_type,metadata,volume):
     PNG for uint8/uint16 (and bool, as 0/255), TIFF (imgtui.tiff) for int8, int16, uint32, int32,
-    float32 and float64, as the disk backend writes them.
+    float32 and float64, a multi-page TIFF for a 3-D record (its shape in the ``volume`` column, so
+    the importer reads its pages back as one record), as the disk backend writes them.
 
     The folder reads back with ``imgtui convert DEST ...`` (flat folder + labels.csv), bit-exact,
     except bool records, which come back as uint8 0/255 masks.
@@ -155,14 +156,15 @@ def export_png(
         with open_store(store) as reader, open(tmp / "labels.csv", "w", newline="", encoding="utf-8") as fh:
             total = len(reader)
             w = csv.writer(fh)
-            w.writerow(["file", "label", "label_type", "metadata"])
+            w.writerow(["file", "label", "label_type", "metadata", "volume"])
             for batch in reader.iter_batches(256):
                 for rec in batch:
                     rel = f"{n // 1000:03d}/{n:06d}{suffix_of(rec.image.dtype, rec.image.shape)}"
                     (tmp / rel).parent.mkdir(exist_ok=True)
                     (tmp / rel).write_bytes(encode_image(rec.image, 1))
                     kind = "int" if isinstance(rec.label, int) else "str"
-                    w.writerow([rel, rec.label, kind, dumps_metadata(rec.metadata)])
+                    vol = "x".join(map(str, rec.image.shape)) if rec.image.ndim > 2 and is_volume(rec.image.shape) else ""
+                    w.writerow([rel, rec.label, kind, dumps_metadata(rec.metadata), vol])
                     n += 1
                 if cancel is not None and cancel():
                     raise CancelledError(f"export to {dest} cancelled; nothing was written")

@@ -78,7 +78,8 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from ..errors import DatasetError
-from ..records import Record
+from ..records import Record, is_volume
+from ..tiff import decode_tiff_pages
 from . import Notice
 from .base import Dataset, WarnFn
 
@@ -609,7 +610,7 @@ class FolderDataset(Dataset):
         out = []
         for rel, label, extras in entries:
             n = self._frames.get(rel, 1)
-            if n == 1:
+            if n == 1 or "__volume__" in extras:  # a volume's pages are its slices: one record
                 out.append((rel, label, extras))
             else:
                 out.extend((rel, label, {**extras, "__frame__": (k, n)}) for k in range(n))
@@ -798,7 +799,7 @@ class FolderDataset(Dataset):
         if missing:
             more = f" and {len(missing) - 1:,} more" if len(missing) > 1 else ""
             raise DatasetError(f"{csv_path}: no row for image {missing[0]}{more}")
-        if "label_type" in lower or "metadata" in lower:
+        if "label_type" in lower or "metadata" in lower or "volume" in lower:
             return [self._exact_row(csv_path, rel, label, extras) for rel, label, extras in parsed]
         as_int = all(_INT_RE.fullmatch(label) for _, label, _ in parsed)
         self.label_type = "int" if as_int else "str"
@@ -809,6 +810,7 @@ class FolderDataset(Dataset):
         row and ``metadata`` holds the record's metadata as a JSON object, restored exactly."""
         self.label_type = "exact"
         kind = extras.pop("label_type", "str")
+        volume = self._volume_shape(csv_path, rel, extras.pop("volume", ""))
         if kind == "int":
             if not _INT_RE.fullmatch(label):
                 raise DatasetError(f"{csv_path}: label {label!r} of {rel} is not an integer but label_type says int")
@@ -827,8 +829,23 @@ class FolderDataset(Dataset):
                 raise DatasetError(f"{csv_path}: metadata of {rel} is nested too deeply") from None
             if not isinstance(meta, dict):
                 raise DatasetError(f"{csv_path}: metadata of {rel} must be a JSON object")
-            return rel, label, {"__exact__": True, **extras, **meta}
-        return rel, label, extras
+            return rel, label, {"__exact__": True, **extras, **meta, **volume}
+        return rel, label, {**extras, **volume}
+
+    @staticmethod
+    def _volume_shape(csv_path: Path, rel: str, text: str) -> dict:
+        """The ``volume`` cell of an export's labels.csv: a 3-D record's shape (its file is a
+        multi-page TIFF read back as one record), or empty for an image."""
+        text = text.strip()
+        if not text:
+            return {}
+        try:
+            shape = tuple(int(v) for v in text.split("x"))
+        except ValueError:
+            shape = ()
+        if len(shape) not in (3, 4) or not is_volume(shape) or min(shape) < 1:
+            raise DatasetError(f"{csv_path}: volume of {rel} is {text!r}, not a DxHxW[xC] shape")
+        return {"__volume__": shape}
 
     # -- Dataset API ----------------------------------------------------------------------------
     @property
@@ -895,17 +912,37 @@ class FolderDataset(Dataset):
     def _decode(self, entry: tuple[str, object, dict]) -> np.ndarray | DatasetError:
         rel, _label, extras = entry
         frame = extras.get("__frame__")
+        if "__volume__" in extras:
+            return self._decode_volume(rel, extras["__volume__"])
         try:
             return decode_image(self.root / rel, self.max_pixels, frame=frame[0] if frame else None,
                                 exif_rotate=self.exif_rotate)
         except DatasetError as exc:
             return exc
 
+    def _decode_volume(self, rel: str, shape: tuple) -> np.ndarray | DatasetError:
+        """A multi-page TIFF written by ``imgtui export`` as the 3-D record of ``shape``."""
+        path = self.root / rel
+        limit = default_max_pixels() if self.max_pixels is None else self.max_pixels
+        if limit and int(np.prod(shape[:3])) > limit:
+            return DatasetError(f"{path}: a {'x'.join(map(str, shape))} volume is over the {limit:,}-pixel limit "
+                                "(--max-pixels 0 lifts it)")
+        try:
+            data = path.read_bytes()
+            vol = decode_tiff_pages(data, shape[0])
+        except OSError as exc:
+            return DatasetError(f"{path}: cannot be read ({exc.strerror})")
+        except ValueError as exc:
+            return DatasetError(f"{path}: not the {'x'.join(map(str, shape))} volume labels.csv says ({exc})")
+        if vol.size != int(np.prod(shape)):
+            return DatasetError(f"{path}: holds {'x'.join(map(str, vol.shape))}, labels.csv says {'x'.join(map(str, shape))}")
+        return vol.reshape(shape)
+
     def _record(self, entry: tuple[str, object, dict], image: np.ndarray) -> Record:
         rel, label, extras = entry
         frame = extras.get("__frame__")
-        if frame or extras.get("__exact__"):
-            extras = {k: v for k, v in extras.items() if k not in ("__exact__", "__frame__")}
+        if frame or extras.get("__exact__") or "__volume__" in extras:
+            extras = {k: v for k, v in extras.items() if k not in ("__exact__", "__frame__", "__volume__")}
             if frame:
                 extras["frame"], extras["frames"] = frame
             if entry[2].get("__exact__"):
