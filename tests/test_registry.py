@@ -295,3 +295,29 @@ def test_opening_a_store_imports_only_the_backends_it_needs(tmp_path):
             "print(sorted(m for m in ('zarr', 'imgtui.backends.zarr') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(store)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_listing_the_backends_does_not_import_zarr():
+    """Every CLI command builds its flags from the registry: that must not import zarr-python (it
+    cost ~0.4-0.9 s per command); a Zarr store still opens (its module is imported then)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, imgtui.cli; imgtui.cli.build_parser(); from imgtui.backends import registry; "
+            "assert 'zarr' in registry.available(); print('zarr' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_a_backend_whose_package_is_missing_is_one_line_and_not_available(monkeypatch):
+    import importlib.util
+
+    from imgtui.backends import registry
+    from imgtui.errors import ImgtuiError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "zarr" else real(name, *a))
+    with pytest.raises(ImgtuiError, match=r"^backend zarr needs an optional package: pip install 'imgtui\[zarr\]'"):
+        registry.get_backend("zarr")
+    assert "zarr" not in registry.available() and "lmdb" in registry.available()

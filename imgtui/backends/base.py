@@ -28,6 +28,7 @@ Readers are context managers. Subclasses implement ``_read(i)``, ``_labels()``,
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -1163,6 +1164,17 @@ class Option:
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+
+class LazyClass:
+    """A Backend's ``writer_cls``/``reader_cls`` that imports its module when first used, so a
+    backend whose library is slow to import (zarr) costs nothing until a store of it is opened."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        return getattr(importlib.import_module(self.module), self.name)
 
 
 @dataclass(frozen=True)

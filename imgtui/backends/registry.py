@@ -12,6 +12,7 @@ a one-line error saying what to install.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING
 
 from ..errors import ImgtuiError
@@ -19,7 +20,8 @@ from ..errors import ImgtuiError
 if TYPE_CHECKING:
     from .base import Backend
 
-#: name -> (module, class, pip extra needed or ""[, store suffix]). A backend with an extra names its
+#: name -> (module, class, pip extra needed or ""[, store suffix]); an extra is also the name of the
+#: package it installs, checked with ``find_spec`` (the backend's store module imports it when used). A backend with an extra names its
 #: suffix here too: finding shards by name then does not import its package (zarr: ~0.3 s)
 BACKENDS: dict[str, tuple[str, ...]] = {
     "disk": ("imgtui.backends.disk", "DiskBackend", ""),
@@ -53,6 +55,8 @@ def get_backend(name: str) -> type["Backend"]:
     """The Backend class called ``name`` (imported on first use)."""
     key = canonical(name)
     module, cls, extra = BACKENDS[key][:3]
+    if extra and importlib.util.find_spec(extra) is None:  # the package its store module needs
+        raise ImgtuiError(f"backend {key} needs an optional package: pip install 'imgtui[{extra}]' (no module named {extra!r})")
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:

@@ -11,13 +11,8 @@ from pathlib import Path
 
 from ..base import Backend, Capabilities, Option
 from ..mutate import RewriteMutator
-from .store import (  # noqa: F401
-    COMPRESSORS,
-    MANIFEST,
-    ZarrReader,
-    ZarrWriter,
-    read_group_attrs,
-)
+from ..base import LazyClass
+from .layout import COMPRESSORS, MANIFEST, read_group_attrs  # noqa: F401
 
 
 class ZarrBackend(Backend):
@@ -25,8 +20,8 @@ class ZarrBackend(Backend):
     display_name = "Zarr (v3 chunked arrays)"
     description = "a zarr v3 group (a folder): an N x H x W x C array in sharded chunks (or flat bytes + offsets), labels, metadata, checksums"
     colour = "#b061c9"
-    writer_cls = ZarrWriter
-    reader_cls = ZarrReader
+    writer_cls = LazyClass("imgtui.backends.zarr.store", "ZarrWriter")
+    reader_cls = LazyClass("imgtui.backends.zarr.store", "ZarrReader")
     mutator_cls = RewriteMutator
     suffix = ".zarr"
     options = (

@@ -94,6 +94,7 @@ from ...errors import (
     StoreNotFoundError,
 )
 from ...records import CODE_DTYPES as _RECORD_DTYPES, DTYPE_CODES as _RECORD_CODES, Label, Record, loads_metadata, shape4, shape_from4, shapes4
+from .layout import COMPRESSORS, MANIFEST, read_group_attrs  # noqa: F401 (part of this module's API)
 from ..base import (
     PLAIN_FORMAT_VERSION,
     ArrayReader,
@@ -104,8 +105,6 @@ from ..base import (
 )
 
 #: the file whose presence marks a finished store
-MANIFEST = "imgtui-manifest.json"
-COMPRESSORS = ("none", "zstd", "blosc", "gzip")
 DEFAULT_LEVELS = {"zstd": 3, "blosc": 5, "gzip": 6}
 LEVEL_RANGES = {"zstd": (1, 22), "blosc": (0, 9), "gzip": (0, 9)}
 #: bytes of one chunk of images (whole records, at least one) / of pixels when chunk_records is not given
@@ -137,18 +136,6 @@ def incomplete_message(path: Path) -> str:
         f"{path} is incomplete: its writer did not finish (interrupted or killed; no {MANIFEST}); "
         "re-create it with --overwrite"
     )
-
-
-def read_group_attrs(path: Path) -> dict | None:
-    """The ``imgtui`` attributes of the zarr group at ``path`` (None: not an imgtui zarr group)."""
-    try:
-        meta = json.loads((Path(path) / "zarr.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(meta, dict) or meta.get("node_type") != "group":
-        return None
-    attrs = (meta.get("attributes") or {}).get("imgtui") if isinstance(meta.get("attributes"), dict) else None
-    return attrs if isinstance(attrs, dict) and attrs.get("format") == "imgtui" else None
 
 
 def _as_int(value: Any, name: str) -> int:
