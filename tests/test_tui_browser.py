@@ -850,6 +850,7 @@ async def test_volume_opens_on_its_middle_slice_and_brackets_move_through_the_sl
         view = screen.image_view
         await wait_for(pilot, lambda: "slice     7/13" in record_text(screen))
         assert "shape     volume 13x16x20" in record_text(screen)
+        assert screen.record_list.details_of(0).shape == "3D 13x16x20"  # fits the list's shape column
         await wait_for(pilot, lambda: view.has_image)
 
         def cells():

@@ -111,8 +111,10 @@ def _open_article(path: str) -> Any | None:
 
 
 def shape_text(image: np.ndarray) -> str:
-    """``32x32x3``; ``volume 30x64x64`` for a 3-D record."""
-    return shape_name(image.shape)
+    """``32x32x3``; ``3D 30x64x64`` for a 3-D record (short enough for the record list's column;
+    the record panel says ``volume``)."""
+    text = shape_name(image.shape)
+    return "3D " + text[len("volume "):] if text.startswith("volume ") else text
 
 
 @dataclass
@@ -221,7 +223,9 @@ def record_panel(view: RecordView) -> Group:
         return Group(head)
     head.append("label     ")
     head.append(f"{view.label!r}\n", style="bold")
-    head.append(f"shape     {view.details.shape}\ndtype     {view.details.dtype}\n")
+    shape = view.details.shape
+    shape = "volume " + shape[3:] if shape.startswith("3D ") else shape
+    head.append(f"shape     {shape}\ndtype     {view.details.dtype}\n")
     if view.depth:
         head.append("slice     ")
         head.append(f"{view.slice + 1}/{view.depth} ", style="bold")
