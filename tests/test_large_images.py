@@ -59,3 +59,24 @@ def test_preview_downsamples_instead_of_drawing_full_resolution():
     text = thumbnail(scan, 40, 20)
     lines = text.plain.splitlines()
     assert len(lines) <= 20 and max(len(line) for line in lines) <= 40
+
+
+@pytest.mark.parametrize("backend", ["lmdb", "hdf5", "disk"])
+def test_reading_and_changing_large_volumes_holds_a_few_at_a_time(tmp_path, backend):
+    """Iteration (convert, export, verify) and changes take records in batches of about 64 MB, not
+    256 records: 8 volumes of 20 MiB are read 3, 3 and 2 at a time, and changed 4 at a time."""
+    from imgtui.backends import open_store
+    from imgtui.backends.mutate import BATCH_BYTES, _batches
+    from imgtui.records import Record
+
+    vols = [Record(np.full((5, 1024, 1024), k, np.float32), k, {}) for k in range(8)]  # 20 MiB each
+    p = tmp_path / {"lmdb": "v.lmdb", "hdf5": "v.h5", "disk": "v"}[backend]
+    with imgtui.writer(p, backend) as w:
+        w.write_many(vols)
+    with open_store(p) as r:
+        assert r.batch_records(256) == 3
+        batches = list(r.iter_batches(256))
+        assert [len(b) for b in batches] == [3, 3, 2]
+        assert [int(x.image[0, 0, 0]) for b in batches for x in b] == list(range(8))
+    assert [len(b) for b in _batches(vols, 256)] == [4, 4] and BATCH_BYTES == 64 << 20
+    assert [len(b) for b in _batches([(v.image, 0) for v in vols[:3]], 2)] == [2, 1]

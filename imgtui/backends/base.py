@@ -96,6 +96,8 @@ def _volume_key(key: str) -> bool:
         return is_volume(tuple(int(v) for v in key.split("x")))
     except ValueError:
         return False
+#: pixel bytes a reader's ``iter_batches`` (iteration, convert, export) holds at once, about
+READ_BATCH_BYTES = 64 << 20
 #: distinct shapes / labels remembered in the manifest statistics
 _MAX_DISTINCT = 1000
 
@@ -802,8 +804,17 @@ class StoreReader(ABC):
 
     def iter_batches(self, batch_size: int = 256) -> Iterator[list[Record]]:
         n = len(self)
+        batch_size = self.batch_records(batch_size)
         for start in range(0, n, batch_size):
             yield self.get_many(range(start, min(n, start + batch_size)))
+
+    def batch_records(self, batch_size: int = 256) -> int:
+        """``batch_size``, lowered so that a batch holds about READ_BATCH_BYTES of pixels at the
+        store's average record size (256 volumes of 150 MB would be 38 GB in memory)."""
+        m = self.manifest if isinstance(getattr(self, "manifest", None), dict) else {}
+        count, raw = m.get("count"), m.get("raw_bytes")
+        per = raw / count if isinstance(count, int) and count > 0 and isinstance(raw, (int, float)) and raw > 0 else 0
+        return max(1, min(int(batch_size), int(READ_BATCH_BYTES // per) if per else int(batch_size)))
 
     def __iter__(self) -> Iterator[Record]:
         for batch in self.iter_batches():
@@ -1092,7 +1103,7 @@ class ArrayReader(StoreReader):
 
     def iter_batches(self, batch_size: int = 256) -> Iterator[list[Record]]:
         n = len(self)
-        batch_size = max(1, int(batch_size))
+        batch_size = self.batch_records(batch_size)
         for start in range(0, n, batch_size):
             yield self.get_many(range(start, min(n, start + batch_size)))
 

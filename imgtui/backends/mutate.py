@@ -71,6 +71,8 @@ CancelFn = Callable[[], bool]
 
 #: records validated and written per step
 BATCH = 256
+#: ... and at most about this many pixel bytes
+BATCH_BYTES = 64 << 20
 #: LMDB: block bytes per write transaction when a change needs several
 TXN_BYTES = 64 << 20
 
@@ -257,13 +259,18 @@ def _check_index(i: Any, n: int, path: Path) -> int:
     return j
 
 
-def _batches(records: Iterable, size: int) -> Iterator[list]:
-    batch = []
+def _batches(records: Iterable, size: int, max_bytes: int = BATCH_BYTES) -> Iterator[list]:
+    """Lists of at most ``size`` records and about ``max_bytes`` of pixels (a change of large
+    volumes holds one or a few at a time, not 256)."""
+    batch: list = []
+    nbytes = 0
     for r in records:
         batch.append(r)
-        if len(batch) >= size:
+        img = r.image if isinstance(r, Record) else (r[0] if isinstance(r, tuple) and r else None)
+        nbytes += int(getattr(img, "nbytes", 0) or 0)
+        if len(batch) >= size or nbytes >= max_bytes:
             yield batch
-            batch = []
+            batch, nbytes = [], 0
     if batch:
         yield batch
 

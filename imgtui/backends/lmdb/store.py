@@ -1177,6 +1177,7 @@ class LmdbReader(StoreReader):
 
     def iter_batches(self, batch_size: int = 256) -> Iterator[list[Record]]:
         n = len(self)
+        batch_size = self.batch_records(batch_size)
         for start in range(0, n, batch_size):
             yield self.get_many(range(start, min(n, start + batch_size)))
 
