@@ -311,3 +311,25 @@ def test_store_with_n_by_3_shapes_still_reads_and_takes_volumes(tmp_path):
     assert zarr.open_group(str(p), mode="r")["shapes"].shape == (4, 4)
     with open_store(p) as r:
         assert list(r) == old + [vol] and r.verify().ok
+
+
+def test_write_array_of_int_labels_goes_straight_to_the_columns(tmp_path, monkeypatch):
+    """write_array with int labels into a fixed store writes the array as it is: no Record per
+    image (the records path is not called); a str label or another shape falls back to it."""
+    from imgtui.backends.zarr.store import ZarrWriter
+
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 255, (300, 8, 6, 3), dtype=np.uint8)
+    calls = []
+    real = ZarrWriter._write_batch
+    monkeypatch.setattr(ZarrWriter, "_write_batch", lambda self, recs, sums, start: (calls.append(len(recs)), real(self, recs, sums, start))[1])
+    p = tmp_path / "a.zarr"
+    with imgtui.writer(p, "zarr", chunk_records=64) as w:
+        w.write_array(images, list(range(300)), [{"k": i} if i % 7 == 0 else {} for i in range(300)])
+        assert calls == []
+        w.write_array(images[:5], ["a", "b", "c", "d", "e"])  # a str label: the records path
+    assert calls == [5]
+    with open_store(p) as r:
+        assert len(r) == 305 and r.verify().ok
+        assert r.get_images(range(300)).tobytes() == images.tobytes()
+        assert r[7].metadata == {"k": 7} and r[8].metadata == {} and r[300].label == "a" and r[299].label == 299

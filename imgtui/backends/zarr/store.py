@@ -323,6 +323,42 @@ class ZarrWriter(StoreWriter):
             except UnicodeEncodeError:
                 raise InvalidRecordError(f"record {index} metadata: not encodable as UTF-8") from None
 
+    def _array_block(self, images: np.ndarray, labels: list, metas: list | None, first: int) -> Any:
+        """None (the vectorised write) for int labels going into a fixed store of this shape and
+        dtype (or the first records); anything else goes record by record."""
+        same = self._kind is None or (self._kind == "fixed" and images.shape[1:] == self._shape
+                                      and images.dtype == self._dtype)
+        if same and self._label_mode in (None, "int") and set(map(type, labels)) == {int}:
+            try:
+                if metas is not None:
+                    "".join(j for _, j in metas).encode("utf-8")  # what _check_record asks of each
+                return None
+            except UnicodeEncodeError:
+                pass  # the record-by-record check names the record
+        return super()._array_block(images, labels, metas, first)
+
+    def _write_arrays(self, block: Any, images: np.ndarray, labels: list, metas: list | None,
+                      checksums: list[int], start: int) -> None:
+        """A ``write_array`` block of int-labelled same-shape records: the images array, the
+        labels, the metadata and the checksums appended to their columns as they are (no Record
+        per image, no stacking)."""
+        if block is not None:
+            self._write_batch(block, checksums, start)
+            return
+        if self._kind is None:
+            self._init_fixed(Record(images[0], labels[0]))
+        if self._label_mode is None:
+            self._create_aux("int")
+        self._cols["labels"].append(np.asarray(labels, dtype=np.int64))
+        self._cols["images"].append(images)
+        if metas is None:
+            texts = np.full(len(images), "", dtype=object)
+        else:
+            texts = np.array([j if m else "" for m, j in metas], dtype=object)
+            self._metadata_records += int((texts != "").sum())
+        self._cols["metadata"].append(texts)
+        self._cols["checksums"].append(np.asarray(checksums, dtype=np.uint32))
+
     def _write_batch(self, records: list[Record], checksums: list[int], start: int) -> None:
         if self._kind is None:
             self._init_fixed(records[0])
