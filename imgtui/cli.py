@@ -473,8 +473,7 @@ def _dataset_info(path: str, store_error: Exception) -> dict:
     if is_store:
         raise store_error
     try:
-        nifti = path.lower().endswith((".nii", ".nii.gz"))  # info shows a volume's slices
-        ds = open_dataset(path, on_error="skip", warn=lambda msg: None, **({"slices": True} if nifti else {}))
+        ds = open_dataset(path, on_error="skip", warn=lambda msg: None)  # as convert reads it (a NIfTI volume: one record)
         summary = ds.summary()
     except ImgtuiError:
         raise store_error from None

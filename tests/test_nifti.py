@@ -1,4 +1,5 @@
-"""NIfTI volumes as a source (optional nibabel): one record per slice, spacing and affine kept."""
+"""NIfTI volumes as a source (optional nibabel): one 3-D record per volume or one record per slice
+(--slices), spacing and affine kept."""
 
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def test_one_line_refusals(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("backend", ["disk", "lmdb", "hdf5"])
-def test_volume_is_one_3d_record_in_every_backend(tmp_path, backend):
+def test_volume_is_one_3d_record_in_every_backend(tmp_path, backend, capsys):
     """Without --slices a 3-D volume is one K x I x J record (record[k] = data[:, :, k]), a 4-D
     series one record per volume; stored and read back bit-exact, spacing and affine kept."""
     rng = np.random.default_rng(7)
@@ -101,6 +102,8 @@ def test_volume_is_one_3d_record_in_every_backend(tmp_path, backend):
     assert recs[3].image.shape == (4, 6, 3, 1)
     assert np.array_equal(recs[3].image[2, :, :, 0], narrow[:, :, 2])
     assert recs[0].metadata["spacing"] == [0.5, 0.75, 2.5] and recs[0].metadata["slices"] == 5
+    assert main(["info", str(src / "a_ct.nii.gz")]) == 0
+    assert "shapes: volume 5x9x8 (1)" in capsys.readouterr().out  # info reads it as convert does
     dest = tmp_path / ("v" + {"disk": "", "lmdb": ".lmdb", "hdf5": ".h5"}[backend])
     assert main(["convert", str(src), str(dest), "-b", backend, "-q"]) == 0
     with imgtui.open(dest) as r:
