@@ -208,7 +208,7 @@ def info_text(info: dict) -> Text:
     return text
 
 
-def slice_bar(index: int, depth: int, width: int = 20) -> str:
+def slice_bar(index: int, depth: int, width: int = 12) -> str:
     """A slider of ``width`` cells with a knob where slice ``index`` of ``depth`` lies."""
     knob = 0 if depth <= 1 else round(index * (width - 1) / (depth - 1))
     return "━" * knob + "●" + "━" * (width - 1 - knob)
@@ -229,7 +229,7 @@ def record_panel(view: RecordView) -> Group:
     if view.depth:
         head.append("slice     ")
         head.append(f"{view.slice + 1}/{view.depth} ", style="bold")
-        head.append(slice_bar(view.slice, view.depth) + "  [ ] move, { } by 10\n")
+        head.append(slice_bar(view.slice, view.depth) + " [ ] {}\n")  # keys: one slice, ten
     head.append("checksum  ")
     if view.details.status == "ok":
         head.append(f"ok ({view.actual_checksum:08x})", style="green")
