@@ -80,12 +80,17 @@ POINTS = ("batch:1", "commit", "committed")  # more points and many random kills
 # computes the same old and new records); IMGTUI_FAULT in its environment stops it somewhere
 CHILD = textwrap.dedent(
     """
-    import json, sys
+    import json, os, sys
+    import numpy as np
     import imgtui
     from imgtui.datasets import SyntheticDataset
+    from imgtui.records import Record
     op, backend, path, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
     def recs(count, seed):
-        return list(SyntheticDataset(count=count, seed=seed, size=(8, 8), channels=3))
+        out = list(SyntheticDataset(count=count, seed=seed, size=(8, 8), channels=3))
+        if os.environ.get("IMGTUI_TEST_VOLUMES"):
+            out = [Record(np.stack([r.image, r.image[::-1], r.image[:, ::-1]]), r.label, r.metadata) for r in out]
+        return out
     if op in ("convert", "convert_overwrite"):
         with imgtui.writer(path, backend, overwrite=op == "convert_overwrite", batch_size=64, **options) as w:
             w.write_many(recs(600, 2))
@@ -101,7 +106,12 @@ CHILD = textwrap.dedent(
 
 
 def recs(count: int, seed: int) -> list[Record]:
-    return list(SyntheticDataset(count=count, seed=seed, size=(8, 8), channels=3))
+    """Seeded 8x8x3 records; 3x8x8x3 volumes of them with IMGTUI_TEST_VOLUMES=1 in the environment
+    (the child processes see it too: ``scripts/torture.py`` kills changes of volumes that way)."""
+    out = list(SyntheticDataset(count=count, seed=seed, size=(8, 8), channels=3))
+    if os.environ.get("IMGTUI_TEST_VOLUMES"):
+        out = [Record(np.stack([r.image, r.image[::-1], r.image[:, ::-1]]), r.label, r.metadata) for r in out]
+    return out
 
 
 def expected(op: str) -> tuple[list[Record] | None, list[Record]]:
@@ -573,6 +583,19 @@ class BackendSuite:
             assert res.returncode == -signal.SIGKILL
             # before the switch: old; after it: new
             assert outcome == ("new" if point == "committed" else "old")
+
+    @pytest.mark.parametrize("op", ("append", "overwrite"))
+    def test_kill_at_commit_of_a_change_of_volumes_leaves_old_or_new(self, tmp_path, op, monkeypatch):
+        """The kill-safety of changes holds for 3-D records too (HDF5 widens its shapes on its copy)."""
+        monkeypatch.setenv("IMGTUI_TEST_VOLUMES", "1")
+        assert recs(1, 1)[0].image.shape == (3, 8, 8, 3)
+        for point in ("batch:1", "commit"):
+            (tmp_path / point).mkdir()
+            p = self._prepare(tmp_path / point, op)
+            res = run_child(op, self.backend, p, self.options, fault=f"kill:{point}")
+            outcome = self._check_after_kill(p, op)
+            assert outcome == ("new" if res.returncode == 0 else "old")
+            assert read_all(p)[0].image.ndim == 4
 
     @pytest.mark.parametrize("op", OPS)
     def test_random_kills(self, tmp_path, op):
