@@ -252,3 +252,81 @@ def test_ranged_file_reads_exact_bytes_across_blocks(tmp_path):
     f.seek(-3, 2)
     assert f.read() == data[-3:]
     assert f.fetched >= 50_000 and len(f._blocks) <= 74
+
+
+def _wds_store(tmp_path, n: int = 600, **options):
+    rng = np.random.default_rng(9)
+    want = [Record(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), i % 10 if i % 3 else f"s{i}",
+                   {"i": i} if i % 7 == 0 else {}) for i in range(n)]
+    src = tmp_path / "s.wds"
+    with imgtui.writer(src, "webdataset", shard_bytes=1_000_000, **options) as w:
+        w.write_many(want)
+    return src, want
+
+
+@pytest.mark.parametrize("encoding", ["raw", "png"])
+def test_a_webdataset_store_at_a_url_is_read_in_place_by_ranged_requests(encoding, tmp_path, cache):
+    from imgtui.backends.webdataset.remote import RemoteWdsReader
+
+    src, want = _wds_store(tmp_path, encoding=encoding)
+    size = sum(p.stat().st_size for p in src.glob("shard-*.tar"))
+    url = f"file://{src}"
+    with open_store(url) as r:
+        assert isinstance(r, RemoteWdsReader)
+        assert sorted(p.name for p in r.path.iterdir()) == ["index.npy", "manifest.json"]  # open: these only
+        assert r.files.fetched == 0
+        assert r[450] == want[450]
+        assert r.files.requests == 1
+        assert r.get_many([3, 599, 0, 5, 3]) == [want[3], want[599], want[0], want[5], want[3]]
+        assert r.files.fetched < size / 10, (r.files.fetched, size)
+        before = r.files.requests
+        assert r.get_many(range(64, 128)) == want[64:128]  # a batch in order: one request
+        assert r.files.requests == before + 1
+        imgs = r.get_images([7, 8, 500])
+        assert all(np.array_equal(a, want[i].image) for a, i in zip(imgs, [7, 8, 500]))
+        assert r.labels() == [x.label for x in want] and r.labels_array().tolist() == [x.label for x in want]
+        assert list(r) == want
+        assert r.info()["path"] == url
+        assert r.verify().ok
+    assert main(["verify", url, "-q"]) == 0
+    assert [rec.label for rec in open_dataset(url)] == [x.label for x in want]
+
+
+def test_remote_webdataset_reads_are_checksum_checked(tmp_path, cache):
+    from imgtui.errors import CorruptStoreError
+    from imgtui.backends.webdataset.remote import RemoteWdsReader
+    from imgtui.backends.webdataset.store import WdsReader
+
+    src, want = _wds_store(tmp_path, n=50)
+    with WdsReader(src) as local:
+        k, off, hdr = (int(local._ix_raw[20][f]) for f in ("shard", "img_off", "hdr"))
+    shard = src / f"shard-{k:06d}.tar"
+    data = bytearray(shard.read_bytes())
+    data[off + hdr + 5] ^= 0xFF  # one pixel of record 20 damaged on the server
+    shard.write_bytes(bytes(data))
+    with open_store(f"file://{src}") as r:
+        assert isinstance(r, RemoteWdsReader) and r[19] == want[19]
+        for read in (lambda: r[20], lambda: r.get_many([19, 20]), lambda: r.get_images([20])):
+            with pytest.raises(CorruptStoreError, match="record 20 is damaged"):
+                read()
+        assert not r.verify().ok
+    with open_store(f"file://{src}", verify=False) as r:
+        assert r[20].label == want[20].label
+
+
+def test_imgtui_ranged_0_downloads_whole_stores_as_before(tmp_path, cache, monkeypatch):
+    from imgtui.backends.webdataset.remote import RemoteWdsReader
+
+    src, want = _wds_store(tmp_path, n=40)
+    monkeypatch.setenv("IMGTUI_RANGED", "0")
+    with open_store(f"file://{src}") as r:
+        assert not isinstance(r, RemoteWdsReader) and r[7] == want[7]
+    assert any(cache.rglob("shard-*.tar"))
+
+
+def test_a_remote_webdataset_store_with_a_missing_shard_is_one_line(tmp_path, cache):
+    src, _want = _wds_store(tmp_path, n=600)
+    (src / "shard-000001.tar").unlink()
+    with pytest.raises(ImgtuiError) as e:
+        open_store(f"file://{src}")
+    assert "shard-000001.tar: shard is missing" in str(e.value) and "\n" not in str(e.value)

@@ -28,6 +28,7 @@ and stays on the cache path, as do folder stores and sharded stores (fetched sha
 
 from __future__ import annotations
 
+import bisect
 import fcntl
 import hashlib
 import io
@@ -35,6 +36,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -47,11 +49,15 @@ from ..errors import ImgtuiError, StoreNotFoundError, first_line
 _URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 #: the sharded manifest's name (the same as ``sharded.MANIFEST``; not imported to keep this module low)
 MANIFEST = "manifest.json"
+#: the Zarr backend's manifest (inside the Zarr group)
+ZARR_MANIFEST = "imgtui-manifest.json"
 DEFAULT_LIMIT = 50 * 10**9
 #: single-file stores at least this big are read with ranged requests where the format allows it
 DEFAULT_RANGED_MIN = 64 * 10**6
 DEFAULT_RANGED_BLOCK = 64 << 10
 RANGED_BLOCKS_KEPT = 256
+#: ranges of one batch at most this far apart are fetched by one request
+DEFAULT_RANGED_GAP = 64 << 10
 
 
 def is_url(path: Any) -> bool:
@@ -188,6 +194,158 @@ def ranged_file(url: str, signature: bytes) -> RangedFile | None:
     return f if head == signature else None
 
 
+def whole_download() -> bool:
+    """``IMGTUI_RANGED=0``: every store at a URL is downloaded whole into the cache (no ranged reads)."""
+    return os.environ.get("IMGTUI_RANGED", "").strip().lower() in ("0", "off", "no", "false")
+
+
+class Segments:
+    """Byte ranges of a store's files fetched together for one batch: ``get(name, start, n)``
+    gives the bytes when a fetched range holds them, else None."""
+
+    def __init__(self) -> None:
+        self._by: dict[str, tuple[list[int], list[bytes]]] = {}
+
+    def add(self, name: str, start: int, data: bytes) -> None:
+        starts, datas = self._by.setdefault(name, ([], []))
+        j = bisect.bisect_right(starts, start)
+        starts.insert(j, start)
+        datas.insert(j, data)
+
+    def get(self, name: str, start: int, n: int) -> memoryview | None:
+        got = self._by.get(name)
+        if got is None:
+            return None
+        starts, datas = got
+        j = bisect.bisect_right(starts, start) - 1
+        if j < 0 or start + n > starts[j] + len(datas[j]):
+            return None
+        a = start - starts[j]
+        return memoryview(datas[j])[a : a + n]
+
+
+def coalesce(ranges: list[tuple[str, int, int]], gap: int) -> list[tuple[str, int, int]]:
+    """``(name, start, end)`` ranges merged per file where they overlap or lie at most ``gap``
+    bytes apart (one request then fetches several records and the few bytes between them)."""
+    out: list[tuple[str, int, int]] = []
+    for name, a, b in sorted(ranges):
+        if out and out[-1][0] == name and a <= out[-1][2] + gap:
+            if b > out[-1][2]:
+                out[-1] = (name, out[-1][1], b)
+        else:
+            out.append((name, a, b))
+    return out
+
+
+class RemoteFiles:
+    """The files of a store folder at ``url``, read with ranged requests (``fs.cat_file``, or
+    ``fs.cat_ranges`` for many ranges at once, which fsspec runs concurrently on its async
+    filesystems: s3, gcs, http). ``fetched`` and ``requests`` count what was transferred."""
+
+    def __init__(self, fs: Any, root: str, url: str) -> None:
+        self.fs, self.root, self.url = fs, root.rstrip("/"), url.rstrip("/")
+        self.fetched = 0
+        self.requests = 0
+        self._lock = threading.Lock()
+
+    def path(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def sizes(self, names: list[str]) -> dict[str, int]:
+        """{name: size} of the files ``names`` that exist: one listing of the folder (or, where
+        the protocol lists no folders, such as plain HTTP, a request per file)."""
+        want = set(names)
+        try:
+            listing = self.fs.ls(self.root, detail=True)
+            found = {str(e["name"]).rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0)
+                     for e in listing if e.get("type") != "directory"}
+            if want <= set(found) or not isinstance(listing, list) or listing:
+                return {k: v for k, v in found.items() if k in want}
+        except FileNotFoundError:
+            return {}
+        except Exception:
+            pass
+        out = {}
+        for name in names:
+            try:
+                out[name] = int(self.fs.info(self.path(name)).get("size") or 0)
+            except FileNotFoundError:
+                continue
+            except Exception as exc:
+                raise ImgtuiError(f"{self.url}/{name}: cannot be reached ({first_line(exc)})") from None
+        return out
+
+    def _count(self, n: int, requests: int = 1) -> None:
+        with self._lock:
+            self.fetched += n
+            self.requests += requests
+
+    def cat(self, name: str, start: int, end: int) -> bytes:
+        """Bytes ``start:end`` of file ``name`` (one request); a one-line ImgtuiError when it fails."""
+        try:
+            data = self.fs.cat_file(self.path(name), start=start, end=end)
+        except Exception as exc:
+            raise ImgtuiError(f"{self.url}/{name}: reading bytes {start:,}-{end:,} failed ({first_line(exc)})") from None
+        self._count(len(data))
+        return data
+
+    def cat_ranges(self, ranges: list[tuple[str, int, int]]) -> list[bytes]:
+        """The bytes of every ``(name, start, end)``, fetched concurrently."""
+        if len(ranges) == 1:
+            return [self.cat(*ranges[0])]
+        if not ranges:
+            return []
+        try:
+            out = self.fs.cat_ranges([self.path(n) for n, _a, _b in ranges], [a for _n, a, _b in ranges],
+                                     [b for _n, _a, b in ranges], on_error="return")
+        except Exception as exc:
+            raise ImgtuiError(f"{self.url}: reading {len(ranges)} ranges failed ({first_line(exc)})") from None
+        for (name, a, b), data in zip(ranges, out):
+            if isinstance(data, BaseException):
+                raise ImgtuiError(f"{self.url}/{name}: reading bytes {a:,}-{b:,} failed ({first_line(data)})") from None
+        self._count(sum(len(d) for d in out), len(out))
+        return out
+
+    def fetch(self, ranges: list[tuple[str, int, int]], gap: int | None = None) -> Segments:
+        """The ranges coalesced (``coalesce``, ``gap`` default ``$IMGTUI_RANGED_GAP``) and fetched
+        concurrently, as a :class:`Segments` to look the original ranges up in."""
+        merged = coalesce(ranges, ranged_gap() if gap is None else gap)
+        seg = Segments()
+        for (name, a, _b), data in zip(merged, self.cat_ranges(merged)):
+            seg.add(name, a, data)
+        return seg
+
+    def cat_files(self, names: list[str]) -> dict[str, bytes]:
+        """Whole files, fetched concurrently (``fs.cat``): {name: bytes}; a missing one raises
+        FileNotFoundError naming it."""
+        if not names:
+            return {}
+        paths = [self.path(n) for n in names]
+        try:
+            out = self.fs.cat(paths, on_error="return")
+        except Exception as exc:
+            raise ImgtuiError(f"{self.url}: reading {len(names)} files failed ({first_line(exc)})") from None
+        got = {}
+        for name, p in zip(names, paths):
+            data = out.get(p)
+            if data is None:  # fsspec keys some results by a normalised path
+                data = next((v for k, v in out.items() if str(k).rstrip("/").endswith("/" + name)), None)
+            if isinstance(data, FileNotFoundError) or data is None:
+                raise FileNotFoundError(f"{self.url}/{name}")
+            if isinstance(data, BaseException):
+                raise ImgtuiError(f"{self.url}/{name}: reading failed ({first_line(data)})") from None
+            got[name] = data
+        self._count(sum(len(d) for d in got.values()), len(got))
+        return got
+
+
+def ranged_gap() -> int:
+    """Ranges of one batch at most this many bytes apart are fetched by one request
+    (``$IMGTUI_RANGED_GAP``, default 64 KiB)."""
+    text = os.environ.get("IMGTUI_RANGED_GAP")
+    return parse_size(text, "IMGTUI_RANGED_GAP") if text else DEFAULT_RANGED_GAP
+
+
 def _filesystem(url: str) -> tuple[Any, str]:
     try:
         import fsspec
@@ -300,6 +458,70 @@ class RemoteStore:
             (self.entry / ".used").touch()
         evict(self.entry.parent, cache_limit(), keep=self.entry)
         return self.local
+
+    # -- read in place: only the small files fetched, the rest by ranged requests ----------------
+    def _small_json(self, remote: str) -> Any:
+        try:
+            with self.fs.open(remote, "rb") as fh:
+                return json.loads(fh.read(16 << 20))
+        except Exception:  # missing, not JSON, unreadable: not this kind of store
+            return None
+
+    def probe(self) -> tuple[str | None, dict]:
+        """What the folder store at the URL is, from its manifest alone: ("sharded", manifest),
+        (backend name, manifest) for a store whose manifest names its backend, else (None, {})
+        (a single file, or a store without such a manifest: LMDB)."""
+        info = self._info(self.path)
+        if info.get("type") != "directory":
+            return None, {}
+        for name in (MANIFEST, ZARR_MANIFEST):
+            data = self._small_json(f"{self.path.rstrip('/')}/{name}")
+            if isinstance(data, dict):
+                if isinstance(data.get("shards"), list):
+                    return "sharded", data
+                if isinstance(data.get("backend"), str):
+                    return data["backend"], data
+        return None, {}
+
+    def open_files(self, names: list[str]) -> Path:
+        """Fetch only the files ``names`` of the folder store (its manifest, index or table) into
+        the local mirror and return it: the reader reads the rest with ranged requests
+        (:meth:`files`)."""
+        with self._locked():
+            if self.local.exists() and not self.local.is_dir():
+                self.local.unlink()
+            self.local.mkdir(parents=True, exist_ok=True)
+            for name in names:
+                self._download(f"{self.path.rstrip('/')}/{name}", self.local / name, name, is_dir=False)
+            (self.entry / ".used").touch()
+        evict(self.entry.parent, cache_limit(), keep=self.entry)
+        return self.local
+
+    def files(self) -> RemoteFiles:
+        """The store's files for ranged reads."""
+        return RemoteFiles(self.fs, self.path, self.url)
+
+    def member_url(self, rel: str) -> str:
+        if ".." in Path(rel).parts or Path(rel).is_absolute():
+            raise ImgtuiError(f"{self.url}: manifest names {rel!r}, outside the store")
+        return f"{self.url}/{rel}"
+
+    def open_member(self, rel: str, backend: str) -> Any:
+        """Shard ``rel`` of a sharded store read in place (an HDF5 shard of at least
+        ``$IMGTUI_RANGED_MIN`` by ranged requests, a WebDataset shard through its index), or None:
+        fetch it into the cache (``fetch_member``)."""
+        if whole_download():
+            return None
+        from . import _open_in_place, _open_ranged
+
+        url = self.member_url(rel)
+        try:
+            r = _open_ranged(url, backend) if backend == "hdf5" else None
+            if r is None:
+                r, _sharded = _open_in_place(url, backend)
+        except StoreNotFoundError:
+            return None  # the caller says which shard is missing
+        return r
 
     def _is_sharded_manifest(self, manifest: str) -> bool:
         try:
