@@ -198,3 +198,58 @@ def test_a_large_hdf5_store_over_http_is_read_with_range_requests(http_root, mon
         assert _RangeHandler.sent < size / 10, (_RangeHandler.sent, size)  # not downloaded
         assert r.get_many([3, 1999, 0]) == [want[3], want[1999], want[0]]
     assert main(["verify", f"{base}/big.h5", "-q"]) == 0
+
+
+def _image_records(n: int, seed: int = 3) -> list[Record]:
+    rng = np.random.default_rng(seed)
+    return [Record(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), i % 10, {"i": i} if i % 9 == 0 else {})
+            for i in range(n)]
+
+
+def test_a_webdataset_store_on_s3_is_read_by_ranged_requests_not_downloaded(s3, tmp_path):
+    from imgtui.backends.webdataset.remote import RemoteWdsReader
+
+    want = _image_records(2000)
+    src = tmp_path / "s.wds"
+    with imgtui.writer(src, "webdataset", shard_bytes=2_000_000) as w:
+        w.write_many(want)
+    size = sum(p.stat().st_size for p in src.iterdir())
+    url = f"s3://{s3}/s.wds"
+    remote.upload(src, url)
+    with imgtui.open(url) as r:
+        assert isinstance(r, RemoteWdsReader)
+        assert r[1500] == want[1500]
+        batch = np.random.default_rng(0).integers(0, 2000, 64)
+        assert np.array_equal(r.get_images(batch), np.stack([want[i].image for i in batch]))
+        assert r.files.fetched < size / 10, (r.files.fetched, size)  # a record and a batch, not the store
+        n = r.files.requests
+        assert r.get_many(range(256, 320)) == want[256:320]
+        assert r.files.requests == n + 1  # 64 records in order: one request
+        assert list(r) == want
+    cache = Path(os.environ["IMGTUI_CACHE"])
+    assert not list(cache.rglob("*.tar"))  # no shard downloaded
+
+
+def test_a_sharded_store_on_s3_reads_its_shards_in_place(s3, tmp_path, monkeypatch):
+    from imgtui.backends.webdataset.remote import RemoteWdsReader
+
+    monkeypatch.setenv("IMGTUI_RANGED_MIN", "100kB")
+    monkeypatch.setenv("IMGTUI_RANGED_BLOCK", "16KiB")
+    want = _image_records(600)
+    spec = tmp_path / "src.h5"
+    with imgtui.writer(spec, "hdf5") as w:
+        w.write_many(want)
+    cache = Path(os.environ["IMGTUI_CACHE"])
+    for backend, suffix in (("hdf5", ".h5"), ("webdataset", ".wds")):
+        url = f"s3://{s3}/sharded-{backend}"
+        assert main(["convert", str(spec), url, "--backend", backend, "--shards", "3", "-q"]) == 0
+        with imgtui.open(url) as r:
+            assert r.sharded and r[450] == want[450]
+            shard = r.shard(2)
+            if backend == "hdf5":
+                assert isinstance(shard._fileobj, remote.RangedFile)
+                assert shard._fileobj.fetched < shard._fileobj.size / 4  # open and a record: a few blocks
+            else:
+                assert isinstance(shard, RemoteWdsReader)
+            assert list(r) == want
+        assert not [p for p in cache.rglob(f"shard-*{suffix}*") if p.is_file() and p.stat().st_size > 100_000]
