@@ -330,3 +330,20 @@ def test_a_remote_webdataset_store_with_a_missing_shard_is_one_line(tmp_path, ca
     with pytest.raises(ImgtuiError) as e:
         open_store(f"file://{src}")
     assert "shard-000001.tar: shard is missing" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("extra", [[], ["--shards", "2"]])
+def test_uploads_leave_out_lmdbs_lock_file_and_the_store_still_reads(extra, tmp_path, cache, capsys):
+    remote_root = tmp_path / "bucket"
+    remote_root.mkdir()
+    url = f"file://{remote_root}/c.lmdb"
+    assert main(["convert", "synthetic:count=30,size=8", url, "-b", "lmdb", "-q", *extra]) == 0
+    assert list((remote_root / "c.lmdb").rglob("data.mdb"))
+    assert not list((remote_root / "c.lmdb").rglob("lock.mdb"))  # the writer's lock table stays home
+    want = list(open_dataset("synthetic:count=30,size=8"))
+    with open_store(url) as r:  # the cached copy makes its own lock file
+        assert [rec for rec in r] == want
+    # --resume counts a shard without its lock file as complete
+    assert main(["convert", "synthetic:count=30,size=8", url, "-b", "lmdb", "-q", "--resume", *extra]) == 0
+    out = capsys.readouterr().out
+    assert ("2 already there" if extra else "1 already there") in out

@@ -253,3 +253,19 @@ def test_a_sharded_store_on_s3_reads_its_shards_in_place(s3, tmp_path, monkeypat
                 assert isinstance(shard, RemoteWdsReader)
             assert list(r) == want
         assert not [p for p in cache.rglob(f"shard-*{suffix}*") if p.is_file() and p.stat().st_size > 100_000]
+
+
+def test_an_lmdb_store_goes_up_to_s3_without_its_lock_file_and_reads_back(s3, tmp_path):
+    src = tmp_path / "s.lmdb"
+    want = records(30)
+    with imgtui.writer(src, "lmdb") as w:
+        w.write_many(want)
+    assert (src / "lock.mdb").exists()
+    url = f"s3://{s3}/up/s.lmdb"
+    done = remote.upload(src, url)
+    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+            .list_objects_v2(Bucket=s3, Prefix="up/")["Contents"]]
+    assert keys == ["up/s.lmdb/data.mdb"] and done["bytes"] == (src / "data.mdb").stat().st_size
+    with imgtui.open(url) as r:
+        assert list(r) == want
+    assert remote.upload(src, url, resume=True)["skipped"] == 1

@@ -623,6 +623,30 @@ def _remote_size(fs: Any, path: str) -> int | None:
         return None
 
 
+#: files of a store never uploaded: LMDB's reader lock table (lmdb makes it again where the store
+#: is read; a copy of the writer's would only mislead readers on other machines)
+SKIP_UPLOAD = ("lock.mdb",)
+
+
+def _upload_files(src: Path) -> list[tuple[Path, str]]:
+    """(file, path relative to ``src``) of every file of the folder ``src`` to upload."""
+    out = []
+    for dirpath, dirs, files in os.walk(src):
+        dirs.sort()
+        for f in sorted(files):
+            if f not in SKIP_UPLOAD:
+                p = Path(dirpath) / f
+                out.append((p, p.relative_to(src).as_posix()))
+    return out
+
+
+def _upload_size(src: Path) -> int:
+    """Bytes of ``src`` an upload sends (what a complete upload holds, for ``--resume``)."""
+    if src.is_file():
+        return src.stat().st_size
+    return sum(p.stat().st_size for p, _rel in _upload_files(src))
+
+
 def upload(local: Path, url: str, resume: bool = False, progress: Any = None) -> dict:
     """Upload the complete store at ``local`` to ``url``: a single file as one object; a folder
     file by file with ``manifest.json`` last (a reader sees no store until it is whole); a sharded
@@ -632,23 +656,27 @@ def upload(local: Path, url: str, resume: bool = False, progress: Any = None) ->
     root = root.rstrip("/")
     done = {"files": 0, "skipped": 0, "bytes": 0}
 
+    def put_file(src: Path, dest: str) -> None:
+        parent = dest.rsplit("/", 1)[0]
+        if parent and parent != dest:
+            try:
+                fs.makedirs(parent, exist_ok=True)
+            except Exception:
+                pass  # object stores have no folders
+        fs.put(str(src), dest)
+
     def put(src: Path, dest: str) -> None:
         try:
-            if src.is_dir():
-                fs.put(str(src), dest, recursive=True)
+            if src.is_dir():  # file by file, without SKIP_UPLOAD (LMDB's lock.mdb)
+                for f, rel in _upload_files(src):
+                    put_file(f, f"{dest}/{rel}")
             else:
-                parent = dest.rsplit("/", 1)[0]
-                if parent and parent != dest:
-                    try:
-                        fs.makedirs(parent, exist_ok=True)
-                    except Exception:
-                        pass  # object stores have no folders
-                fs.put_file(str(src), dest)
+                put_file(src, dest)
         except Exception as exc:
             raise ImgtuiError(f"uploading {src.name} to {url} failed ({first_line(exc)}); "
                               "run the same command with --resume to go on") from None
         done["files"] += 1
-        done["bytes"] += _size(src)
+        done["bytes"] += _upload_size(src)
         if progress is not None:
             progress(done["files"])
 
@@ -666,10 +694,11 @@ def upload(local: Path, url: str, resume: bool = False, progress: Any = None) ->
     if isinstance(data, dict) and isinstance(data.get("shards"), list):  # sharded: shard by shard
         members = [local / str(s["file"]) for s in data["shards"]]
     else:
-        members = sorted(p for p in local.iterdir() if p.name != MANIFEST and not p.name.startswith("."))
+        members = sorted(p for p in local.iterdir()
+                         if p.name != MANIFEST and not p.name.startswith(".") and p.name not in SKIP_UPLOAD)
     for m in members:
         dest = f"{root}/{m.name}"
-        if resume and _remote_size(fs, dest) == _size(m):
+        if resume and _remote_size(fs, dest) == _upload_size(m):
             done["skipped"] += 1
             continue
         put(m, dest)
