@@ -347,3 +347,29 @@ def test_uploads_leave_out_lmdbs_lock_file_and_the_store_still_reads(extra, tmp_
     assert main(["convert", "synthetic:count=30,size=8", url, "-b", "lmdb", "-q", "--resume", *extra]) == 0
     out = capsys.readouterr().out
     assert ("2 already there" if extra else "1 already there") in out
+
+
+def test_a_disk_store_at_a_url_fetches_only_the_files_it_reads(tmp_path, cache):
+    from imgtui.backends.disk.remote import RemoteDiskReader
+
+    rng = np.random.default_rng(2)
+    want = [Record(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), i % 5 if i % 4 else f"s{i}",
+                   {"i": i} if i % 6 == 0 else {}) for i in range(1200)]
+    src = tmp_path / "s.disk"
+    with imgtui.writer(src, "disk") as w:
+        w.write_many(want)
+    url = f"file://{src}"
+    with open_store(url) as r:
+        assert isinstance(r, RemoteDiskReader)
+        assert sorted(p.name for p in r.path.iterdir()) == ["manifest.json", "records.csv"]  # no images
+        assert r[1100] == want[1100] and r.files.requests == 1
+        assert r.get_many([3, 1199, 0, 3]) == [want[3], want[1199], want[0], want[3]]
+        assert r.files.requests == 4  # one request per distinct file
+        assert r.labels() == [x.label for x in want]
+        assert list(r) == want and r.verify().ok
+    (src / "images" / "001" / "001100.png").unlink()
+    with open_store(url) as r:
+        with pytest.raises(ImgtuiError, match="001100.png: image file of record 1100 is missing"):
+            r[1100]
+        with pytest.raises(ImgtuiError, match="001100.png"):
+            r.get_many([1, 1100])

@@ -64,8 +64,8 @@ def _open_ranged(url: str, backend: str | None) -> StoreReader | None:
     return r
 
 
-#: backends that read a store at a URL in place (module with ``open_remote(RemoteStore)``)
-_REMOTE_READERS = {"webdataset": ".webdataset.remote"}
+#: backends that read a store at a URL in place (module with ``open_remote(RemoteStore, manifest)``)
+_REMOTE_READERS = {"webdataset": ".webdataset.remote", "disk": ".disk.remote"}
 
 
 def _open_in_place(url: str, backend: str | None) -> tuple[StoreReader | None, Any]:
@@ -77,7 +77,7 @@ def _open_in_place(url: str, backend: str | None) -> tuple[StoreReader | None, A
     if whole_download():
         return None, None
     store = RemoteStore(url)
-    kind, _manifest = store.probe()
+    kind, manifest = store.probe()
     if kind == "sharded":
         store.open_local()  # the manifest only
         return None, store
@@ -87,7 +87,7 @@ def _open_in_place(url: str, backend: str | None) -> tuple[StoreReader | None, A
     import importlib
 
     get_backend(kind)  # one line when its optional package is missing
-    r = importlib.import_module(module, __name__).open_remote(store)
+    r = importlib.import_module(module, __name__).open_remote(store, manifest)
     r.url = store.url
     return r, None
 

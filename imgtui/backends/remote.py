@@ -667,9 +667,15 @@ def upload(local: Path, url: str, resume: bool = False, progress: Any = None) ->
 
     def put(src: Path, dest: str) -> None:
         try:
-            if src.is_dir():  # file by file, without SKIP_UPLOAD (LMDB's lock.mdb)
-                for f, rel in _upload_files(src):
-                    put_file(f, f"{dest}/{rel}")
+            if src.is_dir():  # its files (without SKIP_UPLOAD: LMDB's lock.mdb), concurrently where fsspec can
+                files = _upload_files(src)
+                for parent in sorted({f"{dest}/{rel}".rsplit("/", 1)[0] for _f, rel in files}):
+                    try:
+                        fs.makedirs(parent, exist_ok=True)
+                    except Exception:
+                        pass  # object stores have no folders
+                if files:
+                    fs.put([str(f) for f, _rel in files], [f"{dest}/{rel}" for _f, rel in files])
             else:
                 put_file(src, dest)
         except Exception as exc:

@@ -507,14 +507,7 @@ class DiskReader(StoreReader):
     def _decode_file(self, i: int, path: str, shape: tuple, dtype: np.dtype, size: int) -> np.ndarray:
         png = dtype in PNG_DTYPES
         kind = "PNG" if png else "TIFF"
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            self._check_unchanged()
-            raise CorruptStoreError(f"{path}: image file of record {i} is missing") from None
-        except OSError as exc:
-            raise CorruptStoreError(f"{path}: cannot read record {i} ({exc.strerror})") from None
+        data = self._file_bytes(i, path)
         try:
             hw = png_size(data) if png else tiff_size(data)
         except ValueError:
@@ -539,6 +532,17 @@ class DiskReader(StoreReader):
                 f"records.csv says {'x'.join(map(str, shape))} {dtype}"
             )
         return img if img.shape == shape else img.reshape(shape)
+
+    def _file_bytes(self, i: int, path: str) -> bytes:
+        """The bytes of record ``i``'s image file ``path``."""
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            self._check_unchanged()
+            raise CorruptStoreError(f"{path}: image file of record {i} is missing") from None
+        except OSError as exc:
+            raise CorruptStoreError(f"{path}: cannot read record {i} ({exc.strerror})") from None
 
     def _check_unchanged(self) -> None:
         """Raise StoreChangedError when the store was changed since this reader opened it (a change

@@ -119,7 +119,7 @@ class RemoteWdsReader(WdsReader):
         return super().verify(*args, **kwargs)
 
 
-def open_remote(store: RemoteStore) -> RemoteWdsReader:
+def open_remote(store: RemoteStore, manifest: dict) -> RemoteWdsReader:
     """The WebDataset store at ``store.url`` opened in place (only its manifest and index fetched)."""
     local = store.open_files([MANIFEST, INDEX])
     return RemoteWdsReader(local, store.files(), store.fetch_member)
