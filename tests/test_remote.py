@@ -373,3 +373,37 @@ def test_a_disk_store_at_a_url_fetches_only_the_files_it_reads(tmp_path, cache):
             r[1100]
         with pytest.raises(ImgtuiError, match="001100.png"):
             r.get_many([1, 1100])
+
+
+@pytest.mark.parametrize("options", [{}, {"compressor": "zstd", "chunk_records": 10}])
+def test_a_zarr_store_at_a_url_is_read_through_zarrs_fsspec_store(options, tmp_path, cache):
+    pytest.importorskip("zarr")
+    from imgtui.backends.zarr.remote import RemoteZarrReader
+
+    rng = np.random.default_rng(4)
+    want = [Record(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), i % 5 if i % 4 else f"s{i}",
+                   {"i": i} if i % 6 == 0 else {}) for i in range(700)]
+    src = tmp_path / "s.zarr"
+    with imgtui.writer(src, "zarr", **options) as w:
+        w.write_many(want)
+    url = f"file://{src}"
+    with open_store(url) as r:
+        assert isinstance(r, RemoteZarrReader)
+        local = [p.relative_to(r.path).as_posix() for p in r.path.rglob("*") if p.is_file()]
+        assert all(p.endswith("zarr.json") or p == "imgtui-manifest.json" for p in local), local  # no chunk
+        assert r[650] == want[650]
+        assert r.get_many([3, 699, 0, 3]) == [want[3], want[699], want[0], want[3]]
+        assert r.labels() == [x.label for x in want]
+        assert list(r) == want and r.verify().ok
+        assert r.info()["path"] == url
+    assert main(["verify", url, "-q"]) == 0
+    # a damaged pixel at the URL is caught by the record's checksum
+    chunk = next(p for p in sorted((src / "images" / "c").rglob("*")) if p.is_file())
+    data = bytearray(chunk.read_bytes())
+    if not options:
+        data[100] ^= 0xFF
+        chunk.write_bytes(bytes(data))
+        with open_store(url) as r:
+            assert isinstance(r, RemoteZarrReader)
+            with pytest.raises(ImgtuiError, match="is damaged"):
+                r.get_many(range(0, 20))

@@ -65,7 +65,7 @@ def _open_ranged(url: str, backend: str | None) -> StoreReader | None:
 
 
 #: backends that read a store at a URL in place (module with ``open_remote(RemoteStore, manifest)``)
-_REMOTE_READERS = {"webdataset": ".webdataset.remote", "disk": ".disk.remote"}
+_REMOTE_READERS = {"webdataset": ".webdataset.remote", "disk": ".disk.remote", "zarr": ".zarr.remote"}
 
 
 def _open_in_place(url: str, backend: str | None) -> tuple[StoreReader | None, Any]:

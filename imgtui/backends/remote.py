@@ -259,11 +259,9 @@ class RemoteFiles:
             listing = self.fs.ls(self.root, detail=True)
             found = {str(e["name"]).rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0)
                      for e in listing if e.get("type") != "directory"}
-            if want <= set(found) or not isinstance(listing, list) or listing:
+            if want <= set(found):
                 return {k: v for k, v in found.items() if k in want}
-        except FileNotFoundError:
-            return {}
-        except Exception:
+        except Exception:  # noqa: BLE001 (no folder listing, as on plain HTTP: a request per file)
             pass
         out = {}
         for name in names:
@@ -471,8 +469,11 @@ class RemoteStore:
         """What the folder store at the URL is, from its manifest alone: ("sharded", manifest),
         (backend name, manifest) for a store whose manifest names its backend, else (None, {})
         (a single file, or a store without such a manifest: LMDB)."""
-        info = self._info(self.path)
-        if info.get("type") != "directory":
+        try:
+            info = self._info(self.path)
+        except StoreNotFoundError:
+            info = None  # plain HTTP answers no folder URL: its manifest may still be there
+        if info is not None and info.get("type") != "directory":
             return None, {}
         for name in (MANIFEST, ZARR_MANIFEST):
             data = self._small_json(f"{self.path.rstrip('/')}/{name}")
@@ -481,6 +482,8 @@ class RemoteStore:
                     return "sharded", data
                 if isinstance(data.get("backend"), str):
                     return data["backend"], data
+        if info is None:
+            raise StoreNotFoundError(f"{self.url}: no such file or folder")
         return None, {}
 
     def open_files(self, names: list[str]) -> Path:
