@@ -407,3 +407,19 @@ def test_a_zarr_store_at_a_url_is_read_through_zarrs_fsspec_store(options, tmp_p
             assert isinstance(r, RemoteZarrReader)
             with pytest.raises(ImgtuiError, match="is damaged"):
                 r.get_many(range(0, 20))
+
+
+def test_a_remote_store_missing_its_index_or_table_is_one_line(tmp_path, cache):
+    src, _want = _wds_store(tmp_path, n=20)
+    (src / "index.npy").unlink()
+    with pytest.raises(ImgtuiError) as e:
+        open_store(f"file://{src}")
+    assert str(e.value) == f"file://{src}: index.npy is missing (the store is damaged or incomplete)"
+    disk = tmp_path / "d.disk"
+    with imgtui.writer(disk, "disk") as w:
+        w.write_many(records(5))
+    (disk / "records.csv").unlink()
+    with pytest.raises(ImgtuiError, match=r"records.csv is missing") as e:
+        open_store(f"file://{disk}")
+    assert "\n" not in str(e.value)
+    assert main(["info", f"file://{disk}"]) != 0

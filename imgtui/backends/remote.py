@@ -1,11 +1,13 @@
-"""Stores at URLs (``s3://``, ``gs://``, ``http(s)://``, ``file://``, any fsspec protocol): read
-through a local cache, filled on first use, with a size limit and least-recently-used eviction
-(the way LitData caches chunks).
+"""Stores at URLs (``s3://``, ``gs://``, ``http(s)://``, ``file://``, any fsspec protocol): read in
+place with ranged requests where the format allows it (see below), else through a local cache,
+filled on first use, with a size limit and least-recently-used eviction (the way LitData caches
+chunks).
 
-Every backend can then read a remote store as it reads a local one: LMDB needs a local file for its
-memory map, and a whole store copied once is read at local speed afterwards. A sharded store is
-fetched shard by shard: opening it fetches the manifest only, and each shard the first time a
-record of it is read, so a reader that touches part of a large store downloads only that part.
+Through the cache every backend reads a remote store as it reads a local one: LMDB needs a local
+file for its memory map, and a whole store copied once is read at local speed afterwards. A
+sharded store is fetched shard by shard: opening it fetches the manifest only, and each shard the
+first time a record of it is read, so a reader that touches part of a large store downloads only
+that part.
 
 - the cache folder: ``$IMGTUI_CACHE`` (default ``~/.cache/imgtui``), its limit
   ``$IMGTUI_CACHE_LIMIT`` (bytes, or 50GB, 500MB, ...; default 50 GB);
@@ -16,14 +18,36 @@ record of it is read, so a reader that touches part of a large store downloads o
   in when complete, under a lock, so DataLoader workers on one machine download a file once and
   never see half of it.
 
-Ranged reads instead of the cache: a single-file HDF5 store of at least ``$IMGTUI_RANGED_MIN``
-bytes (default 64 MB; 0: always) is not downloaded: h5py reads it through :class:`RangedFile`, a
-file object that fetches blocks of ``$IMGTUI_RANGED_BLOCK`` bytes (default 64 KiB) with ranged
-requests (``fs.cat_file(path, start, end)``, one request per run of missing blocks) and keeps the
-last 256 of them, so opening a store and reading a record fetch a few blocks, not the file.
-(Measured on a 76 MB store of 1M records: open 178 kB, one record 0.5 MB, a random batch of 64
-8.7 MB in 133 requests; with 1 MiB blocks 2.7 MB, 6.9 MB and 51 MB in 49 requests.) LMDB needs a local file for its memory map
-and stays on the cache path, as do folder stores and sharded stores (fetched shard by shard).
+Read in place instead of the cache (ranged requests, nothing downloaded but what opening needs),
+where the format allows it:
+
+- a single-file HDF5 store of at least ``$IMGTUI_RANGED_MIN`` bytes (default 64 MB; 0: always):
+  h5py reads it through :class:`RangedFile`, a file object that fetches blocks of
+  ``$IMGTUI_RANGED_BLOCK`` bytes (default 64 KiB) with ranged requests (``fs.cat_file(path,
+  start, end)``, one request per run of missing blocks) and keeps the last 256 of them, so
+  opening a store and reading a record fetch a few blocks, not the file. (Measured on a 76 MB
+  store of 1M records: open 178 kB, one record 0.5 MB, a random batch of 64 8.7 MB in 133
+  requests; with 1 MiB blocks 2.7 MB, 6.9 MB and 51 MB in 49 requests.)
+- a WebDataset store (``webdataset/remote.py``): opening fetches ``manifest.json`` and
+  ``index.npy``; a record is one ranged request for its tar members, found through the index; a
+  batch's ranges are merged where they lie in one shard at most ``$IMGTUI_RANGED_GAP`` bytes
+  apart (default 64 KiB: records in order are one request) and fetched concurrently
+  (:class:`RemoteFiles`, ``fs.cat_ranges``).
+- a disk store (``disk/remote.py``): opening fetches ``manifest.json`` and the table; a read
+  fetches only its records' image files, a batch's concurrently (``fs.cat``), one request a file.
+- a Zarr store (``zarr/remote.py``): opening fetches the manifest and the ``zarr.json`` files;
+  zarr-python reads the chunks through its ``FsspecStore`` (ranged reads of shard indexes and
+  chunks).
+- a sharded store: opening fetches the manifest; each shard is opened as above when it can be (an
+  HDF5 shard of at least ``$IMGTUI_RANGED_MIN``, WebDataset, disk and Zarr shards), else fetched
+  into the cache on first use.
+
+Records read in place are checksum-checked like local ones. ``verify`` of a WebDataset or disk
+store at a URL fetches the shards (the images folder) into the cache first: it reads every byte.
+LMDB needs a local file for its memory map and always goes through the cache (an upload leaves
+out ``lock.mdb``: lmdb makes it again beside the cached copy). ``IMGTUI_RANGED=0`` turns reading
+in place off: every store at a URL is downloaded whole into the cache on first use, as before.
+Folder stores on a plain web server (no folder listings) are found by their manifest.
 """
 
 from __future__ import annotations
@@ -43,7 +67,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import ImgtuiError, StoreNotFoundError, first_line
+from ..errors import CorruptStoreError, ImgtuiError, StoreNotFoundError, first_line
 
 #: protocols read through the cache (a plain path is never a URL)
 _URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -495,7 +519,10 @@ class RemoteStore:
                 self.local.unlink()
             self.local.mkdir(parents=True, exist_ok=True)
             for name in names:
-                self._download(f"{self.path.rstrip('/')}/{name}", self.local / name, name, is_dir=False)
+                try:
+                    self._download(f"{self.path.rstrip('/')}/{name}", self.local / name, name, is_dir=False)
+                except StoreNotFoundError:
+                    raise CorruptStoreError(f"{self.url}: {name} is missing (the store is damaged or incomplete)") from None
             (self.entry / ".used").touch()
         evict(self.entry.parent, cache_limit(), keep=self.entry)
         return self.local
