@@ -95,6 +95,15 @@ def main() -> None:
             n = sum(1 for _ in r.iter_batches(256) for _rec in _)
         return t_open, n / (time.perf_counter() - t)
 
+    def first(url: str) -> tuple[float, int]:
+        """Cold: open and read one random batch (what a reader of a small part of a store pays)."""
+        remove_path(work / "cache")
+        FETCHED[0] = 0
+        t = time.perf_counter()
+        with imgtui.open(url) as r:
+            r.get_images(batches[0])
+        return time.perf_counter() - t, FETCHED[0]
+
     def rand(url: str) -> float:
         t = time.perf_counter()
         with imgtui.open(url) as r:
@@ -105,8 +114,8 @@ def main() -> None:
     print(f"{args.count:,} records of 32x32x3 uint8; sequential: every record; random: {args.batches} batches of 64; "
           "server: moto on localhost\n")
     print("| backend | read | store | local seq rec/s | S3 cold: open s, seq rec/s | S3 again: seq rec/s | local random rec/s "
-          "| S3 cold random rec/s | S3 again random rec/s | fetched cold: seq / random |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| S3 cold random rec/s | S3 again random rec/s | fetched cold: seq / random | cold open + 1 batch: s, fetched |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for backend in [b for b in args.backends.split(",") if b in available()]:
         local = work / f"s.{backend}"
         with imgtui.writer(local, backend) as w:
@@ -129,9 +138,10 @@ def main() -> None:
             cold_rand = rand(url)
             fetched_rand = FETCHED[0]
             again_rand = rand(url)
+            t_first, fetched_first = first(url)
             print(f"| {backend} | {mode} | {_mb(path_size(local))} | {local_seq:,.0f} | {cold_open:.2f} s, {cold_seq:,.0f} | "
                   f"{again_seq:,.0f} | {local_rand:,.0f} | {cold_rand:,.0f} | {again_rand:,.0f} | "
-                  f"{_mb(fetched_seq)} / {_mb(fetched_rand)} |", flush=True)
+                  f"{_mb(fetched_seq)} / {_mb(fetched_rand)} | {t_first:.2f} s, {_mb(fetched_first)} |", flush=True)
     server.stop()
     remove_path(work)
 

@@ -338,20 +338,17 @@ class RemoteFiles:
         return seg
 
     def cat_files(self, names: list[str]) -> dict[str, bytes]:
-        """Whole files, fetched concurrently (``fs.cat``): {name: bytes}; a missing one raises
-        FileNotFoundError naming it."""
+        """Whole files, fetched concurrently (one request each): {name: bytes}; a missing one
+        raises FileNotFoundError naming it."""
         if not names:
             return {}
         paths = [self.path(n) for n in names]
-        try:
-            out = self.fs.cat(paths, on_error="return")
+        try:  # as ranges from 0 to the end: s3fs asks the size first (a second request) for a whole file
+            out = self.fs.cat_ranges(paths, [0] * len(paths), [None] * len(paths), on_error="return")
         except Exception as exc:
             raise ImgtuiError(f"{self.url}: reading {len(names)} files failed ({first_line(exc)})") from None
         got = {}
-        for name, p in zip(names, paths):
-            data = out.get(p)
-            if data is None:  # fsspec keys some results by a normalised path
-                data = next((v for k, v in out.items() if str(k).rstrip("/").endswith("/" + name)), None)
+        for name, data in zip(names, out):
             if isinstance(data, FileNotFoundError) or data is None:
                 raise FileNotFoundError(f"{self.url}/{name}")
             if isinstance(data, BaseException):
