@@ -287,6 +287,7 @@ def test_a_webdataset_store_at_a_url_is_read_in_place_by_ranged_requests(encodin
         assert r.labels() == [x.label for x in want] and r.labels_array().tolist() == [x.label for x in want]
         assert list(r) == want
         assert r.info()["path"] == url
+        assert r.info()["bytes_on_disk"] >= size  # the store at the URL, not the cache's index
         assert r.verify().ok
     assert main(["verify", url, "-q"]) == 0
     assert [rec.label for rec in open_dataset(url)] == [x.label for x in want]
@@ -396,6 +397,7 @@ def test_a_zarr_store_at_a_url_is_read_through_zarrs_fsspec_store(options, tmp_p
         assert r.labels() == [x.label for x in want]
         assert list(r) == want and r.verify().ok
         assert r.info()["path"] == url
+        assert r.info()["bytes_on_disk"] > 700 * 16 * 16 * 3
     assert main(["verify", url, "-q"]) == 0
     # a damaged pixel at the URL is caught by the record's checksum
     chunk = next(p for p in sorted((src / "images" / "c").rglob("*")) if p.is_file())

@@ -297,6 +297,11 @@ class RemoteFiles:
                 raise ImgtuiError(f"{self.url}/{name}: cannot be reached ({first_line(exc)})") from None
         return out
 
+    def total_size(self) -> int | None:
+        """Bytes of every file of the store at the URL (one listing: ``fs.du``); None when the
+        protocol cannot list it (plain HTTP)."""
+        return _remote_size(self.fs, self.root)
+
     def _count(self, n: int, requests: int = 1) -> None:
         with self._lock:
             self.fetched += n

@@ -77,6 +77,13 @@ class RemoteDiskReader(DiskReader):
             self._images_local = True
         return super().verify(*args, **kwargs)
 
+    def info(self) -> dict:
+        d = super().info()
+        size = self._files_remote.total_size()  # the store at the URL, not the cache's manifest and table
+        if size is not None:
+            d["bytes_on_disk"] = size
+        return d
+
 
 def open_remote(store: RemoteStore, manifest: dict) -> RemoteDiskReader:
     """The disk store at ``store.url`` opened in place (only its manifest and table fetched)."""

@@ -118,6 +118,11 @@ class RemoteWdsReader(WdsReader):
                     self._local_shards.add(k)
         return super().verify(*args, **kwargs)
 
+    def info(self) -> dict:
+        d = super().info()
+        d["bytes_on_disk"] = int(sum(self._sizes)) + d["bytes_on_disk"]  # the shards at the URL + index, manifest
+        return d
+
 
 def open_remote(store: RemoteStore, manifest: dict) -> RemoteWdsReader:
     """The WebDataset store at ``store.url`` opened in place (only its manifest and index fetched)."""

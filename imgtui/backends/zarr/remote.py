@@ -40,6 +40,13 @@ class RemoteZarrReader(ZarrReader):
         for m in maps.values():
             m.close()
 
+    def info(self) -> dict:
+        d = super().info()
+        size = self._remote.files().total_size()  # the store at the URL, not the cache's zarr.json files
+        if size is not None:
+            d["bytes_on_disk"] = size
+        return d
+
 
 def open_remote(store: RemoteStore, manifest: dict) -> RemoteZarrReader:
     """The Zarr store at ``store.url`` opened in place (only its manifest and zarr.json files fetched)."""
