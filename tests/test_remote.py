@@ -252,3 +252,176 @@ def test_ranged_file_reads_exact_bytes_across_blocks(tmp_path):
     f.seek(-3, 2)
     assert f.read() == data[-3:]
     assert f.fetched >= 50_000 and len(f._blocks) <= 74
+
+
+def _wds_store(tmp_path, n: int = 600, **options):
+    rng = np.random.default_rng(9)
+    want = [Record(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), i % 10 if i % 3 else f"s{i}",
+                   {"i": i} if i % 7 == 0 else {}) for i in range(n)]
+    src = tmp_path / "s.wds"
+    with imgtui.writer(src, "webdataset", shard_bytes=1_000_000, **options) as w:
+        w.write_many(want)
+    return src, want
+
+
+@pytest.mark.parametrize("encoding", ["raw", "png"])
+def test_a_webdataset_store_at_a_url_is_read_in_place_by_ranged_requests(encoding, tmp_path, cache):
+    from imgtui.backends.webdataset.remote import RemoteWdsReader
+
+    src, want = _wds_store(tmp_path, encoding=encoding)
+    size = sum(p.stat().st_size for p in src.glob("shard-*.tar"))
+    url = f"file://{src}"
+    with open_store(url) as r:
+        assert isinstance(r, RemoteWdsReader)
+        assert sorted(p.name for p in r.path.iterdir()) == ["index.npy", "manifest.json"]  # open: these only
+        assert r.files.fetched == 0
+        assert r[450] == want[450]
+        assert r.files.requests == 1
+        assert r.get_many([3, 599, 0, 5, 3]) == [want[3], want[599], want[0], want[5], want[3]]
+        assert r.files.fetched < size / 10, (r.files.fetched, size)
+        before = r.files.requests
+        assert r.get_many(range(64, 128)) == want[64:128]  # a batch in order: one request
+        assert r.files.requests == before + 1
+        imgs = r.get_images([7, 8, 500])
+        assert all(np.array_equal(a, want[i].image) for a, i in zip(imgs, [7, 8, 500]))
+        assert r.labels() == [x.label for x in want] and r.labels_array().tolist() == [x.label for x in want]
+        assert list(r) == want
+        assert r.info()["path"] == url
+        assert r.info()["bytes_on_disk"] >= size  # the store at the URL, not the cache's index
+        assert r.verify().ok
+    assert main(["verify", url, "-q"]) == 0
+    assert [rec.label for rec in open_dataset(url)] == [x.label for x in want]
+
+
+def test_remote_webdataset_reads_are_checksum_checked(tmp_path, cache):
+    from imgtui.errors import CorruptStoreError
+    from imgtui.backends.webdataset.remote import RemoteWdsReader
+    from imgtui.backends.webdataset.store import WdsReader
+
+    src, want = _wds_store(tmp_path, n=50)
+    with WdsReader(src) as local:
+        k, off, hdr = (int(local._ix_raw[20][f]) for f in ("shard", "img_off", "hdr"))
+    shard = src / f"shard-{k:06d}.tar"
+    data = bytearray(shard.read_bytes())
+    data[off + hdr + 5] ^= 0xFF  # one pixel of record 20 damaged on the server
+    shard.write_bytes(bytes(data))
+    with open_store(f"file://{src}") as r:
+        assert isinstance(r, RemoteWdsReader) and r[19] == want[19]
+        for read in (lambda: r[20], lambda: r.get_many([19, 20]), lambda: r.get_images([20])):
+            with pytest.raises(CorruptStoreError, match="record 20 is damaged"):
+                read()
+        assert not r.verify().ok
+    with open_store(f"file://{src}", verify=False) as r:
+        assert r[20].label == want[20].label
+
+
+def test_imgtui_ranged_0_downloads_whole_stores_as_before(tmp_path, cache, monkeypatch):
+    from imgtui.backends.webdataset.remote import RemoteWdsReader
+
+    src, want = _wds_store(tmp_path, n=40)
+    monkeypatch.setenv("IMGTUI_RANGED", "0")
+    with open_store(f"file://{src}") as r:
+        assert not isinstance(r, RemoteWdsReader) and r[7] == want[7]
+    assert any(cache.rglob("shard-*.tar"))
+
+
+def test_a_remote_webdataset_store_with_a_missing_shard_is_one_line(tmp_path, cache):
+    src, _want = _wds_store(tmp_path, n=600)
+    (src / "shard-000001.tar").unlink()
+    with pytest.raises(ImgtuiError) as e:
+        open_store(f"file://{src}")
+    assert "shard-000001.tar: shard is missing" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("extra", [[], ["--shards", "2"]])
+def test_uploads_leave_out_lmdbs_lock_file_and_the_store_still_reads(extra, tmp_path, cache, capsys):
+    remote_root = tmp_path / "bucket"
+    remote_root.mkdir()
+    url = f"file://{remote_root}/c.lmdb"
+    assert main(["convert", "synthetic:count=30,size=8", url, "-b", "lmdb", "-q", *extra]) == 0
+    assert list((remote_root / "c.lmdb").rglob("data.mdb"))
+    assert not list((remote_root / "c.lmdb").rglob("lock.mdb"))  # the writer's lock table stays home
+    want = list(open_dataset("synthetic:count=30,size=8"))
+    with open_store(url) as r:  # the cached copy makes its own lock file
+        assert [rec for rec in r] == want
+    # --resume counts a shard without its lock file as complete
+    assert main(["convert", "synthetic:count=30,size=8", url, "-b", "lmdb", "-q", "--resume", *extra]) == 0
+    out = capsys.readouterr().out
+    assert ("2 already there" if extra else "1 already there") in out
+
+
+def test_a_disk_store_at_a_url_fetches_only_the_files_it_reads(tmp_path, cache):
+    from imgtui.backends.disk.remote import RemoteDiskReader
+
+    rng = np.random.default_rng(2)
+    want = [Record(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), i % 5 if i % 4 else f"s{i}",
+                   {"i": i} if i % 6 == 0 else {}) for i in range(1200)]
+    src = tmp_path / "s.disk"
+    with imgtui.writer(src, "disk") as w:
+        w.write_many(want)
+    url = f"file://{src}"
+    with open_store(url) as r:
+        assert isinstance(r, RemoteDiskReader)
+        assert sorted(p.name for p in r.path.iterdir()) == ["manifest.json", "records.csv"]  # no images
+        assert r[1100] == want[1100] and r.files.requests == 1
+        assert r.get_many([3, 1199, 0, 3]) == [want[3], want[1199], want[0], want[3]]
+        assert r.files.requests == 4  # one request per distinct file
+        assert r.labels() == [x.label for x in want]
+        assert list(r) == want and r.verify().ok
+    (src / "images" / "001" / "001100.png").unlink()
+    with open_store(url) as r:
+        with pytest.raises(ImgtuiError, match="001100.png: image file of record 1100 is missing"):
+            r[1100]
+        with pytest.raises(ImgtuiError, match="001100.png"):
+            r.get_many([1, 1100])
+
+
+@pytest.mark.parametrize("options", [{}, {"compressor": "zstd", "chunk_records": 10}])
+def test_a_zarr_store_at_a_url_is_read_through_zarrs_fsspec_store(options, tmp_path, cache):
+    pytest.importorskip("zarr")
+    from imgtui.backends.zarr.remote import RemoteZarrReader
+
+    rng = np.random.default_rng(4)
+    want = [Record(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), i % 5 if i % 4 else f"s{i}",
+                   {"i": i} if i % 6 == 0 else {}) for i in range(700)]
+    src = tmp_path / "s.zarr"
+    with imgtui.writer(src, "zarr", **options) as w:
+        w.write_many(want)
+    url = f"file://{src}"
+    with open_store(url) as r:
+        assert isinstance(r, RemoteZarrReader)
+        local = [p.relative_to(r.path).as_posix() for p in r.path.rglob("*") if p.is_file()]
+        assert all(p.endswith("zarr.json") or p == "imgtui-manifest.json" for p in local), local  # no chunk
+        assert r[650] == want[650]
+        assert r.get_many([3, 699, 0, 3]) == [want[3], want[699], want[0], want[3]]
+        assert r.labels() == [x.label for x in want]
+        assert list(r) == want and r.verify().ok
+        assert r.info()["path"] == url
+        assert r.info()["bytes_on_disk"] > 700 * 16 * 16 * 3
+    assert main(["verify", url, "-q"]) == 0
+    # a damaged pixel at the URL is caught by the record's checksum
+    chunk = next(p for p in sorted((src / "images" / "c").rglob("*")) if p.is_file())
+    data = bytearray(chunk.read_bytes())
+    if not options:
+        data[100] ^= 0xFF
+        chunk.write_bytes(bytes(data))
+        with open_store(url) as r:
+            assert isinstance(r, RemoteZarrReader)
+            with pytest.raises(ImgtuiError, match="is damaged"):
+                r.get_many(range(0, 20))
+
+
+def test_a_remote_store_missing_its_index_or_table_is_one_line(tmp_path, cache):
+    src, _want = _wds_store(tmp_path, n=20)
+    (src / "index.npy").unlink()
+    with pytest.raises(ImgtuiError) as e:
+        open_store(f"file://{src}")
+    assert str(e.value) == f"file://{src}: index.npy is missing (the store is damaged or incomplete)"
+    disk = tmp_path / "d.disk"
+    with imgtui.writer(disk, "disk") as w:
+        w.write_many(records(5))
+    (disk / "records.csv").unlink()
+    with pytest.raises(ImgtuiError, match=r"records.csv is missing") as e:
+        open_store(f"file://{disk}")
+    assert "\n" not in str(e.value)
+    assert main(["info", f"file://{disk}"]) != 0

@@ -198,3 +198,112 @@ def test_a_large_hdf5_store_over_http_is_read_with_range_requests(http_root, mon
         assert _RangeHandler.sent < size / 10, (_RangeHandler.sent, size)  # not downloaded
         assert r.get_many([3, 1999, 0]) == [want[3], want[1999], want[0]]
     assert main(["verify", f"{base}/big.h5", "-q"]) == 0
+
+
+def _image_records(n: int, seed: int = 3) -> list[Record]:
+    rng = np.random.default_rng(seed)
+    return [Record(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), i % 10, {"i": i} if i % 9 == 0 else {})
+            for i in range(n)]
+
+
+def _in_place_classes() -> dict:
+    from imgtui.backends.disk.remote import RemoteDiskReader
+    from imgtui.backends.webdataset.remote import RemoteWdsReader
+
+    out = {"webdataset": RemoteWdsReader, "disk": RemoteDiskReader}
+    if "zarr" in available():
+        from imgtui.backends.zarr.remote import RemoteZarrReader
+
+        out["zarr"] = RemoteZarrReader
+    return out
+
+
+@pytest.mark.parametrize("backend", [b for b in ("webdataset", "disk", "zarr") if b in available()])
+def test_a_store_on_s3_is_read_in_place_not_downloaded(backend, s3, tmp_path):
+
+    n = 2000 if backend == "webdataset" else 600  # (moto answers ~50 requests/s here: a file is one)
+    want = _image_records(n)
+    src = tmp_path / f"s.{backend}"
+    with imgtui.writer(src, backend, **({"shard_bytes": 2_000_000} if backend == "webdataset" else {})) as w:
+        w.write_many(want)
+    size = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
+    url = f"s3://{s3}/s.{backend}"
+    remote.upload(src, url)
+    with imgtui.open(url) as r:
+        assert isinstance(r, _in_place_classes()[backend])
+        assert r[500] == want[500]
+        batch = np.random.default_rng(0).integers(0, n, 32)
+        assert np.array_equal(r.get_images(batch), np.stack([want[i].image for i in batch]))
+        if backend != "zarr":  # (zarr-python's reads are counted over HTTP below)
+            assert r.files.fetched < size / 10, (r.files.fetched, size)  # a record and a batch, not the store
+            assert r.files.requests <= 1 + 32
+            before = r.files.requests
+        assert r.get_many(range(256, 320)) == want[256:320]
+        if backend == "webdataset":
+            assert r.files.requests == before + 1  # 64 records in order: one request
+        if backend != "disk":
+            assert list(r) == want
+    cache = Path(os.environ["IMGTUI_CACHE"])
+    small = {"manifest.json", "index.npy", "records.csv", "zarr.json", "imgtui-manifest.json", "stamps.json", ".used", ".lock"}
+    assert not [p for p in cache.rglob("*") if p.is_file() and p.name not in small]  # only what opening needs
+    if backend != "disk":
+        assert main(["verify", url, "-q"]) == 0
+
+
+def test_a_sharded_store_on_s3_reads_its_shards_in_place(s3, tmp_path, monkeypatch):
+    from imgtui.backends.webdataset.remote import RemoteWdsReader
+
+    monkeypatch.setenv("IMGTUI_RANGED_MIN", "100kB")
+    monkeypatch.setenv("IMGTUI_RANGED_BLOCK", "16KiB")
+    want = _image_records(600)
+    spec = tmp_path / "src.h5"
+    with imgtui.writer(spec, "hdf5") as w:
+        w.write_many(want)
+    cache = Path(os.environ["IMGTUI_CACHE"])
+    for backend, suffix in (("hdf5", ".h5"), ("webdataset", ".wds")):
+        url = f"s3://{s3}/sharded-{backend}"
+        assert main(["convert", str(spec), url, "--backend", backend, "--shards", "3", "-q"]) == 0
+        with imgtui.open(url) as r:
+            assert r.sharded and r[450] == want[450]
+            shard = r.shard(2)
+            if backend == "hdf5":
+                assert isinstance(shard._fileobj, remote.RangedFile)
+                assert shard._fileobj.fetched < shard._fileobj.size / 4  # open and a record: a few blocks
+            else:
+                assert isinstance(shard, RemoteWdsReader)
+            assert list(r) == want
+        assert not [p for p in cache.rglob(f"shard-*{suffix}*") if p.is_file() and p.stat().st_size > 100_000]
+
+
+def test_an_lmdb_store_goes_up_to_s3_without_its_lock_file_and_reads_back(s3, tmp_path):
+    src = tmp_path / "s.lmdb"
+    want = records(30)
+    with imgtui.writer(src, "lmdb") as w:
+        w.write_many(want)
+    assert (src / "lock.mdb").exists()
+    url = f"s3://{s3}/up/s.lmdb"
+    done = remote.upload(src, url)
+    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+            .list_objects_v2(Bucket=s3, Prefix="up/")["Contents"]]
+    assert keys == ["up/s.lmdb/data.mdb"] and done["bytes"] == (src / "data.mdb").stat().st_size
+    with imgtui.open(url) as r:
+        assert list(r) == want
+    assert remote.upload(src, url, resume=True)["skipped"] == 1
+
+
+@pytest.mark.parametrize("backend", [b for b in ("webdataset", "disk", "zarr") if b in available()])
+def test_a_folder_store_over_http_is_read_with_range_requests(backend, http_root):
+    """A plain web server (no folder listings): only the files and ranges read are sent."""
+    root, base = http_root
+    want = _image_records(1500)
+    options = {"webdataset": {"shard_bytes": 2_000_000}, "zarr": {"chunk_records": 16}}.get(backend, {})
+    with imgtui.writer(root / f"s.{backend}", backend, **options) as w:
+        w.write_many(want)
+    size = sum(p.stat().st_size for p in (root / f"s.{backend}").rglob("*") if p.is_file())
+    with imgtui.open(f"{base}/s.{backend}") as r:
+        assert isinstance(r, _in_place_classes()[backend])
+        assert r[1234] == want[1234]
+        assert r.get_many([5, 1499, 17]) == [want[5], want[1499], want[17]]
+        assert np.array_equal(r.get_images(range(640, 704)), np.stack([x.image for x in want[640:704]]))
+        assert r.labels_array().tolist() == [x.label for x in want]
+        assert _RangeHandler.sent < size / 5, (_RangeHandler.sent, size)  # not downloaded

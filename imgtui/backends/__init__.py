@@ -64,14 +64,47 @@ def _open_ranged(url: str, backend: str | None) -> StoreReader | None:
     return r
 
 
+#: backends that read a store at a URL in place (module with ``open_remote(RemoteStore, manifest)``)
+_REMOTE_READERS = {"webdataset": ".webdataset.remote", "disk": ".disk.remote", "zarr": ".zarr.remote"}
+
+
+def _open_in_place(url: str, backend: str | None) -> tuple[StoreReader | None, Any]:
+    """A store at ``url`` whose format reads in place (``_REMOTE_READERS``), opened that way
+    after fetching only its small files; for a sharded store, (None, its RemoteStore) with only
+    the manifest fetched; (None, None) for what goes through the cache whole."""
+    from .remote import RemoteStore, whole_download
+
+    if whole_download():
+        return None, None
+    store = RemoteStore(url)
+    kind, manifest = store.probe()
+    if kind == "sharded":
+        store.open_local()  # the manifest only
+        return None, store
+    module = _REMOTE_READERS.get(kind or "")
+    if module is None or backend not in (None, kind):
+        return None, None
+    import importlib
+
+    get_backend(kind)  # one line when its optional package is missing
+    r = importlib.import_module(module, __name__).open_remote(store, manifest)
+    r.url = store.url
+    return r, None
+
+
 def detect_backend(path: str | os.PathLike) -> str:
     if is_url(path):
-        from .remote import ranged_file
+        from .remote import RemoteStore, ranged_file, whole_download
 
-        fh = ranged_file(str(path), b"\x89HDF\r\n\x1a\n")
+        fh = None if whole_download() else ranged_file(str(path), b"\x89HDF\r\n\x1a\n")
         if fh is not None:
             fh.close()
             return "hdf5"
+        kind, manifest = (None, {}) if whole_download() else RemoteStore(str(path)).probe()
+        if kind == "sharded" and isinstance(manifest.get("backend"), str):
+            return manifest["backend"]
+        if kind in BACKENDS:
+            return kind
         path, _remote = localize(str(path))
     p = Path(path)
     if not p.exists():
@@ -104,14 +137,21 @@ def open_store(path: str | os.PathLike, backend: str | None = None, verify: bool
     from .sharded import ShardedReader, is_sharded
 
     remote = None
-    if is_url(path):  # a store at a URL: ranged reads (large HDF5 files) or the local cache (remote.py)
-        ranged = _open_ranged(str(path), backend)
+    if is_url(path):  # a store at a URL: read in place (ranged requests) or through the local cache (remote.py)
+        from .remote import whole_download
+
+        ranged = None if whole_download() else _open_ranged(str(path), backend)
+        if ranged is None:
+            ranged, remote = _open_in_place(str(path), backend)
         if ranged is not None:
             ranged.check_reads = bool(verify)
             return ranged
-        path, remote = localize(str(path))
+        if remote is None:
+            path, remote = localize(str(path))
+        else:
+            path = remote.local
     if remote is not None and remote.sharded:
-        r0: StoreReader = ShardedReader(path, backend, fetch=remote.fetch_member)
+        r0: StoreReader = ShardedReader(path, backend, fetch=remote.fetch_member, open_remote=remote.open_member)
         r0.check_reads = bool(verify)
         r0.url = remote.url
         return r0

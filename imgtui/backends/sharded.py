@@ -291,11 +291,15 @@ class ShardedReader(StoreReader):
     checks_reads = False  # each shard's reader checks its own records
 
     def __init__(self, path: str | os.PathLike, backend: str | None = None,
-                 fetch: Callable[[str], Any] | None = None) -> None:
+                 fetch: Callable[[str], Any] | None = None,
+                 open_remote: Callable[[str, str], StoreReader | None] | None = None) -> None:
         """``fetch(file)``: for a store at a URL, brings shard ``file`` into the local mirror at
-        ``path`` on first use (``backends.remote``); shards are then checked when fetched."""
+        ``path`` on first use (``backends.remote``); shards are then checked when fetched.
+        ``open_remote(file, backend)``: shard ``file`` opened in place at the URL (ranged reads),
+        or None to fetch it."""
         super().__init__(path)
         self._fetch = fetch
+        self._open_remote = open_remote
         self._readers: list[StoreReader | None] = []
         m = read_sharded_manifest(self.path)
         if backend is not None and backend not in (m["backend"], "sharded"):
@@ -332,14 +336,16 @@ class ShardedReader(StoreReader):
 
             s = self._shards[k]
             p = self.path / s["file"]
-            if self._fetch is not None:
+            r = self._open_remote(s["file"], self.backend) if self._open_remote is not None else None
+            if r is None and self._fetch is not None:
                 try:
                     self._fetch(s["file"])
                 except StoreNotFoundError:
                     raise StoreNotFoundError(self._missing_message(s)) from None
-            if not p.exists():
+            if r is None and not p.exists():
                 raise StoreNotFoundError(self._missing_message(s))
-            r = open_store(p, self.backend)
+            if r is None:
+                r = open_store(p, self.backend)
             r.check_reads = self.check_reads
             if len(r) != int(s["count"]):
                 n = len(r)

@@ -130,7 +130,7 @@ def _open_dataset(
     ``max_pixels`` and ``follow_symlinks`` (keywords, or at the end of the spec) apply to image
     folders only: None / False mean the defaults; given for another kind of source, they are an error.
     """
-    if is_url(spec):  # a store at a URL (s3://, gs://, https://, file://): read through the local cache
+    if is_url(spec):  # a store at a URL (s3://, gs://, https://, file://): read in place or through the local cache
         from .store import StoreDataset
 
         return StoreDataset(str(spec), on_error=on_error, warn=warn)

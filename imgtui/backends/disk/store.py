@@ -521,14 +521,7 @@ class DiskReader(StoreReader):
         png = is_png(dtype, shape)
         volume = not png and len(shape) > 2 and is_volume(shape)
         kind = "PNG" if png else "TIFF"
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            self._check_unchanged()
-            raise CorruptStoreError(f"{path}: image file of record {i} is missing") from None
-        except OSError as exc:
-            raise CorruptStoreError(f"{path}: cannot read record {i} ({exc.strerror})") from None
+        data = self._file_bytes(i, path)
         try:
             hw = png_size(data) if png else tiff_size(data)
         except ValueError:
@@ -554,6 +547,17 @@ class DiskReader(StoreReader):
                 f"records.csv says {'x'.join(map(str, shape))} {dtype}"
             )
         return img if img.shape == shape else img.reshape(shape)
+
+    def _file_bytes(self, i: int, path: str) -> bytes:
+        """The bytes of record ``i``'s image file ``path``."""
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            self._check_unchanged()
+            raise CorruptStoreError(f"{path}: image file of record {i} is missing") from None
+        except OSError as exc:
+            raise CorruptStoreError(f"{path}: cannot read record {i} ({exc.strerror})") from None
 
     def _check_unchanged(self) -> None:
         """Raise StoreChangedError when the store was changed since this reader opened it (a change

@@ -552,15 +552,7 @@ class WdsReader(StoreReader):
 
     def _check_index(self) -> None:
         """Every row names an existing shard and lies inside it; shapes, dtypes and codes are valid."""
-        sizes = np.zeros(self._n_shards, np.uint64)
-        for k in range(self._n_shards):
-            try:
-                st = os.stat(shard_name(k), dir_fd=self._dir_fd, follow_symlinks=False)
-            except OSError as exc:
-                raise CorruptStoreError(f"{self.path / shard_name(k)}: cannot be read ({exc.strerror})") from None
-            if not stat.S_ISREG(st.st_mode):
-                raise CorruptStoreError(f"{self.path / shard_name(k)}: not a regular file")
-            sizes[k] = st.st_size
+        sizes = self._shard_sizes()
         self._sizes = sizes.tolist()
         self._sizes_arr = sizes
         # the last row of every shard (rows are in shard and offset order) on open: a shard cut
@@ -570,6 +562,19 @@ class WdsReader(StoreReader):
             last = np.searchsorted(ix["shard"], np.arange(self._n_shards), side="right") - 1
             for i in sorted({int(j) for j in last.tolist() if j >= 0} | {0, len(ix) - 1}):
                 self._check_rows(ix[i : i + 1], i)
+
+    def _shard_sizes(self) -> np.ndarray:
+        """Every shard's size (uint64); a missing shard or one that is not a regular file raises."""
+        sizes = np.zeros(self._n_shards, np.uint64)
+        for k in range(self._n_shards):
+            try:
+                st = os.stat(shard_name(k), dir_fd=self._dir_fd, follow_symlinks=False)
+            except OSError as exc:
+                raise CorruptStoreError(f"{self.path / shard_name(k)}: cannot be read ({exc.strerror})") from None
+            if not stat.S_ISREG(st.st_mode):
+                raise CorruptStoreError(f"{self.path / shard_name(k)}: not a regular file")
+            sizes[k] = st.st_size
+        return sizes
 
     def _check_rows(self, ix: np.ndarray, first: int = 0) -> None:
         """The rows ``ix`` (rows ``first ...`` of the index) name an existing shard and lie inside

@@ -924,7 +924,7 @@ class ZarrReader(ArrayReader):
             raise CorruptStoreError(f"{p}: {MANIFEST} has no zarr section")
         meta_records = z.get("metadata_records", 1)
         self._meta_empty = isinstance(meta_records, int) and meta_records == 0
-        self._store = LocalStore(p, read_only=True)
+        self._store = self._zarr_store(p)
         root = os.fspath(p)  # plain strings: pathlib's joins cost more than the stats at open
         present = {name for name in ("images", "pixels", "offsets", "shapes", "dtypes", "labels",
                                      "label_is_int", "metadata", "checksums")
@@ -995,6 +995,10 @@ class ZarrReader(ArrayReader):
                 pass  # not a layout this writer makes: zarr-python reads it
         self._chunk_cache: dict[str, tuple[int, np.ndarray]] = {}
         self._chunk_misses = 0
+
+    def _zarr_store(self, path: Path) -> Any:
+        """The zarr store zarr-python reads the arrays from (a store at a URL: its fsspec store)."""
+        return LocalStore(path, read_only=True)
 
     def _array(self, name: str) -> zarr.Array:
         """Array ``name`` opened with zarr-python (when first needed)."""
