@@ -869,3 +869,28 @@ async def test_volume_opens_on_its_middle_slice_and_brackets_move_through_the_sl
         assert "slice" not in record_text(screen)
         await pilot.press("right_square_bracket")
         await wait_for(pilot, lambda: any("has no slices" in m for m, _ in app.notes))
+
+
+async def test_moving_the_cursor_redraws_only_the_rows_that_change_and_pages_are_read_ahead(fake_store):
+    """Down redraws the two rows whose highlight changes, not the page; the details of the next
+    page are read ahead, so PageDown draws its page once, complete (no "…" rows drawn again)."""
+    app = ScreenApp(lambda: BrowserScreen("fake:5000"))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(pilot, app)
+        records = screen.record_list
+        await wait_for(pilot, lambda: screen.image_view.has_image)
+        page = records._page_height()
+        await wait_for(pilot, lambda: all(records.details_of(i) is not None for i in range(2 * page)))
+        await pilot.pause(0.2)
+        before = records.lines_rendered
+        await pilot.press("down")
+        await wait_for(pilot, lambda: screen.image_view.key is not None and screen.image_view.key[0] == 1)
+        await pilot.pause(0.2)
+        assert records.lines_rendered - before <= 3
+        before = records.lines_rendered
+        await pilot.press("pagedown")
+        await wait_for(pilot, lambda: screen.image_view.key is not None and screen.image_view.key[0] == 1 + page)
+        await pilot.pause(0.3)
+        assert records.lines_rendered - before <= page + 2  # one page, drawn once
+        top = round(records.scroll_offset.y)
+        await wait_for(pilot, lambda: all(records.details_of(i) is not None for i in range(top, top + 2 * page)))

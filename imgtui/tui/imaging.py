@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 from rich.color import Color
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 
@@ -133,41 +134,55 @@ def downscale(image: np.ndarray, max_width: int, max_height: int, upscale: bool 
     return np.asarray(Image.fromarray(rgb).resize((new_w, new_h), resample=resample))
 
 
-def half_block_text(rgb: np.ndarray) -> Text:
-    """HxWx3 uint8 -> rich Text of ceil(H/2) lines x W cells of "▀" (fg = top, bg = bottom).
-
-    With an odd height the last line has only a foreground colour (the bottom half stays blank).
-    """
+def _half_block_runs(rgb: np.ndarray) -> list[list[tuple[int, Style]]]:
+    """Per line of cells: runs of identical cells as (length, style) (fg = top pixel, bg = bottom)."""
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 array, got shape {tuple(rgb.shape)}")
     h, w = rgb.shape[:2]
-    text = Text(no_wrap=True, overflow="crop", end="")
     styles: dict[tuple, Style] = {}
+    lines = []
     for y in range(0, h, 2):
-        top = rgb[y]
-        bottom = rgb[y + 1] if y + 1 < h else None
-        if y:
-            text.append("\n")
-        # merge runs of identical cells into one span: much smaller Text for flat images
+        top = rgb[y].tolist()
+        bottom = rgb[y + 1].tolist() if y + 1 < h else None
+        runs: list[tuple[int, Style]] = []
         run_key = None
         run_len = 0
         for x in range(w):
-            t = tuple(int(v) for v in top[x])
-            b = tuple(int(v) for v in bottom[x]) if bottom is not None else None
-            key = (t, b)
+            key = (tuple(top[x]), tuple(bottom[x]) if bottom is not None else None)
             if key == run_key:
                 run_len += 1
                 continue
             if run_len:
-                text.append(UPPER_HALF * run_len, styles[run_key])
+                runs.append((run_len, styles[run_key]))
             run_key, run_len = key, 1
             if key not in styles:
-                styles[key] = Style(
-                    color=Color.from_rgb(*t), bgcolor=Color.from_rgb(*b) if b is not None else None
-                )
+                t, b = key
+                styles[key] = Style(color=Color.from_rgb(*t), bgcolor=Color.from_rgb(*b) if b is not None else None)
         if run_len:
-            text.append(UPPER_HALF * run_len, styles[run_key])
+            runs.append((run_len, styles[run_key]))
+        lines.append(runs)
+    return lines
+
+
+def half_block_text(rgb: np.ndarray) -> Text:
+    """HxWx3 uint8 -> rich Text of ceil(H/2) lines x W cells of "▀" (fg = top, bg = bottom).
+
+    With an odd height the last line has only a foreground colour (the bottom half stays blank).
+    Runs of identical cells are one span (much smaller Text for flat images).
+    """
+    text = Text(no_wrap=True, overflow="crop", end="")
+    for y, runs in enumerate(_half_block_runs(rgb)):
+        if y:
+            text.append("\n")
+        for n, style in runs:
+            text.append(UPPER_HALF * n, style)
     return text
+
+
+def half_block_lines(rgb: np.ndarray) -> list[list[Segment]]:
+    """The same picture as :func:`half_block_text`, as lines of Segments ready for Strips: no
+    Rich Text to render on the UI thread (rendering the Text cost ~80 ms a record in the browser)."""
+    return [[Segment(UPPER_HALF * n, style) for n, style in runs] for runs in _half_block_runs(rgb)]
 
 
 def thumbnail(
@@ -175,6 +190,16 @@ def thumbnail(
 ) -> Text:
     """The whole pipeline: window to 8-bit, fit into ``columns`` x ``rows`` cells, half blocks (a
     3-D record: its middle slice, windowed over the whole volume)."""
+    return half_block_text(_fitted(image, columns, rows, window, upscale))
+
+
+def thumbnail_lines(
+    image: np.ndarray, columns: int, rows: int, window: str = "auto", upscale: bool = True
+) -> list[list[Segment]]:
+    """:func:`thumbnail` as lines of Segments (what ``ImageView.show_lines`` takes)."""
+    return half_block_lines(_fitted(image, columns, rows, window, upscale))
+
+
+def _fitted(image: np.ndarray, columns: int, rows: int, window: str, upscale: bool) -> np.ndarray:
     img8 = plane(window_to_uint8(image, window))
-    small = downscale(img8, max(1, columns), max(1, rows) * 2, upscale=upscale)
-    return half_block_text(small)
+    return downscale(img8, max(1, columns), max(1, rows) * 2, upscale=upscale)

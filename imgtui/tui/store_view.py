@@ -132,6 +132,8 @@ class RecordView:
     image: np.ndarray | None = None
     #: the image for a terminal graphics protocol (Kitty/Sixel), 8-bit RGB at full size
     rgb: np.ndarray | None = None
+    #: the image as lines of Segments (``imaging.thumbnail_lines``), drawn without Rich Text
+    lines: list | None = None
     #: a 3-D record: its number of slices and the one shown (0, 0 for an image)
     depth: int = 0
     slice: int = 0

@@ -31,7 +31,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from ...bench.backend_info import names as backend_names, store_suffix
 from ...errors import ImgtuiError
 from .. import graphics
-from ..imaging import depth_of, display_rgb, plane, thumbnail, window_to_uint8
+from ..imaging import depth_of, display_rgb, plane, thumbnail_lines, window_to_uint8
 from ..store_view import (RecordView, find_sibling_stores, info_text, one_line, open_any_store, read_record_view,
                           record_panel, start_viewer, store_info, write_viewable)
 from ..widgets.image_view import ImageView
@@ -40,6 +40,8 @@ from .compare import CompareScreen
 from .grid import GridScreen
 from .labels import LabelPicker
 
+#: a page of row details is posted at once, or in parts every this many seconds when reading is slow
+DETAILS_EVERY = 0.1
 #: decoded thumbnails kept per screen (keyed by record index and cell size)
 THUMBNAIL_CACHE = 64
 #: records whose metadata the filter reads at a time
@@ -255,6 +257,7 @@ the same record of the other backends' stores; Escape goes back.
     def load_details(self, indices: tuple[int, ...]) -> None:
         worker = get_current_worker()
         batch: dict[int, RowDetails] = {}
+        posted = time.monotonic()
         for n, index in enumerate(indices, 1):
             if worker.is_cancelled:
                 break
@@ -263,9 +266,9 @@ the same record of the other backends' stores; Escape goes back.
                     return
                 view = read_record_view(self.reader, index, self.path)
             batch[index] = view.details
-            if len(batch) >= 16:
+            if time.monotonic() - posted > DETAILS_EVERY:  # a slow store: rows fill in as they come
                 self.post_message(DetailsLoaded(batch))
-                batch = {}
+                batch, posted = {}, time.monotonic()
         if batch:
             self.post_message(DetailsLoaded(batch))
 
@@ -296,7 +299,7 @@ the same record of the other backends' stores; Escape goes back.
             if graphics.kind() != "halfblock":
                 shown.rgb = display_rgb(part)
             else:
-                shown.text = thumbnail(part, columns, rows)
+                shown.lines = thumbnail_lines(part, columns, rows)
             shown.image = None  # the cache keeps only the rendered version
         self.post_message(RecordLoaded(shown, (index, columns, rows, zoom, pan, slice_)))
 
@@ -505,7 +508,9 @@ the same record of the other backends' stores; Escape goes back.
             if gfx:
                 gfx.first().display = False
                 self.image_view.display = True
-            if view.text is not None:
+            if view.lines is not None:
+                self.image_view.show_lines(view.lines, key)
+            elif view.text is not None:
                 self.image_view.show_image(view.text, key)
             else:
                 self.image_view.show_message(view.error or "no image", key)

@@ -39,6 +39,8 @@ class ImageView(Widget):
         super().__init__(name=name, id=id, classes=classes)
         self._text: Text | None = None
         self._strips: list[Strip] = []
+        #: ((width, height, background), the centred lines) of the last size drawn
+        self._placed: tuple | None = None
         self._message = message
         #: what the current image shows (e.g. record index); the screen uses it to skip stale images
         self.key: object = None
@@ -58,10 +60,16 @@ class ImageView(Widget):
         return self._message
 
     def show_image(self, text: Text, key: object = None) -> None:
-        """Show a half-block image; it is turned into strips once here, so a repaint (cursor moves
-        elsewhere on the screen, scrolling) costs nothing, and no layout is needed."""
-        self._text = text
-        self._strips = [Strip(list(line.render(self.app.console))) for line in text.split("\n", allow_blank=True)]
+        """Show a half-block image given as rich Text (turned into strips once here)."""
+        self.show_lines([list(line.render(self.app.console)) for line in text.split("\n", allow_blank=True)], key, text)
+
+    def show_lines(self, lines: list[list[Segment]], key: object = None, text: Text | None = None) -> None:
+        """Show a half-block image given as lines of Segments (``imaging.thumbnail_lines``, built
+        in a worker): no Rich rendering on the UI thread, no layout; the centred lines are made
+        once per widget size, so a repaint costs a list lookup."""
+        self._text = text if text is not None else Text()
+        self._strips = [Strip(line) for line in lines]
+        self._placed = None
         self._message = ""
         self.key = key
         self.refresh()
@@ -69,6 +77,7 @@ class ImageView(Widget):
     def show_message(self, message: str, key: object = None) -> None:
         self._text = None
         self._strips = []
+        self._placed = None
         self._message = message
         self.key = key
         self.refresh()
@@ -79,14 +88,10 @@ class ImageView(Widget):
         style = self.rich_style
         blank = Style(bgcolor=style.bgcolor) if style.bgcolor else Style()
         if self._text is not None:
-            top = max(0, (height - len(self._strips)) // 2)
-            row = y - top
-            if 0 <= row < len(self._strips):
-                strip = self._strips[row].crop(0, width)
-                left = max(0, (width - strip.cell_length) // 2)
-                return Strip([Segment(" " * left, blank), *strip, Segment(" " * (width - left - strip.cell_length), blank)],
-                             width)
-            return Strip.blank(width, blank)
+            placed = self._placed
+            if placed is None or placed[0] != (width, height, blank):
+                placed = self._placed = ((width, height, blank), self._place(width, height, blank))
+            return placed[1][y] if 0 <= y < len(placed[1]) else Strip.blank(width, blank)
         lines = Text(self._message).wrap(self.app.console, max(1, width), justify="center") if self._message else []
         top = max(0, (height - len(lines)) // 2)
         row = y - top
@@ -94,6 +99,21 @@ class ImageView(Widget):
             segments = list(lines[row].render(self.app.console))
             return Strip(segments).apply_style(style).extend_cell_length(width, blank).crop(0, width)
         return Strip.blank(width, blank)
+
+    def _place(self, width: int, height: int, blank: Style) -> list[Strip]:
+        """The image's lines centred in ``width`` x ``height`` cells."""
+        top = max(0, (height - len(self._strips)) // 2)
+        out = []
+        for y in range(height):
+            row = y - top
+            if 0 <= row < len(self._strips):
+                strip = self._strips[row].crop(0, width)
+                left = max(0, (width - strip.cell_length) // 2)
+                out.append(Strip([Segment(" " * left, blank), *strip,
+                                  Segment(" " * (width - left - strip.cell_length), blank)], width))
+            else:
+                out.append(Strip.blank(width, blank))
+        return out
 
     def on_resize(self, event: events.Resize) -> None:
         cols, rows = self.cells

@@ -24,7 +24,7 @@ from rich.style import Style
 from textual import events
 from textual.binding import Binding
 from textual.cache import LRUCache
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
@@ -79,7 +79,9 @@ class RecordList(ScrollView, can_focus=True):
     ]
 
     #: cursor position as a row of the current view (not a store index)
-    cursor: reactive[int] = reactive(0, always_update=True, init=False)
+    #: the highlighted row; watch_cursor repaints only the rows that change (repaint=False: a
+    #: reactive repaint would redraw every row on each key press)
+    cursor: reactive[int] = reactive(0, always_update=True, init=False, repaint=False)
 
     @dataclass
     class Highlighted(Message):
@@ -185,9 +187,14 @@ class RecordList(ScrollView, can_focus=True):
         self.refresh()
 
     def set_details(self, details: dict[int, RowDetails]) -> None:
+        """Keep the details and redraw only the rows on screen that show them (a redraw of the
+        whole list per batch was two of the three redraws of a PageDown)."""
         for index, d in details.items():
             self._details.set(index, d)
-        self.refresh()
+        top = round(self.scroll_offset.y)
+        rows = [r - top for r in (self.row_of(i) for i in details) if r is not None and 0 <= r - top < self.size.height]
+        if rows:
+            self.refresh(Region(0, min(rows), self.size.width, max(rows) - min(rows) + 1))
 
     def _update_virtual_size(self) -> None:
         self.virtual_size = Size(self.line_width, self.row_count)
@@ -198,8 +205,15 @@ class RecordList(ScrollView, can_focus=True):
         return max(0, min(int(value), self.row_count - 1)) if self.row_count else 0
 
     def watch_cursor(self, old: int, new: int) -> None:
+        top = round(self.scroll_offset.y)
         self._scroll_cursor_into_view()
-        self.refresh()
+        if round(self.scroll_offset.y) == top:  # not scrolled: only the two rows change
+            for row in (old, new):
+                if 0 <= row - top < self.size.height:
+                    self.refresh(Region(0, row - top, self.size.width, 1))
+        else:
+            self.refresh()
+            self._want_details()  # read ahead from the new page on
         self.post_message(self.Highlighted(self, self.index_at(new), new))
 
     def _page_height(self) -> int:
@@ -327,8 +341,12 @@ class RecordList(ScrollView, can_focus=True):
             self.call_after_refresh(self._request_details)
 
     def _request_details(self) -> None:
+        """Ask for the details of the rows on screen, then of the pages below and above (read
+        ahead: after PageDown the rows are drawn once, complete, instead of "…" and again)."""
         self._request_scheduled = False
-        missing = tuple(i for i in self.visible_indices() if i not in self._details)
+        top, page = round(self.scroll_offset.y), self._page_height()
+        rows = [*range(top, top + page), *range(top + page, top + 2 * page), *range(max(0, top - page), top)]
+        missing = tuple(i for i in (self.index_at(r) for r in rows) if i is not None and i not in self._details)
         if missing and missing != self._last_request:
             self._last_request = missing
             self.post_message(self.DetailsWanted(self, missing))
