@@ -54,12 +54,18 @@ def source_of(dataset: str) -> str:
     return spec
 
 
-def fingerprint(dataset: str, count: int, backend_options: dict | None = None) -> dict[str, Any]:
-    return {
+def fingerprint(dataset: str, count: int, backend_options: dict | None = None,
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What makes two measurements comparable; ``extra`` (e.g. the scale counts, a plan's
+    methods) is added as it is, so another ``extra`` is another fingerprint."""
+    fp = {
         "source": source_of(dataset), "count": int(count),
         "options": json.loads(json.dumps(backend_options or {}, sort_keys=True, default=str)),
         "imgtui": __version__, "machine": machine_id(),
     }
+    if extra:
+        fp.update(json.loads(json.dumps(extra, sort_keys=True, default=str)))
+    return fp
 
 
 def fingerprint_key(fp: dict[str, Any]) -> str:
