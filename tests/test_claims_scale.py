@@ -107,7 +107,8 @@ def test_claim10_confirmed_when_lmdb_leads_at_scale_and_hdf5_keeps_up_small():
     v, head, figures = _claim10(scale_table({10_000: {"lmdb": 1000, "hdf5": 1100, "disk": 100},
                                              100_000: {"lmdb": 1000, "hdf5": 500, "disk": 90}}))
     assert v == "confirmed", head
-    assert head.startswith("at 100,000 records LMDB is ahead of HDF5 in 3 of 3 operations")
+    assert head == ("at 100,000 records LMDB is ahead of HDF5 in 3 of 3 operations (behind in 0, too close in 0); "
+                    "at 10,000 HDF5 keeps up (ahead or within 15%) in 3 of 3 (falls behind in 0, too close in 0)")
     assert figures[0].startswith("store_many: 10,000: LMDB 1.0k (")
     assert "(HDF5, LMDB 0.91x HDF5)" in figures[0] and "(LMDB, LMDB 2.00x HDF5)" in figures[0]
     assert figures[-1] == ("crossovers: store_many: HDF5 ahead at 10,000, LMDB at 100,000; read_many: HDF5 ahead "

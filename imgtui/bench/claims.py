@@ -608,7 +608,8 @@ def _claim10(table: ResultTable) -> tuple[str, str, list[str]]:
     v_large, v_small = _combine(large), _combine(small)
     head = (f"at {top:,} records LMDB is ahead of HDF5 in {large.count('confirmed')} of {len(large)} operations "
             f"(behind in {large.count('refuted')}, too close in {large.count(TOO_CLOSE)}); at {low:,} HDF5 keeps up "
-            f"(ahead or within {TIE - 1:.0%}) in {small.count('confirmed')} of {len(small)}")
+            f"(ahead or within {TIE - 1:.0%}) in {small.count('confirmed')} of {len(small)} (falls behind in "
+            f"{small.count('refuted')}, too close in {small.count(TOO_CLOSE)})")
     if v_large == v_small:
         return v_large, head, figures
     if TOO_CLOSE in (v_large, v_small):
@@ -795,7 +796,7 @@ def evaluate_claims(table: ResultTable) -> list[ClaimVerdict]:
             if len({verdict, pro, con}) > 1:
                 alts = " or ".join(dict.fromkeys(v for v in (con, verdict, pro)))
                 ranges = headline_ranges(c.id, table)
-                summary = (f"too close to call: within the measured ranges the figures say {alts}"
+                summary = (f"too close to call: within the measured intervals the figures say {alts}"
                            + (f" ({ranges})" if ranges else "") + f"; on the medians {verdict}: {summary}")
                 verdict = TOO_CLOSE
         out.append(ClaimVerdict(c.id, c.title, c.text, verdict, summary, figures, list(c.experiments)))
