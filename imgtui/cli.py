@@ -578,6 +578,10 @@ def add_claims_parsers(sub) -> None:
                     help="rounds: every backend timed once per round, the order rotated each round (default 3)")
     cl.add_argument("--fresh", action="store_true", help="measure everything again (ignore the stored results)")
     cl.add_argument("--quick", action="store_true", help="at most 500 records and 2 rounds (wider ranges)")
+    cl.add_argument("--scale-counts", metavar="LIST", default=None,
+                    help="record counts of the scale claims (10, 11), e.g. 10k,100k,1m (default 10k,100k; "
+                         "with --quick 1k,10k); a smaller dataset's records are repeated to reach them")
+    cl.add_argument("--no-scale", action="store_true", help="leave out the scale claims' measurements")
     cl.add_argument("--results", metavar="FILE", help="evaluate an earlier claims run (JSON) instead of measuring")
     cl.add_argument("--save", metavar="FILE", help="write the measured rows as JSON")
     cl.add_argument("--workdir", metavar="DIR", help="folder for the temporary stores")
@@ -652,27 +656,49 @@ def _print_notes(notes: list[str], quiet: bool) -> None:
             print(f"imgtui: {n}", file=sys.stderr)
 
 
+def _scale_counts(args: argparse.Namespace) -> list[int] | None:
+    """``--scale-counts`` as record counts (None: the default; [] with ``--no-scale``)."""
+    from .bench.cli_bench import BenchUsageError, _int
+
+    if args.no_scale:
+        if args.scale_counts is not None:
+            raise UsageError("--no-scale and --scale-counts cannot go together")
+        return []
+    if args.scale_counts is None:
+        return None
+    try:
+        counts = [_int(c, "--scale-counts") for c in str(args.scale_counts).split(",") if c.strip()]
+    except BenchUsageError as exc:
+        raise UsageError(str(exc)) from None
+    if not counts:
+        raise UsageError("--scale-counts is empty (give record counts like 10k,100k,1m)")
+    return sorted(set(counts))
+
+
 def cmd_claims(args: argparse.Namespace) -> int:
     from .bench.claims import evaluate_claims, format_claims, run_claims
     from .bench.memory import results_dir
+    from .bench.stats import interval_note
 
     if args.count < 1:
         raise UsageError(f"--count must be at least 1, got {args.count}")
     _check_repeats(args)
+    scale = _scale_counts(args)
     if args.results:
         table = _load_results(args.results)
     else:
         printer = _event_printer(args.quiet or args.json)
         table = run_claims(args.dataset, args.count, workdir=args.workdir, repeats=args.repeats, on_event=printer,
-                           results_folder=results_dir(), fresh=args.fresh, quick=args.quick)
+                           results_folder=results_dir(), fresh=args.fresh, quick=args.quick, scale_counts=scale)
         if not (args.quiet or args.json) and printer.live:
             print(file=sys.stderr)
         _print_notes(table.notes, args.quiet)
     if args.save:
         table.to_json(args.save)
     verdicts = evaluate_claims(table)
+    intervals = interval_note(table.rows)
     if args.json:
-        print(json.dumps({"dataset": table.dataset, "notes": table.notes,
+        print(json.dumps({"dataset": table.dataset, "notes": table.notes, "intervals": intervals,
                           "load": {k: table.machine.get(k) for k in ("load_start", "load_end", "load_cores", "busy")},
                           "claims": [v.to_dict() for v in verdicts]}, indent=1))
     else:
@@ -680,6 +706,8 @@ def cmd_claims(args: argparse.Namespace) -> int:
         for n in table.notes:
             if not n.startswith("warning:"):
                 print(n)
+        if intervals:
+            print(intervals)
         print()
         print(format_claims(verdicts), end="")
     return 0

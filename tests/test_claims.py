@@ -90,7 +90,7 @@ def test_mutate_rows(tiny):
 def test_every_claim_gets_a_verdict(tiny):
     t = ResultTable(rows=tiny.rows + portability_facts() + drift_facts(), machine=tiny.machine)
     verdicts = evaluate_claims(t)
-    assert [v.id for v in verdicts] == [c.id for c in CLAIMS] == list(range(1, 10))
+    assert [v.id for v in verdicts] == [c.id for c in CLAIMS] == list(range(1, 12))
     for v in verdicts:
         assert v.verdict in VERDICTS and v.summary
     measured = {v.id: v for v in verdicts}
@@ -124,7 +124,7 @@ def test_cli_claims_from_saved_results(tiny, tmp_path, capsys):
     ResultTable(rows=tiny.rows + drift_facts(), dataset="tiny").to_json(path)
     assert main(["claims", "--results", str(path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert [c["id"] for c in out["claims"]] == list(range(1, 10))
+    assert [c["id"] for c in out["claims"]] == list(range(1, 12))
     assert out["claims"][5]["verdict"] == "confirmed"
     assert main(["claims", "--results", str(path)]) == 0
     text = capsys.readouterr().out

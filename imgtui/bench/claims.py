@@ -16,6 +16,7 @@ No UI code here.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -93,6 +94,12 @@ CLAIMS: tuple[Claim, ...] = (
           "LMDB needs its map size set in advance (the most the database may ever hold), which makes it "
           "complex to configure.",
           ("fact_mapsize",)),
+    Claim(10, "LMDB at scale, HDF5 when not too large",
+          "LMDB is for large-scale, high-performance needs; HDF5 for structured datasets that are not too large.",
+          ("scale_store_many", "scale_read_many", "scale_random_batches")),
+    Claim(11, "HDF5 at large scale needs adjusting",
+          "HDF5 needs adjustment (chunking, chunk cache) at large scale.",
+          ("scale_hdf5_tuning",)),
 )
 
 
@@ -510,8 +517,168 @@ def _claim9(table: ResultTable) -> tuple[str, str, list[str]]:
     return "confirmed", "the records did not fit without setting the map size", figures
 
 
+# -- the scale claims (10 and 11) ---------------------------------------------------------------------
+#: the comparisons repeated at growing counts (rows named ``scale_<experiment>``)
+SCALE_OPS = ("store_many", "read_many", "random_batches")
+SCALE_PREFIX = "scale_"
+
+
+def scale_rows(table: ResultTable, exp: str) -> dict[int, dict[str, ResultRow]]:
+    """count -> backend -> the row of ``scale_<exp>`` (imgtui method, no error)."""
+    out: dict[int, dict[str, ResultRow]] = {}
+    for r in table.rows:
+        if r.experiment == SCALE_PREFIX + exp and r.error is None and r.method == "imgtui" and r.records_per_s:
+            out.setdefault(r.count, {}).setdefault(r.backend, r)
+    return out
+
+
+def _lead(a: ResultRow, b: ResultRow) -> str:
+    """"a" when ``a``'s records/s interval lies wholly above ``b``'s, "b" the other way round,
+    "close" when the intervals overlap (bootstrap intervals of the median, else the ranges)."""
+    alo, ahi = a.rate_range() or (a.records_per_s, a.records_per_s)
+    blo, bhi = b.rate_range() or (b.records_per_s, b.records_per_s)
+    if alo > bhi:
+        return "a"
+    if blo > ahi:
+        return "b"
+    return "close"
+
+
+def _fig(r: ResultRow) -> str:
+    lo, hi = r.rate_range() or (r.records_per_s, r.records_per_s)
+    return f"{fmt_rate(r.records_per_s)}" + (f" ({fmt_rate_range(lo, hi)})" if r.spread else "")
+
+
+def _combine(verdicts: list[str]) -> str:
+    """One verdict from parts: all alike -> that; decided parts that disagree -> depends;
+    decided parts that agree but others too close -> too close to call."""
+    decided = {v for v in verdicts if v != TOO_CLOSE}
+    if not decided:
+        return TOO_CLOSE
+    if len(decided) > 1:
+        return "depends"
+    return decided.pop() if TOO_CLOSE not in verdicts else TOO_CLOSE
+
+
+def _claim10(table: ResultTable) -> tuple[str, str, list[str]]:
+    """Decided on LMDB against HDF5, like with like per operation and count: at the largest count
+    (LMDB ahead in every operation: large scale confirmed) and at the smallest (HDF5 ahead or
+    within 15% of LMDB in every operation: "not too large" confirmed); the crossover points, if
+    any, in the figures. An operation whose intervals overlap is too close to call."""
+    figures: list[str] = []
+    large, small, crossings = [], [], []
+    top = low = None
+    for op in SCALE_OPS:
+        per = scale_rows(table, op)
+        counts = sorted(c for c in per if LMDB in per[c] and HDF5 in per[c])
+        if not counts:
+            continue
+        parts, winners = [], []
+        for c in counts:
+            rows = per[c]
+            names = [b for b in (LMDB, HDF5, FILES) if b in rows]
+            lead = _lead(rows[LMDB], rows[HDF5])
+            w = {"a": "LMDB", "b": "HDF5", "close": "too close"}[lead]
+            winners.append((c, w))
+            parts.append(f"{c:,}: " + " vs ".join(f"{_name(b)} {_fig(rows[b])}" for b in names)
+                         + f" ({w}, LMDB {rows[LMDB].records_per_s / rows[HDF5].records_per_s:.2f}x HDF5)")
+        figures.append(f"{op}: " + "; ".join(parts) + " records/s")
+        dec = [(c, w) for c, w in winners if w != "too close"]
+        for (c0, w0), (c1, w1) in zip(dec, dec[1:]):
+            if w0 != w1:
+                crossings.append(f"{op}: {w0} ahead at {c0:,}, {w1} at {c1:,}")
+        top, low = counts[-1], counts[0]
+        lead_top = _lead(per[top][LMDB], per[top][HDF5])
+        large.append({"a": "confirmed", "b": "refuted", "close": TOO_CLOSE}[lead_top])
+        # "not too large": HDF5 ahead, or within TIE of LMDB, at the smallest count
+        l_lo, l_hi = per[low][LMDB].rate_range() or (per[low][LMDB].records_per_s,) * 2
+        h_lo, h_hi = per[low][HDF5].rate_range() or (per[low][HDF5].records_per_s,) * 2
+        if h_lo * TIE >= l_hi:
+            small.append("confirmed")
+        elif h_hi * TIE < l_lo:
+            small.append("refuted")
+        else:
+            small.append(TOO_CLOSE)
+    if not large or top is None or low is None:
+        return "not measured", "no scale rows for LMDB and HDF5 (run the claims with scale counts)", figures
+    if top == low:
+        return "not measured", f"measured at one count only ({top:,}): no scale to compare", figures
+    figures.append("crossovers: " + ("; ".join(crossings) if crossings else "none (the same one ahead at every count, "
+                                      "or too close to call)"))
+    v_large, v_small = _combine(large), _combine(small)
+    head = (f"at {top:,} records LMDB is ahead of HDF5 in {large.count('confirmed')} of {len(large)} operations "
+            f"(behind in {large.count('refuted')}, too close in {large.count(TOO_CLOSE)}); at {low:,} HDF5 keeps up "
+            f"(ahead or within {TIE - 1:.0%}) in {small.count('confirmed')} of {len(small)} (falls behind in "
+            f"{small.count('refuted')}, too close in {small.count(TOO_CLOSE)})")
+    if v_large == v_small:
+        return v_large, head, figures
+    if TOO_CLOSE in (v_large, v_small):
+        return TOO_CLOSE, head + f" (large scale says {v_large}, small scale says {v_small})", figures
+    return "depends", head + f" (large scale says {v_large}, small scale says {v_small})", figures
+
+
+def tuning_figures(table: ResultTable) -> dict[int, dict[tuple[str, str], ResultRow]]:
+    """count -> (variant, op) -> the ``scale_hdf5_tuning`` row."""
+    out: dict[int, dict[tuple[str, str], ResultRow]] = {}
+    for r in table.rows:
+        if r.experiment == SCALE_PREFIX + "hdf5_tuning" and r.error is None and r.records_per_s:
+            d = parse_detail(r.detail)
+            out.setdefault(r.count, {})[(d.get("variant", "?"), d.get("op", "?"))] = r
+    return out
+
+
+def _claim11(table: ResultTable) -> tuple[str, str, list[str]]:
+    """Plain h5py at its defaults against the same tuned (chunks and chunk cache), random batches
+    decide: tuned ahead at the largest count (intervals apart, by more than 15%) and its gain larger
+    there than at the smallest count: confirmed; tuned ahead as much at every count: depends (the
+    adjustment is not about scale); tuned not ahead at the largest: refuted."""
+    tf = tuning_figures(table)
+    counts = sorted(c for c, d in tf.items() if ("default", "random") in d and ("tuned", "random") in d)
+    figures = []
+    for c in sorted(tf):
+        d = tf[c]
+        parts = []
+        for op, what in (("random", "random batches"), ("write", "write")):
+            a, b = d.get(("default", op)), d.get(("tuned", op))
+            if a and b:
+                ca, cb = parse_detail(a.detail), parse_detail(b.detail)
+                parts.append(f"{what}: default (chunk {ca.get('chunk', '?')} records, cache {ca.get('cache', '?')}) "
+                             f"{_fig(a)} vs tuned (chunk {cb.get('chunk', '?')}, cache {cb.get('cache', '?')}) "
+                             f"{_fig(b)} records/s ({b.records_per_s / a.records_per_s:.2f}x)")
+        if parts:
+            figures.append(f"{c:,}: " + "; ".join(parts))
+    ours = scale_rows(table, "random_batches")
+    mine = [f"{c:,} {_fig(ours[c][HDF5])}" for c in sorted(ours) if HDF5 in ours[c]]
+    if mine:
+        figures.append("imgtui's HDF5 backend (layout chosen from the count), random batches: " + ", ".join(mine)
+                       + " records/s")
+    if not counts:
+        return "not measured", "no scale_hdf5_tuning rows (run the claims with scale counts)", figures
+    top, low = counts[-1], counts[0]
+
+    def gain(c: int) -> float:
+        return tf[c][("tuned", "random")].records_per_s / tf[c][("default", "random")].records_per_s
+
+    # the gain at the ends of the intervals: tuned's slow end over default's fast end, and back
+    t_lo, t_hi = tf[top][("tuned", "random")].rate_range()  # type: ignore[misc]
+    d_lo, d_hi = tf[top][("default", "random")].rate_range()  # type: ignore[misc]
+    worst, best = t_lo / d_hi, t_hi / d_lo
+    head = f"random batches at {top:,}: tuned {gain(top):.2f}x default" + (
+        f" ({worst:.2f}-{best:.2f}x)" if best > worst else "") + (
+        f"; at {low:,}: {gain(low):.2f}x" if low != top else "")
+    if best < TIE:
+        return "refuted", head + f": the defaults do as well (within {TIE - 1:.0%}) at the largest count", figures
+    if worst < TIE:
+        return TOO_CLOSE, head + f" (the intervals reach below a {TIE - 1:.0%} gain)", figures
+    if low == top:
+        return "depends", head + ": tuning pays, measured at one count only (scale not compared)", figures
+    if gain(top) >= gain(low) * TIE:
+        return "confirmed", head + ": tuning pays, and pays more as the count grows", figures
+    return "depends", head + ": tuning pays as much at the smallest count (not a matter of scale)", figures
+
+
 _EVALUATORS = {1: _claim1, 2: _claim2, 3: _claim3, 4: _claim4, 5: _claim5, 6: _claim6, 7: _claim7, 8: _claim8,
-               9: _claim9}
+               9: _claim9, 10: _claim10, 11: _claim11}
 
 
 def _favour_packed(r: ResultRow) -> int:
@@ -540,15 +707,17 @@ _FAVOUR: dict[int, Callable[[ResultRow], int]] = {
 
 
 def range_view(table: ResultTable, favour: Callable[[ResultRow], int], sign: int) -> ResultTable:
-    """``table`` with every timed row that has a spread moved to one end of its range: rows that
-    ``favour`` marks +1 to their fastest trial and -1 rows to their slowest (``sign`` -1: the
-    other way round); rows without a spread as they are."""
+    """``table`` with every timed row that has a spread moved to one end of its interval (the
+    bootstrap interval of the median with enough trials, else the range of the trials): rows
+    that ``favour`` marks +1 to the fast end and -1 rows to the slow end (``sign`` -1: the other
+    way round); rows without a spread as they are."""
     rows = []
     for r in table.rows:
         f = favour(r) * sign
         n = r.records
         if f and r.spread and n:
-            secs = r.min_s if f > 0 else r.max_s
+            lo, hi = r.seconds_interval()  # type: ignore[misc]
+            secs = lo if f > 0 else hi
             rows.append(replace(r, median_s=secs, records_per_s=n / secs if secs else r.records_per_s))
         else:
             rows.append(r)
@@ -627,7 +796,7 @@ def evaluate_claims(table: ResultTable) -> list[ClaimVerdict]:
             if len({verdict, pro, con}) > 1:
                 alts = " or ".join(dict.fromkeys(v for v in (con, verdict, pro)))
                 ranges = headline_ranges(c.id, table)
-                summary = (f"too close to call: within the measured ranges the figures say {alts}"
+                summary = (f"too close to call: within the measured intervals the figures say {alts}"
                            + (f" ({ranges})" if ranges else "") + f"; on the medians {verdict}: {summary}")
                 verdict = TOO_CLOSE
         out.append(ClaimVerdict(c.id, c.title, c.text, verdict, summary, figures, list(c.experiments)))
@@ -829,6 +998,13 @@ def mapsize_facts(workdir: str | None = None, mb: float = 16.0) -> list[ResultRo
 # -- a claims run ----------------------------------------------------------------------------------
 #: ``--quick``: at most this many records, and this many rounds unless repeats are given
 QUICK_COUNT, QUICK_REPEATS = 500, 2
+#: the scale claims' counts (records; a smaller dataset's records repeated up to them), and with
+#: ``--quick``; 1,000,000 only when asked for (``--scale-counts 10k,100k,1m``)
+SCALE_COUNTS, QUICK_SCALE_COUNTS = (10_000, 100_000), (1_000, 10_000)
+#: rounds of the scale comparisons unless repeats are given (the default would be 1 from 100,000)
+SCALE_REPEATS = 3
+#: at most this share of the available memory is held by the records of the largest scale count
+SCALE_MEMORY_SHARE = 0.4
 FACT_EXPERIMENTS = ("fact_portability", "fact_drift", "fact_mapsize")
 
 
@@ -842,6 +1018,72 @@ def claims_plan(dataset: str = "synthetic", count: int = 2000, workdir: str | No
         experiments=list(experiments or CLAIM_EXPERIMENTS), counts=[int(count)], repeats=repeats, workdir=workdir,
         readers=[1, 2, 4], backend_options=dict(backend_options or {}), interleave=True,
     )
+
+
+def _available_bytes() -> int:
+    try:
+        import psutil
+        return int(psutil.virtual_memory().available)
+    except Exception:  # no psutil: what sysconf says
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def scale_plan_counts(dataset: str, counts: Iterable[int], notes: list[str]) -> list[int]:
+    """``counts`` sorted, without those whose records would not fit in ``SCALE_MEMORY_SHARE`` of
+    the available memory (a note says which were left out and why), and a note when the dataset's
+    records are repeated to reach a count."""
+    counts = sorted({int(c) for c in counts})
+    ds = open_dataset(dataset)
+    first = next(iter(ds), None)
+    if first is None:
+        raise ImgtuiError(f"the dataset {dataset} has no records")
+    rec_bytes = max(1, int(first.image.nbytes))
+    budget = _available_bytes() * SCALE_MEMORY_SHARE
+    fit = [c for c in counts if c * rec_bytes <= budget]
+    if len(fit) < len(counts):
+        out = [c for c in counts if c not in fit]
+        notes.append(f"scale: {', '.join(f'{c:,}' for c in out)} records left out: "
+                     f"{fmt_bytes(out[0] * rec_bytes)} of records would not fit in memory")
+    n = ds.length
+    if n is not None and fit and n < fit[-1]:
+        notes.append(f"scale: the dataset has {n:,} records; they are repeated (record i is record i mod {n:,}) "
+                     f"to reach {', '.join(f'{c:,}' for c in fit if c > n)}")
+    return fit
+
+
+def run_scale(dataset: str, counts: Iterable[int], *, workdir: str | None, repeats: int | None,
+              memory_folder: str | Path | None, fresh: bool, backend_options: dict | None,
+              on_event: Callable[[Event], None] | None, cancel: threading.Event | None) -> ResultTable:
+    """The scale claims' measurements: store_many, read_many and random_batches for PNG files,
+    LMDB and HDF5 at every count (interleaved, ``SCALE_REPEATS`` rounds), and hdf5_tuning; rows
+    renamed ``scale_<experiment>``, kept in the results folder under their own fingerprint."""
+    from .memory import Memory, fingerprint, run_remembered
+
+    notes: list[str] = []
+    counts = scale_plan_counts(dataset, counts, notes)
+    table = ResultTable(notes=notes)
+    if not counts:
+        return table
+    backends = [b for b in (FILES, LMDB, HDF5) if b in bi.names()]
+    rounds = repeats or SCALE_REPEATS
+    base = BenchPlan(dataset=dataset, backends=backends, methods=["imgtui"], experiments=list(SCALE_OPS),
+                     counts=counts, repeats=rounds, workdir=workdir, backend_options=dict(backend_options or {}),
+                     interleave=True, cycle=True)
+    memory = None
+    if memory_folder is not None:
+        memory = Memory(fingerprint(dataset, counts[-1], backend_options, {"scale_counts": counts}), memory_folder)
+    plans = [base]
+    if HDF5 in backends:
+        plans.append(replace(base, backends=[HDF5], experiments=["hdf5_tuning"]))
+    for plan in plans:
+        if cancel is not None and cancel.is_set():
+            break
+        part, _measured = run_remembered(plan, memory=memory, fresh=fresh, on_event=on_event,
+                                         run=lambda p: run_plan(p, cancel))
+        table.rows.extend(replace(r, experiment=SCALE_PREFIX + r.experiment) for r in part.rows)
+        table.notes.extend(f"scale: {n}" for n in part.notes)
+        table.machine = table.machine or part.machine
+    return table
 
 
 def _count_reused(table: ResultTable, n: int, when: list[str], memory) -> None:
@@ -870,12 +1112,17 @@ def run_claims(
     backend_options: dict | None = None,
     experiments: Iterable[str] | None = None,
     facts: bool = True,
+    scale_counts: Iterable[int] | None = None,
 ) -> ResultTable:
     """Run the claims plan on ``dataset`` (``count`` capped at its length) plus the fact checks.
 
     ``results_folder``: keep the rows there per dataset fingerprint (``memory.py``) and measure
     only what it lacks (``fresh``: measure everything again); ``quick``: at most 500 records and 2
-    rounds. The table's ``notes`` say what was reused, quick, or measured on a busy machine."""
+    rounds. The table's ``notes`` say what was reused, quick, or measured on a busy machine.
+
+    ``scale_counts``: the counts of the scale claims (10 and 11); None: ``SCALE_COUNTS`` (with
+    ``quick`` ``QUICK_SCALE_COUNTS``) on a full run, none when ``experiments`` are chosen; empty:
+    no scale measurements."""
     from .memory import Memory, fingerprint, run_remembered
 
     notes = []
@@ -894,6 +1141,17 @@ def run_claims(
     table, _measured = run_remembered(plan, memory=memory, fresh=fresh, on_event=on_event,
                                       run=lambda p: run_plan(p, cancel))
     table.notes[:0] = notes
+    if scale_counts is None:
+        scale_counts = () if experiments is not None else (QUICK_SCALE_COUNTS if quick else SCALE_COUNTS)
+    scale_counts = list(scale_counts)
+    if scale_counts and (cancel is None or not cancel.is_set()):
+        scale = run_scale(dataset, scale_counts, workdir=workdir, repeats=repeats, memory_folder=results_folder,
+                          fresh=fresh, backend_options=backend_options, on_event=on_event, cancel=cancel)
+        table.rows.extend(scale.rows)
+        table.notes.extend(scale.notes)
+        if 1_000_000 not in scale_counts:
+            table.notes.append(f"scale: measured at {', '.join(f'{c:,}' for c in sorted(scale_counts))} records; "
+                               "1,000,000 only when asked for (--scale-counts 10k,100k,1m)")
     if facts and (cancel is None or not cancel.is_set()):
         if memory is not None and not fresh and all(memory.covers(f, [], 1) for f in FACT_EXPERIMENTS):
             rows, when = memory.rows(FACT_EXPERIMENTS)

@@ -15,6 +15,7 @@ from ..errors import ImgtuiError
 from .experiments import DEFAULT_EXPERIMENTS, EXPERIMENT, EXPERIMENTS
 from .fmt import fmt_bytes, fmt_seconds
 from .machine import busy_warning
+from .memory import bench_events, results_dir
 from .model import METHODS, BenchPlan, Error, Finished, Progress, Result, ResultRow, Started
 from .plot import save_plot
 from .run import run_plan
@@ -47,6 +48,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--cold", action="store_true", help="also read with a cold page cache (fadvise DONTNEED)")
     b.add_argument("--interleave", action="store_true",
                    help="time in rounds, every backend once per round, the order rotated each round (as claims and recommend do)")
+    b.add_argument("--fresh", action="store_true",
+                   help="measure everything again (by default figures kept in the results folder for the same "
+                        "dataset, count, options, imgtui version and machine are reused)")
     b.add_argument("--workdir", default=None, metavar="DIR", help="folder for the temporary stores (default: system temp)")
     b.add_argument("--json", default=None, metavar="FILE", help="write the results as JSON")
     b.add_argument("--csv", default=None, metavar="FILE", help="write the results as CSV")
@@ -221,7 +225,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         plan = plan_from_args(args)
         cancel = threading.Event()
-        events = run_plan(plan, cancel)
+        events = bench_events(plan, run=lambda p: run_plan(p, cancel), folder=results_dir(),
+                              fresh=bool(getattr(args, "fresh", False)))
     except BenchUsageError as exc:
         return usage(str(exc))
     except ImgtuiError as exc:
@@ -288,6 +293,8 @@ def run(args: argparse.Namespace) -> int:
         outputs.append(args.plot)
     for e in errors:
         print(f"imgtui bench: {e.experiment} {e.backend}/{e.method} at {e.count:,}: {e.message}", file=sys.stderr)
+    for note in table.notes:
+        print(f"imgtui bench: {note}", file=sys.stderr)
     warn = busy_warning(table.machine)
     if warn:
         print(f"imgtui bench: {warn}", file=sys.stderr)

@@ -621,6 +621,86 @@ def exp_space(run: Run, step: Step, m: Method, data: Data):
     return rows
 
 
+#: hdf5_tuning: HDF5's default raw-data chunk cache, and the tuned one (bytes, hash slots)
+H5_DEFAULT_CACHE = 1 << 20
+H5_TUNED_CACHE, H5_TUNED_SLOTS = 64 << 20, 100_003
+#: hdf5_tuning: a tuned chunk holds about this many bytes of records (at least one record)
+H5_TUNED_CHUNK_BYTES = 16 << 10
+
+
+def exp_hdf5_tuning(run: Run, step: Step, m: Method, data: Data):
+    """HDF5 as a growing dataset is written without adjustment (plain h5py: a resizable,
+    chunked ``images`` dataset, h5py's guessed chunk shape, HDF5's 1 MiB chunk cache) against
+    the same tuned (chunks of ~16 KB of records, a 64 MiB chunk cache with 100,003 slots): the
+    time to write the N records, and random batches (the data-loader pattern, one record per
+    ``ds[i]`` as a PyTorch Dataset reads them) from each file. Fixed-shape records only; other
+    backends get no rows. Four rows, ``detail="variant=default|tuned op=write|random chunk=R"``."""
+    if step.backend != "hdf5":
+        yield from ()
+        return []
+    if data.stacked is None:
+        raise ImgtuiError("hdf5_tuning: needs records of one shape and dtype")
+    import h5py
+
+    arr = data.stacked
+    rec_bytes = max(1, int(arr[0].nbytes))
+    tuned_chunk = max(1, H5_TUNED_CHUNK_BYTES // rec_bytes)
+    batches = random_indices(data.n)
+    per_trial = len(batches) * RANDOM_BATCH
+    variants = (("default", True, {}),
+                ("tuned", (tuned_chunk,) + arr.shape[1:], {"rdcc_nbytes": H5_TUNED_CACHE, "rdcc_nslots": H5_TUNED_SLOTS}))
+    if step.round % 2:  # the two variants' order alternates round by round, as the backends' does
+        variants = variants[::-1]
+
+    def work(ctx: Ctx):
+        out = {}
+        folder = run.trial_dir()
+        try:
+            for name, chunks, cache in variants:
+                ctx.check()
+                path = folder / f"{name}.h5"
+                t0 = time.perf_counter()
+                with h5py.File(path, "w") as f:
+                    ds = f.create_dataset("images", shape=(0,) + arr.shape[1:], maxshape=(None,) + arr.shape[1:],
+                                          dtype=arr.dtype, chunks=chunks)
+                    for start in range(0, data.n, 1024):  # appended as it arrives
+                        part = arr[start : start + 1024]
+                        ds.resize(start + len(part), axis=0)
+                        ds[start : start + len(part)] = part
+                        ctx.advance(len(part))
+                    chunk_rows = int(ds.chunks[0])
+                write_s = time.perf_counter() - t0
+                os.sync()
+                gc.collect()
+                t0 = time.perf_counter()
+                with h5py.File(path, "r", **cache) as f:
+                    ds = f["images"]
+                    first = None
+                    for j, b in enumerate(batches):
+                        got = [ds[int(i)] for i in b]
+                        if j == 0:
+                            first = got
+                        ctx.advance(len(b))
+                read_s = time.perf_counter() - t0
+                if not batch_equal(first, data, batches[0]):
+                    raise ImgtuiError("hdf5_tuning: the records read back differ from the source")
+                out[name] = (write_s, read_s, chunk_rows, path_size(path))
+        finally:
+            remove_path(folder)
+        return out
+
+    measured = yield from run.call(work, 2 * (data.n + per_trial))
+    rows = []
+    for name in ("default", "tuned"):  # the same row order every round (combine_rounds keys on it)
+        write_s, read_s, chunk_rows, nbytes = measured[name]
+        cache = "1MiB" if name == "default" else f"{H5_TUNED_CACHE >> 20}MiB"
+        for op, secs, n in (("write", write_s, data.n), ("random", read_s, per_trial)):
+            rows.append(run.timed_row(step, m, [secs], 0, n, "warm" if op == "random" else "",
+                                      bytes_on_disk=nbytes if op == "write" else None,
+                                      detail=f"variant={name} op={op} chunk={chunk_rows} cache={cache}"))
+    return rows
+
+
 def exp_disk_usage(run: Run, step: Step, m: Method, data: Data, handle: Handle):
     """Bytes on disk of the kept store against the raw pixel bytes."""
     yield from ()
@@ -650,6 +730,8 @@ EXPERIMENT: dict[str, Experiment] = {e.name: e for e in (
                exp_mutate, article=False, floor=False),
     Experiment("space_at_sizes", "bytes on disk vs raw at 32x32, 256x256, 1024x1024 and variable sizes", "write", 11,
                exp_space, article=False, floor=False, once=True),
+    Experiment("hdf5_tuning", "HDF5 written and read at h5py's defaults vs tuned chunks and chunk cache (HDF5 only)",
+               "write", 12, exp_hdf5_tuning, article=False, floor=False),
 )}
 #: every experiment's name, in the listed order
 EXPERIMENTS: tuple[str, ...] = tuple(EXPERIMENT)

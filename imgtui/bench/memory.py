@@ -54,12 +54,18 @@ def source_of(dataset: str) -> str:
     return spec
 
 
-def fingerprint(dataset: str, count: int, backend_options: dict | None = None) -> dict[str, Any]:
-    return {
+def fingerprint(dataset: str, count: int, backend_options: dict | None = None,
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What makes two measurements comparable; ``extra`` (e.g. the scale counts, a plan's
+    methods) is added as it is, so another ``extra`` is another fingerprint."""
+    fp = {
         "source": source_of(dataset), "count": int(count),
         "options": json.loads(json.dumps(backend_options or {}, sort_keys=True, default=str)),
         "imgtui": __version__, "machine": machine_id(),
     }
+    if extra:
+        fp.update(json.loads(json.dumps(extra, sort_keys=True, default=str)))
+    return fp
 
 
 def fingerprint_key(fp: dict[str, Any]) -> str:
@@ -216,3 +222,128 @@ def run_remembered(
         if warn:
             table.notes.append(warn)
     return table, missing
+
+
+# -- imgtui bench ----------------------------------------------------------------------------------
+def bench_fingerprint(plan: BenchPlan, count: int) -> dict[str, Any]:
+    """The fingerprint of a bench plan's figures at ``count``: an interleaved plan at the
+    defaults shares the fingerprint of ``claims`` and ``recommend`` (their figures are measured
+    the same way); a plain plan (each backend's trials back to back), cold reads or skipped
+    files make another one."""
+    extra: dict[str, Any] = {}
+    if not plan.interleave or plan.cold or plan.on_error != "stop":
+        extra["bench"] = {"interleave": bool(plan.interleave), "cold": bool(plan.cold), "on_error": plan.on_error}
+    return fingerprint(plan.dataset, count, plan.backend_options, extra)
+
+
+def bench_combos(plan: BenchPlan, experiment: str) -> list[tuple[str, str]]:
+    """(backend, method) pairs the plan measures for ``experiment`` (as ``plan.plan_steps`` does)."""
+    from .methods import ARTICLE_BACKENDS
+
+    e = EXPERIMENT[experiment]
+    out: list[tuple[str, str]] = []
+    if "floor" in plan.methods and e.floor:
+        out.append(("numpy", "floor"))
+        if e.memcpy:
+            out.append(("memcpy", "floor"))
+    for m in ("article", "imgtui"):
+        if m in plan.methods and (m != "article" or e.article):
+            out.extend((b, m) for b in plan.backends if m != "article" or b in ARTICLE_BACKENDS)
+    return out
+
+
+def _covers_bench(memory: Memory, plan: BenchPlan, count: int, experiment: str) -> bool:
+    """Every (backend, method) of the plan has a stored entry of ``experiment`` without errors,
+    with enough rounds, every reader count of a parallel experiment and cold rows when asked."""
+    e = EXPERIMENT[experiment]
+    rounds = rounds_for(plan, count, experiment)
+    for b, m in bench_combos(plan, experiment):
+        if not memory.covers(experiment, [b], rounds, method=m):
+            return False
+        rows = memory.entry(experiment, b, m)["rows"]  # type: ignore[index]
+        if e.parallel and not set(plan.readers) <= {r.get("readers") for r in rows}:
+            return False
+        if plan.cold and e.kind == "read" and not any(r.get("cache") == "cold" for r in rows):
+            return False
+    return True
+
+
+def bench_events(
+    plan: BenchPlan,
+    *,
+    run: Callable[[BenchPlan], Iterable[Event]],
+    folder: str | os.PathLike | None = None,
+    fresh: bool = False,
+) -> Iterable[Event]:
+    """``imgtui bench`` with the results folder: per count, the experiments whose figures are
+    stored for every backend/method of ``plan`` (same fingerprint, enough rounds) are reused; the
+    others are measured with ``run`` (sub-plans of the missing experiments, which check and open
+    the dataset now, so a bad plan fails here) and stored. The events of the runs come through
+    with their steps numbered over all of them; the last is ``Finished`` with the reused and the
+    new rows, its ``notes`` saying what was reused and when."""
+    from .plan import plan_steps, validate_plan
+
+    validate_plan(plan)
+    mems = {c: Memory(bench_fingerprint(plan, c), folder) for c in plan.counts}
+    groups: dict[tuple[str, ...], list[int]] = {}
+    reused: dict[int, list[str]] = {}
+    for c in plan.counts:
+        have = [] if fresh else [e for e in plan.experiments if _covers_bench(mems[c], plan, c, e)]
+        reused[c] = have
+        missing = tuple(e for e in plan.experiments if e not in have)
+        if missing:
+            groups.setdefault(missing, []).append(c)
+    subs = [replace(plan, experiments=list(exps), counts=cs) for exps, cs in groups.items()]
+    gens = [run(p) for p in subs]  # each checks its plan and opens the dataset now
+    if not gens:
+        from ..datasets import open_dataset
+        open_dataset(plan.dataset)  # nothing to measure: the dataset must still be there
+    total = sum(len(plan_steps(p)) for p in subs)
+
+    def events() -> Iterable[Event]:
+        from .model import Progress, Started
+
+        table = ResultTable(plan=plan.to_dict())
+        cancelled, offset = False, 0
+        for sub, gen in zip(subs, gens):
+            n = len(plan_steps(sub))
+            for ev in gen:
+                if isinstance(ev, (Started, Progress)):
+                    yield replace(ev, step=ev.step + offset, steps=total)
+                elif isinstance(ev, Finished):
+                    cancelled = cancelled or ev.cancelled
+                    new = ev.results
+                    table.rows.extend(new.rows)
+                    table.dataset = new.dataset or table.dataset
+                    table.machine = new.machine or table.machine
+                    if not ev.cancelled:
+                        load = {k: new.machine.get(k) for k in ("load_start", "load_end", "load_cores", "busy")}
+                        for c in sub.counts:
+                            mem = mems[c]
+                            mem.put([r for r in new.rows if r.count == c], rounds_for(sub, c), load)
+                            mem.dataset = new.dataset or mem.dataset
+                            mem.machine = new.machine or mem.machine
+                            mem.save()
+                else:
+                    yield ev
+            offset += n
+            if cancelled:
+                break
+        old: list[ResultRow] = []
+        when: list[str] = []
+        for c, exps in reused.items():
+            for e in exps:
+                for b, m in bench_combos(plan, e):
+                    entry = mems[c].entry(e, b, m) or {}
+                    old.extend(ResultRow.from_dict(r) for r in entry.get("rows", []))
+                    when.append(str(entry.get("measured_at", "")))
+                table.dataset = table.dataset or mems[c].dataset
+                table.machine = table.machine or dict(mems[c].machine)
+        if old:
+            table.rows[:0] = old
+            table.notes.append(reused_note(len(old), when) + f" (results folder {mems[plan.counts[0]].folder}; "
+                               "--fresh measures them again)")
+        table.dataset = table.dataset or str(plan.dataset)
+        yield Finished(table, cancelled)
+
+    return events()

@@ -45,6 +45,9 @@ class BenchPlan:
     #: hits all alike; ``repeats`` is then the number of rounds and a row's median/min/max are over
     #: the rounds (``imgtui claims`` and ``imgtui recommend`` measure this way)
     interleave: bool = False
+    #: a dataset with fewer records than a count: repeat its records (record i is record
+    #: i mod length) up to the count instead of failing (the claims' scale comparison does this)
+    cycle: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,6 +84,9 @@ class ResultRow:
     #: (slice_read: "slice=1000"; space_at_sizes: "size=256x256"; mutate: "op=append n=200
     #: in_place=yes valid=yes | how it was done")
     detail: str | None = None
+    #: every timed trial's seconds (an interleaved row: one per round): the bootstrap interval
+    #: of the median is taken over them (``stats.py``); None in results saved before they were kept
+    times: list[float] | None = None
 
     @property
     def overhead(self) -> float | None:
@@ -95,27 +101,41 @@ class ResultRow:
             return None
         return self.records_per_s * self.median_s
 
+    def interval_kind(self) -> str:
+        """"bootstrap" (enough trial times), "range" (min-max of the trials) or "" (neither)."""
+        from .stats import interval
+        return interval(self.times, self.min_s, self.max_s)[0]
+
+    def seconds_interval(self) -> tuple[float, float] | None:
+        """(low, high) seconds the figure is quoted with: the bootstrap interval of the median
+        with ``stats.MIN_BOOTSTRAP`` or more trial times, else the min-max range of the trials."""
+        from .stats import interval
+        return interval(self.times, self.min_s, self.max_s)[1]
+
     @property
     def spread(self) -> bool:
-        """True when the row carries a range of trials (min < max)."""
-        return self.min_s is not None and self.max_s is not None and self.max_s > self.min_s
+        """True when the row carries an interval (bootstrap, or a range of trials) with low < high."""
+        iv = self.seconds_interval()
+        return iv is not None and iv[1] > iv[0]
 
     def rate_range(self) -> tuple[float, float] | None:
-        """(slowest, fastest) records/s over the trials; (rate, rate) without a spread; None untimed."""
+        """(slowest, fastest) records/s over the interval (``seconds_interval``); (rate, rate)
+        without a spread; None untimed."""
         if self.records_per_s is None:
             return None
         n = self.records
-        if not self.spread or not n or not self.min_s or not self.max_s:
+        iv = self.seconds_interval()
+        if not self.spread or not n or iv is None or not iv[0] or not iv[1]:
             return (self.records_per_s, self.records_per_s)
-        return (n / self.max_s, n / self.min_s)
+        return (n / iv[1], n / iv[0])
 
     def seconds_range(self) -> tuple[float, float] | None:
-        """(fastest, slowest) seconds over the trials; (median, median) without a spread."""
+        """(fastest, slowest) seconds over the interval; (median, median) without a spread."""
         if self.median_s is None:
             return None
         if not self.spread:
             return (self.median_s, self.median_s)
-        return (self.min_s, self.max_s)  # type: ignore[return-value]
+        return self.seconds_interval()
 
     @classmethod
     def from_dict(cls, d: dict) -> "ResultRow":
@@ -126,6 +146,10 @@ class ResultRow:
             v = d[f.name]
             if v == "" and f.name not in ("cache", "options"):
                 v = None
+            if f.name == "times" and v is not None:
+                v = [float(x) for x in (v.split(";") if isinstance(v, str) else v)]
+                kwargs[f.name] = v
+                continue
             if v is not None:
                 if f.name in ("count", "repeats", "bytes_on_disk", "raw_bytes", "peak_rss_bytes", "rss_growth_bytes", "readers"):
                     v = int(float(v))
@@ -175,7 +199,9 @@ class ResultTable:
             w = csv.DictWriter(fh, fieldnames=names)
             w.writeheader()
             for r in self.rows:
-                w.writerow({k: ("" if v is None else v) for k, v in asdict(r).items()})
+                d = asdict(r)
+                d["times"] = ";".join(repr(float(x)) for x in r.times) if r.times else None
+                w.writerow({k: ("" if v is None else v) for k, v in d.items()})
 
     @classmethod
     def from_csv(cls, path: str | Path) -> "ResultTable":

@@ -170,7 +170,8 @@ class Run:
             self.open_dataset()
         want = max(self.plan.counts)
         length = self.dataset.length
-        total = min(want, length) if length is not None else want
+        cycle = bool(getattr(self.plan, "cycle", False))
+        total = min(want, length) if length is not None and not cycle else want
 
         def work(ctx: Ctx) -> Data:
             records: list[Record] = []
@@ -194,6 +195,16 @@ class Run:
                 records.append(rec)
                 if (i + 1) % BATCH == 0:
                     ctx.advance(BATCH)
+            have = len(records)
+            if cycle and 0 < have < want:  # repeat the records up to the largest count
+                if stacked is not None and fixed:
+                    for i in range(have, want):
+                        stacked[i] = stacked[i % have]
+                        src = records[i % have]
+                        records.append(Record(stacked[i], src.label, src.metadata))
+                else:
+                    records.extend(records[i % have] for i in range(have, want))
+                ctx.advance(want - have)
             if stacked is not None and len(records) < stacked.shape[0]:
                 stacked = stacked[: len(records)]
             return Data(records, stacked if fixed else None, sum(r.image.nbytes for r in records))
@@ -226,7 +237,7 @@ class Run:
                   cache: str, **kw: Any) -> ResultRow:
         med = statistics.median(times)
         return self.row(
-            step, m, repeats=len(times), median_s=med, min_s=min(times), max_s=max(times),
+            step, m, repeats=len(times), median_s=med, min_s=min(times), max_s=max(times), times=list(times),
             records_per_s=(records / med) if med > 0 else None, peak_rss_bytes=peak or None,
             rss_growth_bytes=max(0, peak - getattr(self, "_baseline_rss", peak)) if peak else None,
             cache=cache, **kw,
@@ -399,7 +410,7 @@ class Run:
 
 def combine_rounds(rows: list[ResultRow]) -> ResultRow:
     """One row from the rounds of an interleaved plan (one trial each, same key): median of the
-    rounds' times, min and max beside it, records/s at the median; bytes from the last round;
+    rounds' times, min and max beside it, every trial's time in ``times``, records/s at the median; bytes from the last round;
     the first error (if any round failed) decides the row."""
     from dataclasses import replace
 
@@ -412,13 +423,14 @@ def combine_rounds(rows: list[ResultRow]) -> ResultRow:
         return replace(last)
     med = statistics.median(r.median_s for r in timed)  # type: ignore[misc]
     records = next((r.records for r in timed if r.records), None)
+    trials = [t for r in timed for t in (r.times or [r.median_s])]
     peaks = [r.peak_rss_bytes for r in rows if r.peak_rss_bytes]
     growth = [r.rss_growth_bytes for r in rows if r.rss_growth_bytes is not None]
     return replace(
         last, repeats=sum(max(1, r.repeats) for r in timed), median_s=med,
         min_s=min(r.min_s if r.min_s is not None else r.median_s for r in timed),  # type: ignore[type-var]
         max_s=max(r.max_s if r.max_s is not None else r.median_s for r in timed),  # type: ignore[type-var]
-        records_per_s=(records / med) if records and med > 0 else last.records_per_s,
+        records_per_s=(records / med) if records and med > 0 else last.records_per_s, times=trials,
         peak_rss_bytes=max(peaks) if peaks else None, rss_growth_bytes=max(growth) if growth else None,
     )
 
