@@ -17,7 +17,7 @@ from imgtui.bench.plan import PlanError, plan_steps
 from imgtui.bench.run import run_plan, run_to_table
 from imgtui.records import Record
 
-READS = ["store_many", "read_one", "read_many", "random_batches", "disk_usage"]
+READS = ["store_one", "store_many", "read_one", "read_many", "random_batches", "disk_usage"]
 
 
 def _need(name: str) -> None:

@@ -7,7 +7,8 @@ Like the article's methods and the floor, a peer is a reference apart from imgtu
 - ``webdataset``: tar shards written with ``webdataset.ShardWriter`` (its default shard limits),
   read with ``webdataset.WebDataset(urls).decode()``. No index: ``read_one`` scans the record's
   shard; random batches are not a thing WebDataset does (it shuffles with a buffer).
-- ``litdata``: ``litdata.optimize`` (default workers, ``chunk_bytes="64MB"``), read with
+- ``litdata``: ``litdata.optimize`` (default workers, ``chunk_bytes="64MB"``, ``keep_data_ordered``:
+  without it the workers share one queue and record i is not the i-th sample), read with
   ``litdata.StreamingDataset`` (iteration; ``ds[i]`` for single records and random batches).
 - ``mds``: MosaicML Streaming's ``MDSWriter`` (default shard size, no compression), read with
   ``streaming.StreamingDataset(local=...)`` (iteration; ``ds[i]``).
@@ -262,7 +263,7 @@ class LitDataPeer(PeerMethod):
     backend = "litdata"
 
     def options_text(self) -> str:
-        return "optimize(chunk_bytes=64MB,num_workers=default),StreamingDataset"
+        return "optimize(chunk_bytes=64MB,keep_data_ordered=True,num_workers=default),StreamingDataset"
 
     def store_many(self, folder: Path, data: Data, ctx: Ctx) -> Handle:
         import litdata as ld
@@ -273,7 +274,7 @@ class LitDataPeer(PeerMethod):
         inputs = [(np.ascontiguousarray(r.image), enc_label(r.label, kind), r.meta_json) for r in data.records]
         with _no_sigint_handler():
             ld.optimize(fn=_litdata_sample, inputs=inputs, output_dir=str(d.resolve()), chunk_bytes="64MB",
-                        verbose=False)
+                        keep_data_ordered=True, verbose=False)
         ctx.advance(data.n)
         return Handle(d, data.n, {"label": kind})
 
@@ -376,6 +377,9 @@ class ZarrPeer(PeerMethod):
 
     def options_text(self) -> str:
         return "create_array(chunks=~1MB of whole images,default codecs)"
+
+    def store_one(self, folder: Path, record: Record) -> Handle:
+        return self.store_many(folder, Data([record], record.image[None], record.image.nbytes), NULL_CTX)
 
     @staticmethod
     def _rows(stacked: np.ndarray) -> int:
