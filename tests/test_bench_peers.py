@@ -67,6 +67,7 @@ def test_a_peer_writes_and_reads_the_records_bit_exact(tmp_path, name):
             assert r.records_per_s > 0 and r.options
     if name == "webdataset":  # no figure for what it cannot do: a note says why
         assert [n for n in table.notes if n.startswith("peer webdataset:")] == [
+            "peer webdataset: read_one: no index: opens the record's shard and streams it up to the record's key",
             "peer webdataset: random_batches: " + peers.WebDatasetPeer.cannot_do["random_batches"]]
     else:
         assert not [n for n in table.notes if n.startswith(f"peer {name}")]

@@ -112,6 +112,8 @@ class PeerMethod(Method):
     method = PEER
     #: experiment -> why this peer does not do it (one line; noted instead of a figure)
     cannot_do: dict[str, str] = {}
+    #: experiment -> how this peer does it when that is not what the name suggests (one line, noted)
+    how: dict[str, str] = {}
 
     def cannot(self, experiment: str, data: Data) -> str | None:
         """Why this peer cannot run ``experiment`` on ``data`` (a note), or None."""
@@ -165,6 +167,7 @@ class WebDatasetPeer(PeerMethod):
         "random_batches": "no random access by index (WebDataset streams tar shards in order; its "
                           "shuffle is a buffer over the stream)",
     }
+    how = {"read_one": "no index: opens the record's shard and streams it up to the record's key"}
 
     def options_text(self) -> str:
         return "ShardWriter(maxcount=100000,maxsize=3e9),decode()"

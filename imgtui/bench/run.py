@@ -331,6 +331,8 @@ class Run:
                 what = f"{step.experiment}: " if step.experiment in getattr(m, "cannot_do", {}) else ""
                 self.note(f"peer {step.backend}: {what}{why}")
                 return []
+            if step.experiment in getattr(m, "how", {}):
+                self.note(f"peer {step.backend}: {step.experiment}: {m.how[step.experiment]}")  # type: ignore[attr-defined]
             yield from self.verify_peer(step, m, data)
         m.check_data(data)
         exp = EXPERIMENT[step.experiment]
