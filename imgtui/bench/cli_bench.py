@@ -16,7 +16,8 @@ from .experiments import DEFAULT_EXPERIMENTS, EXPERIMENT, EXPERIMENTS
 from .fmt import fmt_bytes, fmt_seconds
 from .machine import busy_warning
 from .memory import bench_events, results_dir
-from .model import METHODS, BenchPlan, Error, Finished, Progress, Result, ResultRow, Started
+from .peers import PEERS
+from .model import ALL_METHODS, METHODS, PEER_METHOD, BenchPlan, Error, Finished, Progress, Result, ResultRow, Started
 from .plot import save_plot
 from .run import run_plan
 
@@ -43,7 +44,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"comma list of {','.join(EXPERIMENTS)} or 'all' (default: all but concurrent_readers)")
     b.add_argument("--counts", default="10,100,1000", metavar="LIST", help="record counts, e.g. 10,100,1000,10k")
     b.add_argument("--repeats", default=None, metavar="N", help="timed repeats (default 3; 1 from 100,000 records)")
-    b.add_argument("--methods", default=",".join(METHODS), metavar="LIST", help="comma list of article,imgtui,floor")
+    b.add_argument("--methods", default=",".join(METHODS), metavar="LIST",
+                   help="comma list of article,imgtui,floor,peer (peer: the formats of --peers; default "
+                        "article,imgtui,floor)")
+    b.add_argument("--peers", default=None, metavar="LIST",
+                   help="comma list of webdataset,litdata,mds,zarr or 'all': the formats users pick instead, "
+                        "each as its docs show (adds the peer method; needs pip install 'imgtui[peers]')")
     b.add_argument("--readers", default="1,2,4", metavar="LIST", help="reader processes for concurrent_readers")
     b.add_argument("--cold", action="store_true", help="also read with a cold page cache (fadvise DONTNEED)")
     b.add_argument("--interleave", action="store_true",
@@ -100,7 +106,12 @@ def plan_from_args(args: argparse.Namespace) -> BenchPlan:
     plan = BenchPlan(dataset=args.dataset or "synthetic", on_error=args.on_error)
     names = tuple(bi.names())
     plan.backends = _list(args.backends, names, "backends") if args.backends is not None else bi.benchmark_defaults()
-    plan.methods = _list(args.methods, METHODS, "methods")
+    plan.methods = _list(",".join("peer" if m.strip().lower() == "peers" else m for m in str(args.methods).split(",")),
+                         ALL_METHODS, "methods")
+    if getattr(args, "peers", None) is not None:
+        plan.peers = _list(args.peers, PEERS, "peers")
+        if PEER_METHOD not in plan.methods:
+            plan.methods.append(PEER_METHOD)
     plan.experiments = _list(args.experiments, EXPERIMENTS, "experiments") if args.experiments else list(DEFAULT_EXPERIMENTS)
     plan.counts = list(dict.fromkeys(_int(c, "--counts") for c in str(args.counts).split(",") if c.strip()))
     if not plan.counts:
@@ -134,6 +145,8 @@ _SERIES = {("numpy", "floor"): 0, ("memcpy", "floor"): 1}
 
 def _series_key(r: ResultRow, order: tuple[str, ...] | None = None) -> tuple:
     order = tuple(bi.registered()) if order is None else order
+    if r.method == PEER_METHOD:  # the peers after imgtui's own rows, in their own order
+        return (3, PEERS.index(r.backend) if r.backend in PEERS else len(PEERS), 9)
     return (_SERIES.get((r.backend, r.method), 2), order.index(r.backend) if r.backend in order else len(order),
             METHODS.index(r.method) if r.method in METHODS else 9)
 
@@ -216,6 +229,26 @@ def results_table(rows: list[ResultRow], title: str = "imgtui bench"):
     return Group(*tables)
 
 
+def _skip_missing_peers(plan: BenchPlan) -> None:
+    """Peers whose package is missing: one line each on stderr, then left out of the plan."""
+    if PEER_METHOD not in plan.methods:
+        return
+    from .peers import missing
+
+    keep = []
+    for name in plan.peers or PEERS:
+        why = missing(name)
+        if why is None:
+            keep.append(name)
+        else:
+            print(f"imgtui bench: peer {name}: {why}", file=sys.stderr)
+    plan.peers = keep
+    if not keep:
+        plan.methods.remove(PEER_METHOD)
+        if not plan.methods:
+            raise BenchUsageError("no peer can run here and no other method was chosen")
+
+
 def run(args: argparse.Namespace) -> int:
 
     def usage(msg: str) -> int:
@@ -224,6 +257,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         plan = plan_from_args(args)
+        _skip_missing_peers(plan)
         cancel = threading.Event()
         events = bench_events(plan, run=lambda p: run_plan(p, cancel), folder=results_dir(),
                               fresh=bool(getattr(args, "fresh", False)))

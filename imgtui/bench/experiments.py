@@ -34,6 +34,7 @@ from ..backends import open_store, open_writer
 from ..backends.mutate import append as mutate_append, delete as mutate_delete, overwrite as mutate_overwrite
 from ..datasets.synthetic import SyntheticDataset
 from ..errors import CancelledError, ImgtuiError, one_line
+from ..records import same_pixels
 from .measure import RssSampler, drop_cache, path_size, remove_path, self_rss, timed_call
 from .methods import Ctx, Data, FloorMethod, Handle, ImgtuiMethod, Method, flatten_images, make_method
 
@@ -93,7 +94,7 @@ def run_order(names: Iterable[str]) -> list[str]:
     return sorted(names, key=lambda n: EXPERIMENT[n].run_order)
 
 
-# -- checks of what was read back ------------------------------------------------------------------
+# -- checks of what was read back (bit-exact: a NaN equals the same NaN, -0.0 differs from 0.0) ----
 def same_images(got: list, want: Data) -> bool:
     imgs = flatten_images(got)
     if want.stacked is not None and len(got) and all(isinstance(a, np.ndarray) and a.dtype != object for a in got):
@@ -101,20 +102,17 @@ def same_images(got: list, want: Data) -> bool:
             cat = np.concatenate([a.reshape((-1,) + want.stacked.shape[1:]) for a in got])
         except ValueError:
             return False
-        return cat.shape == want.stacked.shape and cat.dtype == want.stacked.dtype and np.array_equal(cat, want.stacked)
+        return same_pixels(cat, want.stacked)
     if len(imgs) != want.n:
         return False
-    return all(
-        a.shape == r.image.shape and a.dtype == r.image.dtype and np.array_equal(a, r.image)
-        for a, r in zip(imgs, want.records)
-    )
+    return all(isinstance(a, np.ndarray) and same_pixels(a, r.image) for a, r in zip(imgs, want.records))
 
 
 def batch_equal(got: Any, data: Data, idx: np.ndarray) -> bool:
     imgs = list(got) if not isinstance(got, list) else got
     if len(imgs) != len(idx):
         return False
-    return all(np.array_equal(np.asarray(a), data.records[int(i)].image) for a, i in zip(imgs, idx))
+    return all(same_pixels(np.asarray(a), data.records[int(i)].image) for a, i in zip(imgs, idx))
 
 
 def read_slice(m: Method, handle: Handle, start: int, length: int) -> Any:
@@ -265,7 +263,7 @@ def exp_read_one(run: Run, step: Step, m: Method, data: Data, handle: Handle, ca
         for t, i in enumerate(idx):
             prepare_read(m, handle, cache)
             img, dt, trial_peak = timed_call(lambda: m.read_one(handle, i))
-            if t == warm and not np.array_equal(np.asarray(img), data.records[i].image):
+            if t == warm and not same_pixels(np.asarray(img), data.records[i].image):
                 raise ImgtuiError(f"read_one: record {i} read back differs from the source")
             if t >= warm:
                 times.append(dt)

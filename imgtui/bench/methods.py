@@ -6,6 +6,8 @@
 - ``imgtui``  (every registered backend): ``imgtui.backends.open_writer`` / ``open_store``.
 - ``article`` (``ARTICLE_BACKENDS``: disk, lmdb, hdf5): the plain functions of the Real Python article
   (``imgtui.backends.article``).
+- ``peer`` (optional: webdataset, litdata, mds, zarr): the formats users pick instead, each as its
+  documentation shows (``imgtui.bench.peers``).
 
 Every method is called with the same materialised records (``Data``) and reports progress through
 a ``Ctx`` (``ctx.advance(n)`` after every batch, ``ctx.check()`` raises CancelledError).
@@ -567,4 +569,8 @@ def make_method(method: str, backend: str, backend_options: dict | None = None) 
         if backend not in ARTICLE_BACKENDS:
             raise ImgtuiError(f"the article has no {backend} functions (it covers {', '.join(ARTICLE_BACKENDS)})")
         return ArticleMethod(backend)
-    raise ImgtuiError(f"unknown method {method!r} (choose from article, imgtui, floor)")
+    if method == "peer":
+        from .peers import make_peer
+
+        return make_peer(backend)
+    raise ImgtuiError(f"unknown method {method!r} (choose from article, imgtui, floor, peer)")

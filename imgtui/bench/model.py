@@ -17,6 +17,11 @@ from ..backends import registry
 from .experiments import DEFAULT_EXPERIMENTS, EXPERIMENTS  # noqa: F401
 
 METHODS = ("article", "imgtui", "floor")
+#: the optional reference formats (``imgtui.bench.peers``): not in the default plan; asked for by
+#: name in ``methods``, the formats in ``BenchPlan.peers``
+PEER_METHOD = "peer"
+#: every method a plan may name
+ALL_METHODS = METHODS + (PEER_METHOD,)
 DEFAULT_COUNTS = (10, 100, 1000)
 
 
@@ -30,6 +35,9 @@ class BenchPlan:
     #: per-backend imgtui options, e.g. {"hdf5": {"layout": "chunked", "compression": "gzip"}}
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     methods: list[str] = field(default_factory=lambda: list(METHODS))
+    #: the peer formats measured when ``methods`` has "peer" (empty: every peer; see
+    #: ``imgtui.bench.peers.PEERS``); a peer whose package is missing is left out with a note
+    peers: list[str] = field(default_factory=list)
     experiments: list[str] = field(default_factory=lambda: list(DEFAULT_EXPERIMENTS))
     counts: list[int] = field(default_factory=lambda: list(DEFAULT_COUNTS))
     #: None: 3 repeats for counts < 100,000, 1 at 100,000 and above
@@ -62,7 +70,7 @@ class BenchPlan:
 class ResultRow:
     experiment: str
     backend: str            # a registered backend (disk, lmdb, hdf5, ...) | numpy | memcpy (floor)
-    method: str             # article | imgtui | floor
+    method: str             # article | imgtui | floor | peer
     count: int
     repeats: int = 0
     median_s: float | None = None

@@ -1,6 +1,6 @@
 """A benchmark plan before it runs: ``validate_plan`` (one-line PlanError) and ``plan_steps``, the
-steps in execution order (per count the floor first, then each method/backend, each experiment of
-the registry in its run order, one step per reader count for the parallel ones)."""
+steps in execution order (per count the floor first, then each method/backend, the peers last,
+each experiment of the registry in its run order, one step per reader count for the parallel ones)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from ..backends import registry
 from ..errors import ImgtuiError, one_line
 from .experiments import EXPERIMENT, EXPERIMENTS, run_order
 from .methods import ARTICLE_BACKENDS
-from .model import METHODS, BenchPlan
+from .model import ALL_METHODS, PEER_METHOD, BenchPlan
+from .peers import PEER_EXPERIMENTS, PEERS
 
 
 class PlanError(ImgtuiError):
@@ -50,7 +51,7 @@ def validate_plan(plan: BenchPlan) -> None:
             raise PlanError(f"unknown {what} {', '.join(map(repr, wrong))} (choose from {', '.join(known)})")
 
     names = tuple(registry.BACKENDS)
-    if not plan.backends and any(m != "floor" for m in plan.methods):
+    if not plan.backends and any(m not in ("floor", PEER_METHOD) for m in plan.methods):
         raise PlanError(f"no backend chosen (choose from {', '.join(names)})")
     bad(plan.backends, names, "backend")
     for b in plan.backends:
@@ -58,10 +59,11 @@ def validate_plan(plan: BenchPlan) -> None:
             registry.get_backend(b)  # registered but its optional package is missing: say what to install
         except ImgtuiError as exc:
             raise PlanError(one_line(exc)) from None
-    bad(plan.methods, METHODS, "method")
+    bad(plan.methods, ALL_METHODS, "method")
+    bad(list(getattr(plan, "peers", None) or []), PEERS, "peer")
     bad(plan.experiments, EXPERIMENTS, "experiment")
     if not plan.methods:
-        raise PlanError("no method chosen (choose from article, imgtui, floor)")
+        raise PlanError("no method chosen (choose from article, imgtui, floor, peer)")
     if not plan.experiments:
         raise PlanError("no experiment chosen")
     if not plan.counts:
@@ -86,6 +88,13 @@ def validate_plan(plan: BenchPlan) -> None:
                 raise PlanError(one_line(exc)) from None
             except ImportError:
                 pass
+
+
+def plan_peers(plan: BenchPlan) -> list[str]:
+    """The peers a plan measures (none without the "peer" method; every peer when it names none)."""
+    if PEER_METHOD not in plan.methods:
+        return []
+    return list(dict.fromkeys(getattr(plan, "peers", None) or PEERS))
 
 
 @dataclass
@@ -124,10 +133,14 @@ def plan_steps(plan: BenchPlan) -> list[Step]:
         for m in ("article", "imgtui"):
             if m in plan.methods:  # the article has functions for its own three formats only
                 combos.extend((b, m) for b in plan.backends if m != "article" or b in ARTICLE_BACKENDS)
+        if PEER_METHOD in plan.methods:  # the peers last, each a method of its own
+            combos.extend((p, PEER_METHOD) for p in plan_peers(plan))
 
         def wanted(b: str, m: str, e) -> bool:
             if b == "memcpy" and not e.memcpy:
                 return False
+            if m == PEER_METHOD:
+                return e.name in PEER_EXPERIMENTS
             return not ((m == "article" and not e.article) or (b == "numpy" and not e.floor))
 
         def add(b: str, m: str, e, r: int = 0) -> None:

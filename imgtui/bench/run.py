@@ -46,7 +46,7 @@ from .experiments import EXPERIMENT, exp_memcpy
 from .machine import load_now, load_record, machine_info
 from .measure import remove_path, rss_now
 from .methods import BATCH, Ctx, Data, Handle, Method, make_method
-from .model import BenchPlan, Error, Event, Finished, Progress, Result, ResultRow, ResultTable, Started
+from .model import PEER_METHOD, BenchPlan, Error, Event, Finished, Progress, Result, ResultRow, ResultTable, Started
 from .plan import Step, default_repeats, plan_steps, validate_plan
 
 
@@ -60,6 +60,11 @@ class Run:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.steps = plan_steps(plan)
+        #: one line each: peers left out (package missing), what a peer cannot do
+        self.notes: list[str] = []
+        #: peer groups whose store was read back and compared bit-exact
+        self.verified: set[tuple] = set()
+        self._skip_missing_peers()
         self.step_no = 0
         self.base: Path | None = None
         self.dataset = None
@@ -73,6 +78,26 @@ class Run:
         self.store_errors: dict[tuple, str] = {}
         self.methods: dict[tuple, Method] = {}
         self.procs: list = []
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def _skip_missing_peers(self) -> None:
+        """A peer whose package is missing leaves the plan with one note, never a traceback."""
+        names = list(dict.fromkeys(s.backend for s in self.steps if s.method == PEER_METHOD))
+        if not names:
+            return
+        from .peers import missing
+
+        gone = set()
+        for name in names:
+            why = missing(name)
+            if why is not None:
+                gone.add(name)
+                self.note(f"peer {name}: {why}")
+        if gone:
+            self.steps = [s for s in self.steps if not (s.method == PEER_METHOD and s.backend in gone)]
 
     # -- plumbing -----------------------------------------------------------------------------
     def cancelled(self) -> bool:
@@ -278,6 +303,21 @@ class Run:
                 raise ImgtuiError(self.store_errors[key]) from None
         return self.stores[key]
 
+    def verify_peer(self, step: Step, m: Method, data: Data):
+        """Once per peer and count: build its store (kept for the reads that follow) and read every
+        record back, bit-exact, before any of its figures counts."""
+        if step.group in self.verified:
+            return
+        handle = yield from self.store_for(step, m, data)
+        try:
+            yield from self.call(lambda ctx: m.verify(handle, data, ctx), data.n)  # type: ignore[attr-defined]
+        except CancelledError:
+            raise
+        except Exception as exc:
+            self.store_errors[step.group] = f"read-back check failed: {one_line(exc)}"
+            raise ImgtuiError(self.store_errors[step.group]) from None
+        self.verified.add(step.group)
+
     def release(self, group: tuple) -> None:
         h = self.stores.pop(group, None)
         if h is not None and self.base is not None:
@@ -296,6 +336,15 @@ class Run:
         m = self.method(step)
         if step.backend == "memcpy":
             return (yield from exp_memcpy(self, step, m, data))
+        if step.method == PEER_METHOD:
+            why = m.cannot(step.experiment, data)  # type: ignore[attr-defined]
+            if why:  # a note instead of a figure
+                what = f"{step.experiment}: " if step.experiment in getattr(m, "cannot_do", {}) else ""
+                self.note(f"peer {step.backend}: {what}{why}")
+                return []
+            if step.experiment in getattr(m, "how", {}):
+                self.note(f"peer {step.backend}: {step.experiment}: {m.how[step.experiment]}")  # type: ignore[attr-defined]
+            yield from self.verify_peer(step, m, data)
         m.check_data(data)
         exp = EXPERIMENT[step.experiment]
         if exp.kind == "write":
@@ -399,6 +448,7 @@ class Run:
             if self.base is not None:
                 shutil.rmtree(self.base, ignore_errors=True)
         table.dataset = self.dataset_text
+        table.notes.extend(n for n in self.notes if n not in table.notes)
         if not cancelled:  # (it takes a second or two; a cancel should not wait for it)
             try:
                 table.machine = machine_info(self.plan.workdir or tempfile.gettempdir())
