@@ -438,6 +438,19 @@ class StoreWriter(ABC):
             self._check_record(r, first + j)
         return recs
 
+    @staticmethod
+    def _int_labels_utf8(labels: list, metas: list | None) -> bool:
+        """True when a ``write_array`` block has int labels only and metadata that encodes as
+        UTF-8: nothing a backend's per-record check would refuse (vectorised writes use it)."""
+        if set(map(type, labels)) != {int}:
+            return False
+        try:
+            if metas is not None:
+                "".join(j for _, j in metas).encode("utf-8")
+        except UnicodeEncodeError:
+            return False  # the record-by-record check names the record
+        return True
+
     def _write_arrays(self, block: Any, images: np.ndarray, labels: list, metas: list | None,
                       checksums: list[int], start: int) -> None:
         """Write records ``start ..`` of one ``write_array`` block: ``images`` one C-contiguous

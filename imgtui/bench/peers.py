@@ -262,7 +262,32 @@ def _no_sigint_handler():
         dp.signal = signal  # type: ignore[assignment]
 
 
-class LitDataPeer(PeerMethod):
+class _StreamingPeer(PeerMethod):
+    """LitData and MDS: a ``StreamingDataset`` of {"image", "label", "meta"} samples, read in
+    order for read_many and by index for read_one."""
+
+    def _dataset(self, handle: Handle):
+        raise NotImplementedError
+
+    @staticmethod
+    def _image(handle: Handle, value) -> np.ndarray:
+        return value
+
+    def read_many(self, handle: Handle, ctx: Ctx) -> tuple[list, list]:
+        images, labels = [], []
+        for s in self._dataset(handle):
+            images.append(self._image(handle, s["image"]))
+            labels.append(s["label"])
+            if len(images) % BATCH == 0:
+                ctx.advance(BATCH)
+        ctx.advance(len(images) % BATCH)
+        return images, labels
+
+    def read_one(self, handle: Handle, index: int) -> np.ndarray:
+        return self._image(handle, self._dataset(handle)[index]["image"])
+
+
+class LitDataPeer(_StreamingPeer):
     backend = "litdata"
 
     def options_text(self) -> str:
@@ -286,18 +311,6 @@ class LitDataPeer(PeerMethod):
 
         return ld.StreamingDataset(str(handle.path.resolve()))
 
-    def read_many(self, handle: Handle, ctx: Ctx) -> tuple[list, list]:
-        images, labels = [], []
-        for s in self._dataset(handle):
-            images.append(s["image"])
-            labels.append(s["label"])
-            if len(images) % BATCH == 0:
-                ctx.advance(BATCH)
-        ctx.advance(len(images) % BATCH)
-        return images, labels
-
-    def read_one(self, handle: Handle, index: int) -> np.ndarray:
-        return self._dataset(handle)[index]["image"]
 
     def open_random(self, handle: Handle) -> RandomReader:
         return _ListReader(self._dataset(handle), lambda ds, i: ds[i]["image"])
@@ -312,7 +325,7 @@ class LitDataPeer(PeerMethod):
 MDS_DTYPES = ("uint8", "int8", "uint16", "int16", "float16", "uint32", "int32", "float32", "uint64", "int64", "float64")
 
 
-class MDSPeer(PeerMethod):
+class MDSPeer(_StreamingPeer):
     backend = "mds"
 
     def options_text(self) -> str:
@@ -343,18 +356,6 @@ class MDSPeer(PeerMethod):
     def _image(handle: Handle, value) -> np.ndarray:
         return value if handle.extra["raw"] else from_npy(value)
 
-    def read_many(self, handle: Handle, ctx: Ctx) -> tuple[list, list]:
-        images, labels = [], []
-        for s in self._dataset(handle):
-            images.append(self._image(handle, s["image"]))
-            labels.append(s["label"])
-            if len(images) % BATCH == 0:
-                ctx.advance(BATCH)
-        ctx.advance(len(images) % BATCH)
-        return images, labels
-
-    def read_one(self, handle: Handle, index: int) -> np.ndarray:
-        return self._image(handle, self._dataset(handle)[index]["image"])
 
     def open_random(self, handle: Handle) -> RandomReader:
         return _ListReader(self._dataset(handle), lambda ds, i: self._image(handle, ds[i]["image"]))

@@ -336,14 +336,8 @@ class Hdf5Writer(StoreWriter):
         _append(self._ds("checksums"), start, np.asarray(checksums, dtype=np.uint32))
 
     def _array_block(self, images: np.ndarray, labels: list, metas: list | None, first: int) -> Any:
-        if set(map(type, labels)) == {int}:
-            if metas is None:
-                return None  # int labels, no metadata: nothing _check_record would refuse
-            try:
-                "".join(j for _, j in metas).encode("utf-8")  # what _check_record asks of each
-                return None
-            except UnicodeEncodeError:
-                pass  # the record-by-record check names the record
+        if self._int_labels_utf8(labels, metas):
+            return None  # nothing _check_record would refuse: the vectorised write
         return super()._array_block(images, labels, metas, first)
 
     def _write_arrays(self, block: Any, images: np.ndarray, labels: list, metas: list | None,

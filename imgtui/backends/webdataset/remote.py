@@ -85,22 +85,20 @@ class RemoteWdsReader(WdsReader):
             self._tls.seg = old
 
     def get_many(self, indices: Sequence[int]) -> list:
-        if not isinstance(indices, (range, np.ndarray, list, tuple)):
-            indices = list(indices)
-        idx = self._indices(indices)
-        if not idx.size:
-            return []
-        with self._prefetched(self._rows_of(idx)):
-            return super().get_many(indices)
+        return self._with_prefetch(indices, super().get_many)
 
     def get_images(self, indices: Sequence[int]) -> np.ndarray | list[np.ndarray]:
+        return self._with_prefetch(indices, super().get_images)
+
+    def _with_prefetch(self, indices: Sequence[int], read: Any) -> Any:
+        """``read(indices)`` with the members of those records fetched first, in few requests."""
         if not isinstance(indices, (range, np.ndarray, list, tuple)):
             indices = list(indices)
         idx = self._indices(indices)
         if not idx.size:
             return []
         with self._prefetched(self._rows_of(idx)):
-            return super().get_images(indices)
+            return read(indices)
 
     def _labels(self) -> list:
         if self._str_labels is None and (self._ix["lkind"] != 0).any():

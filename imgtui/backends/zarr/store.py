@@ -328,13 +328,8 @@ class ZarrWriter(StoreWriter):
         dtype (or the first records); anything else goes record by record."""
         same = self._kind is None or (self._kind == "fixed" and images.shape[1:] == self._shape
                                       and images.dtype == self._dtype)
-        if same and self._label_mode in (None, "int") and set(map(type, labels)) == {int}:
-            try:
-                if metas is not None:
-                    "".join(j for _, j in metas).encode("utf-8")  # what _check_record asks of each
-                return None
-            except UnicodeEncodeError:
-                pass  # the record-by-record check names the record
+        if same and self._label_mode in (None, "int") and self._int_labels_utf8(labels, metas):
+            return None
         return super()._array_block(images, labels, metas, first)
 
     def _write_arrays(self, block: Any, images: np.ndarray, labels: list, metas: list | None,
