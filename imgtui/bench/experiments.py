@@ -83,6 +83,9 @@ class Experiment:
     sized: bool = False
     #: its figure does not vary between trials (bytes): an interleaved plan measures it once
     once: bool = False
+    #: offered in the app's list of experiments (False: a comparison of the claims' own, still
+    #: named with ``imgtui bench --experiments``)
+    listed: bool = True
 
     @property
     def needs_store(self) -> bool:
@@ -729,9 +732,11 @@ EXPERIMENT: dict[str, Experiment] = {e.name: e for e in (
     Experiment("space_at_sizes", "bytes on disk vs raw at 32x32, 256x256, 1024x1024 and variable sizes", "write", 11,
                exp_space, article=False, floor=False, once=True),
     Experiment("hdf5_tuning", "HDF5 written and read at h5py's defaults vs tuned chunks and chunk cache (HDF5 only)",
-               "write", 12, exp_hdf5_tuning, article=False, floor=False),
+               "write", 12, exp_hdf5_tuning, article=False, floor=False, listed=False),
 )}
 #: every experiment's name, in the listed order
 EXPERIMENTS: tuple[str, ...] = tuple(EXPERIMENT)
 #: the experiments of the default plan
 DEFAULT_EXPERIMENTS: tuple[str, ...] = tuple(n for n, e in EXPERIMENT.items() if e.default)
+#: the experiments the app lists
+LISTED_EXPERIMENTS: tuple[str, ...] = tuple(n for n, e in EXPERIMENT.items() if e.listed)

@@ -14,7 +14,7 @@ from typing import Any, Union
 
 from ..backends import registry
 #: every experiment (the registry is ``imgtui.bench.experiments.EXPERIMENT``) and the default plan's
-from .experiments import DEFAULT_EXPERIMENTS, EXPERIMENTS  # noqa: F401
+from .experiments import DEFAULT_EXPERIMENTS, EXPERIMENTS, LISTED_EXPERIMENTS  # noqa: F401
 
 METHODS = ("article", "imgtui", "floor")
 #: the optional reference formats (``imgtui.bench.peers``): not in the default plan; asked for by

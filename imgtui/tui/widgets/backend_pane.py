@@ -25,7 +25,7 @@ from textual.validation import Integer, Regex
 from textual.widgets import Checkbox, Input, Label, Select
 
 from ...bench import backend_info as bi
-from ...bench.model import DEFAULT_EXPERIMENTS, EXPERIMENTS, METHODS
+from ...bench.model import DEFAULT_EXPERIMENTS, LISTED_EXPERIMENTS, METHODS
 
 if TYPE_CHECKING:
     from ...backends.base import Backend, Option
@@ -184,7 +184,7 @@ class BackendPane(VerticalScroll):
                 yield Checkbox(m, m in self._methods, id=f"method-{m}", compact=True)
         yield Label("Experiments", classes="section")
         with ItemGrid(min_column_width=22, classes="toggles", id="experiments"):
-            for e in EXPERIMENTS:
+            for e in LISTED_EXPERIMENTS:
                 yield Checkbox(e, e in self._experiments, id=f"exp-{e}", compact=True)
         yield Label("Counts", classes="section")
         with ItemGrid(min_column_width=9, classes="toggles", id="counts"):
@@ -267,7 +267,7 @@ class BackendPane(VerticalScroll):
             backends=backends,
             backend_options=options,
             methods=[m for m in METHODS if q(f"#method-{m}", Checkbox).value],
-            experiments=[e for e in EXPERIMENTS if q(f"#exp-{e}", Checkbox).value],
+            experiments=[e for e in LISTED_EXPERIMENTS if q(f"#exp-{e}", Checkbox).value],
             counts=[c for c in COUNTS if q(f"#count-{c}", Checkbox).value],
             repeats=repeats,
             workdir=q("#workdir", Input).value.strip() or None,
