@@ -148,16 +148,24 @@ def shapes4(shapes: np.ndarray) -> np.ndarray:
     return shapes
 
 
+def shape_of_key(key: str) -> tuple[int, ...] | None:
+    """The shape a manifest's shape key names (``"40x64x64"`` -> (40, 64, 64)); None if it is not one."""
+    try:
+        return tuple(int(v) for v in str(key).split("x"))
+    except ValueError:
+        return None
+
+
 def shape_text(shape: tuple | str) -> str:
     """``32x32x3``; a volume says so: ``volume 40x64x64``. ``shape`` may be a manifest's shape key
     (``"40x64x64"``)."""
     if isinstance(shape, str):
-        try:
-            shape = tuple(int(v) for v in shape.split("x"))
-        except ValueError:
+        parsed = shape_of_key(shape)
+        if parsed is None:
             return shape
+        shape = parsed
     text = "x".join(map(str, shape))
-    return f"volume {text}" if len(shape) > 2 and is_volume(shape) else text
+    return f"volume {text}" if is_volume(shape) else text
 
 
 def validate_label(label: Any, where: str = "label") -> Label:

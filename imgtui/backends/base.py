@@ -52,7 +52,7 @@ from ..errors import (
 )
 import threading
 
-from ..records import CHECKSUM, DTYPE_NAMES, is_volume, RAW_CHECKSUMS, Label, LabelDigest, Record, checksum_fn, dumps_metadata, metadata_json, validate_image, validate_label, validate_record
+from ..records import CHECKSUM, DTYPE_NAMES, RAW_CHECKSUMS, Label, LabelDigest, Record, checksum_fn, dumps_metadata, is_volume, metadata_json, shape_of_key, validate_image, validate_label, validate_record
 from .safety import (  # noqa: F401  (fsync_dir, remove_path: used by the backends through base)
     WriterLock,
     clean_stale,
@@ -90,12 +90,6 @@ def format_version_for(dtypes: Any, volumes: bool = False) -> int:
         return FORMAT_VERSION
     return PLAIN_FORMAT_VERSION if set(dtypes or ()) <= _PLAIN_DTYPES else DTYPES_FORMAT_VERSION
 
-
-def _volume_key(key: str) -> bool:
-    try:
-        return is_volume(tuple(int(v) for v in key.split("x")))
-    except ValueError:
-        return False
 #: pixel bytes a reader's ``iter_batches`` (iteration, convert, export) holds at once, about
 READ_BATCH_BYTES = 64 << 20
 #: distinct shapes / labels remembered in the manifest statistics
@@ -195,7 +189,7 @@ class WriteStats:
 
     def _count_shape(self, shape: tuple, n: int) -> None:
         key = "x".join(map(str, shape))
-        if len(shape) > 2 and not self.volumes and is_volume(shape):
+        if not self.volumes and is_volume(shape):
             self.volumes = True
         if key in self.shapes or len(self.shapes) < _MAX_DISTINCT:
             self.shapes[key] += n
@@ -234,7 +228,7 @@ class WriteStats:
             shapes_truncated=bool(d.get("shapes_truncated", False)),
             labels_truncated=bool(d.get("labels_truncated", False)),
         )
-        s.volumes = any(_volume_key(str(k)) for k in s.shapes) or d.get("format_version", 0) == FORMAT_VERSION
+        s.volumes = any(is_volume(shape_of_key(k) or ()) for k in s.shapes) or d.get("format_version", 0) == FORMAT_VERSION
         return s
 
 
@@ -824,8 +818,7 @@ class StoreReader(ABC):
     def batch_records(self, batch_size: int = 256) -> int:
         """``batch_size``, lowered so that a batch holds about READ_BATCH_BYTES of pixels at the
         store's average record size (256 volumes of 150 MB would be 38 GB in memory)."""
-        m = self.manifest if isinstance(getattr(self, "manifest", None), dict) else {}
-        count, raw = m.get("count"), m.get("raw_bytes")
+        count, raw = self.manifest.get("count"), self.manifest.get("raw_bytes")
         per = raw / count if isinstance(count, int) and count > 0 and isinstance(raw, (int, float)) and raw > 0 else 0
         return max(1, min(int(batch_size), int(READ_BATCH_BYTES // per) if per else int(batch_size)))
 

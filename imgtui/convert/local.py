@@ -163,7 +163,7 @@ def export_png(
                     (tmp / rel).parent.mkdir(exist_ok=True)
                     (tmp / rel).write_bytes(encode_image(rec.image, 1))
                     kind = "int" if isinstance(rec.label, int) else "str"
-                    vol = "x".join(map(str, rec.image.shape)) if rec.image.ndim > 2 and is_volume(rec.image.shape) else ""
+                    vol = "x".join(map(str, rec.image.shape)) if is_volume(rec.image.shape) else ""
                     w.writerow([rel, rec.label, kind, dumps_metadata(rec.metadata), vol])
                     n += 1
                 if cancel is not None and cancel():

@@ -70,7 +70,7 @@ def window_to_uint8(
 def plane(image: np.ndarray, index: int | None = None) -> np.ndarray:
     """The 2-D image to draw: the image itself, or slice ``index`` of a 3-D record (the middle
     slice when None; clamped to the volume)."""
-    if image.ndim < 3 or not is_volume(image.shape):
+    if not is_volume(image.shape):
         return image
     depth = image.shape[0]
     k = depth // 2 if index is None else max(0, min(depth - 1, int(index)))
@@ -79,7 +79,7 @@ def plane(image: np.ndarray, index: int | None = None) -> np.ndarray:
 
 def depth_of(image: np.ndarray | None) -> int:
     """The number of slices of a 3-D record, 0 for an image."""
-    return int(image.shape[0]) if image is not None and image.ndim > 2 and is_volume(image.shape) else 0
+    return int(image.shape[0]) if image is not None and is_volume(image.shape) else 0
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:

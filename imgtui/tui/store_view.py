@@ -35,7 +35,7 @@ def write_viewable(image: np.ndarray, index: int) -> Path:
     pixels (lossless; bool as 0/255), TIFF for int8/int16/uint32/int32/float32/float64 (exact), else
     .npy."""
     folder = Path(tempfile.mkdtemp(prefix="imgtui-view-"))
-    if image.ndim > 2 and is_volume(image.shape) and (image.shape[-1] in (1, 3, 4) or image.ndim == 3):
+    if is_volume(image.shape):
         path = folder / f"record-{index}.tif"  # a stack: one page per slice, as the disk backend writes it
         path.write_bytes(encode_tiff_pages(image.view(np.uint8) * np.uint8(255) if image.dtype == np.bool_ else image, 1))
         return path

@@ -64,7 +64,7 @@ from ...errors import (
     StoreNotFoundError,
     WrongBackendError,
 )
-from ...records import DTYPE_NAMES, Label, Record, is_volume, loads_metadata, shape_text
+from ...records import DTYPE_NAMES, Label, Record, is_volume, loads_metadata, shape_of_key
 from ...png import DEFAULT_PNG_LEVEL, PNG_FILTER, decode_png, encode_png, png_size  # noqa: F401
 from ...tiff import decode_tiff, decode_tiff_pages, encode_tiff, encode_tiff_pages, tiff_size
 from ..safety import die_with_parent
@@ -100,7 +100,7 @@ def file_format(dtype: np.dtype | str) -> str:
 def suffix_of(dtype: np.dtype | str | None, shape: tuple | None = None) -> str:
     """``.png`` for the images of the dtypes PNG holds, ``.tif`` for the others and for every
     3-D record (a multi-page TIFF, one page per slice)."""
-    if shape is not None and len(shape) > 2 and is_volume(shape):
+    if shape is not None and is_volume(shape):
         return ".tif"
     return ".png" if dtype is None or np.dtype(dtype) in PNG_DTYPES else ".tif"
 
@@ -112,13 +112,13 @@ def image_name(index: int, dtype: np.dtype | str | None = None, shape: tuple | N
 
 def is_png(dtype: np.dtype, shape: tuple) -> bool:
     """Whether a record of this dtype and shape is a PNG file (else a TIFF)."""
-    return dtype in PNG_DTYPES and not (len(shape) > 2 and is_volume(shape))
+    return dtype in PNG_DTYPES and not is_volume(shape)
 
 
 def encode_image(image: np.ndarray, level: int) -> bytes:
     """The file bytes of one record: PNG for uint8/uint16/bool images, TIFF for the other dtypes,
     a multi-page TIFF for a 3-D record (bool as 0/255 bytes, as in the mask PNGs)."""
-    if image.ndim > 2 and is_volume(image.shape):
+    if is_volume(image.shape):
         return encode_tiff_pages(image.view(np.uint8) * np.uint8(255) if image.dtype == np.bool_ else image, level)
     if image.dtype == np.bool_:
         return encode_png(image.view(np.uint8) * np.uint8(255), level)
@@ -519,7 +519,7 @@ class DiskReader(StoreReader):
 
     def _decode_file(self, i: int, path: str, shape: tuple, dtype: np.dtype, size: int) -> np.ndarray:
         png = is_png(dtype, shape)
-        volume = not png and len(shape) > 2 and is_volume(shape)
+        volume = is_volume(shape)
         kind = "PNG" if png else "TIFF"
         data = self._file_bytes(i, path)
         try:
@@ -670,6 +670,6 @@ class DiskReader(StoreReader):
         comp = "deflate" if level else "uncompressed"
         d["file_formats"] = {dt: file_format(dt) + ("" if _DTYPES[dt] in PNG_DTYPES else f" ({comp})")
                              for dt in d.get("dtypes") or {} if dt in _DTYPES}
-        if any(shape_text(k).startswith("volume") for k in d.get("shapes") or {}):
+        if any(is_volume(shape_of_key(k) or ()) for k in d.get("shapes") or {}):
             d["file_formats"]["3-D records"] = f"multi-page TIFF, one page per slice ({comp})"
         return d

@@ -280,7 +280,7 @@ class Hdf5Mutator(_Mutator):
                     flat[0] = H._raw_bytes(rec.image)
                     f["images_flat"].write_direct(flat, dest_sel=np.s_[i : i + 1])
                     ds = f["shapes"]
-                    if ds.shape[1] == 3 and rec.image.ndim > 2 and is_volume(rec.image.shape):
+                    if ds.shape[1] == 3 and is_volume(rec.image.shape):
                         ds = H.widen_shapes(f)
                     ds[i] = H.shape_rows([rec.image.shape], ds.shape[1])[0]
                     f["dtypes"][i] = H.DTYPE_CODES[rec.image.dtype]

@@ -492,7 +492,7 @@ class Hdf5Writer(StoreWriter):
         """The ``shapes`` dataset, widened from N x 3 (a store written before 3-D records) to
         N x 4 when a 3-D record comes (writers and changes work on a copy: nothing is lost)."""
         ds = self._ds("shapes")
-        if ds.shape[1] == 3 and any(im.ndim > 2 and is_volume(im.shape) for im in images):
+        if ds.shape[1] == 3 and any(is_volume(im.shape) for im in images):
             self._dsets.pop("shapes", None)
             ds = widen_shapes(f)
             self._dsets["shapes"] = ds

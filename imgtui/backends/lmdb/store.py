@@ -118,7 +118,7 @@ def _png_encode(image: np.ndarray, level: int) -> bytes | None:
     from PIL import Image
 
     a = image
-    if a.ndim > 2 and is_volume(a.shape):
+    if is_volume(a.shape):
         return None  # a PNG holds one plane: volumes are stored raw
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]

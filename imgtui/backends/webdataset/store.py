@@ -305,7 +305,7 @@ class WdsWriter(StoreWriter):
             ksum = sum(key)
             img = rec.image
             # encoding=png holds uint8/uint16; other dtypes are exact .npy members either way
-            enc = store_enc if img.dtype in _PNG_DTYPES and not (img.ndim > 2 and is_volume(img.shape)) else 0
+            enc = store_enc if img.dtype in _PNG_DTYPES and not is_volume(img.shape) else 0
             img_ext = exts[enc]
             img_ext_sum = sum(img_ext)
             if enc == 0:
