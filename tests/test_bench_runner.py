@@ -66,6 +66,30 @@ def test_the_finished_table_keeps_the_plan_s_workdir(tmp_path):
     assert fin.results.plan["workdir"] == str(tmp_path) and not fin.cancelled and len(fin.results.rows) == 1
 
 
+def test_the_app_s_runner_reuses_the_results_folder_unless_fresh(tmp_path):
+    """As imgtui bench: a second run of the same plan gives the kept figures at once (as Result
+    events before anything is measured); fresh measures them again."""
+    plan = BenchPlan(dataset="synthetic:count=20,size=8", backends=["lmdb", "hdf5"], methods=["imgtui"],
+                     experiments=["store_many"], counts=[20], repeats=1, workdir=str(tmp_path))
+
+    def run(fresh=False):
+        evs = list(BenchRunner(plan, fresh=fresh).events())
+        return evs, evs[-1]
+
+    first, fin1 = run()
+    assert any(isinstance(e, Started) for e in first) and not any(n.startswith("reused") for n in fin1.results.notes)
+    again, fin2 = run()
+    assert not any(isinstance(e, (Started, Progress)) for e in again)  # nothing measured
+    assert [type(e) for e in again] == [Result, Result, Finished]
+    key = lambda r: (r.backend, r.median_s)  # noqa: E731
+    assert sorted(map(key, (e.row for e in again[:2]))) == sorted(map(key, fin1.results.rows))
+    assert sorted(map(key, fin2.results.rows)) == sorted(map(key, fin1.results.rows))
+    assert any(n.startswith("reused 2 figures") for n in fin2.results.notes)
+    fresh, fin3 = run(fresh=True)
+    assert any(isinstance(e, Started) for e in fresh) and not any(n.startswith("reused") for n in fin3.results.notes)
+    assert os.listdir(tmp_path) == []
+
+
 def test_cancel_stops_the_child_and_leaves_no_temporary_store(tmp_path):
     runner = BenchRunner(_long_plan(tmp_path))
     asked = [False]

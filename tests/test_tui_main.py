@@ -983,7 +983,7 @@ def test_dataset_pane_summary_states_exif_and_names_skipped_files(tmp_path):
     text = str(format_summary(open_dataset(tmp_path, **quiet).summary()))
     assert "exif    orientation not applied (as stored)" in text
     assert "skipped 2 files: 1 .txt, 1 unreadable: k/bad.png" in text
-    assert "sampled all 4 records (1 could not be read)" in text
+    assert "summary all 4 records (1 could not be read)" in text
     text = str(format_summary(open_dataset(f"{tmp_path}:exif_rotate=yes", **quiet).summary()))
     assert "exif    orientation applied" in text
 

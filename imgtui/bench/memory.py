@@ -301,9 +301,19 @@ def bench_events(
     total = sum(len(plan_steps(p)) for p in subs)
 
     def events() -> Iterable[Event]:
-        from .model import Progress, Started
+        from .model import Progress, Result, Started
 
         table = ResultTable(plan=plan.to_dict())
+        old: list[ResultRow] = []
+        when: list[str] = []
+        for c, exps in reused.items():
+            for e in exps:
+                for b, m in bench_combos(plan, e):
+                    entry = mems[c].entry(e, b, m) or {}
+                    old.extend(ResultRow.from_dict(r) for r in entry.get("rows", []))
+                    when.append(str(entry.get("measured_at", "")))
+        for row in old:  # the reused figures first, so a live table shows them before the measuring
+            yield Result(row)
         cancelled, offset = False, 0
         for sub, gen in zip(subs, gens):
             n = len(plan_steps(sub))
@@ -329,16 +339,9 @@ def bench_events(
             offset += n
             if cancelled:
                 break
-        old: list[ResultRow] = []
-        when: list[str] = []
-        for c, exps in reused.items():
-            for e in exps:
-                for b, m in bench_combos(plan, e):
-                    entry = mems[c].entry(e, b, m) or {}
-                    old.extend(ResultRow.from_dict(r) for r in entry.get("rows", []))
-                    when.append(str(entry.get("measured_at", "")))
-                table.dataset = table.dataset or mems[c].dataset
-                table.machine = table.machine or dict(mems[c].machine)
+        for c in reused:
+            table.dataset = table.dataset or mems[c].dataset
+            table.machine = table.machine or dict(mems[c].machine)
         if old:
             table.rows[:0] = old
             table.notes.append(reused_note(len(old), when) + f" (results folder {mems[plan.counts[0]].folder}; "

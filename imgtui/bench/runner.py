@@ -41,6 +41,7 @@ from ..errors import CancelledError, ImgtuiError, one_line
 from .model import BenchPlan, Finished, Progress, Result, ResultTable
 from .plan import validate_plan
 from .recommend import recommend_for_dataset
+from .memory import bench_events, results_dir
 from .run import run_plan
 
 #: seconds a cancelled benchmark child gets to stop by itself before it is terminated
@@ -311,11 +312,13 @@ class _Throttled:
 
 
 def _bench_child(emit: Callable[[Any], None], cancel: threading.Event, plan_dict: dict, workdir: str | None,
-                 scratch: str) -> None:
+                 scratch: str, fresh: bool = False) -> None:
     plan = BenchPlan.from_dict(plan_dict)
     plan.workdir = scratch  # every temporary store under the scratch folder the parent removes
     send = _Throttled(emit)
-    for ev in run_plan(plan, cancel):
+    # as imgtui bench: figures kept in the results folder for this dataset and options are reused
+    events = bench_events(plan, run=lambda p: run_plan(p, cancel), folder=results_dir(), fresh=fresh)
+    for ev in events:
         if isinstance(ev, Finished):
             ev.results.plan["workdir"] = workdir
         send(ev)
@@ -323,11 +326,14 @@ def _bench_child(emit: Callable[[Any], None], cancel: threading.Event, plan_dict
 
 class BenchRunner:
     """The benchmark of ``plan`` in a child process; ``events()`` yields the engine's events and
-    always ends with Finished (or raises one line). The plan is checked here first (PlanError)."""
+    always ends with Finished (or raises one line). The plan is checked here first (PlanError).
+    As ``imgtui bench``, figures the results folder keeps for the same dataset, count, options,
+    imgtui version and machine are reused (they come first, as Result events) unless ``fresh``."""
 
-    def __init__(self, plan: BenchPlan) -> None:
+    def __init__(self, plan: BenchPlan, fresh: bool = False) -> None:
         validate_plan(plan)
         self.plan = plan
+        self.fresh = fresh  # False: reuse the figures the results folder keeps for this plan
         self.job: ChildJob | None = None
 
     @property
@@ -341,7 +347,7 @@ class BenchRunner:
     def start(self) -> None:
         if self.job is None:
             self.job = ChildJob(_bench_child, what="benchmark", parent_dir=self.plan.workdir)
-            self.job._args = (self.plan.to_dict(), self.plan.workdir, str(self.job.scratch))
+            self.job._args = (self.plan.to_dict(), self.plan.workdir, str(self.job.scratch), self.fresh)
             self.job.start()
 
     def cancel(self) -> None:

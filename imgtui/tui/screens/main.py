@@ -239,6 +239,7 @@ class MainScreen(Screen):
         self._dataset = dataset
         self._pane_options = dict(pane_options, output=output)
         self.output = output
+        self.fresh = False  # the "measure again" box: ignore the figures the results folder keeps
         self.rows: list[ResultRow] = []
         self.last_results: ResultTable | None = None
         self.cancel_event: threading.Event | None = None
@@ -350,6 +351,7 @@ class MainScreen(Screen):
     def build_plan(self) -> BenchPlan:
         cfg = self.query_one(BackendPane).config()
         self.output = cfg.output
+        self.fresh = cfg.fresh
         pane = self.query_one(DatasetPane)
         return BenchPlan(
             dataset=pane.spec,
@@ -448,7 +450,7 @@ class MainScreen(Screen):
         self._tick()
         self._timer = self.set_interval(0.5, self._tick)
         self.running = True
-        self.bench_worker = self.run_bench(replace(plan), self.cancel_event)
+        self.bench_worker = self.run_bench(replace(plan), self.cancel_event, self.fresh)
 
     def action_cancel(self) -> None:
         if self.making:
@@ -688,7 +690,7 @@ class MainScreen(Screen):
 
     # -- the benchmark worker --------------------------------------------------------------
     @work(thread=True, exclusive=True, exit_on_error=False, group="bench", name="benchmark")
-    def run_bench(self, plan: BenchPlan, cancel: threading.Event) -> None:
+    def run_bench(self, plan: BenchPlan, cancel: threading.Event, fresh: bool = False) -> None:
         """Run ``plan`` in a child process (``BenchRunner``) and post one message per event."""
         worker = get_current_worker()
 
@@ -697,7 +699,7 @@ class MainScreen(Screen):
                 cancel.set()
             return cancel.is_set()
 
-        runner = BenchRunner(plan)  # a plan that cannot run fails here, in one line
+        runner = BenchRunner(plan, fresh)  # a plan that cannot run fails here, in one line
         self.bench_runner = runner
         try:
             for event in runner.events(cancelled):  # progress comes throttled by the child
@@ -790,7 +792,11 @@ class MainScreen(Screen):
             self.query_one("#step-name", Static).update(f"finished: {len(self.rows)} results in {elapsed}")
             for bar in self.query(ProgressBar):
                 bar.update(total=bar.total or 1, progress=bar.total or 1)
-            self.notify(f"Benchmark finished: {len(self.rows)} results in {elapsed}.")
+            reused = [n for n in m.results.notes if n.startswith("reused ")]
+            head = reused[0].split(" (")[0] if reused else ""
+            again = (f" {head[:1].upper()}{head[1:]} (results folder); tick 'measure again' to measure "
+                     "them too.") if reused else ""
+            self.notify(f"Benchmark finished: {len(self.rows)} results in {elapsed}.{again}", markup=False)
 
     @on(Worker.StateChanged)
     def _worker_state(self, event: Worker.StateChanged) -> None:

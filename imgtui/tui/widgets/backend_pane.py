@@ -47,6 +47,8 @@ class BackendConfig:
     repeats: int | None = None
     workdir: str | None = None
     output: str = "."
+    #: measure every figure again instead of reusing those the results folder keeps
+    fresh: bool = False
 
 
 #: cells a backend row may fill before its fields continue on the next line
@@ -195,6 +197,9 @@ class BackendPane(VerticalScroll):
             yield Input("auto" if self._repeats is None else str(self._repeats), id="repeats", compact=True,
                         validators=[Regex(r"^\s*(auto|[1-9]\d*)?\s*$", failure_description="auto or N")],
                         tooltip="auto: 3 below 100,000 records, 1 at 100,000")
+            yield Checkbox("measure again", False, id="fresh", compact=True,
+                           tooltip="figures measured before for the same dataset, counts and options are "
+                                   "reused from the results folder; tick to measure them again")
         with HorizontalGroup(classes="field-row"):
             yield Label("output", classes="opt-label")
             yield Input(self._output, id="output", compact=True, placeholder="folder for exported results",
@@ -272,4 +277,5 @@ class BackendPane(VerticalScroll):
             repeats=repeats,
             workdir=q("#workdir", Input).value.strip() or None,
             output=q("#output", Input).value.strip() or ".",
+            fresh=q("#fresh", Checkbox).value,
         )

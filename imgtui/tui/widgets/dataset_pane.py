@@ -121,7 +121,7 @@ def format_summary(summary: dict) -> Text:
         ("shapes", shape_text or "-"),
         ("dtype", ", ".join(summary.get("dtypes", {})) or "-"),
         ("labels", label_histogram(summary.get("labels", {}))),
-        ("sampled", summary.get("sample_note") or f"first {summary.get('sampled', 0):,} records"),
+        ("summary", summary.get("sample_note") or f"first {summary.get('sampled', 0):,} records"),
     ]
     if "exif_rotate" in summary:  # image folders: is the EXIF orientation applied?
         lines.append(("exif", "orientation applied" if summary["exif_rotate"] else "orientation not applied (as stored)"))
