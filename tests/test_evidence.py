@@ -98,7 +98,15 @@ def test_recommend_says_too_close_when_the_deciding_ranges_overlap():
     rec = recommend(Profile(count=100_000, total_bytes=10**10), Needs(access="random"), close, ["lmdb", "hdf5"])
     assert rec.too_close == ["random_batches: LMDB 500.0k-700.0k vs HDF5 550.0k-650.0k"]
     assert not any("faster random batches" in r for r in rec.reasons)  # no speed claim on overlapping figures
-    assert "Too close to call (the measured ranges overlap):" in rec.format()
+    text = rec.format()
+    assert "Too close to call (the measured intervals overlap):" in text
+    # and it says what the bracketed figures are: 3 trials give min-max ranges, not bootstrap intervals
+    assert "Figures in brackets: min-max range of 3 trials (a bootstrap interval needs 5 or more)" in text
+    from imgtui.tui.screens.recommend import render_recommendation
+
+    shown = render_recommendation(rec).plain  # the app's recommend screen says the same
+    assert "Too close to call (the measured intervals overlap)\n • random_batches: LMDB 500.0k-700.0k" in shown
+    assert "Figures in brackets: min-max range of 3 trials" in shown
     apart = ResultTable(rows=[rate_row("random_batches", "lmdb", 620_000, 610_000, 630_000),
                               rate_row("random_batches", "hdf5", 300_000, 290_000, 310_000)] + usage)
     rec = recommend(Profile(count=100_000, total_bytes=10**10), Needs(access="random"), apart, ["lmdb", "hdf5"])

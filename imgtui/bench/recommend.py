@@ -26,6 +26,7 @@ from . import backend_info as bi
 from .claims import good_rows, mutate_figures, parse_detail
 from .fmt import fmt_bytes, fmt_rate, fmt_seconds
 from .model import BenchPlan, Event, Finished, ResultTable
+from .stats import interval_note
 from .run import run_plan
 
 ACCESS = ("sequential", "random", "single")
@@ -172,6 +173,8 @@ class Recommendation:
     too_close: list[str] = field(default_factory=list)
     #: how the figures came to be (reused from the results folder, quick, busy machine)
     notes: list[str] = field(default_factory=list)
+    #: what the bracketed figures are (bootstrap intervals of the median, or min-max ranges)
+    intervals: str | None = None
 
     @property
     def name(self) -> str:
@@ -187,8 +190,10 @@ class Recommendation:
         if self.tradeoffs:
             lines += ["", "Trade-offs accepted:"] + [f"  - {t}" for t in self.tradeoffs]
         if self.too_close:
-            lines += ["", "Too close to call (the measured ranges overlap):"] + [f"  - {t}" for t in self.too_close]
+            lines += ["", "Too close to call (the measured intervals overlap):"] + [f"  - {t}" for t in self.too_close]
         lines += ["", f"Measured: {', '.join(self.measured) or 'nothing'}"]
+        if self.intervals:
+            lines.append(self.intervals[:1].upper() + self.intervals[1:])
         if self.missing:
             lines.append(f"Not measured: {', '.join(self.missing)}")
         lines += [n for n in self.notes if not n.startswith("warning:")]
@@ -487,6 +492,7 @@ def recommend(profile: Profile, needs: Needs, results: ResultTable | None = None
         backend=best, options=options, reasons=reasons, tradeoffs=tradeoffs, measured=sorted(set(used)),
         missing=missing, scores={b: round(s, 3) for b, s in score.items()},
         profile=asdict(profile), needs=asdict(needs), too_close=close,
+        intervals=interval_note([r for r in results.rows if r.experiment in used]),
     )
 
 

@@ -65,6 +65,10 @@ def render_recommendation(rec: Recommendation, ran: list[str] | None = None) -> 
         t.append("\nTrade-offs accepted\n", style="bold underline")
         for r in rec.tradeoffs:
             t.append(f" • {r}\n")
+    if rec.too_close:
+        t.append("\nToo close to call (the measured intervals overlap)\n", style="bold underline")
+        for r in rec.too_close:
+            t.append(f" • {r}\n")
     t.append("\nMeasured: ", style="bold")
     t.append(", ".join(rec.measured) or "nothing")
     if ran:
@@ -72,6 +76,8 @@ def render_recommendation(rec: Recommendation, ran: list[str] | None = None) -> 
     if rec.missing:
         t.append("\nNot measured: ", style="bold")
         t.append(", ".join(rec.missing))
+    if rec.intervals:
+        t.append(f"\n{rec.intervals[:1].upper()}{rec.intervals[1:]}", style="italic")
     return t
 
 
