@@ -699,7 +699,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
     intervals = interval_note(table.rows)
     if args.json:
         print(json.dumps({"dataset": table.dataset, "notes": table.notes, "intervals": intervals,
-                          "load": {k: table.machine.get(k) for k in ("load_start", "load_end", "load_cores", "busy")},
+                          "load": {k: table.machine.get(k) for k in ("load_start", "load_end", "load_cores", "others_cpu", "busy")},
                           "claims": [v.to_dict() for v in verdicts]}, indent=1))
     else:
         print(f"Claims tested on {table.dataset or args.dataset}")

@@ -4,11 +4,12 @@ say "too close to call" when ranges overlap, and the results folder that claims 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from imgtui.bench.claims import TOO_CLOSE, VERDICTS, evaluate_claims, run_claims
-from imgtui.bench.machine import busy_warning, load_record
+from imgtui.bench.machine import busy_warning, cores, cpu_snapshot, load_record, others_share
 from imgtui.bench.memory import Memory, fingerprint, results_dir
 from imgtui.bench.model import BenchPlan, ResultRow, ResultTable, Started
 from imgtui.bench.plan import plan_steps, rotated
@@ -184,6 +185,28 @@ def test_busy_warning():
     assert w.startswith("warning: the machine was busy (load 3.90 at the start, 1.00 at the end, on 2 cores)")
     assert "\n" not in w
     assert load_record(1.5, 0.1)["busy"] is (1.5 / load_record(0, 0)["load_cores"] > 0.7)
+
+
+def test_busy_is_decided_by_other_processes_cpu_not_by_the_run_s_own_load():
+    n = cores()
+    # the load at the end is the run's own work: with the others' share known it does not decide
+    assert load_record(0.1, 1.9 * n, others=0.05)["busy"] is False
+    assert load_record(0.1, 0.1, others=0.4)["busy"] is True
+    w = busy_warning(load_record(0.2, 1.0, others=0.4))
+    assert w.startswith(f"warning: the machine was busy (other processes used 40% of its {n} core")
+    assert "load 0.20 at the start" in w
+    # others = machine busy time - own time, over wall x cores
+    assert others_share((0.0, 100.0, 10.0), (10.0, 100.0 + 10.0 + 2.0 * n, 20.0)) == pytest.approx(0.2)
+    assert others_share((0.0, 100.0, 10.0), (10.0, 105.0, 20.0)) == 0.0  # never below zero
+    assert others_share((0.0, 1.0, 1.0), (0.1, 2.0, 1.0)) is None and others_share(None, (1, 2, 3)) is None
+    # a real snapshot counts this process's own CPU as its own: the machine was busy at least that long
+    a = cpu_snapshot()
+    t = time.process_time()
+    while time.process_time() - t < 0.3:
+        pass
+    b = cpu_snapshot()
+    own, machine = b[2] - a[2], b[1] - a[1]
+    assert own >= 0.25 and machine >= own * 0.8
 
 
 # -- the results folder ---------------------------------------------------------------------------------

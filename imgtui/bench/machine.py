@@ -156,23 +156,70 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def load_record(start: float | None, end: float | None) -> dict[str, Any]:
+#: busy: other processes used more than this share of the machine's CPU time during the run
+BUSY_OTHERS_SHARE = 0.25
+
+
+def cpu_snapshot() -> tuple[float, float, float] | None:
+    """(wall clock, CPU seconds the whole machine was busy, CPU seconds of this process and its
+    reaped children): two snapshots say how much CPU *other* processes took meanwhile
+    (``others_share``). None where psutil cannot say."""
+    import time
+
+    try:
+        import psutil
+
+        t = psutil.cpu_times()
+        idle = t.idle + getattr(t, "iowait", 0.0)
+        busy = sum(t) - idle - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+        own = sum(os.times()[:4])
+    except Exception:
+        return None
+    return time.monotonic(), busy, own
+
+
+def others_share(start: tuple[float, float, float] | None, end: tuple[float, float, float] | None) -> float | None:
+    """The share (0..1) of the machine's CPU time that processes other than this run (and what
+    it started) used between two ``cpu_snapshot`` s; steal time of a virtual machine counts as
+    others. Unlike the load average, the run's own work does not make the machine look busy."""
+    if start is None or end is None:
+        return None
+    wall = end[0] - start[0]
+    if wall <= 0.5:  # too short to say
+        return None
+    others = max(0.0, (end[1] - start[1]) - (end[2] - start[2]))
+    return round(min(1.0, others / (wall * cores())), 3)
+
+
+def load_record(start: float | None, end: float | None, others: float | None = None) -> dict[str, Any]:
     """What a results table keeps of the machine's load: ``load_start``, ``load_end`` (1-minute
-    load averages), ``load_cores`` and ``busy`` (load per core above BUSY_LOAD_PER_CORE at either)."""
+    load averages), ``load_cores``, ``others_cpu`` (the share of the CPU other processes used during
+    the run, see ``others_share``) and ``busy``: the load per core above BUSY_LOAD_PER_CORE at the
+    start, or other processes above BUSY_OTHERS_SHARE of the CPU meanwhile. (The load at the end
+    includes the run's own processes, so it does not decide; without ``others`` it still does.)"""
     n = cores()
-    busy = any(v is not None and v / n > BUSY_LOAD_PER_CORE for v in (start, end))
-    return {"load_start": start, "load_end": end, "load_cores": n, "busy": busy}
+    busy = start is not None and start / n > BUSY_LOAD_PER_CORE
+    if others is not None:
+        busy = busy or others > BUSY_OTHERS_SHARE
+    elif end is not None:
+        busy = busy or end / n > BUSY_LOAD_PER_CORE
+    return {"load_start": start, "load_end": end, "load_cores": n, "others_cpu": others, "busy": busy}
 
 
 def busy_warning(machine: dict[str, Any]) -> str | None:
-    """One line when the machine was busy at the start or the end of the run, else None."""
+    """One line when the machine was busy during the run, else None."""
     if not machine or not machine.get("busy"):
         return None
     n = machine.get("load_cores") or cores()
-    start, end = machine.get("load_start"), machine.get("load_end")
+    start, end, others = machine.get("load_start"), machine.get("load_end"), machine.get("others_cpu")
     fmt = lambda v: "?" if v is None else f"{v:.2f}"  # noqa: E731
-    return (f"warning: the machine was busy (load {fmt(start)} at the start, {fmt(end)} at the end, on {n} "
-            f"core{'s' if n != 1 else ''}): figures may be noisy; ranges that overlap are reported as too close to call")
+    cores_text = f"{n} core{'s' if n != 1 else ''}"
+    if others is not None:
+        what = f"other processes used {others:.0%} of its {cores_text} during the run, load {fmt(start)} at the start"
+    else:
+        what = f"load {fmt(start)} at the start, {fmt(end)} at the end, on {cores_text}"
+    return (f"warning: the machine was busy ({what}): figures may be noisy; ranges that overlap are reported as "
+            "too close to call")
 
 
 def machine_id() -> str:

@@ -203,7 +203,7 @@ def run_remembered(
             if isinstance(ev, Finished):
                 new, cancelled = ev.results, ev.cancelled
         if memory is not None and not cancelled:
-            load = {k: new.machine.get(k) for k in ("load_start", "load_end", "load_cores", "busy")}
+            load = {k: new.machine.get(k) for k in ("load_start", "load_end", "load_cores", "others_cpu", "busy")}
             memory.put([r for r in new.rows if r.experiment in missing], rounds, load)
             memory.dataset = new.dataset or memory.dataset
             memory.machine = new.machine or memory.machine
@@ -327,7 +327,7 @@ def bench_events(
                     table.dataset = new.dataset or table.dataset
                     table.machine = new.machine or table.machine
                     if not ev.cancelled:
-                        load = {k: new.machine.get(k) for k in ("load_start", "load_end", "load_cores", "busy")}
+                        load = {k: new.machine.get(k) for k in ("load_start", "load_end", "load_cores", "others_cpu", "busy")}
                         for c in sub.counts:
                             mem = mems[c]
                             mem.put([r for r in new.rows if r.count == c], rounds_for(sub, c), load)

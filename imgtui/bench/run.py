@@ -43,7 +43,7 @@ from ..datasets import open_dataset, parse_synthetic_spec
 from ..errors import CancelledError, ImgtuiError, one_line
 from ..records import Record, validate_record
 from .experiments import EXPERIMENT, exp_memcpy
-from .machine import load_now, load_record, machine_info
+from .machine import cpu_snapshot, load_now, load_record, machine_info, others_share
 from .measure import remove_path, rss_now
 from .methods import BATCH, Ctx, Data, Handle, Method, make_method
 from .model import PEER_METHOD, BenchPlan, Error, Event, Finished, Progress, Result, ResultRow, ResultTable, Started
@@ -400,7 +400,7 @@ class Run:
                 last_store_use[s.group] = i
         rounds = {s.block: s.round + 1 for s in self.steps}
         pending: dict[tuple, tuple[Step, list[ResultRow]]] = {}
-        load_start = load_now()
+        load_start, cpu_start = load_now(), cpu_snapshot()
         try:
             self.base = Path(tempfile.mkdtemp(prefix="imgtui-bench-", dir=self.plan.workdir))
             for i, step in enumerate(self.steps):
@@ -454,7 +454,7 @@ class Run:
                 table.machine = machine_info(self.plan.workdir or tempfile.gettempdir())
             except Exception as exc:  # machine info is a nicety; never lose the results for it
                 table.machine = {"error": one_line(exc)}
-        table.machine.update(load_record(load_start, load_now()))
+        table.machine.update(load_record(load_start, load_now(), others_share(cpu_start, cpu_snapshot())))
         yield Finished(table, cancelled)
 
 
