@@ -192,6 +192,7 @@ def test_busy_is_decided_by_other_processes_cpu_not_by_the_run_s_own_load():
     # the load at the end is the run's own work: with the others' share known it does not decide
     assert load_record(0.1, 1.9 * n, others=0.05)["busy"] is False
     assert load_record(0.1, 0.1, others=0.4)["busy"] is True
+    assert load_record(1.9 * n, 0.1, others=0.05)["busy"] is False  # the load of the command's previous run
     w = busy_warning(load_record(0.2, 1.0, others=0.4))
     assert w.startswith(f"warning: the machine was busy (other processes used 40% of its {n} core")
     assert "load 0.20 at the start" in w

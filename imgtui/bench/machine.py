@@ -194,15 +194,16 @@ def others_share(start: tuple[float, float, float] | None, end: tuple[float, flo
 def load_record(start: float | None, end: float | None, others: float | None = None) -> dict[str, Any]:
     """What a results table keeps of the machine's load: ``load_start``, ``load_end`` (1-minute
     load averages), ``load_cores``, ``others_cpu`` (the share of the CPU other processes used during
-    the run, see ``others_share``) and ``busy``: the load per core above BUSY_LOAD_PER_CORE at the
-    start, or other processes above BUSY_OTHERS_SHARE of the CPU meanwhile. (The load at the end
-    includes the run's own processes, so it does not decide; without ``others`` it still does.)"""
+    the run, see ``others_share``) and ``busy``: other processes above BUSY_OTHERS_SHARE of the CPU
+    meanwhile. The load averages do not decide when ``others`` is known: they trail a minute
+    behind and count the run's own processes (at the end, and at the start of a run that follows
+    another of the same command); without ``others``, load per core above BUSY_LOAD_PER_CORE at
+    either end is busy."""
     n = cores()
-    busy = start is not None and start / n > BUSY_LOAD_PER_CORE
     if others is not None:
-        busy = busy or others > BUSY_OTHERS_SHARE
-    elif end is not None:
-        busy = busy or end / n > BUSY_LOAD_PER_CORE
+        busy = others > BUSY_OTHERS_SHARE
+    else:
+        busy = any(v is not None and v / n > BUSY_LOAD_PER_CORE for v in (start, end))
     return {"load_start": start, "load_end": end, "load_cores": n, "others_cpu": others, "busy": busy}
 
 
