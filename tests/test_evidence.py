@@ -82,6 +82,15 @@ def test_claim3_threads_and_processes_with_ranges():
     v = verdict(table(noisy, procs), 3)
     assert v.verdict == TOO_CLOSE
     assert "LMDB 1.80x (0.71-3.33x)" in v.summary and "HDF5 0.95x (0.91-0.99x)" in v.summary
+    # DEPENDS at every end of the intervals, but a part flips: the processes half is confirmed on
+    # the medians and only "depends" at the far end of LMDB's range (a second run measured it so)
+    refuted_threads = {"hdf5": (tight(100), tight(66)), "lmdb": (tight(100), tight(73))}
+    flip = {"hdf5": (tight(100), tight(124)), "lmdb": ((100, 95, 105), (193, 120, 209))}
+    v = verdict(table(refuted_threads, flip), 3)
+    assert v.verdict == TOO_CLOSE
+    assert "depends (threads refuted, processes depends) or depends (threads refuted, processes confirmed)" in v.summary
+    steady = {"hdf5": (tight(100), tight(124)), "lmdb": (tight(100), tight(193))}
+    assert verdict(table(refuted_threads, steady), 3).verdict == "depends"  # the parts hold: decided
 
 
 def test_rows_without_a_spread_decide_as_before():

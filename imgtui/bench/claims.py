@@ -54,6 +54,28 @@ CLAIM_EXPERIMENTS = (
 TIE = 1.15
 
 
+class Mixed(str):
+    """A "depends" verdict that keeps its parts (("threads", "refuted"), ("processes", "confirmed")):
+    the interval check of ``evaluate_claims`` then sees a part that flips within the measured
+    intervals even when the claim says "depends" at every end."""
+
+    parts: tuple[tuple[str, str], ...]
+
+    def __new__(cls, parts) -> "Mixed":
+        self = super().__new__(cls, "depends")
+        self.parts = tuple((str(k), str(v)) for k, v in parts)
+        return self
+
+
+def _verdict_key(v: str) -> tuple:
+    return str(v), getattr(v, "parts", ())
+
+
+def _verdict_text(v: str) -> str:
+    parts = getattr(v, "parts", ())
+    return str(v) + (" (" + ", ".join(f"{k} {x}" for k, x in parts) + ")" if parts else "")
+
+
 @dataclass(frozen=True)
 class Claim:
     id: int
@@ -326,7 +348,7 @@ def _claim3(table: ResultTable) -> tuple[str, str, list[str]]:
              + (f", {who} {_sx(h_pr, pr_r.get(h_pb))}" if h_pr is not None and h_pb is not None else ""))
     if threads == procs:
         return threads, head, figures
-    return "depends", head + f" (threads say {threads}, processes say {procs})", figures
+    return Mixed((("threads", threads), ("processes", procs))), head + f" (threads say {threads}, processes say {procs})", figures
 
 
 def mutate_figures(table: ResultTable) -> dict[str, dict[str, dict]]:
@@ -494,7 +516,7 @@ def _claim8(table: ResultTable) -> tuple[str, str, list[str]]:
     if all(v == "refuted" for v in verdicts):
         return "refuted", "LMDB or HDF5 store and read a single image faster than a PNG file here", figures
     what = ", ".join(f"{e}: {v}" for e, v in zip(("store_one", "read_one"), verdicts))
-    return "depends", f"single-image speed differs by operation ({what})", figures
+    return Mixed(zip(("store_one", "read_one"), verdicts)), f"single-image speed differs by operation ({what})", figures
 
 
 def _claim9(table: ResultTable) -> tuple[str, str, list[str]]:
@@ -614,7 +636,8 @@ def _claim10(table: ResultTable) -> tuple[str, str, list[str]]:
         return v_large, head, figures
     if TOO_CLOSE in (v_large, v_small):
         return TOO_CLOSE, head + f" (large scale says {v_large}, small scale says {v_small})", figures
-    return "depends", head + f" (large scale says {v_large}, small scale says {v_small})", figures
+    return (Mixed((("large scale", v_large), ("small scale", v_small))),
+            head + f" (large scale says {v_large}, small scale says {v_small})", figures)
 
 
 def tuning_figures(table: ResultTable) -> dict[int, dict[tuple[str, str], ResultRow]]:
@@ -784,8 +807,9 @@ def evaluate_claims(table: ResultTable) -> list[ClaimVerdict]:
 
     A timed claim is decided on the medians and again at both ends of the measured ranges: every
     figure at the end that favours the claim, then every figure at the end that speaks against it
-    (``range_view``). When the three verdicts differ, the ranges overlap where it matters and the
-    verdict is "too close to call", the headline quoting the medians and ranges it was decided on."""
+    (``range_view``). When the three verdicts differ (a "depends" also when one of its parts differs,
+    see ``Mixed``), the ranges overlap where it matters and the verdict is "too close to call", the
+    headline quoting the medians and ranges it was decided on."""
     out = []
     for c in CLAIMS:
         verdict, summary, figures = _EVALUATORS[c.id](table)
@@ -793,13 +817,13 @@ def evaluate_claims(table: ResultTable) -> list[ClaimVerdict]:
         if favour is not None and verdict != "not measured" and any(r.spread for r in table.rows):
             pro = _EVALUATORS[c.id](range_view(table, favour, +1))[0]
             con = _EVALUATORS[c.id](range_view(table, favour, -1))[0]
-            if len({verdict, pro, con}) > 1:
-                alts = " or ".join(dict.fromkeys(v for v in (con, verdict, pro)))
+            if len({_verdict_key(verdict), _verdict_key(pro), _verdict_key(con)}) > 1:
+                alts = " or ".join(dict.fromkeys(_verdict_text(v) for v in (con, verdict, pro)))
                 ranges = headline_ranges(c.id, table)
                 summary = (f"too close to call: within the measured intervals the figures say {alts}"
                            + (f" ({ranges})" if ranges else "") + f"; on the medians {verdict}: {summary}")
                 verdict = TOO_CLOSE
-        out.append(ClaimVerdict(c.id, c.title, c.text, verdict, summary, figures, list(c.experiments)))
+        out.append(ClaimVerdict(c.id, c.title, c.text, str(verdict), summary, figures, list(c.experiments)))
     return out
 
 
