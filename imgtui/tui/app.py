@@ -8,7 +8,7 @@ import signal
 import threading
 from typing import Any, Iterable
 
-from textual import on
+from textual import events, on
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 from textual.binding import Binding
@@ -18,6 +18,7 @@ from ..bench import backend_info
 from ..bench.model import ResultTable
 from . import graphics
 from .commands import help_rows, screen_commands
+from .idle_gc import IdleGC
 from .messages import one_line_error
 from .screens.help import HelpScreen
 from .screens.main import MainScreen
@@ -51,6 +52,7 @@ class ImgtuiApp(App):
         self._dataset = dataset
         self._options = options
         self.main_screen = MainScreen(dataset, **options)
+        self.idle_gc = IdleGC()  # full garbage collections wait until the keys rest (idle_gc.py)
 
     def get_default_screen(self) -> MainScreen:
         return self.main_screen
@@ -66,6 +68,16 @@ class ImgtuiApp(App):
                 pass
         if self._browse is not None:
             self.main_screen.open_browser(self._browse)
+        self.idle_gc.start()
+        self.set_interval(0.25, self.idle_gc.tick)
+
+    def on_unmount(self) -> None:
+        self.idle_gc.stop()
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, (events.Key, events.MouseDown, events.MouseScrollDown, events.MouseScrollUp)):
+            self.idle_gc.input()
+        await super().on_event(event)
 
     def _on_terminate(self) -> None:
         # as ctrl+q, without the wait: the children are stopped at once and their stores removed

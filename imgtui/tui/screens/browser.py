@@ -42,6 +42,9 @@ from .labels import LabelPicker
 
 #: a page of row details is posted at once, or in parts every this many seconds when reading is slow
 DETAILS_EVERY = 0.1
+#: moves closer together than this (a held key) defer the record's image and details until the
+#: cursor rests this long: the list keeps up with the key instead of drawing every image on the way
+IMAGE_SETTLE = 0.12
 #: decoded thumbnails kept per screen (keyed by record index and cell size)
 THUMBNAIL_CACHE = 64
 #: records whose metadata the filter reads at a time
@@ -186,6 +189,8 @@ the same record of the other backends' stores; Escape goes back.
         self._slice: int | None = None
         self._depth = 0
         self._filter_progress = (0, 0)
+        self._last_move = 0.0
+        self._settle: Any = None  # the timer that loads the image once a held key is released
 
     # -- layout ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -458,8 +463,23 @@ the same record of the other backends' stores; Escape goes back.
     @on(RecordList.Highlighted)
     def _highlighted(self, event: RecordList.Highlighted) -> None:
         self._update_status()
-        if event.index is not None:
+        if event.index is None:
+            return
+        now = time.monotonic()
+        rapid, self._last_move = now - self._last_move < IMAGE_SETTLE, now
+        if self._settle is not None:
+            self._settle.stop()
+            self._settle = None
+        if rapid:  # a held key: the image follows when the cursor rests
+            self._settle = self.set_timer(IMAGE_SETTLE, self._settled)
+        else:
             self._request_image(event.index)
+
+    def _settled(self) -> None:
+        self._settle = None
+        index = self.record_list.current_index
+        if index is not None:
+            self._request_image(index)
 
     @on(RecordList.DetailsWanted)
     def _details_wanted(self, event: RecordList.DetailsWanted) -> None:
