@@ -15,7 +15,6 @@ def test_large_store_reads_batches_without_the_whole_store_index(tmp_path, monke
     import imgtui
     from imgtui.backends import open_store
     from imgtui.backends.lmdb import store as lmdb_store
-    from imgtui.errors import CorruptStoreError
     from imgtui.records import Record
 
     records = [Record(np.full((16, 16), i % 256, np.uint8), i % 7 if i % 11 else f"s{i}", {"i": i} if i % 13 == 0 else {})
@@ -34,25 +33,7 @@ def test_large_store_reads_batches_without_the_whole_store_index(tmp_path, monke
         assert r.labels_array().tolist() == [x.label for x in records]
         assert not r._indexed and r._label_cache is None  # neither whole-store index was built
     # a damaged pixel is still refused by a lookup-only batch read
-    with open_store(p) as r:
-        e, view, first = r._locate(300)
-        off = int(e["offset"])
-    import lmdb
-
-    env = lmdb.open(str(p), max_dbs=4, subdir=True)
-    with env.begin(write=True) as txn:
-        db = env.open_db(b"blocks", txn=txn)
-        key = first.to_bytes(8, "big")
-        v = bytearray(txn.get(key, db=db))
-        v[off] ^= 0xFF
-        txn.put(key, bytes(v), db=db)
-    env.close()
-    with open_store(p) as r:
-        import pytest
-
-        with pytest.raises(CorruptStoreError, match="record 300"):
-            r.get_images([5, 300])
-        assert not r._indexed
+    _lookup_batch_refuses_a_flipped_pixel(p, 300)
 
 
 def test_single_label_lookup_in_a_labels_block():
@@ -81,12 +62,10 @@ def test_small_batches_of_a_big_store_read_their_own_blocks_until_the_index_pays
     every block: 1.2 s warm, 54 s cold at 1,000,000 records) until their lookups add up to
     1/LOOKUP_BUDGET of the store; the pixels, checked reads and errors are the same either way."""
     import numpy as np
-    import pytest
 
     import imgtui
     from imgtui.backends import open_store
     from imgtui.backends.lmdb import store as lmdb_store
-    from imgtui.errors import CorruptStoreError
     from imgtui.records import Record
 
     records = [Record(np.full((8, 8, 3), i % 251, np.uint8), i % 5, {}) for i in range(600)]
@@ -109,11 +88,21 @@ def test_small_batches_of_a_big_store_read_their_own_blocks_until_the_index_pays
         assert np.array_equal(r.get_images(range(0, 200)), np.stack([x.image for x in records[:200]]))
         assert r._indexed
     # a damaged pixel is refused by a lookup batch too
-    with open_store(p) as r:
-        e, view, first = r._locate(300)
-        off = int(e["offset"])
-    import lmdb
+    _lookup_batch_refuses_a_flipped_pixel(p, 300)
 
+
+def _lookup_batch_refuses_a_flipped_pixel(p, index: int) -> None:
+    """Flip the first pixel byte of record ``index`` in its block; a batch read by lookups (no
+    whole-store index) must refuse it with a one-line error naming the record."""
+    import lmdb
+    import pytest
+
+    from imgtui.backends import open_store
+    from imgtui.errors import CorruptStoreError
+
+    with open_store(p) as r:
+        e, _view, first = r._locate(index)
+        off = int(e["offset"])
     env = lmdb.open(str(p), max_dbs=4, subdir=True)
     with env.begin(write=True) as txn:
         db = env.open_db(b"blocks", txn=txn)
@@ -123,6 +112,6 @@ def test_small_batches_of_a_big_store_read_their_own_blocks_until_the_index_pays
         txn.put(key, bytes(v), db=db)
     env.close()
     with open_store(p) as r:
-        with pytest.raises(CorruptStoreError, match="record 300"):
-            r.get_images([5, 300])
+        with pytest.raises(CorruptStoreError, match=f"record {index}"):
+            r.get_images([5, index])
         assert not r._indexed
