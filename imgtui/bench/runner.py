@@ -38,10 +38,10 @@ from ..convert import convert
 from ..datasets import open_dataset
 from ..datasets.base import Dataset
 from ..errors import CancelledError, ImgtuiError, one_line
+from .memory import bench_events, results_dir
 from .model import BenchPlan, Finished, Progress, Result, ResultTable
 from .plan import validate_plan
 from .recommend import recommend_for_dataset
-from .memory import bench_events, results_dir
 from .run import run_plan
 
 #: seconds a cancelled benchmark child gets to stop by itself before it is terminated

@@ -34,7 +34,6 @@ class IdleGC:
         self.last_input = clock()
         self.last_full = clock()
         self.dirty = False  # input came since the last full collection
-        self.full_runs = 0
         self._saved: tuple[int, ...] | None = None
 
     @property
@@ -73,6 +72,5 @@ class IdleGC:
         if rested or now - self.last_full >= self.force_every:
             self.collect()
             self.last_full, self.dirty = now, False
-            self.full_runs += 1
             return True
         return False
