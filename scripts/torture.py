@@ -96,7 +96,16 @@ def main(argv: list[str] | None = None) -> int:
                     d.mkdir()
                     p = prepare(d, backend, op)
                     run_child(op, backend, p, {}, kill_after=rnd.uniform(0.3 * span, span))  # past the start-up
-                    counts[classify(p, op)] += 1
+                    killed = root / f"{backend}-{op}-{k}-as-killed"
+                    shutil.copytree(d, killed, symlinks=True)  # the store as the kill left it
+                    outcome = classify(p, op)
+                    counts[outcome] += 1
+                    if outcome in ("lost", "wrong"):  # kept to find out why (classify may have repaired it)
+                        keep = Path(tempfile.gettempdir()) / f"imgtui-torture-{outcome}-{backend}-{op}-{k}"
+                        shutil.rmtree(keep, ignore_errors=True)
+                        shutil.move(str(killed), keep)
+                        print(f"{backend} {op} kill {k}: {outcome}; the store as killed is kept in {keep}", flush=True)
+                    shutil.rmtree(killed, ignore_errors=True)
                     shutil.rmtree(d, ignore_errors=True)
                 c = counts
                 print(f"{backend:10} {op:17} kills {sum(c.values()):4}  old {c['old']:4}  new {c['new']:4}  "
