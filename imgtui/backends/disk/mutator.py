@@ -264,22 +264,24 @@ class DiskMutator(_Mutator):
     # -- recovery --------------------------------------------------------------------------
     @classmethod
     def leftovers(cls, path: Path) -> list[str]:
+        temps = [f"{name}: a temporary of an interrupted change (imgtui repair removes it)"
+                 for name in disk.temporaries(path)]
         intent = _read_json(path / INTENT)
         if intent is None and not (path / INTENT).exists():
-            return []
+            return temps
         op = (intent or {}).get("op", "change")
         m = _read_json(path / disk.MANIFEST) or {}
         done = intent is not None and m.get("generation", 0) == intent.get("to_generation")
         what = "finishes it" if done else "rolls it back"
-        return [f"an interrupted {op} left files in the store (imgtui repair {what})"]
+        return temps + [f"an interrupted {op} left files in the store (imgtui repair {what})"]
 
     @classmethod
     def repair(cls, path: Path) -> list[str]:
         ipath = path / INTENT
         out: list[str] = []
-        for name in os.listdir(path):  # atomic_write_text temporaries of a killed writer
-            if name.startswith(".") and ".tmp-" in name:
-                remove_path(path / name)
+        for name in disk.temporaries(path):  # atomic_write_text temporaries of a killed change
+            remove_path(path / name)
+            out.append(f"removed {name}, a temporary of an interrupted change")
         if not ipath.exists():
             return out
         intent = _read_json(ipath) or {}

@@ -302,6 +302,19 @@ def _table_of(manifest: dict, path: Path) -> str:
     return name
 
 
+#: what ``atomic_write_text`` writes before its rename (``.manifest.json.tmp-<pid>``): a change killed
+#: between the two leaves it behind; it is no record's, ``imgtui repair`` removes it
+_TEMP_RE = re.compile(r"^\..+\.tmp-\d+$")
+
+
+def temporaries(path: Path) -> list[str]:
+    """Names of the temporaries a killed change left in the store folder ``path``."""
+    try:
+        return sorted(n for n in os.listdir(path) if _TEMP_RE.match(n))
+    except OSError:
+        return []
+
+
 def _is_disk_folder(path: Path) -> bool:
     return (path / TABLE).is_file() and (path / IMAGES).is_dir()
 
@@ -642,12 +655,18 @@ class DiskReader(StoreReader):
             return problems  # the extra files are an interrupted change's: a note says so, repair removes them
         for name in sorted(found - listed):
             problems.append(f"{name}: extra file not listed in {self._table_name}")
+        temps = set(temporaries(self.path))  # an interrupted change's: a note says so
         for name in sorted(os.listdir(self.path)):
-            if name not in (MANIFEST, self._table_name, IMAGES):
+            if name not in (MANIFEST, self._table_name, IMAGES) and name not in temps:
                 problems.append(f"{name}: unexpected file in the store folder")
         return problems
 
     def _leftovers(self) -> list[str]:
+        temps = [f"{name}: a temporary of an interrupted change; the records read are not affected "
+                 f"(imgtui repair {self.path} removes it)" for name in temporaries(self.path)]
+        return temps + self._intent_leftovers()
+
+    def _intent_leftovers(self) -> list[str]:
         if not (self.path / INTENT).exists():
             return []
         try:
