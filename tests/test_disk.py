@@ -442,8 +442,52 @@ def test_open_parses_no_table_and_reads_one_row(tmp_path):
 def test_a_label_with_a_line_break_is_read_by_the_full_parse(tmp_path):
     recs = [Record(rand((3, 3)), "two\nlines" if i == 2 else i, {}) for i in range(6)]
     write(tmp_path / "s", recs)
+    assert json.loads((tmp_path / "s" / "manifest.json").read_text())["table_bytes"] is None
     r = open_store(tmp_path / "s")
     assert r[4] == recs[4] and r[2] == recs[2] and r.labels()[2] == "two\nlines"
+
+
+def test_open_trusts_the_recorded_table_size_and_finds_rows_by_bisection(tmp_path, monkeypatch):
+    """The writer records the size of a one-line-per-row table: open counts no lines at that size,
+    and a row far from where rows of the average length would put it (long metadata up front) is
+    found by bisecting on the line indices; a table edited since is counted as before."""
+    import imgtui.backends.disk.store as ds
+
+    recs = [Record(rand((1, 1)), i, {"pad": "x" * (3000 if i < 40 else 1)}) for i in range(400)]
+    write(tmp_path / "s", recs)
+    t = tmp_path / "s" / "records.csv"
+    m = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert m["table_bytes"] == t.stat().st_size
+    counted = []
+    real = ds._line_count
+    monkeypatch.setattr(ds, "_line_count", lambda data: counted.append(1) or real(data))
+    bisected = []
+    bisect = ds._bisect_row
+    monkeypatch.setattr(ds, "_bisect_row", lambda data, i, key: bisected.append(i) or bisect(data, i, key))
+    r = open_store(tmp_path / "s")
+    assert counted == [] and "_crc" not in r.__dict__
+    some = (399, 41, 200, 0, 39, 350)
+    assert [r[i] for i in some] == [recs[i] for i in some]
+    assert 200 in bisected  # 58 KB from where rows of the average length would put it
+    fresh = ds.DiskReader(tmp_path / "s")
+    fresh._load_table()  # the full parse: every row's values
+    assert [r._row(i)[1:4] for i in range(400)] == [
+        (fresh._label(i), fresh._shape_list[fresh._shape_codes[i]], int(fresh._crc[i])) for i in range(400)
+    ]
+    # one byte more in the last row: the size differs, the lines are counted (and rows still read)
+    t.write_bytes(t.read_bytes()[:-2] + b" \r\n")
+    r = open_store(tmp_path / "s")
+    assert counted == [1] and r[0] == recs[0]
+
+
+def test_an_append_records_the_new_table_size(tmp_path):
+    import imgtui
+
+    write(tmp_path / "s", [Record(rand((2, 2)), i) for i in range(5)])
+    imgtui.append(tmp_path / "s", [Record(rand((2, 2)), 9)])
+    m = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert m["table_bytes"] == (tmp_path / "s" / m["table"]).stat().st_size
+    assert len(open_store(tmp_path / "s")) == 6
 
 
 def test_a_table_missing_a_middle_row_is_refused_on_open(tmp_path):

@@ -94,7 +94,8 @@ class DiskMutator(_Mutator):
         fsync_tree(self.path)
         self.stats.label_kinds = self._kinds_after()
         m = _new_manifest(self.manifest, self.stats, table=table.name, generation=self.generation + 1,
-                          labels_digest=self._digest.hexdigest())
+                          labels_digest=self._digest.hexdigest(),
+                          table_bytes=disk.plain_table_bytes(table, self.stats.count))
         fault_point("commit")
         atomic_write_text(self.mpath, json.dumps(m, indent=1, ensure_ascii=False) + "\n")
         fault_point("committed")

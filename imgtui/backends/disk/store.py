@@ -261,6 +261,7 @@ class DiskWriter(StoreWriter):
             self._table.flush()
             os.fsync(self._table.fileno())
             self._table.close()
+            manifest["table_bytes"] = plain_table_bytes(self.build_path / TABLE, manifest.get("count", 0))
             atomic_write_text(self.build_path / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
         except OSError as exc:
             if exc.errno == 28:
@@ -313,6 +314,51 @@ def temporaries(path: Path) -> list[str]:
         return sorted(n for n in os.listdir(path) if _TEMP_RE.match(n))
     except OSError:
         return []
+
+
+def _line_count(data: Any) -> int:
+    """Line breaks in ``data`` (bytes or a map), counted a megabyte at a time."""
+    step, n = 1 << 20, 0
+    for s in range(0, len(data), step):
+        n += int(np.count_nonzero(np.frombuffer(data[s : s + step], np.uint8) == 10))
+    return n
+
+
+def plain_table_bytes(table: Path, count: int) -> int | None:
+    """The size of a finished table with one line per row (no line break inside a cell), for the
+    manifest's ``table_bytes``: a reader that finds the table at that size skips counting its lines
+    on open (40 ms at 1,000,000 rows). None when some cell holds a line break."""
+    with open(table, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if not size:
+            return None
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return size if _line_count(data) == count + 1 else None
+
+
+def _bisect_row(data: Any, i: int, key: bytes) -> int:
+    """Where ``key`` (``b"\\n<i>,"``) is in a table whose rows are in index order and hold no line
+    break: a bisection on the index that starts each line, then a short search (rows grow longer
+    with their index, so the proportional guess misses by megabytes at a million rows)."""
+    lo, hi = 0, len(data)
+    while hi - lo > 16384:
+        mid = (lo + hi) // 2
+        nl = data.find(b"\n", mid, hi)
+        comma = data.find(b",", nl + 1, nl + 24) if nl >= 0 else -1
+        try:
+            j = int(data[nl + 1 : comma]) if comma > 0 else -1
+        except ValueError:
+            j = -1
+        if j < 0:
+            break  # not a row start where one should be: search the rest plainly
+        if j == i:
+            return nl
+        if j < i:
+            lo = nl + 1
+        else:
+            hi = nl + len(key)
+    start = data.find(key, lo, hi)
+    return start if start >= 0 else data.find(key)
 
 
 def _is_disk_folder(path: Path) -> bool:
@@ -381,8 +427,11 @@ class DiskReader(StoreReader):
         self._table = data
         count = self.manifest.get("count")
         end = data.find(b"\n")
+        # the writer recorded the size of a table with one line per row: at that size, the lines
+        # are not counted again (a table edited, cut or padded since is counted as before)
+        known = self.manifest.get("table_bytes")
         if (isinstance(count, int) and count > 0 and end > 0 and data[-1:] == b"\n"
-                and int(np.count_nonzero(np.frombuffer(data, np.uint8) == 10)) == count + 1):
+                and ((isinstance(known, int) and known == size) or _line_count(data) == count + 1)):
             last = data.rfind(b"\n", 0, len(data) - 1) + 1
             want = b"%d," % (count - 1)
             if data[last : last + len(want)] == want:
@@ -412,7 +461,7 @@ class DiskReader(StoreReader):
         guess = len(data) * (i + 1) // (self._n + 1)
         start = data.find(key, max(0, guess - 8192), guess + 8192)
         if start < 0:
-            start = data.find(key)
+            start = _bisect_row(data, i, key)
         start += 1
         end = data.find(b"\n", start)
         try:
