@@ -322,3 +322,96 @@ def test_cli_bad_options_exit_2_with_one_line(args, message, capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
     assert err.strip().startswith(message)
+
+
+# -- records spilled to a file (a million records do not fit in memory twice) ------------------
+@pytest.mark.parametrize("dataset, cycle", [
+    ("synthetic", False),                      # one shape: the file is one (n, ...) array
+    ("synthetic:variable=8-24,count=7", True),  # variable shapes, repeated up to the count
+    ("synthetic:count=7", True),               # one shape, repeated: copied into the file
+])
+def test_spilled_records_give_the_same_rows_and_hold_no_pixels(tmp_path, monkeypatch, dataset, cycle):
+    """Above the spill size the records' pixels go to a file in the run folder: every method
+    still gets the same records (the reads are compared bit-exact while streaming), the table
+    says so in a note, and the file is gone afterwards."""
+    import numpy as np
+
+    import imgtui.bench.run as run_mod
+    from imgtui.bench.methods import RecordTable
+    from imgtui.datasets import open_dataset
+
+    seen = {}
+    real = run_mod.Run._spill
+
+    def spy(self, *a, **kw):
+        data = seen["data"] = real(self, *a, **kw)
+        return data
+
+    monkeypatch.setattr(run_mod, "SPILL_BYTES", 1)
+    monkeypatch.setattr(run_mod.Run, "_spill", spy)
+    plan = _plan(tmp_path, dataset=dataset, counts=[5, 30], cycle=cycle, backends=["lmdb", "hdf5"],
+                 methods=["imgtui", "floor"], experiments=["store_many", "read_many", "read_one", "random_batches"])
+    table = _collect(plan)[-1].results
+    assert [r for r in table.rows if r.error] == []
+    assert {(r.experiment, r.backend, r.count) for r in table.rows} >= {
+        (e, b, c) for e in ("store_many", "read_many", "read_one", "random_batches") for b in ("lmdb", "hdf5") for c in (5, 30)}
+    assert any("records" in n and "kept in a file, not in memory" in n for n in table.notes)
+    data = seen["data"]
+    assert data.spilled and isinstance(data.records, RecordTable) and data.n == 30
+    src = list(open_dataset(dataset))
+    for i in range(30):  # the spilled records are the dataset's (repeated when it is shorter)
+        assert data.records[i] == src[i % len(src)]
+    if "variable" not in dataset:
+        assert data.stacked is not None and np.array_equal(data.stacked[29], src[29 % len(src)].image)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_streamed_read_that_differs_from_the_source_is_an_error_row(tmp_path, monkeypatch):
+    import imgtui.bench.methods as methods
+    import imgtui.bench.run as run_mod
+
+    monkeypatch.setattr(run_mod, "SPILL_BYTES", 1)
+    real = methods.ImgtuiMethod.read_many
+
+    def flipped(self, handle, ctx):
+        out = ctx.collect()
+        images, labels = real(self, handle, methods.Ctx())
+        for batch in images:
+            batch = batch.copy()
+            batch.reshape(-1)[-1] ^= 1  # one bit of the last pixel of each batch
+            out.append(batch)
+        return out, labels
+
+    monkeypatch.setattr(methods.ImgtuiMethod, "read_many", flipped)
+    plan = _plan(tmp_path, counts=[40], backends=["lmdb"], methods=["imgtui"], experiments=["store_many", "read_many"])
+    rows = _collect(plan)[-1].results.rows
+    assert [(r.experiment, r.error) for r in rows] == [
+        ("store_many", None), ("read_many", "read_many: the records read back differ from the source")]
+
+
+def test_sink_compares_records_batches_and_lists_in_order():
+    import numpy as np
+
+    from imgtui.bench.methods import Data, RecordTable, Sink
+    from imgtui.records import Record
+
+    imgs = [np.full((2, 3), i, np.uint16) for i in range(4)] + [np.full((5,), 9, np.uint16)]
+    flat = np.concatenate([a.reshape(-1).view(np.uint8) for a in imgs])
+    starts = np.cumsum([0] + [a.nbytes for a in imgs[:-1]])
+    table = RecordTable(flat, starts, np.array([0, 0, 0, 0, 1], np.uint32),
+                        [((2, 3), np.dtype(np.uint16)), ((5,), np.dtype(np.uint16))], list(range(5)), [{}] * 5)
+    assert list(table) == [Record(a, i, {}) for i, a in enumerate(imgs)] and table.stacked() is None
+    data = Data(table, None, flat.nbytes, spilled=True)
+
+    def feed(items, check=True):
+        s = Sink(data, check)
+        for it in items:
+            s.append(it)
+        return s
+
+    good = [imgs[0], np.stack(imgs[1:3]), [imgs[3]], imgs[4]]  # a record, a batch, a list, a record
+    assert feed(good).complete() and len(feed(good)) == 5
+    assert not feed(good[:3]).complete()  # one record short
+    bad = [imgs[0], np.stack([imgs[1], imgs[1]]), [imgs[3]], imgs[4]]
+    assert not feed(bad).complete()
+    assert feed(bad, check=False).complete()  # the timed trials only count

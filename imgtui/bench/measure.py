@@ -16,6 +16,23 @@ from ..backends.base import path_size, remove_path  # noqa: F401 (the engine's s
 from ..errors import ImgtuiError
 
 
+#: "rss": resident memory; "anon": without file-backed pages (a run whose records are mapped from
+#: a file sets it, so that touching them is not counted as a method's memory)
+_RSS_KIND = "rss"
+
+
+def set_rss_kind(kind: str) -> None:
+    global _RSS_KIND
+    _RSS_KIND = kind
+
+
+def _rss(proc: psutil.Process) -> int:
+    mi = proc.memory_info()
+    if _RSS_KIND == "anon":
+        return mi.rss - getattr(mi, "shared", 0)
+    return mi.rss
+
+
 class RssSampler:
     """Samples the RSS of this process (or of given pids) every ``interval`` s; ``peak`` is the max."""
 
@@ -33,7 +50,7 @@ class RssSampler:
     def sample(self) -> None:
         for i, p in enumerate(self._procs):
             try:
-                rss = p.memory_info().rss
+                rss = _rss(p)
             except Exception:
                 continue
             if rss > self.peaks[i]:
@@ -68,7 +85,7 @@ class _SelfRss:
 
     def sample(self) -> None:
         try:
-            rss = self._proc.memory_info().rss
+            rss = _rss(self._proc)
         except Exception:
             return
         if rss > self.peak:
@@ -120,7 +137,7 @@ def rss_now() -> int:
     """This process's RSS after a garbage collection (the baseline of a step)."""
     gc.collect()
     try:
-        return psutil.Process().memory_info().rss
+        return _rss(psutil.Process())
     except Exception:
         return 0
 

@@ -324,6 +324,7 @@ def bench_events(
                     cancelled = cancelled or ev.cancelled
                     new = ev.results
                     table.rows.extend(new.rows)
+                    table.notes.extend(t for t in new.notes if t not in table.notes)
                     table.dataset = new.dataset or table.dataset
                     table.machine = new.machine or table.machine
                     if not ev.cancelled:

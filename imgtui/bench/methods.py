@@ -24,7 +24,7 @@ import numpy as np
 
 from ..backends import article, get_backend, open_store, open_writer
 from ..errors import CancelledError, ImgtuiError
-from ..records import Record
+from ..records import Record, same_pixels
 
 #: records per batch: progress and cancel checks happen at least this often
 BATCH = 256
@@ -34,11 +34,13 @@ ARTICLE_BACKENDS = ("disk", "lmdb", "hdf5")
 
 
 class Ctx:
-    """What a timed function gets: a cancel check and a progress counter."""
+    """What a timed function gets: a cancel check, a progress counter and ``collect()``, the list a
+    ``read_many`` puts what it reads in (a ``Sink`` that keeps nothing when the records are spilled)."""
 
     def __init__(self, cancelled: Callable[[], bool] = lambda: False, report: Callable[[int], None] | None = None):
         self._cancelled = cancelled
         self._report = report
+        self.collect: Callable[[], list] = list
 
     def check(self) -> None:
         if self._cancelled():
@@ -53,14 +55,105 @@ class Ctx:
 NULL_CTX = Ctx()
 
 
+class RecordTable(Sequence):
+    """Records whose pixels lie in one flat byte array (a read-only map of a file when the records
+    are spilled): each Record is made on access, its image a view of the array. Holds the labels
+    and metadata; a record's bytes start at ``starts[i]`` (a repeated record shares its bytes)."""
+
+    def __init__(self, flat: np.ndarray, starts: np.ndarray, codes: np.ndarray, shapes: list[tuple],
+                 labels: list, metadata: list) -> None:
+        self.flat, self.starts, self.codes, self.shapes = flat, starts, codes, shapes
+        self.labels, self.metadata = labels, metadata
+        self._sizes = [int(np.prod(shape)) * np.dtype(dt).itemsize for shape, dt in shapes]
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def image(self, i: int) -> np.ndarray:
+        shape, dtype = self.shapes[self.codes[i]]
+        s = int(self.starts[i])
+        return self.flat[s : s + self._sizes[self.codes[i]]].view(dtype).reshape(shape)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return Record(self.image(i), self.labels[i], self.metadata[i])
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def raw_bytes(self) -> int:
+        return int(np.asarray(self._sizes, np.int64)[self.codes].sum()) if len(self) else 0
+
+    def head(self, n: int) -> "RecordTable":
+        return RecordTable(self.flat, self.starts[:n], self.codes[:n], self.shapes, self.labels[:n], self.metadata[:n])
+
+    def stacked(self) -> np.ndarray | None:
+        """The (n, ...) array of one-shape records stored in order, as a view; else None."""
+        n = len(self)
+        if len(self.shapes) != 1 or n == 0 or int(self.starts[-1]) != (n - 1) * self._sizes[0]:
+            return None
+        shape, dtype = self.shapes[0]
+        return self.flat[: n * self._sizes[0]].view(dtype).reshape((n,) + tuple(shape))
+
+
+class Sink(list):
+    """A ``read_many``'s collector when the records are spilled: it compares what is read with the
+    source (``check``) or only counts it, and keeps nothing, so reading a million records holds one
+    batch at a time. ``append`` takes one record's image, a stacked batch or a list of images."""
+
+    def __init__(self, data: "Data", check: bool) -> None:
+        super().__init__()
+        self.data, self.check, self.n, self.ok = data, check, 0, True
+
+    def append(self, item: Any) -> None:
+        if isinstance(item, list):
+            for a in item:
+                self._one(a)
+            return
+        st = self.data.stacked
+        if st is not None and isinstance(item, np.ndarray) and item.ndim == st.ndim and item.shape[1:] == st.shape[1:]:
+            k = len(item)
+            if self.check and self.ok:
+                self.ok = self.n + k <= len(st) and same_pixels(item, st[self.n : self.n + k])
+            self.n += k
+            return
+        if st is None and isinstance(item, np.ndarray) and self.n < self.data.n:
+            want = self.data.records[self.n].image
+            if item.ndim == want.ndim + 1 and item.shape[1:] == want.shape:  # a batch of one shape
+                for a in item:
+                    self._one(a)
+                return
+        self._one(item)
+
+    def extend(self, items: Any) -> None:
+        for a in items:
+            self._one(a)
+
+    def __len__(self) -> int:  # what a method counts its progress by
+        return self.n
+
+    def _one(self, a: Any) -> None:
+        if self.check and self.ok:
+            self.ok = (self.n < self.data.n and isinstance(a, np.ndarray)
+                       and same_pixels(np.asarray(a), self.data.records[self.n].image))
+        self.n += 1
+
+    def complete(self) -> bool:
+        """Every record was read, in order, and (when checked) bit-exact."""
+        return self.ok and self.n == self.data.n
+
+
 @dataclass
 class Data:
-    """The first ``n`` records of the dataset, materialised once and shared by every method."""
+    """The first ``n`` records of the dataset, materialised once and shared by every method
+    (``spilled``: their pixels are in a file the run maps, not in memory; see ``run.Run.load``)."""
 
-    records: list[Record]
+    records: Sequence[Record]
     #: the stacked (n, ...) array when every image has the same shape and dtype, else None
     stacked: np.ndarray | None
     raw_bytes: int
+    spilled: bool = False
 
     @property
     def n(self) -> int:
@@ -72,11 +165,22 @@ class Data:
 
     @property
     def labels(self) -> list:
-        return [r.label for r in self.records]
+        return self.labels_metadata(0, self.n)[0]
+
+    def labels_metadata(self, start: int, end: int) -> tuple[list, list]:
+        """The labels and the metadata of records ``start:end`` (no Record made for them)."""
+        recs = self.records
+        if isinstance(recs, RecordTable):
+            return recs.labels[start:end], recs.metadata[start:end]
+        part = recs[start:end]
+        return [r.label for r in part], [r.metadata for r in part]
 
     def prefix(self, n: int) -> "Data":
-        recs = self.records[:n]
         st = self.stacked[:n] if self.stacked is not None else None
+        if isinstance(self.records, RecordTable):
+            recs = self.records.head(n)
+            return Data(recs, st, recs.raw_bytes(), self.spilled)
+        recs = self.records[:n]
         return Data(recs, st, sum(r.image.nbytes for r in recs))
 
 
@@ -224,10 +328,43 @@ class FloorMethod(Method):
         return np.array(mm[index])
 
     def read_many(self, handle: Handle, ctx: Ctx) -> tuple[list, list]:
+        out = ctx.collect()
+        if isinstance(out, Sink):  # spilled records: read a batch at a time, keep none
+            return self._read_batches(handle, ctx, out), []
         arr = _read_npy(handle.path, ctx, BATCH if "layout" not in handle.extra else 1 << 20)
         if "layout" in handle.extra:
             return [self._unflatten(arr, handle, i) for i in range(handle.count)], []
         return [arr], []
+
+    def _read_batches(self, handle: Handle, ctx: Ctx, out: Sink) -> Sink:
+        """np.load's reads, a batch of records at a time into fresh arrays handed to ``out``."""
+        n = handle.count
+        offs = handle.extra.get("offsets")
+        step = BATCH
+        if offs is None:
+            shape, dtype = tuple(handle.extra["shape"]), np.dtype(handle.extra["dtype"])
+            row = int(np.prod(shape)) * dtype.itemsize
+            step = _batch_for(np.empty((1,) + shape, dtype))  # the imgtui method's batches (8 MB)
+        with open(handle.path, "rb") as fh:
+            np.lib.format.read_magic(fh)  # store_many wrote a version 1.0 header
+            np.lib.format.read_array_header_1_0(fh)
+            base = fh.tell()
+            for s in range(0, n, step):
+                e = min(n, s + step)
+                if offs is None:
+                    buf = np.empty((e - s,) + shape, dtype)
+                    fh.seek(base + s * row)
+                    fh.readinto(memoryview(buf.reshape(-1)).cast("B"))
+                    out.append(buf)
+                else:
+                    buf = np.empty(offs[e] - offs[s], np.uint8)
+                    fh.seek(base + offs[s])
+                    fh.readinto(memoryview(buf))
+                    for i in range(s, e):
+                        shp, dt = handle.extra["layout"][i]
+                        out.append(buf[offs[i] - offs[s] : offs[i + 1] - offs[s]].view(dt).reshape(shp))
+                ctx.advance(e - s)
+        return out
 
     def open_random(self, handle: Handle) -> RandomReader:
         return _MemmapReader(handle)
@@ -260,6 +397,8 @@ class MemcpyMethod(Method):
     backend = "memcpy"
 
     def _copy(self, data: Data, ctx: Ctx) -> list:
+        if data.spilled:  # the records are in a file: copy each batch into one reused buffer
+            return self._copy_through(data, ctx)
         if data.stacked is not None:
             out = np.empty_like(data.stacked)
             for s in range(0, data.n, BATCH):
@@ -271,6 +410,25 @@ class MemcpyMethod(Method):
             outs.extend(r.image.copy() for r in data.records[s : s + BATCH])
             ctx.advance(min(BATCH, data.n - s))
         return outs
+
+    @staticmethod
+    def _copy_through(data: Data, ctx: Ctx) -> list:
+        if data.stacked is not None:
+            out = np.empty_like(data.stacked[:BATCH])
+            for s in range(0, data.n, BATCH):
+                k = min(BATCH, data.n - s)
+                out[:k] = data.stacked[s : s + k]
+                ctx.advance(k)
+            return []
+        buf = np.empty(0, np.uint8)
+        for s in range(0, data.n, BATCH):
+            for r in data.records[s : s + BATCH]:
+                b = r.image.reshape(-1).view(np.uint8)
+                if len(buf) < len(b):
+                    buf = np.empty(len(b) * 2, np.uint8)
+                buf[: len(b)] = b
+            ctx.advance(min(BATCH, data.n - s))
+        return []
 
     def store_many(self, folder: Path, data: Data, ctx: Ctx) -> Handle:
         return Handle(folder, data.n, {"copy": self._copy(data, ctx)})
@@ -315,12 +473,12 @@ class ImgtuiMethod(Method):
             recs = data.records
             step = BATCH
             for s in range(0, data.n, step):
-                part = recs[s : s + step]
+                e = min(data.n, s + step)
                 if data.stacked is not None:  # same-shape images: the array fast path
-                    w.write_array(data.stacked[s : s + step], [r.label for r in part], [r.metadata for r in part])
+                    w.write_array(data.stacked[s:e], *data.labels_metadata(s, e))
                 else:
-                    w.write_many(part)
-                ctx.advance(len(part))
+                    w.write_many(recs[s:e])
+                ctx.advance(e - s)
         return Handle(path, data.n)
 
     def store_one(self, folder: Path, record: Record) -> Handle:
@@ -337,7 +495,7 @@ class ImgtuiMethod(Method):
         with open_store(handle.path, self.backend) as r:
             n = len(r)
             labels = r.labels()
-            images = []
+            images = ctx.collect()
             step = BATCH if n == 0 else _batch_for(r[0].image[None])
             for s in range(0, n, step):
                 images.append(r.get_images(range(s, min(n, s + step))))

@@ -199,7 +199,7 @@ class WebDatasetPeer(PeerMethod):
         return wds.WebDataset(urls, shardshuffle=False, empty_check=False)
 
     def read_many(self, handle: Handle, ctx: Ctx) -> tuple[list, list]:
-        images, labels = [], []
+        images, labels = ctx.collect(), []
         lab = handle.extra["label"]
         for img, label in self._dataset(handle.extra["shards"]).decode().to_tuple("npy", lab):
             images.append(img)
@@ -274,7 +274,7 @@ class _StreamingPeer(PeerMethod):
         return value
 
     def read_many(self, handle: Handle, ctx: Ctx) -> tuple[list, list]:
-        images, labels = [], []
+        images, labels = ctx.collect(), []
         for s in self._dataset(handle):
             images.append(self._image(handle, s["image"]))
             labels.append(s["label"])
@@ -420,7 +420,7 @@ class ZarrPeer(PeerMethod):
         images = root["images"]
         n = images.shape[0]
         step = handle.extra["rows"] * max(1, (8 << 20) // max(1, handle.extra["rows"] * int(np.prod(images.shape[1:])) * images.dtype.itemsize))
-        out = []
+        out = ctx.collect()
         for s in range(0, n, step):
             out.append(images[s : s + step])
             ctx.advance(min(step, n - s))

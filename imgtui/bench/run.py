@@ -27,6 +27,7 @@ loop in a child process through ``runner.py``.
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import shutil
@@ -43,11 +44,23 @@ from ..datasets import open_dataset, parse_synthetic_spec
 from ..errors import CancelledError, ImgtuiError, one_line
 from ..records import Record, validate_record
 from .experiments import EXPERIMENT, exp_memcpy
+from .fmt import fmt_bytes
 from .machine import cpu_snapshot, load_now, load_record, machine_info, others_share
-from .measure import remove_path, rss_now
-from .methods import BATCH, Ctx, Data, Handle, Method, make_method
+from .measure import remove_path, rss_now, set_rss_kind
+from .methods import BATCH, Ctx, Data, Handle, Method, RecordTable, make_method
 from .model import PEER_METHOD, BenchPlan, Error, Event, Finished, Progress, Result, ResultRow, ResultTable, Started
 from .plan import Step, default_repeats, plan_steps, validate_plan
+
+
+#: above this many bytes of pixels (or IMGTUI_SPILL_BYTES), the records go to a file (Run._spill)
+SPILL_BYTES = 2 << 30
+
+
+def spill_bytes() -> int:
+    try:
+        return int(os.environ.get("IMGTUI_SPILL_BYTES", SPILL_BYTES))
+    except ValueError:
+        return SPILL_BYTES
 
 
 class Run:
@@ -202,7 +215,11 @@ class Run:
             records: list[Record] = []
             stacked = None
             fixed = True
-            for i, rec in enumerate(self.dataset):
+            it = iter(self.dataset)
+            first = next(it, None)
+            if first is not None and validate_record(first, 0).image.nbytes * total > spill_bytes():
+                return self._spill(itertools.chain([first], it), want, cycle, ctx)
+            for i, rec in enumerate(itertools.chain([first] if first is not None else [], it)):
                 if i >= want:
                     break
                 rec = validate_record(rec, i)
@@ -236,6 +253,67 @@ class Run:
 
         self._all = yield from self.call(work, total)
         return self._all
+
+    def _spill(self, records: Iterator, want: int, cycle: bool, ctx: Ctx) -> Data:
+        """The records' pixels written to one file in the run folder as they come, mapped back
+        read-only: memory holds the labels and metadata, not the images (a million 32x32x3 records
+        are 3.1 GB). Repeated records (``cycle``) share their bytes, except one-shape records,
+        which are copied so that the file stays one (n, ...) array. Reads of spilled records are
+        streamed (``methods.Sink``) and memory is measured without mapped files."""
+        assert self.base is not None
+        path = self.base / "records.bin"
+        starts: list[int] = []
+        codes: list[int] = []
+        shapes: dict[tuple, int] = {}
+        labels: list = []
+        metadata: list = []
+        pos = 0
+        with open(path, "wb") as fh:
+            for i, rec in enumerate(records):
+                if i >= want:
+                    break
+                rec = validate_record(rec, i)
+                img = np.ascontiguousarray(rec.image)
+                codes.append(shapes.setdefault((img.shape, img.dtype.str), len(shapes)))
+                starts.append(pos)
+                fh.write(memoryview(img.reshape(-1)).cast("B"))
+                pos += img.nbytes
+                labels.append(rec.label)
+                metadata.append(rec.metadata)
+                if (i + 1) % BATCH == 0:
+                    ctx.advance(BATCH)
+            have = len(starts)
+            if cycle and 0 < have < want:  # repeat the records up to the largest count
+                one_shape = len(shapes) == 1
+                size = pos // have if one_shape else 0
+                for i in range(have, want):
+                    j = i % have
+                    starts.append(pos + (i - have) * size if one_shape else starts[j])
+                    codes.append(codes[j])
+                    labels.append(labels[j])
+                    metadata.append(metadata[j])
+                if one_shape:  # copied, so that the file stays one (n, ...) array
+                    fh.flush()
+                    with open(path, "rb") as src:
+                        left, at = (want - have) * size, 0
+                        while left:
+                            k = min(left, 8 << 20, pos - at)
+                            src.seek(at)
+                            fh.write(src.read(k))
+                            left, at = left - k, (at + k) % pos
+                    pos += (want - have) * size
+                ctx.advance(want - have)
+            fh.flush()
+            os.fsync(fh.fileno())  # written back now, not while a method's writes are timed
+        flat = np.memmap(path, np.uint8, mode="r") if pos else np.zeros(0, np.uint8)
+        table = RecordTable(flat, np.asarray(starts, np.int64), np.asarray(codes, np.uint32),
+                            [(shape, np.dtype(dt)) for (shape, dt), _ in sorted(shapes.items(), key=lambda kv: kv[1])],
+                            labels, metadata)
+        set_rss_kind("anon")  # the mapped records must not count as each method's memory
+        self.note(f"the {len(table):,} records ({fmt_bytes(pos)} of pixels) were kept in a file, not in memory: "
+                  "read_many was streamed (each batch checked or counted, then dropped) and memory figures "
+                  "count anonymous memory only (not mapped files)")
+        return Data(table, table.stacked(), table.raw_bytes(), spilled=True)
 
     def data(self, count: int):
         if count not in self._data:
@@ -445,6 +523,9 @@ class Run:
                 if p.is_alive():
                     p.terminate()
             self.stores.clear()
+            self._all = None  # a spilled run maps a file in the run folder
+            self._data.clear()
+            set_rss_kind("rss")
             if self.base is not None:
                 shutil.rmtree(self.base, ignore_errors=True)
         table.dataset = self.dataset_text
