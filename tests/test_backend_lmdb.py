@@ -72,6 +72,7 @@ def test_small_batches_of_a_big_store_read_their_own_blocks_until_the_index_pays
     p = tmp_path / "s.lmdb"
     with imgtui.writer(p, "lmdb", block_bytes=4096) as w:  # 21 records a block
         w.write_many(records)
+    _drop_entries(p)  # a store written before the entries copy existed
     monkeypatch.setattr(lmdb_store, "LOOKUP_MIN_RECORDS", 100)
     monkeypatch.setattr(lmdb_store, "LOOKUP_BUDGET", 4)  # 150 records by lookups, then the index
     rng = np.random.default_rng(5)
@@ -89,6 +90,106 @@ def test_small_batches_of_a_big_store_read_their_own_blocks_until_the_index_pays
         assert r._indexed
     # a damaged pixel is refused by a lookup batch too
     _lookup_batch_refuses_a_flipped_pixel(p, 300)
+
+
+def _drop_entries(p) -> None:
+    import lmdb
+
+    env = lmdb.open(str(p), max_dbs=4, subdir=True)
+    with env.begin(write=True) as txn:
+        assert txn.delete(b"entries", db=env.open_db(b"meta", txn=txn))
+    env.close()
+
+
+def test_the_writers_entries_copy_builds_the_index_without_reading_a_block(tmp_path, monkeypatch):
+    """The writer keeps every block's record table in ``meta`` (entries/<k>, 2 MiB values, and a
+    header stamped with the manifest): the index comes from it and the blocks' B-tree pages, no
+    block page is read (cold at 1,000,000 records: tens of seconds -> well under one). A change
+    rewrites the manifest: its readers scan the blocks again; a copy that does not fit the
+    blocks is not used."""
+    import lmdb
+    import numpy as np
+
+    import imgtui
+    from imgtui.backends import open_store
+    from imgtui.backends.lmdb import store as lmdb_store
+    from imgtui.records import Record
+
+    monkeypatch.setattr(lmdb_store, "ENTRIES_CHUNK", 64)  # several entries/<k> values
+    records = [Record(np.full((8, 8, 3), i % 251, np.uint8), i % 5, {}) for i in range(600)]
+    p = tmp_path / "s.lmdb"
+    with imgtui.writer(p, "lmdb", block_bytes=4096) as w:
+        w.write_many(records[:300])
+        w.write_array(np.stack([x.image for x in records[300:]]), [x.label for x in records[300:]])
+    scans = []
+    real_scan = lmdb_store.LmdbReader._scan_blocks
+    monkeypatch.setattr(lmdb_store.LmdbReader, "_scan_blocks", lambda self: scans.append(1) or real_scan(self))
+    monkeypatch.setattr(lmdb_store, "LOOKUP_MIN_RECORDS", 100)
+    with open_store(p) as r:
+        idx = [599, 0, 77, 300, 301, 450]
+        assert np.array_equal(r.get_images(idx), np.stack([records[i].image for i in idx]))
+        assert r._indexed and scans == []  # the first small batch: the index, from the copy
+        assert list(r) == records and scans == []
+        assert r.verify().ok and scans == [1]  # verify compares the copy with the blocks' own tables
+    scans.clear()
+    # a change: the stamp no longer matches, the blocks are scanned (and read right)
+    imgtui.append(p, [Record(np.full((8, 8, 3), 7, np.uint8), 1, {})])
+    with open_store(p) as r:
+        assert r[600].image[0, 0, 0] == 7 and r[599] == records[599] and scans == [1]
+    # the copy rewritten for the changed store is used again; one pointing a record outside its
+    # block is not
+    with open_store(p) as r:
+        rows = real_scan(r)[0]
+    scans.clear()
+
+    def put_entries(rows) -> None:
+        env = lmdb.open(str(p), max_dbs=4, subdir=True)
+        with env.begin(write=True) as txn:
+            meta = env.open_db(b"meta", txn=txn)
+            raw = bytes(txn.get(b"manifest", db=meta))
+            stamp = lmdb_store._manifest_stamp(raw)
+            txn.put(b"entries", lmdb_store.ENTRIES_HEADER.pack(lmdb_store.ENTRIES_MAGIC, len(rows), 64, stamp), db=meta)
+            for k in range(0, len(rows), 64):
+                txn.put(b"entries/%012d" % (k // 64), rows[k : k + 64].tobytes(), db=meta)
+        env.close()
+        env = lmdb.open(str(p), max_dbs=4, subdir=True)
+        with env.begin(write=True, buffers=True) as txn:  # where the blocks are now
+            blocks = env.open_db(b"blocks", txn=txn)
+            at = np.array([(int.from_bytes(bytes(k), "big"), lmdb_store._address(v), len(v))
+                           for k, v in txn.cursor(db=blocks)], lmdb_store.BLOCK_AT)
+            at["offset"] -= at["offset"][0]
+            txn.put(b"entries-blocks", at.tobytes(), db=env.open_db(b"meta", txn=txn))
+        env.close()
+
+    put_entries(rows)
+    with open_store(p) as r:
+        r._ensure_index()
+        assert scans == [] and r[600].image[0, 0, 0] == 7
+    bad = rows.copy()
+    bad["offset"][0] = 1 << 30  # record 0's pixels far past the end of its block
+    put_entries(bad)
+    with open_store(p) as r:
+        r._ensure_index()
+        assert scans == [1] and r[0] == records[0] and r.verify().ok
+    # a copy that fits the blocks but differs from their tables is used, and verify says so
+    odd = rows.copy()
+    odd["crc"][5] ^= 1
+    put_entries(odd)
+    with open_store(p) as r:
+        res = r.verify()
+        assert not res.ok and any("entries copy in the meta database differs" in e for e in res.errors)
+    # block places outside the map, or not where LMDB finds the blocks: not used (never read there)
+    put_entries(rows)
+    for shift in (1 << 40, 4096):
+        env = lmdb.open(str(p), max_dbs=4, subdir=True)
+        with env.begin(write=True) as txn:
+            meta = env.open_db(b"meta", txn=txn)
+            at = np.frombuffer(bytes(txn.get(b"entries-blocks", db=meta)), lmdb_store.BLOCK_AT).copy()
+            at["offset"][-1] += shift
+            txn.put(b"entries-blocks", at.tobytes(), db=meta)
+        env.close()
+        with open_store(p) as r:
+            assert r._block_places() is None and r[600].image[0, 0, 0] == 7
 
 
 def _lookup_batch_refuses_a_flipped_pixel(p, index: int) -> None:
