@@ -20,7 +20,9 @@ Layout of a store (a folder, ``lmdb.open(path, subdir=True, max_dbs=4)``):
 - sub-database ``labels``: same keys; value = JSON list of ``[label, metadata]`` per record of the
   block, so ``labels()`` never touches pixels.
 - sub-database ``meta``: key ``manifest`` = the JSON manifest, written in the writer's last
-  transaction. No manifest means the writer did not finish.
+  transaction. No manifest means the writer did not finish. Keys ``entries/<k>``,
+  ``entries-blocks`` and ``entries``: a copy of every block's record table and where each block
+  lies, stamped with the manifest (see ENTRIES_KEY): readers build their index from it.
 
 Why blocks: one 3,072-byte CIFAR image per key costs a whole 4 KiB overflow page (1.34x the
 pixels) and one Python-level get per record; a 256 KiB block wastes < 2 % and is one get.
