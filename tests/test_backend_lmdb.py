@@ -132,8 +132,19 @@ def test_the_writers_entries_copy_builds_the_index_without_reading_a_block(tmp_p
         assert list(r) == records and scans == []
         assert r.verify().ok and scans == [1]  # verify compares the copy with the blocks' own tables
     scans.clear()
-    # a change: the stamp no longer matches, the blocks are scanned (and read right)
+    # every change writes the copy anew with its manifest (and then where the blocks are)
     imgtui.append(p, [Record(np.full((8, 8, 3), 7, np.uint8), 1, {})])
+    imgtui.overwrite(p, {3: Record(np.full((8, 8, 3), 9, np.uint8), 2, {})})
+    with open_store(p) as r:
+        r._ensure_index()
+        assert scans == [] and r[600].image[0, 0, 0] == 7 and r[3].image[0, 0, 0] == 9 and r[599] == records[599]
+        assert r.verify().ok
+    scans.clear()
+    # a change killed after its commit, before it placed the blocks: readers scan (and read right)
+    env = lmdb.open(str(p), max_dbs=4, subdir=True)
+    with env.begin(write=True) as txn:
+        assert txn.delete(b"entries-blocks", db=env.open_db(b"meta", txn=txn))
+    env.close()
     with open_store(p) as r:
         assert r[600].image[0, 0, 0] == 7 and r[599] == records[599] and scans == [1]
     # the copy rewritten for the changed store is used again; one pointing a record outside its
@@ -155,10 +166,8 @@ def test_the_writers_entries_copy_builds_the_index_without_reading_a_block(tmp_p
         env = lmdb.open(str(p), max_dbs=4, subdir=True)
         with env.begin(write=True, buffers=True) as txn:  # where the blocks are now
             blocks = env.open_db(b"blocks", txn=txn)
-            at = np.array([(int.from_bytes(bytes(k), "big"), lmdb_store._address(v), len(v))
-                           for k, v in txn.cursor(db=blocks)], lmdb_store.BLOCK_AT)
-            at["offset"] -= at["offset"][0]
-            txn.put(b"entries-blocks", at.tobytes(), db=env.open_db(b"meta", txn=txn))
+            txn.put(b"entries-blocks", lmdb_store.block_places(txn, blocks, len(rows), stamp),
+                    db=env.open_db(b"meta", txn=txn))
         env.close()
 
     put_entries(rows)
@@ -184,9 +193,10 @@ def test_the_writers_entries_copy_builds_the_index_without_reading_a_block(tmp_p
         env = lmdb.open(str(p), max_dbs=4, subdir=True)
         with env.begin(write=True) as txn:
             meta = env.open_db(b"meta", txn=txn)
-            at = np.frombuffer(bytes(txn.get(b"entries-blocks", db=meta)), lmdb_store.BLOCK_AT).copy()
+            raw = bytes(txn.get(b"entries-blocks", db=meta))
+            at = np.frombuffer(raw, lmdb_store.BLOCK_AT, offset=8).copy()
             at["offset"][-1] += shift
-            txn.put(b"entries-blocks", at.tobytes(), db=meta)
+            txn.put(b"entries-blocks", raw[:8] + at.tobytes(), db=meta)
         env.close()
         with open_store(p) as r:
             assert r._block_places() is None and r[600].image[0, 0, 0] == 7

@@ -191,11 +191,18 @@ class LmdbMutator(_Mutator):
             txn.put(key, labels, db=self.dbl)
 
     def _manifest_bytes(self, txn: Any, count: int) -> bytes:
+        """The new manifest (every block and labels block read through ``txn``), and the copy of
+        the record tables readers index from, stamped with it (``entries``; where the blocks lie
+        follows in ``_place_blocks`` once they are committed)."""
         counts = []
+        rows = []
+        keep_entries = count <= L.INDEX_MAX_RECORDS
         for k, v in txn.cursor(db=self.dbb):
             if int.from_bytes(bytes(k), "big") >= count:
                 break
             counts.append(L.HEADER.unpack_from(v, 0)[1])
+            if keep_entries:
+                rows.append(bytes(v[L.HEADER.size : L.HEADER.size + counts[-1] * L.ENTRY.itemsize]))
         uniform = all(c == self.rpb for c in counts[:-1])
         kinds = set()
         digest = LabelDigest()  # every label and metadata in order: the manifest's labels_digest
@@ -209,7 +216,25 @@ class LmdbMutator(_Mutator):
             self.stats.label_kinds = kinds
         m = _new_manifest(self.manifest, self.stats, records_per_block=self.rpb, uniform_blocks=uniform,
                           blocks=len(counts), labels_digest=digest.hexdigest())
-        return json.dumps(m, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        data = json.dumps(m, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        cur = txn.cursor(db=self.dbm)  # the old copy goes: a stale one is never read (its stamp)
+        if cur.set_range(b"entries"):
+            while bytes(cur.key()).startswith(b"entries") and cur.delete():
+                pass
+        self._placed = None
+        if keep_entries:
+            stamp = L._manifest_stamp(data)
+            for key, value in L.entries_values(b"".join(rows), count, stamp):
+                txn.put(key, value, db=self.dbm)
+            self._placed = (count, stamp)
+        return data
+
+    def _place_blocks(self) -> None:
+        """After the commit: where every block lies, for the copy the commit wrote (a kill before
+        this leaves readers scanning the blocks, as without a copy)."""
+        if self._placed is not None:
+            count, stamp = self._placed
+            self._write(lambda txn: txn.put(L.BLOCKS_AT_KEY, L.block_places(txn, self.dbb, count, stamp), db=self.dbm))
 
     def _one_transaction(self, change: Callable[[Any], None]) -> None:
         """Run ``change`` and write the manifest in one transaction (old store or new store)."""
@@ -227,8 +252,10 @@ class LmdbMutator(_Mutator):
 
     def _steps(self, op: Callable[[], None], extra_bytes: int = 0) -> None:
         self._open(extra_bytes)
+        self._placed = None
         try:
             op()
+            self._place_blocks()
         finally:
             self._close()
 

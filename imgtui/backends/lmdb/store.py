@@ -119,8 +119,8 @@ LOOKUP_BUDGET = 24
 #: reading the first page of every block took 54-60 s at 1,000,000 records). A change rewrites the
 #: manifest, so its stamp no longer matches and readers scan the blocks as before.
 ENTRIES_KEY = b"entries"
-#: ``meta`` key ``entries-blocks``: (first record, bytes from the first block's value, bytes) of
-#: every block's value, three little-endian 64-bit integers each, written with the ``entries`` header (the
+#: ``meta`` key ``entries-blocks``: the manifest's stamp (8 bytes), then (first record, bytes from the
+#: first block's value, bytes) of every block's value, three little-endian 64-bit integers each (the
 #: pages of a store nobody changed stay where they are): with it a reader needs no
 #: cursor pass over the blocks either (iterating them reads each value's first page: 63 s cold at
 #: 1,000,000 records)
@@ -167,6 +167,30 @@ def _mapping_around(addr: int) -> tuple[int, int] | None:
 
 def _entries_key(k: int) -> bytes:
     return b"entries/%012d" % k
+
+
+def block_places(txn: Any, db: Any, count: int, stamp: int) -> bytes:
+    """The ``entries-blocks`` value: ``stamp`` (8 bytes) and the BLOCK_AT row of every block of
+    the first ``count`` records, read through ``txn``: only blocks committed before it (their
+    values are in the map; a block put in ``txn`` itself is not where it will be)."""
+    rows = []
+    for k, v in txn.cursor(db=db):
+        first = int.from_bytes(bytes(k), "big")
+        if first >= count:
+            break
+        rows.append((first, _address(v), len(v)))
+    places = np.array(rows, BLOCK_AT)
+    if len(places):
+        places["offset"] -= places["offset"][0]  # from the first block's value (py-lmdb shows no map base)
+    return stamp.to_bytes(8, "little") + places.tobytes()
+
+
+def entries_values(rows: bytes, count: int, stamp: int) -> list[tuple[bytes, bytes]]:
+    """The ``entries/<k>`` values and the ``entries`` header for the record table ``rows`` (every
+    record's ENTRY row, in order) of a store of ``count`` records and manifest ``stamp``."""
+    size = ENTRIES_CHUNK * ENTRY.itemsize
+    out = [(_entries_key(k), rows[k * size : (k + 1) * size]) for k in range(-(-len(rows) // size))]
+    return out + [(ENTRIES_KEY, ENTRIES_HEADER.pack(ENTRIES_MAGIC, count, ENTRIES_CHUNK, stamp))]
 
 
 def _manifest_stamp(raw: Any) -> int:
@@ -645,17 +669,17 @@ class LmdbWriter(StoreWriter):
 
         entries = []
         if self._ent_on:
+            stamp = _manifest_stamp(data)
             if self._ent_buf:
                 entries.append((_entries_key(self._ent_chunks), self._ent_buf))
-            head = ENTRIES_HEADER.pack(ENTRIES_MAGIC, self._next_index, ENTRIES_CHUNK, _manifest_stamp(data))
-            entries.append((ENTRIES_KEY, head))
+            entries.append((ENTRIES_KEY, ENTRIES_HEADER.pack(ENTRIES_MAGIC, self._next_index, ENTRIES_CHUNK, stamp)))
 
         def txn_fn() -> None:
             with self._env.begin(write=True, buffers=True) as txn:
-                if entries:  # where LMDB put every block (committed: their pages stay where they are)
-                    entries.append((BLOCKS_AT_KEY, self._block_places(txn)))
                 for k, v in entries:
                     txn.put(k, v, db=self._db_meta)
+                if entries:  # every block is committed: its pages stay where they are
+                    txn.put(BLOCKS_AT_KEY, block_places(txn, self._db_blocks, self._next_index, stamp), db=self._db_meta)
                 txn.put(MANIFEST_KEY, data, db=self._db_meta)
 
         self._retry_grow(txn_fn)
@@ -667,17 +691,6 @@ class LmdbWriter(StoreWriter):
         data = self.build_path / "data.mdb"
         if data.stat().st_size > used:
             os.truncate(data, used)
-
-    def _block_places(self, txn: Any) -> bytes:
-        """BLOCK_AT rows of every block, read through ``txn`` (the blocks were just written: their
-        pages are in the page cache)."""
-        rows = []
-        for k, v in txn.cursor(db=self._db_blocks):
-            rows.append((int.from_bytes(bytes(k), "big"), _address(v), len(v)))
-        places = np.array(rows, BLOCK_AT)
-        if len(places):
-            places["offset"] -= places["offset"][0]  # from the first block's value (py-lmdb shows no map base)
-        return places.tobytes()
 
     def _close_on_error(self) -> None:
         env, self._env = getattr(self, "_env", None), None
@@ -994,9 +1007,10 @@ class LmdbReader(StoreReader):
         LMDB itself finds those blocks (one get each of 8 blocks spread over the store)."""
         try:
             raw = self._txn.get(BLOCKS_AT_KEY, db=self._db_meta)
-            if raw is None or len(raw) % BLOCK_AT.itemsize:
-                return None
-            places = np.frombuffer(raw, BLOCK_AT).copy()
+            if (raw is None or len(raw) < 8 or (len(raw) - 8) % BLOCK_AT.itemsize
+                    or int.from_bytes(bytes(raw[:8]), "little") != _manifest_stamp(self._manifest_raw)):
+                return None  # none, or written for another manifest (a change moves blocks)
+            places = np.frombuffer(raw, BLOCK_AT, offset=8).copy()
             if not len(places):
                 self._first_block_at = 0
                 return places
