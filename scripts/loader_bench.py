@@ -34,7 +34,8 @@ their rows say so. Rows:
   A peer whose package is missing, or that cannot hold the images, is left out with one line.
 
 Images of varying shape cannot be stacked by ``default_collate``: every row of such a NAME then
-collates a batch as a list of image tensors and a tensor (or list) of labels.
+collates a batch as a list of image tensors (each a copy, as default_collate's stack copies) and a
+tensor (or list) of labels.
 
 Checks (a failure stops the script): the first batch of every row is compared bit-exact (pixels,
 dtype, shape, label and its type) with the records of the NAME's first store, found by their pixels
@@ -277,9 +278,11 @@ def peer_skip(name: str, data: Data) -> str | None:
 
 # -- loading, checking, timing ----------------------------------------------------------------------------
 def ragged_collate(batch: list) -> list:
-    """Images of varying shape: a list of image tensors and the labels as default_collate makes them."""
+    """Images of varying shape: a list of image tensors and the labels as default_collate makes them.
+    Each image is copied, as default_collate's stack copies same-shape images: a row that returns
+    views of its store's memory (imgtui's LMDB) gets the same work as one that decodes into new arrays."""
     images, labels = zip(*batch)
-    return [[torch.as_tensor(x) for x in images], default_collate(list(labels))]
+    return [[torch.from_numpy(np.array(x)) for x in images], default_collate(list(labels))]
 
 
 def loader(row: Row, batch_size: int, workers: int, seed: int, collate: Callable | None) -> DataLoader:
@@ -401,7 +404,7 @@ def main() -> None:
         skipped += skips
         collate = None if data.stacked is not None else ragged_collate
         if collate is not None:
-            print(f"{name}: images of varying shape: every row collates a batch as a list of image tensors", flush=True)
+            print(f"{name}: images of varying shape: every row collates a batch as a list of image tensors (copies)", flush=True)
         for m, row in rows.items():  # untimed: the first batch of every row, checked bit-exact
             truth.check_batch(f"{name} {m}", next(iter(loader(row, a.batch_size, a.workers, -1, collate))),
                               min(a.batch_size, data.n))
