@@ -41,6 +41,7 @@ def test_second_bench_reuses_everything_and_fresh_measures_again(tmp_path):
     assert sorted(map(key, second.rows)) == sorted(map(key, first.rows))
     assert len(second.notes) == 1
     assert second.notes[0].startswith(f"reused {len(first.rows)} figures measured 20")
+    assert second.reused == second.notes[0].split(" (")[0] and first.reused == ""  # what the app shows
     assert "--fresh measures them again" in second.notes[0]
     third, ran = bench(tmp_path, fresh=True)
     assert ran == {("store_many", 10), ("read_many", 10), ("disk_usage", 10)} and third.notes == []

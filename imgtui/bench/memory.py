@@ -212,7 +212,8 @@ def run_remembered(
     if have and memory is not None:
         old, when = memory.rows(have, plan.backends)
         table.rows.extend(old)
-        table.notes.append(reused_note(len(old), when) + f" (results folder {memory.folder})")
+        table.reused = reused_note(len(old), when)
+        table.notes.append(table.reused + f" (results folder {memory.folder})")
         table.dataset = table.dataset or memory.dataset
         if not missing:
             table.machine = dict(memory.machine)
@@ -345,7 +346,8 @@ def bench_events(
             table.machine = table.machine or dict(mems[c].machine)
         if old:
             table.rows[:0] = old
-            table.notes.append(reused_note(len(old), when) + f" (results folder {mems[plan.counts[0]].folder}; "
+            table.reused = reused_note(len(old), when)
+            table.notes.append(table.reused + f" (results folder {mems[plan.counts[0]].folder}; "
                                "--fresh measures them again)")
         table.dataset = table.dataset or str(plan.dataset)
         yield Finished(table, cancelled)

@@ -175,6 +175,8 @@ class ResultTable:
     dataset: str = ""
     #: lines about how the figures came to be (reused from the results folder, quick, busy machine)
     notes: list[str] = field(default_factory=list)
+    #: "reused N figures measured ..." when figures came from the results folder, else ""
+    reused: str = ""
 
     def add(self, row: ResultRow) -> None:
         self.rows.append(row)
@@ -186,6 +188,7 @@ class ResultTable:
             "machine": self.machine,
             "plan": self.plan,
             "notes": self.notes,
+            "reused": self.reused,
             "rows": [asdict(r) for r in self.rows],
         }
         Path(path).write_text(json.dumps(data, indent=1))
@@ -199,6 +202,7 @@ class ResultTable:
             plan=data.get("plan", {}),
             dataset=data.get("dataset", ""),
             notes=list(data.get("notes", []) or []),
+            reused=str(data.get("reused", "") or ""),
         )
 
     def to_csv(self, path: str | Path) -> None:

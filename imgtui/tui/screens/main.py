@@ -792,10 +792,9 @@ class MainScreen(Screen):
             self.query_one("#step-name", Static).update(f"finished: {len(self.rows)} results in {elapsed}")
             for bar in self.query(ProgressBar):
                 bar.update(total=bar.total or 1, progress=bar.total or 1)
-            reused = [n for n in m.results.notes if n.startswith("reused ")]
-            head = reused[0].split(" (")[0] if reused else ""
+            head = m.results.reused
             again = (f" {head[:1].upper()}{head[1:]} (results folder); tick 'measure again' to measure "
-                     "them too.") if reused else ""
+                     "them too.") if head else ""
             self.notify(f"Benchmark finished: {len(self.rows)} results in {elapsed}.{again}", markup=False)
 
     @on(Worker.StateChanged)
