@@ -16,6 +16,7 @@ a ``Ctx`` (``ctx.advance(n)`` after every batch, ``ctx.check()`` raises Cancelle
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -100,13 +101,23 @@ class RecordTable(Sequence):
 class Sink(list):
     """A ``read_many``'s collector when the records are spilled: it compares what is read with the
     source (``check``) or only counts it, and keeps nothing, so reading a million records holds one
-    batch at a time. ``append`` takes one record's image, a stacked batch or a list of images."""
+    batch at a time. ``append`` takes one record's image, a stacked batch or a list of images;
+    ``spent`` is the time it took (the bench subtracts it from the read's)."""
 
     def __init__(self, data: "Data", check: bool) -> None:
         super().__init__()
         self.data, self.check, self.n, self.ok = data, check, 0, True
+        #: seconds spent comparing (taken off the timed read)
+        self.spent = 0.0
 
     def append(self, item: Any) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._append(item)
+        finally:
+            self.spent += time.perf_counter() - t0
+
+    def _append(self, item: Any) -> None:
         if isinstance(item, list):
             for a in item:
                 self._one(a)
@@ -128,7 +139,7 @@ class Sink(list):
 
     def extend(self, items: Any) -> None:
         for a in items:
-            self._one(a)
+            self.append(a)
 
     def __len__(self) -> int:  # what a method counts its progress by
         return self.n
