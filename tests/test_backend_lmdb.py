@@ -138,6 +138,9 @@ def test_the_writers_entries_copy_builds_the_index_without_reading_a_block(tmp_p
     with open_store(p) as r:
         r._ensure_index()
         assert scans == [] and r[600].image[0, 0, 0] == 7 and r[3].image[0, 0, 0] == 9 and r[599] == records[599]
+        want = [x.label for x in records]
+        want[3] = 2
+        assert r._labels_copy().tolist() == want + [1] and r.labels_array().tolist() == want + [1]
         assert r.verify().ok
     scans.clear()
     # a change killed after its commit, before it placed the blocks: readers scan (and read right)
@@ -226,3 +229,41 @@ def _lookup_batch_refuses_a_flipped_pixel(p, index: int) -> None:
         with pytest.raises(CorruptStoreError, match=f"record {index}"):
             r.get_images([5, index])
         assert not r._indexed
+
+
+def test_the_labels_copy_is_read_for_int_labels_and_checked_by_verify(tmp_path):
+    """Int labels (with or without metadata) are also kept as one int64 array in meta, which
+    labels_array() reads instead of parsing every labels block; str labels are not; a copy that
+    differs from the labels blocks is reported by verify."""
+    import lmdb
+    import numpy as np
+
+    import imgtui
+    from imgtui.backends import open_store
+    from imgtui.backends.lmdb import store as lmdb_store
+    from imgtui.records import Record
+
+    p = tmp_path / "s.lmdb"
+    recs = [Record(np.full((4, 4), i, np.uint8), i * 7 - 50, {"i": i} if i % 2 else {}) for i in range(90)]
+    with imgtui.writer(p, "lmdb", block_bytes=4096) as w:
+        w.write_many(recs[:40])
+        w.write_array(np.stack([x.image for x in recs[40:]]), [x.label for x in recs[40:]], [x.metadata for x in recs[40:]])
+    with open_store(p) as r:
+        assert r._labels_copy().tolist() == [x.label for x in recs]
+        assert r.labels_array().tolist() == [x.label for x in recs] and r.labels() == [x.label for x in recs]
+        assert r.verify().ok
+    env = lmdb.open(str(p), max_dbs=4, subdir=True)
+    with env.begin(write=True) as txn:
+        meta = env.open_db(b"meta", txn=txn)
+        raw = bytearray(txn.get(b"entries-labels", db=meta))
+        raw[8:16] = (123).to_bytes(8, "little", signed=True)  # record 0's label in the copy
+        txn.put(b"entries-labels", bytes(raw), db=meta)
+    env.close()
+    with open_store(p) as r:
+        res = r.verify()
+        assert not res.ok and any("labels copy in the meta database differs" in e for e in res.errors)
+    q = tmp_path / "t.lmdb"
+    with imgtui.writer(q, "lmdb") as w:
+        w.write_many([Record(np.zeros((2, 2), np.uint8), "cat"), Record(np.zeros((2, 2), np.uint8), 3)])
+    with open_store(q) as r:
+        assert r._labels_copy() is None and r.labels() == ["cat", 3]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import lmdb
+import numpy as np
 
 from ...errors import InvalidRecordError, StoreError, StoreFullError
 from ...records import LabelDigest, Record
@@ -206,12 +207,14 @@ class LmdbMutator(_Mutator):
         uniform = all(c == self.rpb for c in counts[:-1])
         kinds = set()
         digest = LabelDigest()  # every label and metadata in order: the manifest's labels_digest
+        labels = []
         for k, v in txn.cursor(db=self.dbl):
             if int.from_bytes(bytes(k), "big") >= count:
                 break
             for lab, meta in json.loads(bytes(v)):
                 kinds.add("int" if isinstance(lab, int) else "str")
                 digest.add_record(lab, meta)
+                labels.append(lab)
         if len(self.stats.label_kinds) > 1:  # does each kind of label still occur?
             self.stats.label_kinds = kinds
         m = _new_manifest(self.manifest, self.stats, records_per_block=self.rpb, uniform_blocks=uniform,
@@ -226,6 +229,11 @@ class LmdbMutator(_Mutator):
             stamp = L._manifest_stamp(data)
             for key, value in L.entries_values(b"".join(rows), count, stamp):
                 txn.put(key, value, db=self.dbm)
+            if kinds <= {"int"}:
+                try:
+                    txn.put(L.LABELS_KEY, L.labels_value([np.array(labels, np.int64)], stamp), db=self.dbm)
+                except OverflowError:
+                    pass
             self._placed = (count, stamp)
         return data
 
