@@ -231,10 +231,10 @@ def _lookup_batch_refuses_a_flipped_pixel(p, index: int) -> None:
         assert not r._indexed
 
 
-def test_the_labels_copy_is_read_for_int_labels_and_checked_by_verify(tmp_path):
-    """Int labels (with or without metadata) are also kept as one int64 array in meta, which
-    labels_array() reads instead of parsing every labels block; str labels are not; a copy that
-    differs from the labels blocks is reported by verify."""
+def test_the_labels_copy_is_read_for_int_labels_and_checked_by_verify(tmp_path, monkeypatch):
+    """Labels (int or str, with or without metadata) are also kept in meta as the distinct labels
+    plus one int32 code a record, which labels_array() reads instead of parsing every labels block;
+    a copy that differs from the labels blocks is reported by verify."""
     import lmdb
     import numpy as np
 
@@ -256,14 +256,25 @@ def test_the_labels_copy_is_read_for_int_labels_and_checked_by_verify(tmp_path):
     with env.begin(write=True) as txn:
         meta = env.open_db(b"meta", txn=txn)
         raw = bytearray(txn.get(b"entries-labels", db=meta))
-        raw[8:16] = (123).to_bytes(8, "little", signed=True)  # record 0's label in the copy
+        size = int.from_bytes(raw[8:12], "little")
+        raw[12 + size : 16 + size] = (1).to_bytes(4, "little")  # record 0's code: another label
         txn.put(b"entries-labels", bytes(raw), db=meta)
     env.close()
     with open_store(p) as r:
         res = r.verify()
         assert not res.ok and any("labels copy in the meta database differs" in e for e in res.errors)
+    # str and int labels together: distinct labels plus codes (1 and "1" are two labels)
     q = tmp_path / "t.lmdb"
-    with imgtui.writer(q, "lmdb") as w:
-        w.write_many([Record(np.zeros((2, 2), np.uint8), "cat"), Record(np.zeros((2, 2), np.uint8), 3)])
+    mixed = ["cat", 3, "1", 1, "dog", "cat", 3] * 5
+    with imgtui.writer(q, "lmdb", block_bytes=4096) as w:
+        w.write_many([Record(np.zeros((2, 2), np.uint8), lab) for lab in mixed])
     with open_store(q) as r:
-        assert r._labels_copy() is None and r.labels() == ["cat", 3]
+        copy = r._labels_copy()
+        assert copy.dtype == object and copy.tolist() == mixed and r.labels() == mixed
+        assert [type(x) for x in r.labels()[:4]] == [str, int, str, int] and r.verify().ok
+    # more distinct labels than LABELS_MAX_DISTINCT: no copy, labels read from the blocks
+    monkeypatch.setattr(lmdb_store, "LABELS_MAX_DISTINCT", 3)
+    with imgtui.writer(tmp_path / "v.lmdb", "lmdb") as w:
+        w.write_many([Record(np.zeros((2, 2), np.uint8), lab) for lab in mixed])
+    with open_store(tmp_path / "v.lmdb") as r:
+        assert r._entries_fresh() and r._labels_copy() is None and r.labels() == mixed

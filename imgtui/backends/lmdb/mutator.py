@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import lmdb
-import numpy as np
 
 from ...errors import InvalidRecordError, StoreError, StoreFullError
 from ...records import LabelDigest, Record
@@ -229,11 +228,10 @@ class LmdbMutator(_Mutator):
             stamp = L._manifest_stamp(data)
             for key, value in L.entries_values(b"".join(rows), count, stamp):
                 txn.put(key, value, db=self.dbm)
-            if kinds <= {"int"}:
-                try:
-                    txn.put(L.LABELS_KEY, L.labels_value([np.array(labels, np.int64)], stamp), db=self.dbm)
-                except OverflowError:
-                    pass
+            codes = L.LabelCodes()
+            codes.add(labels)
+            if codes.ok:
+                txn.put(L.LABELS_KEY, codes.value(stamp), db=self.dbm)
             self._placed = (count, stamp)
         return data
 

@@ -125,10 +125,12 @@ ENTRIES_KEY = b"entries"
 #: cursor pass over the blocks either (iterating them reads each value's first page: 63 s cold at
 #: 1,000,000 records)
 BLOCKS_AT_KEY = b"entries-blocks"
-#: ``meta`` key ``entries-labels``: the manifest's stamp (8 bytes), then every record's label as a
-#: little-endian int64, when every label is an int (``labels_array()`` of 1,000,000 records reads
-#: 8 MB instead of parsing every labels block: 0.5 s)
+#: ``meta`` key ``entries-labels``: the manifest's stamp (8 bytes), the byte length of a JSON list of
+#: the distinct labels (uint32), that list, then every record's label as an index into it (int32);
+#: kept while there are at most LABELS_MAX_DISTINCT labels (``labels_array()`` of 1,000,000 records
+#: reads 4 MB instead of parsing every labels block: 531 ms; CIFAR's 10,000 str labels: 3.5 ms)
 LABELS_KEY = b"entries-labels"
+LABELS_MAX_DISTINCT = 65536
 BLOCK_AT = np.dtype([("first", "<u8"), ("offset", "<i8"), ("size", "<u8")])
 ENTRIES_CHUNK = 65536
 ENTRIES_HEADER = struct.Struct("<4sQQQ")
@@ -189,10 +191,28 @@ def block_places(txn: Any, db: Any, count: int, stamp: int) -> bytes:
     return stamp.to_bytes(8, "little") + places.tobytes()
 
 
-def labels_value(parts: list[np.ndarray], stamp: int) -> bytes:
-    """The ``entries-labels`` value of int labels ``parts`` (in record order)."""
-    labels = np.concatenate(parts).astype("<i8") if parts else np.zeros(0, "<i8")
-    return stamp.to_bytes(8, "little") + labels.tobytes()
+class LabelCodes:
+    """Labels in record order as codes into the distinct labels (for the ``entries-labels`` copy);
+    ``ok`` turns False past LABELS_MAX_DISTINCT distinct labels (no copy then)."""
+
+    def __init__(self) -> None:
+        self.index: dict[tuple, int] = {}
+        self.parts: list[np.ndarray] = []
+        self.ok = True
+
+    def add(self, labels: Sequence) -> None:
+        if not self.ok:
+            return
+        index = self.index  # keyed with the type: 1 and "1" are two labels
+        self.parts.append(np.fromiter((index.setdefault((type(x) is int, x), len(index)) for x in labels),
+                                      np.int32, len(labels)))
+        if len(index) > LABELS_MAX_DISTINCT:
+            self.ok, self.index, self.parts = False, {}, []
+
+    def value(self, stamp: int) -> bytes:
+        head = json.dumps([x for _, x in self.index], ensure_ascii=False).encode("utf-8")
+        codes = np.concatenate(self.parts).astype("<i4") if self.parts else np.zeros(0, "<i4")
+        return stamp.to_bytes(8, "little") + len(head).to_bytes(4, "little") + head + codes.tobytes()
 
 
 def entries_values(rows: bytes, count: int, stamp: int) -> list[tuple[bytes, bytes]]:
@@ -379,7 +399,7 @@ class LmdbWriter(StoreWriter):
         self._ent_buf = b""
         self._ent_chunks = 0
         self._ent_on = True
-        self._lab_parts: list[np.ndarray] | None = []  # None: some label is not an int
+        self._lab_codes = LabelCodes()
         self._map_size = self.options["map_size"]
         self._env = lmdb.open(
             str(self.build_path),
@@ -650,16 +670,9 @@ class LmdbWriter(StoreWriter):
                 self._ent_on, self._ent_buf = False, b""  # readers of so many records do without
 
     def _note_labels(self, labels: list) -> None:
-        """Keep the labels of a block made, for the ``entries-labels`` copy (int labels only)."""
-        if self._lab_parts is None or not self._ent_on:
-            return
-        if all(type(x) is int for x in labels):
-            try:
-                self._lab_parts.append(np.array(labels, np.int64))
-                return
-            except OverflowError:
-                pass
-        self._lab_parts = None
+        """Keep the labels of a block made, for the ``entries-labels`` copy."""
+        if self._lab_codes is not None and self._ent_on:
+            self._lab_codes.add(labels)
 
     def _entry_chunks(self, blocks: list[tuple[bytes, bytes, bytes]]) -> tuple[list[tuple[bytes, bytes]], bytes]:
         """The ``entries/<k>`` values these blocks' record tables complete, and the rows left over."""
@@ -705,8 +718,8 @@ class LmdbWriter(StoreWriter):
                     txn.put(k, v, db=self._db_meta)
                 if entries:  # every block is committed: its pages stay where they are
                     txn.put(BLOCKS_AT_KEY, block_places(txn, self._db_blocks, self._next_index, stamp), db=self._db_meta)
-                    if self._lab_parts is not None:
-                        txn.put(LABELS_KEY, labels_value(self._lab_parts, stamp), db=self._db_meta)
+                    if self._lab_codes.ok:
+                        txn.put(LABELS_KEY, self._lab_codes.value(stamp), db=self._db_meta)
                 txn.put(MANIFEST_KEY, data, db=self._db_meta)
 
         self._retry_grow(txn_fn)
@@ -1306,17 +1319,31 @@ class LmdbReader(StoreReader):
 
     def _labels_copy(self) -> np.ndarray | None:
         """Every label from the writer's ``entries-labels`` copy, when it was written with this very
-        manifest (int labels only); else None."""
+        manifest and holds valid codes (int64 array for int labels, else an object array); else None."""
         if not self._entries_fresh():
             return None
         try:
             raw = self._txn.get(LABELS_KEY, db=self._db_meta)
-        except lmdb.Error:
+            if raw is None or len(raw) < 12 or int.from_bytes(bytes(raw[:8]), "little") != _manifest_stamp(self._manifest_raw):
+                return None
+            size = int.from_bytes(bytes(raw[8:12]), "little")
+            if len(raw) != 12 + size + 4 * self._n:
+                return None
+            distinct = json.loads(bytes(raw[12 : 12 + size]))
+            codes = np.frombuffer(raw, "<i4", offset=12 + size)
+        except (lmdb.Error, ValueError):
             return None
-        if (raw is None or len(raw) != 8 + 8 * self._n
-                or int.from_bytes(bytes(raw[:8]), "little") != _manifest_stamp(self._manifest_raw)):
+        if (not isinstance(distinct, list) or not all(type(x) in (int, str) for x in distinct)
+                or (len(codes) and (int(codes.min()) < 0 or int(codes.max()) >= len(distinct)))):
             return None
-        return np.frombuffer(raw, "<i8", offset=8).astype(np.int64)
+        if all(type(x) is int for x in distinct):
+            try:
+                return np.array(distinct, np.int64)[codes] if distinct else np.zeros(self._n, np.int64)
+            except OverflowError:
+                return None
+        table = np.empty(len(distinct), object)
+        table[:] = distinct
+        return table[codes]
 
     # -- records ---------------------------------------------------------------------------
     def _locate(self, i: int) -> tuple[Any, np.ndarray, int] | None:
@@ -1567,7 +1594,7 @@ def pack_block(records: Sequence[Record], checksums: Sequence[int], first: int, 
     w._pending_bytes = 0
     w._next_index = first
     w._nblocks = 0
-    w._lab_parts = None  # a change writes its own labels copy (mutator._manifest_bytes)
+    w._lab_codes = None  # a change writes its own labels copy (mutator._manifest_bytes)
     return w._make_block()
 
 
