@@ -273,14 +273,18 @@ def _write_npy(path: Path, arr: np.ndarray, ctx: Ctx, rows_per_chunk: int) -> No
             ctx.advance(min(rows_per_chunk, arr.shape[0] - s))
 
 
+def _npy_header(fh: Any) -> tuple[tuple, bool, np.dtype]:
+    """(shape, fortran order, dtype) of the .npy file open as ``fh``, which is left at its data."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fh)
+    return np.lib.format.read_array_header_2_0(fh)
+
+
 def _read_npy(path: Path, ctx: Ctx, rows_per_chunk: int) -> np.ndarray:
     """np.load, read in chunks into one array so that progress moves and cancel is honoured."""
     with open(path, "rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        shape, fortran, dtype = _npy_header(fh)
         if fortran or dtype.hasobject:
             return np.load(path)
         out = np.empty(shape, dtype=dtype)
@@ -351,15 +355,14 @@ class FloorMethod(Method):
         """np.load's reads, a batch of records at a time into fresh arrays handed to ``out``."""
         n = handle.count
         offs = handle.extra.get("offsets")
-        step = BATCH
-        if offs is None:
-            shape, dtype = tuple(handle.extra["shape"]), np.dtype(handle.extra["dtype"])
-            row = int(np.prod(shape)) * dtype.itemsize
-            step = _batch_for(np.empty((1,) + shape, dtype))  # the imgtui method's batches (8 MB)
         with open(handle.path, "rb") as fh:
-            np.lib.format.read_magic(fh)  # store_many wrote a version 1.0 header
-            np.lib.format.read_array_header_1_0(fh)
+            shape, _fortran, dtype = _npy_header(fh)  # store_many wrote it: C order
             base = fh.tell()
+            step = BATCH
+            if offs is None:  # one (n, ...) array: the imgtui method's batches (8 MB)
+                shape = shape[1:]
+                row = int(np.prod(shape)) * dtype.itemsize
+                step = _batch_for(np.empty((1,) + shape, dtype))
             for s in range(0, n, step):
                 e = min(n, s + step)
                 if offs is None:

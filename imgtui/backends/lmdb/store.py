@@ -20,9 +20,10 @@ Layout of a store (a folder, ``lmdb.open(path, subdir=True, max_dbs=4)``):
 - sub-database ``labels``: same keys; value = JSON list of ``[label, metadata]`` per record of the
   block, so ``labels()`` never touches pixels.
 - sub-database ``meta``: key ``manifest`` = the JSON manifest, written in the writer's last
-  transaction. No manifest means the writer did not finish. Keys ``entries/<k>``,
-  ``entries-blocks`` and ``entries``: a copy of every block's record table and where each block
-  lies, stamped with the manifest (see ENTRIES_KEY): readers build their index from it.
+  transaction. No manifest means the writer did not finish. Keys ``entries/<k>``, ``entries``,
+  ``entries-blocks`` and ``entries-labels``: a copy of every block's record table, where each
+  block lies and every label, stamped with the manifest (see ENTRIES_KEY): readers build their
+  index and label column from it.
 
 Why blocks: one 3,072-byte CIFAR image per key costs a whole 4 KiB overflow page (1.34x the
 pixels) and one Python-level get per record; a 256 KiB block wastes < 2 % and is one get.
@@ -115,9 +116,9 @@ LOOKUP_BUDGET = 24
 #: ``meta`` keys ``entries/<k>``: the writer's copy of every block's record table, rows in record
 #: order, ENTRIES_CHUNK rows (2 MiB) a value; ``entries``: ENTRIES_HEADER (magic, records, rows per
 #: chunk, XXH3-64 of the manifest value it was written with). A reader builds the record index
-#: from it and the blocks' keys and addresses (no block page read: with a cold page cache,
-#: reading the first page of every block took 54-60 s at 1,000,000 records). A change rewrites the
-#: manifest, so its stamp no longer matches and readers scan the blocks as before.
+#: from it and ``entries-blocks`` (no block page read: with a cold page cache, reading the first
+#: page of every block took 54-60 s at 1,000,000 records). A change writes the copy anew with its
+#: manifest; a copy whose stamp does not match the manifest is not used (readers scan the blocks).
 ENTRIES_KEY = b"entries"
 #: ``meta`` key ``entries-blocks``: the manifest's stamp (8 bytes), then (first record, bytes from the
 #: first block's value, bytes) of every block's value, three little-endian 64-bit integers each (the
@@ -215,11 +216,12 @@ class LabelCodes:
         return stamp.to_bytes(8, "little") + len(head).to_bytes(4, "little") + head + codes.tobytes()
 
 
-def entries_values(rows: bytes, count: int, stamp: int) -> list[tuple[bytes, bytes]]:
-    """The ``entries/<k>`` values and the ``entries`` header for the record table ``rows`` (every
-    record's ENTRY row, in order) of a store of ``count`` records and manifest ``stamp``."""
+def entries_values(rows: bytes, count: int, stamp: int, first_chunk: int = 0) -> list[tuple[bytes, bytes]]:
+    """The ``entries/<k>`` values (from chunk ``first_chunk`` on) and the ``entries`` header for the
+    record table ``rows`` (ENTRY rows in record order) of a store of ``count`` records and
+    manifest ``stamp``."""
     size = ENTRIES_CHUNK * ENTRY.itemsize
-    out = [(_entries_key(k), rows[k * size : (k + 1) * size]) for k in range(-(-len(rows) // size))]
+    out = [(_entries_key(first_chunk + k), rows[k * size : (k + 1) * size]) for k in range(-(-len(rows) // size))]
     return out + [(ENTRIES_KEY, ENTRIES_HEADER.pack(ENTRIES_MAGIC, count, ENTRIES_CHUNK, stamp))]
 
 
@@ -706,11 +708,9 @@ class LmdbWriter(StoreWriter):
         self._env.sync(True)  # every block on disk before the manifest says "complete"
 
         entries = []
-        if self._ent_on:
+        if self._ent_on:  # the rows not put yet, and the header
             stamp = _manifest_stamp(data)
-            if self._ent_buf:
-                entries.append((_entries_key(self._ent_chunks), self._ent_buf))
-            entries.append((ENTRIES_KEY, ENTRIES_HEADER.pack(ENTRIES_MAGIC, self._next_index, ENTRIES_CHUNK, stamp)))
+            entries = entries_values(self._ent_buf, self._next_index, stamp, self._ent_chunks)
 
         def txn_fn() -> None:
             with self._env.begin(write=True, buffers=True) as txn:
@@ -1014,14 +1014,12 @@ class LmdbReader(StoreReader):
         except (LookupError, lmdb.Error):
             self._entries_state = False
             return None
-        self._entries_state = True
         return np.concatenate(parts) if parts else np.zeros(0, ENTRY)
 
     def _index_from_entries(self) -> tuple | None:
-        """The record index from the ``entries`` copy plus the blocks' keys and value addresses: a
-        cursor over the blocks reads B-tree pages only (a value's address and size come from its
-        node), so no block's own page is read. None (scan the blocks) when there is no fresh copy
-        or it does not fit the blocks (each row inside its block, past the block's table)."""
+        """The record index from the ``entries`` copy and the blocks' places (``entries-blocks``):
+        no block's own page is read. None (scan the blocks) when there is no fresh copy or it does
+        not fit the blocks (each row inside its block, past the block's table)."""
         ent = self._entries()
         places = self._block_places() if ent is not None else None
         if places is None:
@@ -1483,10 +1481,10 @@ class LmdbReader(StoreReader):
         4 KiB read at a time: 48 s for 3.1 GB where the device reads 2.8 GB/s."""
         if len(idx) < 64 or _LIBC is None or not self._all_ok:
             return
-        addr = self._addr[idx]
+        addr, nb = self._addr[idx], self._ent["nbytes"][idx]
         lo = int(addr.min())
-        hi = int(addr.max()) + int(self._ent["nbytes"][idx].max())
-        if hi - lo > 2 * int(self._ent["nbytes"][idx].sum()) + (1 << 20):
+        hi = int(addr.max()) + int(nb.max())
+        if hi - lo > 2 * int(nb.sum()) + (1 << 20):
             return  # a sparse batch: reading its whole span would read mostly other records
         start = lo - lo % _PAGE
         _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(hi - start), _MADV_WILLNEED)
