@@ -5,11 +5,13 @@ from backend_suite import BackendSuite
 
 class TestHdf5(BackendSuite):
     backend = "hdf5"
+    varying_format_version = 5
 
 
 class TestHdf5Contiguous(BackendSuite):
     backend = "hdf5"
     options = {"layout": "contiguous"}
+    varying_format_version = 5
 
 
 def test_large_store_reads_only_the_rows_of_a_batch_from_labels_and_checksums(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import imgtui
 from imgtui.backends import detect_backend, get_backend, open_store, path_size
 from imgtui.backends.hdf5 import Hdf5Backend, Hdf5Reader
+from imgtui.backends.hdf5 import store as H
 from imgtui.errors import (
     CorruptStoreError,
     FormatVersionError,
@@ -135,7 +136,9 @@ def test_variable_shapes_from_the_start(tmp_path):
         assert "images" not in f
         assert f["shapes"][1].tolist() == [0, 7, 2, 0] and f["shapes"][2].tolist() == [0, 3, 3, 1]
         assert f["dtypes"][0] == 0 and f["dtypes"][1] == 1
-        assert f["images_flat"][1].size == 7 * 2 * 2  # raw bytes of a 7x2 uint16 image
+        assert "images_flat" not in f and f["offsets"][2] - f["offsets"][1] == 7 * 2 * 2  # a 7x2 uint16 image
+        assert f["pixels"].shape == (sum(r.image.nbytes for r in recs),)
+    assert info["format_version"] == 5  # older imgtui says "upgrade", not "damaged"
 
 
 @pytest.mark.parametrize("expected_count", [None, 30])
@@ -148,9 +151,10 @@ def test_migration_fixed_to_variable_mid_stream(tmp_path, expected_count):
     assert any("record 13 has shape (3, 4) uint16" in n for n in info["hdf5"]["notes"])
     assert not list(tmp_path.glob("*imgtui-*"))
     with h5py.File(p, "r") as f:
-        assert "images" not in f and f["images_flat"].shape == (20,)
-    # the fixed layout's bytes did not stay behind in the file
-    assert path_size(p) < 3 * sum(r.image.nbytes for r in recs) + 200_000
+        assert "images" not in f and f["offsets"].shape == (20,)
+    # the fixed layout's bytes did not stay behind in the file (the empty chunks of the small
+    # datasets, and one 64 KiB chunk of pixels, make up most of a store this small)
+    assert path_size(p) < 3 * sum(r.image.nbytes for r in recs) + 300_000
 
 
 def test_sixteen_bit_round_trip(tmp_path):
@@ -431,9 +435,7 @@ def test_flipped_pixel_in_variable_store(tmp_path):
     recs = make_records(3) + make_records(3, (4, 4), seed=2)
     p = write(tmp_path / "s.h5", recs)
     with h5py.File(p, "r+") as f:
-        flat = f["images_flat"][4].copy()
-        flat[0] ^= 0xFF
-        f["images_flat"][4] = flat
+        f["pixels"][f["offsets"][4]] ^= 0xFF
     with Hdf5Backend.open(p) as r:
         res = r.verify()
     assert [e.split(":")[0] for e in res.errors] == ["record 4"]
@@ -543,8 +545,33 @@ def test_shared_cifar_sample_if_present(tmp_path):
     assert_same(got, recs)
 
 
+def _as_written_before_packing(path: Path) -> None:
+    """Turn a variable-shape store into what imgtui wrote before format version 5: each image a
+    vlen uint8 object in ``images_flat`` (no ``pixels``/``offsets``), the manifest's version the
+    lowest its records need."""
+    from imgtui.backends.base import format_version_for
+    from imgtui.records import shape_from4, shapes4
+
+    with h5py.File(path, "r+") as f:
+        pixels, offsets = f["pixels"][()], f["offsets"][()]
+        shapes, codes = shapes4(f["shapes"][()]), f["dtypes"][()]
+        flat = np.empty(len(offsets), dtype=h5py.vlen_dtype(np.uint8))
+        for i, (o, shp, c) in enumerate(zip(offsets, shapes, codes)):
+            nbytes = int(np.prod(shape_from4(*shp))) * H.CODE_DTYPES[int(c)].itemsize
+            flat[i] = pixels[o : o + nbytes]
+        del f["pixels"], f["offsets"]
+        ds = f.create_dataset("images_flat", shape=(len(flat),), maxshape=(None,), chunks=(64,), dtype=flat.dtype)
+        if len(flat):
+            ds.write_direct(flat)
+        m = json.loads(f.attrs["manifest"])
+        m["format_version"] = format_version_for(m["dtypes"], bool(shapes[:, 0].any()))
+        f.attrs["manifest"] = json.dumps(m)
+
+
 def _as_written_before_volumes(path: Path) -> None:
-    """Turn a variable-shape store into what imgtui wrote before 3-D records: ``shapes`` N x 3."""
+    """Turn a variable-shape store into what imgtui wrote before 3-D records: ``shapes`` N x 3
+    (and vlen ``images_flat``, as stores were then)."""
+    _as_written_before_packing(path)
     with h5py.File(path, "r+") as f:
         rows = f["shapes"][()]
         assert rows.shape[1] == 4 and not rows[:, 0].any()
@@ -575,3 +602,106 @@ def test_store_with_n_by_3_shapes_reads_and_takes_volumes(tmp_path, change):
         assert f["shapes"].shape == (len(want), 4)
     with open_store(p) as r:
         assert list(r) == want and r.verify().ok and r.info()["format_version"] == 4
+
+
+# -- the packed variable-shape layout (format version 5) and the vlen one before it ------------
+
+
+def _variable_records(n=12, seed=5):
+    rng = np.random.default_rng(seed)
+    kinds = [((9, 7), np.uint16), ((5, 6, 3), np.uint8), ((4, 3, 4), np.float32), ((8, 8), np.int16), ((3, 3, 1), bool)]
+    out = []
+    for i in range(n):
+        shape, dt = kinds[i % len(kinds)]
+        shape = (shape[0] + i % 3,) + shape[1:]
+        im = (rng.standard_normal(shape) * 1000).astype(dt) if dt != bool else rng.random(shape) > 0.5
+        out.append(Record(im, i if i % 4 else f"s{i}", {"i": i} if i % 2 else {}))
+    return out
+
+
+def test_store_of_format_4_vlen_layout_reads_appends_overwrites_and_deletes(tmp_path):
+    """A variable-shape store written before version 5 (vlen ``images_flat``) reads bit-exact;
+    appends and overwrites keep its layout (an older imgtui still reads it); a delete rewrites it
+    packed (version 5). Nothing lost at any step."""
+    recs = _variable_records()
+    p = write(tmp_path / "old.h5", recs)
+    _as_written_before_packing(p)
+    with open_store(p) as r:
+        assert list(r) == recs and r.verify().ok and r.info()["format_version"] == 3
+        idx = [7, 0, 7, 3]
+        assert all(np.array_equal(a, recs[i].image) for a, i in zip(r.get_images(idx), idx))
+    more = _variable_records(4, seed=9)
+    imgtui.append(p, more)
+    new = Record(np.arange(30, dtype=np.uint16).reshape(5, 6), 77, {"new": True})
+    imgtui.overwrite(p, {2: new})
+    want = recs + more
+    want[2] = new
+    with h5py.File(p, "r") as f:
+        assert "images_flat" in f and "pixels" not in f and f["images_flat"].shape == (len(want),)
+    with open_store(p) as r:
+        assert list(r) == want and r.verify().ok and r.info()["format_version"] == 3
+    imgtui.delete(p, [0, 5])
+    want = [x for i, x in enumerate(want) if i not in (0, 5)]
+    with h5py.File(p, "r") as f:
+        assert "images_flat" not in f and f["offsets"].shape == (len(want),)
+    with open_store(p) as r:
+        assert list(r) == want and r.verify().ok and r.info()["format_version"] == 5
+
+
+def test_packed_overwrite_appends_the_new_bytes_and_moves_the_offset(tmp_path):
+    recs = _variable_records()
+    p = write(tmp_path / "s.h5", recs)
+    with h5py.File(p, "r") as f:
+        size, off3 = f["pixels"].shape[0], int(f["offsets"][3])
+    new = Record(np.full((40, 30, 3), 7, dtype=np.uint8), 3, {"big": 1})
+    imgtui.overwrite(p, {3: new})
+    with h5py.File(p, "r") as f:
+        assert f["pixels"].shape[0] == size + new.image.nbytes and int(f["offsets"][3]) == size != off3
+    with open_store(p) as r:
+        assert list(r) == recs[:3] + [new] + recs[4:] and r.verify().ok
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip", "lzf"])
+def test_variable_store_pixels_are_compressed_and_read_bit_exact(tmp_path, compression):
+    rng = np.random.default_rng(1)
+    recs = [Record(np.repeat(rng.integers(0, 4000, (h, 1), dtype=np.uint16), 300, axis=1), i)
+            for i, h in enumerate(range(100, 160))]  # 60 smooth 16-bit images, ~2.2 MB raw
+    p = write(tmp_path / f"{compression}.h5", recs, compression=compression)
+    raw = sum(r.image.nbytes for r in recs)
+    with h5py.File(p, "r") as f:
+        assert f["pixels"].compression == (None if compression == "none" else compression)
+    if compression == "none":
+        assert path_size(p) > raw
+    else:
+        assert path_size(p) < raw / 4
+    with open_store(p) as r:
+        assert list(r) == recs and r.verify().ok
+        idx = [59, 3, 3, 40]
+        assert all(np.array_equal(a, recs[i].image) for a, i in zip(r.get_images(idx), idx))
+        # uncompressed chunks are copied from a map of the file; compressed ones read by HDF5
+        assert (r._pix_map is not None) == (compression == "none")
+
+
+def test_offset_outside_the_pixels_is_a_one_line_error(tmp_path):
+    recs = _variable_records()
+    p = write(tmp_path / "s.h5", recs)
+    with h5py.File(p, "r+") as f:
+        f["offsets"][4] = f["pixels"].shape[0] - 3
+        f["offsets"][6] = -8
+    with open_store(p) as r:
+        assert r[3] == recs[3]
+        with pytest.raises(CorruptStoreError, match=r"an image's bytes .* lie outside 'pixels'") as e:
+            r[4]
+        assert "\n" not in str(e.value)
+        res = r.verify()
+    assert not res.ok and [x.split(":")[0] for x in res.errors] == ["record 4", "record 6"]
+
+
+def test_pixel_bytes_moved_between_records_fail_the_checksum(tmp_path):
+    recs = [Record(np.full((4, 4), i, dtype=np.uint8), i) for i in range(5)]
+    p = write(tmp_path / "s.h5", recs + [Record(np.zeros((2, 2), np.uint8), 9)])
+    with h5py.File(p, "r+") as f:
+        f["offsets"][1] = f["offsets"][2]  # record 1 now points at record 2's bytes
+    with open_store(p) as r:
+        res = r.verify()
+    assert [x.split(":")[0] for x in res.errors] == ["record 1"]

@@ -75,7 +75,13 @@ from .safety import (  # noqa: F401  (fsync_dir, remove_path: used by the backen
 #: 4: 3-D records (DxHxW, DxHxWxC): their indexes keep a depth (N x 4 shapes in HDF5 and Zarr,
 #: the depth in the LMDB entry's spare bytes, a multi-page TIFF per record on disk). Only stores
 #: holding a 3-D record say 4.
-FORMAT_VERSION = 4
+#: 5: HDF5 stores of variable-shape records keep their pixels packed in one ``pixels`` byte dataset
+#: plus ``offsets`` (instead of vlen objects in ``images_flat``). Only such stores say 5.
+FORMAT_VERSION = 5
+#: the version of stores holding 3-D records
+VOLUMES_FORMAT_VERSION = 4
+#: the version of HDF5 stores with variable-shape records packed in ``pixels``
+PACKED_FORMAT_VERSION = 5
 #: the version written for stores whose records are all uint8/uint16
 PLAIN_FORMAT_VERSION = 2
 #: the version of stores with records of other dtypes (no 3-D records)
@@ -87,7 +93,7 @@ def format_version_for(dtypes: Any, volumes: bool = False) -> int:
     """The format version a store holding records of these dtype names (and 3-D records, if
     ``volumes``) is written as: the lowest that can hold them, so older imgtui reads what it can."""
     if volumes:
-        return FORMAT_VERSION
+        return VOLUMES_FORMAT_VERSION
     return PLAIN_FORMAT_VERSION if set(dtypes or ()) <= _PLAIN_DTYPES else DTYPES_FORMAT_VERSION
 
 #: pixel bytes a reader's ``iter_batches`` (iteration, convert, export) holds at once, about
@@ -228,7 +234,7 @@ class WriteStats:
             shapes_truncated=bool(d.get("shapes_truncated", False)),
             labels_truncated=bool(d.get("labels_truncated", False)),
         )
-        s.volumes = any(is_volume(shape_of_key(k) or ()) for k in s.shapes) or d.get("format_version", 0) == FORMAT_VERSION
+        s.volumes = any(is_volume(shape_of_key(k) or ()) for k in s.shapes) or d.get("format_version", 0) == VOLUMES_FORMAT_VERSION
         return s
 
 

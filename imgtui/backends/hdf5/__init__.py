@@ -63,6 +63,8 @@ class Hdf5Backend(Backend):
         return (
             "h5py.File(path)['images'][i] is record i (N x H x W [x C]); labels in 'labels' "
             "(a str label is an int where 'label_is_int' is 1), metadata JSON in 'metadata'; "
-            "variable shapes: np.frombuffer(f['images_flat'][i], ['<u1','<u2','<i2','<u4','<i4','<f4','<f8','?','<i1'][f['dtypes'][i]])"
-            ".reshape(f['shapes'][i] without its zeros: (D, H, W, C), D = 0 for an image, C = 0 for no channels)"
+            "variable shapes: shape = f['shapes'][i] without its zeros ((D, H, W, C), D = 0 for an image, C = 0 for "
+            "no channels), dtype = ['<u1','<u2','<i2','<u4','<i4','<f4','<f8','?','<i1'][f['dtypes'][i]], "
+            "o = f['offsets'][i]: np.frombuffer(f['pixels'][o : o + prod(shape) * dtype.itemsize], dtype).reshape(shape) "
+            "(stores before format version 5: np.frombuffer(f['images_flat'][i], dtype))"
         )

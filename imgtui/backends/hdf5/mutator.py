@@ -67,8 +67,12 @@ class Appender(H.Hdf5Writer):
             rec_bytes = int(np.prod(self._shape)) * ds.dtype.itemsize
             self._chunk_records = ds.chunks[0] if ds.chunks else (
                 opts.get("chunk_records") or max(1, H.CHUNK_TARGET_BYTES // max(1, rec_bytes)))
-        elif "images_flat" in f:
+        elif "pixels" in f:
             self._kind = "variable"
+            self._pix_end = int(f["pixels"].shape[0])
+        elif "images_flat" in f:  # a store of format version <= 4: appended in its own layout
+            self._kind = "variable"
+            self._vlen = True
         self._open = True
         if "complete" in f.attrs:  # from here on the store reads as incomplete
             del f.attrs["complete"]
@@ -236,7 +240,7 @@ class Hdf5Mutator(_Mutator):
             with w:
                 if variable:  # start in the variable-shape layout: no migration half-way
                     w._kind = "variable"
-                    w._create_variable(w._f, 0)
+                    w._create_variable(w._f, 0, reader.pixel_bytes())
                 for rec in source(reader):
                     w.write(rec)
         finally:
@@ -276,9 +280,18 @@ class Hdf5Mutator(_Mutator):
                 if kind == "fixed":
                     f["images"][i] = rec.image
                 else:
-                    flat = np.empty(1, dtype=H._VLEN_U8)
-                    flat[0] = H._raw_bytes(rec.image)
-                    f["images_flat"].write_direct(flat, dest_sel=np.s_[i : i + 1])
+                    if "pixels" in f:  # the new bytes go at the end; the old ones stay until a rewrite
+                        raw = H._raw_bytes(rec.image)
+                        pix = f["pixels"]
+                        end = int(pix.shape[0])
+                        if raw.size:
+                            pix.resize(end + raw.size, axis=0)
+                            pix.write_direct(raw, dest_sel=np.s_[end : end + raw.size])
+                        f["offsets"][i] = end
+                    else:
+                        flat = np.empty(1, dtype=H._VLEN_U8)
+                        flat[0] = H._raw_bytes(rec.image)
+                        f["images_flat"].write_direct(flat, dest_sel=np.s_[i : i + 1])
                     ds = f["shapes"]
                     if ds.shape[1] == 3 and is_volume(rec.image.shape):
                         ds = H.widen_shapes(f)
@@ -307,7 +320,7 @@ class Hdf5Mutator(_Mutator):
         finally:
             f.close()
             remove_path(work)
-        where = "fixed-shape images dataset" if kind == "fixed" else "variable-shape datasets (new heap objects: the old bytes stay in the file)"
+        where = "fixed-shape images dataset" if kind == "fixed" else "variable-shape datasets (the new bytes appended: the old bytes stay in the file until a rewrite)"
         self.how = (f"overwrote {len(changes):,} records in the {where} of a copy of the file, switched in with "
                     "one atomic replace")
 
