@@ -3,6 +3,7 @@ backend and operation, then check what is left (the SQLite crash-test idea).
 
     python scripts/torture.py --torture 50                 # every backend, every operation
     python scripts/torture.py --torture 20 --backends lmdb --ops append,delete --json out.json
+    python scripts/torture.py --torture 50 --backends hdf5 --varying   # records of varying shapes
 
 For each trial: make the old store (or none, for convert), start the operation in a child
 process, SIGKILL it after a random delay within the operation's measured duration, then classify:
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import sys
@@ -74,7 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ops", default=",".join(OPS))
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", help="write the table as JSON")
+    ap.add_argument("--volumes", action="store_true", help="records are 3x8x8x3 volumes")
+    ap.add_argument("--varying", action="store_true", help="records of varying shapes (5-8 x 8 x 3)")
     args = ap.parse_args(argv)
+    for flag, var in ((args.volumes, "IMGTUI_TEST_VOLUMES"), (args.varying, "IMGTUI_TEST_VARYING")):
+        if flag:  # read by the records of this process and of every child
+            os.environ[var] = "1"
     rnd = random.Random(args.seed)
     table: dict[str, Counter] = {}
     root = Path(tempfile.mkdtemp(prefix="imgtui-torture-"))

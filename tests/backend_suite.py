@@ -90,6 +90,8 @@ CHILD = textwrap.dedent(
         out = list(SyntheticDataset(count=count, seed=seed, size=(8, 8), channels=3))
         if os.environ.get("IMGTUI_TEST_VOLUMES"):
             out = [Record(np.stack([r.image, r.image[::-1], r.image[:, ::-1]]), r.label, r.metadata) for r in out]
+        if os.environ.get("IMGTUI_TEST_VARYING"):
+            out = [Record(r.image[: 8 - k % 4], r.label, r.metadata) for k, r in enumerate(out)]
         return out
     if op in ("convert", "convert_overwrite"):
         with imgtui.writer(path, backend, overwrite=op == "convert_overwrite", batch_size=64, **options) as w:
@@ -106,11 +108,14 @@ CHILD = textwrap.dedent(
 
 
 def recs(count: int, seed: int) -> list[Record]:
-    """Seeded 8x8x3 records; 3x8x8x3 volumes of them with IMGTUI_TEST_VOLUMES=1 in the environment
-    (the child processes see it too: ``scripts/torture.py`` kills changes of volumes that way)."""
+    """Seeded 8x8x3 records; 3x8x8x3 volumes of them with IMGTUI_TEST_VOLUMES=1 in the environment,
+    5-8 rows high with IMGTUI_TEST_VARYING=1 (the child processes see them too:
+    ``scripts/torture.py --volumes/--varying`` kills changes of such records that way)."""
     out = list(SyntheticDataset(count=count, seed=seed, size=(8, 8), channels=3))
     if os.environ.get("IMGTUI_TEST_VOLUMES"):
         out = [Record(np.stack([r.image, r.image[::-1], r.image[:, ::-1]]), r.label, r.metadata) for r in out]
+    if os.environ.get("IMGTUI_TEST_VARYING"):
+        out = [Record(r.image[: 8 - k % 4], r.label, r.metadata) for k, r in enumerate(out)]
     return out
 
 
@@ -604,6 +609,22 @@ class BackendSuite:
             outcome = self._check_after_kill(p, op)
             assert outcome == ("new" if res.returncode == 0 else "old")
             assert read_all(p)[0].image.ndim == 4
+
+    @pytest.mark.parametrize("op", ("append", "overwrite", "delete"))
+    def test_kill_during_a_change_of_varying_shapes_leaves_old_or_new(self, tmp_path, op, monkeypatch):
+        """The kill-safety of changes holds for a store of records of varying shapes (HDF5's
+        variable-shape layout: bytes appended to ``pixels``, offsets moved, or a rewrite)."""
+        monkeypatch.setenv("IMGTUI_TEST_VARYING", "1")
+        assert [r.image.shape[0] for r in recs(5, 1)] == [8, 7, 6, 5, 8]
+        for point in ("batch:1", "commit", "committed"):
+            (tmp_path / point).mkdir()
+            p = self._prepare(tmp_path / point, op)
+            res = run_child(op, self.backend, p, self.options, fault=f"kill:{point}")
+            outcome = self._check_after_kill(p, op)
+            if res.returncode == 0:
+                assert outcome == "new"
+            else:
+                assert outcome == ("new" if point == "committed" else "old")
 
     @pytest.mark.parametrize("op", OPS)
     def test_random_kills(self, tmp_path, op):
