@@ -1183,6 +1183,11 @@ class Option:
     #: (HDF5 ``level`` with compression gzip); elsewhere the app disables its field and the CLI
     #: and the writer refuse it in one line
     requires: tuple[str, tuple] | None = None
+    #: for an option without a default that ``requires`` another: the value the writer fills in
+    #: when the other has its first listed value (HDF5 level with gzip: 4; None: the codec's own).
+    #: Declared here so the app shows it without importing the writer (zarr: ~0.3 s); a test
+    #: checks the writer agrees
+    implied: Any = None
 
     @property
     def flag(self) -> str:

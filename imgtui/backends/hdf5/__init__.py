@@ -33,9 +33,9 @@ class Hdf5Backend(Backend):
     suffix = ".h5"
     options = (
         Option("layout", str, "auto", "images dataset layout", choices=LAYOUTS),
-        Option("compression", str, "none", "filter of the images dataset", choices=COMPRESSIONS),
+        Option("compression", str, "none", "filter of the pixel datasets (images, or pixels of varying shapes)", choices=COMPRESSIONS),
         Option("level", int, None, "gzip level 0-9 (compression=gzip)", min=0, max=9,
-               requires=("compression", ("gzip",))),
+               requires=("compression", ("gzip",)), implied=4),
         Option("chunk_records", int, None, "records per chunk (default: ~1 MiB chunks)", min=1, max=1 << 30),
     )
     capabilities = Capabilities(
