@@ -775,3 +775,42 @@ class BackendSuite:
             assert ra.manifest["labels_digest"] == rb.manifest["labels_digest"]
             idx = np.arange(n)
             assert np.array_equal(ra._stored_checksums(idx), rb._stored_checksums(idx))
+
+    def test_write_array_of_class_names_writes_what_write_writes(self, tmp_path):
+        """``write_array`` with str labels (class names, as an image folder gives them, some not
+        ASCII) and file-name metadata, blocks of any size, then int labels (the store goes mixed)
+        and str again: the same store as writing the records one by one."""
+        n = 600
+        imgs = np.stack([make_image("uint8", (6, 5, 3), i) for i in range(n)])
+        names = ["cat", "dög", "bird", "ẞ tree"]
+        labels: list = [names[(i * 5) % 4] for i in range(n)]
+        labels[400:410] = list(range(10))
+        metas = [{"file": f"{labels[i]}/{i:04d}.jpg"} for i in range(n)]
+        want = [Record(imgs[i], labels[i], metas[i]) for i in range(n)]
+        a = self.path(tmp_path, "a")
+        with imgtui.writer(a, self.backend, **self.options) as w:
+            pos = 0
+            for k in (300, 1, 99, 10, 190):
+                w.write_array(imgs[pos : pos + k], labels[pos : pos + k], metas[pos : pos + k])
+                pos += k
+        b = self.make(tmp_path, want, name="b")
+        self.assert_store(a, want)
+        with open_store(a) as ra, open_store(b) as rb:
+            assert ra.manifest["labels_digest"] == rb.manifest["labels_digest"]
+            assert ra.labels_array().tolist() == labels
+            assert ra.verify().ok
+
+    def test_a_class_name_with_nul_in_write_array_round_trips_or_names_its_record(self, tmp_path):
+        """A str label some backends cannot hold (NUL: HDF5 strings) in a ``write_array`` block:
+        stored as it is, or refused with the one-line error of the record-by-record path."""
+        imgs = np.stack([make_image("uint8", (4, 4), i) for i in range(20)])
+        labels = ["a"] * 20
+        labels[13] = "b\x00c"
+        p = self.path(tmp_path)
+        try:
+            with imgtui.writer(p, self.backend, **self.options) as w:
+                w.write_array(imgs, labels)
+        except InvalidRecordError as exc:
+            assert str(exc).startswith("record 13 label") and "\n" not in str(exc)
+            return
+        self.assert_store(p, [Record(imgs[i], labels[i], {}) for i in range(20)])

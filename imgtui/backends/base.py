@@ -442,14 +442,30 @@ class StoreWriter(ABC):
     def _int_labels_utf8(labels: list, metas: list | None) -> bool:
         """True when a ``write_array`` block has int labels only and metadata that encodes as
         UTF-8: nothing a backend's per-record check would refuse (vectorised writes use it)."""
-        if set(map(type, labels)) != {int}:
-            return False
+        return StoreWriter._plain_labels_utf8(labels, metas) == "int"
+
+    @staticmethod
+    def _plain_labels_utf8(labels: list, metas: list | None) -> str | None:
+        """"int" or "str" when a ``write_array`` block has labels of that one type (str labels
+        encodable as UTF-8, without NUL: what HDF5 strings hold) and metadata that encodes as
+        UTF-8; None otherwise (then the record-by-record checks name the record)."""
+        kinds = set(map(type, labels))
+        if kinds == {str}:
+            distinct = set(labels)
+            try:
+                "".join(distinct).encode("utf-8")
+            except UnicodeEncodeError:
+                return None
+            if any("\x00" in x for x in distinct):
+                return None
+        elif kinds != {int}:
+            return None
         try:
             if metas is not None:
                 "".join(j for _, j in metas).encode("utf-8")
         except UnicodeEncodeError:
-            return False  # the record-by-record check names the record
-        return True
+            return None
+        return "int" if kinds == {int} else "str"
 
     def _write_arrays(self, block: Any, images: np.ndarray, labels: list, metas: list | None,
                       checksums: list[int], start: int) -> None:
@@ -573,8 +589,11 @@ def _array_labels(labels: Sequence[Label] | np.ndarray, first: int) -> list[Labe
     pass (no per-label call), anything else label by label."""
     if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu":
         return labels.astype(np.int64).tolist()
-    if isinstance(labels, (list, tuple)) and labels and set(map(type, labels)) == {int}:
-        if -(1 << 63) <= min(labels) and max(labels) < (1 << 63):
+    if isinstance(labels, (list, tuple)) and labels:
+        kinds = set(map(type, labels))
+        if kinds == {int} and -(1 << 63) <= min(labels) and max(labels) < (1 << 63):
+            return list(labels)
+        if kinds == {str}:  # class names: every one is valid as it is
             return list(labels)
     return [validate_label(lab, f"record {first + i} label") for i, lab in enumerate(labels)]
 

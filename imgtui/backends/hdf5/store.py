@@ -348,16 +348,16 @@ class Hdf5Writer(StoreWriter):
         _append(self._ds("checksums"), start, np.asarray(checksums, dtype=np.uint32))
 
     def _array_block(self, images: np.ndarray, labels: list, metas: list | None, first: int) -> Any:
-        if self._int_labels_utf8(labels, metas):
+        if self._plain_labels_utf8(labels, metas):
             return None  # nothing _check_record would refuse: the vectorised write
         return super()._array_block(images, labels, metas, first)
 
     def _write_arrays(self, block: Any, images: np.ndarray, labels: list, metas: list | None,
                       checksums: list[int], start: int) -> None:
-        """A ``write_array`` block of int-labelled records, written as it is: one write of the
-        images array, one of the labels, the checksums and the metadata.
+        """A ``write_array`` block of records with int labels or str ones, written as it is: one
+        write of the images array, one of the labels, the checksums and the metadata.
         Anything that changes the layout (another shape, more records than a contiguous dataset
-        holds, a str label) goes through the Records path, which handles it."""
+        holds) goes through the Records path, which handles it."""
         n = len(images)
         if block is None and self._kind is None:
             self._init_images(Record(images[0], labels[0]), self._f)
@@ -372,7 +372,8 @@ class Hdf5Writer(StoreWriter):
         if metas is not None:  # the metadata column: JSON, "" for an empty dict (as _write_batch)
             texts = [j if m else "" for m, j in metas]
             self._metadata_records += n - texts.count("")
-        if self._label_mode != "int":  # the first labels, or a change of label mode: written now
+        kind = "int" if type(labels[0]) is int else "str"  # the block's one label type
+        if self._label_mode != kind:  # the first labels, or a change of label mode: written now
             self._flush_kept()
             self._write_images(images, start)
             self._write_labels(self._f, labels, start)
@@ -437,7 +438,14 @@ class Hdf5Writer(StoreWriter):
         if not aux:
             return
         start = aux[0][0]
-        labels = np.concatenate([np.asarray(a[1], dtype=np.int64) for a in aux])
+        if self._label_mode == "int":
+            labels = np.concatenate([np.asarray(a[1], dtype=np.int64) for a in aux])
+        else:  # "str": vlen strings
+            labels = np.empty(sum(len(a[1]) for a in aux), dtype=object)
+            pos = 0
+            for a in aux:
+                labels[pos : pos + len(a[1])] = a[1]
+                pos += len(a[1])
         sums = np.concatenate([np.asarray(a[2], dtype=np.uint32) for a in aux])
         metas = np.full(len(labels), "", dtype=object)
         pos = 0

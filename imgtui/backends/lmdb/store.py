@@ -488,7 +488,7 @@ class LmdbWriter(StoreWriter):
 
     # -- write_array: whole blocks straight from the array ------------------------------------
     def _array_block(self, images: np.ndarray, labels: list, metas: list | None, first: int) -> Any:
-        if self.options["encoding"] != "raw" or not np.little_endian or set(map(type, labels)) != {int}:
+        if self.options["encoding"] != "raw" or not np.little_endian or set(map(type, labels)) not in ({int}, {str}):
             return super()._array_block(images, labels, metas, first)
         nb = images[0].nbytes
         if nb + HEADER.size + ENTRY.itemsize > MAX_VALUE_BYTES:
@@ -558,6 +558,10 @@ class LmdbWriter(StoreWriter):
         code = DTYPE_CODES[images.dtype]
         flat = images.reshape(n, -1).view(np.uint8)
         sums = np.asarray(checksums, dtype=np.uint32)
+        ltexts = labels  # the labels as JSON: ints as they are, strs encoded once per distinct label
+        if type(labels[0]) is str:
+            texts = {lab: _LABEL_JSON.encode(lab) for lab in set(labels)}
+            ltexts = list(map(texts.__getitem__, labels))
         blocks = self._held  # put TXN_BYTES at a time, across calls (a commit costs ~1 ms)
         table = None
         for a in range(0, n, rpb):
@@ -574,9 +578,9 @@ class LmdbWriter(StoreWriter):
             value = b"".join([HEADER.pack(MAGIC, cnt, first), table.tobytes(), flat[a : a + cnt].data])
             # the labels value _make_block writes: [[label,metadata JSON],...]
             if metas is None:
-                labs = "[[" + ",{}],[".join(map(str, labels[a : a + cnt])) + ",{}]]"
+                labs = "[[" + ",{}],[".join(map(str, ltexts[a : a + cnt])) + ",{}]]"
             else:
-                labs = "[" + ",".join(f"[{lab},{m[1]}]" for lab, m in zip(labels[a : a + cnt], metas[a : a + cnt])) + "]"
+                labs = "[" + ",".join(f"[{lab},{m[1]}]" for lab, m in zip(ltexts[a : a + cnt], metas[a : a + cnt])) + "]"
             blocks.append((_key(first), value, labs.encode("utf-8")))
             self._note_labels(labels[a : a + cnt])
             self._next_index = first + cnt
