@@ -205,8 +205,9 @@ class LabelCodes:
         if not self.ok:
             return
         index = self.index  # keyed with the type: 1 and "1" are two labels
-        self.parts.append(np.fromiter((index.setdefault((type(x) is int, x), len(index)) for x in labels),
-                                      np.int32, len(labels)))
+        # (labels are ints and strs: as dict keys, 1 and "1" stay two here too)
+        local = {x: index.setdefault((type(x) is int, x), len(index)) for x in dict.fromkeys(labels)}
+        self.parts.append(np.fromiter(map(local.__getitem__, labels), np.int32, len(labels)))
         if len(index) > LABELS_MAX_DISTINCT:
             self.ok, self.index, self.parts = False, {}, []
 
@@ -391,6 +392,8 @@ class LmdbWriter(StoreWriter):
         self._tail: tuple[np.ndarray, list, list, list | None] | None = None
         #: blocks made from arrays, not put yet (at most about TXN_BYTES)
         self._held: list[tuple[bytes, bytes, bytes]] = []
+        #: the block table _put_array_blocks made last, by (records, shape, dtype): reused
+        self._tables: dict[tuple, np.ndarray] = {}
         self._held_bytes = 0
         self._next_index = 0  # first record of the pending block
         self._rpb = 0  # records per block, chosen from the first record
@@ -563,11 +566,13 @@ class LmdbWriter(StoreWriter):
             texts = {lab: _LABEL_JSON.encode(lab) for lab in set(labels)}
             ltexts = list(map(texts.__getitem__, labels))
         blocks = self._held  # put TXN_BYTES at a time, across calls (a commit costs ~1 ms)
-        table = None
         for a in range(0, n, rpb):
             cnt = min(rpb, n - a)
-            if table is None or len(table) != cnt:
-                table = np.zeros(cnt, ENTRY)
+            table = self._tables.get((cnt, shape, code))
+            if table is None:
+                if len(self._tables) > 8:
+                    self._tables.clear()
+                table = self._tables[(cnt, shape, code)] = np.zeros(cnt, ENTRY)
                 table["offset"] = HEADER.size + cnt * ENTRY.itemsize + np.arange(cnt, dtype=np.int64) * nb
                 table["nbytes"] = nb
                 _set_shapes(table, [shape] * cnt)
