@@ -705,3 +705,18 @@ def test_pixel_bytes_moved_between_records_fail_the_checksum(tmp_path):
     with open_store(p) as r:
         res = r.verify()
     assert [x.split(":")[0] for x in res.errors] == ["record 1"]
+
+
+def test_a_label_that_is_not_utf8_is_a_one_line_error(tmp_path):
+    recs = make_records(6, labels=lambda i: ["cat", "dög"][i % 2])
+    p = write(tmp_path / "s.h5", recs)
+    with open_store(p) as r:
+        assert r.labels() == [x.label for x in recs] and r.labels_array().tolist() == r.labels()
+    with h5py.File(p, "r+") as f:
+        f["labels"][3] = b"d\xf6g"  # latin-1 bytes, not UTF-8
+    with open_store(p) as r:
+        for call in (r.labels, r.labels_array, lambda: r[3]):
+            with pytest.raises(CorruptStoreError, match="a label is not valid UTF-8") as e:
+                call()
+            assert "\n" not in str(e.value) and str(p) in str(e.value)
+        assert r[2] == recs[2]

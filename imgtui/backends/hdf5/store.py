@@ -1015,8 +1015,9 @@ class Hdf5Reader(ArrayReader):
             view = self._small("labels").view()
             view.flags.writeable = False
             return view
-        ds = self._labels_ds.asstr()
-        out = np.asarray(self._guard("labels", lambda: ds[()]), dtype=object)
+        ds = self._labels_ds
+        out = np.empty(self._n, dtype=object)
+        out[:] = _strs(self._guard("labels", lambda: ds[()]), self.path)
         if self._mixed:
             flags = self._small("label_is_int").astype(bool)
             for i in np.flatnonzero(flags).tolist():
@@ -1126,9 +1127,8 @@ class Hdf5Reader(ArrayReader):
             vals = self._small_at("labels", key)
             out: list[Label] = vals.tolist()
         else:
-            ds = self._labels_ds.asstr()
-            raw = self._guard("labels", lambda: ds[key] if isinstance(key, slice) else _read_rows(ds, key))
-            out = list(raw)
+            ds = self._labels_ds
+            out = _strs(self._guard("labels", lambda: ds[key] if isinstance(key, slice) else _read_rows(ds, key)), self.path)
             if self._mixed:
                 flags = self._small_at("label_is_int", key)
                 out = [int(v) if fl else v for v, fl in zip(out, flags)]
@@ -1164,6 +1164,16 @@ class Hdf5Reader(ArrayReader):
             )
         d["hdf5"] = extra
         return d
+
+
+def _strs(raw: np.ndarray, path: Path) -> list[str]:
+    """Values of a vlen UTF-8 str dataset, read as bytes, decoded once per distinct value (class
+    names repeat: 10,000 CIFAR labels read 2-3x faster than through h5py's ``asstr``)."""
+    try:
+        texts = {b: b.decode("utf-8") if isinstance(b, bytes) else str(b) for b in set(raw.tolist())}
+    except UnicodeDecodeError:
+        raise CorruptStoreError(f"{path}: a label is not valid UTF-8") from None
+    return list(map(texts.__getitem__, raw.tolist()))
 
 
 def _read_rows(ds: Any, rows: np.ndarray) -> np.ndarray:
