@@ -393,7 +393,9 @@ def test_newer_format_version(tmp_path):
     m = json.loads(mpath.read_text())
     m["format_version"] = 99
     mpath.write_text(json.dumps(m))
-    with pytest.raises(FormatVersionError, match="uses imgtui format version 99; this imgtui reads up to 4"):
+    from imgtui.backends.base import FORMAT_VERSION
+
+    with pytest.raises(FormatVersionError, match=f"uses imgtui format version 99; this imgtui reads up to {FORMAT_VERSION} "):
         open_store(tmp_path / "s")
 
 
