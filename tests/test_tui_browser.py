@@ -620,8 +620,13 @@ async def test_app_started_on_a_store_opens_the_browser_and_back_goes_to_the_mai
         screen = await open_browser(pilot, app)
         assert screen.path == "fake:40"
         assert "40 records" in info_text(screen)
+        # the main screen's widgets are built only when the browser is left (a faster first paint)
+        assert not app.main_screen.is_mounted
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
+        await wait_for(pilot, lambda: app.main_screen.is_mounted and "synthetic" in app.main_screen.plan.dataset)
+        await pilot.press("question_mark")  # the app's keys work on it
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "HelpScreen")
 
 
 async def test_a_pixel_terminal_gets_the_full_image_through_textual_image(fake_store, monkeypatch):
