@@ -15,14 +15,12 @@ from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
 from ..bench import backend_info
-from ..bench.model import ResultTable
 from . import graphics
 from .commands import help_rows, screen_commands
 from .idle_gc import IdleGC
 from .messages import one_line_error
-from .screens.help import HelpScreen
-from .screens.main import MainScreen
-from .screens.recommend import RecommendScreen
+# (the main, help and recommend screens are imported when first shown: ``imgtui STORE`` shows the
+# browser without importing them, ~0.2 s of bench and markdown modules)
 from .themes import DARK, LIGHT, THEMES, other_theme
 
 
@@ -60,8 +58,17 @@ class ImgtuiApp(App):
         self.theme = theme
         self._dataset = dataset
         self._options = options
-        self.main_screen = MainScreen(dataset, **options)
+        self._main: Any = None  # the MainScreen, made on first use
         self.idle_gc = IdleGC()  # full garbage collections wait until the keys rest (idle_gc.py)
+
+    @property
+    def main_screen(self) -> Any:
+        """The main screen (dataset, backends, results), made on first use."""
+        if self._main is None:
+            from .screens.main import MainScreen
+
+            self._main = MainScreen(self._dataset, **self._options)
+        return self._main
 
     def get_default_screen(self) -> Screen:
         if self._browse is not None:
@@ -103,7 +110,8 @@ class ImgtuiApp(App):
 
     def _on_terminate(self) -> None:
         # as ctrl+q, without the wait: the children are stopped at once and their stores removed
-        self.main_screen.shutdown()
+        if self._main is not None:
+            self._main.shutdown()
         # the terminal may be gone (tmux kill-session): Textual's shutdown can then block forever
         # writing to it (seen: its output queue full, the writer thread stuck); the work is already
         # stopped and cleaned up, so the process ends within seconds whatever the terminal does
@@ -115,6 +123,9 @@ class ImgtuiApp(App):
     # -- actions ---------------------------------------------------------------------------
     def action_recommend(self) -> None:
         """Open the recommendation screen on the main screen's dataset and results."""
+        from ..bench.model import ResultTable
+        from .screens.recommend import RecommendScreen
+
         if isinstance(self.screen, RecommendScreen):
             return
         main = self.main_screen
@@ -130,6 +141,8 @@ class ImgtuiApp(App):
 
     def action_help(self) -> None:
         """Help for the screen it is opened on: that screen's intro and its keys."""
+        from .screens.help import HelpScreen
+
         if isinstance(self.screen, HelpScreen):
             return
         screen = self.screen
@@ -142,12 +155,14 @@ class ImgtuiApp(App):
 
     async def action_quit(self) -> None:
         """Quit; a running benchmark is cancelled first and given a moment to remove its stores."""
-        if self.main_screen.running:
-            self.notify("Cancelling the benchmark before quitting…")
-            await self.main_screen.stop_bench(timeout=5.0)
-        if self.main_screen.making:
-            await self.main_screen.stop_make_stores(timeout=5.0)
-        self.main_screen.shutdown()
+        main = self._main
+        if main is not None:
+            if main.running:
+                self.notify("Cancelling the benchmark before quitting…")
+                await main.stop_bench(timeout=5.0)
+            if main.making:
+                await main.stop_make_stores(timeout=5.0)
+            main.shutdown()
         self.exit()
 
     # -- worker errors: one place ----------------------------------------------------------
@@ -203,5 +218,6 @@ def run_app(dataset: str = "synthetic", *, output: str = ".", workdir: str | Non
         app.run()
     finally:
         # a benchmark or make-stores child still running is stopped and its temporary stores removed
-        app.main_screen.shutdown()
+        if app._main is not None:
+            app._main.shutdown()
     return int(app.return_code or 0)
