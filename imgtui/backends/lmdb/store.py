@@ -155,6 +155,19 @@ def _libc() -> Any:
 _LIBC = _libc()
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _MADV_WILLNEED = 3
+_MADV_DONTNEED = 4
+
+
+def _unmap_pages(address: int, nbytes: int) -> None:
+    """Take the pages of ``nbytes`` at ``address`` (in LMDB's read-only shared map) out of this
+    process's resident set (``madvise(MADV_DONTNEED)``: they stay in the page cache, a later access
+    maps them again). py-lmdb touches every page of each value it returns (its "preload"), so a
+    scan over all blocks would otherwise map the whole store into the writer's RSS."""
+    if _LIBC is None or nbytes <= 0:
+        return
+    start = address & ~(_PAGE - 1)
+    end = (address + nbytes + _PAGE - 1) & ~(_PAGE - 1)
+    _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED)
 
 
 def _mapping_around(addr: int) -> tuple[int, int] | None:
@@ -185,7 +198,10 @@ def block_places(txn: Any, db: Any, count: int, stamp: int) -> bytes:
         first = int.from_bytes(bytes(k), "big")
         if first >= count:
             break
-        rows.append((first, _address(v), len(v)))
+        at = _address(v)
+        rows.append((first, at, len(v)))
+        if len(v) >= 16 * _PAGE:  # (a large block: the pages its preload mapped)
+            _unmap_pages(at, len(v))
     places = np.array(rows, BLOCK_AT)
     if len(places):
         places["offset"] -= places["offset"][0]  # from the first block's value (py-lmdb shows no map base)
