@@ -720,3 +720,19 @@ def test_a_label_that_is_not_utf8_is_a_one_line_error(tmp_path):
                 call()
             assert "\n" not in str(e.value) and str(p) in str(e.value)
         assert r[2] == recs[2]
+
+
+def test_plain_h5py_reads_the_packed_layout_with_the_recipe(tmp_path):
+    """What ``Hdf5Backend.recipe()`` says for variable shapes, done with h5py and numpy only."""
+    recs = _variable_records()
+    p = write(tmp_path / "s.h5", recs)
+    codes = ['<u1', '<u2', '<i2', '<u4', '<i4', '<f4', '<f8', '?', '<i1']
+    with h5py.File(p, "r") as f:
+        for i, rec in enumerate(recs):
+            shape = tuple(int(x) for x in f["shapes"][i] if x)
+            dtype = np.dtype(codes[f["dtypes"][i]])
+            o = int(f["offsets"][i])
+            im = np.frombuffer(f["pixels"][o : o + int(np.prod(shape)) * dtype.itemsize], dtype).reshape(shape)
+            assert im.dtype == rec.image.dtype and np.array_equal(im, rec.image)
+    recipe = Hdf5Backend.recipe()
+    assert "f['offsets'][i]" in recipe and "f['pixels'][o : o + prod(shape) * dtype.itemsize]" in recipe
