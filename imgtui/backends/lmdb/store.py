@@ -1511,6 +1511,14 @@ class LmdbReader(StoreReader):
         hi = int(addr.max()) + int(nb.max())
         if hi - lo > 2 * int(nb.sum()) + (1 << 20):
             return  # a sparse batch: reading its whole span would read mostly other records
+        first, last = int(idx[0]), int(idx[-1])
+        if last - first == len(idx) - 1 and last + 1 < len(self._addr):
+            # a run of consecutive records (a scan in order): the run after it too, so that its
+            # pages arrive while this one is copied and checked (the device works ahead)
+            nxt = min(len(self._addr) - 1, last + len(idx))
+            a, b = int(self._addr[last + 1]), int(self._addr[nxt]) + int(self._ent["nbytes"][nxt])
+            if a >= hi and b - a <= 2 * (hi - lo) + (1 << 20):
+                hi = b
         start = lo - lo % _PAGE
         _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(hi - start), _MADV_WILLNEED)
 
