@@ -169,12 +169,14 @@ def _lock_error(exc: OSError) -> bool:
 
 
 def _imgtui_marker_in_head(path: Path) -> bool:
-    """A writer flushes its root attributes first, so they sit in the first KiBs of the file."""
+    """A writer flushes its root attributes first (format "imgtui", format_version, ...), so they
+    sit in the first KiBs of the file."""
     try:
         with open(path, "rb") as fh:
-            return b"imgtui" in fh.read(64 << 10)
+            head = fh.read(64 << 10)
     except OSError:
         return False
+    return b"imgtui" in head and b"format_version" in head
 
 
 def _attr_str(value: Any) -> str | None:
