@@ -6,7 +6,8 @@ Fixed shapes (every record has the shape and dtype of the first one):
   ``images``       N x H x W [x C] of the records' dtype (uint8, uint16, int8, int16, uint32, int32,
                    float32, float64 or bool, h5py's enum of int8). HxW and HxWx1 stay distinct.
 Variable shapes (a record's shape or dtype differed from the first one):
-  ``pixels``       1-D uint8, chunked (1 MiB chunks), resizable: every image's raw C-order bytes
+  ``pixels``       1-D uint8, chunked (64 KiB-1 MiB chunks, by the expected store size),
+                   resizable: every image's raw C-order bytes
                    (multi-byte samples little-endian), one after the other
   ``offsets``      N int64: where record i's bytes start in ``pixels``; it has
                    prod(shape) * itemsize of them. An overwrite appends the new bytes and moves
