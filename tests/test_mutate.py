@@ -339,3 +339,30 @@ def test_refused_writer_names_a_holder_that_has_not_written_its_line_yet(tmp_pat
         assert "is being written by process 4242 (append" in str(err.value)
     finally:
         os.close(fd)
+
+
+def test_a_writer_refused_just_as_the_holder_finishes_takes_the_lock(tmp_path, monkeypatch):
+    """The holder unlinks its lock file when it finishes: a second writer whose try came just
+    before that takes the lock at the path's new file instead of being refused with "another
+    process" (seen: two appends started together, one refused naming a writer already gone)."""
+    from imgtui.backends import safety
+
+    p = tmp_path / "s.lmdb"
+    p.mkdir()
+    first = safety.WriterLock(p, "first").acquire()
+    read_holder = safety._holder
+
+    def holder_finishing(lp, patience=0.0):
+        first.release()  # the holder ends between the second writer's failed try and this read
+        return read_holder(lp, patience)
+
+    monkeypatch.setattr(safety, "_holder", holder_finishing)
+    second = safety.WriterLock(p, "second").acquire()
+    try:
+        assert safety.is_locked(p) and "second" in safety.lock_path(p).read_text()
+    finally:
+        second.release()
+    monkeypatch.setattr(safety, "_holder", read_holder)
+    with safety.WriterLock(p, "third"):  # a live holder still refuses, naming itself
+        with pytest.raises(safety.StoreLockedError, match=f"is being written by process {os.getpid()} "):
+            safety.WriterLock(p, "fourth").acquire()

@@ -153,6 +153,7 @@ class WriterLock:
                 raise StoreError(f"cannot write {self.path}: {lp.parent} is not writable ({exc.strerror})") from None
             raise
         deadline = time.monotonic() + self.wait
+        retries = 0
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -161,10 +162,23 @@ class WriterLock:
                     os.close(fd)
                     raise
                 if time.monotonic() >= deadline:
+                    who = _holder(lp, patience=0.5)
+                    try:
+                        gone = not os.path.samestat(os.fstat(fd), os.stat(lp))
+                    except OSError:
+                        gone = True
+                    if (gone or who == "another process") and retries < 3:
+                        # the holder finished between our try and now (it unlinks the file while
+                        # it still holds it): the lock is free, try again at the path's file
+                        # (seen: two appends started together, the second refused, naming
+                        # "another process" that was already gone)
+                        retries += 1
+                        os.close(fd)
+                        fd = os.open(lp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                        continue
                     os.close(fd)
                     raise StoreLockedError(
-                        f"{self.path} is being written by {_holder(lp, patience=0.5)}; wait for it to finish "
-                        "(one writer at a time)"
+                        f"{self.path} is being written by {who}; wait for it to finish (one writer at a time)"
                     ) from None
                 time.sleep(0.05)
                 continue
