@@ -281,12 +281,9 @@ class Hdf5Mutator(_Mutator):
                     f["images"][i] = rec.image
                 else:
                     if "pixels" in f:  # the new bytes go at the end; the old ones stay until a rewrite
-                        raw = H._raw_bytes(rec.image)
                         pix = f["pixels"]
                         end = int(pix.shape[0])
-                        if raw.size:
-                            pix.resize(end + raw.size, axis=0)
-                            pix.write_direct(raw, dest_sel=np.s_[end : end + raw.size])
+                        H.append_pixels(pix, end, H._raw_bytes(rec.image))
                         f["offsets"][i] = end
                     else:
                         flat = np.empty(1, dtype=H._VLEN_U8)

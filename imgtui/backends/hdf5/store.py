@@ -666,14 +666,9 @@ class Hdf5Writer(StoreWriter):
         """Append these byte arrays to ``pixels`` (one write); their offsets there."""
         sizes = np.fromiter((r.size for r in raws), dtype=np.int64, count=len(raws))
         offs = self._pix_end + np.concatenate(([0], np.cumsum(sizes)[:-1])) if len(raws) else sizes
-        total = int(sizes.sum())
-        if total:
-            ds = self._ds("pixels")
-            end = self._pix_end + total
-            ds.resize(end, axis=0)
+        if int(sizes.sum()):
             buf = raws[0] if len(raws) == 1 else np.concatenate(raws)
-            ds.write_direct(buf, dest_sel=np.s_[self._pix_end : end])
-            self._pix_end = end
+            self._pix_end = append_pixels(self._ds("pixels"), self._pix_end, buf)
         return offs
 
     def _rewrite(self, n: int, kind: str, layout: str = "chunked", alloc: int | None = None) -> None:
@@ -719,12 +714,8 @@ class Hdf5Writer(StoreWriter):
         n = len(block)
         raw = _raw_bytes(block)
         rec = raw.size // max(1, n)
-        ds = f["pixels"]
-        if raw.size:
-            ds.resize(self._pix_end + raw.size, axis=0)
-            ds.write_direct(raw, dest_sel=np.s_[self._pix_end : self._pix_end + raw.size])
         f["offsets"][start : start + n] = self._pix_end + rec * np.arange(n, dtype=np.int64)
-        self._pix_end += raw.size
+        self._pix_end = append_pixels(f["pixels"], self._pix_end, raw)
         f["shapes"][start : start + n] = shape_rows([block.shape[1:]] * n, f["shapes"].shape[1])
         f["dtypes"][start : start + n] = DTYPE_CODES[block.dtype]
 
@@ -748,6 +739,15 @@ def _append(ds: h5py.Dataset, start: int, values: np.ndarray) -> None:
     if ds.shape[0] < end:
         ds.resize(end, axis=0)
     ds[start:end] = values
+
+
+def append_pixels(ds: h5py.Dataset, end: int, raw: np.ndarray) -> int:
+    """Write the bytes ``raw`` at byte ``end`` of the 1-D ``pixels`` dataset, growing it to hold
+    them; the new end (writer, migration and overwrite all append this way)."""
+    if raw.size:
+        ds.resize(end + raw.size, axis=0)
+        ds.write_direct(raw, dest_sel=np.s_[end : end + raw.size])
+    return end + raw.size
 
 
 def _append_vlen(ds: h5py.Dataset, start: int, values: np.ndarray) -> None:
